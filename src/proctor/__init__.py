@@ -1,0 +1,16 @@
+"""proctor: execution governance.
+
+Nothing executes without authorization, nothing keeps running once trust is gone, and
+everything that happened can be proven afterwards. See ``ARCHITECTURE.md``; the
+package tree follows the six layers of the Execution Governance Reference
+Architecture.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("proctor")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,252 @@
+"""The ``proctor`` command.
+
+Exit codes (a public contract; later commands add ``77`` for denied and ``79`` for
+terminated executions):
+
+- 0: success;
+- 1: verification failed (a broken log, a proof or signature that does not verify);
+- 2: bad input or usage (malformed arguments, events, data directory).
+
+Data goes to stdout as JSON; messages go to stderr prefixed ``proctor:``.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+
+from proctor import __version__
+from proctor.datadir import DEFAULT_DATA_DIR
+from proctor.demo import run_demo
+from proctor.errors import (
+    ConfigError,
+    EventError,
+    LineageError,
+    LogIntegrityError,
+    ProctorError,
+    ProofRequestError,
+    VerificationError,
+)
+from proctor.lineage.events import Event
+from proctor.lineage.log import Log
+
+__all__ = ["app", "main", "EXIT_OK", "EXIT_VERIFY_FAILED", "EXIT_BAD_INPUT"]
+
+EXIT_OK = 0
+EXIT_VERIFY_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+app = typer.Typer(
+    name="proctor",
+    help="Execution governance: authorize before anything runs, stop it when trust breaks, "
+    "prove afterwards what happened.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+log_app = typer.Typer(help="Read, prove and verify the lineage log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+DataOpt = Annotated[
+    Path,
+    typer.Option("--data", envvar="PROCTOR_DATA", help="Data directory.", show_default=True),
+]
+
+
+def _emit(doc: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"proctor: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _exit_code(e: ProctorError) -> int:
+    if isinstance(e, LogIntegrityError | VerificationError):
+        return EXIT_VERIFY_FAILED
+    return EXIT_BAD_INPUT
+
+
+def _open(data: Path) -> Log:
+    try:
+        return Log.open(data)
+    except ProctorError as e:
+        _fail(_exit_code(e), f"error: {e}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"proctor {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Execution governance: authorize, enforce, prove."""
+
+
+@app.command()
+def init(
+    data: DataOpt = DEFAULT_DATA_DIR,
+    origin: Annotated[
+        str | None,
+        typer.Option(help="The log's origin (checkpoint first line); default proctor/<host>/<random>."),
+    ] = None,
+) -> None:
+    """Create a data directory: log key, database, and the signed empty checkpoint."""
+    try:
+        with Log.initialize(data, origin=origin) as log:
+            _emit({"data": str(data), "origin": log.origin, "log_key": log.verifier_key()})
+    except ProctorError as e:
+        _fail(_exit_code(e), f"error: {e}")
+
+
+@log_app.command("key")
+def log_key(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+    """Print the log's verifier key (signed-note form: origin+keyid+base64)."""
+    with _open(data) as log:
+        typer.echo(log.verifier_key())
+
+
+@log_app.command("checkpoint")
+def log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+    """Print the latest signed checkpoint (C2SP signed note)."""
+    with _open(data) as log:
+        try:
+            sys.stdout.write(log.checkpoint())
+        except ProctorError as e:
+            _fail(_exit_code(e), f"error: {e}")
+
+
+@log_app.command("entry")
+def log_entry(
+    index: Annotated[int, typer.Argument(help="Entry index (0-based).")],
+    data: DataOpt = DEFAULT_DATA_DIR,
+) -> None:
+    """Print one entry: its index, leaf hash and event."""
+    with _open(data) as log:
+        try:
+            raw = log.leaf(index)
+            leaf = log.leaf_hash(index)
+        except ProctorError as e:
+            _fail(_exit_code(e), f"error: {e}")
+        _emit(
+            {
+                "index": index,
+                "leaf_hash": base64.b64encode(leaf).decode(),
+                "event": orjson.loads(raw),
+            }
+        )
+
+
+@log_app.command("proof")
+def log_proof(
+    index: Annotated[int, typer.Option("--index", help="Entry index to prove.")],
+    size: Annotated[
+        int | None, typer.Option("--size", help="Tree size; default the latest checkpoint's.")
+    ] = None,
+    data: DataOpt = DEFAULT_DATA_DIR,
+) -> None:
+    """Print an RFC 9162 inclusion proof as JSON."""
+    with _open(data) as log:
+        try:
+            _emit(log.inclusion_proof(index, size))
+        except ProctorError as e:
+            _fail(_exit_code(e), f"error: {e}")
+
+
+@log_app.command("consistency")
+def log_consistency(
+    old: Annotated[int, typer.Option("--old", help="The older tree size.")],
+    new: Annotated[
+        int | None, typer.Option("--new", help="The newer tree size; default the latest checkpoint's.")
+    ] = None,
+    data: DataOpt = DEFAULT_DATA_DIR,
+) -> None:
+    """Print an RFC 9162 consistency proof as JSON."""
+    with _open(data) as log:
+        try:
+            _emit(log.consistency_proof(old, new))
+        except ProctorError as e:
+            _fail(_exit_code(e), f"error: {e}")
+
+
+@log_app.command("verify")
+def log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+    """Recompute every hash and check every checkpoint; exit 1 naming the first broken index."""
+    with _open(data) as log:
+        try:
+            report = log.check_all()
+        except ProctorError as e:
+            _fail(EXIT_VERIFY_FAILED, f"log verification failed: {e}")
+        _emit(report.to_json())
+        if not report.ok:
+            where = "" if report.index is None else f" at index {report.index}"
+            _fail(EXIT_VERIFY_FAILED, f"log broken{where}: {report.error}")
+
+
+@log_app.command("append")
+def log_append(
+    source: Annotated[
+        str, typer.Argument(help="File of JSON events, one per line ('-' for standard input).")
+    ] = "-",
+    data: DataOpt = DEFAULT_DATA_DIR,
+) -> None:
+    """Append events (JSON Lines) atomically: one bad line rejects them all."""
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as e:
+        _fail(EXIT_BAD_INPUT, f"error: cannot read {source}: {e}")
+    events = []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(Event.from_bytes(line))
+        except EventError as e:
+            _fail(EXIT_BAD_INPUT, f"error: line {n}: {e}")
+    if not events:
+        _fail(EXIT_BAD_INPUT, "error: expected at least one JSON event, found none")
+    with _open(data) as log:
+        try:
+            indices = log.append_many(events)
+        except (EventError, LineageError, ConfigError) as e:
+            _fail(_exit_code(e), f"error: {e}")
+        _emit({"indices": indices, "tree_size": log.size})
+
+
+@app.command()
+def demo(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Fresh data directory to use (default: a new temporary one)."),
+    ] = None,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Do not open the proof viewer in a browser.")
+    ] = False,
+) -> None:
+    """Run the demonstration end to end, without input."""
+    try:
+        code = run_demo(data, open_browser=not no_browser)
+    except ProofRequestError as e:
+        _fail(EXIT_VERIFY_FAILED, f"demo failed: {e}")
+    except ProctorError as e:
+        _fail(_exit_code(e), f"demo failed: {e}")
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the ``proctor`` console script."""
+    app()

@@ -1,0 +1,143 @@
+"""The whole exception tree of proctor.
+
+Every exception proctor raises on purpose derives from :class:`ProctorError`, and
+every name ends in ``Error``. Foreign exceptions are wrapped at the boundary where
+they enter (``raise StoreError(...) from e``), so callers catch proctor's tree and
+nothing else::
+
+    ProctorError
+    ├── ConfigError                 data directory missing, malformed or of an unknown version
+    ├── EventError                  an event is not acceptable to the lineage log
+    │   ├── CanonicalizationError   not in the canonical JSON subset (RFC 8785 / I-JSON)
+    │   └── EventSizeError          larger than the 64 KiB limit
+    ├── LineageError                the lineage log cannot do what was asked
+    │   ├── LogClosedError          the log was closed
+    │   ├── LogLockedError          another process is appending to the same log
+    │   ├── LogAppendError          an append was not made durable (nothing was acknowledged)
+    │   ├── LogIntegrityError       stored data does not match its hashes or checkpoints
+    │   └── ProofRequestError       a proof was asked for an index or size the log cannot prove
+    ├── VerificationError           a proof, signature or checkpoint does not verify
+    │   ├── ProofError              an RFC 9162 inclusion or consistency proof is invalid
+    │   ├── NoteError               a C2SP signed note is malformed or its signature is bad
+    │   └── CheckpointError         a C2SP checkpoint body is malformed
+    ├── KeyFormatError              a key string or key file is malformed
+    └── StoreError                  the persistence layer failed (wraps the driver's error)
+        └── StoreConflictError      the stored state moved under a writer (another writer?)
+
+Deny is never an exception: a denied request is a ``Decision``. Exceptions mean the
+operation could not be carried out, and every caller treats them as "no".
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ProctorError",
+    "ConfigError",
+    "EventError",
+    "CanonicalizationError",
+    "EventSizeError",
+    "LineageError",
+    "LogClosedError",
+    "LogLockedError",
+    "LogAppendError",
+    "LogIntegrityError",
+    "ProofRequestError",
+    "VerificationError",
+    "ProofError",
+    "NoteError",
+    "CheckpointError",
+    "KeyFormatError",
+    "StoreError",
+    "StoreConflictError",
+]
+
+
+class ProctorError(Exception):
+    """Root of every exception proctor raises on purpose."""
+
+
+class ConfigError(ProctorError):
+    """A data directory is missing, malformed, or of an unknown format version."""
+
+
+class EventError(ProctorError):
+    """An event is not acceptable to the lineage log; nothing was written."""
+
+
+class CanonicalizationError(EventError):
+    """A value lies outside the canonical JSON subset the log accepts."""
+
+
+class EventSizeError(EventError):
+    """An event's canonical encoding is larger than the limit."""
+
+
+class LineageError(ProctorError):
+    """The lineage log cannot carry out the operation."""
+
+
+class LogClosedError(LineageError):
+    """The log was closed; no further operation is possible on this handle."""
+
+
+class LogLockedError(LineageError):
+    """Another process holds the append lock of this log."""
+
+
+class LogAppendError(LineageError):
+    """An append was not made durable; no index was acknowledged."""
+
+
+class LogIntegrityError(LineageError):
+    """Stored data does not match its hashes or its signed checkpoints.
+
+    Attributes:
+        index: the first log index found broken, or ``None`` when the damage is
+            not tied to one entry (a bad checkpoint signature, say).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class ProofRequestError(LineageError):
+    """A proof was requested for an index or tree size the log cannot prove."""
+
+
+class VerificationError(ProctorError):
+    """A proof, signature or checkpoint does not verify."""
+
+
+class ProofError(VerificationError):
+    """An RFC 9162 inclusion or consistency proof is invalid.
+
+    Attributes:
+        reason: a stable code for what failed: ``malformed``, ``index-out-of-range``,
+            ``size-order``, ``empty-proof``, ``too-many-hashes``, ``too-few-hashes``,
+            ``root-mismatch``, ``old-root-mismatch`` or ``new-root-mismatch``.
+    """
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NoteError(VerificationError):
+    """A C2SP signed note is malformed, or carries no valid signature by a trusted key."""
+
+
+class CheckpointError(VerificationError):
+    """A C2SP tlog-checkpoint body is malformed."""
+
+
+class KeyFormatError(ProctorError):
+    """A key string or key file is malformed."""
+
+
+class StoreError(ProctorError):
+    """The persistence layer failed; the driver's exception is the ``__cause__``."""
+
+
+class StoreConflictError(StoreError):
+    """The stored state is not what the writer expected (a second writer, or tampering)."""

@@ -1,0 +1,732 @@
+"""The lineage log: append-only, Merkle-hashed, checkpointed, provable.
+
+Invariants (each guarded below, each with a test named after it):
+
+1. An append is acknowledged only after its batch committed durably (SQLite WAL with
+   ``synchronous=FULL``); a failed commit acknowledges nothing and leaves the log as
+   it was.
+2. A checkpoint is signed only over entries that are already durable, and only by the
+   one process holding the append lock, from a tree state it checked against the
+   latest stored checkpoint: no two signed checkpoints can be inconsistent.
+3. Entries are canonical events (:mod:`proctor.lineage.events`); an event's parent
+   link must name an earlier entry by its true leaf hash. Bad input is refused before
+   anything is written.
+4. Proofs read stored interior hashes (:mod:`proctor.lineage.tiles`); they never
+   rehash the tree.
+
+Appends go through one writer thread that commits them in groups (group commit): it
+takes every waiting append, up to ``batch_size`` entries, into one transaction and one
+checkpoint signature. A caller's ``append_many`` is never split: its events are
+contiguous and commit together.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from proctor.datadir import DataDir
+from proctor.errors import (
+    CheckpointError,
+    EventError,
+    LineageError,
+    LogAppendError,
+    LogClosedError,
+    LogIntegrityError,
+    LogLockedError,
+    NoteError,
+    ProctorError,
+    ProofRequestError,
+)
+from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from proctor.lineage.events import Event
+from proctor.lineage.merkle import consistency_path, inclusion_path, leaf_hash, range_hash
+from proctor.lineage.note import NoteSigner, NoteVerifier
+from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, node_location
+from proctor.store.base import LogStore
+from proctor.store.sqlite import SQLiteStore
+
+__all__ = ["Log", "LogReport", "EventLike"]
+
+EventLike = Event | Mapping[str, Any] | bytes
+"""What :meth:`Log.append` accepts: an :class:`Event`, an event object, or JSON bytes."""
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()
+
+
+def _coerce(event: EventLike) -> Event:
+    if isinstance(event, Event):
+        return event
+    if isinstance(event, bytes | bytearray | memoryview):
+        return Event.from_bytes(bytes(event))
+    return Event.from_dict(event)
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """The result of :meth:`Log.check_all`.
+
+    Attributes:
+        ok: whether every check passed.
+        size: the stored tree size.
+        checkpoints: how many stored checkpoints were verified.
+        index: the first broken index, when one can be named.
+        error: what was found broken.
+    """
+
+    ok: bool
+    size: int
+    checkpoints: int
+    index: int | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON object."""
+        out: dict[str, Any] = {"ok": self.ok, "size": self.size, "checkpoints": self.checkpoints}
+        if not self.ok:
+            out["index"] = self.index
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class _Pending:
+    events: list[Event]
+    future: Future[list[int]]
+
+
+_STOP = object()
+
+
+class _Nodes:
+    """Reads tree nodes from stored tiles, caching complete (immutable) tiles."""
+
+    def __init__(self, store: LogStore, capacity: int) -> None:
+        self._store = store
+        self._cache: OrderedDict[tuple[int, int], Tile] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def tile(self, level: int, index: int) -> Tile | None:
+        key = (level, index)
+        with self._lock:
+            tile = self._cache.get(key)
+            if tile is not None:
+                self._cache.move_to_end(key)
+                return tile
+        tile = self._store.tile(level, index)
+        if tile is not None and tile.width == TILE_WIDTH:
+            self.remember(tile)
+        return tile
+
+    def remember(self, tile: Tile) -> None:
+        if tile.width != TILE_WIDTH or self._capacity <= 0:
+            return
+        with self._lock:
+            self._cache[(tile.level, tile.index)] = tile
+            self._cache.move_to_end((tile.level, tile.index))
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+
+    def node(self, level: int, index: int) -> bytes:
+        tile_level, tile_index, row, pos = node_location(level, index)
+        tile = self.tile(tile_level, tile_index)
+        h = None if tile is None else tile.hash_at(row, pos)
+        if h is None:
+            first = index << level
+            raise LogIntegrityError(
+                f"hash of tree node {level}/{index} is missing from tile {tile_level}/{tile_index}",
+                index=first,
+            )
+        return h
+
+
+class Log:
+    """One lineage log. Open it with :meth:`open`; create one with :meth:`initialize`."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        signer: NoteSigner,
+        *,
+        lock_path: Path | None = None,
+        batch_size: int = 256,
+        linger: float = 0.0,
+        tile_cache: int = 4096,
+    ) -> None:
+        """Wrap a store. Prefer :meth:`open`.
+
+        Args:
+            store: where entries, tiles and checkpoints live.
+            signer: the checkpoint key; its name is the log's origin.
+            lock_path: a file to ``flock`` while appending, so that only one process
+                writes this log. ``None`` only for stores that serialise writers
+                themselves.
+            batch_size: the most entries one group commit takes (a single
+                ``append_many`` larger than this still commits whole).
+            linger: seconds the writer waits for more appends before committing a
+                batch that is not full (0: commit what is waiting at once).
+            tile_cache: how many complete tiles to keep in memory (each 16 KiB).
+        """
+        if batch_size < 1:
+            raise ValueError(f"expected batch_size >= 1, found {batch_size}")
+        self._store = store
+        self._signer = signer
+        self._verifier = signer.verifier
+        self._lock_path = lock_path
+        self._batch_size = batch_size
+        self._linger = linger
+        self._nodes = _Nodes(store, tile_cache)
+        self._state_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._builder: TreeBuilder | None = None
+        self._latest: tuple[int, str] | None = None
+        self._unstored: tuple[int, str] | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._failed: LogAppendError | None = None
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> Log:
+        """Open the log of a data directory made by ``proctor init``.
+
+        Reading needs nothing more; the first append takes the append lock.
+
+        Raises:
+            ConfigError: the directory is not initialised or is malformed.
+            StoreError: the database cannot be opened.
+        """
+        dd = DataDir.open(data_dir)
+        store = SQLiteStore(dd.db_path)
+        return cls(store, dd.log_signer(), lock_path=dd.lock_path, **options)
+
+    @classmethod
+    def initialize(
+        cls, data_dir: str | os.PathLike[str], *, origin: str | None = None, **options: Any
+    ) -> Log:
+        """Create a data directory with a new log key and an empty, checkpointed log.
+
+        Raises:
+            ConfigError: the directory is already initialised, or the origin is invalid.
+        """
+        dd = DataDir.create(data_dir, origin=origin)
+        store = SQLiteStore(dd.db_path, create=True)
+        log = cls(store, dd.log_signer(), lock_path=dd.lock_path, **options)
+        log._start_writer()
+        return log
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- identity --------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The log's origin (the checkpoints' first line and the key name)."""
+        return self._signer.name
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The log's checkpoint verifier key."""
+        return self._verifier
+
+    def verifier_key(self) -> str:
+        """The verifier key in signed-note form ``origin+keyid+base64(0x01||pub)``."""
+        return self._verifier.to_string()
+
+    @property
+    def size(self) -> int:
+        """The number of durable entries."""
+        self._check_open()
+        with self._state_lock:
+            if self._builder is not None:
+                return self._builder.size
+        return self._store.tree_size()
+
+    # -- appending -------------------------------------------------------------
+
+    def append(self, event: EventLike) -> int:
+        """Append one event and return its index once it is durable.
+
+        Raises:
+            EventError: the event is not acceptable (nothing was written).
+            LogAppendError: the batch did not commit (nothing was acknowledged).
+            LogLockedError: another process appends to this log.
+        """
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Iterable[EventLike]) -> list[int]:
+        """Append events contiguously and atomically; return their indices.
+
+        Every event is validated before anything is queued: one bad event rejects
+        the whole call and writes nothing.
+
+        Raises:
+            EventError, LogAppendError, LogLockedError: as :meth:`append`.
+        """
+        batch = [_coerce(e) for e in events]
+        if not batch:
+            return []
+        self._start_writer()
+        pending = _Pending(batch, Future())
+        self._queue.put(pending)
+        return pending.future.result()
+
+    def _start_writer(self) -> None:
+        self._check_open()
+        with self._state_lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._writer is not None:
+                return
+            self._take_lock()
+            try:
+                self._resync()
+            except BaseException:
+                self._release_lock()
+                raise
+            self._writer = threading.Thread(target=self._run, name="proctor-log-writer", daemon=True)
+            self._writer.start()
+
+    def _take_lock(self) -> None:
+        if self._lock_path is None:
+            return
+        f = open(self._lock_path, "a+b")  # noqa: SIM115 - held for the life of the writer
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.close()
+            raise LogLockedError(
+                f"another process is appending to this log (lock {self._lock_path} is held)"
+            ) from e
+        self._lock_file = f
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _resync(self) -> None:
+        """Load the right edge from the store and check it against the latest checkpoint.
+
+        Signs a checkpoint for the stored size if the latest one is older (the
+        previous writer stopped between commit and storing it).
+
+        Raises:
+            LogIntegrityError: the stored tree contradicts a signed checkpoint.
+        """
+        size = self._store.tree_size()
+        latest = self._store.latest_checkpoint()
+        cp: Checkpoint | None = None
+        if latest is not None:
+            cp = self._open_checkpoint(latest[1])
+            if cp.size != latest[0]:
+                raise LogIntegrityError(f"checkpoint stored under size {latest[0]} says size {cp.size}")
+            if cp.size > size:
+                raise LogIntegrityError(
+                    f"a checkpoint of size {cp.size} was signed, but only {size} entries "
+                    "are stored: entries were lost or removed",
+                    index=size,
+                )
+        partial: list[Tile | None] = []
+        level = 0
+        while size >> (TILE_HEIGHT * level):
+            nodes = size >> (TILE_HEIGHT * level)
+            partial.append(self._store.tile(level, nodes // TILE_WIDTH) if nodes % TILE_WIDTH else None)
+            level += 1
+        builder = TreeBuilder.resume(size, partial)
+        if cp is not None:
+            root = builder.root() if cp.size == size else range_hash(self._nodes, 0, cp.size)
+            if root != cp.root_hash:
+                raise LogIntegrityError(
+                    f"stored tree of size {cp.size} has root {root.hex()}, but the signed "
+                    f"checkpoint says {cp.root_hash.hex()}"
+                )
+        builder.take_dirty()
+        self._builder = builder
+        if latest is None or latest[0] < size:
+            note = sign_checkpoint(Checkpoint(self.origin, size, builder.root()), self._signer)
+            self._store.put_checkpoint(size, note)
+            self._latest = (size, note)
+        else:
+            self._latest = latest
+
+    def _open_checkpoint(self, note: str) -> Checkpoint:
+        try:
+            return open_checkpoint(note, self._verifier)
+        except (NoteError, CheckpointError) as e:
+            raise LogIntegrityError(f"stored checkpoint does not verify: {e}") from e
+
+    def _run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                batch: list[_Pending] = [item]  # type: ignore[list-item]
+                count = len(batch[0].events)
+                while count < self._batch_size:
+                    try:
+                        nxt = (
+                            self._queue.get(timeout=self._linger)
+                            if self._linger
+                            else self._queue.get_nowait()
+                        )
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    batch.append(nxt)  # type: ignore[arg-type]
+                    count += len(nxt.events)  # type: ignore[attr-defined]
+                self._commit(batch)
+        except BaseException as e:  # noqa: BLE001 - the writer must never die silently
+            failure = LogAppendError(f"the log writer stopped: {e!r}")
+            with self._state_lock:
+                self._failed = failure
+            self._fail_waiting(failure)
+
+    def _fail_waiting(self, error: LineageError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Pending) and not item.future.done():
+                item.future.set_exception(error)
+
+    def _leaf_hash_at(self, index: int, first: int, batch_leaves: list[bytes]) -> bytes:
+        if index >= first:
+            return batch_leaves[index - first]
+        return self._nodes.node(0, index)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        builder = self._builder
+        if builder is None:  # cannot happen: the writer starts after _resync
+            raise LogAppendError("the log writer has no tree state")
+        if self._failed is not None:
+            for p in batch:
+                p.future.set_exception(self._failed)
+            return
+        state = builder.snapshot()
+        first = builder.size
+        leaves: list[bytes] = []
+        raws: list[bytes] = []
+        accepted: list[tuple[_Pending, int]] = []
+        for p in batch:
+            start = len(leaves)
+            try:
+                hashes: list[bytes] = []
+                for i, ev in enumerate(p.events):
+                    link = ev.parent
+                    if link is not None:
+                        own = first + start + i
+                        if link.index >= own:
+                            raise EventError(
+                                f"parent.index: expected an earlier entry than {own}, found {link.index}"
+                            )
+                        actual = self._leaf_hash_at(link.index, first, leaves + hashes)
+                        if actual != link.leaf_hash:
+                            raise EventError(
+                                f"parent.leaf_hash: entry {link.index} has leaf hash "
+                                f"{_b64(actual)}, found {_b64(link.leaf_hash)}"
+                            )
+                    hashes.append(leaf_hash(ev.raw))
+            except ProctorError as e:
+                p.future.set_exception(e)
+                continue
+            leaves.extend(hashes)
+            raws.extend(ev.raw for ev in p.events)
+            accepted.append((p, first + start))
+        if not accepted:
+            return
+        for h in leaves:
+            builder.append(h)
+        tiles = builder.take_dirty()
+        try:
+            self._store.append(first, raws, tiles)
+        except BaseException as e:  # noqa: BLE001 - any failure means "not committed"
+            builder.restore(state)
+            error = LogAppendError(f"append of {len(raws)} entries at {first} not committed: {e}")
+            for p, _ in accepted:
+                p.future.set_exception(error)
+            try:
+                with self._state_lock:
+                    self._resync()
+            except BaseException as again:  # noqa: BLE001 - state unknown, fail closed
+                # The stored state is unknown: refuse every further append.
+                with self._state_lock:
+                    self._failed = LogAppendError(
+                        f"log state unknown after a failed commit ({again}); reopen the log"
+                    )
+            return
+        for t in tiles:
+            self._nodes.remember(t)
+        # Invariant 2: the entries are durable now; sign the new tree head.
+        note = sign_checkpoint(Checkpoint(self.origin, builder.size, builder.root()), self._signer)
+        with self._state_lock:
+            self._latest = (builder.size, note)
+        self._store_checkpoint(builder.size, note)
+        for p, start in accepted:
+            p.future.set_result(list(range(start, start + len(p.events))))
+
+    def _store_checkpoint(self, size: int, note: str) -> None:
+        try:
+            if self._unstored is not None:
+                self._store.put_checkpoint(*self._unstored)
+                self._unstored = None
+            self._store.put_checkpoint(size, note)
+        except ProctorError:
+            # Entries are durable; the checkpoint is re-signed byte-identically on the
+            # next commit or open, so losing this row loses nothing.
+            self._unstored = (size, note)
+
+    # -- reading ---------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint (a C2SP signed note).
+
+        Raises:
+            LogIntegrityError: no checkpoint is stored.
+        """
+        self._check_open()
+        with self._state_lock:
+            if self._latest is not None and self._builder is not None:
+                return self._latest[1]
+        latest = self._store.latest_checkpoint()
+        if latest is None:
+            raise LogIntegrityError("no checkpoint is stored")
+        return latest[1]
+
+    def checkpoint_size(self) -> int:
+        """The tree size of :meth:`checkpoint`."""
+        return Checkpoint.from_text(self.checkpoint().rsplit("\n\n", 1)[0] + "\n").size
+
+    def leaf(self, index: int) -> bytes:
+        """The canonical bytes of entry ``index``.
+
+        Raises:
+            ProofRequestError: ``index`` is not below the tree size.
+            LogIntegrityError: the entry is missing from storage.
+        """
+        size = self.size
+        if not 0 <= index < size:
+            raise ProofRequestError(f"expected an index in [0, {size}), found {index}")
+        data = self._store.entry(index)
+        if data is None:
+            raise LogIntegrityError(f"entry {index} is missing from storage", index=index)
+        return data
+
+    def leaf_hash(self, index: int) -> bytes:
+        """The stored RFC 9162 leaf hash of entry ``index``."""
+        size = self.size
+        if not 0 <= index < size:
+            raise ProofRequestError(f"expected an index in [0, {size}), found {index}")
+        return self._nodes.node(0, index)
+
+    def root(self, size: int) -> bytes:
+        """The Merkle root of the first ``size`` entries, from stored hashes."""
+        self._check_size(size)
+        return range_hash(self._nodes, 0, size)
+
+    def _check_size(self, size: int) -> int:
+        current = self.size
+        if not 0 <= size <= current:
+            raise ProofRequestError(f"expected a tree size in [0, {current}], found {size}")
+        return current
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> dict[str, Any]:
+        """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``tree_size``.
+
+        Args:
+            index: the entry.
+            tree_size: the tree to prove against; by default the latest checkpoint's.
+
+        Returns:
+            ``{"leaf_index": N, "tree_size": T, "hashes": [base64, …]}``, leaf to root.
+
+        Raises:
+            ProofRequestError: ``index`` is not inside ``tree_size``, or the size is
+                beyond the log.
+        """
+        size = self.checkpoint_size() if tree_size is None else tree_size
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise ProofRequestError(
+                f"expected a leaf index in [0, {size}) for tree size {size}, found {index}"
+            )
+        path = inclusion_path(self._nodes, index, size)
+        return {"leaf_index": index, "tree_size": size, "hashes": [_b64(h) for h in path]}
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+        """The RFC 9162 consistency proof between two tree sizes.
+
+        Returns:
+            ``{"old_size": M, "new_size": T, "hashes": [base64, …]}``.
+
+        Raises:
+            ProofRequestError: the sizes are not ``0 <= old <= new <= size``.
+        """
+        size = self.checkpoint_size() if new_size is None else new_size
+        self._check_size(size)
+        if not 0 <= old_size <= size:
+            raise ProofRequestError(f"expected an old size in [0, {size}], found {old_size}")
+        path = consistency_path(self._nodes, old_size, size)
+        return {"old_size": old_size, "new_size": size, "hashes": [_b64(h) for h in path]}
+
+    # -- auditing --------------------------------------------------------------
+
+    def verify_all(self) -> LogReport:
+        """Recompute every hash from the stored events and check every checkpoint.
+
+        Raises:
+            LogIntegrityError: something is broken; ``.index`` names the first
+                broken entry where one can be named.
+        """
+        report = self.check_all()
+        if not report.ok:
+            raise LogIntegrityError(report.error or "log is broken", index=report.index)
+        return report
+
+    def check_all(self) -> LogReport:
+        """Like :meth:`verify_all`, but returns the result instead of raising.
+
+        Steps:
+          1. Every stored checkpoint verifies under the log's key, names this log's
+             origin, and is no larger than the stored tree.
+          2. Entries ``0 … size-1`` are all present, each a canonical event whose
+             parent link names an earlier entry by its true leaf hash.
+          3. Each entry's leaf hash equals the stored hash; every stored tile equals
+             the one recomputed from the entries.
+          4. The recomputed root at every checkpoint's size equals that checkpoint's
+             root (so all checkpoints are mutually consistent).
+        """
+        self._check_open()
+        size = self._store.tree_size()
+        n_cps = 0
+        # Step 1
+        cps: dict[int, bytes] = {}
+        for stored_size, note in self._store.checkpoints():
+            try:
+                cp = self._open_checkpoint(note)
+            except LogIntegrityError as e:
+                return LogReport(False, size, n_cps, None, f"checkpoint of size {stored_size}: {e}")
+            if cp.size != stored_size or cp.size > size:
+                return LogReport(
+                    False,
+                    size,
+                    n_cps,
+                    min(cp.size, size),
+                    f"checkpoint of size {cp.size} (stored as {stored_size}) but the tree has {size} entries",
+                )
+            cps[cp.size] = cp.root_hash
+            n_cps += 1
+        if not cps:
+            return LogReport(False, size, 0, None, "no checkpoint is stored")
+        builder = TreeBuilder()
+        expected = 0
+        all_leaves = bytearray()
+        stored_leaf_tile: Tile | None = None
+        first_bad: tuple[int, str] | None = None
+
+        def note_bad(index: int, message: str) -> None:
+            nonlocal first_bad
+            if first_bad is None or index < first_bad[0]:
+                first_bad = (index, message)
+
+        if 0 in cps and cps[0] != builder.root():
+            note_bad(0, "checkpoint of size 0 does not have the empty root")
+        for index, raw in self._store.entries(0, size):
+            # Step 2
+            if index != expected:
+                note_bad(expected, f"entry {expected} is missing")
+                break
+            h = leaf_hash(raw)
+            try:
+                ev = Event.from_bytes(raw, strict=True)
+                link = ev.parent
+                if link is not None:
+                    if link.index >= index:
+                        raise EventError(f"parent {link.index} is not earlier")
+                    parent = bytes(all_leaves[link.index * 32 : link.index * 32 + 32])
+                    if parent != link.leaf_hash:
+                        raise EventError(f"parent {link.index} has another leaf hash")
+            except EventError as e:
+                note_bad(index, f"entry {index} is not a valid event: {e}")
+                break
+            # Step 3: against the stored leaf hash.
+            tile_index = index // TILE_WIDTH
+            if stored_leaf_tile is None or stored_leaf_tile.index != tile_index:
+                stored_leaf_tile = self._store.tile(0, tile_index)
+            stored = None if stored_leaf_tile is None else stored_leaf_tile.hash_at(0, index % TILE_WIDTH)
+            if stored != h:
+                note_bad(index, f"entry {index} does not match its stored leaf hash")
+                break
+            all_leaves += h
+            builder.append(h)
+            expected += 1
+            # Step 4
+            root = cps.get(expected)
+            if root is not None and root != builder.root():
+                note_bad(index, f"the root at checkpoint size {expected} does not match")
+                break
+        if first_bad is None and expected < size:
+            note_bad(expected, f"entry {expected} is missing")
+        if first_bad is None:
+            # Step 3: every stored tile must equal the recomputed one.
+            recomputed = {(t.level, t.index): t for t in builder.take_dirty()}
+            for stored_tile in self._store.tiles():
+                mine = recomputed.pop((stored_tile.level, stored_tile.index), None)
+                if mine is None or mine != stored_tile:
+                    first_leaf = (stored_tile.index * TILE_WIDTH) << (TILE_HEIGHT * stored_tile.level)
+                    note_bad(
+                        min(first_leaf, size),
+                        f"stored tile {stored_tile.level}/{stored_tile.index} does not match the entries",
+                    )
+                    break
+            if first_bad is None and recomputed:
+                level, idx = min(recomputed)
+                note_bad((idx * TILE_WIDTH) << (TILE_HEIGHT * level), f"tile {level}/{idx} is missing")
+        if first_bad is not None:
+            return LogReport(False, size, n_cps, first_bad[0], first_bad[1])
+        return LogReport(True, size, n_cps)
+
+    # -- closing ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError("the log is closed")
+
+    def close(self) -> None:
+        """Finish pending appends, store the last checkpoint, release the lock."""
+        if self._closed:
+            return
+        writer = self._writer
+        if writer is not None:
+            self._queue.put(_STOP)
+            writer.join()
+            if self._unstored is not None:
+                self._store_checkpoint(*self._unstored)
+        self._fail_waiting(LogClosedError("the log was closed"))
+        self._closed = True
+        self._release_lock()
+        self._store.close()

@@ -1,0 +1,337 @@
+"""The lineage log: appends, proofs, and every fail-closed rule, on a real SQLite file."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proctor.errors import (
+    ConfigError,
+    EventError,
+    LogAppendError,
+    LogClosedError,
+    LogIntegrityError,
+    LogLockedError,
+    ProofRequestError,
+    StoreError,
+)
+from proctor.lineage.checkpoint import open_checkpoint
+from proctor.lineage.log import Log
+from proctor.lineage.merkle import leaf_hash
+from proctor.lineage.proofs import ConsistencyProof, InclusionProof
+from proctor.lineage.tiles import Tile
+from proctor.store.sqlite import SQLiteStore
+
+ORIGIN = "test.example/log"
+
+
+def ev(i: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"v": 1, "type": "decision", "time": "2026-11-26T06:00:00Z", "n": i, **extra}
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    Log.initialize(tmp_path / "d", origin=ORIGIN).close()
+    return tmp_path / "d"
+
+
+@pytest.fixture
+def log(data: Path) -> Iterator[Log]:
+    with Log.open(data) as lg:
+        yield lg
+
+
+def db(data: Path) -> sqlite3.Connection:
+    return sqlite3.connect(data / "proctor.db", isolation_level=None)
+
+
+def test_initialize_signs_the_empty_tree(log: Log) -> None:
+    cp = open_checkpoint(log.checkpoint(), log.verifier)
+    assert (cp.origin, cp.size) == (ORIGIN, 0)
+    assert log.verifier_key().startswith(ORIGIN + "+")
+
+
+def test_initialize_refuses_an_initialised_directory(data: Path) -> None:
+    with pytest.raises(ConfigError, match="already initialised"):
+        Log.initialize(data)
+
+
+def test_open_refuses_an_uninitialised_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="proctor init"):
+        Log.open(tmp_path)
+
+
+def test_appends_get_consecutive_indices_and_survive_reopen(data: Path) -> None:
+    with Log.open(data) as log:
+        assert log.append(ev(0)) == 0
+        assert log.append_many([ev(1), ev(2), ev(3)]) == [1, 2, 3]
+        assert log.append_many([]) == []
+        note = log.checkpoint()
+    with Log.open(data) as log:
+        assert log.size == 4
+        assert log.checkpoint() == note
+        assert log.leaf(2) == b'{"n":2,"time":"2026-11-26T06:00:00Z","type":"decision","v":1}'
+        assert log.append(ev(4)) == 4
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 255, 256, 257, 600])
+def test_every_proof_verifies_against_the_signed_checkpoint(data: Path, size: int) -> None:
+    with Log.open(data) as log:
+        log.append_many([ev(i) for i in range(size // 2)])
+        old_note = log.checkpoint()
+        log.append_many([ev(i) for i in range(size // 2, size)])
+        cp = open_checkpoint(log.checkpoint(), log.verifier)
+        old = open_checkpoint(old_note, log.verifier)
+        assert cp.size == size
+        for i in range(size):
+            proof = InclusionProof.from_json(log.inclusion_proof(i))
+            proof.verify(leaf_hash(log.leaf(i)), cp.root_hash)
+        ConsistencyProof.from_json(log.consistency_proof(old.size)).verify(old.root_hash, cp.root_hash)
+        # Proofs against any earlier size verify against that size's root.
+        for t in {1, size // 3 + 1, size}:
+            for i in {0, t - 1}:
+                InclusionProof.from_json(log.inclusion_proof(i, t)).verify(
+                    leaf_hash(log.leaf(i)), log.root(t)
+                )
+
+
+def test_proof_requests_outside_the_tree_are_refused(log: Log) -> None:
+    log.append_many([ev(i) for i in range(5)])
+    for call in (
+        lambda: log.inclusion_proof(5),
+        lambda: log.inclusion_proof(0, 6),
+        lambda: log.inclusion_proof(-1),
+        lambda: log.inclusion_proof(0, 0),
+        lambda: log.consistency_proof(6),
+        lambda: log.consistency_proof(3, 2),
+        lambda: log.leaf(5),
+    ):
+        with pytest.raises(ProofRequestError):
+            call()
+
+
+def test_parent_links_are_checked_on_append(log: Log) -> None:
+    first = log.append(ev(0))
+    good = {"index": first, "leaf_hash": base64.b64encode(log.leaf_hash(first)).decode()}
+    assert log.append(ev(1, parent=good)) == 1
+    # Within one batch, a later event may name an earlier one of the same batch.
+    h = base64.b64encode(leaf_hash(log.leaf(1))).decode()
+    batch = [ev(2), ev(3, parent={"index": 2, "leaf_hash": ""})]
+    from proctor.lineage.events import Event
+
+    e2 = Event.from_dict(batch[0])
+    batch[1]["parent"]["leaf_hash"] = base64.b64encode(leaf_hash(e2.raw)).decode()
+    assert log.append_many(batch) == [2, 3]
+    assert h  # used
+    log.verify_all()
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (b"not json", "invalid JSON"),
+        (b'{"v":1,"type":"decision","time":"2026-11-26T06:00:00Z","x":NaN}', "invalid JSON"),
+        (ev(x=1.5), "non-integer number"),
+        (ev(x=float("nan")), "non-integer number"),
+        (ev(x=2**60), "integer within"),
+        (ev(x="y" * 70_000), "at most 65536 bytes"),
+        ({"v": "1", "type": "decision", "time": "2026-11-26T06:00:00Z"}, "v: expected"),
+        (ev(type="nonsense"), "type: expected"),
+        (
+            ev(parent={"index": 99, "leaf_hash": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}),
+            "earlier entry",
+        ),
+        (ev(parent={"index": 0, "leaf_hash": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}), "leaf hash"),
+        ([1, 2], "expected an event object"),
+    ],
+    ids=[
+        "non-json",
+        "nan-literal",
+        "float",
+        "nan",
+        "big-int",
+        "oversize",
+        "wrong-type-version",
+        "unknown-type",
+        "parent-in-future",
+        "parent-wrong-hash",
+        "not-an-object",
+    ],
+)
+def test_bad_input_is_refused_and_leaves_the_log_untouched(log: Log, bad: Any, expected: str) -> None:
+    log.append_many([ev(0), ev(1)])
+    note, size = log.checkpoint(), log.size
+    with pytest.raises(EventError, match=expected):
+        log.append(bad)
+    with pytest.raises(EventError):
+        log.append_many([ev(7), bad, ev(8)])  # one bad event rejects the whole call
+    assert (log.size, log.checkpoint()) == (size, note)
+    assert log.check_all().ok
+    assert log.append(ev(2)) == 2
+
+
+class FlakyStore(SQLiteStore):
+    """A real SQLite store whose appends can be made to fail (and its reads, after)."""
+
+    fail_append = False
+    fail_reads = False
+    calls: list[str]
+
+    def append(self, first_index: int, entries: Sequence[bytes], tiles: Sequence[Tile]) -> None:
+        self.calls.append(f"append {first_index}+{len(entries)}")
+        if self.fail_append:
+            raise StoreError("disk full (simulated)")
+        super().append(first_index, entries, tiles)
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        self.calls.append(f"checkpoint {size}")
+        super().put_checkpoint(size, note)
+
+    def tree_size(self) -> int:
+        if self.fail_reads:
+            raise StoreError("database unreachable (simulated)")
+        return super().tree_size()
+
+
+@pytest.fixture
+def flaky(data: Path) -> Iterator[tuple[Log, FlakyStore]]:
+    from proctor.datadir import DataDir
+
+    dd = DataDir.open(data)
+    store = FlakyStore(dd.db_path)
+    store.calls = []
+    log = Log(store, dd.log_signer(), lock_path=dd.lock_path)
+    yield log, store
+    log.close()
+
+
+def test_failed_commit_acknowledges_nothing(flaky: tuple[Log, FlakyStore]) -> None:
+    log, store = flaky
+    log.append_many([ev(0), ev(1)])
+    note = log.checkpoint()
+    store.fail_append = True
+    with pytest.raises(LogAppendError, match="not committed"):
+        log.append(ev(2))
+    assert log.size == 2
+    assert log.checkpoint() == note
+    store.fail_append = False
+    assert log.append(ev(3)) == 2
+    assert log.check_all().ok
+
+
+def test_unknown_state_after_failed_commit_refuses_all_appends(flaky: tuple[Log, FlakyStore]) -> None:
+    log, store = flaky
+    log.append(ev(0))
+    store.fail_append = store.fail_reads = True
+    with pytest.raises(LogAppendError):
+        log.append(ev(1))
+    store.fail_append = store.fail_reads = False
+    with pytest.raises(LogAppendError, match="state unknown"):
+        log.append(ev(2))
+
+
+def test_checkpoint_is_signed_only_after_its_entries_are_durable(flaky: tuple[Log, FlakyStore]) -> None:
+    log, store = flaky
+    log.append_many([ev(0), ev(1), ev(2)])
+    log.append(ev(3))
+    assert store.calls[-4:] == ["append 0+3", "checkpoint 3", "append 3+1", "checkpoint 4"]
+
+
+def test_second_writer_is_locked_out(data: Path) -> None:
+    with Log.open(data) as a, Log.open(data) as b:
+        a.append(ev(0))
+        with pytest.raises(LogLockedError, match="another process"):
+            b.append(ev(1))
+        # Reading needs no lock.
+        assert b.size == 1
+        assert b.checkpoint() == a.checkpoint()
+
+
+def test_never_sign_over_a_tree_that_contradicts_the_checkpoint(data: Path) -> None:
+    with Log.open(data) as log:
+        log.append_many([ev(i) for i in range(10)])
+        note = log.checkpoint()
+    with db(data) as conn:
+        (blob,) = conn.execute("SELECT hashes FROM tiles WHERE level = 0 AND idx = 0").fetchone()
+        conn.execute("UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 0", (b"\x00" + blob[1:],))
+    with Log.open(data) as log:
+        with pytest.raises(LogIntegrityError, match="not internally consistent"):
+            log.append(ev(10))
+        assert log.checkpoint() == note
+    # A consistently rewritten tile (as if other events had been logged) contradicts
+    # the signed root instead.
+    from proctor.lineage.tiles import TreeBuilder
+
+    forged = TreeBuilder()
+    for i in range(10):
+        forged.append(leaf_hash(b"forged %d" % i))
+    (tile,) = forged.take_dirty()
+    with db(data) as conn:
+        conn.execute("UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 0", (tile.data,))
+    with Log.open(data) as log:
+        with pytest.raises(LogIntegrityError, match="signed checkpoint says"):
+            log.append(ev(10))
+        assert log.checkpoint() == note
+
+
+def test_entries_lost_after_a_signed_checkpoint_refuse_appends(data: Path) -> None:
+    with Log.open(data) as log:
+        log.append_many([ev(i) for i in range(10)])
+    with db(data) as conn:
+        conn.execute("DELETE FROM entries WHERE idx >= 8")
+        conn.execute("UPDATE meta SET value = '8' WHERE key = 'tree_size'")
+    with Log.open(data) as log, pytest.raises(LogIntegrityError, match="only 8 entries"):
+        log.append(ev(10))
+
+
+def test_lost_checkpoint_is_resigned_byte_identically(data: Path) -> None:
+    with Log.open(data) as log:
+        log.append_many([ev(i) for i in range(10)])
+        note = log.checkpoint()
+    with db(data) as conn:
+        conn.execute("DELETE FROM checkpoints WHERE size = 10")
+    with Log.open(data) as log:
+        log.append_many([])  # nothing to write
+        assert log.checkpoint() != note  # readers see the older checkpoint...
+        log.append(ev(10))
+    with db(data) as conn:
+        assert conn.execute("SELECT note FROM checkpoints WHERE size = 10").fetchone()[0] == note
+
+
+def test_concurrent_appends_are_group_committed(log: Log) -> None:
+    results: list[list[int]] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        mine = [log.append(ev(w * 1000 + i)) for i in range(150)]
+        with lock:
+            results.append(mine)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    indices = sorted(i for r in results for i in r)
+    assert indices == list(range(1200))
+    for r in results:
+        assert r == sorted(r)
+    report = log.verify_all()
+    assert report.size == 1200
+    assert report.checkpoints < 1200  # several appends shared a commit and a signature
+
+
+def test_closed_log_refuses_work(data: Path) -> None:
+    log = Log.open(data)
+    log.close()
+    log.close()  # idempotent
+    with pytest.raises(LogClosedError):
+        log.append(ev(0))
+    with pytest.raises(LogClosedError):
+        log.checkpoint()
