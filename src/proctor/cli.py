@@ -97,8 +97,8 @@ def _root(
     """Execution governance: authorize, enforce, prove."""
 
 
-@app.command()
-def init(
+@app.command("init")
+def _init(
     data: DataOpt = DEFAULT_DATA_DIR,
     origin: Annotated[
         str | None,
@@ -114,14 +114,14 @@ def init(
 
 
 @log_app.command("key")
-def log_key(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+def _log_key(data: DataOpt = DEFAULT_DATA_DIR) -> None:
     """Print the log's verifier key (signed-note form: origin+keyid+base64)."""
     with _open(data) as log:
         typer.echo(log.verifier_key())
 
 
 @log_app.command("checkpoint")
-def log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+def _log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
     """Print the latest signed checkpoint (C2SP signed note)."""
     with _open(data) as log:
         try:
@@ -131,7 +131,7 @@ def log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
 
 
 @log_app.command("entry")
-def log_entry(
+def _log_entry(
     index: Annotated[int, typer.Argument(help="Entry index (0-based).")],
     data: DataOpt = DEFAULT_DATA_DIR,
 ) -> None:
@@ -152,7 +152,7 @@ def log_entry(
 
 
 @log_app.command("proof")
-def log_proof(
+def _log_proof(
     index: Annotated[int, typer.Option("--index", help="Entry index to prove.")],
     size: Annotated[
         int | None, typer.Option("--size", help="Tree size; default the latest checkpoint's.")
@@ -168,7 +168,7 @@ def log_proof(
 
 
 @log_app.command("consistency")
-def log_consistency(
+def _log_consistency(
     old: Annotated[int, typer.Option("--old", help="The older tree size.")],
     new: Annotated[
         int | None, typer.Option("--new", help="The newer tree size; default the latest checkpoint's.")
@@ -184,7 +184,7 @@ def log_consistency(
 
 
 @log_app.command("verify")
-def log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
     """Recompute every hash and check every checkpoint; exit 1 naming the first broken index."""
     with _open(data) as log:
         try:
@@ -198,7 +198,7 @@ def log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
 
 
 @log_app.command("append")
-def log_append(
+def _log_append(
     source: Annotated[
         str, typer.Argument(help="File of JSON events, one per line ('-' for standard input).")
     ] = "-",
@@ -227,8 +227,8 @@ def log_append(
         _emit({"indices": indices, "tree_size": log.size})
 
 
-@app.command()
-def demo(
+@app.command("demo")
+def _demo(
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Fresh data directory to use (default: a new temporary one)."),

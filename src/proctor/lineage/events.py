@@ -151,7 +151,7 @@ class Event:
 
 def _real_date(text: str) -> bool:
     try:
-        datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+        datetime.fromisoformat(text[:19])  # the regex fixed the shape; this checks the date
     except ValueError:
         return False
     return True

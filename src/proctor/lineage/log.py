@@ -29,7 +29,6 @@ import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -100,17 +99,52 @@ class LogReport:
         return out
 
 
-@dataclass
 class _Pending:
-    events: list[Event]
-    future: Future[list[int]]
+    """One caller's append, waiting for its batch to commit.
+
+    A pre-acquired lock is the cheapest one-shot signal between threads: the writer
+    releases it once, the caller's acquire returns. (A Future costs a Condition and
+    several more lock round trips per append.)
+    """
+
+    __slots__ = ("_done", "error", "events", "indices")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.indices: list[int] | None = None
+        self.error: BaseException | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def done(self) -> bool:
+        return self.indices is not None or self.error is not None
+
+    def resolve(self, indices: list[int]) -> None:
+        self.indices = indices
+        self._done.release()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._done.release()
+
+    def wait(self) -> list[int]:
+        self._done.acquire()
+        if self.error is not None:
+            raise self.error
+        if self.indices is None:  # cannot happen: resolve or fail always sets one
+            raise LogAppendError("append finished without a result")
+        return self.indices
 
 
 _STOP = object()
 
 
 class _Nodes:
-    """Reads tree nodes from stored tiles, caching complete (immutable) tiles."""
+    """Reads tree nodes from stored tiles, with an LRU cache of tiles.
+
+    Cached partial tiles are safe to serve: a hash, once in a tile, never changes
+    (the tree only grows). A lookup past a cached partial tile's width re-reads it.
+    """
 
     def __init__(self, store: LogStore, capacity: int) -> None:
         self._store = store
@@ -118,36 +152,39 @@ class _Nodes:
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def tile(self, level: int, index: int) -> Tile | None:
-        key = (level, index)
+    def _cached(self, key: tuple[int, int]) -> Tile | None:
         with self._lock:
             tile = self._cache.get(key)
             if tile is not None:
                 self._cache.move_to_end(key)
-                return tile
-        tile = self._store.tile(level, index)
-        if tile is not None and tile.width == TILE_WIDTH:
-            self.remember(tile)
-        return tile
+            return tile
 
     def remember(self, tile: Tile) -> None:
-        if tile.width != TILE_WIDTH or self._capacity <= 0:
+        if self._capacity <= 0:
             return
+        key = (tile.level, tile.index)
         with self._lock:
-            self._cache[(tile.level, tile.index)] = tile
-            self._cache.move_to_end((tile.level, tile.index))
+            old = self._cache.get(key)
+            if old is None or old.width <= tile.width:
+                self._cache[key] = tile
+            self._cache.move_to_end(key)
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
 
     def node(self, level: int, index: int) -> bytes:
         tile_level, tile_index, row, pos = node_location(level, index)
-        tile = self.tile(tile_level, tile_index)
+        key = (tile_level, tile_index)
+        tile = self._cached(key)
         h = None if tile is None else tile.hash_at(row, pos)
         if h is None:
-            first = index << level
+            tile = self._store.tile(tile_level, tile_index)
+            if tile is not None:
+                self.remember(tile)
+                h = tile.hash_at(row, pos)
+        if h is None:
             raise LogIntegrityError(
                 f"hash of tree node {level}/{index} is missing from tile {tile_level}/{tile_index}",
-                index=first,
+                index=index << level,
             )
         return h
 
@@ -285,9 +322,9 @@ class Log:
         if not batch:
             return []
         self._start_writer()
-        pending = _Pending(batch, Future())
+        pending = _Pending(batch)
         self._queue.put(pending)
-        return pending.future.result()
+        return pending.wait()
 
     def _start_writer(self) -> None:
         self._check_open()
@@ -411,8 +448,8 @@ class Log:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Pending) and not item.future.done():
-                item.future.set_exception(error)
+            if isinstance(item, _Pending) and not item.done():
+                item.fail(error)
 
     def _leaf_hash_at(self, index: int, first: int, batch_leaves: list[bytes]) -> bytes:
         if index >= first:
@@ -425,7 +462,7 @@ class Log:
             raise LogAppendError("the log writer has no tree state")
         if self._failed is not None:
             for p in batch:
-                p.future.set_exception(self._failed)
+                p.fail(self._failed)
             return
         state = builder.snapshot()
         first = builder.size
@@ -452,7 +489,7 @@ class Log:
                             )
                     hashes.append(leaf_hash(ev.raw))
             except ProctorError as e:
-                p.future.set_exception(e)
+                p.fail(e)
                 continue
             leaves.extend(hashes)
             raws.extend(ev.raw for ev in p.events)
@@ -468,7 +505,7 @@ class Log:
             builder.restore(state)
             error = LogAppendError(f"append of {len(raws)} entries at {first} not committed: {e}")
             for p, _ in accepted:
-                p.future.set_exception(error)
+                p.fail(error)
             try:
                 with self._state_lock:
                     self._resync()
@@ -487,7 +524,7 @@ class Log:
             self._latest = (builder.size, note)
         self._store_checkpoint(builder.size, note)
         for p, start in accepted:
-            p.future.set_result(list(range(start, start + len(p.events))))
+            p.resolve(list(range(start, start + len(p.events))))
 
     def _store_checkpoint(self, size: int, note: str) -> None:
         try:

@@ -41,7 +41,8 @@ def _row_offsets(width: int) -> list[int]:
     return offsets
 
 
-_FULL_OFFSETS = _row_offsets(TILE_WIDTH)
+# Row offsets for every width, computed once: tiles are read on every proof.
+_OFFSETS = [_row_offsets(w) for w in range(TILE_WIDTH + 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,7 @@ class Tile:
             raise LogIntegrityError(
                 f"tile {self.level}/{self.index}: expected width 1..{TILE_WIDTH}, found {self.width}"
             )
-        expected = _row_offsets(self.width)[-1] * HASH_SIZE
+        expected = _OFFSETS[self.width][-1] * HASH_SIZE
         if len(self.data) != expected:
             raise LogIntegrityError(
                 f"tile {self.level}/{self.index} of width {self.width}: expected "
@@ -69,8 +70,7 @@ class Tile:
         """The hash at ``pos`` of row ``row``, or ``None`` if not yet complete."""
         if pos >= self.width >> row:
             return None
-        offsets = _FULL_OFFSETS if self.width == TILE_WIDTH else _row_offsets(self.width)
-        start = (offsets[row] + pos) * HASH_SIZE
+        start = (_OFFSETS[self.width][row] + pos) * HASH_SIZE
         return self.data[start : start + HASH_SIZE]
 
     def bottom_row(self) -> bytes:
@@ -97,7 +97,9 @@ class TreeBuilder:
         self.size = 0
         # _rows[L][r] is row r of the partial tile at tile level L.
         self._rows: list[list[list[bytes]]] = []
-        self._dirty: dict[tuple[int, int], Tile] = {}
+        # A complete tile is stored when it completes; None marks the partial tile
+        # of a level, built from the rows when taken.
+        self._dirty: dict[tuple[int, int], Tile | None] = {}
 
     @classmethod
     def resume(cls, size: int, partial: list[Tile | None]) -> TreeBuilder:
@@ -161,9 +163,10 @@ class TreeBuilder:
                 r += 1
             tile_index = (self.size >> (TILE_HEIGHT * level)) // TILE_WIDTH
             if len(rows[0]) < TILE_WIDTH:
-                self._dirty[(level, tile_index)] = self._tile(level, tile_index)
+                # Built once per batch, in take_dirty, not once per leaf.
+                self._dirty[(level, tile_index)] = None
                 return
-            # The tile is complete: store it whole and carry its root one level up.
+            # The tile is complete: keep it whole and carry its root one level up.
             self._dirty[(level, tile_index)] = self._tile(level, tile_index)
             top = node_hash(rows[TILE_HEIGHT - 1][0], rows[TILE_HEIGHT - 1][1])
             self._rows[level] = [[] for _ in range(TILE_HEIGHT)]
@@ -176,7 +179,10 @@ class TreeBuilder:
 
     def take_dirty(self) -> list[Tile]:
         """The tiles changed since the last call (the latest version of each)."""
-        dirty = list(self._dirty.values())
+        dirty = [
+            tile if tile is not None else self._tile(level, index)
+            for (level, index), tile in self._dirty.items()
+        ]
         self._dirty = {}
         return dirty
 
