@@ -20,7 +20,13 @@ nothing else::
     │   ├── ProofError              an RFC 9162 inclusion or consistency proof is invalid
     │   ├── NoteError               a C2SP signed note is malformed or its signature is bad
     │   └── CheckpointError         a C2SP checkpoint body is malformed
+    │   └── WarrantError            a warrant is forged, expired, out of scope or revoked
     ├── KeyFormatError              a key string or key file is malformed
+    ├── AuthenticationError         a request's signature, timestamp or nonce is not acceptable
+    ├── PrincipalError              a principal is unknown, malformed, or may not do this
+    ├── PolicyError                 a policy bundle cannot be activated
+    │   ├── PolicyValidationError   policies do not parse or validate against the schema
+    │   └── BundleError             a bundle is malformed, or its signature or digest is wrong
     └── StoreError                  the persistence layer failed (wraps the driver's error)
         └── StoreConflictError      the stored state moved under a writer (another writer?)
 
@@ -46,7 +52,13 @@ __all__ = [
     "ProofError",
     "NoteError",
     "CheckpointError",
+    "WarrantError",
     "KeyFormatError",
+    "AuthenticationError",
+    "PrincipalError",
+    "PolicyError",
+    "PolicyValidationError",
+    "BundleError",
     "StoreError",
     "StoreConflictError",
 ]
@@ -131,8 +143,59 @@ class CheckpointError(VerificationError):
     """A C2SP tlog-checkpoint body is malformed."""
 
 
+class WarrantError(VerificationError):
+    """A warrant does not verify: forged, truncated, wrong key, expired, not yet
+    valid, out of scope, widened, over a Datalog limit, or revoked.
+
+    Attributes:
+        reason: a stable code for what failed (``forged``, ``expired``,
+            ``not-yet-valid``, ``scope``, ``revoked``, ``limit``, ``malformed`` …).
+    """
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class KeyFormatError(ProctorError):
     """A key string or key file is malformed."""
+
+
+class AuthenticationError(ProctorError):
+    """A request is not authenticated: unsigned, badly signed, stale, or replayed.
+
+    Attributes:
+        reason: a stable code (``unsigned``, ``bad-signature``, ``unknown-key``,
+            ``stale``, ``replayed``, ``malformed``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PrincipalError(ProctorError):
+    """A principal is unknown, malformed, suspended, or not allowed this operation."""
+
+
+class PolicyError(ProctorError):
+    """A policy bundle cannot be activated; the previous bundle stays active."""
+
+
+class PolicyValidationError(PolicyError):
+    """Policies do not parse, or do not validate against the schema.
+
+    Attributes:
+        diagnostics: Cedar's messages, one string each.
+    """
+
+    def __init__(self, message: str, *, diagnostics: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
+class BundleError(PolicyError):
+    """A policy bundle is malformed, or its digest or signature does not verify."""
 
 
 class StoreError(ProctorError):
