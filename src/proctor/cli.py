@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
-from proctor import __version__
+from proctor import __version__, cli_admin
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.demo import run_demo
 from proctor.errors import (
@@ -32,6 +32,7 @@ from proctor.errors import (
     ProofRequestError,
     VerificationError,
 )
+from proctor.governor.service import initialize
 from proctor.lineage.events import Event
 from proctor.lineage.log import Log
 
@@ -105,10 +106,9 @@ def _init(
         typer.Option(help="The log's origin (checkpoint first line); default proctor/<host>/<random>."),
     ] = None,
 ) -> None:
-    """Create a data directory: log key, database, and the signed empty checkpoint."""
+    """Create a data directory: log key, admin key, warrant key, database, signed empty log."""
     try:
-        with Log.initialize(data, origin=origin) as log:
-            _emit({"data": str(data), "origin": log.origin, "log_key": log.verifier_key()})
+        _emit(initialize(data, origin=origin))
     except ProctorError as e:
         _fail(_exit_code(e), f"error: {e}")
 
@@ -245,6 +245,9 @@ def _demo(
     except ProctorError as e:
         _fail(_exit_code(e), f"demo failed: {e}")
     raise typer.Exit(code)
+
+
+cli_admin.register(app)
 
 
 def main() -> None:

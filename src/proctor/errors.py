@@ -19,7 +19,7 @@ nothing else::
     ├── VerificationError           a proof, signature or checkpoint does not verify
     │   ├── ProofError              an RFC 9162 inclusion or consistency proof is invalid
     │   ├── NoteError               a C2SP signed note is malformed or its signature is bad
-    │   └── CheckpointError         a C2SP checkpoint body is malformed
+    │   ├── CheckpointError         a C2SP checkpoint body is malformed
     │   └── WarrantError            a warrant is forged, expired, out of scope or revoked
     ├── KeyFormatError              a key string or key file is malformed
     ├── AuthenticationError         a request's signature, timestamp or nonce is not acceptable

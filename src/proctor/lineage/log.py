@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -54,10 +54,13 @@ from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, no
 from proctor.store.base import LogStore
 from proctor.store.sqlite import SQLiteStore
 
-__all__ = ["Log", "LogReport", "EventLike"]
+__all__ = ["Log", "LogReport", "EventLike", "Chain"]
 
 EventLike = Event | Mapping[str, Any] | bytes
 """What :meth:`Log.append` accepts: an :class:`Event`, an event object, or JSON bytes."""
+
+Chain = Callable[[int, bytes], "EventLike | None"]
+"""Builds the event that follows another, given that event's index and leaf hash."""
 
 
 def _b64(h: bytes) -> str:
@@ -107,10 +110,12 @@ class _Pending:
     several more lock round trips per append.)
     """
 
-    __slots__ = ("_done", "error", "events", "indices")
+    __slots__ = ("_done", "error", "events", "indices", "then", "then_error")
 
-    def __init__(self, events: list[Event]) -> None:
+    def __init__(self, events: list[Event], then: Chain | None = None) -> None:
         self.events = events
+        self.then = then
+        self.then_error: BaseException | None = None
         self.indices: list[int] | None = None
         self.error: BaseException | None = None
         self._done = threading.Lock()
@@ -326,6 +331,37 @@ class Log:
         self._queue.put(pending)
         return pending.wait()
 
+    def start_writing(self) -> None:
+        """Take the append lock and load the tree state now, instead of at the first append.
+
+        Raises:
+            LogLockedError: another process appends to this log.
+            LogIntegrityError: the stored tree contradicts its signed checkpoint.
+        """
+        self._start_writer()
+
+    def append_chain(self, event: EventLike, then: Chain) -> tuple[int, int | None, BaseException | None]:
+        """Append ``event`` and, in the same commit, the event ``then`` builds from it.
+
+        ``then(index, leaf_hash)`` runs on the writer thread once ``event``'s index is
+        known, and returns the next event (or ``None``). It lets a caller bind a
+        follow-up to the index of its cause — a warrant to its decision — without a
+        second commit. If ``then`` raises or returns an unacceptable event, ``event``
+        is still appended alone and the error is returned, never lost.
+
+        Returns:
+            ``(index, next_index or None, error of then or None)``.
+
+        Raises:
+            EventError, LogAppendError, LogLockedError: as :meth:`append`.
+        """
+        first = _coerce(event)
+        self._start_writer()
+        pending = _Pending([first], then)
+        self._queue.put(pending)
+        indices = pending.wait()
+        return indices[0], indices[1] if len(indices) > 1 else None, pending.then_error
+
     def _start_writer(self) -> None:
         self._check_open()
         with self._state_lock:
@@ -456,6 +492,36 @@ class Log:
             return batch_leaves[index - first]
         return self._nodes.node(0, index)
 
+    def _check_parent(self, ev: Event, own: int, first: int, pending: list[bytes]) -> None:
+        link = ev.parent
+        if link is None:
+            return
+        if link.index >= own:
+            raise EventError(f"parent.index: expected an earlier entry than {own}, found {link.index}")
+        actual = self._leaf_hash_at(link.index, first, pending)
+        if actual != link.leaf_hash:
+            raise EventError(
+                f"parent.leaf_hash: entry {link.index} has leaf hash "
+                f"{_b64(actual)}, found {_b64(link.leaf_hash)}"
+            )
+
+    def _chain(self, p: _Pending, start: int, first: int, pending: list[bytes]) -> None:
+        """Build and check the chained event; on any failure the first event stands alone."""
+        then = p.then
+        if then is None:
+            return
+        own = start + len(p.events) - 1
+        try:
+            built = then(own, pending[own - first])
+            if built is None:
+                return
+            ev = _coerce(built)
+            self._check_parent(ev, own + 1, first, pending)
+        except Exception as e:  # noqa: BLE001 - reported to the caller, never lost
+            p.then_error = e
+            return
+        p.events.append(ev)
+
     def _commit(self, batch: list[_Pending]) -> None:
         builder = self._builder
         if builder is None:  # cannot happen: the writer starts after _resync
@@ -474,23 +540,15 @@ class Log:
             try:
                 hashes: list[bytes] = []
                 for i, ev in enumerate(p.events):
-                    link = ev.parent
-                    if link is not None:
-                        own = first + start + i
-                        if link.index >= own:
-                            raise EventError(
-                                f"parent.index: expected an earlier entry than {own}, found {link.index}"
-                            )
-                        actual = self._leaf_hash_at(link.index, first, leaves + hashes)
-                        if actual != link.leaf_hash:
-                            raise EventError(
-                                f"parent.leaf_hash: entry {link.index} has leaf hash "
-                                f"{_b64(actual)}, found {_b64(link.leaf_hash)}"
-                            )
+                    self._check_parent(ev, first + start + i, first, leaves + hashes)
                     hashes.append(leaf_hash(ev.raw))
             except ProctorError as e:
                 p.fail(e)
                 continue
+            if p.then is not None:
+                self._chain(p, first + start, first, leaves + hashes)
+                if len(p.events) > len(hashes):
+                    hashes.append(leaf_hash(p.events[-1].raw))
             leaves.extend(hashes)
             raws.extend(ev.raw for ev in p.events)
             accepted.append((p, first + start))

@@ -1,0 +1,272 @@
+"""The governor's HTTP API (FastAPI): ``/v1``, health, readiness and metrics.
+
+Authentication: every ``/v1`` call that acts or reads governance state is signed by a
+principal (RFC 9421 HTTP Message Signatures, see
+:mod:`proctor.authorization.requests`). Unsigned, badly signed, stale or replayed
+requests get 401, are recorded (bounded table and a metric, not the Merkle log, so
+that unauthenticated callers cannot grow the log) and nothing else happens. Log reads
+and proofs are public: they are what outsiders verify.
+
+One outermost error barrier turns any unexpected exception into a plain 500 without a
+traceback.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run
+# time, and the dependencies are closures it could not resolve from strings.
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from proctor import __version__
+from proctor.authorization.requests import verify_request
+from proctor.errors import (
+    AuthenticationError,
+    BundleError,
+    CanonicalizationError,
+    PolicyError,
+    PolicyValidationError,
+    PrincipalError,
+    ProctorError,
+    ProofRequestError,
+)
+from proctor.governor.model import AuthorizeRequest, RequestShapeError
+from proctor.governor.service import Governor
+from proctor.lineage.canonical import loads
+
+__all__ = ["MAX_BODY", "Caller", "create_app"]
+
+MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated principal and the request body it signed."""
+
+    name: str
+    body: Any
+
+
+class _Metrics:
+    def __init__(self, governor: Governor) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "proctor_decisions", "Authorization decisions by outcome.", ["outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "proctor_decision_seconds",
+            "Time to decide, record and (on allow) issue a warrant.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "proctor_auth_failures", "Rejected unauthenticated requests.", ["reason"], registry=self.registry
+        )
+        log_size = Gauge("proctor_log_size", "Entries in the lineage log.", registry=self.registry)
+        log_size.set_function(lambda: governor.log.size)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def create_app(governor: Governor) -> FastAPI:
+    """The FastAPI application serving ``governor``."""
+    app = FastAPI(
+        title="proctor governor",
+        version=__version__,
+        description="Execution governance: authorize, record, prove.",
+    )
+    metrics = _Metrics(governor)
+    app.state.governor = governor
+
+    @app.middleware("http")
+    async def error_barrier(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        try:
+            return await call_next(request)
+        except Exception:  # noqa: BLE001 - the outermost barrier: never leak a traceback
+            return _error(500, "internal", "internal error")
+
+    @app.exception_handler(ProctorError)
+    async def proctor_error(request: Request, exc: ProctorError) -> JSONResponse:
+        if isinstance(exc, PolicyValidationError):
+            return _error(422, "policy-invalid", str(exc), diagnostics=list(exc.diagnostics))
+        if isinstance(exc, BundleError | PolicyError):
+            return _error(422, "policy-rejected", str(exc))
+        if isinstance(exc, RequestShapeError | CanonicalizationError):
+            return _error(422, "bad-request", str(exc))
+        if isinstance(exc, PrincipalError):
+            return _error(403, "forbidden", str(exc))
+        if isinstance(exc, ProofRequestError):
+            return _error(400, "bad-request", str(exc))
+        return _error(503, "unavailable", str(exc))
+
+    def verify(method: str, target: str, body: bytes, headers: dict[str, str]) -> str:
+        now = int(governor.now())
+        try:
+            return verify_request(
+                method,
+                target,
+                body,
+                headers,
+                public_key_for=governor.public_key_for,
+                now=now,
+                remember_nonce=lambda k, n, exp: governor.state.remember_nonce(k, n, exp, now=now),
+            )
+        except AuthenticationError as e:
+            metrics.auth_failures.labels(e.reason).inc()
+            keyid = headers.get("signature-input", "")[:128]
+            governor.state.record_auth_failure(now, keyid, e.reason, f"{method} {target}: {e}")
+            raise
+
+    async def caller(request: Request) -> Caller:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, {"error": "too-large", "message": f"body over {MAX_BODY} bytes"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            name = await run_in_threadpool(verify, request.method, target, body, headers)
+        except AuthenticationError as e:
+            raise HTTPException(
+                401, {"error": "unauthenticated", "reason": e.reason, "message": str(e)}
+            ) from e
+        try:
+            parsed = loads(body) if body else None
+        except CanonicalizationError as e:
+            raise HTTPException(422, {"error": "bad-request", "message": str(e)}) from e
+        return Caller(name, parsed)
+
+    def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if not governor.is_admin(who.name):
+            raise HTTPException(403, {"error": "forbidden", "message": f"{who.name!r} is not an admin"})
+        return who
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        ok, checks = governor.ready()
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/authorize")
+    def authorize(who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
+        started = time.perf_counter()
+        request = AuthorizeRequest.from_json(who.body)
+        result = governor.authorize(who.name, request)
+        metrics.latency.observe(time.perf_counter() - started)
+        metrics.decisions.labels("allow" if result.allowed else "deny").inc()
+        return JSONResponse(result.to_json())
+
+    @app.get("/v1/warrant-key", response_class=PlainTextResponse)
+    def warrant_key() -> str:
+        return base64.b64encode(governor.warrant_public_key).decode() + "\n"
+
+    # -- log: public reads -----------------------------------------------------
+
+    @app.get("/v1/log/key", response_class=PlainTextResponse)
+    def log_key() -> str:
+        return governor.log.verifier_key() + "\n"
+
+    @app.get("/v1/log/checkpoint", response_class=PlainTextResponse)
+    def log_checkpoint() -> str:
+        return governor.log.checkpoint()
+
+    @app.get("/v1/log/entries/{index}")
+    def log_entry(index: int) -> JSONResponse:
+        raw = governor.log.leaf(index)
+        return JSONResponse(
+            {
+                "index": index,
+                "leaf": base64.b64encode(raw).decode(),
+                "leaf_hash": base64.b64encode(governor.log.leaf_hash(index)).decode(),
+                "event": orjson.loads(raw),
+            }
+        )
+
+    @app.get("/v1/log/proof/inclusion")
+    def inclusion(index: int, size: int | None = None) -> dict[str, Any]:
+        return governor.log.inclusion_proof(index, size)
+
+    @app.get("/v1/log/proof/consistency")
+    def consistency(old: int, new: int | None = None) -> dict[str, Any]:
+        return governor.log.consistency_proof(old, new)
+
+    # -- admin -----------------------------------------------------------------
+
+    @app.put("/v1/policy")
+    def put_policy(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        if type(who.body) is not dict:
+            raise RequestShapeError("expected a signed bundle JSON object")
+        return governor.push_policy(who.body, by=who.name)
+
+    @app.get("/v1/policy")
+    def get_policy(who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
+        active = governor.active_policy()
+        if active is None:
+            return _error(404, "no-policy", "no policy bundle is active; everything is denied")
+        return JSONResponse(active)
+
+    @app.get("/v1/principals")
+    def list_principals(who: Annotated[Caller, Depends(admin)]) -> list[dict[str, Any]]:
+        return [p.to_json() for p in governor.state.principals()]
+
+    @app.post("/v1/principals")
+    def add_principal(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        body = who.body
+        if (
+            type(body) is not dict
+            or type(body.get("name")) is not str
+            or type(body.get("public_key")) is not str
+        ):
+            raise RequestShapeError("expected {name, public_key, attrs?, zone?}")
+        attrs = body.get("attrs", {})
+        if type(attrs) is not dict or not all(type(v) is str for v in attrs.values()):
+            raise RequestShapeError("attrs: expected an object of strings")
+        zone = body.get("zone", "")
+        if type(zone) is not str:
+            raise RequestShapeError("zone: expected a string")
+        record = governor.add_principal(body["name"], body["public_key"], attrs=attrs, zone=zone, by=who.name)
+        return record.to_json()
+
+    @app.post("/v1/principals/{name}/suspend")
+    def suspend(name: str, who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        return governor.set_principal_status(name, "suspended", by=who.name).to_json()
+
+    @app.post("/v1/principals/{name}/resume")
+    def resume(name: str, who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        return governor.set_principal_status(name, "active", by=who.name).to_json()
+
+    @app.post("/v1/revocations")
+    def revoke(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        body = who.body
+        if type(body) is not dict or not all(type(body.get(k)) is str for k in ("kind", "target")):
+            raise RequestShapeError("expected {kind, target, reason?}")
+        reason = body.get("reason", "")
+        if type(reason) is not str:
+            raise RequestShapeError("reason: expected a string")
+        return governor.revoke(body["kind"], body["target"], reason=reason, by=who.name)
+
+    return app

@@ -1,0 +1,93 @@
+"""A small client for the governor's HTTP API: signs every request with a principal key.
+
+Used by the CLI (``proctor authorize``, admin commands with ``--server``) and, later,
+by the enforcer and the SDK. Errors come back as :class:`GovernorError` with the HTTP
+status and the server's JSON error body.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from proctor.authorization.keys import PrincipalKey
+from proctor.authorization.requests import sign_request
+from proctor.errors import ProctorError
+
+__all__ = ["GovernorError", "GovernorClient"]
+
+
+class GovernorError(ProctorError):
+    """The governor answered with an error, or could not be reached.
+
+    Attributes:
+        status: the HTTP status, or 0 when the governor could not be reached.
+        body: the JSON error body, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class GovernorClient:
+    """Signed calls to one governor."""
+
+    def __init__(self, url: str, key: PrincipalKey | None, *, timeout: float = 10.0) -> None:
+        """Args:
+        url: the governor's base URL, e.g. ``http://127.0.0.1:8700``.
+        key: the principal key that signs requests (``None``: public reads only).
+        timeout: seconds per request.
+        """
+        self._key = key
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> GovernorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, target: str, body: Any = None, *, signed: bool = True) -> httpx.Response:
+        """Send one request; raise :class:`GovernorError` on a non-2xx answer."""
+        data = b"" if body is None else orjson.dumps(body)
+        headers = {"content-type": "application/json"} if body is not None else {}
+        if signed:
+            if self._key is None:
+                raise GovernorError("this call must be signed, and no key was given", status=0)
+            headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
+        try:
+            response = self._http.request(method, target, content=data, headers=headers)
+        except httpx.HTTPError as e:
+            raise GovernorError(f"cannot reach the governor: {e}", status=0) from e
+        if response.status_code >= 400:
+            try:
+                err: Any = response.json()
+            except ValueError:
+                err = {"message": response.text[:500]}
+            detail = err.get("detail", err) if isinstance(err, dict) else err
+            message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+            status = response.status_code
+            raise GovernorError(f"{status}: {message}", status=status, body=detail)
+        return response
+
+    def json(self, method: str, target: str, body: Any = None, *, signed: bool = True) -> Any:
+        """Send one request and parse the JSON answer."""
+        return self.call(method, target, body, signed=signed).json()
+
+    def authorize(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/authorize``."""
+        result: dict[str, Any] = self.json("POST", "/v1/authorize", request)
+        return result
+
+    def text(self, target: str) -> str:
+        """A public plain-text read (log key, checkpoint, warrant key)."""
+        return self.call("GET", target, signed=False).text

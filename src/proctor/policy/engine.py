@@ -1,0 +1,410 @@
+"""The policy engine: compile a bundle once, then decide requests with Cedar.
+
+Compiling (:meth:`PolicyEngine.compile`) is where a bundle is judged, and any problem
+stops it from becoming active:
+
+1. the schema has the shape proctor needs (:func:`read_schema`) and Cedar parses it;
+2. each file parses on its own (so a syntax error names its file);
+3. the bundle holds at least one policy, and no templates;
+4. every policy validates against the schema (``cedarpy.validate_policies``, strict);
+5. annotations are known and well-formed (:mod:`proctor.policy.obligations`), and
+   ``@id`` names are unique;
+6. probe requests built exactly as :mod:`proctor.policy.context` builds them pass
+   Cedar's request validation against the schema, for each action, with the fewest
+   and the most context fields; after this the engine does not re-validate each
+   request against the schema (it cannot differ in shape), which halves Cedar's cost;
+7. the policies are sliced (:mod:`proctor.policy.slices`) into pre-parsed policy sets.
+
+Deciding (:meth:`PolicyEngine.decide`) never raises. The answer is allow only when
+all of these hold, and deny otherwise, with the reason:
+
+- the request is well-formed (:func:`~proctor.policy.context.request_problem`);
+- Cedar's decision is ``Allow`` — ``Deny`` and ``NoDecision`` deny;
+- Cedar reported no evaluation error. Cedar skips a policy whose condition errors,
+  so an erroring ``forbid`` would otherwise let a ``permit`` through;
+- trust boundary: the request is not cross-zone, or a determining permit carries
+  ``@cross_zone("true")``. A request is cross-zone when ``request.zone`` is
+  non-empty and differs from the principal's ``zone`` attribute;
+- nothing raised (an exception is a deny that records it).
+
+The engine reads no clock: ``now`` (unix seconds, UTC) is the caller's, and the same
+bundle, request and ``now`` always give an identical :class:`Decision`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cedarpy
+import orjson
+
+from proctor.errors import CanonicalizationError, PolicyError, PolicyValidationError
+from proctor.policy.bundle import PolicyBundle
+from proctor.policy.context import context_json, principal_entity_json, request_problem
+from proctor.policy.decision import Decision, safe_request_digest
+from proctor.policy.obligations import combine_obligations, read_annotations
+from proctor.policy.request import PolicyRequest
+from proctor.policy.schema import (
+    ACTION_TYPE,
+    ACTIONS,
+    ARG_POSITIONS,
+    COUNTERS,
+    PRINCIPAL_TYPE,
+    RESOURCE_TYPES,
+    SchemaInfo,
+    read_schema,
+)
+from proctor.policy.slices import CompiledPolicy, PolicySlices
+
+__all__ = ["ENTITY_CACHE_SIZE", "PolicyEngine"]
+
+ENTITY_CACHE_SIZE = 4096
+"""How many (principal, attributes) entity sets an engine keeps parsed."""
+
+_POLICY_IN_ERROR = re.compile(r"policy `([^`]+)`")
+_ACTION_UIDS = {a: {"type": ACTION_TYPE, "id": a} for a in ACTIONS}
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names)
+
+
+def _reraise_interrupts(error: BaseException) -> None:
+    # A Rust panic inside cedarpy surfaces as pyo3's PanicException, which derives from
+    # BaseException so that `except Exception` misses it; it must still become a deny.
+    # Interrupts and exits must not.
+    if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
+        raise error
+
+
+class PolicyEngine:
+    """A compiled, validated policy bundle that decides requests.
+
+    Build one with :meth:`compile`; an engine you hold always has a valid bundle.
+    Engines are immutable and may be shared between threads.
+
+    Attributes:
+        bundle: the bundle it was compiled from.
+        bundle_digest: that bundle's digest (every decision carries it).
+        policies: the bundle's policies, in Cedar id order, with their parsed annotations.
+    """
+
+    def __init__(
+        self,
+        *,
+        bundle: PolicyBundle,
+        schema: cedarpy.Schema,
+        info: SchemaInfo,
+        policies: Sequence[CompiledPolicy],
+        slices: PolicySlices,
+    ) -> None:
+        # Use compile(); this only stores what compile checked.
+        self.bundle = bundle
+        self.bundle_digest = bundle.digest
+        self.policies = tuple(policies)
+        self._schema = schema
+        self._info = info
+        self._by_id = {p.policy_id: p for p in policies}
+        self._slices = slices
+        self._entities = functools.lru_cache(maxsize=ENTITY_CACHE_SIZE)(self._build_entities)
+
+    # -- compiling ---------------------------------------------------------------------
+
+    @classmethod
+    def compile(cls, bundle: PolicyBundle, *, sliced: bool = True) -> PolicyEngine:
+        """Parse, validate and index a bundle (steps in the module docstring).
+
+        Args:
+            bundle: the bundle.
+            sliced: evaluate each request only against the policies that can apply
+                to it (the default; ``False`` is the unsliced reference).
+
+        Returns:
+            The engine.
+
+        Raises:
+            PolicyValidationError: the schema, a policy or an annotation is invalid
+                (``diagnostics`` has Cedar's and proctor's messages, each naming the file).
+            PolicyError: the bundle holds no policy, or is not a ``PolicyBundle``.
+        """
+        if not isinstance(bundle, PolicyBundle):
+            raise PolicyError(f"expected a PolicyBundle, found {type(bundle).__name__}")
+        info = read_schema(bundle.schema)
+        try:
+            schema = cedarpy.Schema.from_json_str(bundle.schema)
+        except ValueError as e:
+            raise PolicyValidationError(
+                "the bundle schema does not parse", diagnostics=(f"schema: {e}",)
+            ) from e
+        # 2. Parse each file alone, so a syntax error names its file, and count its
+        # policies to map Cedar's positional ids back to files.
+        files: list[str] = []
+        problems: list[str] = []
+        for name, text in bundle.files.items():
+            try:
+                doc = orjson.loads(cedarpy.policies_to_json_str(text))
+            except ValueError as e:
+                problems.append(f"{name}: {e}")
+                continue
+            count = len(doc.get("staticPolicies", {})) + len(doc.get("templates", {}))
+            files.extend([name] * count)
+            if doc.get("templates"):
+                problems.append(f"{name}: templates (?principal, ?resource) are not supported; link them")
+        if problems:
+            raise PolicyValidationError("policies do not parse", diagnostics=tuple(problems))
+        # 3. An empty bundle must not compile: it would deny everything and look healthy.
+        if not files:
+            raise PolicyError(
+                f"bundle {bundle.digest} holds no policy; refusing an empty bundle (fail closed)"
+            )
+        text = "\n".join(bundle.files.values())
+        est: dict[str, Any] = orjson.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]
+
+        def where(policy_id: str) -> str:
+            index = int(policy_id.removeprefix("policy")) if policy_id.startswith("policy") else -1
+            name = files[index] if 0 <= index < len(files) else "?"
+            label = est.get(policy_id, {}).get("annotations", {}).get("id")
+            return f"{name}: {policy_id}" + (f" (@id {label!r})" if label else "")
+
+        # 4. Strict validation against the schema.
+        result = cedarpy.validate_policies(text, schema)
+        if not result.validation_passed:
+            diagnostics = tuple(
+                f"{where(e.policy_id)}: {e.error}" if e.policy_id else e.error for e in result.errors
+            )
+            raise PolicyValidationError(
+                "policies do not validate against the schema", diagnostics=diagnostics
+            )
+        # 5. Annotations.
+        policies: list[CompiledPolicy] = []
+        seen: dict[str, str] = {}
+        for policy_id in sorted(est, key=lambda p: int(p.removeprefix("policy"))):
+            doc = est[policy_id]
+            raw = doc.get("annotations", {})
+            annotations, bad = read_annotations(raw, effect=doc["effect"])
+            problems.extend(f"{where(policy_id)}: {b}" for b in bad)
+            name = raw.get("id") or policy_id
+            if name in seen:
+                problems.append(f"{where(policy_id)}: @id {name!r} is also the id of {seen[name]}")
+            seen[name] = policy_id
+            index = int(policy_id.removeprefix("policy"))
+            policies.append(CompiledPolicy(policy_id, name, doc["effect"], files[index], annotations, doc))
+        if problems:
+            raise PolicyValidationError("policy annotations are invalid", diagnostics=tuple(problems))
+        cls._probe(schema, info)
+        slices = PolicySlices(policies, action_groups=info.action_groups, sliced=sliced)
+        return cls(bundle=bundle, schema=schema, info=info, policies=policies, slices=slices)
+
+    @staticmethod
+    def _probe(schema: cedarpy.Schema, info: SchemaInfo) -> None:
+        # 6. The context shape is fixed; only which args positions are present and the
+        # sizes of the sets vary. Probe both extremes for every action.
+        try:
+            attrs = dict.fromkeys(info.principal_attrs, "")
+            entities = cedarpy.Entities.from_json_str(principal_entity_json("probe", attrs), schema)
+        except ValueError as e:
+            raise PolicyValidationError(
+                "the bundle schema rejects proctor's principal entity", diagnostics=(f"schema: {e}",)
+            ) from e
+        empty = cedarpy.PolicySet.from_str("")
+        for action in ACTIONS:
+            is_exec = action == "exec"
+            fewest = PolicyRequest(
+                "probe", {}, action, "/probe" if is_exec else "probe/tool", ("p",) * is_exec
+            )
+            most = PolicyRequest(
+                "probe",
+                {},
+                action,
+                "/probe" if is_exec else "probe/tool",
+                argv=("p",) * (ARG_POSITIONS + 1) if is_exec else (),
+                arguments=None if is_exec else {"k": "v", "n": 1, "b": True},
+                counters=dict.fromkeys(COUNTERS, 1),
+            )
+            for probe in (fewest, most):
+                request = {
+                    "principal": {"type": PRINCIPAL_TYPE, "id": "probe"},
+                    "action": _ACTION_UIDS[action],
+                    "resource": {"type": RESOURCE_TYPES[action], "id": probe.resource},
+                    "context": context_json(probe, 0),
+                }
+                errors = cedarpy.is_authorized(request, empty, entities, schema).diagnostics.errors
+                if errors:
+                    raise PolicyValidationError(
+                        f"the bundle schema does not accept proctor's {action} requests "
+                        "(keep the Proctor context record as in DEFAULT_SCHEMA)",
+                        diagnostics=tuple(f"schema: {e}" for e in errors),
+                    )
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def _build_entities(self, principal: str, attrs: tuple[tuple[str, str], ...]) -> cedarpy.Entities:
+        declared = self._info.principal_attrs
+        text = principal_entity_json(principal, {k: v for k, v in attrs if k in declared})
+        # Validating against the schema also adds the schema's action entities.
+        try:
+            return cedarpy.Entities.from_json_str(text, self._schema)
+        except ValueError as e:
+            raise PolicyError(f"principal {principal!r} does not conform to the bundle schema: {e}") from e
+
+    def _prepare(
+        self, request: PolicyRequest, now: int
+    ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
+        # A malformed request is a deny that says why; so is one that cannot be hashed.
+        try:
+            digest = request.digest()
+        except CanonicalizationError as e:
+            return self._deny("", f"denied: the request is outside the canonical JSON subset: {e}", (str(e),))
+        problem = request_problem(request, now)
+        if problem is not None:
+            return self._deny(digest, f"denied: malformed request: {problem}")
+        missing = self._info.required_attrs.difference(request.principal_attrs)
+        if missing:
+            names = ", ".join(sorted(missing))
+            return self._deny(digest, f"denied: the principal lacks attributes the schema requires: {names}")
+        cedar_request = {
+            "principal": {"type": PRINCIPAL_TYPE, "id": request.principal},
+            "action": _ACTION_UIDS[request.action],
+            "resource": {"type": RESOURCE_TYPES[request.action], "id": request.resource},
+            "context": context_json(request, now),
+        }
+        try:
+            entities = self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))
+        except PolicyError as e:
+            return self._deny(digest, f"denied: {e}", (str(e),))
+        return digest, cedar_request, self._slices.for_request(request.action, request.resource), entities
+
+    def _deny(
+        self, digest: str, reason: str, errors: Sequence[str] = (), names: Sequence[str] = ()
+    ) -> Decision:
+        return Decision(False, tuple(names), tuple(sorted(errors)), {}, self.bundle_digest, digest, reason)
+
+    def _failed(self, request: Any, error: BaseException) -> Decision:
+        message = f"{type(error).__name__}: {error}"
+        digest = safe_request_digest(request) if isinstance(request, PolicyRequest) else ""
+        reason = f"denied: an internal error occurred while deciding ({message}); errors deny"
+        return Decision(False, (), (message,), {}, self.bundle_digest, digest, reason)
+
+    def _interpret(self, request: PolicyRequest, digest: str, result: cedarpy.AuthzResult) -> Decision:
+        diagnostics = result.diagnostics
+        errors = tuple(sorted(str(e) for e in diagnostics.errors))
+        matched = sorted((self._by_id[p] for p in diagnostics.reasons), key=lambda p: p.name)
+        names = tuple(p.name for p in matched)
+        verdict = result.decision
+        if errors:
+            culprits = sorted({self._name(m) for e in errors for m in _POLICY_IN_ERROR.findall(e)})
+            where = f" in policy {_names(culprits)}" if culprits else ""
+            kept = names if verdict == cedarpy.Decision.Deny else ()
+            reason = f"denied: evaluation error{where} ({errors[0]}); any evaluation error denies"
+            return Decision(False, kept, errors, {}, self.bundle_digest, digest, reason)
+        if verdict == cedarpy.Decision.Deny:
+            if names:
+                return self._deny(digest, f"denied by forbid policy {_names(names)}", names=names)
+            return self._deny(digest, "denied: no permit policy matched (default deny)")
+        if verdict != cedarpy.Decision.Allow:
+            return self._deny(digest, f"denied: Cedar reached no decision ({verdict.value})")
+        principal_zone = request.principal_attrs.get("zone", "")
+        cross_zone = bool(request.zone) and request.zone != principal_zone
+        if cross_zone and not any(p.annotations.cross_zone for p in matched):
+            reason = (
+                f"denied: cross-zone request (principal zone {principal_zone!r}, environment zone "
+                f"{request.zone!r}) and no determining permit policy ({_names(names)}) "
+                'carries @cross_zone("true")'
+            )
+            return self._deny(digest, reason)
+        obligations = combine_obligations(p.annotations for p in matched)
+        reason = f"allowed by permit polic{'y' if len(names) == 1 else 'ies'} {_names(names)}"
+        return Decision(True, names, (), obligations, self.bundle_digest, digest, reason)
+
+    def _name(self, policy_id: str) -> str:
+        policy = self._by_id.get(policy_id)
+        return policy.name if policy is not None else policy_id
+
+    def decide(self, request: PolicyRequest, *, now: int) -> Decision:
+        """Decide one request. Never raises: any failure is a deny that says why.
+
+        Args:
+            request: the request.
+            now: the decision time, unix seconds (UTC), an integer.
+
+        Returns:
+            The decision.
+        """
+        try:
+            prepared = self._prepare(request, now)
+            if isinstance(prepared, Decision):
+                return prepared
+            digest, cedar_request, policies, entities = prepared
+            result = cedarpy.is_authorized(cedar_request, policies, entities)
+            return self._interpret(request, digest, result)
+        except BaseException as e:  # noqa: BLE001 -- fail closed: every failure is a deny that records it
+            _reraise_interrupts(e)
+            return self._failed(request, e)
+
+    def decide_batch(self, requests: Sequence[PolicyRequest], *, now: int) -> list[Decision]:
+        """Decide many requests with Cedar's batch call; the same answers as :meth:`decide`.
+
+        Requests are grouped by policy slice and principal (one batch call each).
+        Never raises.
+
+        Args:
+            requests: the requests.
+            now: the decision time for all of them, unix seconds (UTC).
+
+        Returns:
+            One decision per request, in order.
+        """
+        requests = list(requests)
+        decisions: list[Decision | None] = [None] * len(requests)
+        groups: dict[tuple[int, Any], list[tuple[int, str, dict[str, Any]]]] = {}
+        handles: dict[tuple[int, Any], tuple[cedarpy.PolicySet, cedarpy.Entities]] = {}
+        for i, request in enumerate(requests):
+            try:
+                prepared = self._prepare(request, now)
+                if isinstance(prepared, Decision):
+                    decisions[i] = prepared
+                    continue
+                digest, cedar_request, policies, entities = prepared
+                key = (id(policies), id(entities))
+                handles[key] = (policies, entities)
+                groups.setdefault(key, []).append((i, digest, cedar_request))
+            except BaseException as e:  # noqa: BLE001 -- fail closed
+                _reraise_interrupts(e)
+                decisions[i] = self._failed(request, e)
+        for key, members in groups.items():
+            policies, entities = handles[key]
+            try:
+                results = cedarpy.is_authorized_batch([m[2] for m in members], policies, entities)
+                if len(results) != len(members):
+                    raise PolicyError(f"expected {len(members)} results from Cedar, found {len(results)}")
+                for (i, digest, _), result in zip(members, results, strict=True):
+                    decisions[i] = self._interpret(requests[i], digest, result)
+            except BaseException as e:  # noqa: BLE001 -- fail closed
+                _reraise_interrupts(e)
+                for i, _, _ in members:
+                    decisions[i] = self._failed(requests[i], e)
+        return [d if d is not None else self._failed(None, PolicyError("no decision")) for d in decisions]
+
+    def replay(self, request_json: Mapping[str, Any], *, now: int) -> Decision:
+        """Re-evaluate a logged request (:meth:`PolicyRequest.to_json` form). Never raises.
+
+        Args:
+            request_json: the logged request.
+            now: the ``now`` the logged decision used.
+
+        Returns:
+            The decision; a malformed document is a deny that says why.
+        """
+        try:
+            request = PolicyRequest.from_json(request_json)
+        except Exception as e:  # noqa: BLE001 -- fail closed
+            return self._deny("", f"denied: the logged request is malformed: {e}", (str(e),))
+        return self.decide(request, now=now)
+
+    @property
+    def slice_count(self) -> int:
+        """How many pre-parsed policy sets the engine evaluates against (1 when unsliced)."""
+        return self._slices.slice_count

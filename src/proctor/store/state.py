@@ -1,0 +1,365 @@
+"""Governance state beside the log, in the same SQLite file: principals, policy
+bundles, revocations, issued warrants, request nonces and authentication failures.
+
+The lineage log is the record of what happened; this is the current state derived
+from it, kept for fast lookups. Every change here is made by the governor right after
+the corresponding log append, so the log can always explain the state.
+
+Tables (schema version ``state_schema`` in ``meta``):
+
+- ``principals``: name, public key, attributes (canonical JSON), zone, status.
+- ``bundles``: every accepted signed bundle by digest; ``meta.active_bundle`` names
+  the active one.
+- ``revocations``: (kind, target) → reason, by whom, when, log index.
+- ``warrants``: issued warrants: id, principal, parent, decision index, expiry, issue
+  time (rate counters and "revoke a principal" read it).
+- ``nonces``: (key id, nonce) → expiry, for replay protection of signed requests.
+- ``auth_failures``: a bounded record of rejected requests (not logged in the Merkle
+  log, so that unauthenticated callers cannot grow it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from proctor.errors import StoreError
+
+__all__ = ["STATE_SCHEMA_VERSION", "PrincipalRecord", "RevocationRecord", "StateStore"]
+
+STATE_SCHEMA_VERSION = 1
+MAX_AUTH_FAILURES = 10_000
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS principals (
+        name TEXT PRIMARY KEY, public_key TEXT NOT NULL, attrs TEXT NOT NULL,
+        zone TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS bundles (
+        digest TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL,
+        activated TEXT NOT NULL, log_index INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS revocations (
+        kind TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL,
+        time TEXT NOT NULL, log_index INTEGER NOT NULL, PRIMARY KEY (kind, target))""",
+    """CREATE TABLE IF NOT EXISTS warrants (
+        id TEXT PRIMARY KEY, principal TEXT NOT NULL, parent TEXT NOT NULL,
+        decision_index INTEGER NOT NULL, expires INTEGER NOT NULL, issued INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS warrants_by_principal ON warrants (principal, issued)",
+    """CREATE TABLE IF NOT EXISTS nonces (
+        keyid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,
+        PRIMARY KEY (keyid, nonce)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS auth_failures (
+        id INTEGER PRIMARY KEY, time INTEGER NOT NULL, keyid TEXT NOT NULL,
+        reason TEXT NOT NULL, detail TEXT NOT NULL)""",
+]
+
+
+@dataclass(frozen=True)
+class PrincipalRecord:
+    """A stored principal."""
+
+    name: str
+    public_key: str
+    attrs: dict[str, str]
+    zone: str
+    status: str
+    created: str
+    updated: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The principal as the API shows it."""
+        return {
+            "name": self.name,
+            "public_key": self.public_key,
+            "attrs": dict(self.attrs),
+            "zone": self.zone,
+            "status": self.status,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True)
+class RevocationRecord:
+    """A stored revocation."""
+
+    kind: str
+    target: str
+    reason: str
+    by: str
+    time: str
+    log_index: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The revocation as the API shows it."""
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "reason": self.reason,
+            "by": self.by,
+            "time": self.time,
+            "log_index": self.log_index,
+        }
+
+
+class StateStore:
+    """Governance state in the data directory's SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open the state tables, creating them if needed.
+
+        Raises:
+            StoreError: the database cannot be opened or has an unknown state schema.
+        """
+        self._path = str(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'state_schema'").fetchone()
+            if row is None:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('state_schema', ?)", (str(STATE_SCHEMA_VERSION),)
+                )
+            elif row[0] != str(STATE_SCHEMA_VERSION):
+                conn.execute("ROLLBACK")
+                raise StoreError(
+                    f"{path}: expected state schema version {STATE_SCHEMA_VERSION}, found {row[0]!r}"
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"cannot open the governance state in {path}: {e}") from e
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreError("the state store is closed")
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open {self._path}: {e}") from e
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn().execute(sql, params)
+        except sqlite3.Error as e:
+            raise StoreError(f"state store: {e}") from e
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers."""
+        self._exec("SELECT 1").fetchone()
+
+    # -- principals ------------------------------------------------------------
+
+    def put_principal(self, record: PrincipalRecord) -> None:
+        """Insert or replace a principal."""
+        self._exec(
+            "INSERT OR REPLACE INTO principals VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.name,
+                record.public_key,
+                orjson.dumps(record.attrs, option=orjson.OPT_SORT_KEYS).decode(),
+                record.zone,
+                record.status,
+                record.created,
+                record.updated,
+            ),
+        )
+
+    def principal(self, name: str) -> PrincipalRecord | None:
+        """The principal named ``name``."""
+        row = self._exec("SELECT * FROM principals WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _principal(row)
+
+    def principals(self) -> list[PrincipalRecord]:
+        """Every principal, by name."""
+        return [_principal(r) for r in self._exec("SELECT * FROM principals ORDER BY name")]
+
+    # -- policy bundles --------------------------------------------------------
+
+    def put_bundle(self, digest: str, version: int, doc: str, activated: str, log_index: int) -> None:
+        """Store an accepted bundle and make it the active one, in one transaction."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR REPLACE INTO bundles VALUES (?, ?, ?, ?, ?)",
+                (digest, version, doc, activated, log_index),
+            )
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('active_bundle', ?)", (digest,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"cannot store bundle {digest}: {e}") from e
+
+    def active_bundle(self) -> tuple[str, str] | None:
+        """(digest, signed bundle JSON) of the active bundle, or ``None``."""
+        row = self._exec(
+            "SELECT b.digest, b.doc FROM meta m JOIN bundles b ON b.digest = m.value "
+            "WHERE m.key = 'active_bundle'"
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def bundle(self, digest: str) -> str | None:
+        """The signed bundle JSON with this digest."""
+        row = self._exec("SELECT doc FROM bundles WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def bundle_versions(self) -> list[tuple[str, int, str]]:
+        """(digest, version, activated) of every stored bundle, oldest first."""
+        rows = self._exec("SELECT digest, version, activated FROM bundles ORDER BY log_index")
+        return [(str(d), int(v), str(a)) for d, v, a in rows]
+
+    # -- revocations -----------------------------------------------------------
+
+    def put_revocation(self, record: RevocationRecord) -> None:
+        """Record a revocation (the first one of a target stays)."""
+        self._exec(
+            "INSERT OR IGNORE INTO revocations VALUES (?, ?, ?, ?, ?, ?)",
+            (record.kind, record.target, record.reason, record.by, record.time, record.log_index),
+        )
+
+    def is_revoked(self, kind: str, target: str) -> bool:
+        """Whether (kind, target) is revoked."""
+        row = self._exec("SELECT 1 FROM revocations WHERE kind = ? AND target = ?", (kind, target)).fetchone()
+        return row is not None
+
+    def revocations(self, since: int = -1) -> list[RevocationRecord]:
+        """Revocations recorded after log index ``since``, in log order."""
+        rows = self._exec("SELECT * FROM revocations WHERE log_index > ? ORDER BY log_index", (since,))
+        return [
+            RevocationRecord(str(k), str(t), str(r), str(b), str(tm), int(i)) for k, t, r, b, tm, i in rows
+        ]
+
+    # -- warrants --------------------------------------------------------------
+
+    def put_warrant(
+        self, warrant_id: str, *, principal: str, parent: str, decision_index: int, expires: int, issued: int
+    ) -> None:
+        """Record an issued warrant.
+
+        Written without an fsync of its own: the ``warrant.issued`` event in the log
+        (``synchronous=FULL``) is the durable record, and in WAL mode a process crash
+        loses no committed row; only an OS crash could, and the row is derived data.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute(
+                    "INSERT INTO warrants VALUES (?, ?, ?, ?, ?, ?)",
+                    (warrant_id, principal, parent, decision_index, expires, issued),
+                )
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot record warrant {warrant_id}: {e}") from e
+
+    def warrant(self, warrant_id: str) -> dict[str, Any] | None:
+        """The issued warrant's record."""
+        row = self._exec("SELECT * FROM warrants WHERE id = ?", (warrant_id,)).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "principal", "parent", "decision_index", "expires", "issued")
+        return dict(zip(keys, row, strict=True))
+
+    def warrant_chain(self, warrant_id: str, *, limit: int = 32) -> list[str]:
+        """The warrant and its ancestors, nearest first (bounded by ``limit``)."""
+        chain: list[str] = []
+        current = warrant_id
+        while current and len(chain) < limit:
+            chain.append(current)
+            row = self._exec("SELECT parent FROM warrants WHERE id = ?", (current,)).fetchone()
+            current = "" if row is None else str(row[0])
+        return chain
+
+    def count_warrants(self, principal: str, since: int) -> int:
+        """Warrants issued to ``principal`` at or after unix time ``since``."""
+        row = self._exec(
+            "SELECT count(*) FROM warrants WHERE principal = ? AND issued >= ?", (principal, since)
+        ).fetchone()
+        return int(row[0])
+
+    # -- replay protection and failures ---------------------------------------
+
+    def remember_nonce(self, keyid: str, nonce: str, expires: int, *, now: int) -> bool:
+        """Record a request nonce; ``False`` if it was already seen (a replay)."""
+        conn = self._conn()
+        try:
+            # No fsync for nonces: losing the last few in a crash only reopens a replay
+            # window for requests captured in the last seconds before it; revocations
+            # and principals, by contrast, are written with synchronous=FULL.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+                cur = conn.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (keyid, nonce, expires))
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot record a request nonce: {e}") from e
+        return cur.rowcount == 1
+
+    def record_auth_failure(self, now: int, keyid: str, reason: str, detail: str) -> None:
+        """Keep a bounded record of a rejected request."""
+        self._exec(
+            "INSERT INTO auth_failures (time, keyid, reason, detail) VALUES (?, ?, ?, ?)",
+            (now, keyid[:128], reason[:64], detail[:512]),
+        )
+        self._exec(
+            "DELETE FROM auth_failures WHERE id <= (SELECT max(id) FROM auth_failures) - ?",
+            (MAX_AUTH_FAILURES,),
+        )
+
+    def auth_failures(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent rejected requests, newest first."""
+        rows = self._exec(
+            "SELECT time, keyid, reason, detail FROM auth_failures ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [{"time": t, "keyid": k, "reason": r, "detail": d} for t, k, r, d in rows]
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def __iter__(self) -> Iterator[PrincipalRecord]:
+        return iter(self.principals())
+
+
+def _principal(row: tuple[Any, ...]) -> PrincipalRecord:
+    name, public_key, attrs, zone, status, created, updated = row
+    return PrincipalRecord(
+        str(name),
+        str(public_key),
+        dict(orjson.loads(attrs)),
+        str(zone),
+        str(status),
+        str(created),
+        str(updated),
+    )

@@ -1,0 +1,216 @@
+"""Slicing changes no answer: sliced and unsliced evaluation give identical decisions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest
+from proctor.policy.slices import scope_actions, scope_resource
+
+EXECUTABLES = ("/bin/a", "/bin/b", "/bin/c")
+TOOLS = ("s/a", "s/b", "s/c")
+CONDITIONS = (
+    "",
+    'when { principal.role == "dev" }',
+    'when { context.args has a1 && context.args.a1 == "x" }',
+    "unless { context.time.hour < 12 }",
+    "when { context.counters.budget_used * 4611686018427387904 > 0 }",  # errors for budget_used >= 2
+    'when { context.arguments.contains("m=r") }',
+    "when { principal.zone == context.zone }",
+    'when { context.command_line like "* x*" }',
+)
+
+
+def _action(name: str) -> str:
+    return f'Proctor::Action::"{name}"'
+
+
+@st.composite
+def scopes(draw: st.DrawFn) -> str:
+    # Only combinations the validator accepts: the resource type must fit the actions.
+    kind = draw(st.sampled_from(["any", "Executable", "Tool"]))
+    if kind == "any":
+        action = draw(
+            st.sampled_from(
+                [
+                    "action",
+                    f"action == {_action('exec')}",
+                    f"action == {_action('tool.call')}",
+                    f"action in [{_action('exec')}, {_action('mcp.call')}]",
+                ]
+            )
+        )
+        return f"principal, {action}, resource"
+    ids = EXECUTABLES if kind == "Executable" else TOOLS
+    actions = ["exec"] if kind == "Executable" else ["mcp.call", "tool.call"]
+    action = draw(
+        st.sampled_from(
+            ["action"]
+            + [f"action == {_action(a)}" for a in actions]
+            + [f"action in [{', '.join(_action(a) for a in actions)}]"]
+        )
+    )
+    rid = draw(st.sampled_from(ids))
+    resource = draw(
+        st.sampled_from(
+            [
+                f'resource == Proctor::{kind}::"{rid}"',
+                f'resource in Proctor::{kind}::"{rid}"',
+                f"resource is Proctor::{kind}",
+                f'resource is Proctor::{kind} in Proctor::{kind}::"{rid}"',
+            ]
+        )
+    )
+    return f"principal, {action}, {resource}"
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> str:
+    effect = draw(st.sampled_from(["permit", "permit", "forbid"]))
+    annotations = ""
+    if effect == "permit":
+        if draw(st.booleans()):
+            annotations += f'@max_duration_s("{draw(st.integers(1, 99))}") '
+        if draw(st.booleans()):
+            annotations += '@cross_zone("true") '
+    return f"{annotations}{effect}({draw(scopes())}) {draw(st.sampled_from(CONDITIONS))};"
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> PolicyRequest:
+    action = draw(st.sampled_from(["exec", "mcp.call", "tool.call"]))
+    attrs = {"role": draw(st.sampled_from(["dev", "ops"])), "zone": draw(st.sampled_from(["prod", "dev"]))}
+    common: dict[str, Any] = {
+        "zone": draw(st.sampled_from(["", "prod", "dev"])),
+        "counters": {"budget_used": draw(st.sampled_from([0, 5]))},
+    }
+    if action == "exec":
+        argv = tuple(draw(st.lists(st.sampled_from(["x", "y", "-v"]), min_size=1, max_size=3)))
+        return PolicyRequest("alice", attrs, action, draw(st.sampled_from(EXECUTABLES)), argv, **common)
+    arguments = draw(st.one_of(st.none(), st.fixed_dictionaries({"m": st.sampled_from(["r", "w"])})))
+    return PolicyRequest("alice", attrs, action, draw(st.sampled_from(TOOLS)), arguments=arguments, **common)
+
+
+def _grouped_schema() -> str:
+    doc = json.loads(DEFAULT_SCHEMA)
+    doc["Proctor"]["actions"]["call"] = {}
+    for name in ("mcp.call", "tool.call"):
+        doc["Proctor"]["actions"][name]["memberOf"] = [{"id": "call"}]
+    return json.dumps(doc)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(policies(), min_size=1, max_size=12),
+    st.lists(requests(), min_size=1, max_size=12),
+    st.sampled_from([0, 10 * 3600, 15 * 3600]),
+    st.booleans(),
+)
+def test_sliced_and_unsliced_evaluation_decide_identically(
+    texts: list[str], reqs: list[PolicyRequest], now: int, grouped: bool
+) -> None:
+    schema = _grouped_schema() if grouped else DEFAULT_SCHEMA
+    if grouped:
+        texts = [
+            *texts,
+            'permit(principal, action in Proctor::Action::"call", resource) when { context.argc > 0 };',
+        ]
+    bundle = PolicyBundle({"a.cedar": "\n".join(texts[::2]), "b.cedar": "\n".join(texts[1::2])}, schema)
+    sliced = PolicyEngine.compile(bundle)
+    unsliced = PolicyEngine.compile(bundle, sliced=False)
+    assert unsliced.slice_count == 1
+    for request in reqs:
+        assert sliced.decide(request, now=now) == unsliced.decide(request, now=now)
+    assert sliced.decide_batch(reqs, now=now) == unsliced.decide_batch(reqs, now=now)
+
+
+def test_sliced_evaluation_keeps_slices_small() -> None:
+    lines = [
+        f'permit(principal, action == Proctor::Action::"exec", resource == Proctor::Executable::"/bin/t{i}");'
+        for i in range(50)
+    ]
+    lines.append('forbid(principal, action, resource) when { context.command_line like "*--all*" };')
+    eng = PolicyEngine.compile(PolicyBundle({"a.cedar": "\n".join(lines)}))
+    assert eng.slice_count == 3 + 50
+    request = PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/t7", ("t7",))
+    assert eng.decide(request, now=0).policies == ("policy7",)
+    assert eng.decide(
+        PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/t7", ("t7", "--all")), now=0
+    ).policies == ("policy50",)
+
+
+def test_deferred_slices_give_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proctor.policy.slices import PolicySlices
+
+    lines = [
+        f'permit(principal, action == Proctor::Action::"exec", resource == Proctor::Executable::"/bin/t{i}");'
+        for i in range(10)
+    ]
+    bundle = PolicyBundle({"a.cedar": "\n".join(lines)})
+    eager = PolicyEngine.compile(bundle)
+    monkeypatch.setattr(PolicySlices, "EAGER_BUDGET", 0)
+    lazy = PolicyEngine.compile(bundle)
+    for i in range(12):
+        request = PolicyRequest("a", {"role": "", "zone": ""}, "exec", f"/bin/t{i}", ("t",))
+        assert lazy.decide(request, now=0) == eager.decide(request, now=0)
+
+
+@pytest.mark.parametrize(
+    ("scope", "groups", "expected"),
+    [
+        ({"op": "All"}, False, {"exec", "mcp.call", "tool.call"}),
+        ({"op": "==", "entity": {"type": "Proctor::Action", "id": "exec"}}, False, {"exec"}),
+        ({"op": "==", "entity": {"type": "Other::Action", "id": "exec"}}, False, set()),
+        (
+            {
+                "op": "in",
+                "entities": [
+                    {"type": "Proctor::Action", "id": "exec"},
+                    {"type": "Proctor::Action", "id": "x"},
+                ],
+            },
+            False,
+            {"exec"},
+        ),
+        ({"op": "in", "entity": {"type": "Proctor::Action", "id": "tool.call"}}, False, {"tool.call"}),
+        (
+            {"op": "in", "entity": {"type": "Proctor::Action", "id": "group"}},
+            True,
+            {"exec", "mcp.call", "tool.call"},
+        ),
+        ({"op": "??"}, False, {"exec", "mcp.call", "tool.call"}),
+    ],
+    ids=["all", "equal", "other-namespace", "in-list", "in-one", "in-with-groups", "unknown-op"],
+)
+def test_scope_actions(scope: dict[str, Any], groups: bool, expected: set[str]) -> None:
+    assert scope_actions(scope, action_groups=groups) == expected
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ({"op": "All"}, "*"),
+        ({"op": "==", "entity": {"type": "Proctor::Tool", "id": "s/a"}}, "s/a"),
+        ({"op": "in", "entity": {"type": "Proctor::Tool", "id": "s/a"}}, "s/a"),
+        ({"op": "==", "entity": {"type": "Proctor::Executable", "id": "/x"}}, None),
+        ({"op": "is", "entity_type": "Proctor::Tool"}, "*"),
+        ({"op": "is", "entity_type": "Proctor::Executable"}, None),
+        (
+            {
+                "op": "is",
+                "entity_type": "Proctor::Tool",
+                "in": {"entity": {"type": "Proctor::Tool", "id": "s"}},
+            },
+            "s",
+        ),
+        ({"op": "==", "slot": "?resource"}, "*"),
+    ],
+    ids=["all", "equal", "in", "other-type", "is", "is-other-type", "is-in", "slot"],
+)
+def test_scope_resource(scope: dict[str, Any], expected: str | None) -> None:
+    assert scope_resource(scope, "Proctor::Tool") == expected

@@ -1,0 +1,75 @@
+"""Governance state tables on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from proctor.errors import StoreError
+from proctor.store.sqlite import SQLiteStore
+from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateStore:
+    SQLiteStore(tmp_path / "p.db", create=True).close()
+    return StateStore(tmp_path / "p.db")
+
+
+def test_principals_round_trip(state: StateStore) -> None:
+    rec = PrincipalRecord("alice", "pk", {"role": "dev", "tenant": "acme"}, "prod", "active", "t0", "t0")
+    state.put_principal(rec)
+    assert state.principal("alice") == rec
+    assert state.principal("bob") is None
+    state.put_principal(PrincipalRecord("alice", "pk", rec.attrs, "prod", "suspended", "t0", "t1"))
+    got = state.principal("alice")
+    assert got is not None
+    assert got.status == "suspended"
+    assert [p.name for p in state.principals()] == ["alice"]
+
+
+def test_nonces_detect_replay_and_expire(state: StateStore) -> None:
+    assert state.remember_nonce("alice", "n1", 1100, now=1000)
+    assert not state.remember_nonce("alice", "n1", 1100, now=1001)
+    assert state.remember_nonce("bob", "n1", 1100, now=1001)  # per key
+    assert state.remember_nonce("alice", "n1", 1300, now=1200)  # expired ones are purged
+
+
+def test_revocations_and_warrant_chains(state: StateStore) -> None:
+    state.put_warrant("wr_a", principal="alice", parent="", decision_index=1, expires=99, issued=10)
+    state.put_warrant("wr_b", principal="alice", parent="wr_a", decision_index=3, expires=99, issued=11)
+    state.put_warrant("wr_c", principal="bob", parent="wr_b", decision_index=5, expires=99, issued=12)
+    assert state.warrant_chain("wr_c") == ["wr_c", "wr_b", "wr_a"]
+    assert state.count_warrants("alice", 11) == 1
+    assert not state.is_revoked("warrant", "wr_a")
+    state.put_revocation(RevocationRecord("warrant", "wr_a", "why", "admin", "t", 7))
+    state.put_revocation(RevocationRecord("warrant", "wr_a", "again", "admin", "t", 8))  # first one stays
+    assert state.is_revoked("warrant", "wr_a")
+    assert [r.reason for r in state.revocations()] == ["why"]
+    assert state.revocations(since=7) == []
+
+
+def test_bundles_and_the_active_one(state: StateStore) -> None:
+    assert state.active_bundle() is None
+    state.put_bundle("sha256:a", 1, '{"a":1}', "t1", 3)
+    state.put_bundle("sha256:b", 2, '{"b":2}', "t2", 9)
+    assert state.active_bundle() == ("sha256:b", '{"b":2}')
+    assert [v for _, v, _ in state.bundle_versions()] == [1, 2]
+
+
+def test_auth_failures_are_bounded_and_truncated(state: StateStore) -> None:
+    state.record_auth_failure(1, "k" * 500, "unsigned", "d" * 2000)
+    (row,) = state.auth_failures()
+    assert len(row["keyid"]) == 128
+    assert len(row["detail"]) == 512
+
+
+def test_unknown_state_schema_is_refused(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "p.db", create=True).close()
+    StateStore(tmp_path / "p.db").close()
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        conn.execute("UPDATE meta SET value = '9' WHERE key = 'state_schema'")
+    with pytest.raises(StoreError, match="expected state schema version 1"):
+        StateStore(tmp_path / "p.db")
