@@ -72,43 +72,38 @@ def test_commands_on_an_uninitialised_directory_fail_clearly(tmp_path: Path) -> 
 
 def test_append_prove_and_verify_offline(data: Path) -> None:
     d = str(data)
-    # `proctor init` logged one event (the admin principal): ours start at index 1.
-    assert json.loads(run("log", "append", "--data", d, stdin=events(5, 1)).stdout)["indices"] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-    ]
+    # `proctor init` logged two events (the warrant key, the admin): ours start at 2.
+    appended = json.loads(run("log", "append", "--data", d, stdin=events(5, 2)).stdout)
+    assert appended["indices"] == [2, 3, 4, 5, 6]
     old = open_checkpoint(
         run("log", "checkpoint", "--data", d).stdout,
         NoteVerifier.from_string(run("log", "key", "--data", d).stdout.strip()),
     )
-    assert old.size == 6
-    run("log", "append", "--data", d, stdin=events(300, 6))
+    assert old.size == 7
+    run("log", "append", "--data", d, stdin=events(300, 7))
     verifier = NoteVerifier.from_string(run("log", "key", "--data", d).stdout.strip())
     cp = open_checkpoint(run("log", "checkpoint", "--data", d).stdout, verifier)
-    assert cp.size == 306
+    assert cp.size == 307
 
     def leaf_of(index: int) -> bytes:
         event = json.loads(run("log", "entry", str(index), "--data", d).stdout)["event"]
         return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
 
-    for index in (1, 5, 255, 256, 305):
+    for index in (2, 6, 255, 256, 306):
         entry = json.loads(run("log", "entry", str(index), "--data", d).stdout)
         assert entry["index"] == index
         assert entry["event"]["n"] == index
         proof = json.loads(run("log", "proof", "--index", str(index), "--data", d).stdout)
         assert set(proof) == {"leaf_index", "tree_size", "hashes"}
         InclusionProof.from_json(proof).verify(leaf_hash(leaf_of(index)), cp.root_hash)
-    sized = json.loads(run("log", "proof", "--index", "2", "--size", "6", "--data", d).stdout)
-    assert sized["tree_size"] == 6
+    sized = json.loads(run("log", "proof", "--index", "2", "--size", "7", "--data", d).stdout)
+    assert sized["tree_size"] == 7
     InclusionProof.from_json(sized).verify(leaf_hash(leaf_of(2)), old.root_hash)
-    consistency = json.loads(run("log", "consistency", "--old", "6", "--data", d).stdout)
+    consistency = json.loads(run("log", "consistency", "--old", "7", "--data", d).stdout)
     assert set(consistency) == {"old_size", "new_size", "hashes"}
     ConsistencyProof.from_json(consistency).verify(old.root_hash, cp.root_hash)
     report = json.loads(run("log", "verify", "--data", d).stdout)
-    assert report == {"ok": True, "size": 306, "checkpoints": report["checkpoints"]}
+    assert report == {"ok": True, "size": 307, "checkpoints": report["checkpoints"]}
 
 
 @pytest.mark.parametrize(
@@ -150,7 +145,7 @@ def test_bad_input_is_refused_and_the_log_is_untouched(data: Path, stdin: bytes,
     assert proc.returncode == 2
     assert expected in proc.stderr
     assert run("log", "checkpoint", "--data", d).stdout == before
-    assert json.loads(run("log", "verify", "--data", d).stdout)["size"] == 3  # init's event + 2
+    assert json.loads(run("log", "verify", "--data", d).stdout)["size"] == 4  # init's two + 2
 
 
 def _sql(data: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
@@ -186,10 +181,10 @@ def _swap(data: Path, index: int) -> None:
 @pytest.mark.parametrize(
     "tamper", [_flip_byte, _delete, _swap], ids=["byte-changed", "row-deleted", "rows-reordered"]
 )
-@pytest.mark.parametrize("index", [1, 137, 300])  # entry 0 is init's admin principal
+@pytest.mark.parametrize("index", [2, 137, 301])  # entries 0 and 1 are init's
 def test_tampering_is_found_and_the_index_named(data: Path, tamper: Any, index: int) -> None:
     d = str(data)
-    run("log", "append", "--data", d, stdin=events(301, 1))
+    run("log", "append", "--data", d, stdin=events(301, 2))
     assert run("log", "verify", "--data", d).returncode == 0
     tamper(data, index)
     proc = run("log", "verify", "--data", d, check=False)
@@ -202,7 +197,7 @@ def test_tampering_is_found_and_the_index_named(data: Path, tamper: Any, index: 
 
 def test_tampered_checkpoint_is_found(data: Path) -> None:
     d = str(data)
-    run("log", "append", "--data", d, stdin=events(9, 1))
+    run("log", "append", "--data", d, stdin=events(8, 2))
     with sqlite3.connect(data / "proctor.db") as conn:
         note = conn.execute("SELECT note FROM checkpoints WHERE size = 10").fetchone()[0]
     _sql(data, ("UPDATE checkpoints SET note = ? WHERE size = 10", (note.replace("\n10\n", "\n11\n"),)))

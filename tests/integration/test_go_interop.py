@@ -310,10 +310,10 @@ def test_go_verifies_cli_output_unchanged(go_verifier: Path, tmp_path: Path) -> 
         cli("log", "append", str(path))
 
     init = json.loads(cli("init", "--origin", "cli.interop.example/log"))
-    # `proctor init` logs one event (the admin principal), so the tree starts at 1.
-    append([_event(i) for i in range(4)], "first.jsonl")
+    # `proctor init` logs two events (warrant key, admin principal): the tree starts at 2.
+    append([_event(i) for i in range(3)], "first.jsonl")
     old_checkpoint = cli("log", "checkpoint")
-    append([_event(i) for i in range(4, 12)], "second.jsonl")
+    append([_event(i) for i in range(3, 11)], "second.jsonl")
     vkey = cli("log", "key").strip()
     assert vkey == init["log_key"]
     checkpoint = cli("log", "checkpoint")

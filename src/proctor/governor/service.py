@@ -107,10 +107,22 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
         state = StateStore(DataDir.open(root).db_path)
         try:
             now = time.time()
-            index = log.append(
-                _principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init")
+            # The warrant key is declared in the log, so that a receipt can prove which
+            # key signed its warrants with nothing but the log's verifier key.
+            log.append_many(
+                [
+                    {
+                        "v": 1,
+                        "type": "key.declared",
+                        "time": rfc3339(now),
+                        "node": "init",
+                        "purpose": "warrant",
+                        "algorithm": "ed25519",
+                        "public_key": warrant_root.public_key_b64,
+                    },
+                    _principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init"),
+                ]
             )
-            del index
             stamp = rfc3339(now)
             state.put_principal(
                 PrincipalRecord(ADMIN, admin.public_key_b64, {"role": ADMIN}, "", "active", stamp, stamp)

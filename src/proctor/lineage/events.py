@@ -47,6 +47,7 @@ EVENT_TYPES = frozenset(
         "approval",
         "witness.cosigned",
         "witness.alarm",
+        "key.declared",
     }
 )
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
