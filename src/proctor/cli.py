@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
-from proctor import __version__, cli_admin
+from proctor import __version__, cli_admin, cli_run
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.demo import run_demo
 from proctor.errors import (
@@ -248,6 +248,7 @@ def _demo(
 
 
 cli_admin.register(app)
+cli_run.register(app)
 
 
 def main() -> None:

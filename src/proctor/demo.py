@@ -1,40 +1,75 @@
-"""``proctor demo``: the end-to-end demonstration, run without input.
+"""``proctor demo``: the runtime governance demonstration, end to end, without input.
 
-For now it shows the lineage layer on the embedded store: a fresh data directory, a
-small authorization lineage (policy → decision → warrant → start → completion, each
-linked to its parent), two signed checkpoints, and then verification the way an
-outsider does it, with nothing but the log's verifier key: every inclusion proof, the
-consistency of the two checkpoints, and a tampered event that must fail.
+1. A fresh data directory: the log, the admin key, the warrant key; a principal
+   ``agent`` (role ``dev``); a signed Cedar policy bundle.
+2. A real governor (``proctor serve``) in a child process on a free loopback port.
+3. ``proctor run`` three times, as an agent platform would:
+   an allowed backup (it runs, its receipt verifies offline), a denied ``rm -rf``
+   (it never starts: exit 77), and a long job whose execution is revoked while it runs
+   (the whole process tree dies: exit 79; its receipt proves why).
+4. Verification as an outsider does it, with nothing but the log's verifier key: every
+   receipt, a tampered receipt that must fail (naming the step), the consistency of
+   the log across the run, and a full audit of the stored log.
 """
 
 from __future__ import annotations
 
-import base64
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
 import tempfile
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 from typing import Any
 
-import orjson
+import httpx
 from rich.console import Console
 from rich.table import Table
 
-from proctor.errors import ProofError
+from proctor.authorization.keys import PrincipalKey
+from proctor.governor.service import Governor, initialize
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.log import Log
-from proctor.lineage.merkle import leaf_hash
 from proctor.lineage.note import NoteVerifier
-from proctor.lineage.proofs import ConsistencyProof, InclusionProof
+from proctor.lineage.proofs import ConsistencyProof
+from proctor.lineage.receipt import check_receipt
+from proctor.policy import PolicyBundle
 
 __all__ = ["run_demo"]
 
+POLICY = """\
+// Agents with the dev role may run shell jobs, leased for 3 s at a time.
+@id("dev-shell")
+@lease_ttl_s("3")
+@max_duration_s("120")
+permit (principal, action == Proctor::Action::"exec", resource)
+when { principal.role == "dev" && context.argc <= 8 };
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+// Nobody deletes recursively.
+@id("no-recursive-delete")
+forbid (principal, action == Proctor::Action::"exec", resource)
+when { context.command_line like "rm -r*" };
+"""
 
 
-def _link(log: Log, index: int) -> dict[str, Any]:
-    return {"index": index, "leaf_hash": base64.b64encode(log.leaf_hash(index)).decode()}
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proctor(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 - our own CLI, with our own arguments
+        [sys.executable, "-m", "proctor", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        **kw,
+    )
 
 
 def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
@@ -42,137 +77,172 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
 
     Args:
         data: a directory that is not yet initialised, or ``None``.
-        open_browser: open the proof viewer (no viewer exists yet: ignored).
+        open_browser: open the proof viewer (the web pages come later: ignored).
 
     Returns:
         The process exit code: 0 when every check passed.
     """
-    del open_browser  # the proof viewer arrives with the web pages
-    console = Console(stderr=False, highlight=False)
-    root = Path(tempfile.mkdtemp(prefix="proctor-demo-")) / "data" if data is None else data
+    del open_browser
+    console = Console(highlight=False, width=max(Console().width, 110))
+    base = Path(tempfile.mkdtemp(prefix="proctor-demo-"))
+    root = data if data is not None else base / "data"
     console.print(f"[bold]proctor demo[/bold] — data directory {root}")
-    node = "gov-demo"
-    with Log.initialize(root) as log:
-        console.print(f"log origin  {log.origin}\nlog key     {log.verifier_key()}", soft_wrap=True)
-        policy = log.append(
-            {
-                "v": 1,
-                "type": "policy.activated",
-                "time": _now(),
-                "node": node,
-                "bundle": "sha256:" + "0" * 64,
-                "version": 1,
-            }
-        )
-        decision = log.append(
-            {
-                "v": 1,
-                "type": "decision",
-                "time": _now(),
-                "node": node,
-                "decision": "allow",
-                "principal": "pr_alice",
-                "action": "exec",
-                "resource": "/usr/bin/pg_dump",
-                "parent": _link(log, policy),
-            }
-        )
-        warrant = log.append(
-            {
-                "v": 1,
-                "type": "warrant.issued",
-                "time": _now(),
-                "node": node,
-                "warrant": "wr_demo1",
-                "parent": _link(log, decision),
-            }
-        )
-        started = log.append(
-            {
-                "v": 1,
-                "type": "execution.started",
-                "time": _now(),
-                "node": node,
-                "execution": "ex_demo1",
-                "warrant": "wr_demo1",
-                "parent": _link(log, warrant),
-            }
-        )
-        log.append(
-            {
-                "v": 1,
-                "type": "execution.completed",
-                "time": _now(),
-                "node": node,
-                "execution": "ex_demo1",
-                "exit_status": 0,
-                "parent": _link(log, started),
-            }
-        )
-        first_note = log.checkpoint()
-        log.append_many(
-            [
-                {
-                    "v": 1,
-                    "type": "decision",
-                    "time": _now(),
-                    "node": node,
-                    "decision": "deny",
-                    "principal": "pr_mallory",
-                    "action": "exec",
-                    "resource": "/usr/bin/rm",
-                },
-                {
-                    "v": 1,
-                    "type": "revocation",
-                    "time": _now(),
-                    "node": node,
-                    "target": {"kind": "principal", "id": "pr_mallory"},
-                    "reason": "demo",
-                },
-            ]
-        )
-        second_note = log.checkpoint()
-        vkey = log.verifier_key()
-        size = log.size
-        entries = [(i, log.leaf(i), log.inclusion_proof(i)) for i in range(size)]
-        consistency = log.consistency_proof(open_checkpoint(first_note, log.verifier).size)
-        report = log.check_all()
+    # 1. Data directory, principal, policy.
+    initialize(root, origin="demo.proctor.local/log")
+    agent = PrincipalKey.generate("agent")
+    agent.save(base / "agent.key")
+    policies = base / "policies"
+    policies.mkdir()
+    (policies / "demo.cedar").write_text(POLICY)
+    admin = PrincipalKey.load(root / "keys" / "admin.key")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
-    # From here on only public material: the verifier key, notes, leaves and proofs.
-    verifier = NoteVerifier.from_string(vkey)
-    cp1 = open_checkpoint(first_note, verifier)
-    cp2 = open_checkpoint(second_note, verifier)
-    table = Table(title=f"lineage under checkpoint {cp2.size}")
-    for col in ("index", "type", "parent", "inclusion proof"):
-        table.add_column(col)
+    signed = PolicyBundle.from_directory(policies, version=1).signed(
+        Ed25519PrivateKey.from_private_bytes(admin.private_bytes()), admin.name
+    )
+    with Governor(root) as gov:
+        gov.add_principal("agent", agent.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
+        pushed = gov.push_policy(signed.to_json(), by="admin")
+        first_size = gov.log.size
+    console.print(f"policy {pushed['bundle'][:23]}… active; principal [bold]agent[/bold] (role dev)")
+    # 2. The governor.
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _proctor("serve", "--data", str(root), "--port", str(port))
     ok = True
-    for index, leaf, proof_doc in entries:
-        proof = InclusionProof.from_json(proof_doc)
-        try:
-            proof.verify(leaf_hash(leaf), cp2.root_hash)
-            verdict = f"verified ({len(proof.hashes)} hashes)"
-        except ProofError as e:
-            ok, verdict = False, f"FAILED: {e}"
-        event = orjson.loads(leaf)
-        parent = event.get("parent", {}).get("index", "")
-        table.add_row(str(index), event["type"], str(parent), verdict)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            console.print("[red]the governor did not start[/red]")
+            return 1
+        console.print(f"governor on {url}")
+        log_key = httpx.get(f"{url}/v1/log/key", timeout=5).text.strip()
+        run = ["run", "--server", url, "--key", str(base / "agent.key")]
+        # 3a. Allowed.
+        allowed = _proctor(
+            *run, "--receipt", str(base / "backup.json"), "--", "sh", "-c", "echo backup of db1 done"
+        )
+        out, err = allowed.communicate(timeout=60)
+        rows.append(
+            (
+                "backup (allowed)",
+                str(allowed.returncode),
+                out.strip(),
+                _verdict(base / "backup.json", log_key),
+            )
+        )
+        ok &= allowed.returncode == 0
+        # 3b. Denied: never starts.
+        victim = base / "precious"
+        victim.mkdir()
+        denied = _proctor(*run, "--", "rm", "-rf", str(victim))
+        _, err = denied.communicate(timeout=60)
+        reason = err.strip().splitlines()[-1] if err.strip() else ""
+        rows.append(
+            ("rm -rf (denied)", str(denied.returncode), reason.replace("proctor: ", "")[:60], "never ran")
+        )
+        ok &= denied.returncode == 77 and victim.exists()
+        # 3c. Revoked while running: the whole tree dies.
+        job = _proctor(
+            *run, "--receipt", str(base / "job.json"), "--", "sh", "-c", "sleep 60 & sleep 60; wait"
+        )
+        line = job.stderr.readline() if job.stderr else ""
+        match = re.search(r"execution (ex_[a-z0-9]+) started", line)
+        if match is None:
+            console.print(f"[red]the long job did not start: {line}[/red]")
+            job.kill()
+            return 1
+        time.sleep(0.5)
+        started = time.monotonic()
+        revoke = subprocess.run(  # noqa: S603 - our own CLI
+            [
+                sys.executable,
+                "-m",
+                "proctor",
+                "revoke",
+                "--execution",
+                match.group(1),
+                "--reason",
+                "demo",
+                "--server",
+                url,
+                "--data",
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        job.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        for pipe in (job.stdout, job.stderr):
+            if pipe is not None:
+                pipe.close()
+        rows.append(
+            (
+                "long job (revoked)",
+                str(job.returncode),
+                f"tree dead {elapsed * 1000:.0f} ms after launching `proctor revoke` (CLI start-up included)",
+                _verdict(base / "job.json", log_key),
+            )
+        )
+        ok &= revoke.returncode == 0 and job.returncode == 79
+        # 4. Tampered receipt, log consistency, full audit.
+        doc = json.loads((base / "backup.json").read_text())
+        leaf = doc["events"][-1]["leaf"]
+        doc["events"][-1]["leaf"] = leaf[:8] + ("A" if leaf[8] != "A" else "B") + leaf[9:]
+        tampered = check_receipt(doc, log_key=log_key)
+        failed = tampered.failed
+        rows.append(
+            (
+                "tampered receipt",
+                "-",
+                "one byte of one event changed",
+                f"rejected at step {failed.number} ({failed.name})" if failed else "ACCEPTED (bad!)",
+            )
+        )
+        ok &= not tampered.ok
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        for pipe in (server.stdout, server.stderr):
+            if pipe is not None:
+                pipe.close()
+    table = Table(title="runtime governance")
+    for col in ("scene", "exit", "what happened", "receipt (offline, log key only)"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    try:
-        ConsistencyProof.from_json(consistency).verify(cp1.root_hash, cp2.root_hash)
-        console.print(f"checkpoint {cp1.size} → {cp2.size}: consistent (append-only)")
-    except ProofError as e:
-        ok = False
-        console.print(f"[red]checkpoint {cp1.size} → {cp2.size}: NOT consistent: {e}[/red]")
-    index, leaf, proof_doc = entries[1]
-    tampered = leaf.replace(b'"allow"', b'"alloW"')
-    try:
-        InclusionProof.from_json(proof_doc).verify(leaf_hash(tampered), cp2.root_hash)
-        ok = False
-        console.print("[red]a tampered event verified: this must never happen[/red]")
-    except ProofError:
-        console.print(f"tampered copy of entry {index}: rejected, as it must be")
+    with Log.open(root) as log:
+        verifier = NoteVerifier.from_string(log.verifier_key())
+        now = open_checkpoint(log.checkpoint(), verifier)
+        proof = ConsistencyProof.from_json(log.consistency_proof(first_size, now.size))
+        proof.verify(log.root(first_size), now.root_hash)
+        report = log.check_all()
+    console.print(f"log grew {first_size} → {now.size} entries: consistent (append-only), proof verified")
     console.print(f"full audit of the stored log: {'intact' if report.ok else report.error}")
-    ok = ok and report.ok
+    ok &= report.ok
     console.print("[bold green]demo: OK[/bold green]" if ok else "[bold red]demo: FAILED[/bold red]")
+    if data is None and ok:
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        console.print(f"files kept in {base}")
     return 0 if ok else 1
+
+
+def _verdict(path: Path, log_key: str) -> str:
+    if not path.exists():
+        return "no receipt"
+    report = check_receipt(json.loads(path.read_text()), log_key=log_key, replay=True)
+    if report.ok:
+        return f"verified ({len(report.steps)} steps)"
+    failed = report.failed
+    return f"FAILED at step {failed.number if failed else '?'}"

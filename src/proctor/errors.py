@@ -24,6 +24,8 @@ nothing else::
     ├── KeyFormatError              a key string or key file is malformed
     ├── AuthenticationError         a request's signature, timestamp or nonce is not acceptable
     ├── PrincipalError              a principal is unknown, malformed, or may not do this
+    ├── EnforcementError            an execution cannot be started, contained or supervised
+    │   └── IntegrityError          what would run (or runs) is not what was measured
     ├── PolicyError                 a policy bundle cannot be activated
     │   ├── PolicyValidationError   policies do not parse or validate against the schema
     │   └── BundleError             a bundle is malformed, or its signature or digest is wrong
@@ -56,6 +58,8 @@ __all__ = [
     "KeyFormatError",
     "AuthenticationError",
     "PrincipalError",
+    "EnforcementError",
+    "IntegrityError",
     "PolicyError",
     "PolicyValidationError",
     "BundleError",
@@ -176,6 +180,14 @@ class AuthenticationError(ProctorError):
 
 class PrincipalError(ProctorError):
     """A principal is unknown, malformed, suspended, or not allowed this operation."""
+
+
+class EnforcementError(ProctorError):
+    """An execution cannot be started, contained or supervised as required."""
+
+
+class IntegrityError(EnforcementError):
+    """What would run, or runs, is not what was measured and authorized."""
 
 
 class PolicyError(ProctorError):

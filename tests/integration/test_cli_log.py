@@ -217,4 +217,5 @@ def test_demo_runs_to_completion_without_input(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "demo: OK" in proc.stdout
-    assert "rejected, as it must be" in proc.stdout
+    assert "rejected at step" in proc.stdout
+    assert "never ran" in proc.stdout

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -43,9 +43,12 @@ from proctor.errors import (
     PrincipalError,
     ProctorError,
     ProofRequestError,
+    WarrantError,
 )
+from proctor.governor.executions import ExecutionConflictError
 from proctor.governor.model import AuthorizeRequest, RequestShapeError
 from proctor.governor.service import Governor
+from proctor.governor.stream import sse_stream
 from proctor.lineage.canonical import loads
 
 __all__ = ["MAX_BODY", "Caller", "create_app"]
@@ -113,6 +116,10 @@ def create_app(governor: Governor) -> FastAPI:
             return _error(422, "bad-request", str(exc))
         if isinstance(exc, PrincipalError):
             return _error(403, "forbidden", str(exc))
+        if isinstance(exc, WarrantError):
+            return _error(403, "warrant-rejected", str(exc), reason=exc.reason)
+        if isinstance(exc, ExecutionConflictError):
+            return _error(409, "conflict", str(exc))
         if isinstance(exc, ProofRequestError):
             return _error(400, "bad-request", str(exc))
         return _error(503, "unavailable", str(exc))
@@ -179,6 +186,33 @@ def create_app(governor: Governor) -> FastAPI:
         metrics.latency.observe(time.perf_counter() - started)
         metrics.decisions.labels("allow" if result.allowed else "deny").inc()
         return JSONResponse(result.to_json())
+
+    @app.post("/v1/executions", status_code=201)
+    def start_execution(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        return governor.executions.start(who.name, who.body)
+
+    @app.post("/v1/executions/{execution_id}/renew")
+    def renew_execution(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        return governor.executions.renew(who.name, execution_id, who.body)
+
+    @app.post("/v1/executions/{execution_id}/finish")
+    def finish_execution(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        return governor.executions.finish(who.name, execution_id, who.body)
+
+    @app.get("/v1/executions/{execution_id}/receipt")
+    def execution_receipt(execution_id: str) -> dict[str, Any]:
+        return governor.executions.receipt(execution_id)
+
+    @app.get("/v1/stream")
+    async def stream(request: Request, since: int = -1) -> StreamingResponse:
+        last_id = request.headers.get("last-event-id")
+        if last_id is not None and last_id.strip().lstrip("-").isdigit():
+            since = max(since, int(last_id))
+        return StreamingResponse(
+            sse_stream(governor.broadcaster, governor.trust_changes, since=since),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
 
     @app.get("/v1/warrant-key", response_class=PlainTextResponse)
     def warrant_key() -> str:

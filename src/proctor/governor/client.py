@@ -56,8 +56,14 @@ class GovernorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: str, target: str, body: Any = None, *, signed: bool = True) -> httpx.Response:
-        """Send one request; raise :class:`GovernorError` on a non-2xx answer."""
+    def call(
+        self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
+    ) -> httpx.Response:
+        """Send one request; raise :class:`GovernorError` on a non-2xx answer.
+
+        Args:
+            timeout: seconds for this request (default: the client's).
+        """
         data = b"" if body is None else orjson.dumps(body)
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
@@ -65,7 +71,10 @@ class GovernorClient:
                 raise GovernorError("this call must be signed, and no key was given", status=0)
             headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
         try:
-            response = self._http.request(method, target, content=data, headers=headers)
+            if timeout is None:
+                response = self._http.request(method, target, content=data, headers=headers)
+            else:
+                response = self._http.request(method, target, content=data, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
             raise GovernorError(f"cannot reach the governor: {e}", status=0) from e
         if response.status_code >= 400:
@@ -79,9 +88,11 @@ class GovernorClient:
             raise GovernorError(f"{status}: {message}", status=status, body=detail)
         return response
 
-    def json(self, method: str, target: str, body: Any = None, *, signed: bool = True) -> Any:
+    def json(
+        self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
+    ) -> Any:
         """Send one request and parse the JSON answer."""
-        return self.call(method, target, body, signed=signed).json()
+        return self.call(method, target, body, signed=signed, timeout=timeout).json()
 
     def authorize(self, request: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/authorize``."""

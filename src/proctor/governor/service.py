@@ -54,7 +54,9 @@ from proctor.errors import (
     StoreError,
     WarrantError,
 )
+from proctor.governor.executions import Executions
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
+from proctor.governor.stream import Broadcaster
 from proctor.lineage.canonical import canonicalize
 from proctor.lineage.log import Log
 from proctor.policy import Decision, PolicyEngine, PolicyRequest, SignedBundle, deny_all
@@ -109,7 +111,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
             now = time.time()
             # The warrant key is declared in the log, so that a receipt can prove which
             # key signed its warrants with nothing but the log's verifier key.
-            log.append_many(
+            declared = log.append_many(
                 [
                     {
                         "v": 1,
@@ -127,6 +129,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
             state.put_principal(
                 PrincipalRecord(ADMIN, admin.public_key_b64, {"role": ADMIN}, "", "active", stamp, stamp)
             )
+            state.set_meta("warrant_key_index", str(declared[0]))
         finally:
             state.close()
         return {
@@ -185,6 +188,8 @@ class Governor:
         self._warrant_key = PrincipalKey.load(keys / "warrant.key")
         self.warrant_public_key = self._warrant_key.public_key
         self._lock = threading.Lock()
+        self.broadcaster = Broadcaster()
+        self.executions = Executions(self)
         self._engine: PolicyEngine | None = None
         self._bundle_error: str | None = "no policy bundle has been pushed"
         self._load_active_bundle()
@@ -303,6 +308,8 @@ class Governor:
                 decision_index=decision_index,
                 expires=claims.expires,
                 issued=now_s,
+                issued_index=warrant_index,
+                token=issued["token"],
             )
         except StoreError as e:
             # The warrant is durable in the log but not in the lookup table that
@@ -498,6 +505,16 @@ class Governor:
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
 
+    def trust_changes(self, since: int) -> list[dict[str, Any]]:
+        """Revocations and policy activations recorded after log index ``since`` (the
+        backlog of ``GET /v1/stream``), in log order."""
+        messages: list[dict[str, Any]] = [
+            {"type": "revocation", "seq": r.log_index, "kind": r.kind, "target": r.target}
+            for r in self.state.revocations(since)
+        ]
+        messages += [{"type": "policy", "seq": i, "bundle": d} for i, d in self.state.activations(since)]
+        return sorted(messages, key=lambda m: int(m["seq"]))
+
     # -- admin: principals -----------------------------------------------------
 
     def is_admin(self, principal: str) -> bool:
@@ -618,6 +635,9 @@ class Governor:
             self.state.put_bundle(digest, signed.bundle.version, doc, rfc3339(now), index)
             self._engine = engine
             self._bundle_error = None
+        # Running executions re-evaluate against the new bundle at once, not at their
+        # next scheduled renewal.
+        self.broadcaster.publish({"type": "policy", "seq": index, "bundle": digest})
         return {"bundle": digest, "version": signed.bundle.version, "log_index": index, "previous": previous}
 
     def active_policy(self) -> dict[str, Any] | None:
@@ -656,6 +676,10 @@ class Governor:
             if kind == "policy" and self._engine is not None and self._engine.bundle_digest == target:
                 self._engine = None
                 self._bundle_error = f"the active bundle {target} was revoked"
+            if kind == "execution" and self.state.execution(target) is not None:
+                self.state.update_execution(target, status="terminating", reason="revoked")
+        # Pushed to every enforcer: a revoked execution dies in milliseconds.
+        self.broadcaster.publish({"type": "revocation", "seq": index, "kind": kind, "target": target})
         if kind == "principal":
             record = self.state.principal(target)
             if record is not None and record.status == "active" and record.attrs.get("role") != ADMIN:

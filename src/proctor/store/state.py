@@ -12,7 +12,11 @@ Tables (schema version ``state_schema`` in ``meta``):
   the active one.
 - ``revocations``: (kind, target) → reason, by whom, when, log index.
 - ``warrants``: issued warrants: id, principal, parent, decision index, expiry, issue
-  time (rate counters and "revoke a principal" read it).
+  time, the ``warrant.issued`` index and the token (rate counters, "revoke a
+  principal", parent chains and receipts read it).
+- ``executions``: one row per started execution (a warrant starts at most one): its
+  status, the policy bundle it runs under, the decision's request (for re-evaluation),
+  the log indices of its events, and its lease.
 - ``nonces``: (key id, nonce) → expiry, for replay protection of signed requests.
 - ``auth_failures``: a bounded record of rejected requests (not logged in the Merkle
   log, so that unauthenticated callers cannot grow it).
@@ -48,7 +52,15 @@ _SCHEMA = [
         time TEXT NOT NULL, log_index INTEGER NOT NULL, PRIMARY KEY (kind, target))""",
     """CREATE TABLE IF NOT EXISTS warrants (
         id TEXT PRIMARY KEY, principal TEXT NOT NULL, parent TEXT NOT NULL,
-        decision_index INTEGER NOT NULL, expires INTEGER NOT NULL, issued INTEGER NOT NULL)""",
+        decision_index INTEGER NOT NULL, expires INTEGER NOT NULL, issued INTEGER NOT NULL,
+        issued_index INTEGER NOT NULL DEFAULT -1, token TEXT NOT NULL DEFAULT '')""",
+    """CREATE TABLE IF NOT EXISTS executions (
+        id TEXT PRIMARY KEY, warrant TEXT NOT NULL UNIQUE, principal TEXT NOT NULL,
+        status TEXT NOT NULL, reason TEXT NOT NULL, bundle TEXT NOT NULL,
+        request TEXT NOT NULL, started_index INTEGER NOT NULL, indices TEXT NOT NULL,
+        lease_expires_ms INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, started INTEGER NOT NULL,
+        ended INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS executions_by_principal ON executions (principal, status)",
     "CREATE INDEX IF NOT EXISTS warrants_by_principal ON warrants (principal, issued)",
     """CREATE TABLE IF NOT EXISTS nonces (
         keyid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,
@@ -227,6 +239,18 @@ class StateStore:
         row = self._exec("SELECT doc FROM bundles WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else str(row[0])
 
+    def bundle_index(self, digest: str) -> int | None:
+        """The log index of the ``policy.activated`` event of this bundle."""
+        row = self._exec("SELECT log_index FROM bundles WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def activations(self, since: int = -1) -> list[tuple[int, str]]:
+        """(log index, digest) of bundle activations after log index ``since``."""
+        rows = self._exec(
+            "SELECT log_index, digest FROM bundles WHERE log_index > ? ORDER BY log_index", (since,)
+        )
+        return [(int(i), str(d)) for i, d in rows]
+
     def bundle_versions(self) -> list[tuple[str, int, str]]:
         """(digest, version, activated) of every stored bundle, oldest first."""
         rows = self._exec("SELECT digest, version, activated FROM bundles ORDER BY log_index")
@@ -256,7 +280,16 @@ class StateStore:
     # -- warrants --------------------------------------------------------------
 
     def put_warrant(
-        self, warrant_id: str, *, principal: str, parent: str, decision_index: int, expires: int, issued: int
+        self,
+        warrant_id: str,
+        *,
+        principal: str,
+        parent: str,
+        decision_index: int,
+        expires: int,
+        issued: int,
+        issued_index: int = -1,
+        token: str = "",
     ) -> None:
         """Record an issued warrant.
 
@@ -269,8 +302,8 @@ class StateStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 conn.execute(
-                    "INSERT INTO warrants VALUES (?, ?, ?, ?, ?, ?)",
-                    (warrant_id, principal, parent, decision_index, expires, issued),
+                    "INSERT INTO warrants VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (warrant_id, principal, parent, decision_index, expires, issued, issued_index, token),
                 )
             finally:
                 conn.execute("PRAGMA synchronous=FULL")
@@ -282,7 +315,7 @@ class StateStore:
         row = self._exec("SELECT * FROM warrants WHERE id = ?", (warrant_id,)).fetchone()
         if row is None:
             return None
-        keys = ("id", "principal", "parent", "decision_index", "expires", "issued")
+        keys = ("id", "principal", "parent", "decision_index", "expires", "issued", "issued_index", "token")
         return dict(zip(keys, row, strict=True))
 
     def warrant_chain(self, warrant_id: str, *, limit: int = 32) -> list[str]:
@@ -301,6 +334,75 @@ class StateStore:
             "SELECT count(*) FROM warrants WHERE principal = ? AND issued >= ?", (principal, since)
         ).fetchone()
         return int(row[0])
+
+    # -- executions ------------------------------------------------------------
+
+    def start_execution(self, record: dict[str, Any]) -> bool:
+        """Record a started execution; ``False`` if its warrant already started one."""
+        try:
+            cur = self._conn().execute(
+                "INSERT OR IGNORE INTO executions (id, warrant, principal, status, reason, bundle, request, "
+                "started_index, indices, lease_expires_ms, ttl_ms, started) "
+                "VALUES (?, ?, ?, 'running', '', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record["id"],
+                    record["warrant"],
+                    record["principal"],
+                    record["bundle"],
+                    record["request"],
+                    record["started_index"],
+                    orjson.dumps(record["indices"]).decode(),
+                    record["lease_expires_ms"],
+                    record["ttl_ms"],
+                    record["started"],
+                ),
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot record execution {record.get('id')}: {e}") from e
+        return cur.rowcount == 1
+
+    def claim_warrant(self, warrant_id: str) -> bool:
+        """Whether the warrant has not started an execution yet."""
+        row = self._exec("SELECT 1 FROM executions WHERE warrant = ?", (warrant_id,)).fetchone()
+        return row is None
+
+    def execution(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution's row, with ``indices`` decoded."""
+        cur = self._exec("SELECT * FROM executions WHERE id = ?", (execution_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        record = dict(zip([d[0] for d in cur.description], row, strict=True))
+        record["indices"] = orjson.loads(record["indices"])
+        return record
+
+    def update_execution(self, execution_id: str, **fields: Any) -> None:
+        """Change some columns of an execution (``indices`` is encoded)."""
+        allowed = {"status", "reason", "bundle", "indices", "lease_expires_ms", "ended"}
+        if not fields or not set(fields) <= allowed:
+            raise StoreError(f"cannot update execution columns {sorted(fields)}")
+        if "indices" in fields:
+            fields["indices"] = orjson.dumps(fields["indices"]).decode()
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self._exec(f"UPDATE executions SET {assignments} WHERE id = ?", (*fields.values(), execution_id))  # noqa: S608 - column names are from the allow-list above
+
+    def running_executions(self, principal: str | None = None) -> list[dict[str, Any]]:
+        """Executions still running (optionally of one principal)."""
+        sql = "SELECT id FROM executions WHERE status = 'running'"
+        params: tuple[Any, ...] = ()
+        if principal is not None:
+            sql += " AND principal = ?"
+            params = (principal,)
+        return [r for (i,) in self._exec(sql, params).fetchall() if (r := self.execution(i)) is not None]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a small named value (e.g. the index of the warrant key declaration)."""
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        """A named value stored with :meth:`set_meta`."""
+        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     # -- replay protection and failures ---------------------------------------
 

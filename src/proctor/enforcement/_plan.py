@@ -1,0 +1,141 @@
+"""Which containment mechanisms one execution uses, decided before anything is started.
+
+Fail closed: a limit that none of the selected backends can enforce is an error here,
+so nothing starts with an obligation silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proctor.enforcement._probe import Capabilities
+from proctor.errors import EnforcementError
+
+__all__ = ["ORDER", "Plan", "available", "make_plan"]
+
+ORDER = (
+    "session",
+    "subreaper",
+    "pdeathsig",
+    "cgroup2",
+    "cgroup2:memory",
+    "cgroup2:pids",
+    "cgroup1:freezer",
+    "cgroup1:memory",
+    "cgroup1:pids",
+    "pidns",
+    "userns",
+    "netns",
+    "rlimit",
+)
+"""Every backend name a run can report, in the order they are reported."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The backends of one execution.
+
+    Attributes:
+        names: the backends in force, in :data:`ORDER`.
+        v1: the cgroup v1 controllers to create a group in.
+    """
+
+    names: tuple[str, ...]
+    v1: tuple[str, ...]
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is in force.
+
+        Args:
+            name: a backend name.
+
+        Returns:
+            ``True`` if it is.
+        """
+        return name in self.names
+
+    @property
+    def relays(self) -> int:
+        """How many of proctor's relay processes the execution's cgroups hold."""
+        if not self.has("pidns"):
+            return 0
+        return 2 if self.has("userns") else 1
+
+
+def available(caps: Capabilities) -> dict[str, bool]:
+    """Which selectable backends this machine offers.
+
+    Args:
+        caps: the probed capabilities.
+
+    Returns:
+        Backend name → available.
+    """
+    return {
+        "session": True,
+        "subreaper": caps.subreaper,
+        "pdeathsig": caps.pdeathsig,
+        "cgroup2": caps.cgroup2 is not None,
+        "cgroup1:freezer": "freezer" in caps.cgroup1,
+        "cgroup1:memory": "memory" in caps.cgroup1,
+        "cgroup1:pids": "pids" in caps.cgroup1,
+        "pidns": caps.pid_namespaces,
+        "netns": caps.net_namespaces,
+        "rlimit": True,
+    }
+
+
+def make_plan(
+    selected: tuple[str, ...],
+    caps: Capabilities,
+    *,
+    memory_mb: int | None,
+    max_pids: int | None,
+    no_network: bool,
+    cpu_seconds: int | None,
+    forced: bool,
+) -> Plan:
+    """Decide the backends of one execution.
+
+    Args:
+        selected: the backends the containment may use.
+        caps: the probed capabilities.
+        memory_mb: the memory limit, if any.
+        max_pids: the process limit, if any.
+        no_network: whether the execution must have no network.
+        cpu_seconds: the CPU time limit, if any.
+        forced: the selection was forced (v1 memory/pids groups are then always made).
+
+    Returns:
+        The plan.
+
+    Raises:
+        EnforcementError: a limit cannot be enforced with the selected backends.
+    """
+    sel = set(selected)
+    names: list[str] = [n for n in ("session", "subreaper", "pdeathsig", "cgroup2", "pidns") if n in sel]
+    v1: list[str] = []
+    if "cgroup1:freezer" in sel:
+        v1.append("freezer")
+    for kind, field, needed in (("memory", "memory_mb", memory_mb), ("pids", "max_pids", max_pids)):
+        if "cgroup2" in sel and kind in caps.cgroup2_controllers and needed:
+            names.append(f"cgroup2:{kind}")
+        elif f"cgroup1:{kind}" in sel and (needed or forced):
+            v1.append(kind)
+        elif needed:
+            raise EnforcementError(
+                f"Limits.{field}={needed} needs a {kind} cgroup, and none of the selected "
+                f"backends ({', '.join(selected)}) provides one here"
+            )
+    names.extend(f"cgroup1:{c}" for c in v1)
+    if no_network:
+        if "netns" not in sel:
+            raise EnforcementError("Limits.no_network needs a network namespace, which is not selected")
+        names.append("netns")
+    if cpu_seconds is not None:
+        if "rlimit" not in sel:
+            raise EnforcementError("Limits.cpu_seconds needs the rlimit backend")
+        names.append("rlimit")
+    if ("pidns" in names or "netns" in names) and not caps.privileged_namespaces:
+        names.append("userns")
+    return Plan(names=tuple(n for n in ORDER if n in names), v1=tuple(v1))

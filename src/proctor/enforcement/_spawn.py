@@ -1,0 +1,349 @@
+"""Starting a contained child: what runs between ``fork`` and ``exec``, and in which thread.
+
+Ordering in the child (each step needs the previous one):
+
+1. ``PR_SET_PDEATHSIG=SIGKILL``, then check the supervisor is still alive (it may have
+   died between ``fork`` and ``prctl``): the child holds the read end of a pipe whose
+   only other holder is the supervisor; end-of-file means it is gone. (``getppid()``
+   cannot be used: in a new pid namespace it is always 0.)
+2. Join the per-execution cgroups (write ``0`` to descriptors the parent opened),
+   so everything the command ever forks is born inside them.
+3. Resource limits (``RLIMIT_CPU``).
+4. Namespaces. Privileged: a network namespace here; the pid namespace was entered at
+   ``fork`` (see :class:`Spawner`), so this child is already its init. Unprivileged: a
+   user namespace mapping our own uid/gid to themselves, with the network and pid
+   namespaces inside it; a pid namespace only applies to children, so this child forks
+   the init and stays behind as an *outer relay* that exits as the init does.
+5. With a pid namespace, the init forks the command and stays as an *init relay*: it
+   reaps whatever is orphaned in the namespace and, when the command exits, writes
+   the command's wait status to the status pipe and exits, which makes the kernel
+   kill whatever the command left behind. The command is therefore never pid 1, and
+   keeps ordinary signal semantics (an init ignores signals it has no handler for,
+   even ``kill(getpid(), …)``). Relays block the usual termination signals; only
+   SIGKILL ends them.
+6. Mark the measured executable's descriptor close-on-exec, so ``execve`` of
+   ``/proc/self/fd/N`` runs it and the command does not inherit it.
+
+Every process in the chain has PDEATHSIG=SIGKILL towards its parent, checked against a
+liveness pipe, so killing the supervisor kills the chain, and the init's death kills
+the namespace. Any failure is written to a report pipe, so the parent can say which
+step failed.
+
+The child runs Python between ``fork`` and ``exec`` (``preexec_fn``), which is only
+safe if it takes no lock another thread may hold: it imports nothing, logs nothing and
+only calls ``os``/``ctypes`` on values computed before the fork.
+
+PDEATHSIG fires when the parent *thread* exits, not the process. Children are therefore
+forked by one long-lived :class:`Spawner` thread that never exits before the process
+does, whatever thread calls ``spawn``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import resource
+import select
+import signal
+import struct
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+from proctor.enforcement import _linux
+
+__all__ = ["ChildSetup", "Spawner", "spawner"]
+
+T = TypeVar("T")
+
+_MAXFD = os.sysconf("SC_OPEN_MAX")
+_RELAY_BLOCKED = {
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+    signal.SIGALRM,
+}
+
+
+def _gone(fd: int) -> bool:
+    # Readable (or hung up) with nobody left to write means end-of-file: the other side is dead.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def _fork_watched() -> tuple[int, int]:
+    """Fork a child that dies with us: ``(pid, liveness fd)`` in the parent, ``(0, -1)`` in the child."""
+    r, w = os.pipe()
+    pid = _linux.fork()
+    if pid == 0:
+        os.close(w)
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if _gone(r):
+            os._exit(125)  # the parent is gone already: nobody would kill us
+        os.close(r)
+        return 0, -1
+    os.close(r)
+    return pid, w
+
+
+def _quiet(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in a forked relay
+    # A relay holds nothing of the command's (pipes, the errpipe of subprocess, the
+    # measured files) and no termination signal but SIGKILL reaches it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _RELAY_BLOCKED)
+    low = 0
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _MAXFD)
+
+
+def _exit_as(status: int) -> NoReturn:  # pragma: no cover - runs in a forked relay
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            _linux.reset_signal(sig)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+            os.kill(os.getpid(), sig)  # does nothing in an init: the exit code says it then
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _outer_relay(init: int, keep: int) -> NoReturn:  # pragma: no cover - runs in a forked relay
+    _linux.set_name(b"proctor-relay")
+    _quiet((keep,))
+    while True:
+        try:
+            _, status = os.waitpid(init, 0)
+            break
+        except ChildProcessError:
+            os._exit(255)
+    _exit_as(status)
+
+
+def _init_relay(command: int, keep: int, status_fd: int) -> NoReturn:  # pragma: no cover - forked
+    _linux.set_name(b"proctor-init")
+    _quiet((keep, status_fd))
+    status = 255 << 8
+    while True:
+        try:
+            pid, st = os.waitpid(-1, 0)  # the init reaps every orphan of the namespace
+        except ChildProcessError:
+            break
+        if pid == command:
+            status = st
+            break
+    with contextlib.suppress(OSError):
+        os.write(status_fd, struct.pack("=i", status))
+    _exit_as(status)
+
+
+@dataclass
+class ChildSetup:
+    """Everything the child does before ``exec``, computed in the parent.
+
+    Attributes:
+        report_fd: write end of the report pipe (close-on-exec).
+        alive_fd: read end of the supervisor-liveness pipe.
+        alive_peer: the write end, which the child closes first.
+        pdeathsig: set ``PR_SET_PDEATHSIG=SIGKILL``.
+        cgroup_fds: ``cgroup.procs`` descriptors to join.
+        cpu_seconds: ``RLIMIT_CPU``, or ``None``.
+        netns: create a network namespace.
+        userns: create the namespaces inside a new user namespace (unprivileged).
+        pidns: ``""`` (none), ``"init"`` (this child is already a new namespace's init)
+            or ``"userns"`` (create it inside a user namespace, then fork its init).
+        status_fd: write end of the status pipe (the init relay reports the command's
+            wait status through it), or -1.
+        uid: our uid (for the user namespace's map).
+        gid: our gid.
+        exec_fd: a descriptor to mark close-on-exec before ``exec``, or ``None``.
+    """
+
+    report_fd: int
+    alive_fd: int
+    alive_peer: int
+    pdeathsig: bool
+    cgroup_fds: tuple[int, ...]
+    cpu_seconds: int | None
+    netns: bool
+    userns: bool
+    pidns: str
+    status_fd: int
+    uid: int
+    gid: int
+    exec_fd: int | None
+
+    def _fail(self, step: str, e: BaseException) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.report_fd, f"{step}: {e}".encode(errors="replace"))
+
+    def __call__(self) -> None:  # pragma: no cover - runs in the forked child
+        """Run in the child between ``fork`` and ``exec`` (``preexec_fn``)."""
+        step = "supervisor liveness"
+        try:
+            os.close(self.alive_peer)
+            if self.pdeathsig or self.pidns:
+                step = "PR_SET_PDEATHSIG"
+                _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if _gone(self.alive_fd):
+                    os._exit(125)  # the supervisor died before prctl: nobody would kill us
+            step = "joining the cgroups"
+            for fd in self.cgroup_fds:
+                os.write(fd, b"0")
+            if self.cpu_seconds is not None:
+                step = "RLIMIT_CPU"
+                resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
+            if self.userns:
+                step = "user namespace"
+                flags = (_linux.CLONE_NEWPID if self.pidns == "userns" else 0) | (
+                    _linux.CLONE_NEWNET if self.netns else 0
+                )
+                _linux.unshare(_linux.CLONE_NEWUSER | flags)
+                _write_file("/proc/self/setgroups", "deny")
+                _write_file("/proc/self/uid_map", f"{self.uid} {self.uid} 1")
+                _write_file("/proc/self/gid_map", f"{self.gid} {self.gid} 1")
+            elif self.netns:
+                step = "network namespace"
+                _linux.unshare(_linux.CLONE_NEWNET)
+            if self.pidns == "userns":
+                step = "pid namespace init"
+                init, keep = _fork_watched()
+                if init:
+                    _outer_relay(init, keep)
+            if self.pidns:
+                step = "pid namespace relay"
+                command, keep = _fork_watched()
+                if command:
+                    _init_relay(command, keep, self.status_fd)
+            if self.exec_fd is not None:
+                step = "close-on-exec"
+                os.set_inheritable(self.exec_fd, False)
+        except BaseException as e:
+            self._fail(step, e)
+            raise
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+class Spawner:
+    """The one long-lived thread that forks every contained child.
+
+    Running ``fork`` here ties PDEATHSIG to a thread that lives as long as the process,
+    and confines the pid-namespace switch (``unshare(CLONE_NEWPID)`` before the fork,
+    ``setns`` back after it) to a thread that runs nothing else.
+    """
+
+    def __init__(self) -> None:
+        """Create the spawner; its thread starts on first use."""
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._own_pidns: int | None = None
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, who re-raises
+                if isinstance(e, _PoisonedError):
+                    with self._lock:
+                        self._thread = None  # the next call starts a fresh thread
+                    future.set_exception(e)
+                    return _park()
+                future.set_exception(e)
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the spawner thread and return its result (or raise its exception).
+
+        Args:
+            fn: what to run (a ``Popen`` call).
+
+        Returns:
+            What ``fn`` returned.
+        """
+        future: Future[object] = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="proctor-spawner", daemon=True)
+                self._thread.start()
+            self._queue.put((fn, future))
+        return future.result()  # type: ignore[return-value]
+
+    def popen(self, *, new_pidns: bool, **kwargs: object) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(**kwargs)`` from the spawner thread.
+
+        Args:
+            new_pidns: make the child the init of a new pid namespace (needs CAP_SYS_ADMIN).
+            **kwargs: passed to ``Popen``.
+
+        Returns:
+            The started process.
+        """
+
+        def start() -> subprocess.Popen[bytes]:
+            if not new_pidns:
+                return subprocess.Popen(**kwargs)  # type: ignore[call-overload,no-any-return]
+            if self._own_pidns is None:
+                self._own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            _linux.unshare(_linux.CLONE_NEWPID)
+            try:
+                proc: subprocess.Popen[bytes] = subprocess.Popen(**kwargs)  # type: ignore[call-overload]
+            except BaseException:
+                self._leave_pidns(None)
+                raise
+            self._leave_pidns(proc)
+            return proc
+
+        return self.run(start)
+
+    def _leave_pidns(self, proc: subprocess.Popen[bytes] | None) -> None:
+        if self._own_pidns is None:
+            return
+        try:
+            _linux.setns(self._own_pidns, _linux.CLONE_NEWPID)
+        except OSError as e:
+            # This thread's next child would land in a dead namespace: retire the thread
+            # (it stays parked, never exiting, so no PDEATHSIG fires) and the child.
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise _PoisonedError(f"cannot return to our pid namespace: {e}") from e
+
+
+class _PoisonedError(OSError):
+    """The spawner thread can no longer fork safely."""
+
+
+def _park() -> None:
+    threading.Event().wait()
+
+
+_SPAWNER = Spawner()
+
+
+def spawner() -> Spawner:
+    """The process-wide spawner.
+
+    Returns:
+        The one :class:`Spawner` of this process.
+    """
+    return _SPAWNER

@@ -1,0 +1,268 @@
+"""Finding and killing every process of one execution.
+
+Who is in the tree, by mechanism, strongest first:
+
+1. cgroups: ``cgroup.procs`` of the execution's groups. Exact: every process forked
+   inside stays inside (only a process privileged over the cgroup filesystem could
+   move itself out).
+2. pid namespace: every process whose ``/proc/<pid>/ns/pid`` is the execution's.
+   Exact and inescapable; and killing the namespace's init makes the kernel kill all
+   of it, with no new process allowed in meanwhile.
+3. fallback: the direct child, every process of its session and process group, every
+   process seen in the tree before, and every orphan reparented to the supervisor
+   (a child subreaper) that started after the execution, with all their descendants.
+   A process that leaves the session *and* is orphaned is attributed by the subreaper
+   rule only; if the supervisor starts other children of its own while an execution
+   runs in fallback mode, those are attributed to the execution too (over-killing
+   rather than letting a process escape).
+
+How it is killed: ``cgroup.kill`` or freeze-kill-thaw when a group allows it;
+SIGKILL to the namespace's init; otherwise (and in addition, when neither exists)
+SIGSTOP everything found until a pass finds nothing new running — a stopped process
+cannot fork — then SIGKILL everything.
+
+Signals go through pidfds checked against the start time found at enumeration, so a
+reused pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proctor.enforcement._cgroups import Group
+from proctor.enforcement._linux import ProcStat, list_pids, ns_pids, read_stat, signal_process
+
+__all__ = ["TreeSpec", "ProcessTree"]
+
+_STOP_ROUNDS = 200
+
+
+@dataclass
+class TreeSpec:
+    """What was set up for one execution.
+
+    Attributes:
+        child: the direct child's pid (a relay when there is a pid namespace).
+        child_start: its start time.
+        session: the child leads a new session and process group (its pid is their id).
+        pidns_mode: ``""`` (no pid namespace), ``"init"`` (the child is the namespace's
+            init relay) or ``"userns"`` (the child is an outer relay whose only child is
+            the init relay).
+        groups: the execution's cgroups.
+        pidns: the execution's pid namespace identity, or ``None``.
+        direct_children: the pids of every contained direct child in this process (so
+            the fallback does not claim another execution's child as an orphan).
+    """
+
+    child: int
+    child_start: int
+    session: bool
+    pidns_mode: str
+    groups: list[Group]
+    pidns: tuple[int, int] | None
+    direct_children: Callable[[], set[int]]
+    seen: dict[int, int] = field(default_factory=dict)
+
+
+class ProcessTree:
+    """Enumerates, signals and kills one execution's processes."""
+
+    def __init__(self, spec: TreeSpec) -> None:
+        """Track the tree described by ``spec``.
+
+        Args:
+            spec: what was set up at spawn.
+        """
+        self.spec = spec
+        self._me = os.getpid()
+        self._killers = [g for g in spec.groups if g.can_freeze()]
+        # One killing group is enough; prefer v2 (cgroup.kill is atomic against fork).
+        self._killers.sort(key=lambda g: g.version, reverse=True)
+
+    @property
+    def exact(self) -> bool:
+        """Whether membership comes from a cgroup or a pid namespace rather than the fallback."""
+        return bool(self.spec.groups) or self.spec.pidns is not None
+
+    def members(self, *, thorough: bool = False) -> dict[int, ProcStat]:
+        """The live (non-zombie) processes of the tree.
+
+        Args:
+            thorough: use every mechanism (cgroups and the pid namespace scan);
+                otherwise the cheapest exact one.
+
+        Returns:
+            pid → its ``/proc`` record.
+        """
+        found: dict[int, ProcStat] = {}
+
+        def add(pid: int) -> None:
+            if pid == self._me or pid in found:
+                return
+            st = read_stat(pid)
+            if st is not None and not st.zombie:
+                found[pid] = st
+
+        for group in self.spec.groups:
+            for pid in group.pids():
+                add(pid)
+        if self.spec.pidns is not None and (thorough or not self.spec.groups):
+            for pid in ns_pids(self.spec.pidns):
+                add(pid)
+        if not self.exact:
+            found.update(self._fallback())
+        add(self.spec.child)
+        for pid, st in found.items():
+            self.spec.seen[pid] = st.starttime
+        return found
+
+    def _fallback(self) -> dict[int, ProcStat]:
+        stats: dict[int, ProcStat] = {}
+        for pid in list_pids():
+            st = read_stat(pid)
+            if st is not None and pid != self._me:
+                stats[pid] = st
+        spec = self.spec
+        others = spec.direct_children() - {spec.child}
+        roots = []
+        for pid, st in stats.items():
+            if (
+                pid == spec.child
+                or (spec.session and spec.child in (st.session, st.pgrp))
+                or spec.seen.get(pid) == st.starttime
+                or (st.ppid == self._me and pid not in others and st.starttime >= spec.child_start)
+            ):
+                roots.append(pid)
+        children: dict[int, list[int]] = {}
+        for pid, st in stats.items():
+            children.setdefault(st.ppid, []).append(pid)
+        tree: set[int] = set()
+        while roots:
+            pid = roots.pop()
+            if pid not in tree:
+                tree.add(pid)
+                roots.extend(children.get(pid, ()))
+        return {pid: stats[pid] for pid in tree if not stats[pid].zombie}
+
+    def helpers(self) -> set[int]:
+        """proctor's own relays in the tree (not counted as the command's processes).
+
+        Returns:
+            Their pids.
+        """
+        if not self.spec.pidns_mode:
+            return set()
+        init = self.init_pid()
+        return {self.spec.child} | ({init} if init is not None else set())
+
+    def init_pid(self) -> int | None:
+        """The pid namespace's init (the process the kernel kills the namespace with).
+
+        Returns:
+            Its pid, or ``None`` without a namespace or once it is gone.
+        """
+        if self.spec.pidns is None:
+            return None
+        if self.spec.pidns_mode == "init":
+            return self.spec.child
+        try:
+            with open(f"/proc/{self.spec.child}/task/{self.spec.child}/children", encoding="ascii") as f:
+                kids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            kids = [pid for pid, st in self.members(thorough=True).items() if st.ppid == self.spec.child]
+        return kids[0] if kids else None
+
+    def signal(self, sig: int, members: dict[int, ProcStat]) -> set[int]:
+        """Send ``sig`` to each member (and to the child's process group).
+
+        Args:
+            sig: the signal.
+            members: as returned by :meth:`members`.
+
+        Returns:
+            The pids that were signalled.
+        """
+        sent = {pid for pid, st in members.items() if signal_process(pid, st.starttime, sig)}
+        if self.spec.session and self.spec.child in sent:
+            # Catches what was forked since the enumeration; the group id cannot have been
+            # reused while its leader (the unreaped child) exists.
+            with contextlib.suppress(OSError):
+                os.killpg(self.spec.child, sig)
+        return sent
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree with the strongest mechanism available."""
+        if self._killers:
+            self._killers[0].kill()
+        if self.spec.pidns is not None:
+            init = self.init_pid()
+            st = read_stat(init) if init is not None else None
+            if st is not None:
+                signal_process(st.pid, st.starttime, signal.SIGKILL)
+        if not self._killers and self.spec.pidns is None:
+            self._stop_then_kill()
+        child = read_stat(self.spec.child)
+        if child is not None and child.starttime == self.spec.child_start:
+            signal_process(child.pid, child.starttime, signal.SIGKILL)
+
+    def _stop_then_kill(self) -> None:
+        stopped: dict[int, int] = {}
+        for _ in range(_STOP_ROUNDS):
+            fresh = {p: st for p, st in self.members().items() if stopped.get(p) != st.starttime}
+            if not fresh:
+                break
+            for pid, st in fresh.items():
+                if signal_process(pid, st.starttime, signal.SIGSTOP):
+                    stopped[pid] = st.starttime
+        for pid, start in stopped.items():
+            signal_process(pid, start, signal.SIGKILL)
+        for pid, st in self.members().items():
+            signal_process(pid, st.starttime, signal.SIGKILL)
+
+    def seen_orphan_zombies(self) -> list[int]:
+        """Processes seen in the tree that are now zombie children of ours.
+
+        Returns:
+            Their pids (cheap: only the seen pids are read).
+        """
+        result = []
+        for pid, start in list(self.spec.seen.items()):
+            if pid == self.spec.child:
+                continue
+            st = read_stat(pid)
+            if st is None or st.starttime != start:
+                self.spec.seen.pop(pid, None)  # gone (reaped by its parent): forget it
+                continue
+            if st.zombie and st.ppid == self._me:
+                result.append(pid)
+        return result
+
+    def orphan_zombies(self) -> list[int]:
+        """Exited processes of the tree that were reparented to us (a subreaper) and await reaping.
+
+        Only processes that provably belonged to the tree are listed, so reaping them
+        never steals the exit status of another child of the supervisor.
+
+        Returns:
+            Their pids.
+        """
+        spec = self.spec
+        others = spec.direct_children()
+        result = []
+        for pid in list_pids():
+            if pid == spec.child or pid in others:
+                continue
+            st = read_stat(pid)
+            if st is None or not st.zombie or st.ppid != self._me:
+                continue
+            if (
+                spec.seen.get(pid) == st.starttime
+                or (spec.session and spec.child in (st.session, st.pgrp))
+                or any(g.holds_zombie(pid) for g in spec.groups)
+            ):
+                result.append(pid)
+        return result

@@ -1,0 +1,449 @@
+"""``proctor run``: start a command only under a valid warrant, keep verifying, and kill
+the whole process tree the moment trust breaks.
+
+Steps (numbered as in the issue and ARCHITECTURE.md, "Execute"):
+
+1. Measure: resolve the command and hash the executable and any script it runs.
+2. Authorize with the governor (argv and measurement in the request). Denied: exit 77,
+   nothing started.
+3. Verify the warrant locally: signature, validity window, argv digest, measurement,
+   zone. Any mismatch: exit 77, nothing started.
+4. Start under containment, executing the measured bytes (``prepare``), after the
+   governor recorded ``execution.started`` (the warrant is single-use).
+5. Keep the lease: renew every TTL/3 (each renewal re-verifies everything at the
+   governor and re-hashes the measured files here); follow pushed revocations and
+   policy changes on ``GET /v1/stream``; watch the measured files with inotify.
+6. Terminate on any broken trust — revoked, expired, denied on re-evaluation,
+   integrity, obligation exceeded, lease lost (governor unreachable until the lease
+   expired: no grace beyond it): SIGTERM, a short grace, SIGKILL of the whole tree;
+   ``execution.terminated`` with the reason; exit 79.
+7. Otherwise pass the exit status through; ``execution.completed`` with the exit
+   status, duration, resource usage and the SHA-256 of stdout and stderr, which are
+   streamed through while hashed.
+
+Every failure of the supervisor's own machinery fails closed: it stops the tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import httpx
+import orjson
+
+from proctor.authorization.keys import PrincipalKey
+from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
+from proctor.enforcement.containment import Containment, Limits
+from proctor.enforcement.integrity import IntegrityWatch
+from proctor.enforcement.measure import measure, prepare
+from proctor.errors import EnforcementError, ProctorError, WarrantError
+from proctor.governor.client import GovernorClient, GovernorError
+
+__all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]
+
+EXIT_DENIED = 77
+EXIT_TERMINATED = 79
+_CHUNK = 65536
+
+
+@dataclass
+class RunOptions:
+    """How ``proctor run`` governs one command."""
+
+    server: str
+    key: PrincipalKey
+    action: str = "exec"
+    resource: str | None = None
+    zone: str = ""
+    receipt: str | None = None
+    warrant_key: bytes | None = None
+    grace: float = 0.5
+    enforcer: str = field(default_factory=socket.gethostname)
+    quiet: bool = False
+
+
+class Supervisor:
+    """One governed execution."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        argv: Sequence[str],
+        *,
+        stdout: IO[bytes] | None = None,
+        stderr: IO[bytes] | None = None,
+    ) -> None:
+        self.options = options
+        self.argv = list(argv)
+        self._out = stdout or sys.stdout.buffer
+        self._err = stderr or sys.stderr.buffer
+        self._client = GovernorClient(options.server, options.key)
+        self._kill_lock = threading.Lock()
+        self._reason: str | None = None
+        self._detail = ""
+        self._report: Any = None
+        self._done = threading.Event()
+        self._renew_now = threading.Event()
+        self._contained: Any = None
+        self._execution = ""
+        self._warrants: set[str] = set()
+        self._lease_deadline = 0.0
+        self._integrity: IntegrityWatch | None = None
+        self._digests = {"stdout": hashlib.sha256(), "stderr": hashlib.sha256()}
+        self._output_bytes = 0
+        self._max_output: int | None = None
+
+    def say(self, message: str) -> None:
+        """One prefixed line on stderr (never on the command's stdout)."""
+        if not self.options.quiet:
+            sys.stderr.write(f"proctor: {message}\n")
+            sys.stderr.flush()
+
+    # -- the run ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Govern the command; return the process exit code."""
+        try:
+            return self._run()
+        finally:
+            self._client.close()
+
+    def _run(self) -> int:
+        opts = self.options
+        # 1. Measure.
+        try:
+            measurement = measure(self.argv)
+        except EnforcementError as e:
+            self.say(f"cannot measure the command: {e}")
+            return EXIT_DENIED
+        resource = opts.resource or measurement.executable
+        # 2. Authorize.
+        request = {
+            "action": opts.action,
+            "resource": resource,
+            "argv": self.argv,
+            "zone": opts.zone,
+            "executable_digest": measurement.executable_digest,
+        }
+        try:
+            answer = self._client.authorize(request)
+        except GovernorError as e:
+            self.say(f"authorization failed: {e}")
+            return EXIT_DENIED
+        decision = answer.get("decision", {})
+        if not answer.get("allow") or "warrant" not in answer:
+            self.say(f"denied: {decision.get('reason', '')} (policies: {decision.get('policies', [])})")
+            return EXIT_DENIED
+        token = str(answer["warrant"]["token"])
+        # 3. Verify the warrant locally before anything runs.
+        try:
+            root = opts.warrant_key or self._warrant_key()
+            claims = verify_warrant(
+                token,
+                root_public_key=root,
+                now=int(time.time()),
+                request=WarrantRequest(
+                    action=opts.action,
+                    resource=resource,
+                    args_digest=args_digest(self.argv),
+                    zone=opts.zone,
+                    executable_digest=measurement.executable_digest,
+                ),
+            )
+        except (WarrantError, GovernorError, ValueError) as e:
+            self.say(f"the warrant does not verify locally; nothing started: {e}")
+            return EXIT_DENIED
+        self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
+        obligations = dict(claims.obligations)
+        self._max_output = _int(obligations.get("max_output_bytes"))
+        # 4. Start under containment, executing the measured bytes.
+        containment = Containment()
+        limits = Limits(
+            memory_mb=_int(obligations.get("memory_limit_mb")),
+            max_pids=_int(obligations.get("max_pids")),
+            no_network=obligations.get("no_network") is True,
+        )
+        try:
+            prepared = prepare(measurement)
+        except EnforcementError as e:
+            self.say(f"integrity check before start failed; nothing started: {e}")
+            return EXIT_DENIED
+        try:
+            started = self._client.json(
+                "POST",
+                "/v1/executions",
+                {
+                    "warrant": token,
+                    "action": opts.action,
+                    "resource": resource,
+                    "argv": self.argv,
+                    "zone": opts.zone,
+                    "measurement": measurement.to_json(),
+                    "containment": list(containment.planned_backends(limits)),
+                    "enforcer": opts.enforcer,
+                },
+            )
+        except GovernorError as e:
+            prepared.close()
+            self.say(f"the governor refused to start the execution: {e}")
+            return EXIT_DENIED
+        self._execution = str(started["execution"])
+        ttl = max(int(started["lease_ttl_ms"]), 300) / 1000.0
+        self._lease_deadline = time.monotonic() + ttl
+        began = time.monotonic()
+        try:
+            self._contained = containment.spawn(
+                prepared.argv,
+                exec_path=prepared.exec_path,
+                pass_fds=prepared.pass_fds,
+                limits=limits,
+                stdout=-1,
+                stderr=-1,
+                execution_id=self._execution,
+            )
+        except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
+            prepared.close()
+            self.say(f"could not start the command: {type(e).__name__}: {e}")
+            self._finish({"outcome": "failed", "reason": "start-failed", "detail": str(e)})
+            return EXIT_DENIED
+        prepared.close()
+        self.say(
+            f"execution {self._execution} started (warrant {claims.warrant_id}, pid {self._contained.pid}, "
+            f"containment: {', '.join(self._contained.backends)})"
+        )
+        # 5. Keep verifying while it runs.
+        files = {f.path: f.digest for f in measurement.files}
+        self._integrity = IntegrityWatch(files, lambda path, detail: self.kill("integrity", detail))
+        self._integrity.start()
+        pumps = [
+            self._thread(self._pump, self._contained.stdout, self._out, "stdout"),
+            self._thread(self._pump, self._contained.stderr, self._err, "stderr"),
+        ]
+        self._thread(self._watchdog, ttl)
+        self._thread(self._renewer, ttl)
+        self._thread(self._listen, int(started["log_index"]))
+        max_duration = _int(obligations.get("max_duration_s"))
+        if max_duration:
+            over = ("obligation", f"ran longer than {max_duration} s")
+            timer = threading.Timer(max_duration, self.kill, over)
+            timer.daemon = True
+            timer.start()
+        status = int(self._contained.wait())
+        for pump in pumps:
+            pump.join(timeout=5)
+        self._done.set()
+        self._integrity.stop()
+        duration_ms = int((time.monotonic() - began) * 1000)
+        usage = _usage(self._contained)
+        self._contained.close()
+        outputs = {k: "sha256:" + h.hexdigest() for k, h in self._digests.items()}
+        # 6./7. Record how it ended.
+        if self._reason is not None:
+            report = self._report
+            self._finish(
+                {
+                    "outcome": "terminated",
+                    "reason": self._reason,
+                    "detail": self._detail,
+                    "signal": str(getattr(report, "signal", "SIGKILL")),
+                    "processes_killed": int(getattr(report, "processes_killed", 0) or 0),
+                    "exit_status": status,
+                    "resource_usage": usage,
+                    "stdout_digest": outputs["stdout"],
+                    "stderr_digest": outputs["stderr"],
+                }
+            )
+            self.say(f"execution {self._execution} terminated: {self._reason}: {self._detail}")
+            self._write_receipt()
+            return EXIT_TERMINATED
+        self._finish(
+            {
+                "outcome": "completed",
+                "exit_status": status,
+                "resource_usage": usage,
+                "stdout_digest": outputs["stdout"],
+                "stderr_digest": outputs["stderr"],
+                "duration_ms": duration_ms,
+            }
+        )
+        self._write_receipt()
+        return status if status >= 0 else 128 - status
+
+    # -- termination -------------------------------------------------------------
+
+    def kill(self, reason: str, detail: str = "") -> None:
+        """Terminate the whole tree now (idempotent; first reason wins). Thread-safe."""
+        with self._kill_lock:
+            if self._reason is not None or self._done.is_set():
+                return
+            self._reason, self._detail = reason, detail
+            contained = self._contained
+        if contained is None:
+            return
+        try:
+            self._report = contained.terminate_tree(grace=self.options.grace)
+        except Exception as e:  # noqa: BLE001 - last resort: the kill must happen
+            self._detail += f"; terminate_tree failed ({e}); killing the process group"
+            with contextlib.suppress(OSError):
+                os.killpg(contained.pid, signal.SIGKILL)
+
+    # -- the lease ----------------------------------------------------------------
+
+    def _watchdog(self, ttl: float) -> None:
+        """Fail closed: no successful renewal before the lease ends means no execution.
+
+        A thread of its own, so that a renewal stuck on an unresponsive governor can
+        never hold the deadline back.
+        """
+        while not self._done.is_set():
+            remaining = self._lease_deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill("lease-lost", f"no successful lease renewal within {ttl:.1f} s")
+                return
+            self._done.wait(timeout=min(remaining, 0.02))
+
+    def _renewer(self, ttl: float) -> None:
+        period = ttl / 3
+        next_renewal = time.monotonic() + period
+        while not self._done.is_set() and self._reason is None:
+            now = time.monotonic()
+            # A pushed change (policy, an ancestor's revocation) asks for a renewal
+            # right away; otherwise renew on schedule.
+            if now < next_renewal and not self._renew_now.wait(timeout=min(next_renewal - now, 0.05)):
+                continue
+            self._renew_now.clear()
+            next_renewal = time.monotonic() + period
+            self._renew_once(ttl)
+
+    def _renew_once(self, ttl: float) -> None:
+        integrity_ok = self._integrity.recheck() if self._integrity is not None else True
+        sent = time.monotonic()
+        body: dict[str, Any] = {"integrity": "ok" if integrity_ok else "violated"}
+        try:
+            answer = self._client.json(
+                "POST", f"/v1/executions/{self._execution}/renew", body, timeout=max(ttl / 3, 0.2)
+            )
+        except GovernorError as e:
+            if e.status in (401, 403, 404):
+                self.kill("revoked", f"the governor refused the renewal: {e}")
+            return  # unreachable: the lease deadline decides
+        if answer.get("ok"):
+            self._lease_deadline = sent + ttl
+        else:
+            self.kill(str(answer.get("terminate", "revoked")), str(answer.get("detail", "")))
+
+    def _listen(self, since: int) -> None:
+        backoff = 0.1
+        while not self._done.is_set():
+            try:
+                url = f"{self.options.server.rstrip('/')}/v1/stream"
+                # No read timeout: the stream is idle between changes (the server sends
+                # keep-alive comments), and the lease, not this socket, bounds safety.
+                timeout = httpx.Timeout(5.0, read=30.0)
+                with httpx.stream("GET", url, params={"since": since}, timeout=timeout) as response:
+                    backoff = 0.1
+                    data: list[str] = []
+                    for line in response.iter_lines():
+                        if self._done.is_set():
+                            return
+                        if line.startswith("data:"):
+                            data.append(line[5:].strip())
+                        elif line == "" and data:
+                            message = orjson.loads("".join(data))
+                            data = []
+                            since = max(since, int(message.get("seq", since)))
+                            self._on_message(message)
+            except (httpx.HTTPError, ValueError):
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "revocation":
+            kind, target = message.get("kind"), message.get("target")
+            mine = (
+                (kind == "execution" and target == self._execution)
+                or (kind == "warrant" and target in self._warrants)
+                or (kind == "principal" and target == self.options.key.name)
+            )
+            if mine:
+                self.kill("revoked", f"{kind} {target} was revoked")
+                return
+        # Anything else may concern us indirectly (an ancestor warrant, the policy):
+        # ask the governor now rather than at the next scheduled renewal.
+        self._renew_now.set()
+
+    # -- output and bookkeeping -------------------------------------------------------
+
+    def _pump(self, source: IO[bytes] | None, sink: IO[bytes], name: str) -> None:
+        if source is None:
+            return
+        digest = self._digests[name]
+        while True:
+            chunk = source.read1(_CHUNK) if hasattr(source, "read1") else source.read(_CHUNK)
+            if not chunk:
+                return
+            digest.update(chunk)
+            self._output_bytes += len(chunk)
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except (OSError, ValueError):
+                pass  # our own output went away; keep hashing and draining
+            if self._max_output is not None and self._output_bytes > self._max_output:
+                self.kill("obligation", f"output exceeded {self._max_output} bytes")
+
+    def _thread(self, target: Callable[..., None], *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    def _warrant_key(self) -> bytes:
+        import base64  # noqa: PLC0415
+
+        return base64.b64decode(self._client.text("/v1/warrant-key").strip(), validate=True)
+
+    def _finish(self, body: dict[str, Any]) -> None:
+        # A few quick tries: when the governor is gone (the lease-lost case) the
+        # supervisor must not linger; the governor sees the lapsed lease anyway.
+        for attempt in range(3):
+            try:
+                self._client.json("POST", f"/v1/executions/{self._execution}/finish", body, timeout=2.0)
+                return
+            except GovernorError as e:
+                if e.status and e.status < 500:
+                    self.say(f"the governor refused to record the end of {self._execution}: {e}")
+                    return
+                time.sleep(0.1 * (attempt + 1))
+        self.say(f"could not record the end of {self._execution}: the governor is unreachable")
+
+    def _write_receipt(self) -> None:
+        if not self.options.receipt:
+            return
+        try:
+            receipt = self._client.json("GET", f"/v1/executions/{self._execution}/receipt", signed=False)
+            with open(self.options.receipt, "wb") as f:
+                f.write(orjson.dumps(receipt, option=orjson.OPT_INDENT_2) + b"\n")
+        except (ProctorError, OSError) as e:
+            self.say(f"could not write the receipt: {e}")
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int and value > 0 else None
+
+
+def _usage(contained: Any) -> dict[str, int]:
+    try:
+        usage = contained.resource_usage()
+    except Exception:  # noqa: BLE001 - usage is informative; never fail the run on it
+        return {}
+    return {str(k): int(v) for k, v in dict(usage).items() if isinstance(v, int)}

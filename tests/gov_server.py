@@ -1,0 +1,95 @@
+"""A real governor in a child process (``proctor serve``), for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, check: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``proctor ARGS`` and return the finished process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "proctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"proctor {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+class GovernorServer:
+    """``proctor serve`` on a free loopback port, on a fresh data directory."""
+
+    def __init__(self, root: Path, *, policy: Path | None = None) -> None:
+        self.data = root / "data"
+        cli("init", "--data", str(self.data), "--origin", "run.example/gov")
+        cli(
+            "principal",
+            "add",
+            "alice",
+            "--attr",
+            "role=dev",
+            "--out",
+            str(root / "alice.key"),
+            "--data",
+            str(self.data),
+        )
+        if policy is not None:
+            cli("policy", "push", str(policy), "--data", str(self.data))
+        self.key = root / "alice.key"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = (root / "serve.err").open("w")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proctor", "serve", "--data", str(self.data), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise AssertionError("proctor serve did not start")
+
+    def kill(self) -> None:
+        """SIGKILL the governor (no goodbye to anyone)."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        self._log.close()
+
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """An admin command against this server."""
+        return cli(*args, "--server", self.url, "--data", str(self.data), check=check)

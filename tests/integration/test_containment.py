@@ -1,0 +1,514 @@
+"""Containment with real process trees, for each backend this machine offers.
+
+Every process a test starts carries a unique marker in its argv; the tests look for it
+in ``/proc/*/cmdline`` (zombies excluded: a zombie is dead), and the ``marker`` fixture
+SIGKILLs whatever still carries it when the test ends, passed or failed.
+
+Tests that need something this machine (or this user) lacks skip with the reason. When
+run as root, one test re-runs this module as an unprivileged user (``setpriv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from proctor.enforcement import _linux
+from proctor.enforcement import containment as containment_module
+from proctor.enforcement.containment import Capabilities, Contained, Containment, Limits, probe
+from proctor.enforcement.measure import measure, prepare
+from proctor.errors import EnforcementError
+
+PROCS = Path(__file__).parent / "procs"
+TREE = PROCS / "victim_tree.py"
+SUPERVISOR = PROCS / "victim_supervisor.py"
+CAPS: Capabilities = probe()
+ROOT = os.geteuid() == 0
+
+BASE = ["session", "subreaper", "pdeathsig"]
+CONFIGS: dict[str, list[str] | None] = {
+    "cgroup2": [*BASE, "cgroup2"],
+    "cgroup1-freezer": [*BASE, "cgroup1:freezer"],
+    "pgroup+subreaper": BASE,
+    "pidns": [*BASE, "pidns"],
+    "strongest": None,
+}
+
+
+def containment(config: str) -> Containment:
+    """The containment for a named configuration, or skip if this machine lacks it."""
+    try:
+        return Containment(CAPS, backends=CONFIGS[config])
+    except EnforcementError as e:
+        pytest.skip(f"{config} is not available here ({'root' if ROOT else 'unprivileged'}): {e}")
+
+
+def marked(marker: str) -> list[int]:
+    """Live processes whose argv carries ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rsplit(b") ", 1)[1].startswith(b"Z"):
+                    continue
+        except (OSError, IndexError):
+            continue
+        found.append(int(entry))
+    return found
+
+
+def gone_within(pids: Callable[[], list[int]], seconds: float) -> list[int]:
+    """Poll until ``pids()`` is empty; what is left when time is up."""
+    deadline = time.monotonic() + seconds
+    while (left := pids()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left
+
+
+def readline(stream: object, timeout: float = 15.0) -> bytes:
+    fd = stream.fileno()  # type: ignore[attr-defined]
+    ready, _, _ = select.select([fd], [], [], timeout)
+    assert ready, "no line from the child in time"
+    return stream.readline()  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_lasting_subreaper() -> Iterator[None]:
+    """Containment makes the test process a child subreaper; undo it for the tests after us.
+
+    (A subreaper adopts every orphan of every subprocess the process ever starts, and a
+    later test checking that some daemon is gone would find it as our zombie.)
+    """
+    yield
+    _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 0)
+    containment_module._subreaper_set = False
+
+
+def kill_marked(marker: str, seconds: float = 5.0) -> None:
+    """SIGSTOP everything marked until nothing new appears (a stopped process cannot
+    fork, so a runaway cannot stay ahead), then SIGKILL it all."""
+    deadline = time.monotonic() + seconds
+    stopped: set[int] = set()
+    while (fresh := set(marked(marker)) - stopped) and time.monotonic() < deadline:
+        for pid in fresh:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= fresh
+    while (pids := marked(marker)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique argv marker; everything carrying it is killed at teardown."""
+    tag = f"proctor-test-{os.getpid()}-{time.monotonic_ns()}"
+    yield tag
+    kill_marked(tag)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Contained]]:
+    """Contained trees to close (kill and clean up) at teardown."""
+    trees: list[Contained] = []
+    yield trees
+    for tree in trees:
+        with contextlib.suppress(Exception):
+            tree.close()
+
+
+def start_tree(c: Containment, marker: str, closing: list[Contained], *extra: str) -> Contained:
+    tree = c.spawn([sys.executable, str(TREE), marker, *extra], stdout=subprocess.PIPE)
+    closing.append(tree)
+    assert readline(tree.stdout) == b"ready\n"
+    return tree
+
+
+# -- terminate_tree: nothing survives, for every backend --------------------------------
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["sigterm", "ignores-sigterm"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_terminate_tree_leaves_no_process_alive(
+    config: str, stubborn: bool, marker: str, closing: list[Contained]
+) -> None:
+    c = containment(config)
+    tree = start_tree(c, marker, closing, *(["stubborn"] if stubborn else []))
+    before = set(marked(marker))
+    assert len(before) >= 60
+    assert len(before - set(tree.alive())) <= 2  # the runaway replaces itself every 10 ms
+    report = tree.terminate_tree(grace=0.3)
+    assert marked(marker) == []  # dead when terminate_tree returns, not eventually
+    assert report.signal == ("SIGKILL" if stubborn else "SIGTERM")
+    assert report.processes_killed >= len(before) - 5  # the runaway replaces itself meanwhile
+    assert tree.alive() == []
+    assert tree.wait(timeout=1) < 0
+    assert tree.terminate_tree().signal == "none"
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_terminate_tree_without_grace_is_fast(config: str, marker: str, closing: list[Contained]) -> None:
+    c = containment(config)
+    tree = start_tree(c, marker, closing)
+    report = tree.terminate_tree(grace=0)
+    assert marked(marker) == []
+    assert report.signal == "SIGKILL"
+    assert report.seconds < 1.0
+
+
+@pytest.mark.parametrize("config", ["cgroup2", "cgroup1-freezer", "pidns", "strongest"])
+def test_alive_lists_exactly_the_tree(config: str, marker: str, closing: list[Contained]) -> None:
+    c = containment(config)
+    tree = start_tree(c, marker, closing)
+    time.sleep(0.05)
+    alive, seen = set(tree.alive()), set(marked(marker))
+    # The runaway replaces itself every 10 ms, so allow a couple of differences.
+    assert len(seen - alive) <= 2
+    assert len(alive - seen) <= 2 + ("userns" in tree.backends)  # + the relay, unprivileged
+
+
+def test_close_kills_what_is_left_and_removes_the_cgroups(marker: str, closing: list[Contained]) -> None:
+    c = containment("strongest")
+    tree = start_tree(c, marker, closing)
+    groups = [g.path for g in tree._tree.spec.groups]
+    tree.close()
+    assert marked(marker) == []
+    assert all(not os.path.exists(g) for g in groups)
+    tree.close()  # idempotent
+
+
+# -- the supervisor dies: the tree must die with it -------------------------------------
+
+
+def run_supervisor(marker: str, config: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    backends = CONFIGS[config]
+    sup = subprocess.Popen(
+        [sys.executable, str(SUPERVISOR), marker, "default" if backends is None else ",".join(backends)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    line = readline(sup.stdout)
+    assert line, f"the supervisor failed: {sup.wait()}"
+    return sup, json.loads(line)
+
+
+@pytest.mark.parametrize("config", ["strongest", "pidns"])
+def test_supervisor_sigkilled_takes_the_whole_tree(config: str, marker: str) -> None:
+    containment(config)  # skip when unavailable
+    sup, info = run_supervisor(marker, config)
+    pids = info["pids"]
+    assert isinstance(pids, list)
+    assert len(pids) >= 60
+    with sup:
+        sup.kill()
+    left = gone_within(lambda: marked(marker), 2.0)
+    assert left == [], f"survived the supervisor ({info['backends']}): {left}"
+
+
+def test_supervisor_sigkilled_without_pidns_the_next_supervisor_kills_the_rest(marker: str) -> None:
+    # The documented gap: PDEATHSIG is not inherited, so without a pid namespace only the
+    # direct child dies with the supervisor; the rest is killed by the next supervisor
+    # that starts, from the cgroup the dead one left behind.
+    containment("cgroup2")
+    sup, info = run_supervisor(marker, "cgroup2")
+    with sup:
+        sup.kill()
+    assert gone_within(lambda: [p for p in marked(marker) if p == info["child"]], 2.0) == []
+    assert len(marked(marker)) >= 60
+    assert Containment(CAPS).reap_stale() == 0  # the constructor already did it
+    assert marked(marker) == []
+
+
+# -- limits ----------------------------------------------------------------------------
+
+HOG = "import sys; data = b'x' * (int(sys.argv[1]) << 20); print('allocated', flush=True)"
+
+
+@pytest.mark.skipif(
+    not ("memory" in CAPS.cgroup1 or "memory" in CAPS.cgroup2_controllers), reason="no memory cgroup"
+)
+def test_memory_limit_kills_an_allocation_beyond_it(marker: str, closing: list[Contained]) -> None:
+    c = Containment(CAPS)
+    within = c.spawn(
+        [sys.executable, "-c", HOG, "8", marker], limits=Limits(memory_mb=64), stdout=subprocess.PIPE
+    )
+    closing.append(within)
+    assert within.wait(timeout=10) == 0
+    beyond = c.spawn(
+        [sys.executable, "-c", HOG, "256", marker], limits=Limits(memory_mb=64), stdout=subprocess.PIPE
+    )
+    closing.append(beyond)
+    assert beyond.wait(timeout=10) == -signal.SIGKILL
+    assert beyond.stdout is not None
+    assert beyond.stdout.read() == b""
+    assert beyond.resource_usage().get("oom_kills", 0) >= 1
+    assert "cgroup1:memory" in beyond.backends or "cgroup2:memory" in beyond.backends
+
+
+BOMB = """
+import os, sys, time
+n = 0
+for _ in range(150):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(1000)
+        os._exit(0)
+    n += 1
+print(n, flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.skipif(
+    not ("pids" in CAPS.cgroup1 or "pids" in CAPS.cgroup2_controllers), reason="no pids cgroup"
+)
+def test_pids_limit_stops_a_fork_bomb(marker: str, closing: list[Contained]) -> None:
+    c = Containment(CAPS)
+    tree = c.spawn([sys.executable, "-c", BOMB, marker], limits=Limits(max_pids=20), stdout=subprocess.PIPE)
+    closing.append(tree)
+    forked = int(readline(tree.stdout))
+    assert forked == 19  # 20 processes with the bomb itself
+    assert len(marked(marker)) == 20
+    assert tree.resource_usage().get("pids_limit_hits", 0) >= 1
+    tree.terminate_tree(grace=0)
+    assert marked(marker) == []
+
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+    print("connected")
+except OSError as e:
+    print("failed", e.errno)
+"""
+
+
+@pytest.mark.skipif(not CAPS.net_namespaces, reason="no network namespaces")
+def test_no_network_cannot_reach_a_loopback_listener(marker: str, closing: list[Contained]) -> None:
+    c = Containment(CAPS)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = str(server.getsockname()[1])
+        free = c.spawn([sys.executable, "-c", CONNECT, port, marker], stdout=subprocess.PIPE)
+        closing.append(free)
+        assert free.wait(timeout=10) == 0
+        assert free.stdout is not None
+        assert free.stdout.read() == b"connected\n"  # the control: the listener is reachable
+        server.accept()[0].close()
+        jailed = c.spawn(
+            [sys.executable, "-c", CONNECT, port, marker],
+            limits=Limits(no_network=True),
+            stdout=subprocess.PIPE,
+        )
+        closing.append(jailed)
+        assert jailed.wait(timeout=10) == 0
+        assert jailed.stdout is not None
+        assert jailed.stdout.read().startswith(b"failed")
+        with pytest.raises(BlockingIOError):
+            server.accept()
+        assert "netns" in jailed.backends
+
+
+@pytest.mark.slow
+def test_cpu_seconds_limit(marker: str, closing: list[Contained]) -> None:
+    c = Containment(CAPS)
+    tree = c.spawn([sys.executable, "-c", "while True: pass", marker], limits=Limits(cpu_seconds=1))
+    closing.append(tree)
+    assert tree.wait(timeout=10) == -signal.SIGXCPU
+    assert tree.resource_usage()["user_ms"] >= 500
+
+
+def test_limits_that_cannot_be_enforced_are_refused() -> None:
+    bare = Containment(CAPS, backends=["session"])
+    for limits in (Limits(memory_mb=64), Limits(max_pids=10), Limits(no_network=True), Limits(cpu_seconds=1)):
+        with pytest.raises(EnforcementError, match="needs"):
+            bare.spawn(["true"], limits=limits)
+    with pytest.raises(EnforcementError, match="unknown containment backend"):
+        Containment(CAPS, backends=["chroot"])
+
+
+# -- starting, waiting, usage ------------------------------------------------------------
+
+
+def test_a_command_that_cannot_start_is_an_error_and_leaves_nothing(marker: str) -> None:
+    c = Containment(CAPS)
+    parent = os.path.join(CAPS.cgroup2 or "/nonexistent", "proctor")
+    before = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+    with pytest.raises(EnforcementError, match="cannot start"):
+        c.spawn(["/nonexistent/program", marker])
+    after = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+    assert after <= before
+
+
+SHOW = """
+import json, os, sys
+fds = {}
+for f in os.listdir("/proc/self/fd"):
+    try:
+        fds[f] = os.readlink(f"/proc/self/fd/{f}")
+    except OSError:
+        pass  # the directory listing's own descriptor, closed by now
+print(json.dumps([sys.argv[0], fds, sys.prefix]))
+"""
+
+
+def test_runs_what_prepare_staged_without_leaking_the_executable_fd(
+    tmp_path: Path, marker: str, closing: list[Contained]
+) -> None:
+    script = tmp_path / "show.py"
+    script.write_text(SHOW)
+    m = measure([sys.executable, str(script), marker])
+    with prepare(m) as p:
+        tree = Containment(CAPS).spawn(
+            p.argv, exec_path=p.exec_path, pass_fds=p.pass_fds, stdout=subprocess.PIPE
+        )
+        closing.append(tree)
+        memfd = p.pass_fds[1]
+    assert tree.wait(timeout=10) == 0
+    assert tree.stdout is not None
+    argv0, fds, prefix = json.loads(tree.stdout.read())
+    assert argv0 == f"/proc/self/fd/{memfd}"
+    assert fds[str(memfd)].startswith("/memfd:proctor-script:show.py")
+    assert m.executable not in fds.values()  # the executable's fd closed at exec
+    assert prefix == sys.prefix  # the interpreter still finds its environment through argv[0]
+
+
+def test_wait_poll_and_a_concurrent_terminate(marker: str, closing: list[Contained]) -> None:
+    c = Containment(CAPS)
+    tree = c.spawn([sys.executable, "-c", "import time; time.sleep(1000)", marker])
+    closing.append(tree)
+    assert tree.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        tree.wait(timeout=0.05)
+    killer = threading.Timer(0.1, tree.terminate_tree, kwargs={"grace": 0.2})
+    killer.start()
+    assert tree.wait(timeout=5) in (-signal.SIGTERM, -signal.SIGKILL)
+    killer.join()
+    usage = tree.resource_usage()
+    assert {"max_rss_kb", "user_ms", "system_ms"} <= set(usage)
+    assert usage["max_rss_kb"] > 0
+
+
+def test_a_child_outlives_the_thread_that_spawned_it(marker: str, closing: list[Contained]) -> None:
+    # PDEATHSIG follows the parent *thread*: children are forked by a long-lived thread.
+    c = Containment(CAPS)
+    trees: list[Contained] = []
+    argv = [sys.executable, "-c", "import time; time.sleep(1000)", marker]
+    spawner = threading.Thread(target=lambda: trees.append(c.spawn(argv)))
+    spawner.start()
+    spawner.join()
+    closing.extend(trees)
+    time.sleep(0.2)
+    assert trees[0].poll() is None
+
+
+def test_exit_status_passes_through(marker: str, closing: list[Contained]) -> None:
+    c = Containment(CAPS)
+    tree = c.spawn([sys.executable, "-c", "import sys; sys.exit(7)", marker])
+    closing.append(tree)
+    assert tree.wait(timeout=10) == 7
+    killed = c.spawn(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGUSR1)", marker]
+    )
+    closing.append(killed)
+    assert killed.wait(timeout=10) == -signal.SIGUSR1
+
+
+# -- the same, unprivileged ----------------------------------------------------------------
+
+
+CHECK = "import sys, pytest, proctor; print('%d.%d' % sys.version_info[:2])"
+UNPRIVILEGED = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+def unprivileged_python(env: dict[str, str]) -> str | None:
+    """An interpreter of this Python version that the unprivileged user may execute.
+
+    The venv's interpreter may live where that user cannot go (a pyenv under /root);
+    the system interpreter of the same version then runs the venv's packages.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for exe in (sys.executable, f"/usr/bin/python{version}"):
+        check = subprocess.run(
+            # exec'd by a shell running as that user: setpriv's own exec is more lenient
+            [*UNPRIVILEGED, "/bin/sh", "-c", 'exec "$0" -c "$1"', exe, CHECK],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        if check.returncode == 0 and check.stdout.decode().strip() == version:
+            return exe
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ROOT, reason="already unprivileged (this is the re-run)")
+def test_unprivileged_rerun_passes() -> None:
+    if not os.path.exists(UNPRIVILEGED[0]):
+        pytest.skip("setpriv (util-linux) is not installed")
+    home = tempfile.mkdtemp(prefix="proctor-unpriv-")
+    try:
+        os.chmod(home, 0o777)
+        src = str(Path(__file__).parents[2] / "src")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": home,
+            "TMPDIR": home,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": os.pathsep.join([src, *(p for p in sys.path if p.endswith("site-packages"))]),
+        }
+        python = unprivileged_python(env)
+        if python is None:
+            pytest.skip("no Python interpreter of this version is executable by an unprivileged user")
+        result = subprocess.run(
+            [
+                *UNPRIVILEGED,
+                python,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--basetemp={home}/bt",
+                "-k",
+                "not unprivileged_rerun",
+                __file__,
+            ],
+            check=False,
+            cwd=Path(__file__).parents[2],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    out = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+    assert result.returncode == 0, out[-4000:]
+    assert " passed" in out
+    assert "failed" not in out
