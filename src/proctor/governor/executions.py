@@ -18,6 +18,7 @@ import base64
 import secrets
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import orjson
 
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
@@ -28,7 +29,10 @@ from proctor.policy import PolicyRequest
 if TYPE_CHECKING:
     from proctor.governor.service import Governor
 
-__all__ = ["TERMINATION_REASONS", "ExecutionConflictError", "Executions"]
+__all__ = ["TERMINATION_REASONS", "VIOLATIONS", "ExecutionConflictError", "Executions"]
+
+VIOLATIONS = ("integrity", "obligation")
+"""Termination reasons that count as the execution's own violation (and get responses)."""
 
 TERMINATION_REASONS = (
     "revoked",
@@ -285,6 +289,8 @@ class Executions:
                 event["exit_status"] = body["exit_status"]
         else:
             raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
+        if outcome == "terminated" and event["reason"] in VIOLATIONS:
+            event["responses"] = self._respond(record, event)
         index = gov.log.append(event)
         status = "completed" if outcome == "completed" else outcome
         gov.state.update_execution(
@@ -295,6 +301,43 @@ class Executions:
             ended=int(now),
         )
         return {"execution": execution_id, "log_index": index, "status": status}
+
+    def _respond(self, record: dict[str, Any], event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Governance responses to a violation, as the policy's ``@on_violation`` says.
+
+        ``terminate`` has happened already (the enforcer killed the tree); ``suspend``
+        suspends the principal; ``webhook:URL`` POSTs the facts as JSON. What was done
+        (and whether it worked) is recorded in the terminal event.
+        """
+        gov = self.gov
+        decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
+        wanted = str(decision.get("obligations", {}).get("on_violation", "terminate"))
+        done: list[dict[str, Any]] = []
+        for response in (r.strip() for r in wanted.split(",") if r.strip()):
+            if response == "terminate":
+                done.append({"response": "terminate", "ok": True})
+            elif response == "suspend":
+                try:
+                    gov.set_principal_status(record["principal"], "suspended", by="governance-response")
+                    done.append({"response": "suspend", "ok": True})
+                except ProctorError as e:
+                    done.append({"response": "suspend", "ok": False, "error": str(e)[:200]})
+            elif response.startswith("webhook:"):
+                url = response.removeprefix("webhook:")
+                payload = {
+                    "execution": record["id"],
+                    "principal": record["principal"],
+                    "warrant": record["warrant"],
+                    "reason": event["reason"],
+                    "detail": event.get("detail", ""),
+                }
+                try:
+                    answer = httpx.post(url, json=payload, timeout=2.0)
+                    done.append({"response": "webhook", "url": url, "ok": answer.is_success,
+                                 "status": answer.status_code})  # fmt: skip
+                except httpx.HTTPError as e:
+                    done.append({"response": "webhook", "url": url, "ok": False, "error": str(e)[:200]})
+        return done
 
     def receipt(self, execution_id: str) -> dict[str, Any]:
         """The execution's self-contained, offline-verifiable receipt."""

@@ -54,6 +54,7 @@ from proctor.errors import (
     StoreError,
     WarrantError,
 )
+from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.stream import Broadcaster
@@ -190,6 +191,7 @@ class Governor:
         self._lock = threading.Lock()
         self.broadcaster = Broadcaster()
         self.executions = Executions(self)
+        self.counters = RateCounters(self.state)
         self._engine: PolicyEngine | None = None
         self._bundle_error: str | None = "no policy bundle has been pushed"
         self._load_active_bundle()
@@ -311,6 +313,7 @@ class Governor:
                 issued_index=warrant_index,
                 token=issued["token"],
             )
+            self.counters.issued(principal, now_s)
         except StoreError as e:
             # The warrant is durable in the log but not in the lookup table that
             # revocation of ancestors reads: do not hand it out.
@@ -340,13 +343,10 @@ class Governor:
             return None, deny_all(f"unknown principal {principal!r}", bundle_digest=bundle), ""
         # Stateful constraints policies can reference (context.counters): warrants
         # issued in the last minute and hour, and today (UTC) as the daily budget.
-        # Concurrency (running executions) is filled in by the lease tracker of
-        # `proctor run`; until executions are tracked it is 0.
+        # Concurrency counts the principal's running executions.
         counters = {
-            "rate_1m": self.state.count_warrants(principal, now_s - 60),
-            "rate_1h": self.state.count_warrants(principal, now_s - 3600),
-            "concurrency": 0,
-            "budget_used": self.state.count_warrants(principal, now_s - now_s % 86400),
+            **self.counters.counts(principal, now_s),
+            "concurrency": self.state.count_running(principal),
         }
         attrs = dict(record.attrs)
         attrs.setdefault("role", "")

@@ -65,6 +65,7 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS nonces (
         keyid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,
         PRIMARY KEY (keyid, nonce)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires)",
     """CREATE TABLE IF NOT EXISTS auth_failures (
         id INTEGER PRIMARY KEY, time INTEGER NOT NULL, keyid TEXT NOT NULL,
         reason TEXT NOT NULL, detail TEXT NOT NULL)""",
@@ -133,6 +134,7 @@ class StateStore:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._next_purge = 0
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -328,6 +330,14 @@ class StateStore:
             current = "" if row is None else str(row[0])
         return chain
 
+    def warrant_times(self, principal: str, since: int) -> list[int]:
+        """Issue times (unix seconds) of the principal's warrants since ``since``, oldest first."""
+        rows = self._exec(
+            "SELECT issued FROM warrants WHERE principal = ? AND issued >= ? ORDER BY issued",
+            (principal, since),
+        )
+        return [int(t) for (t,) in rows]
+
     def count_warrants(self, principal: str, since: int) -> int:
         """Warrants issued to ``principal`` at or after unix time ``since``."""
         row = self._exec(
@@ -386,6 +396,13 @@ class StateStore:
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self._exec(f"UPDATE executions SET {assignments} WHERE id = ?", (*fields.values(), execution_id))  # noqa: S608 - column names are from the allow-list above
 
+    def count_running(self, principal: str) -> int:
+        """How many executions of ``principal`` are running."""
+        row = self._exec(
+            "SELECT count(*) FROM executions WHERE principal = ? AND status = 'running'", (principal,)
+        ).fetchone()
+        return int(row[0])
+
     def running_executions(self, principal: str | None = None) -> list[dict[str, Any]]:
         """Executions still running (optionally of one principal)."""
         sql = "SELECT id FROM executions WHERE status = 'running'"
@@ -415,7 +432,11 @@ class StateStore:
             # and principals, by contrast, are written with synchronous=FULL.
             conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                conn.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+                # Expired nonces go at most once a second (through the expiry index), not
+                # on every request: the table holds a window's worth of requests.
+                if now >= self._next_purge:
+                    self._next_purge = now + 1
+                    conn.execute("DELETE FROM nonces WHERE expires < ?", (now,))
                 cur = conn.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (keyid, nonce, expires))
             finally:
                 conn.execute("PRAGMA synchronous=FULL")

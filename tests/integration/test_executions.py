@@ -1,0 +1,130 @@
+"""Executions on the governor, in process: single use, renewals, responses, counters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from gov_support import POLICIES, signed_bundle
+from proctor.authorization.keys import PrincipalKey
+from proctor.governor.executions import ExecutionConflictError
+from proctor.governor.model import AuthorizeRequest
+from proctor.governor.service import Governor
+
+MEASURED = {"executable": "/bin/echo", "executable_digest": "", "files": []}
+
+
+def start(gov: Governor, principal: str = "alice", argv: tuple[str, ...] = ("echo", "hi")) -> tuple[str, str]:
+    result = gov.authorize(principal, AuthorizeRequest(action="exec", resource="/bin/echo", argv=argv))
+    assert result.warrant is not None, result.decision.reason
+    body = {"warrant": result.warrant, "action": "exec", "resource": "/bin/echo", "argv": list(argv),
+            "measurement": MEASURED}  # fmt: skip
+    started = gov.executions.start(principal, body)
+    return started["execution"], result.warrant
+
+
+def test_a_warrant_starts_one_execution_only(governor: Governor) -> None:
+    ex, token = start(governor)
+    body = {
+        "warrant": token,
+        "action": "exec",
+        "resource": "/bin/echo",
+        "argv": ["echo", "hi"],
+        "measurement": MEASURED,
+    }
+    with pytest.raises(ExecutionConflictError, match="replayed"):
+        governor.executions.start("alice", body)
+    assert governor.executions.renew("alice", ex, {"integrity": "ok"})["ok"] is True
+
+
+def test_renewal_reports_each_broken_trust(governor: Governor) -> None:
+    ex, _ = start(governor)
+    assert governor.executions.renew("alice", ex, {"integrity": "violated"})["terminate"] == "integrity"
+    ex2, _ = start(governor, argv=("echo", "two"))
+    governor.revoke("execution", ex2, reason="test", by="admin")
+    assert governor.executions.renew("alice", ex2, {})["terminate"] == "revoked"
+    ex3, _ = start(governor, argv=("echo", "three"))
+    governor.set_principal_status("alice", "suspended", by="admin")
+    assert governor.executions.renew("alice", ex3, {})["terminate"] == "revoked"
+
+
+def test_finish_records_the_terminal_event(governor: Governor) -> None:
+    ex, _ = start(governor)
+    done = governor.executions.finish(
+        "alice", ex, {"outcome": "completed", "exit_status": 0, "stdout_digest": "sha256:" + "0" * 64}
+    )
+    event = json.loads(governor.log.leaf(done["log_index"]))
+    assert event["type"] == "execution.completed"
+    assert event["exit_status"] == 0
+    with pytest.raises(ExecutionConflictError):
+        governor.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        Hook.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_violation_responses_suspend_and_call_the_webhook(
+    governor: Governor, gov_data: Path, tmp_path: Path
+) -> None:
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        src = tmp_path / "respond"
+        shutil.copytree(POLICIES / "respond", src)
+        policy = src / "respond.cedar"
+        policy.write_text(policy.read_text().replace("PORT", str(server.server_port)))
+        governor.push_policy(signed_bundle(gov_data, src, version=5), by="admin")
+        ex, _ = start(governor)
+        done = governor.executions.finish("alice", ex, {"outcome": "terminated", "reason": "obligation",
+                                                        "detail": "output exceeded 10 bytes"})  # fmt: skip
+        event = json.loads(governor.log.leaf(done["log_index"]))
+        responses = {r["response"]: r for r in event["responses"]}
+        assert responses["suspend"]["ok"] is True
+        assert responses["webhook"]["ok"] is True
+        assert Hook.received[-1]["execution"] == ex
+        assert Hook.received[-1]["reason"] == "obligation"
+        record = governor.state.principal("alice")
+        assert record is not None
+        assert record.status == "suspended"
+        assert not governor.authorize(
+            "alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo",))
+        ).allowed
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rate_counters_follow_the_store(gov_data: Path) -> None:
+    from proctor.governor.counters import RateCounters
+
+    with Governor(gov_data) as gov:
+        key = PrincipalKey.generate("carol")
+        gov.add_principal("carol", key.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
+        now = 1_000_000_000 - 1_000_000_000 % 86400 + 7200  # 02:00 UTC some day
+        for i, t in enumerate([now - 4000, now - 3000, now - 100, now - 30, now - 5]):
+            gov.state.put_warrant(
+                f"wr_{i}", principal="carol", parent="", decision_index=0, expires=now + 99, issued=t
+            )
+        counters = RateCounters(gov.state)
+        assert counters.counts("carol", now) == {"rate_1m": 2, "rate_1h": 4, "budget_used": 5}
+        counters.issued("carol", now)
+        assert counters.counts("carol", now + 1) == {"rate_1m": 3, "rate_1h": 5, "budget_used": 6}
+        assert counters.counts("carol", now + 3700) == {"rate_1m": 0, "rate_1h": 0, "budget_used": 6}
+        assert counters.counts("carol", now + 86400) == {"rate_1m": 0, "rate_1h": 0, "budget_used": 0}
