@@ -210,60 +210,83 @@ def lease_expiry(root: Path, n: int) -> None:
 
 
 def many_leases(server: GovernorServer, count: int, seconds: float) -> None:
-    header(f"4. {count} concurrent leases, TTL 3 s (renew every 1 s), {seconds:.0f} s")
+    header(f"4. {count} concurrent leases, TTL 3 s (renew every 1 s), {seconds:.0f} s steady state")
     key = PrincipalKey.load(server.key)
-    client = GovernorClient(server.url, key)
-    executions: list[str] = []
-    for i in range(count):
-        argv = ["true", str(i)]
-        answer = client.authorize({"action": "exec", "resource": "/usr/bin/true", "argv": argv})
-        token = answer["warrant"]["token"]
-        started = client.json(
-            "POST",
-            "/v1/executions",
-            {
-                "warrant": token,
-                "action": "exec",
-                "resource": "/usr/bin/true",
-                "argv": argv,
-                "measurement": {"executable": "/usr/bin/true", "executable_digest": "", "files": []},
-            },
-        )
-        executions.append(started["execution"])
     latencies: list[float] = []
     failures = [0]
+    started_count = [0]
     lock = threading.Lock()
-    stop = time.monotonic() + seconds
+    ramp_done = threading.Event()
     assert server.proc is not None
-    cpu0 = _cpu(server.proc.pid)
 
-    def worker(chunk: list[str]) -> None:
+    def new_execution(c: GovernorClient, n: int) -> str:
+        argv = ["true", str(n)]
+        answer = c.authorize({"action": "exec", "resource": "/usr/bin/true", "argv": argv})
+        body = {
+            "warrant": answer["warrant"]["token"],
+            "action": "exec",
+            "resource": "/usr/bin/true",
+            "argv": argv,
+            "measurement": {"executable": "/usr/bin/true", "executable_digest": "", "files": []},
+        }
+        return str(c.json("POST", "/v1/executions", body)["execution"])
+
+    def worker(numbers: list[int], stop_at: list[float]) -> None:
+        # Each lease is renewed every second from the moment it starts; new leases are
+        # started only when no renewal is due, so none lapses during the ramp-up.
         c = GovernorClient(server.url, key)
-        next_round = time.monotonic()
-        while time.monotonic() < stop:
-            for ex in chunk:
+        due: list[tuple[float, str]] = []
+        pending = list(numbers)
+        while True:
+            now = time.monotonic()
+            if stop_at[0] and now >= stop_at[0]:
+                return
+            if ramp_done.is_set():
+                pending.clear()
+            if due and due[0][0] <= now:
+                when, ex = due.pop(0)
                 t = time.perf_counter()
                 try:
                     ok = c.json("POST", f"/v1/executions/{ex}/renew", {"integrity": "ok"}).get("ok")
                 except Exception:
                     ok = False
+                if ramp_done.is_set():
+                    with lock:
+                        latencies.append((time.perf_counter() - t) * 1000)
+                        failures[0] += 0 if ok else 1
+                due.append((when + 1.0, ex))
+                due.sort()
+            elif pending:
+                ex = new_execution(c, pending.pop())
+                due.append((time.monotonic() + 1.0, ex))
+                due.sort()
                 with lock:
-                    latencies.append((time.perf_counter() - t) * 1000)
-                    failures[0] += 0 if ok else 1
-            next_round += 1.0
-            time.sleep(max(0.0, next_round - time.monotonic()))
+                    started_count[0] += 1
+            else:
+                time.sleep(min(0.01, max(0.0, due[0][0] - now)) if due else 0.01)
 
-    threads = [threading.Thread(target=worker, args=(executions[i::16],)) for i in range(16)]
-    t0 = time.monotonic()
+    stop_at = [0.0]
+    threads = [threading.Thread(target=worker, args=(list(range(i, count, 16)), stop_at)) for i in range(16)]
     for t in threads:
         t.start()
+    ramp = time.monotonic()
+    # Bounded ramp-up: if renewals leave no room to start more leases, that is the
+    # governor's (and this load generator's) capacity, and it is reported as such.
+    while started_count[0] < count and time.monotonic() - ramp < 60:
+        time.sleep(0.1)
+    ramp_s = time.monotonic() - ramp
+    ramp_done.set()
+    cpu0 = _cpu(server.proc.pid)
+    t0 = time.monotonic()
+    stop_at[0] = t0 + seconds
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
     cpu = _cpu(server.proc.pid) - cpu0
-    print(row("renew latency", latencies))
+    print(row("renew latency (steady state)", latencies))
     print(
-        f"renewals/s {len(latencies) / elapsed:,.0f}; failed {failures[0]}; governor CPU {cpu / elapsed * 100:.0f}% of one core"
+        f"started {count} leases in {ramp_s:.1f} s; renewals/s {len(latencies) / elapsed:,.0f} "
+        f"(needed {count}/s); refused {failures[0]}; governor CPU {cpu / elapsed * 100:.0f}% of one core"
     )
 
 
