@@ -285,7 +285,7 @@ def many_leases(server: GovernorServer, count: int, seconds: float) -> None:
     cpu = _cpu(server.proc.pid) - cpu0
     print(row("renew latency (steady state)", latencies))
     print(
-        f"started {count} leases in {ramp_s:.1f} s; renewals/s {len(latencies) / elapsed:,.0f} "
+        f"started {started_count[0]} of {count} leases in {ramp_s:.1f} s; renewals/s {len(latencies) / elapsed:,.0f} "
         f"(needed {count}/s); refused {failures[0]}; governor CPU {cpu / elapsed * 100:.0f}% of one core"
     )
 
