@@ -38,9 +38,9 @@ def cli(*args: str, check: bool = True, timeout: float = 60, **kw: Any) -> subpr
 class GovernorServer:
     """``proctor serve`` on a free loopback port, on a fresh data directory."""
 
-    def __init__(self, root: Path, *, policy: Path | None = None) -> None:
+    def __init__(self, root: Path, *, policy: Path | None = None, origin: str = "run.example/gov") -> None:
         self.data = root / "data"
-        cli("init", "--data", str(self.data), "--origin", "run.example/gov")
+        cli("init", "--data", str(self.data), "--origin", origin)
         cli(
             "principal",
             "add",
@@ -48,13 +48,13 @@ class GovernorServer:
             "--attr",
             "role=dev",
             "--out",
-            str(root / "alice.key"),
+            str(self.data / "alice.key"),
             "--data",
             str(self.data),
         )
         if policy is not None:
             cli("policy", "push", str(policy), "--data", str(self.data))
-        self.key = root / "alice.key"
+        self.key = self.data / "alice.key"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = (root / "serve.err").open("w")

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,72 +11,20 @@ from typing import Any
 import httpx
 import pytest
 
+from gov_server import GovernorServer, cli
 from gov_support import POLICIES
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(
-    *args: str, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "proctor", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"proctor {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    data = tmp_path_factory.mktemp("gov") / "data"
-    cli("init", "--data", str(data), "--origin", "http.example/gov")
-    # Admin work directly on the data dir before the server runs.
-    cli(
-        "principal",
-        "add",
-        "alice",
-        "--attr",
-        "role=dev",
-        "--out",
-        str(data / "alice.key"),
-        "--data",
-        str(data),
-    )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    errors = (data.parent / "serve.err").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proctor", "serve", "--data", str(data), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=errors,
-    )
+    # Admin work (alice) happens directly on the data dir before the server runs.
+    gov = GovernorServer(tmp_path_factory.mktemp("gov"), origin="http.example/gov")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"server did not start: {(data.parent / 'serve.err').read_text()}")
-        yield url, data
+        yield gov.url, gov.data
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        errors.close()
+        gov.stop()
 
 
 def signed(method: str, url: str, path: str, body: Any, key: PrincipalKey, **sign: Any) -> httpx.Response:

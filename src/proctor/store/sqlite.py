@@ -7,14 +7,13 @@ readers never block the writer and see only committed transactions (WAL). Append
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from proctor.errors import StoreConflictError, StoreError
 from proctor.lineage.tiles import Tile
+from proctor.store._connections import ThreadConnections
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -40,10 +39,7 @@ class SQLiteStore:
             StoreError: the file cannot be opened, or its schema version is unknown.
         """
         self._path = str(path)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        self._connections = ThreadConnections(path, what="store")
         if not create and not Path(path).exists():
             raise StoreError(f"no database at {path}")
         conn = self._conn()
@@ -70,22 +66,7 @@ class SQLiteStore:
             raise StoreError(f"{path}: expected schema version {SCHEMA_VERSION}, found {version[0]!r}")
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise StoreError("the store is closed")
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self._path}: {e}") from e
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        return conn
+        return self._connections.get()
 
     def tree_size(self) -> int:
         """The number of committed entries."""
@@ -222,10 +203,4 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close every connection this store opened."""
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):  # best effort; nothing is pending
-                conn.close()
-        self._local = threading.local()
+        self._connections.close()

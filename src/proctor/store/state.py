@@ -25,7 +25,6 @@ Tables (schema version ``state_schema`` in ``meta``):
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import orjson
 
 from proctor.errors import StoreError
+from proctor.store._connections import ThreadConnections
 
 __all__ = ["STATE_SCHEMA_VERSION", "PrincipalRecord", "RevocationRecord", "StateStore"]
 
@@ -130,10 +130,7 @@ class StateStore:
             StoreError: the database cannot be opened or has an unknown state schema.
         """
         self._path = str(path)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        self._connections = ThreadConnections(path, what="state store")
         self._next_purge = 0
         conn = self._conn()
         try:
@@ -157,22 +154,7 @@ class StateStore:
             raise StoreError(f"cannot open the governance state in {path}: {e}") from e
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise StoreError("the state store is closed")
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self._path}: {e}") from e
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        return conn
+        return self._connections.get()
 
     def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
@@ -464,12 +446,7 @@ class StateStore:
 
     def close(self) -> None:
         """Close every connection."""
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
+        self._connections.close()
 
     def __iter__(self) -> Iterator[PrincipalRecord]:
         return iter(self.principals())
