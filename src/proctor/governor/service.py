@@ -23,19 +23,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import os
 import threading
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from proctor.authorization.keys import PrincipalKey, load_public_key, valid_principal_name
+from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import (
     WarrantClaims,
     WarrantRequest,
@@ -46,22 +42,21 @@ from proctor.authorization.warrants import (
 )
 from proctor.datadir import DataDir
 from proctor.errors import (
-    BundleError,
     EventError,
     LineageError,
-    PrincipalError,
     ProctorError,
     StoreError,
     WarrantError,
 )
+from proctor.governor._events import digest, principal_event, rfc3339
+from proctor.governor.admin import ADMIN, REVOCATION_KINDS, GovernorAdmin
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.stream import Broadcaster
-from proctor.lineage.canonical import canonicalize
 from proctor.lineage.log import Log
 from proctor.policy import Decision, PolicyEngine, PolicyRequest, SignedBundle, deny_all
-from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+from proctor.store.state import PrincipalRecord, StateStore
 
 __all__ = [
     "ADMIN",
@@ -73,20 +68,8 @@ __all__ = [
     "rfc3339",
 ]
 
-ADMIN = "admin"
 DEFAULT_LEASE_TTL_MS = 5000
 DEFAULT_WARRANT_TTL_S = 900
-REVOCATION_KINDS = ("warrant", "execution", "principal", "policy")
-
-
-def rfc3339(now: float) -> str:
-    """Unix time as an RFC 3339 UTC timestamp with millisecond precision."""
-    dt = datetime.fromtimestamp(now, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
@@ -123,7 +106,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
                         "algorithm": "ed25519",
                         "public_key": warrant_root.public_key_b64,
                     },
-                    _principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init"),
+                    principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init"),
                 ]
             )
             stamp = rfc3339(now)
@@ -142,23 +125,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
         }
 
 
-def _principal_event(
-    name: str, change: str, attrs: Mapping[str, str], zone: str, now: float, *, node: str, by: str
-) -> dict[str, Any]:
-    attrs_digest = _digest(canonicalize({"attrs": dict(attrs), "zone": zone}))
-    return {
-        "v": 1,
-        "type": "principal.changed",
-        "time": rfc3339(now),
-        "node": node,
-        "principal": name,
-        "change": change,
-        "attributes_digest": attrs_digest,
-        "by": by,
-    }
-
-
-class Governor:
+class Governor(GovernorAdmin):
     """The governor of one data directory (embedded SQLite store).
 
     Thread-safe: authorizations run concurrently (their log appends are group
@@ -501,7 +468,7 @@ class Governor:
             "decision_index": index,
             "expires": claims.expires,
             "lease_ttl_ms": lease_ttl_ms,
-            "token_digest": _digest(token.encode()),
+            "token_digest": digest(token.encode()),
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
 
@@ -514,174 +481,3 @@ class Governor:
         ]
         messages += [{"type": "policy", "seq": i, "bundle": d} for i, d in self.state.activations(since)]
         return sorted(messages, key=lambda m: int(m["seq"]))
-
-    # -- admin: principals -----------------------------------------------------
-
-    def is_admin(self, principal: str) -> bool:
-        """Whether ``principal`` is an active admin (attribute ``role=admin``)."""
-        record = self.state.principal(principal)
-        return record is not None and record.status == "active" and record.attrs.get("role") == ADMIN
-
-    def public_key_for(self, name: str) -> bytes | None:
-        """The public key of principal ``name`` (for request authentication)."""
-        record = self.state.principal(name)
-        return None if record is None else load_public_key(record.public_key)
-
-    def add_principal(
-        self, name: str, public_key_b64: str, *, attrs: Mapping[str, str], zone: str, by: str
-    ) -> PrincipalRecord:
-        """Register a principal.
-
-        Raises:
-            PrincipalError: invalid name or attributes, or the name is taken.
-        """
-        if not valid_principal_name(name):
-            raise PrincipalError(f"expected a principal name of [A-Za-z0-9._-], found {name!r}")
-        load_public_key(public_key_b64)
-        clean = {str(k): str(v) for k, v in attrs.items()}
-        if "zone" in clean:
-            raise PrincipalError("the zone is set with --zone, not as an attribute")
-        with self._lock:
-            if self.state.principal(name) is not None:
-                raise PrincipalError(f"principal {name!r} already exists")
-            now = self.now()
-            self.log.append(_principal_event(name, "added", clean, zone, now, node=self.node, by=by))
-            stamp = rfc3339(now)
-            record = PrincipalRecord(name, public_key_b64, clean, zone, "active", stamp, stamp)
-            self.state.put_principal(record)
-            return record
-
-    def set_principal_status(self, name: str, status: str, *, by: str) -> PrincipalRecord:
-        """Suspend (``"suspended"``) or resume (``"active"``) a principal.
-
-        Raises:
-            PrincipalError: unknown principal, or it would suspend the last admin.
-        """
-        if status not in ("active", "suspended"):
-            raise PrincipalError(f"expected status active or suspended, found {status!r}")
-        with self._lock:
-            record = self.state.principal(name)
-            if record is None:
-                raise PrincipalError(f"unknown principal {name!r}")
-            if status == "suspended" and record.attrs.get("role") == ADMIN:
-                admins = [
-                    p
-                    for p in self.state.principals()
-                    if p.attrs.get("role") == ADMIN and p.status == "active"
-                ]
-                if len(admins) <= 1:
-                    raise PrincipalError(
-                        "refusing to suspend the last active admin (governance would be locked)"
-                    )
-            change = "suspended" if status == "suspended" else "resumed"
-            now = self.now()
-            self.log.append(
-                _principal_event(name, change, record.attrs, record.zone, now, node=self.node, by=by)
-            )
-            updated = PrincipalRecord(
-                record.name,
-                record.public_key,
-                record.attrs,
-                record.zone,
-                status,
-                record.created,
-                rfc3339(now),
-            )
-            self.state.put_principal(updated)
-            return updated
-
-    # -- admin: policy ---------------------------------------------------------
-
-    def push_policy(self, signed_doc: Mapping[str, Any], *, by: str) -> dict[str, Any]:
-        """Validate, verify and activate a signed policy bundle.
-
-        The bundle must be signed by ``by``, an active admin, with the key the
-        governor knows for it. On any failure the previous bundle stays active.
-
-        Raises:
-            PolicyError: malformed, badly signed, revoked, or invalid policies
-                (``PolicyValidationError`` carries Cedar's diagnostics).
-            PrincipalError: ``by`` is not an active admin.
-        """
-        if not self.is_admin(by):
-            raise PrincipalError(f"{by!r} is not an active admin; only admins change policy")
-        signed = SignedBundle.from_json(signed_doc)
-        if signed.signer != by:
-            raise BundleError(f"bundle signed by {signed.signer!r}, but pushed by {by!r}")
-        key = self.public_key_for(by)
-        if key is None:
-            raise PrincipalError(f"no key for {by!r}")
-        signed.verify(Ed25519PublicKey.from_public_bytes(key))
-        digest = signed.bundle.digest
-        if self.state.is_revoked("policy", digest):
-            raise BundleError(f"bundle {digest} was revoked; push a new version")
-        engine = PolicyEngine.compile(signed.bundle)
-        with self._lock:
-            previous = self._engine.bundle_digest if self._engine is not None else ""
-            now = self.now()
-            index = self.log.append(
-                {
-                    "v": 1,
-                    "type": "policy.activated",
-                    "time": rfc3339(now),
-                    "node": self.node,
-                    "bundle": digest,
-                    "version": signed.bundle.version,
-                    "signer": signed.signer,
-                    "previous": previous,
-                }
-            )
-            doc = orjson.dumps(signed.to_json()).decode()
-            self.state.put_bundle(digest, signed.bundle.version, doc, rfc3339(now), index)
-            self._engine = engine
-            self._bundle_error = None
-        # Running executions re-evaluate against the new bundle at once, not at their
-        # next scheduled renewal.
-        self.broadcaster.publish({"type": "policy", "seq": index, "bundle": digest})
-        return {"bundle": digest, "version": signed.bundle.version, "log_index": index, "previous": previous}
-
-    def active_policy(self) -> dict[str, Any] | None:
-        """The active signed bundle as JSON, or ``None``."""
-        active = self.state.active_bundle()
-        return None if active is None else dict(orjson.loads(active[1]))
-
-    # -- admin: revocation -----------------------------------------------------
-
-    def revoke(self, kind: str, target: str, *, reason: str, by: str) -> dict[str, Any]:
-        """Revoke a warrant, an execution, a principal (all its warrants) or a policy bundle.
-
-        Raises:
-            PrincipalError: ``kind`` is unknown or the target does not exist.
-        """
-        if kind not in REVOCATION_KINDS:
-            raise PrincipalError(f"expected a revocation kind in {list(REVOCATION_KINDS)}, found {kind!r}")
-        if not target:
-            raise PrincipalError("expected a revocation target")
-        with self._lock:
-            if kind == "principal" and self.state.principal(target) is None:
-                raise PrincipalError(f"unknown principal {target!r}")
-            now = self.now()
-            index = self.log.append(
-                {
-                    "v": 1,
-                    "type": "revocation",
-                    "time": rfc3339(now),
-                    "node": self.node,
-                    "target": {"kind": kind, "id": target},
-                    "reason": reason,
-                    "by": by,
-                }
-            )
-            self.state.put_revocation(RevocationRecord(kind, target, reason, by, rfc3339(now), index))
-            if kind == "policy" and self._engine is not None and self._engine.bundle_digest == target:
-                self._engine = None
-                self._bundle_error = f"the active bundle {target} was revoked"
-            if kind == "execution" and self.state.execution(target) is not None:
-                self.state.update_execution(target, status="terminating", reason="revoked")
-        # Pushed to every enforcer: a revoked execution dies in milliseconds.
-        self.broadcaster.publish({"type": "revocation", "seq": index, "kind": kind, "target": target})
-        if kind == "principal":
-            record = self.state.principal(target)
-            if record is not None and record.status == "active" and record.attrs.get("role") != ADMIN:
-                self.set_principal_status(target, "suspended", by=by)
-        return {"kind": kind, "target": target, "log_index": index}

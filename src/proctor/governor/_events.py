@@ -1,0 +1,38 @@
+"""Small builders shared by the governor's modules: timestamps, digests, principal events."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from proctor.lineage.canonical import canonicalize
+
+__all__ = ["rfc3339", "digest", "principal_event"]
+
+
+def rfc3339(now: float) -> str:
+    """Unix time as an RFC 3339 UTC timestamp with millisecond precision."""
+    dt = datetime.fromtimestamp(now, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def principal_event(
+    name: str, change: str, attrs: Mapping[str, str], zone: str, now: float, *, node: str, by: str
+) -> dict[str, Any]:
+    attrs_digest = digest(canonicalize({"attrs": dict(attrs), "zone": zone}))
+    return {
+        "v": 1,
+        "type": "principal.changed",
+        "time": rfc3339(now),
+        "node": node,
+        "principal": name,
+        "change": change,
+        "attributes_digest": attrs_digest,
+        "by": by,
+    }
