@@ -201,14 +201,16 @@ class GovernorAdmin:
                     "by": by,
                 }
             )
+            # Pushed to every enforcer as soon as it is recorded, before the state
+            # tables catch up: a revoked execution dies in milliseconds, and killing
+            # early is never the unsafe direction.
+            self.broadcaster.publish({"type": "revocation", "seq": index, "kind": kind, "target": target})
             self.state.put_revocation(RevocationRecord(kind, target, reason, by, rfc3339(now), index))
             if kind == "policy" and self._engine is not None and self._engine.bundle_digest == target:
                 self._engine = None
                 self._bundle_error = f"the active bundle {target} was revoked"
             if kind == "execution" and self.state.execution(target) is not None:
                 self.state.update_execution(target, status="terminating", reason="revoked")
-        # Pushed to every enforcer: a revoked execution dies in milliseconds.
-        self.broadcaster.publish({"type": "revocation", "seq": index, "kind": kind, "target": target})
         if kind == "principal":
             record = self.state.principal(target)
             if record is not None and record.status == "active" and record.attrs.get("role") != ADMIN:
