@@ -14,12 +14,10 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from proctor.enforcement import containment as containment_module
 from proctor.enforcement.containment import Capabilities, Contained, Containment, Limits, probe
 from proctor.enforcement.measure import measure, prepare
 from proctor.errors import EnforcementError
+from unpriv_support import rerun_unprivileged
 
 PROCS = Path(__file__).parent / "procs"
 TREE = PROCS / "victim_tree.py"
@@ -443,72 +442,13 @@ def test_exit_status_passes_through(marker: str, closing: list[Contained]) -> No
 # -- the same, unprivileged ----------------------------------------------------------------
 
 
-CHECK = "import sys, pytest, proctor; print('%d.%d' % sys.version_info[:2])"
-UNPRIVILEGED = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-
-
-def unprivileged_python(env: dict[str, str]) -> str | None:
-    """An interpreter of this Python version that the unprivileged user may execute.
-
-    The venv's interpreter may live where that user cannot go (a pyenv under /root);
-    the system interpreter of the same version then runs the venv's packages.
-    """
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for exe in (sys.executable, f"/usr/bin/python{version}"):
-        check = subprocess.run(
-            # exec'd by a shell running as that user: setpriv's own exec is more lenient
-            [*UNPRIVILEGED, "/bin/sh", "-c", 'exec "$0" -c "$1"', exe, CHECK],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
-        if check.returncode == 0 and check.stdout.decode().strip() == version:
-            return exe
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not ROOT, reason="already unprivileged (this is the re-run)")
 def test_unprivileged_rerun_passes() -> None:
-    if not os.path.exists(UNPRIVILEGED[0]):
-        pytest.skip("setpriv (util-linux) is not installed")
-    home = tempfile.mkdtemp(prefix="proctor-unpriv-")
-    try:
-        os.chmod(home, 0o777)
-        src = str(Path(__file__).parents[2] / "src")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": home,
-            "TMPDIR": home,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": os.pathsep.join([src, *(p for p in sys.path if p.endswith("site-packages"))]),
-        }
-        python = unprivileged_python(env)
-        if python is None:
-            pytest.skip("no Python interpreter of this version is executable by an unprivileged user")
-        result = subprocess.run(
-            [
-                *UNPRIVILEGED,
-                python,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"--basetemp={home}/bt",
-                "-k",
-                "not unprivileged_rerun",
-                __file__,
-            ],
-            check=False,
-            cwd=Path(__file__).parents[2],
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    out = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
-    assert result.returncode == 0, out[-4000:]
+    outcome = rerun_unprivileged(__file__, deselect="unprivileged_rerun", timeout=120)
+    if isinstance(outcome, str):
+        pytest.skip(outcome)
+    code, out = outcome
+    assert code == 0, out[-4000:]
     assert " passed" in out
     assert "failed" not in out

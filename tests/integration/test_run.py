@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gov_server import GovernorServer, cli
+from unpriv_support import rerun_unprivileged
 
 POLICIES = Path(__file__).parent / "policies"
 TREE = Path(__file__).parent / "procs" / "tree.py"
@@ -263,3 +264,15 @@ def test_governor_killed_means_lease_expiry_kills_the_execution(tmp_path: Path) 
             cleanup(marker)
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="already unprivileged (this is the re-run)")
+def test_unprivileged_rerun_passes() -> None:
+    """The same end-to-end suite, as an unprivileged user (no cgroups: namespaces only)."""
+    outcome = rerun_unprivileged(__file__, deselect="unprivileged_rerun", timeout=240)
+    if isinstance(outcome, str):
+        pytest.skip(outcome)
+    code, out = outcome
+    assert code == 0, out[-4000:]
+    assert " passed" in out
+    assert "failed" not in out
