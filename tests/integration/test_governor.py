@@ -501,3 +501,15 @@ def test_rate_counter_reaches_policy(governor: Governor, gov_data: Path, tmp_pat
     results = [governor.authorize("alice", exec_request("echo", "x", resource="/bin/echo")) for _ in range(5)]
     assert [r.allowed for r in results] == [True, True, True, False, False]
     assert "rate-limit" in results[3].decision.policies
+
+
+def test_principal_revoked_resumed_and_revoked_again(governor: Governor) -> None:
+    first = governor.authorize("alice", exec_request("echo", "1", resource="/bin/echo"))
+    governor.revoke("principal", "alice", reason="one", by="admin")
+    governor.set_principal_status("alice", "active", by="admin")
+    between = governor.authorize("alice", exec_request("echo", "2", resource="/bin/echo"))
+    assert between.allowed
+    assert governor.warrant_revoked(first.warrant_id or "")
+    assert not governor.warrant_revoked(between.warrant_id or "")
+    governor.revoke("principal", "alice", reason="two", by="admin")
+    assert governor.warrant_revoked(between.warrant_id or "")  # the second revocation counts too

@@ -187,7 +187,7 @@ class Executions:
             gov.state.update_execution(execution_id, status="terminating", reason=reason)
             return {"ok": False, "terminate": reason, "detail": detail}
         expires = now_ms + int(record["ttl_ms"])
-        gov.state.update_execution(execution_id, lease_expires_ms=expires)
+        gov.state.renew_lease(execution_id, expires)
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
 
     def _recheck(self, record: dict[str, Any], body: Any, now: float) -> tuple[str | None, str]:

@@ -381,10 +381,8 @@ class Governor(GovernorAdmin):
         return False
 
     def _principal_revoked_after(self, principal: str, index: int) -> bool:
-        for rev in self.state.revocations():
-            if rev.kind == "principal" and rev.target == principal and rev.log_index > index:
-                return True
-        return False
+        revoked = self.state.revoked_index("principal", principal)
+        return revoked is not None and revoked > index
 
     def _decision_event(
         self,

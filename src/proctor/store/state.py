@@ -243,9 +243,10 @@ class StateStore:
     # -- revocations -----------------------------------------------------------
 
     def put_revocation(self, record: RevocationRecord) -> None:
-        """Record a revocation (the first one of a target stays)."""
+        """Record a revocation; a later revocation of the same target replaces it (a
+        principal revoked, resumed and revoked again must have its latest index)."""
         self._exec(
-            "INSERT OR IGNORE INTO revocations VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO revocations VALUES (?, ?, ?, ?, ?, ?)",
             (record.kind, record.target, record.reason, record.by, record.time, record.log_index),
         )
 
@@ -253,6 +254,13 @@ class StateStore:
         """Whether (kind, target) is revoked."""
         row = self._exec("SELECT 1 FROM revocations WHERE kind = ? AND target = ?", (kind, target)).fetchone()
         return row is not None
+
+    def revoked_index(self, kind: str, target: str) -> int | None:
+        """The log index of the latest revocation of (kind, target), or ``None``."""
+        row = self._exec(
+            "SELECT log_index FROM revocations WHERE kind = ? AND target = ?", (kind, target)
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def revocations(self, since: int = -1) -> list[RevocationRecord]:
         """Revocations recorded after log index ``since``, in log order."""
@@ -377,6 +385,25 @@ class StateStore:
             fields["indices"] = orjson.dumps(fields["indices"]).decode()
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self._exec(f"UPDATE executions SET {assignments} WHERE id = ?", (*fields.values(), execution_id))  # noqa: S608 - column names are from the allow-list above
+
+    def renew_lease(self, execution_id: str, expires_ms: int) -> None:
+        """Move a running execution's lease deadline.
+
+        Without an fsync of its own: the lease is ephemeral state (the enforcer keeps
+        its own deadline and kills at it), renewed every TTL/3; in WAL mode a process
+        crash loses no committed row.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute(
+                    "UPDATE executions SET lease_expires_ms = ? WHERE id = ?", (expires_ms, execution_id)
+                )
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot renew the lease of {execution_id}: {e}") from e
 
     def count_running(self, principal: str) -> int:
         """How many executions of ``principal`` are running."""

@@ -45,10 +45,12 @@ def test_revocations_and_warrant_chains(state: StateStore) -> None:
     assert state.count_warrants("alice", 11) == 1
     assert not state.is_revoked("warrant", "wr_a")
     state.put_revocation(RevocationRecord("warrant", "wr_a", "why", "admin", "t", 7))
-    state.put_revocation(RevocationRecord("warrant", "wr_a", "again", "admin", "t", 8))  # first one stays
+    assert state.revoked_index("warrant", "wr_a") == 7
+    state.put_revocation(RevocationRecord("warrant", "wr_a", "again", "admin", "t", 8))  # the latest counts
     assert state.is_revoked("warrant", "wr_a")
-    assert [r.reason for r in state.revocations()] == ["why"]
-    assert state.revocations(since=7) == []
+    assert state.revoked_index("warrant", "wr_a") == 8
+    assert [r.reason for r in state.revocations()] == ["again"]
+    assert state.revocations(since=8) == []
 
 
 def test_bundles_and_the_active_one(state: StateStore) -> None:
