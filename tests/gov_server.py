@@ -62,18 +62,42 @@ class GovernorServer:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proctor", "serve", "--data", str(self.data), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        """Start ``proctor serve`` and wait until *this* server answers.
+
+        A free port can be taken by another process between choosing it and binding it
+        (another test suite on the same machine): then our server exits and someone
+        else's answers. The log key tells them apart; on a mismatch, another port.
+        """
+        own_key = (self.data / "keys" / "log.pub").read_text().strip()
+        for _attempt in range(3):
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "proctor",
+                    "serve",
+                    "--data",
+                    str(self.data),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=self._log,
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        if httpx.get(f"{self.url}/v1/log/key", timeout=1).text.strip() == own_key:
+                            return
+                        break  # someone else's governor holds this port
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
         raise AssertionError("proctor serve did not start")
 
     def kill(self) -> None:
