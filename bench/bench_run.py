@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from gov_server import GovernorServer  # noqa: E402
+from proc_support import alive, marked  # noqa: E402
 from proctor.authorization.keys import PrincipalKey  # noqa: E402
 from proctor.enforcement.containment import Containment  # noqa: E402
 from proctor.enforcement.measure import measure, prepare  # noqa: E402
@@ -93,25 +94,7 @@ def _started(proc: subprocess.Popen[str]) -> str:
 
 def _pid_of(marker: str) -> list[int]:
     """The governed processes carrying ``marker`` (not the supervisor, whose argv has it too)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read()
-                if marker.encode() in cmdline and b"proctor" not in cmdline:
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return not f.read().split(") ", 1)[1].startswith("Z")
-    except OSError:
-        return False
+    return marked(marker, exclude=b"proctor")
 
 
 def revoke_to_dead(server: GovernorServer, n: int) -> None:
@@ -150,7 +133,7 @@ def revoke_to_dead(server: GovernorServer, n: int) -> None:
         pids = _pid_of(marker)
         t = time.perf_counter()
         admin.json("POST", "/v1/revocations", {"kind": "execution", "target": ex, "reason": "bench"})
-        while any(_alive(p) for p in pids):
+        while any(alive(p) for p in pids):
             time.sleep(0.0002)
         dead_ms.append((time.perf_counter() - t) * 1000)
         proc.wait(timeout=30)
@@ -195,7 +178,7 @@ def lease_expiry(root: Path, n: int) -> None:
         os.kill(server.proc.pid, signal.SIGSTOP)
         frozen = time.time()
         (expires_ms,) = db.execute("SELECT max(lease_expires_ms) FROM executions").fetchone()
-        while any(_alive(p) for p in pids):
+        while any(alive(p) for p in pids):
             time.sleep(0.0005)
         dead = time.time()
         late.append((dead - expires_ms / 1000) * 1000)

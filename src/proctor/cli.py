@@ -15,12 +15,13 @@ from __future__ import annotations
 import base64
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import orjson
 import typer
 
 from proctor import __version__, cli_admin, cli_run
+from proctor.cli_output import emit, fail
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.demo import run_demo
 from proctor.errors import (
@@ -59,16 +60,6 @@ DataOpt = Annotated[
 ]
 
 
-def _emit(doc: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-    sys.stdout.flush()
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"proctor: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _exit_code(e: ProctorError) -> int:
     if isinstance(e, LogIntegrityError | VerificationError):
         return EXIT_VERIFY_FAILED
@@ -79,7 +70,7 @@ def _open(data: Path) -> Log:
     try:
         return Log.open(data)
     except ProctorError as e:
-        _fail(_exit_code(e), f"error: {e}")
+        fail(_exit_code(e), f"error: {e}")
 
 
 def _version(value: bool) -> None:
@@ -108,9 +99,9 @@ def _init(
 ) -> None:
     """Create a data directory: log key, admin key, warrant key, database, signed empty log."""
     try:
-        _emit(initialize(data, origin=origin))
+        emit(initialize(data, origin=origin))
     except ProctorError as e:
-        _fail(_exit_code(e), f"error: {e}")
+        fail(_exit_code(e), f"error: {e}")
 
 
 @log_app.command("key")
@@ -127,7 +118,7 @@ def _log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
         try:
             sys.stdout.write(log.checkpoint())
         except ProctorError as e:
-            _fail(_exit_code(e), f"error: {e}")
+            fail(_exit_code(e), f"error: {e}")
 
 
 @log_app.command("entry")
@@ -141,8 +132,8 @@ def _log_entry(
             raw = log.leaf(index)
             leaf = log.leaf_hash(index)
         except ProctorError as e:
-            _fail(_exit_code(e), f"error: {e}")
-        _emit(
+            fail(_exit_code(e), f"error: {e}")
+        emit(
             {
                 "index": index,
                 "leaf_hash": base64.b64encode(leaf).decode(),
@@ -162,9 +153,9 @@ def _log_proof(
     """Print an RFC 9162 inclusion proof as JSON."""
     with _open(data) as log:
         try:
-            _emit(log.inclusion_proof(index, size))
+            emit(log.inclusion_proof(index, size))
         except ProctorError as e:
-            _fail(_exit_code(e), f"error: {e}")
+            fail(_exit_code(e), f"error: {e}")
 
 
 @log_app.command("consistency")
@@ -178,9 +169,9 @@ def _log_consistency(
     """Print an RFC 9162 consistency proof as JSON."""
     with _open(data) as log:
         try:
-            _emit(log.consistency_proof(old, new))
+            emit(log.consistency_proof(old, new))
         except ProctorError as e:
-            _fail(_exit_code(e), f"error: {e}")
+            fail(_exit_code(e), f"error: {e}")
 
 
 @log_app.command("verify")
@@ -190,11 +181,11 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
         try:
             report = log.check_all()
         except ProctorError as e:
-            _fail(EXIT_VERIFY_FAILED, f"log verification failed: {e}")
-        _emit(report.to_json())
+            fail(EXIT_VERIFY_FAILED, f"log verification failed: {e}")
+        emit(report.to_json())
         if not report.ok:
             where = "" if report.index is None else f" at index {report.index}"
-            _fail(EXIT_VERIFY_FAILED, f"log broken{where}: {report.error}")
+            fail(EXIT_VERIFY_FAILED, f"log broken{where}: {report.error}")
 
 
 @log_app.command("append")
@@ -208,7 +199,7 @@ def _log_append(
     try:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as e:
-        _fail(EXIT_BAD_INPUT, f"error: cannot read {source}: {e}")
+        fail(EXIT_BAD_INPUT, f"error: cannot read {source}: {e}")
     events = []
     for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
@@ -216,15 +207,15 @@ def _log_append(
         try:
             events.append(Event.from_bytes(line))
         except EventError as e:
-            _fail(EXIT_BAD_INPUT, f"error: line {n}: {e}")
+            fail(EXIT_BAD_INPUT, f"error: line {n}: {e}")
     if not events:
-        _fail(EXIT_BAD_INPUT, "error: expected at least one JSON event, found none")
+        fail(EXIT_BAD_INPUT, "error: expected at least one JSON event, found none")
     with _open(data) as log:
         try:
             indices = log.append_many(events)
         except (EventError, LineageError, ConfigError) as e:
-            _fail(_exit_code(e), f"error: {e}")
-        _emit({"indices": indices, "tree_size": log.size})
+            fail(_exit_code(e), f"error: {e}")
+        emit({"indices": indices, "tree_size": log.size})
 
 
 @app.command("demo")
@@ -241,9 +232,9 @@ def _demo(
     try:
         code = run_demo(data, open_browser=not no_browser)
     except ProofRequestError as e:
-        _fail(EXIT_VERIFY_FAILED, f"demo failed: {e}")
+        fail(EXIT_VERIFY_FAILED, f"demo failed: {e}")
     except ProctorError as e:
-        _fail(_exit_code(e), f"demo failed: {e}")
+        fail(_exit_code(e), f"demo failed: {e}")
     raise typer.Exit(code)
 
 

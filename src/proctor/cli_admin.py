@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import orjson
 import typer
 
 from proctor.authorization.keys import PrincipalKey, valid_principal_name
 from proctor.authorization.warrants import attenuate_warrant, inspect_warrant
+from proctor.cli_output import emit, fail
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.errors import LogLockedError, PolicyValidationError, ProctorError
 from proctor.governor.client import GovernorClient, GovernorError
@@ -51,21 +50,14 @@ policy_app = typer.Typer(help="Check, push, show and replay policy bundles.", no
 warrant_app = typer.Typer(help="Attenuate and inspect warrants.", no_args_is_help=True)
 
 
-def _emit(doc: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-    sys.stdout.flush()
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    if code == EXIT_UNAVAILABLE and "lock" in message:
-        message += "; a governor is running on this data directory: use --server URL"
-    typer.echo(f"proctor: {message}", err=True)
-    raise typer.Exit(code)
+def _error(e: ProctorError) -> NoReturn:
+    """Exit for a failed admin operation, with the code its kind calls for."""
+    if isinstance(e, LogLockedError):
+        fail(EXIT_UNAVAILABLE, f"error: {e}; a governor is running on this data directory: use --server URL")
+    fail(_code(e), f"error: {e}")
 
 
 def _code(e: ProctorError) -> int:
-    if isinstance(e, LogLockedError):
-        return EXIT_UNAVAILABLE
     if isinstance(e, GovernorError):
         return EXIT_BAD_INPUT if e.status in (400, 403, 404, 409, 422) else EXIT_UNAVAILABLE
     return EXIT_BAD_INPUT
@@ -85,7 +77,7 @@ def _admin(data: Path, server: str | None, key: Path | None) -> Iterator[_Admin]
     try:
         admin_key = PrincipalKey.load(key or data / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
-        _fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
+        fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
     if server:
         with GovernorClient(server, admin_key) as client:
             yield _Admin(client, None, admin_key.name)
@@ -93,11 +85,9 @@ def _admin(data: Path, server: str | None, key: Path | None) -> Iterator[_Admin]
     try:
         governor = Governor(data)
     except ProctorError as e:
-        _fail(_code(e), f"error: {e}")
+        _error(e)
     try:
         yield _Admin(None, governor, admin_key.name)
-    except LogLockedError:
-        _fail(EXIT_UNAVAILABLE, "error: a governor is running on this data directory; use --server URL")
     finally:
         governor.close()
 
@@ -107,7 +97,7 @@ def _attrs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            _fail(EXIT_BAD_INPUT, f"error: expected --attr key=value, found {pair!r}")
+            fail(EXIT_BAD_INPUT, f"error: expected --attr key=value, found {pair!r}")
         out[name] = value
     return out
 
@@ -129,12 +119,12 @@ def _serve(
     try:
         governor = Governor(data, node=node)
     except ProctorError as e:
-        _fail(_code(e), f"error: {e}")
+        _error(e)
     try:
         try:
             governor.log.start_writing()
         except ProctorError as e:
-            _fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
+            fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
         app = create_app(governor)
         typer.echo(f"proctor: governor {node} on http://{host}:{port} (data {data})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
@@ -160,9 +150,9 @@ def _principal_add(
     """Register a principal and write its private key."""
     attrs = _attrs(attr or [])
     if out.exists():
-        _fail(EXIT_BAD_INPUT, f"error: {out} exists; refusing to overwrite a key")
-    if not _valid(name):
-        _fail(EXIT_BAD_INPUT, f"error: expected a principal name of [A-Za-z0-9._-], found {name!r}")
+        fail(EXIT_BAD_INPUT, f"error: {out} exists; refusing to overwrite a key")
+    if not valid_principal_name(name):
+        fail(EXIT_BAD_INPUT, f"error: expected a principal name of [A-Za-z0-9._-], found {name!r}")
     new_key = PrincipalKey.generate(name)
     with _admin(data, server, key) as admin:
         try:
@@ -174,13 +164,9 @@ def _principal_add(
                     name, new_key.public_key_b64, attrs=attrs, zone=zone, by=admin.name
                 ).to_json()
         except ProctorError as e:
-            _fail(_code(e), f"error: {e}")
+            _error(e)
     new_key.save(out)
-    _emit({"principal": record, "key_file": str(out)})
-
-
-def _valid(name: str) -> bool:
-    return valid_principal_name(name)
+    emit({"principal": record, "key_file": str(out)})
 
 
 def _set_status(name: str, status: str, data: Path, server: str | None, key: Path | None) -> None:
@@ -192,8 +178,8 @@ def _set_status(name: str, status: str, data: Path, server: str | None, key: Pat
             elif admin.governor is not None:
                 record = admin.governor.set_principal_status(name, status, by=admin.name).to_json()
         except ProctorError as e:
-            _fail(_code(e), f"error: {e}")
-    _emit(record)
+            _error(e)
+    emit(record)
 
 
 @principal_app.command("suspend")
@@ -222,8 +208,8 @@ def _principal_list(data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, 
             elif admin.governor is not None:
                 records = [p.to_json() for p in admin.governor.state.principals()]
         except ProctorError as e:
-            _fail(_code(e), f"error: {e}")
-    _emit(records)
+            _error(e)
+    emit(records)
 
 
 # -- policy --------------------------------------------------------------------------
@@ -236,7 +222,7 @@ def _bundle(source: Path, version: int) -> PolicyBundle:
         doc = json.loads(source.read_text())
         return PolicyBundle.from_json(doc["bundle"] if "bundle" in doc and "signature" in doc else doc)
     except (ProctorError, OSError, ValueError, KeyError) as e:
-        _fail(EXIT_BAD_INPUT, f"error: cannot read the bundle {source}: {e}")
+        fail(EXIT_BAD_INPUT, f"error: cannot read the bundle {source}: {e}")
 
 
 @policy_app.command("check")
@@ -250,12 +236,12 @@ def _policy_check(
     try:
         engine = PolicyEngine.compile(bundle)
     except PolicyValidationError as e:
-        _emit({"ok": False, "error": str(e), "diagnostics": list(e.diagnostics)})
+        emit({"ok": False, "error": str(e), "diagnostics": list(e.diagnostics)})
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except ProctorError as e:
-        _emit({"ok": False, "error": str(e), "diagnostics": []})
+        emit({"ok": False, "error": str(e), "diagnostics": []})
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    _emit({"ok": True, "bundle": engine.bundle_digest, "files": sorted(bundle.files)})
+    emit({"ok": True, "bundle": engine.bundle_digest, "files": sorted(bundle.files)})
 
 
 @policy_app.command("push")
@@ -271,7 +257,7 @@ def _policy_push(
     try:
         admin_key = PrincipalKey.load(key or data / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
-        _fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
+        fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
     signed = bundle.signed(Ed25519PrivateKey.from_private_bytes(admin_key.private_bytes()), admin_key.name)
@@ -282,15 +268,15 @@ def _policy_push(
             elif admin.governor is not None:
                 result = admin.governor.push_policy(signed.to_json(), by=admin.name)
         except PolicyValidationError as e:
-            _emit({"ok": False, "error": str(e), "diagnostics": list(e.diagnostics)})
+            emit({"ok": False, "error": str(e), "diagnostics": list(e.diagnostics)})
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except GovernorError as e:
             if isinstance(e.body, dict) and "diagnostics" in e.body:
-                _emit({"ok": False, "error": str(e), "diagnostics": e.body["diagnostics"]})
-            _fail(_code(e), f"error: {e}")
+                emit({"ok": False, "error": str(e), "diagnostics": e.body["diagnostics"]})
+            _error(e)
         except ProctorError as e:
-            _fail(_code(e), f"error: {e}")
-    _emit(result)
+            _error(e)
+    emit(result)
 
 
 @policy_app.command("show")
@@ -303,10 +289,10 @@ def _policy_show(data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, key
             elif admin.governor is not None:
                 active = admin.governor.active_policy()
         except ProctorError as e:
-            _fail(_code(e), f"error: {e}")
+            _error(e)
     if active is None:
-        _fail(EXIT_BAD_INPUT, "error: no policy bundle is active; everything is denied")
-    _emit(active)
+        fail(EXIT_BAD_INPUT, "error: no policy bundle is active; everything is denied")
+    emit(active)
 
 
 @policy_app.command("replay")
@@ -324,7 +310,7 @@ def _policy_replay(
     try:
         engine = PolicyEngine.compile(bundle)
     except ProctorError as e:
-        _fail(EXIT_BAD_INPUT, f"error: {e}")
+        fail(EXIT_BAD_INPUT, f"error: {e}")
     changed: list[dict[str, Any]] = []
     total = 0
     try:
@@ -349,8 +335,8 @@ def _policy_replay(
                         }
                     )
     except ProctorError as e:
-        _fail(EXIT_BAD_INPUT, f"error: {e}")
-    _emit({"bundle": engine.bundle_digest, "replayed": total, "changed": len(changed), "changes": changed})
+        fail(EXIT_BAD_INPUT, f"error: {e}")
+    emit({"bundle": engine.bundle_digest, "replayed": total, "changed": len(changed), "changes": changed})
 
 
 # -- authorize, revoke -------------------------------------------------------------
@@ -373,21 +359,21 @@ def _authorize(
         try:
             extra = json.loads(context)
         except ValueError as e:
-            _fail(EXIT_BAD_INPUT, f"error: --context: expected JSON: {e}")
+            fail(EXIT_BAD_INPUT, f"error: --context: expected JSON: {e}")
         if not isinstance(extra, dict):
-            _fail(EXIT_BAD_INPUT, "error: --context: expected a JSON object")
+            fail(EXIT_BAD_INPUT, "error: --context: expected a JSON object")
         doc.update(extra)
     try:
         AuthorizeRequest.from_json(doc)
         principal_key = PrincipalKey.load(key)
     except (ProctorError, OSError) as e:
-        _fail(EXIT_BAD_INPUT, f"error: {e}")
+        fail(EXIT_BAD_INPUT, f"error: {e}")
     try:
         with GovernorClient(server, principal_key) as client:
             result = client.authorize(doc)
     except GovernorError as e:
-        _fail(_code(e) if e.status != 401 else EXIT_DENIED, f"error: {e}")
-    _emit(result)
+        fail(_code(e) if e.status != 401 else EXIT_DENIED, f"error: {e}")
+    emit(result)
     if not result.get("allow"):
         decision = result.get("decision", {})
         typer.echo(
@@ -413,7 +399,7 @@ def _revoke(
     given = [(k, v) for k, v in (("warrant", warrant), ("execution", execution),
                                   ("principal", principal), ("policy", policy)) if v]  # fmt: skip
     if len(given) != 1:
-        _fail(EXIT_BAD_INPUT, "error: give exactly one of --warrant, --execution, --principal, --policy")
+        fail(EXIT_BAD_INPUT, "error: give exactly one of --warrant, --execution, --principal, --policy")
     kind, target = given[0]
     with _admin(data, server, key) as admin:
         try:
@@ -423,8 +409,8 @@ def _revoke(
             elif admin.governor is not None:
                 result = admin.governor.revoke(kind, str(target), reason=reason, by=admin.name)
         except ProctorError as e:
-            _fail(_code(e), f"error: {e}")
-    _emit(result)
+            _error(e)
+    emit(result)
 
 
 # -- warrants --------------------------------------------------------------------------
@@ -441,9 +427,9 @@ def _warrant_root(data: Path, server: str | None, warrant_key: str | None) -> by
             text = (data / "keys" / "warrant.pub").read_text()
         raw = base64.b64decode(text.strip(), validate=True)
     except (ProctorError, OSError, ValueError) as e:
-        _fail(EXIT_BAD_INPUT, f"error: cannot get the warrant public key: {e}")
+        fail(EXIT_BAD_INPUT, f"error: cannot get the warrant public key: {e}")
     if len(raw) != 32:
-        _fail(EXIT_BAD_INPUT, "error: the warrant public key is not 32 bytes")
+        fail(EXIT_BAD_INPUT, "error: the warrant public key is not 32 bytes")
     return raw
 
 
@@ -474,9 +460,9 @@ def _warrant_inspect(
     """Show a warrant's claims and attenuation blocks (signature checked)."""
     root = _warrant_root(data, server, warrant_key)
     try:
-        _emit(inspect_warrant(_token(token), root_public_key=root))
+        emit(inspect_warrant(_token(token), root_public_key=root))
     except ProctorError as e:
-        _fail(EXIT_VERIFY_FAILED, f"error: {e}")
+        fail(EXIT_VERIFY_FAILED, f"error: {e}")
 
 
 @warrant_app.command("attenuate")
@@ -506,7 +492,7 @@ def _warrant_attenuate(
             max_duration_s=max_duration,
         )
     except ProctorError as e:
-        _fail(EXIT_VERIFY_FAILED, f"error: {e}")
+        fail(EXIT_VERIFY_FAILED, f"error: {e}")
     typer.echo(narrowed)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from proc_support import marked
 from proctor.enforcement import _linux
 from proctor.enforcement import containment as containment_module
 from proctor.enforcement.containment import Capabilities, Contained, Containment, Limits, probe
@@ -54,25 +55,6 @@ def containment(config: str) -> Containment:
         return Containment(CAPS, backends=CONFIGS[config])
     except EnforcementError as e:
         pytest.skip(f"{config} is not available here ({'root' if ROOT else 'unprivileged'}): {e}")
-
-
-def marked(marker: str) -> list[int]:
-    """Live processes whose argv carries ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if marker.encode() not in f.read():
-                    continue
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if f.read().rsplit(b") ", 1)[1].startswith(b"Z"):
-                    continue
-        except (OSError, IndexError):
-            continue
-        found.append(int(entry))
-    return found
 
 
 def gone_within(pids: Callable[[], list[int]], seconds: float) -> list[int]:

@@ -16,30 +16,13 @@ from pathlib import Path
 import pytest
 
 from gov_server import GovernorServer, cli
+from proc_support import marked
 from unpriv_support import rerun_unprivileged
 
 POLICIES = Path(__file__).parent / "policies"
 TREE = Path(__file__).parent / "procs" / "tree.py"
 
 pytestmark = pytest.mark.slow
-
-
-def marked(marker: str) -> list[int]:
-    """Pids of live processes whose argv carries ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    with open(f"/proc/{entry}/stat") as s:
-                        if s.read().split(") ", 1)[1].startswith("Z"):
-                            continue  # a zombie is dead; only its parent has not reaped it
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def wait_gone(marker: str, timeout: float = 5.0) -> list[int]:

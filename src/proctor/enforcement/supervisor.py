@@ -26,6 +26,7 @@ Every failure of the supervisor's own machinery fails closed: it stops the tree.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -408,8 +409,6 @@ class Supervisor:
         return thread
 
     def _warrant_key(self) -> bytes:
-        import base64  # noqa: PLC0415
-
         return base64.b64decode(self._client.text("/v1/warrant-key").strip(), validate=True)
 
     def _finish(self, body: dict[str, Any]) -> None:

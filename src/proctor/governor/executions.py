@@ -23,6 +23,7 @@ import orjson
 
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
 from proctor.errors import PrincipalError, ProctorError, WarrantError
+from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
 from proctor.policy import PolicyRequest
 
@@ -125,7 +126,7 @@ class Executions:
         event = {
             "v": 1,
             "type": "execution.started",
-            "time": _rfc3339(now),
+            "time": rfc3339(now),
             "node": gov.node,
             "execution": execution_id,
             "warrant": claims.warrant_id,
@@ -231,7 +232,7 @@ class Executions:
             {
                 "v": 1,
                 "type": "execution.verified",
-                "time": _rfc3339(now),
+                "time": rfc3339(now),
                 "node": gov.node,
                 "execution": record["id"],
                 "checked": ["policy"],
@@ -254,7 +255,7 @@ class Executions:
         now = gov.now()
         event: dict[str, Any] = {
             "v": 1,
-            "time": _rfc3339(now),
+            "time": rfc3339(now),
             "node": gov.node,
             "execution": execution_id,
             "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
@@ -375,9 +376,3 @@ class Executions:
             policy_bundle=bundle_doc,
             policy_index=policy_index,
         )
-
-
-def _rfc3339(now: float) -> str:
-    from proctor.governor.service import rfc3339  # noqa: PLC0415 - avoids an import cycle
-
-    return rfc3339(now)

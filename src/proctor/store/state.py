@@ -25,7 +25,6 @@ Tables (schema version ``state_schema`` in ``meta``):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -412,15 +411,6 @@ class StateStore:
         ).fetchone()
         return int(row[0])
 
-    def running_executions(self, principal: str | None = None) -> list[dict[str, Any]]:
-        """Executions still running (optionally of one principal)."""
-        sql = "SELECT id FROM executions WHERE status = 'running'"
-        params: tuple[Any, ...] = ()
-        if principal is not None:
-            sql += " AND principal = ?"
-            params = (principal,)
-        return [r for (i,) in self._exec(sql, params).fetchall() if (r := self.execution(i)) is not None]
-
     def set_meta(self, key: str, value: str) -> None:
         """Store a small named value (e.g. the index of the warrant key declaration)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -474,9 +464,6 @@ class StateStore:
     def close(self) -> None:
         """Close every connection."""
         self._connections.close()
-
-    def __iter__(self) -> Iterator[PrincipalRecord]:
-        return iter(self.principals())
 
 
 def _principal(row: tuple[Any, ...]) -> PrincipalRecord:

@@ -1,0 +1,23 @@
+"""How every ``proctor`` command speaks: data as JSON on stdout, messages on stderr."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import orjson
+import typer
+
+__all__ = ["emit", "fail"]
+
+
+def emit(doc: Any) -> None:
+    """Write ``doc`` to stdout as indented JSON."""
+    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def fail(code: int, message: str) -> NoReturn:
+    """Print ``proctor: message`` on stderr and exit with ``code``."""
+    typer.echo(f"proctor: {message}", err=True)
+    raise typer.Exit(code)
