@@ -1240,6 +1240,11 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="py-spy the server (auto: if the target is missed)",
     )
+    ap.add_argument(
+        "--http-only",
+        help="section 3: only these server variants (comma-separated, e.g. 'cli'), no sustained, "
+        "httpx or py-spy runs",
+    )
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
@@ -1464,6 +1469,9 @@ def bench_http(
     variants.append((f"{base}+minimal", "what-if: bare ASGI, 1 thread hop, no FastAPI", top, "what-if"))
     variants.append((f"{base}+nomint", "ablation: no warrant minting (invalid tokens)", top, "ablation"))
     variants.append(("cli+seeded", f"proctor serve, {SEEDED_NONCES:,} live nonces stored", top, "state"))
+    only = set(args.http_only.split(",")) if args.http_only else None
+    if only is not None:
+        variants = [v for v in variants if v[0] in only]
     print()
     print(
         "proctor serve calls uvicorn.run() with loop and http left at 'auto': "
@@ -1505,6 +1513,8 @@ def bench_http(
         HTTP_HEADER,
         rows,
     )
+    if only is not None:
+        return
 
     # Sustained: one server, consecutive runs; the nonce and warrant tables grow.
     c = max(connections)

@@ -25,7 +25,7 @@ from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.errors import LogLockedError, PolicyValidationError, ProctorError
 from proctor.governor.client import GovernorClient, GovernorError
 from proctor.governor.model import AuthorizeRequest
-from proctor.governor.service import Governor
+from proctor.governor.service import DEFAULT_COMMIT_LINGER_S, Governor
 from proctor.lineage.events import Event
 from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
 
@@ -110,6 +110,13 @@ def _serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
     node: Annotated[str, typer.Option(help="This governor node's name (in every event).")] = "gov-1",
+    commit_linger_ms: Annotated[
+        float,
+        typer.Option(
+            help="While busy, how long the log writer gathers appends into one commit (ms); "
+            "a lone request never waits."
+        ),
+    ] = DEFAULT_COMMIT_LINGER_S * 1000,
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
     import uvicorn  # noqa: PLC0415 - only this command needs the server
@@ -117,7 +124,9 @@ def _serve(
     from proctor.governor.app import create_app  # noqa: PLC0415
 
     try:
-        governor = Governor(data, node=node)
+        if not 0 <= commit_linger_ms <= 100:
+            fail(EXIT_BAD_INPUT, f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}")
+        governor = Governor(data, node=node, commit_linger_s=commit_linger_ms / 1000)
     except ProctorError as e:
         _error(e)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +267,13 @@ def test_fail_closed_revoked_principal_kills_its_warrants(governor: Governor) ->
 
 
 def test_fail_closed_log_append_failure(governor: Governor, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: Any) -> Any:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise LogAppendError("disk full (simulated)")
 
     size = governor.log.size
     monkeypatch.setattr(governor.log, "append", broken)
     monkeypatch.setattr(governor.log, "append_chain", broken)
+    monkeypatch.setattr(governor.log, "submit", broken)
     for argv in (("pg_dump", "db1"), ("pg_dump", "db2")):  # an allow and a deny
         result = governor.authorize("alice", exec_request(*argv))
         assert not result.allowed
@@ -296,14 +298,23 @@ def test_fail_closed_warrant_minting_failure(governor: Governor, monkeypatch: py
     assert last_event(governor, "decision")["index"] == governor.log.size - 1
 
 
-def test_fail_closed_warrant_index_failure(governor: Governor, monkeypatch: pytest.MonkeyPatch) -> None:
-    def down(*args: Any, **kwargs: Any) -> None:
-        raise StoreError("database unreachable (simulated)")
-
-    monkeypatch.setattr(governor.state, "put_warrant", down)
+def test_fail_closed_warrant_index_failure(governor: Governor, gov_data: Path) -> None:
+    """The warrant's row commits in the same transaction as its events: if the row
+    cannot be written (here the table is gone), neither the decision nor the warrant
+    is acknowledged, the answer is deny, and the log is as it was."""
+    assert governor.authorize("alice", exec_request("pg_dump", "db1")).allowed  # counters loaded
+    size, note = governor.log.size, governor.log.checkpoint()
+    with sqlite3.connect(gov_data / "proctor.db") as conn:
+        conn.execute("ALTER TABLE warrants RENAME TO warrants_gone")
     result = governor.authorize("alice", exec_request("pg_dump", "db1"))
     assert not result.allowed
     assert result.warrant is None
+    assert "nothing is authorized unrecorded" in result.decision.reason
+    assert (governor.log.size, governor.log.checkpoint()) == (size, note)
+    with sqlite3.connect(gov_data / "proctor.db") as conn:
+        conn.execute("ALTER TABLE warrants_gone RENAME TO warrants")
+    assert governor.authorize("alice", exec_request("pg_dump", "db1")).allowed
+    assert governor.log.check_all().ok
 
 
 def test_fail_closed_store_unavailable(governor: Governor, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -513,3 +524,15 @@ def test_principal_revoked_resumed_and_revoked_again(governor: Governor) -> None
     assert not governor.warrant_revoked(between.warrant_id or "")
     governor.revoke("principal", "alice", reason="two", by="admin")
     assert governor.warrant_revoked(between.warrant_id or "")  # the second revocation counts too
+
+
+def test_principal_changes_apply_at_once_despite_the_principal_cache(governor: Governor) -> None:
+    assert governor.authorize("alice", exec_request("pg_dump", "db1")).allowed  # alice is cached now
+    governor.set_principal_status("alice", "suspended", by="admin")
+    denied = governor.authorize("alice", exec_request("pg_dump", "db1"))
+    assert not denied.allowed
+    assert "suspended" in denied.decision.reason
+    governor.set_principal_status("alice", "active", by="admin")
+    assert governor.authorize("alice", exec_request("pg_dump", "db1")).allowed
+    governor.revoke("principal", "alice", reason="compromised", by="admin")
+    assert not governor.authorize("alice", exec_request("pg_dump", "db1")).allowed

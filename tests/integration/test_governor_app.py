@@ -34,13 +34,20 @@ def test_unexpected_errors_are_a_plain_500_without_traceback(
     def boom(*args: Any) -> Any:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(governor, "authorize", boom)
-    response = post(client, PrincipalKey.load(gov_data / "alice.key"), "/v1/authorize",
-                    {"action": "exec", "resource": "/bin/echo"})  # fmt: skip
-    assert response.status_code == 500
-    assert response.json() == {"error": "internal", "message": "internal error"}
-    assert "secret" not in response.text
-    assert "Traceback" not in response.text
+    async def aboom(*args: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(governor, "authorize_async", aboom)
+    monkeypatch.setattr(governor.executions, "receipt", boom)
+    alice = PrincipalKey.load(gov_data / "alice.key")
+    for response in (
+        post(client, alice, "/v1/authorize", {"action": "exec", "resource": "/bin/echo"}),  # the fast path
+        client.get("/v1/executions/ex_1/receipt"),  # through FastAPI
+    ):
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal", "message": "internal error"}
+        assert "secret" not in response.text
+        assert "Traceback" not in response.text
 
 
 @pytest.mark.parametrize(

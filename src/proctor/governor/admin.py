@@ -29,6 +29,9 @@ ADMIN = "admin"
 REVOCATION_KINDS = ("warrant", "execution", "principal", "policy")
 
 
+_PRINCIPAL_CACHE = 100_000
+
+
 class GovernorAdmin:
     """Admin operations, mixed into :class:`~proctor.governor.service.Governor`."""
 
@@ -39,6 +42,8 @@ class GovernorAdmin:
     _lock: threading.Lock
     _engine: PolicyEngine | None
     _bundle_error: str | None
+    _principals: dict[str, tuple[PrincipalRecord, bytes]]
+    _principals_generation: int
 
     def now(self) -> float:
         """The governor's clock."""
@@ -46,14 +51,45 @@ class GovernorAdmin:
 
     # -- admin: principals -----------------------------------------------------
 
+    def principal(self, name: str) -> PrincipalRecord | None:
+        """The principal's record, from memory once read.
+
+        This process is the only writer of principals for its data directory (it holds
+        the log's append lock), and every write below drops the entry; a read that
+        raced with a write is not kept (the generation moved).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        hit = self._principals.get(name)
+        if hit is not None:
+            return hit[0]
+        generation = self._principals_generation
+        record = self.state.principal(name)
+        if record is None:
+            return None
+        key = load_public_key(record.public_key)
+        if generation == self._principals_generation and len(self._principals) < _PRINCIPAL_CACHE:
+            self._principals[name] = (record, key)
+        return record
+
+    def _forget_principal(self, name: str) -> None:
+        self._principals_generation += 1
+        self._principals.pop(name, None)
+
     def is_admin(self, principal: str) -> bool:
         """Whether ``principal`` is an active admin (attribute ``role=admin``)."""
-        record = self.state.principal(principal)
+        record = self.principal(principal)
         return record is not None and record.status == "active" and record.attrs.get("role") == ADMIN
 
     def public_key_for(self, name: str) -> bytes | None:
         """The public key of principal ``name`` (for request authentication)."""
-        record = self.state.principal(name)
+        if self.principal(name) is None:
+            return None
+        hit = self._principals.get(name)
+        if hit is not None:
+            return hit[1]
+        record = self.state.principal(name)  # not cached (raced with a write): read again
         return None if record is None else load_public_key(record.public_key)
 
     def add_principal(
@@ -77,7 +113,9 @@ class GovernorAdmin:
             self.log.append(principal_event(name, "added", clean, zone, now, node=self.node, by=by))
             stamp = rfc3339(now)
             record = PrincipalRecord(name, public_key_b64, clean, zone, "active", stamp, stamp)
+            self._forget_principal(name)
             self.state.put_principal(record)
+            self._forget_principal(name)
             return record
 
     def set_principal_status(self, name: str, status: str, *, by: str) -> PrincipalRecord:
@@ -116,7 +154,9 @@ class GovernorAdmin:
                 record.created,
                 rfc3339(now),
             )
+            self._forget_principal(name)
             self.state.put_principal(updated)
+            self._forget_principal(name)
             return updated
 
     # -- admin: policy ---------------------------------------------------------

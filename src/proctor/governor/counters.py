@@ -20,50 +20,86 @@ _HOUR = 3600
 _DAY = 86400
 
 
+class _Window:
+    """One principal's issues: per-second buckets of the last hour and today's count."""
+
+    __slots__ = ("buckets", "day", "hour_total", "today")
+
+    def __init__(self, day: int) -> None:
+        self.buckets: deque[list[int]] = deque()  # [second, count], oldest first
+        self.hour_total = 0
+        self.day = day
+        self.today = 0
+
+    def add(self, t: int, day: int) -> None:
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == t:
+            buckets[-1][1] += 1
+        elif buckets and buckets[-1][0] > t:  # an older time (clock step): keep order
+            for b in buckets:
+                if b[0] >= t:
+                    if b[0] == t:
+                        b[1] += 1
+                    else:
+                        buckets.insert(buckets.index(b), [t, 1])
+                    break
+        else:
+            buckets.append([t, 1])
+        self.hour_total += 1
+        if t >= day:
+            if self.day != day:
+                self.day, self.today = day, 0
+            self.today += 1
+
+    def counts(self, now: int, day: int) -> dict[str, int]:
+        buckets = self.buckets
+        while buckets and buckets[0][0] < now - _HOUR:
+            self.hour_total -= buckets.popleft()[1]
+        if self.day != day:
+            self.day, self.today = day, 0
+        minute = 0
+        for second, count in reversed(buckets):  # at most 61 buckets: newest first
+            if second < now - 60:
+                break
+            minute += count
+        return {"rate_1m": minute, "rate_1h": self.hour_total, "budget_used": self.today}
+
+
 class RateCounters:
-    """Per-principal issue times of the last hour, and today's count."""
+    """Per-principal issue counts of the last minute and hour, and today's count.
+
+    Cost per request is bounded by the buckets of one minute (at most 61), however
+    many warrants the principal got.
+    """
 
     def __init__(self, state: StateStore) -> None:
         self._state = state
         self._lock = threading.Lock()
-        self._recent: dict[str, deque[int]] = {}
-        self._today: dict[str, tuple[int, int]] = {}
+        self._windows: dict[str, _Window] = {}
 
-    def _load(self, principal: str, now: int) -> deque[int]:
+    def _load(self, principal: str, now: int) -> _Window:
         day = now - now % _DAY
-        times = self._state.warrant_times(principal, min(now - _HOUR, day))
-        recent = deque(t for t in times if t >= now - _HOUR)
-        self._recent[principal] = recent
-        self._today[principal] = (day, sum(1 for t in times if t >= day))
-        return recent
+        window = _Window(day)
+        for t in self._state.warrant_times(principal, min(now - _HOUR, day)):
+            if t >= now - _HOUR:
+                window.add(t, day)
+            elif t >= day:
+                window.today += 1
+        self._windows[principal] = window
+        return window
 
     def counts(self, principal: str, now: int) -> dict[str, int]:
         """``{"rate_1m", "rate_1h", "budget_used"}`` for ``principal`` at ``now``."""
         with self._lock:
-            recent = self._recent.get(principal)
-            if recent is None:
-                recent = self._load(principal, now)
-            while recent and recent[0] < now - _HOUR:
-                recent.popleft()
-            day = now - now % _DAY
-            start, count = self._today.get(principal, (day, 0))
-            if start != day:
-                count = 0
-                self._today[principal] = (day, 0)
-            minute = 0
-            for t in reversed(recent):  # newest first; stops at the minute's edge
-                if t < now - 60:
-                    break
-                minute += 1
-            return {"rate_1m": minute, "rate_1h": len(recent), "budget_used": count}
+            window = self._windows.get(principal)
+            if window is None:
+                window = self._load(principal, now)
+            return window.counts(now, now - now % _DAY)
 
     def issued(self, principal: str, now: int) -> None:
         """Count a warrant just issued to ``principal``."""
         with self._lock:
-            recent = self._recent.get(principal)
-            if recent is None:
+            window = self._windows.get(principal)
+            if window is None:
                 return  # loaded from the store (which has the new row) on first use
-            recent.append(now)
-            day = now - now % _DAY
-            start, count = self._today.get(principal, (day, 0))
-            self._today[principal] = (day, count + 1 if start == day else 1)
+            window.add(now, now - now % _DAY)

@@ -106,7 +106,7 @@ class Executions:
             raise PrincipalError(
                 f"warrant {claims.warrant_id} belongs to {claims.principal!r}, not {principal!r}"
             )
-        record = gov.state.principal(principal)
+        record = gov.principal(principal)
         if record is None or record.status != "active":
             raise PrincipalError(f"principal {principal!r} is not active")
         issued = gov.state.warrant(claims.warrant_id)
@@ -199,7 +199,7 @@ class Executions:
         if gov.warrant_revoked(record["warrant"]):
             return "revoked", "its warrant (or an ancestor, or its principal) was revoked"
         # 2. The principal is still active.
-        principal = gov.state.principal(record["principal"])
+        principal = gov.principal(record["principal"])
         if principal is None or principal.status != "active":
             return "revoked", f"principal {record['principal']!r} is not active"
         # 3. The warrant has not expired.

@@ -21,17 +21,20 @@ update the state tables, so the log can always explain the state.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
+from proctor.authorization.requests import verify_request
 from proctor.authorization.warrants import (
     WarrantClaims,
     WarrantRequest,
@@ -42,6 +45,7 @@ from proctor.authorization.warrants import (
 )
 from proctor.datadir import DataDir
 from proctor.errors import (
+    AuthenticationError,
     EventError,
     LineageError,
     ProctorError,
@@ -53,8 +57,9 @@ from proctor.governor.admin import ADMIN, REVOCATION_KINDS, GovernorAdmin
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
+from proctor.governor.nonces import NonceCache
 from proctor.governor.stream import Broadcaster
-from proctor.lineage.log import Log
+from proctor.lineage.log import Append, Log, Side
 from proctor.policy import Decision, PolicyEngine, PolicyRequest, SignedBundle, deny_all
 from proctor.store.state import PrincipalRecord, StateStore
 
@@ -70,6 +75,7 @@ __all__ = [
 
 DEFAULT_LEASE_TTL_MS = 5000
 DEFAULT_WARRANT_TTL_S = 900
+DEFAULT_COMMIT_LINGER_S = 0.002
 
 
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
@@ -125,6 +131,50 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
         }
 
 
+class _Waker:
+    """Wakes one event loop for many finished appends with one ``call_soon_threadsafe``
+    (one write to the loop's self-pipe) per group commit instead of one per request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[asyncio.Future[None]] = []
+
+    def notifier(self, done: asyncio.Future[None]) -> Callable[[], None]:
+        def notify() -> None:
+            with self._lock:
+                self._ready.append(done)
+                first = len(self._ready) == 1
+            if first:
+                self._loop.call_soon_threadsafe(self._settle)
+
+        return notify
+
+    def _settle(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for done in ready:
+            if not done.done():
+                done.set_result(None)
+
+
+@dataclasses.dataclass(eq=False)
+class _Authorization:
+    """One authorization between its decision and its commit."""
+
+    principal: str
+    request: AuthorizeRequest
+    policy_request: PolicyRequest | None
+    decision: Decision
+    parent_id: str
+    now: float
+    now_s: int
+    pending: Append = dataclasses.field(init=False)
+    decision_index: int | None = None
+    claims: WarrantClaims | None = None
+    token: str = ""
+
+
 class Governor(GovernorAdmin):
     """The governor of one data directory (embedded SQLite store).
 
@@ -139,8 +189,13 @@ class Governor(GovernorAdmin):
         node: str = "gov-1",
         clock: Any = time.time,
         warrant_ttl_s: int = DEFAULT_WARRANT_TTL_S,
+        commit_linger_s: float = DEFAULT_COMMIT_LINGER_S,
     ) -> None:
         """Open the governor's log, state and keys.
+
+        ``commit_linger_s``: while the log is busy, how long its writer waits after the
+        first append of a group commit for more (fewer, larger commits under load; a
+        lone request never waits).
 
         Raises:
             ConfigError: the data directory is not initialised (``proctor init``).
@@ -150,15 +205,20 @@ class Governor(GovernorAdmin):
         self.node = node
         self._clock = clock
         self._warrant_ttl_s = warrant_ttl_s
-        self.log = Log.open(self.data.path)
+        self.log = Log.open(self.data.path, linger=commit_linger_s)
         self.state = StateStore(self.data.db_path)
         keys = self.data.path / "keys"
         self._warrant_key = PrincipalKey.load(keys / "warrant.key")
+        self._warrant_key_bytes = self._warrant_key.private_bytes()
         self.warrant_public_key = self._warrant_key.public_key
         self._lock = threading.Lock()
+        self._principals = {}
+        self._principals_generation = 0
+        self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}
         self.broadcaster = Broadcaster()
         self.executions = Executions(self)
         self.counters = RateCounters(self.state)
+        self.nonces = NonceCache(self.state, now=int(self.now()))
         self._engine: PolicyEngine | None = None
         self._bundle_error: str | None = "no policy bundle has been pushed"
         self._load_active_bundle()
@@ -216,13 +276,91 @@ class Governor(GovernorAdmin):
         checks["policy"] = "ok" if self._engine is not None else f"error: {self._bundle_error}"
         return all(v == "ok" for v in checks.values()), checks
 
+    # -- authentication --------------------------------------------------------
+
+    def authenticate(self, method: str, target: str, body: bytes, headers: Mapping[str, str]) -> str:
+        """The principal that signed this request (RFC 9421, see
+        :func:`proctor.authorization.requests.verify_request`).
+
+        The nonce is checked against the in-memory replay cache and persisted with the
+        log writer's next transaction. A rejection is recorded (bounded table, not the
+        Merkle log) through the log writer too, so that a flood of bad requests never
+        waits on a write.
+
+        Raises:
+            AuthenticationError: unsigned, malformed, stale, unknown key, bad signature
+                or replayed; nothing else happens.
+        """
+        now = int(self.now())
+        try:
+            return verify_request(
+                method,
+                target,
+                body,
+                headers,
+                public_key_for=self.public_key_for,
+                now=now,
+                remember_nonce=lambda keyid, nonce, expires: self.nonces.remember(keyid, nonce, expires, now=now),
+            )
+        except AuthenticationError as e:
+            keyid = headers.get("signature-input", "")[:128]
+            self._side_write(self.state.auth_failure_writer(now, keyid, e.reason, f"{method} {target}: {e}"))
+            raise
+
+    def persist_nonces(self) -> None:
+        """Queue the nonces not yet persisted for the log writer's next transaction
+        (authorizations carry them in their own commit; other requests call this)."""
+        if self.nonces.claim_flush():
+            self._side_write(self.nonces.side_write())
+
+    def _side_write(self, write: Side) -> None:
+        try:
+            self.log.submit([], side=[write])
+        except ProctorError:
+            # The log cannot write: every authorization fails closed on its own; a
+            # record of a rejected request or a nonce is not worth failing more for.
+            pass
+
     # -- authorization ---------------------------------------------------------
 
     def authorize(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
         """Decide on ``request`` by ``principal``; log it; issue a warrant on allow.
 
-        Never raises for a policy, state or log failure: those are denies.
+        Blocks until the decision (and warrant) are durable. Never raises for a policy,
+        state or log failure: those are denies.
         """
+        op = self._begin(principal, request, None)
+        if isinstance(op, AuthorizeResult):
+            return op
+        op.pending.wait_quietly()
+        return self._finish(op)
+
+    async def authorize_async(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
+        """:meth:`authorize` for an event loop: decides and mints on the loop's thread
+        and awaits the group commit without holding a thread (the log writer wakes the
+        loop). The writer thread then only commits, which mostly runs without the GIL."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        op = self._begin(principal, request, self._waker(loop).notifier(done))
+        if isinstance(op, AuthorizeResult):
+            return op
+        await done
+        return self._finish(op)
+
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> _Waker:
+        waker = self._wakers.get(loop)
+        if waker is None:
+            if len(self._wakers) > 16:  # loops come and go in tests; servers keep one
+                self._wakers = {k: v for k, v in self._wakers.items() if not k.is_closed()}
+            waker = self._wakers[loop] = _Waker(loop)
+        return waker
+
+    def _begin(
+        self, principal: str, request: AuthorizeRequest, notify: Callable[[], None] | None
+    ) -> _Authorization | AuthorizeResult:
+        """Steps 2-5: decide; queue the decision event and, on allow, the warrant minted
+        for the decision's index (assigned when queued) with its ``warrant.issued`` event,
+        its row and the nonces seen so far: one commit, all or nothing."""
         now = self.now()
         now_s = int(now)
         try:
@@ -230,80 +368,74 @@ class Governor(GovernorAdmin):
         except Exception as e:  # noqa: BLE001 - any failure while deciding is a deny (fail closed)
             policy_request, parent_id = None, ""
             decision = deny_all(f"the decision failed ({type(e).__name__}: {e}); denied")
+        op = _Authorization(principal, request, policy_request, decision, parent_id, now, now_s)
         event = self._decision_event(
             principal, policy_request, decision, now=now, now_s=now_s, parent_id=parent_id
         )
-        issued: dict[str, Any] = {}
+        side: list[Side] = [self.nonces.side_write()]
+
+        def warrant(index: int, leaf: bytes) -> dict[str, Any]:
+            # A failure here (minting) leaves the decision alone in the commit: deny.
+            issued, row = self._warrant_event(op, index, leaf)
+            side.append(row)
+            return issued
+
         try:
-            if decision.allow:
-                # Step 5 in the same commit as step 4: the warrant is minted on the log's
-                # writer once the decision's index is known, and both become durable
-                # together (a failure while minting leaves the decision alone: deny).
-                decision_index, warrant_index, error = self.log.append_chain(
-                    event,
-                    lambda index, leaf: self._warrant_event(
-                        principal, request, decision, issued, index=index, leaf=leaf, parent_id=parent_id,
-                        zone=policy_request.zone if policy_request is not None else request.zone,
-                        now=now, now_s=now_s,
-                    ),
-                )  # fmt: skip
-            else:
-                decision_index, warrant_index, error = self.log.append(event), None, None
+            op.pending = self.log.submit(
+                [event], then=warrant if decision.allow else None, side=side, notify=notify
+            )
         except (LineageError, EventError, StoreError) as e:
-            return AuthorizeResult(
-                deny_all(
-                    f"the decision could not be recorded ({e}); nothing is authorized unrecorded",
-                    bundle_digest=decision.bundle_digest,
-                    request=policy_request,
-                ),
-                None,
-            )
-        if not decision.allow:
-            return AuthorizeResult(decision, decision_index)
-        claims: WarrantClaims | None = issued.get("claims")
-        if warrant_index is None or claims is None:
-            return AuthorizeResult(
-                deny_all(
-                    f"the warrant could not be issued and recorded ({error}); denied",
-                    bundle_digest=decision.bundle_digest,
-                ),
-                decision_index,
-            )
+            return self._unrecorded(op, e)
+        return op
+
+    def _finish(self, op: _Authorization) -> AuthorizeResult:
+        decision = op.decision
         try:
-            self.state.put_warrant(
-                claims.warrant_id,
-                principal=principal,
-                parent=parent_id,
-                decision_index=decision_index,
-                expires=claims.expires,
-                issued=now_s,
-                issued_index=warrant_index,
-                token=issued["token"],
-            )
-            self.counters.issued(principal, now_s)
-        except StoreError as e:
-            # The warrant is durable in the log but not in the lookup table that
-            # revocation of ancestors reads: do not hand it out.
-            return AuthorizeResult(
-                deny_all(
-                    f"the warrant could not be indexed ({e}); denied", bundle_digest=decision.bundle_digest
-                ),
-                decision_index,
-            )
+            indices = op.pending.result()
+        except (LineageError, EventError, StoreError) as e:
+            return self._unrecorded(op, e)
+        op.decision_index = indices[0]
+        if not decision.allow:
+            return AuthorizeResult(decision, op.decision_index)
+        claims = op.claims
+        if len(indices) < 2 or claims is None:
+            return self._not_issued(op, op.pending.then_error)
+        self.counters.issued(op.principal, op.now_s)
         return AuthorizeResult(
             decision,
-            decision_index,
-            warrant=issued["token"],
+            op.decision_index,
+            warrant=op.token,
             warrant_id=claims.warrant_id,
-            warrant_index=warrant_index,
+            warrant_index=indices[1],
             expires=claims.expires,
             lease_ttl_ms=claims.lease_ttl_ms,
+        )
+
+    @staticmethod
+    def _not_issued(op: _Authorization, error: BaseException | None) -> AuthorizeResult:
+        return AuthorizeResult(
+            deny_all(
+                f"the warrant could not be issued and recorded ({error}); denied",
+                bundle_digest=op.decision.bundle_digest,
+            ),
+            op.decision_index,
+        )
+
+    @staticmethod
+    def _unrecorded(op: _Authorization, error: BaseException) -> AuthorizeResult:
+        return AuthorizeResult(
+            deny_all(
+                f"the decision could not be recorded ({error}); nothing is authorized unrecorded",
+                bundle_digest=op.decision.bundle_digest,
+                request=op.policy_request,
+            ),
+            None,
         )
 
     def _decide(
         self, principal: str, request: AuthorizeRequest, now_s: int
     ) -> tuple[PolicyRequest | None, Decision, str]:
-        record = self.state.principal(principal)
+        record = self.principal(principal)
         engine = self._engine
         bundle = engine.bundle_digest if engine is not None else ""
         if record is None:
@@ -415,21 +547,10 @@ class Governor(GovernorAdmin):
             event["parent_warrant"] = parent_id
         return event
 
-    def _warrant_event(
-        self,
-        principal: str,
-        request: AuthorizeRequest,
-        decision: Decision,
-        issued: dict[str, Any],
-        *,
-        index: int,
-        leaf: bytes,
-        parent_id: str,
-        zone: str,
-        now: float,
-        now_s: int,
-    ) -> dict[str, Any]:
-        """Mint the warrant for the decision at ``index``; return its ``warrant.issued`` event."""
+    def _warrant_event(self, op: _Authorization, index: int, leaf: bytes) -> tuple[dict[str, Any], Side]:
+        """Mint the warrant for the decision at ``index``; its ``warrant.issued`` event and
+        the write of its row (which revocation of ancestors reads)."""
+        request, decision, now_s = op.request, op.decision, op.now_s
         obligations = dict(decision.obligations)
         ttl = self._warrant_ttl_s
         max_duration = obligations.get("max_duration_s")
@@ -439,36 +560,45 @@ class Governor(GovernorAdmin):
         lease_ttl_ms = lease_s * 1000 if type(lease_s) is int and lease_s > 0 else DEFAULT_LEASE_TTL_MS
         claims = WarrantClaims(
             warrant_id=new_warrant_id(),
-            principal=principal,
+            principal=op.principal,
             action=request.action,
             resource=request.resource,
             args_digest=args_digest(request.arguments if request.arguments is not None else request.argv),
-            zone=zone,
+            zone=op.policy_request.zone if op.policy_request is not None else request.zone,
             executable_digest=request.executable_digest,
             obligations=obligations,
             not_before=now_s,
             expires=now_s + ttl,
             lease_ttl_ms=lease_ttl_ms,
             decision_index=index,
-            parent=parent_id,
+            parent=op.parent_id,
         )
-        token = mint_warrant(claims, root_private_key=self._warrant_key.private_bytes())
-        issued["claims"] = claims
-        issued["token"] = token
-        return {
+        token = mint_warrant(claims, root_private_key=self._warrant_key_bytes)
+        row = self.state.warrant_writer(
+            claims.warrant_id,
+            principal=op.principal,
+            parent=op.parent_id,
+            decision_index=index,
+            expires=claims.expires,
+            issued=now_s,
+            token=token,
+        )
+        op.claims, op.token = claims, token
+        event = {
             "v": 1,
             "type": "warrant.issued",
-            "time": rfc3339(now),
+            "time": rfc3339(op.now),
             "node": self.node,
             "warrant": claims.warrant_id,
-            "parent_warrant": parent_id,
-            "principal": principal,
+            "parent_warrant": op.parent_id,
+            "principal": op.principal,
             "decision_index": index,
             "expires": claims.expires,
             "lease_ttl_ms": lease_ttl_ms,
             "token_digest": digest(token.encode()),
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
+        return event, row
 
     def trust_changes(self, since: int) -> list[dict[str, Any]]:
         """Revocations and policy activations recorded after log index ``since`` (the

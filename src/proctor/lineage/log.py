@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import os
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -54,7 +56,7 @@ from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, no
 from proctor.store.base import LogStore
 from proctor.store.sqlite import SQLiteStore
 
-__all__ = ["Log", "LogReport", "EventLike", "Chain"]
+__all__ = ["Append", "Chain", "EventLike", "Log", "LogReport", "Side"]
 
 EventLike = Event | Mapping[str, Any] | bytes
 """What :meth:`Log.append` accepts: an :class:`Event`, an event object, or JSON bytes."""
@@ -75,19 +77,33 @@ def _coerce(event: EventLike) -> Event:
     return Event.from_dict(event)
 
 
-class _Pending:
+Side = Callable[[Any, int], None]
+"""A write to run inside a commit's transaction, given the store's connection and the
+index of its append's first event."""
+
+
+class Append:
     """One caller's append, waiting for its batch to commit.
 
     A pre-acquired lock is the cheapest one-shot signal between threads: the writer
     releases it once, the caller's acquire returns. (A Future costs a Condition and
-    several more lock round trips per append.)
+    several more lock round trips per append.) An asynchronous caller passes
+    ``notify`` instead of waiting: the writer calls it once the append is resolved.
     """
 
-    __slots__ = ("_done", "error", "events", "indices", "then", "then_error")
+    __slots__ = ("_done", "error", "events", "first", "indices", "notify", "side", "then_error")
 
-    def __init__(self, events: list[Event], then: Chain | None = None) -> None:
+    def __init__(
+        self,
+        events: list[Event],
+        side: list[Side] | None = None,
+        notify: Callable[[], None] | None = None,
+        first: int = -1,
+    ) -> None:
         self.events = events
-        self.then = then
+        self.first = first
+        self.side = side if side is not None else []
+        self.notify = notify
         self.then_error: BaseException | None = None
         self.indices: list[int] | None = None
         self.error: BaseException | None = None
@@ -99,18 +115,40 @@ class _Pending:
 
     def resolve(self, indices: list[int]) -> None:
         self.indices = indices
-        self._done.release()
+        self._finish()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
+        self._finish()
+
+    def _finish(self) -> None:
         self._done.release()
+        if self.notify is not None:
+            try:
+                self.notify()
+            except Exception:  # noqa: BLE001, S110 - a caller's callback must not stop the writer
+                pass
 
     def wait(self) -> list[int]:
+        """Block until the batch committed; its indices, or raise its error."""
+        self.wait_quietly()
+        return self.result()
+
+    def wait_quietly(self) -> None:
+        """Block until the batch is resolved, without raising (then read :meth:`result`)."""
         self._done.acquire()
+        self._done.release()
+
+    def result(self) -> list[int]:
+        """The indices of a resolved append, or raise its error.
+
+        Raises:
+            LogAppendError: the append did not commit, or is not resolved yet.
+        """
         if self.error is not None:
             raise self.error
-        if self.indices is None:  # cannot happen: resolve or fail always sets one
-            raise LogAppendError("append finished without a result")
+        if self.indices is None:
+            raise LogAppendError("the append is not resolved yet")
         return self.indices
 
 
@@ -178,6 +216,7 @@ class Log:
         lock_path: Path | None = None,
         batch_size: int = 256,
         linger: float = 0.0,
+        always_linger: bool = False,
         tile_cache: int = 4096,
     ) -> None:
         """Wrap a store. Prefer :meth:`open`.
@@ -190,8 +229,11 @@ class Log:
                 themselves.
             batch_size: the most entries one group commit takes (a single
                 ``append_many`` larger than this still commits whole).
-            linger: seconds the writer waits for more appends before committing a
-                batch that is not full (0: commit what is waiting at once).
+            linger: at most this many seconds the writer waits, after the first append
+                of a batch, for more before committing a batch that is not full — only
+                while the log is busy (the previous batch held several appends), so a
+                lone caller never waits (0: commit what is waiting at once).
+            always_linger: linger even when the previous batch held one append.
             tile_cache: how many complete tiles to keep in memory (each 16 KiB).
         """
         if batch_size < 1:
@@ -202,9 +244,12 @@ class Log:
         self._lock_path = lock_path
         self._batch_size = batch_size
         self._linger = linger
+        self._always_linger = always_linger
         self._nodes = _Nodes(store, tile_cache)
         self._state_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._seq_lock = threading.Lock()
+        self._next = 0
+        self._queue: queue.SimpleQueue[Append | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._builder: TreeBuilder | None = None
         self._latest: tuple[int, str] | None = None
@@ -299,10 +344,61 @@ class Log:
         batch = [_coerce(e) for e in events]
         if not batch:
             return []
+        return self.submit(batch).wait()
+
+    def submit(
+        self,
+        events: Iterable[EventLike],
+        *,
+        then: Chain | None = None,
+        side: list[Side] | None = None,
+        notify: Callable[[], None] | None = None,
+    ) -> Append:
+        """Queue an append without waiting for it; the asynchronous form of the others.
+
+        Args:
+            events: appended contiguously and atomically (may be empty when ``side``
+                is not: a side write alone commits without a new checkpoint).
+            then: as in :meth:`append_chain`; it runs on the calling thread, before
+                the append is queued.
+            side: writes that must commit in the same transaction as the events (for
+                example a state row derived from them), called as ``write(conn,
+                index=first index of these events)``. ``then`` may add to this list. If
+                one raises, the whole batch fails and nothing is acknowledged.
+            notify: called on the writer thread once the append is resolved (committed
+                or failed); it must be quick and must not block (for example
+                ``loop.call_soon_threadsafe``).
+
+        Returns:
+            The pending append: :meth:`Append.wait` blocks, :meth:`Append.result`
+            reads it once ``notify`` ran.
+
+        Raises:
+            EventError: an event is not acceptable (nothing was queued).
+            LogAppendError, LogLockedError: the log cannot append.
+        """
+        batch = [_coerce(e) for e in events]
         self._start_writer()
-        pending = _Pending(batch)
-        self._queue.put(pending)
-        return pending.wait()
+        pending = Append(batch, side, notify)
+        # Sequencing: indices are assigned here, in queue order, so that ``then`` can
+        # bind to its cause's index on the caller's thread (the writer only commits).
+        # If an append fails in the writer, every one queued after it fails too and the
+        # sequence restarts from the durable size (_resequence).
+        with self._seq_lock:
+            if self._failed is not None:
+                raise self._failed
+            first = self._next
+            if then is not None and batch:
+                try:
+                    built = then(first + len(batch) - 1, leaf_hash(batch[-1].raw))
+                    if built is not None:
+                        batch.append(_coerce(built))
+                except Exception as e:  # noqa: BLE001 - reported to the caller, never lost
+                    pending.then_error = e
+            pending.first = first
+            self._next = first + len(batch)
+            self._queue.put(pending)
+        return pending
 
     def start_writing(self) -> None:
         """Take the append lock and load the tree state now, instead of at the first append.
@@ -316,8 +412,8 @@ class Log:
     def append_chain(self, event: EventLike, then: Chain) -> tuple[int, int | None, BaseException | None]:
         """Append ``event`` and, in the same commit, the event ``then`` builds from it.
 
-        ``then(index, leaf_hash)`` runs on the writer thread once ``event``'s index is
-        known, and returns the next event (or ``None``). It lets a caller bind a
+        ``then(index, leaf_hash)`` runs on the calling thread once ``event``'s index is
+        assigned (before it is queued), and returns the next event (or ``None``). It lets a caller bind a
         follow-up to the index of its cause — a warrant to its decision — without a
         second commit. If ``then`` raises or returns an unacceptable event, ``event``
         is still appended alone and the error is returned, never lost.
@@ -328,10 +424,7 @@ class Log:
         Raises:
             EventError, LogAppendError, LogLockedError: as :meth:`append`.
         """
-        first = _coerce(event)
-        self._start_writer()
-        pending = _Pending([first], then)
-        self._queue.put(pending)
+        pending = self.submit([event], then=then)
         indices = pending.wait()
         return indices[0], indices[1] if len(indices) > 1 else None, pending.then_error
 
@@ -348,6 +441,8 @@ class Log:
             except BaseException:
                 self._release_lock()
                 raise
+            with self._seq_lock:
+                self._next = self._builder.size if self._builder is not None else 0
             self._writer = threading.Thread(target=self._run, name="proctor-log-writer", daemon=True)
             self._writer.start()
 
@@ -424,19 +519,20 @@ class Log:
     def _run(self) -> None:
         try:
             stop = False
+            busy = self._always_linger
             while not stop:
                 item = self._queue.get()
                 if item is _STOP:
                     break
-                batch: list[_Pending] = [item]  # type: ignore[list-item]
+                batch: list[Append] = [item]  # type: ignore[list-item]
                 count = len(batch[0].events)
+                # Linger only under concurrency (the last batch had several appends): a
+                # lone caller never waits, a busy log commits fewer, larger batches.
+                deadline = time.monotonic() + self._linger if self._linger and busy else 0.0
                 while count < self._batch_size:
                     try:
-                        nxt = (
-                            self._queue.get(timeout=self._linger)
-                            if self._linger
-                            else self._queue.get_nowait()
-                        )
+                        wait = deadline - time.monotonic()
+                        nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if nxt is _STOP:
@@ -444,6 +540,7 @@ class Log:
                         break
                     batch.append(nxt)  # type: ignore[arg-type]
                     count += len(nxt.events)  # type: ignore[attr-defined]
+                busy = len(batch) > 1 or self._always_linger
                 self._commit(batch)
         except BaseException as e:  # noqa: BLE001 - the writer must never die silently
             failure = LogAppendError(f"the log writer stopped: {e!r}")
@@ -451,13 +548,33 @@ class Log:
                 self._failed = failure
             self._fail_waiting(failure)
 
+    def _resequence(self) -> None:
+        """After a failed append: fail everything queued (their indices assumed it) and
+        assign from the durable size again."""
+        with self._seq_lock:
+            stop = False
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, Append) and not item.done():
+                    item.fail(LogAppendError("not appended: an append queued before it failed"))
+            if stop:
+                self._queue.put(_STOP)
+            builder = self._builder
+            if builder is not None:
+                self._next = builder.size
+
     def _fail_waiting(self, error: LineageError) -> None:
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Pending) and not item.done():
+            if isinstance(item, Append) and not item.done():
                 item.fail(error)
 
     def _leaf_hash_at(self, index: int, first: int, batch_leaves: list[bytes]) -> bytes:
@@ -478,24 +595,7 @@ class Log:
                 f"{_b64(actual)}, found {_b64(link.leaf_hash)}"
             )
 
-    def _chain(self, p: _Pending, start: int, first: int, pending: list[bytes]) -> None:
-        """Build and check the chained event; on any failure the first event stands alone."""
-        then = p.then
-        if then is None:
-            return
-        own = start + len(p.events) - 1
-        try:
-            built = then(own, pending[own - first])
-            if built is None:
-                return
-            ev = _coerce(built)
-            self._check_parent(ev, own + 1, first, pending)
-        except Exception as e:  # noqa: BLE001 - reported to the caller, never lost
-            p.then_error = e
-            return
-        p.events.append(ev)
-
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[Append]) -> None:
         builder = self._builder
         if builder is None:  # cannot happen: the writer starts after _resync
             raise LogAppendError("the log writer has no tree state")
@@ -507,9 +607,15 @@ class Log:
         first = builder.size
         leaves: list[bytes] = []
         raws: list[bytes] = []
-        accepted: list[tuple[_Pending, int]] = []
+        accepted: list[tuple[Append, int]] = []
+        broken = False
         for p in batch:
             start = len(leaves)
+            if broken or p.first != first + start:
+                # An earlier append failed: the index this one was given is not its.
+                broken = True
+                p.fail(LogAppendError(f"not appended: an append queued before it failed (index {p.first})"))
+                continue
             try:
                 hashes: list[bytes] = []
                 for i, ev in enumerate(p.events):
@@ -517,21 +623,21 @@ class Log:
                     hashes.append(leaf_hash(ev.raw))
             except ProctorError as e:
                 p.fail(e)
+                broken = True
                 continue
-            if p.then is not None:
-                self._chain(p, first + start, first, leaves + hashes)
-                if len(p.events) > len(hashes):
-                    hashes.append(leaf_hash(p.events[-1].raw))
             leaves.extend(hashes)
             raws.extend(ev.raw for ev in p.events)
             accepted.append((p, first + start))
         if not accepted:
+            if broken:
+                self._resequence()
             return
+        also = [functools.partial(fn, index=start) for p, start in accepted for fn in p.side]
         for h in leaves:
             builder.append(h)
         tiles = builder.take_dirty()
         try:
-            self._store.append(first, raws, tiles)
+            self._store.append(first, raws, tiles, also=also)
         except BaseException as e:  # noqa: BLE001 - any failure means "not committed"
             builder.restore(state)
             error = LogAppendError(f"append of {len(raws)} entries at {first} not committed: {e}")
@@ -546,14 +652,18 @@ class Log:
                     self._failed = LogAppendError(
                         f"log state unknown after a failed commit ({again}); reopen the log"
                     )
+            self._resequence()
             return
         for t in tiles:
             self._nodes.remember(t)
-        # Invariant 2: the entries are durable now; sign the new tree head.
-        note = sign_checkpoint(Checkpoint(self.origin, builder.size, builder.root()), self._signer)
-        with self._state_lock:
-            self._latest = (builder.size, note)
-        self._store_checkpoint(builder.size, note)
+        if leaves:
+            # Invariant 2: the entries are durable now; sign the new tree head.
+            note = sign_checkpoint(Checkpoint(self.origin, builder.size, builder.root()), self._signer)
+            with self._state_lock:
+                self._latest = (builder.size, note)
+            self._store_checkpoint(builder.size, note)
+        if broken:
+            self._resequence()  # after the builder took this batch: the size is right
         for p, start in accepted:
             p.resolve(list(range(start, start + len(p.events))))
 

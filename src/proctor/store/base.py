@@ -18,8 +18,8 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from proctor.lineage.tiles import Tile
 
@@ -33,8 +33,19 @@ class LogStore(Protocol):
         """The number of committed entries."""
         ...
 
-    def append(self, first_index: int, entries: Sequence[bytes], tiles: Sequence[Tile]) -> None:
-        """Commit ``entries`` at ``first_index…`` with the changed ``tiles``, durably."""
+    def append(
+        self,
+        first_index: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[Tile],
+        *,
+        also: Sequence[Callable[[Any], None]] = (),
+    ) -> None:
+        """Commit ``entries`` at ``first_index…`` with the changed ``tiles``, durably.
+
+        ``also`` are writes to run with the store's connection inside the same
+        transaction (derived state rows); if one raises, nothing commits.
+        """
         ...
 
     def entry(self, index: int) -> bytes | None:

@@ -8,7 +8,7 @@ readers never block the writer and see only committed transactions (WAL). Append
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from proctor.errors import StoreConflictError, StoreError
@@ -78,8 +78,19 @@ class SQLiteStore:
             raise StoreError("the tree size is missing from the database")
         return int(row[0])
 
-    def append(self, first_index: int, entries: Sequence[bytes], tiles: Sequence[Tile]) -> None:
-        """Commit entries, tiles and the new size in one durable transaction."""
+    def append(
+        self,
+        first_index: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[Tile],
+        *,
+        also: Sequence[Callable[[sqlite3.Connection], None]] = (),
+    ) -> None:
+        """Commit entries, tiles and the new size in one durable transaction.
+
+        ``also`` are further writes (state rows derived from these entries) that run
+        inside the same transaction, after the entries: all commit or none does.
+        """
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -102,6 +113,8 @@ class SQLiteStore:
                     "UPDATE meta SET value = ? WHERE key = 'tree_size'",
                     (str(first_index + len(entries)),),
                 )
+                for write in also:
+                    write(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -25,6 +25,7 @@ Tables (schema version ``state_schema`` in ``meta``):
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,6 @@ class StateStore:
         """
         self._path = str(path)
         self._connections = ThreadConnections(path, what="state store")
-        self._next_purge = 0
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -282,24 +282,42 @@ class StateStore:
         issued_index: int = -1,
         token: str = "",
     ) -> None:
-        """Record an issued warrant.
-
-        Written without an fsync of its own: the ``warrant.issued`` event in the log
-        (``synchronous=FULL``) is the durable record, and in WAL mode a process crash
-        loses no committed row; only an OS crash could, and the row is derived data.
-        """
-        conn = self._conn()
+        """Record an issued warrant on its own (the governor writes the row inside the
+        log commit of its ``warrant.issued`` event instead: :meth:`warrant_writer`)."""
+        write = self.warrant_writer(
+            warrant_id,
+            principal=principal,
+            parent=parent,
+            decision_index=decision_index,
+            expires=expires,
+            issued=issued,
+            token=token,
+        )
         try:
-            conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                conn.execute(
-                    "INSERT INTO warrants VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (warrant_id, principal, parent, decision_index, expires, issued, issued_index, token),
-                )
-            finally:
-                conn.execute("PRAGMA synchronous=FULL")
+            write(self._conn(), index=issued_index)
         except sqlite3.Error as e:
             raise StoreError(f"cannot record warrant {warrant_id}: {e}") from e
+
+    @staticmethod
+    def warrant_writer(
+        warrant_id: str,
+        *,
+        principal: str,
+        parent: str,
+        decision_index: int,
+        expires: int,
+        issued: int,
+        token: str = "",
+    ) -> Callable[..., None]:
+        """The insert of an issued warrant's row, to run inside another transaction
+        as ``write(conn, index=...)`` with the index of its ``warrant.issued`` event (the
+        log commit that records the event: both or neither)."""
+        row = (warrant_id, principal, parent, decision_index, expires, issued)
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            conn.execute("INSERT INTO warrants VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row, index, token))
+
+        return write
 
     def warrant(self, warrant_id: str) -> dict[str, Any] | None:
         """The issued warrant's record."""
@@ -422,37 +440,36 @@ class StateStore:
 
     # -- replay protection and failures ---------------------------------------
 
-    def remember_nonce(self, keyid: str, nonce: str, expires: int, *, now: int) -> bool:
-        """Record a request nonce; ``False`` if it was already seen (a replay)."""
-        conn = self._conn()
-        try:
-            # No fsync for nonces: losing the last few in a crash only reopens a replay
-            # window for requests captured in the last seconds before it; revocations
-            # and principals, by contrast, are written with synchronous=FULL.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                # Expired nonces go at most once a second (through the expiry index), not
-                # on every request: the table holds a window's worth of requests.
-                if now >= self._next_purge:
-                    self._next_purge = now + 1
-                    conn.execute("DELETE FROM nonces WHERE expires < ?", (now,))
-                cur = conn.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (keyid, nonce, expires))
-            finally:
-                conn.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot record a request nonce: {e}") from e
-        return cur.rowcount == 1
+    def live_nonces(self, now: int) -> list[tuple[str, str, int]]:
+        """The stored request nonces that have not expired at ``now``: ``(keyid, nonce,
+        expires)``. (The governor keeps the live set in memory and persists it through
+        the log writer, :class:`proctor.governor.nonces.NonceCache`.)"""
+        rows = self._exec("SELECT keyid, nonce, expires FROM nonces WHERE expires >= ?", (now,))
+        return [(str(k), str(n), int(e)) for k, n, e in rows]
+
+    @staticmethod
+    def auth_failure_writer(
+        now: int, keyid: str, reason: str, detail: str
+    ) -> Callable[..., None]:
+        """The insert of a rejected request's record (bounded to the newest
+        :data:`MAX_AUTH_FAILURES`), to run in any transaction."""
+        row = (now, keyid[:128], reason[:64], detail[:512])
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            conn.execute("INSERT INTO auth_failures (time, keyid, reason, detail) VALUES (?, ?, ?, ?)", row)
+            conn.execute(
+                "DELETE FROM auth_failures WHERE id <= (SELECT max(id) FROM auth_failures) - ?",
+                (MAX_AUTH_FAILURES,),
+            )
+
+        return write
 
     def record_auth_failure(self, now: int, keyid: str, reason: str, detail: str) -> None:
         """Keep a bounded record of a rejected request."""
-        self._exec(
-            "INSERT INTO auth_failures (time, keyid, reason, detail) VALUES (?, ?, ?, ?)",
-            (now, keyid[:128], reason[:64], detail[:512]),
-        )
-        self._exec(
-            "DELETE FROM auth_failures WHERE id <= (SELECT max(id) FROM auth_failures) - ?",
-            (MAX_AUTH_FAILURES,),
-        )
+        try:
+            self.auth_failure_writer(now, keyid, reason, detail)(self._conn())
+        except sqlite3.Error as e:
+            raise StoreError(f"state store: {e}") from e
 
     def auth_failures(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent rejected requests, newest first."""

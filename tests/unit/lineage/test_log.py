@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +183,18 @@ class FlakyStore(SQLiteStore):
     fail_reads = False
     calls: list[str]
 
-    def append(self, first_index: int, entries: Sequence[bytes], tiles: Sequence[Tile]) -> None:
+    def append(
+        self,
+        first_index: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[Tile],
+        *,
+        also: Sequence[Callable[[Any], None]] = (),
+    ) -> None:
         self.calls.append(f"append {first_index}+{len(entries)}")
         if self.fail_append:
             raise StoreError("disk full (simulated)")
-        super().append(first_index, entries, tiles)
+        super().append(first_index, entries, tiles, also=also)
 
     def put_checkpoint(self, size: int, note: str) -> None:
         self.calls.append(f"checkpoint {size}")
@@ -335,3 +342,113 @@ def test_closed_log_refuses_work(data: Path) -> None:
         log.append(ev(0))
     with pytest.raises(LogClosedError):
         log.checkpoint()
+
+
+# -- submit: asynchronous appends with side writes ------------------------------
+
+
+def _side_table(data: Path) -> None:
+    with db(data) as c:
+        c.execute("CREATE TABLE side (k TEXT PRIMARY KEY)")
+
+
+def test_submit_notifies_once_resolved_and_commits_side_writes(data: Path, log: Log) -> None:
+    _side_table(data)
+    notified = threading.Event()
+    pending = log.submit(
+        [ev(1), ev(2)],
+        side=[lambda conn, index: conn.execute("INSERT INTO side VALUES (?)", (f"a-{index}",))],
+        notify=notified.set,
+    )
+    assert notified.wait(10)
+    assert pending.result() == [0, 1]
+    assert db(data).execute("SELECT k FROM side").fetchall() == [("a-0",)]
+    assert log.size == 2
+    assert open_checkpoint(log.checkpoint(), log.verifier).size == 2
+
+
+def test_submit_then_may_add_side_writes_bound_to_the_index(data: Path, log: Log) -> None:
+    _side_table(data)
+    side: list[Callable[[Any, int], None]] = []
+
+    def then(index: int, leaf: bytes) -> dict[str, Any]:
+        side.append(lambda conn, index: conn.execute("INSERT INTO side VALUES (?)", (f"after-{index}",)))
+        return ev(9, parent={"index": index, "leaf_hash": base64.b64encode(leaf).decode()})
+
+    assert log.submit([ev(1)], then=then, side=side).wait() == [0, 1]
+    assert db(data).execute("SELECT k FROM side").fetchall() == [("after-0",)]
+
+
+def test_a_failing_side_write_fails_the_batch_and_commits_nothing(data: Path, log: Log) -> None:
+    _side_table(data)
+    log.append(ev(0))
+    note = log.checkpoint()
+
+    def broken(conn: Any, index: int) -> None:
+        conn.execute("INSERT INTO side VALUES ('x')")
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    pending = log.submit([ev(1)], side=[broken])
+    with pytest.raises(LogAppendError, match="not committed"):
+        pending.wait()
+    assert (log.size, log.checkpoint()) == (1, note)
+    assert db(data).execute("SELECT count(*) FROM side").fetchone() == (0,)
+    assert log.append(ev(2)) == 1  # the log goes on
+    assert log.check_all().ok
+
+
+def test_a_side_write_alone_commits_without_a_new_checkpoint(data: Path, log: Log) -> None:
+    _side_table(data)
+    log.append(ev(0))
+    rows = db(data).execute("SELECT count(*) FROM checkpoints").fetchone()
+    assert log.submit([], side=[lambda conn, index: conn.execute("INSERT INTO side VALUES ('s')")]).wait() == []
+    assert db(data).execute("SELECT k FROM side").fetchall() == [("s",)]
+    assert db(data).execute("SELECT count(*) FROM checkpoints").fetchone() == rows
+    assert log.size == 1
+
+
+def test_result_before_resolution_is_an_error_not_an_answer(log: Log) -> None:
+    from proctor.lineage.log import Append
+
+    with pytest.raises(LogAppendError, match="not resolved"):
+        Append([]).result()
+
+
+def test_a_raising_notify_does_not_stop_the_writer(log: Log) -> None:
+    def boom() -> None:
+        raise RuntimeError("callback bug")
+
+    log.submit([ev(1)], notify=boom).wait()
+    assert log.append(ev(2)) == 1
+
+
+def test_an_append_failing_in_the_writer_fails_those_queued_after_it_and_the_log_goes_on(data: Path) -> None:
+    """Indices are assigned when an append is queued; if one fails in the writer (here a
+    parent link with a wrong leaf hash), the appends queued behind it were given indices
+    that assumed it, so they fail too (never committed at another index), and the
+    sequence restarts from the durable size."""
+    with Log.open(data, linger=0.3, always_linger=True) as lg:  # the writer gathers all four into one batch
+        bad_parent = ev(2, parent={"index": 0, "leaf_hash": base64.b64encode(b"\x00" * 32).decode()})
+        a, b, c, d = (lg.submit([e]) for e in (ev(1), bad_parent, ev(3), ev(4)))
+        assert a.wait() == [0]
+        with pytest.raises(EventError, match="parent.leaf_hash"):
+            b.wait()
+        for p in (c, d):
+            with pytest.raises(LogAppendError, match="queued before it failed"):
+                p.wait()
+        assert lg.append(ev(5)) == 1
+        assert lg.size == 2
+        assert lg.check_all().ok
+
+
+def test_then_runs_before_queueing_with_the_assigned_index(log: Log) -> None:
+    seen: list[int] = []
+
+    def then(index: int, leaf: bytes) -> dict[str, Any]:
+        seen.append(index)
+        return ev(9, parent={"index": index, "leaf_hash": base64.b64encode(leaf).decode()})
+
+    pendings = [log.submit([ev(i)], then=then) for i in range(3)]
+    assert seen == [0, 2, 4]  # assigned at submit, before any commit
+    assert [p.wait() for p in pendings] == [[0, 1], [2, 3], [4, 5]]
+    assert log.check_all().ok

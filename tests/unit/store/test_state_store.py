@@ -30,11 +30,12 @@ def test_principals_round_trip(state: StateStore) -> None:
     assert [p.name for p in state.principals()] == ["alice"]
 
 
-def test_nonces_detect_replay_and_expire(state: StateStore) -> None:
-    assert state.remember_nonce("alice", "n1", 1100, now=1000)
-    assert not state.remember_nonce("alice", "n1", 1100, now=1001)
-    assert state.remember_nonce("bob", "n1", 1100, now=1001)  # per key
-    assert state.remember_nonce("alice", "n1", 1300, now=1200)  # expired ones are purged
+def test_live_nonces_are_those_not_expired(state: StateStore) -> None:
+    conn = state._conn()
+    conn.executemany(
+        "INSERT INTO nonces VALUES (?, ?, ?)", [("alice", "n1", 1100), ("bob", "n1", 999), ("alice", "n2", 1000)]
+    )
+    assert sorted(state.live_nonces(1000)) == [("alice", "n1", 1100), ("alice", "n2", 1000)]
 
 
 def test_revocations_and_warrant_chains(state: StateStore) -> None:
