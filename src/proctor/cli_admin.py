@@ -134,6 +134,7 @@ def _serve(
             governor.log.start_writing()
         except ProctorError as e:
             fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
+        governor.start_sweeper()
         app = create_app(governor)
         typer.echo(f"proctor: governor {node} on http://{host}:{port} (data {data})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -128,3 +128,50 @@ def test_rate_counters_follow_the_store(gov_data: Path) -> None:
         assert counters.counts("carol", now + 1) == {"rate_1m": 3, "rate_1h": 5, "budget_used": 6}
         assert counters.counts("carol", now + 3700) == {"rate_1m": 0, "rate_1h": 0, "budget_used": 6}
         assert counters.counts("carol", now + 86400) == {"rate_1m": 0, "rate_1h": 0, "budget_used": 0}
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lapsed_lease_is_recorded_as_supervisor_lost(gov_data: Path, governor: Governor) -> None:
+    import time
+
+    governor.close()
+    clock = Clock(time.time())
+    with Governor(gov_data, clock=clock) as gov:
+        lapsed, _ = start(gov, argv=("echo", "lapsed"))
+        alive, _ = start(gov, argv=("echo", "alive"))
+        ttl_s = gov.state.execution(lapsed)["ttl_ms"] / 1000  # type: ignore[index]
+        clock.now += ttl_s - 0.5
+        assert gov.executions.renew("alice", alive, {"integrity": "ok"})["ok"] is True
+        clock.now += 0.5 + 0.9  # lapsed: 0.9 s past its lease, inside the grace
+        assert gov.executions.sweep() == []
+        clock.now += 0.2
+        assert gov.executions.sweep() == [lapsed]
+        record = gov.state.execution(lapsed)
+        assert record is not None
+        assert (record["status"], record["reason"]) == ("terminated", "supervisor-lost")
+        event = json.loads(gov.log.leaf(record["indices"][-1]))
+        assert (event["type"], event["reason"]) == ("execution.terminated", "supervisor-lost")
+        assert event["parent"]["index"] == record["started_index"]
+        # The enforcer coming back is told to stop, and cannot finish it a second time.
+        assert gov.executions.renew("alice", lapsed, {})["ok"] is False
+        with pytest.raises(ExecutionConflictError):
+            gov.executions.finish("alice", lapsed, {"outcome": "completed", "exit_status": 0})
+        assert gov.state.execution(alive)["status"] == "running"  # type: ignore[index]
+        assert gov.log.check_all().ok
+
+
+def test_renewed_leases_are_persisted_and_survive_a_restart(gov_data: Path, governor: Governor) -> None:
+    ex, _ = start(governor)
+    answer = governor.executions.renew("alice", ex, {"integrity": "ok"})
+    governor.log.submit([]).wait()  # the queued lease write has committed by now
+    assert governor.state.execution(ex)["lease_expires_ms"] == answer["lease_expires_ms"]  # type: ignore[index]
+    governor.close()
+    with Governor(gov_data) as again:
+        assert again.executions.lease_expires_ms(again.state.execution(ex) or {}) == answer["lease_expires_ms"]

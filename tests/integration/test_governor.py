@@ -536,3 +536,13 @@ def test_principal_changes_apply_at_once_despite_the_principal_cache(governor: G
     assert governor.authorize("alice", exec_request("pg_dump", "db1")).allowed
     governor.revoke("principal", "alice", reason="compromised", by="admin")
     assert not governor.authorize("alice", exec_request("pg_dump", "db1")).allowed
+
+
+def test_the_warrant_row_points_at_its_decision_and_issuance_events(governor: Governor) -> None:
+    result = governor.authorize("alice", exec_request("pg_dump", "db1"))
+    assert result.warrant_id is not None
+    row = governor.state.warrant(result.warrant_id)
+    assert row is not None
+    assert (row["decision_index"], row["issued_index"]) == (result.log_index, result.warrant_index)
+    assert last_event(governor, "warrant.issued")["index"] == result.warrant_index
+    assert row["token"] == result.warrant

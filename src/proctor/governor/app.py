@@ -14,12 +14,16 @@ traceback.
 # No `from __future__ import annotations`: FastAPI reads these annotations at run
 # time, and the dependencies are closures it could not resolve from strings.
 import base64
+import functools
+import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -84,11 +88,36 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
 
+def _error_for(exc: ProctorError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of a refused request."""
+
+    def body(code: str, **extra: Any) -> dict[str, Any]:
+        return {"error": code, "message": str(exc), **extra}
+
+    if isinstance(exc, PolicyValidationError):
+        return 422, body("policy-invalid", diagnostics=list(exc.diagnostics))
+    if isinstance(exc, BundleError | PolicyError):
+        return 422, body("policy-rejected")
+    if isinstance(exc, RequestShapeError | CanonicalizationError):
+        return 422, body("bad-request")
+    if isinstance(exc, PrincipalError):
+        return 403, body("forbidden")
+    if isinstance(exc, WarrantError):
+        return 403, body("warrant-rejected", reason=exc.reason)
+    if isinstance(exc, ExecutionConflictError):
+        return 409, body("conflict")
+    if isinstance(exc, ProofRequestError):
+        return 400, body("bad-request")
+    return 503, body("unavailable")
+
+
 class GovernorApp(FastAPI):
-    """The governor's FastAPI application, with a plain ASGI path for ``POST
-    /v1/authorize``: the hot endpoint skips routing, dependency injection and thread
-    hops; it verifies and decides on the event loop and awaits the group commit (ADR
-    0006). Every other request goes through FastAPI as usual."""
+    """The governor's FastAPI application, with a plain ASGI path for the two hot
+    endpoints, ``POST /v1/authorize`` and ``POST /v1/executions/{id}/renew``: they skip
+    routing and dependency injection; authorize verifies and decides on the event loop
+    and awaits the group commit without a thread, renew re-verifies in one worker
+    thread (ADR 0006). Every other request goes through FastAPI as usual, and both are
+    still declared there for the OpenAPI document."""
 
     def __init__(self, governor: Governor, metrics: _Metrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -96,26 +125,48 @@ class GovernorApp(FastAPI):
         self.metrics = metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/authorize" and scope["method"] == "POST":
-            try:
-                status, payload = await self._fast_authorize(scope, receive)
-            except Exception:  # noqa: BLE001 - the barrier of this path: never leak a traceback
-                status, payload = 500, _INTERNAL
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/authorize":
+                handler = self.authorize_endpoint
+            elif (m := _RENEW.fullmatch(path)) is not None:
+                handler = functools.partial(self.renew_endpoint, m.group(1))
+            else:
+                handler = None
+            if handler is not None:
+                await self._fast(scope, receive, send, handler)
+                return
         await super().__call__(scope, receive, send)
 
-    async def _fast_authorize(self, scope: Any, receive: Any) -> tuple[int, bytes]:
+    async def _fast(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
+    ) -> None:
+        try:
+            status, payload = await self._read_and_handle(scope, receive, handler)
+        except Exception:  # noqa: BLE001 - the barrier of this path: never leak a traceback
+            status, payload = 500, _INTERNAL
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _read_and_handle(
+        self,
+        scope: Any,
+        receive: Any,
+        handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
+    ) -> tuple[int, bytes]:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -132,7 +183,29 @@ class GovernorApp(FastAPI):
         query = scope.get("query_string", b"")
         target = scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        return await self.authorize_endpoint(target, headers, b"".join(chunks))
+        return await handler(target, headers, b"".join(chunks))
+
+    async def renew_endpoint(
+        self, execution_id: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """``POST /v1/executions/{id}/renew``: authenticate on the loop, re-verify in a
+        worker thread (it reads the state and, when the policy changed, appends)."""
+        governor = self.governor
+        try:
+            name = governor.authenticate("POST", target, body, headers)
+        except AuthenticationError as e:
+            self.metrics.auth_failures.labels(e.reason).inc()
+            return 401, _detail({"error": "unauthenticated", "reason": e.reason, "message": str(e)})
+        governor.persist_nonces()
+        try:
+            parsed = loads(body) if body else None
+            answer = await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
+        except CanonicalizationError as e:
+            return 422, _detail({"error": "bad-request", "message": str(e)})
+        except ProctorError as e:
+            status, error = _error_for(e)
+            return status, orjson.dumps(error)
+        return 200, orjson.dumps(answer)
 
     async def authorize_endpoint(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """``POST /v1/authorize``: authenticate, decide, record; (status, JSON body)."""
@@ -161,6 +234,7 @@ class GovernorApp(FastAPI):
         return 200, orjson.dumps(result.to_json())
 
 
+_RENEW = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/renew")
 _INTERNAL = orjson.dumps({"error": "internal", "message": "internal error"})
 
 
@@ -189,21 +263,8 @@ def create_app(governor: Governor) -> GovernorApp:
 
     @app.exception_handler(ProctorError)
     async def proctor_error(request: Request, exc: ProctorError) -> JSONResponse:
-        if isinstance(exc, PolicyValidationError):
-            return _error(422, "policy-invalid", str(exc), diagnostics=list(exc.diagnostics))
-        if isinstance(exc, BundleError | PolicyError):
-            return _error(422, "policy-rejected", str(exc))
-        if isinstance(exc, RequestShapeError | CanonicalizationError):
-            return _error(422, "bad-request", str(exc))
-        if isinstance(exc, PrincipalError):
-            return _error(403, "forbidden", str(exc))
-        if isinstance(exc, WarrantError):
-            return _error(403, "warrant-rejected", str(exc), reason=exc.reason)
-        if isinstance(exc, ExecutionConflictError):
-            return _error(409, "conflict", str(exc))
-        if isinstance(exc, ProofRequestError):
-            return _error(400, "bad-request", str(exc))
-        return _error(503, "unavailable", str(exc))
+        status, body = _error_for(exc)
+        return JSONResponse(body, status_code=status)
 
     async def caller(request: Request) -> Caller:
         body = await request.body()
@@ -256,6 +317,7 @@ def create_app(governor: Governor) -> GovernorApp:
     def start_execution(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         return governor.executions.start(who.name, who.body)
 
+    # Served by GovernorApp's fast path (renew_endpoint); declared here for OpenAPI.
     @app.post("/v1/executions/{execution_id}/renew")
     def renew_execution(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         return governor.executions.renew(who.name, execution_id, who.body)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import base64
 import secrets
+import sqlite3
+import threading
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
-from proctor.errors import PrincipalError, ProctorError, WarrantError
+from proctor.errors import PrincipalError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
 from proctor.policy import PolicyRequest
@@ -57,11 +59,107 @@ def _field(body: Any, key: str, kind: type, *, default: Any = None) -> Any:
     return value
 
 
+SWEEP_GRACE_MS = 1000
+"""How long past its lease a running execution may go unrenewed and unfinished before
+the governor records it as ``supervisor-lost`` (its enforcer killed it at the lease's
+expiry, or died and took the tree with it; either way no one governs it any more)."""
+
+
 class Executions:
-    """Start, renew and finish executions of one governor."""
+    """Start, renew and finish executions of one governor.
+
+    Lease deadlines live in memory (this process is the only one that renews them) and
+    are persisted in batches through the log writer's next transaction, so that a
+    renewal never waits for SQLite's write lock.
+    """
 
     def __init__(self, governor: Governor) -> None:
         self.gov = governor
+        self._lock = threading.Lock()
+        self._leases: dict[str, int] = dict(governor.state.running_leases())
+        self._unsaved: dict[str, int] = {}
+        self._flush_queued = False
+
+    def _set_lease(self, execution_id: str, expires_ms: int) -> None:
+        with self._lock:
+            self._leases[execution_id] = expires_ms
+            self._unsaved[execution_id] = expires_ms
+            queue = not self._flush_queued
+            self._flush_queued = True
+        if queue:
+            self.gov._side_write(self._persist_leases)
+
+    def _persist_leases(self, conn: Any, index: int = -1) -> None:
+        with self._lock:
+            rows, self._unsaved = self._unsaved, {}
+            self._flush_queued = False
+        try:
+            conn.executemany(
+                "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",
+                [(expires, ex) for ex, expires in rows.items()],
+            )
+        except sqlite3.Error as e:
+            with self._lock:
+                for ex, expires in rows.items():
+                    self._unsaved.setdefault(ex, expires)
+            raise StoreError(f"cannot persist lease deadlines: {e}") from e
+
+    def lease_expires_ms(self, record: dict[str, Any]) -> int:
+        """The execution's lease deadline (memory first: the table lags behind)."""
+        with self._lock:
+            return self._leases.get(record["id"], int(record["lease_expires_ms"]))
+
+    def _end_lease(self, execution_id: str) -> None:
+        with self._lock:
+            self._leases.pop(execution_id, None)
+
+    def sweep(self, *, grace_ms: int = SWEEP_GRACE_MS) -> list[str]:
+        """Record ``execution.terminated`` (``supervisor-lost``) for every running
+        execution whose lease lapsed ``grace_ms`` ago with no renewal or finish.
+
+        Returns:
+            The ids of the executions it closed.
+        """
+        gov = self.gov
+        now = gov.now()
+        cutoff = int(now * 1000) - grace_ms
+        with self._lock:
+            lapsed = [ex for ex, expires in self._leases.items() if expires < cutoff]
+        closed = []
+        for execution_id in lapsed:
+            record = gov.state.execution(execution_id)
+            if record is None or record["status"] not in ("running", "terminating"):
+                self._end_lease(execution_id)
+                continue
+            expired_at = self.lease_expires_ms(record)
+            if expired_at >= cutoff:
+                continue  # renewed meanwhile
+            event = {
+                "v": 1,
+                "type": "execution.terminated",
+                "time": rfc3339(now),
+                "node": gov.node,
+                "execution": execution_id,
+                "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
+                "reason": "supervisor-lost",
+                "signal": "",
+                "processes_killed": 0,
+                "detail": f"the lease expired at {expired_at} ms with no renewal or finish from the enforcer",
+                "stdout_digest": "",
+                "stderr_digest": "",
+                "parent": self._link(int(record["started_index"])),
+            }
+            index = gov.log.append(event)
+            gov.state.update_execution(
+                execution_id,
+                status="terminated",
+                reason="supervisor-lost",
+                indices=[*record["indices"], index],
+                ended=int(now),
+            )
+            self._end_lease(execution_id)
+            closed.append(execution_id)
+        return closed
 
     def _link(self, index: int) -> dict[str, Any]:
         return {"index": index, "leaf_hash": base64.b64encode(self.gov.log.leaf_hash(index)).decode()}
@@ -157,6 +255,8 @@ class Executions:
             raise ExecutionConflictError(
                 f"warrant {claims.warrant_id} already started an execution (replayed)"
             )
+        with self._lock:
+            self._leases[execution_id] = int(now * 1000) + ttl_ms
         return {
             "execution": execution_id,
             "log_index": index,
@@ -188,7 +288,7 @@ class Executions:
             gov.state.update_execution(execution_id, status="terminating", reason=reason)
             return {"ok": False, "terminate": reason, "detail": detail}
         expires = now_ms + int(record["ttl_ms"])
-        gov.state.renew_lease(execution_id, expires)
+        self._set_lease(execution_id, expires)
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
 
     def _recheck(self, record: dict[str, Any], body: Any, now: float) -> tuple[str | None, str]:
@@ -207,7 +307,7 @@ class Executions:
         if warrant is None or int(warrant["expires"]) <= int(now):
             return "expired", "the warrant expired"
         # 4. The lease did not lapse (the enforcer must already have killed it then).
-        if int(now * 1000) > int(record["lease_expires_ms"]):
+        if int(now * 1000) > self.lease_expires_ms(record):
             return "lease-lost", "the lease expired before this renewal"
         # 5. The enforcer's own integrity check.
         if isinstance(body, dict) and body.get("integrity") not in (None, "ok"):
@@ -293,6 +393,7 @@ class Executions:
         if outcome == "terminated" and event["reason"] in VIOLATIONS:
             event["responses"] = self._respond(record, event)
         index = gov.log.append(event)
+        self._end_lease(execution_id)
         status = "completed" if outcome == "completed" else outcome
         gov.state.update_execution(
             execution_id,

@@ -215,6 +215,8 @@ class Governor(GovernorAdmin):
         self._principals = {}
         self._principals_generation = 0
         self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self.broadcaster = Broadcaster()
         self.executions = Executions(self)
         self.counters = RateCounters(self.state)
@@ -225,8 +227,27 @@ class Governor(GovernorAdmin):
 
     # -- lifecycle -------------------------------------------------------------
 
+    def start_sweeper(self, interval_s: float = 0.5) -> None:
+        """Close lapsed executions in the background (``Executions.sweep``): a lease
+        that lapsed with no renewal or finish is recorded as ``supervisor-lost``."""
+        if self._sweeper is not None:
+            return
+
+        def run() -> None:
+            while not self._stopping.wait(interval_s):
+                try:
+                    self.executions.sweep()
+                except ProctorError:
+                    pass  # store or log unavailable: try again next round (nothing is allowed by it)
+
+        self._sweeper = threading.Thread(target=run, name="proctor-lease-sweeper", daemon=True)
+        self._sweeper.start()
+
     def close(self) -> None:
-        """Close the log and the state store."""
+        """Stop the sweeper; close the log and the state store."""
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
         self.log.close()
         self.state.close()
 
@@ -377,7 +398,9 @@ class Governor(GovernorAdmin):
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
             # A failure here (minting) leaves the decision alone in the commit: deny.
             issued, row = self._warrant_event(op, index, leaf)
-            side.append(row)
+            # Side writes get the append's first index (the decision's); the
+            # warrant.issued event follows it.
+            side.append(lambda conn, index: row(conn, index=index + 1))
             return issued
 
         try:

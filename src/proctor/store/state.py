@@ -403,24 +403,10 @@ class StateStore:
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self._exec(f"UPDATE executions SET {assignments} WHERE id = ?", (*fields.values(), execution_id))  # noqa: S608 - column names are from the allow-list above
 
-    def renew_lease(self, execution_id: str, expires_ms: int) -> None:
-        """Move a running execution's lease deadline.
-
-        Without an fsync of its own: the lease is ephemeral state (the enforcer keeps
-        its own deadline and kills at it), renewed every TTL/3; in WAL mode a process
-        crash loses no committed row.
-        """
-        conn = self._conn()
-        try:
-            conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                conn.execute(
-                    "UPDATE executions SET lease_expires_ms = ? WHERE id = ?", (expires_ms, execution_id)
-                )
-            finally:
-                conn.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot renew the lease of {execution_id}: {e}") from e
+    def running_leases(self) -> list[tuple[str, int]]:
+        """``(execution id, lease deadline ms)`` of every running execution."""
+        rows = self._exec("SELECT id, lease_expires_ms FROM executions WHERE status IN ('running', 'terminating')")
+        return [(str(i), int(e)) for i, e in rows]
 
     def count_running(self, principal: str) -> int:
         """How many executions of ``principal`` are running."""
