@@ -137,7 +137,7 @@ def _serve(
         governor.start_sweeper()
         app = create_app(governor)
         typer.echo(f"proctor: governor {node} on http://{host}:{port} (data {data})", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     finally:
         governor.close()
 

@@ -434,3 +434,30 @@ def test_unprivileged_rerun_passes() -> None:
     assert code == 0, out[-4000:]
     assert " passed" in out
     assert "failed" not in out
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_the_command_gets_its_streams_and_passed_descriptors_only(
+    config: str, tmp_path: Path, marker: str, closing: list[Contained]
+) -> None:
+    """Also when the init of a pid namespace starts it (posix_spawn, not fork): an
+    inheritable descriptor of the supervisor does not reach the command, a passed one
+    does, and the signal mask is empty."""
+    script = tmp_path / "show.py"
+    script.write_text(SHOW.replace("print(json.dumps([", "print(json.dumps([open('/proc/self/status').read(), "))
+    stray_r, stray_w = os.pipe()
+    passed_r, passed_w = os.pipe()
+    os.set_inheritable(stray_r, True)
+    try:
+        tree = containment(config).spawn(
+            [sys.executable, str(script), marker], pass_fds=(passed_r,), stdout=subprocess.PIPE
+        )
+        closing.append(tree)
+        assert tree.wait(timeout=10) == 0
+        assert tree.stdout is not None
+        status, _, fds, _ = json.loads(tree.stdout.read())
+    finally:
+        for fd in (stray_r, stray_w, passed_r, passed_w):
+            os.close(fd)
+    assert set(fds) == {"0", "1", "2", str(passed_r)}
+    assert "SigBlk:\t0000000000000000" in status

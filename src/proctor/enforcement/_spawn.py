@@ -14,7 +14,8 @@ Ordering in the child (each step needs the previous one):
    user namespace mapping our own uid/gid to themselves, with the network and pid
    namespaces inside it; a pid namespace only applies to children, so this child forks
    the init and stays behind as an *outer relay* that exits as the init does.
-5. With a pid namespace, the init forks the command and stays as an *init relay*: it
+5. With a pid namespace, the init starts the command (``posix_spawn``, no copy of the
+   Python process) and stays as an *init relay*: it
    reaps whatever is orphaned in the namespace and, when the command exits, writes
    the command's wait status to the status pipe and exits, which makes the kernel
    kill whatever the command left behind. The command is therefore never pid 1, and
@@ -41,6 +42,7 @@ does, whatever thread calls ``spawn``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import queue
 import resource
@@ -49,7 +51,7 @@ import signal
 import struct
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
@@ -167,6 +169,10 @@ class ChildSetup:
         uid: our uid (for the user namespace's map).
         gid: our gid.
         exec_fd: a descriptor to mark close-on-exec before ``exec``, or ``None``.
+        argv: the command line (the init of a pid namespace starts the command itself).
+        exec_path: the file to execute, or ``None`` to look ``argv[0]`` up in ``PATH``.
+        env: the command's environment (``None``: inherited).
+        pass_fds: the descriptors the command keeps besides 0, 1 and 2.
     """
 
     report_fd: int
@@ -182,6 +188,10 @@ class ChildSetup:
     uid: int
     gid: int
     exec_fd: int | None
+    argv: tuple[str, ...] = ()
+    exec_path: str | None = None
+    env: Mapping[str, str] | None = None
+    pass_fds: tuple[int, ...] = ()
 
     def _fail(self, step: str, e: BaseException) -> None:
         with contextlib.suppress(OSError):
@@ -221,16 +231,46 @@ class ChildSetup:
                 if init:
                     _outer_relay(init, keep)
             if self.pidns:
-                step = "pid namespace relay"
-                command, keep = _fork_watched()
-                if command:
-                    _init_relay(command, keep, self.status_fd)
+                step = "starting the command in the pid namespace"
+                _init_relay(self._spawn_command(), self.status_fd, self.status_fd)
             if self.exec_fd is not None:
                 step = "close-on-exec"
                 os.set_inheritable(self.exec_fd, False)
         except BaseException as e:
             self._fail(step, e)
             raise
+
+
+    def _spawn_command(self) -> int:  # pragma: no cover - runs in the forked init
+        """Start the command from the namespace's init with ``posix_spawn``.
+
+        ``posix_spawn`` runs the new process on this one's memory until it execs (a
+        vfork), where ``fork`` would first copy the page tables of a whole Python
+        process: about 1.5 ms of every start. The command needs nothing a fork would
+        give it: it is born in the cgroups, namespaces, session and working directory
+        set up above; it keeps its standard streams and the descriptors it was given
+        (every other inheritable one is closed, as ``close_fds`` would); its signal
+        mask is empty; and if this init dies the kernel kills the whole namespace, so
+        it needs no PDEATHSIG of its own.
+        """
+        keep = {0, 1, 2, *self.pass_fds}
+        actions = []
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd in keep:
+                continue
+            try:
+                if not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
+            except OSError:
+                continue  # the directory's own descriptor, closed by now
+        if self.exec_fd is not None:
+            os.set_inheritable(self.exec_fd, False)  # execve of /proc/self/fd/N closes it
+        env = os.environ if self.env is None else self.env
+        spawn = os.posix_spawn if self.exec_path else os.posix_spawnp
+        return spawn(
+            self.exec_path or self.argv[0], list(self.argv), env, file_actions=actions, setsigmask=()
+        )
 
 
 def _write_file(path: str, text: str) -> None:

@@ -332,6 +332,10 @@ class Containment:
                 uid=os.getuid(),
                 gid=os.getgid(),
                 exec_fd=_exec_fd(exec_path, pass_fds),
+                argv=tuple(argv),
+                exec_path=exec_path,
+                env=env,
+                pass_fds=tuple(pass_fds),
             )
             try:
                 popen = spawner().popen(

@@ -19,7 +19,7 @@ from proctor.authorization.keys import load_public_key, valid_principal_name
 from proctor.errors import BundleError, PrincipalError
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor.stream import Broadcaster
-from proctor.lineage.log import Log
+from proctor.lineage.log import Append, Log
 from proctor.policy import PolicyEngine, SignedBundle
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
 
@@ -40,6 +40,7 @@ class GovernorAdmin:
     node: str
     broadcaster: Broadcaster
     _lock: threading.Lock
+    _submit_lock: threading.Lock
     _engine: PolicyEngine | None
     _bundle_error: str | None
     _principals: dict[str, tuple[PrincipalRecord, bytes]]
@@ -230,27 +231,42 @@ class GovernorAdmin:
             if kind == "principal" and self.state.principal(target) is None:
                 raise PrincipalError(f"unknown principal {target!r}")
             now = self.now()
-            index = self.log.append(
-                {
-                    "v": 1,
-                    "type": "revocation",
-                    "time": rfc3339(now),
-                    "node": self.node,
-                    "target": {"kind": kind, "id": target},
-                    "reason": reason,
-                    "by": by,
-                }
-            )
-            # Pushed to every enforcer as soon as it is recorded, before the state
-            # tables catch up: a revoked execution dies in milliseconds, and killing
-            # early is never the unsafe direction.
-            self.broadcaster.publish({"type": "revocation", "seq": index, "kind": kind, "target": target})
-            self.state.put_revocation(RevocationRecord(kind, target, reason, by, rfc3339(now), index))
+            # The event and the state rows (the revocation; a running execution marked
+            # terminating) commit together, then the change is pushed to every
+            # enforcer at once: a revoked execution dies in milliseconds.
+            row = RevocationRecord(kind, target, reason, by, rfc3339(now), -1)
+            committed: list[Append] = []
+
+            def push() -> None:
+                # On the log writer, the moment the commit is durable: no thread
+                # hand-off between the revocation's record and its push.
+                with self._submit_lock:  # until the submitter has recorded the append
+                    done = committed[0] if committed else None
+                if done is not None and done.error is None and done.indices:
+                    seq = done.indices[0]
+                    self.broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
+
+            with self._submit_lock:
+                pending = self.log.submit(
+                    [
+                        {
+                            "v": 1,
+                            "type": "revocation",
+                            "time": rfc3339(now),
+                            "node": self.node,
+                            "target": {"kind": kind, "id": target},
+                            "reason": reason,
+                            "by": by,
+                        }
+                    ],
+                    side=[self.state.revocation_writer(row)],
+                    notify=push,
+                )
+                committed.append(pending)
+            index = pending.wait()[0]
             if kind == "policy" and self._engine is not None and self._engine.bundle_digest == target:
                 self._engine = None
                 self._bundle_error = f"the active bundle {target} was revoked"
-            if kind == "execution" and self.state.execution(target) is not None:
-                self.state.update_execution(target, status="terminating", reason="revoked")
         if kind == "principal":
             record = self.state.principal(target)
             if record is not None and record.status == "active" and record.attrs.get("role") != ADMIN:

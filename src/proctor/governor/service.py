@@ -212,6 +212,7 @@ class Governor(GovernorAdmin):
         self._warrant_key_bytes = self._warrant_key.private_bytes()
         self.warrant_public_key = self._warrant_key.public_key
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
         self._principals = {}
         self._principals_generation = 0
         self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}

@@ -540,7 +540,9 @@ class Log:
                         break
                     batch.append(nxt)  # type: ignore[arg-type]
                     count += len(nxt.events)  # type: ignore[attr-defined]
-                busy = len(batch) > 1 or self._always_linger
+                # Busy: several callers' events were waiting together (side writes
+                # alone, such as persisted nonces, do not count).
+                busy = sum(1 for p in batch if p.events) > 1 or self._always_linger
                 self._commit(batch)
         except BaseException as e:  # noqa: BLE001 - the writer must never die silently
             failure = LogAppendError(f"the log writer stopped: {e!r}")

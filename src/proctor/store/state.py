@@ -244,10 +244,28 @@ class StateStore:
     def put_revocation(self, record: RevocationRecord) -> None:
         """Record a revocation; a later revocation of the same target replaces it (a
         principal revoked, resumed and revoked again must have its latest index)."""
-        self._exec(
-            "INSERT OR REPLACE INTO revocations VALUES (?, ?, ?, ?, ?, ?)",
-            (record.kind, record.target, record.reason, record.by, record.time, record.log_index),
-        )
+        try:
+            self.revocation_writer(record)(self._conn(), index=record.log_index)
+        except sqlite3.Error as e:
+            raise StoreError(f"state store: {e}") from e
+
+    @staticmethod
+    def revocation_writer(record: RevocationRecord) -> Callable[..., None]:
+        """:meth:`put_revocation` to run inside another transaction as ``write(conn,
+        index=...)``, with the log index of the ``revocation`` event (the commit that
+        records the event: both or neither)."""
+        row = (record.kind, record.target, record.reason, record.by, record.time)
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            conn.execute("INSERT OR REPLACE INTO revocations VALUES (?, ?, ?, ?, ?, ?)", (*row, index))
+            if record.kind == "execution":
+                conn.execute(
+                    "UPDATE executions SET status = 'terminating', reason = 'revoked' "
+                    "WHERE id = ? AND status = 'running'",
+                    (record.target,),
+                )
+
+        return write
 
     def is_revoked(self, kind: str, target: str) -> bool:
         """Whether (kind, target) is revoked."""
