@@ -175,3 +175,27 @@ def test_renewed_leases_are_persisted_and_survive_a_restart(gov_data: Path, gove
     governor.close()
     with Governor(gov_data) as again:
         assert again.executions.lease_expires_ms(again.state.execution(ex) or {}) == answer["lease_expires_ms"]
+
+
+def test_the_concurrency_counter_follows_every_status_change(gov_data: Path, governor: Governor) -> None:
+    def concurrency() -> int:
+        result = governor.authorize("alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo", "c")))
+        return int(json.loads(governor.log.leaf(result.log_index))["request"]["counters"]["concurrency"])
+
+    assert concurrency() == 0
+    a, _ = start(governor, argv=("echo", "a"))
+    b, _ = start(governor, argv=("echo", "b"))
+    c, _ = start(governor, argv=("echo", "c2"))
+    d, _ = start(governor, argv=("echo", "d"))
+    assert concurrency() == 4
+    governor.executions.finish("alice", a, {"outcome": "completed", "exit_status": 0})
+    assert concurrency() == 3
+    governor.revoke("execution", b, reason="test", by="admin")
+    assert concurrency() == 2
+    assert governor.executions.renew("alice", c, {"integrity": "violated"})["ok"] is False
+    assert concurrency() == 1
+    governor.close()
+    with Governor(gov_data) as again:  # rebuilt from the table after a restart
+        assert again.executions.running_count("alice") == 1 == again.state.count_running("alice")
+        record = again.state.execution(d)
+        assert record is not None and record["status"] == "running"

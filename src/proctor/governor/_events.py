@@ -12,10 +12,17 @@ from proctor.lineage.canonical import canonicalize
 __all__ = ["rfc3339", "digest", "principal_event"]
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted (replaced, never changed)
+
+
 def rfc3339(now: float) -> str:
     """Unix time as an RFC 3339 UTC timestamp with millisecond precision."""
-    dt = datetime.fromtimestamp(now, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    global _second  # noqa: PLW0603 - a one-entry cache, swapped atomically
+    second, ms = divmod(int(now * 1000), 1000)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{cached[1]}{ms:03d}Z"
 
 
 def digest(data: bytes) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -19,6 +19,9 @@ from proctor.authorization.keys import load_public_key, valid_principal_name
 from proctor.errors import BundleError, PrincipalError
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor.stream import Broadcaster
+
+if TYPE_CHECKING:
+    from proctor.governor.executions import Executions
 from proctor.lineage.log import Append, Log
 from proctor.policy import PolicyEngine, SignedBundle
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
@@ -41,6 +44,7 @@ class GovernorAdmin:
     broadcaster: Broadcaster
     _lock: threading.Lock
     _submit_lock: threading.Lock
+    executions: Executions
     _engine: PolicyEngine | None
     _bundle_error: str | None
     _principals: dict[str, tuple[PrincipalRecord, bytes]]
@@ -264,6 +268,8 @@ class GovernorAdmin:
                 )
                 committed.append(pending)
             index = pending.wait()[0]
+            if kind == "execution":
+                self.executions.revoked(target)
             if kind == "policy" and self._engine is not None and self._engine.bundle_digest == target:
                 self._engine = None
                 self._bundle_error = f"the active bundle {target} was revoked"

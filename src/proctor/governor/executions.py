@@ -79,6 +79,30 @@ class Executions:
         self._leases: dict[str, int] = dict(governor.state.running_leases())
         self._unsaved: dict[str, int] = {}
         self._flush_queued = False
+        # principal → its executions with status "running" (the concurrency counter
+        # policies read on every authorization), mirrored from every status change.
+        self._running: dict[str, set[str]] = {}
+        for execution_id, principal in governor.state.running_executions():
+            self._running.setdefault(principal, set()).add(execution_id)
+
+    def running_count(self, principal: str) -> int:
+        """How many executions of ``principal`` are running."""
+        with self._lock:
+            return len(self._running.get(principal, ()))
+
+    def _not_running(self, execution_id: str, principal: str) -> None:
+        with self._lock:
+            mine = self._running.get(principal)
+            if mine is not None:
+                mine.discard(execution_id)
+                if not mine:
+                    del self._running[principal]
+
+    def revoked(self, execution_id: str) -> None:
+        """The execution was revoked (its row says ``terminating`` now)."""
+        record = self.gov.state.execution(execution_id)
+        if record is not None:
+            self._not_running(execution_id, str(record["principal"]))
 
     def _set_lease(self, execution_id: str, expires_ms: int) -> None:
         with self._lock:
@@ -150,6 +174,7 @@ class Executions:
                 "parent": self._link(int(record["started_index"])),
             }
             index = gov.log.append(event)
+            self._not_running(execution_id, str(record["principal"]))
             gov.state.update_execution(
                 execution_id,
                 status="terminated",
@@ -257,6 +282,7 @@ class Executions:
             )
         with self._lock:
             self._leases[execution_id] = int(now * 1000) + ttl_ms
+            self._running.setdefault(principal, set()).add(execution_id)
         return {
             "execution": execution_id,
             "log_index": index,
@@ -285,6 +311,7 @@ class Executions:
             }
         reason, detail = self._recheck(record, body, now)
         if reason is not None:
+            self._not_running(execution_id, principal)
             gov.state.update_execution(execution_id, status="terminating", reason=reason)
             return {"ok": False, "terminate": reason, "detail": detail}
         expires = now_ms + int(record["ttl_ms"])
@@ -394,6 +421,7 @@ class Executions:
             event["responses"] = self._respond(record, event)
         index = gov.log.append(event)
         self._end_lease(execution_id)
+        self._not_running(execution_id, principal)
         status = "completed" if outcome == "completed" else outcome
         gov.state.update_execution(
             execution_id,

@@ -46,6 +46,7 @@ from proctor.authorization.warrants import (
 from proctor.datadir import DataDir
 from proctor.errors import (
     AuthenticationError,
+    LogAppendError,
     EventError,
     LineageError,
     ProctorError,
@@ -59,7 +60,8 @@ from proctor.governor.executions import Executions
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.stream import Broadcaster
-from proctor.lineage.log import Append, Log, Side
+from proctor.lineage.log import Append, Deferred, Log, Side
+from proctor.authorization.minter import MintHelper
 from proctor.policy import Decision, PolicyEngine, PolicyRequest, SignedBundle, deny_all
 from proctor.store.state import PrincipalRecord, StateStore
 
@@ -75,7 +77,7 @@ __all__ = [
 
 DEFAULT_LEASE_TTL_MS = 5000
 DEFAULT_WARRANT_TTL_S = 900
-DEFAULT_COMMIT_LINGER_S = 0.002
+DEFAULT_COMMIT_LINGER_S = float(os.environ.get("PLINGER", "0.002"))
 
 
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
@@ -171,6 +173,7 @@ class _Authorization:
     now_s: int
     pending: Append = dataclasses.field(init=False)
     decision_index: int | None = None
+    deferred: Deferred | None = None
     claims: WarrantClaims | None = None
     token: str = ""
 
@@ -190,8 +193,12 @@ class Governor(GovernorAdmin):
         clock: Any = time.time,
         warrant_ttl_s: int = DEFAULT_WARRANT_TTL_S,
         commit_linger_s: float = DEFAULT_COMMIT_LINGER_S,
+        mint_helper: bool = False,
     ) -> None:
         """Open the governor's log, state and keys.
+
+        ``mint_helper``: mint warrants in a helper process (``proctor serve`` does), so
+        that the event loop does not hold the GIL for them.
 
         ``commit_linger_s``: while the log is busy, how long its writer waits after the
         first append of a group commit for more (fewer, larger commits under load; a
@@ -210,6 +217,10 @@ class Governor(GovernorAdmin):
         keys = self.data.path / "keys"
         self._warrant_key = PrincipalKey.load(keys / "warrant.key")
         self._warrant_key_bytes = self._warrant_key.private_bytes()
+        self.minter: MintHelper | None = None
+        if mint_helper:
+            self.minter = MintHelper(self._warrant_key_bytes)
+            self.minter.start()
         self.warrant_public_key = self._warrant_key.public_key
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
@@ -250,6 +261,8 @@ class Governor(GovernorAdmin):
         if self._sweeper is not None:
             self._sweeper.join()
         self.log.close()
+        if self.minter is not None:
+            self.minter.close()
         self.state.close()
 
     def __enter__(self) -> Governor:
@@ -399,14 +412,20 @@ class Governor(GovernorAdmin):
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
             # A failure here (minting) leaves the decision alone in the commit: deny.
             issued, row = self._warrant_event(op, index, leaf)
-            # Side writes get the append's first index (the decision's); the
-            # warrant.issued event follows it.
-            side.append(lambda conn, index: row(conn, index=index + 1))
+            side.append(row)
             return issued
 
+        def later(index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
+            return self._mint_later(op, index, leaf, deferred)
+
+        helper = decision.allow and self.minter is not None
         try:
             op.pending = self.log.submit(
-                [event], then=warrant if decision.allow else None, side=side, notify=notify
+                [event],
+                then=warrant if decision.allow and not helper else None,
+                later=later if helper else None,
+                side=side,
+                notify=notify,
             )
         except (LineageError, EventError, StoreError) as e:
             return self._unrecorded(op, e)
@@ -422,6 +441,11 @@ class Governor(GovernorAdmin):
         if not decision.allow:
             return AuthorizeResult(decision, op.decision_index)
         claims = op.claims
+        deferred = op.deferred
+        if deferred is not None and deferred.used_fallback:
+            if isinstance(deferred.error, LogAppendError) and self.minter is not None:
+                self.minter.restart()  # it did not answer in time: the next one starts fresh
+            return self._not_issued(op, deferred.error)
         if len(indices) < 2 or claims is None:
             return self._not_issued(op, op.pending.then_error)
         self.counters.issued(op.principal, op.now_s)
@@ -469,7 +493,7 @@ class Governor(GovernorAdmin):
         # Concurrency counts the principal's running executions.
         counters = {
             **self.counters.counts(principal, now_s),
-            "concurrency": self.state.count_running(principal),
+            "concurrency": self.executions.running_count(principal),
         }
         attrs = dict(record.attrs)
         attrs.setdefault("role", "")
@@ -571,9 +595,8 @@ class Governor(GovernorAdmin):
             event["parent_warrant"] = parent_id
         return event
 
-    def _warrant_event(self, op: _Authorization, index: int, leaf: bytes) -> tuple[dict[str, Any], Side]:
-        """Mint the warrant for the decision at ``index``; its ``warrant.issued`` event and
-        the write of its row (which revocation of ancestors reads)."""
+    def _claims(self, op: _Authorization, index: int) -> WarrantClaims:
+        """What the warrant for the decision at ``index`` binds."""
         request, decision, now_s = op.request, op.decision, op.now_s
         obligations = dict(decision.obligations)
         ttl = self._warrant_ttl_s
@@ -582,7 +605,7 @@ class Governor(GovernorAdmin):
             ttl = min(ttl, max_duration)
         lease_s = obligations.get("lease_ttl_s")
         lease_ttl_ms = lease_s * 1000 if type(lease_s) is int and lease_s > 0 else DEFAULT_LEASE_TTL_MS
-        claims = WarrantClaims(
+        return WarrantClaims(
             warrant_id=new_warrant_id(),
             principal=op.principal,
             action=request.action,
@@ -597,17 +620,21 @@ class Governor(GovernorAdmin):
             decision_index=index,
             parent=op.parent_id,
         )
-        token = mint_warrant(claims, root_private_key=self._warrant_key_bytes)
+
+    def _issued(
+        self, op: _Authorization, claims: WarrantClaims, token: str, index: int, leaf: bytes
+    ) -> tuple[dict[str, Any], Side]:
+        """The ``warrant.issued`` event of a minted warrant, and the write of its row
+        (which revocation of ancestors reads), as a side write of the same commit."""
         row = self.state.warrant_writer(
             claims.warrant_id,
             principal=op.principal,
             parent=op.parent_id,
             decision_index=index,
             expires=claims.expires,
-            issued=now_s,
+            issued=op.now_s,
             token=token,
         )
-        op.claims, op.token = claims, token
         event = {
             "v": 1,
             "type": "warrant.issued",
@@ -618,11 +645,57 @@ class Governor(GovernorAdmin):
             "principal": op.principal,
             "decision_index": index,
             "expires": claims.expires,
-            "lease_ttl_ms": lease_ttl_ms,
+            "lease_ttl_ms": claims.lease_ttl_ms,
             "token_digest": digest(token.encode()),
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
-        return event, row
+        # Side writes get the append's first index (the decision's); warrant.issued follows.
+        return event, lambda conn, index: row(conn, index=index + 1)
+
+    def _warrant_event(self, op: _Authorization, index: int, leaf: bytes) -> tuple[dict[str, Any], Side]:
+        """Mint the warrant for the decision at ``index`` here; its event and row."""
+        claims = self._claims(op, index)
+        token = mint_warrant(claims, root_private_key=self._warrant_key_bytes)
+        op.claims, op.token = claims, token
+        return self._issued(op, claims, token, index, leaf)
+
+    def _mint_later(self, op: _Authorization, index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
+        """Send the claims to the minting helper; fill the reserved slot with the
+        ``warrant.issued`` event when the token comes back. Returns the fallback that
+        takes the slot if it does not (``warrant.failed``: the decision stands, denied).
+
+        Raises:
+            WarrantError: the helper cannot be reached (then nothing is reserved).
+        """
+        claims = self._claims(op, index)
+        op.deferred = deferred
+
+        def minted(token: str | None, error: BaseException | None) -> None:
+            if token is None:
+                deferred.fill(None, error=error)
+                return
+            try:
+                event, row = self._issued(op, claims, token, index, leaf)
+            except ProctorError as e:
+                deferred.fill(None, error=e)
+                return
+            op.claims, op.token = claims, token
+            deferred.fill(event, side=[row])
+
+        if self.minter is None:  # cannot happen: only called with a helper
+            raise WarrantError("no minting helper")
+        self.minter.mint(claims, minted)
+        return {
+            "v": 1,
+            "type": "warrant.failed",
+            "time": rfc3339(op.now),
+            "node": self.node,
+            "warrant": claims.warrant_id,
+            "principal": op.principal,
+            "decision_index": index,
+            "reason": "the warrant was not minted (the minting helper failed or did not answer in time)",
+            "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
+        }
 
     def trust_changes(self, since: int) -> list[dict[str, Any]]:
         """Revocations and policy activations recorded after log index ``since`` (the

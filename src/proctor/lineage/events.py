@@ -39,6 +39,7 @@ EVENT_TYPES = frozenset(
         "principal.changed",
         "decision",
         "warrant.issued",
+        "warrant.failed",
         "execution.started",
         "execution.verified",
         "execution.terminated",

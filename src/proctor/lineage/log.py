@@ -56,13 +56,17 @@ from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, no
 from proctor.store.base import LogStore
 from proctor.store.sqlite import SQLiteStore
 
-__all__ = ["Append", "Chain", "EventLike", "Log", "LogReport", "Side"]
+__all__ = ["Append", "Chain", "Deferred", "EventLike", "Later", "Log", "LogReport", "Side"]
 
 EventLike = Event | Mapping[str, Any] | bytes
 """What :meth:`Log.append` accepts: an :class:`Event`, an event object, or JSON bytes."""
 
 Chain = Callable[[int, bytes], "EventLike | None"]
 """Builds the event that follows another, given that event's index and leaf hash."""
+
+Later = Callable[[int, bytes, "Deferred"], "EventLike"]
+"""Reserves the slot after an event: given its index, leaf hash and the handle to fill
+later, returns the fallback event for that slot."""
 
 
 def _b64(h: bytes) -> str:
@@ -82,6 +86,43 @@ Side = Callable[[Any, int], None]
 index of its append's first event."""
 
 
+class Deferred:
+    """An event whose slot in the log is reserved now and whose content comes later.
+
+    :meth:`Log.submit` with ``later=`` reserves the index right after its events; the
+    caller (any thread) calls :meth:`fill` with the event and its side writes. The
+    writer waits for it, at most ``Log.deferred_timeout`` seconds; if it is not filled
+    in time, or is filled with ``None`` or an unacceptable event, the *fallback* event
+    given at submit takes the slot instead (so the sequence never has a hole).
+    """
+
+    __slots__ = ("_filled", "error", "event", "side", "used_fallback")
+
+    def __init__(self) -> None:
+        self._filled = threading.Event()
+        self.event: Event | None = None
+        self.side: list[Side] = []
+        self.error: BaseException | None = None
+        self.used_fallback = False
+
+    def fill(self, event: EventLike | None, side: list[Side] | None = None, error: BaseException | None = None) -> None:
+        """Provide the event (``None``: use the fallback, for ``error``). Thread-safe; once."""
+        if self._filled.is_set():
+            return
+        if event is not None:
+            try:
+                self.event = _coerce(event)
+                self.side = list(side or [])
+            except ProctorError as e:
+                self.event, self.error = None, e
+        else:
+            self.error = error
+        self._filled.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._filled.wait(timeout)
+
+
 class Append:
     """One caller's append, waiting for its batch to commit.
 
@@ -91,7 +132,18 @@ class Append:
     ``notify`` instead of waiting: the writer calls it once the append is resolved.
     """
 
-    __slots__ = ("_done", "error", "events", "first", "indices", "notify", "side", "then_error")
+    __slots__ = (
+        "_done",
+        "deferred",
+        "error",
+        "events",
+        "fallback",
+        "first",
+        "indices",
+        "notify",
+        "side",
+        "then_error",
+    )
 
     def __init__(
         self,
@@ -102,6 +154,8 @@ class Append:
     ) -> None:
         self.events = events
         self.first = first
+        self.deferred: Deferred | None = None
+        self.fallback: Event | None = None
         self.side = side if side is not None else []
         self.notify = notify
         self.then_error: BaseException | None = None
@@ -249,6 +303,7 @@ class Log:
         self._state_lock = threading.Lock()
         self._seq_lock = threading.Lock()
         self._next = 0
+        self.deferred_timeout = 2.0
         self._queue: queue.SimpleQueue[Append | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._builder: TreeBuilder | None = None
@@ -351,6 +406,7 @@ class Log:
         events: Iterable[EventLike],
         *,
         then: Chain | None = None,
+        later: Later | None = None,
         side: list[Side] | None = None,
         notify: Callable[[], None] | None = None,
     ) -> Append:
@@ -361,6 +417,10 @@ class Log:
                 is not: a side write alone commits without a new checkpoint).
             then: as in :meth:`append_chain`; it runs on the calling thread, before
                 the append is queued.
+            later: reserves one more slot after the events (and ``then``'s): called
+                at once as ``later(index of the last event, its leaf hash, deferred)``,
+                it returns the fallback event and arranges for ``deferred.fill`` to be
+                called with the real one (see :class:`Deferred`).
             side: writes that must commit in the same transaction as the events (for
                 example a state row derived from them), called as ``write(conn,
                 index=first index of these events)``. ``then`` may add to this list. If
@@ -395,8 +455,17 @@ class Log:
                         batch.append(_coerce(built))
                 except Exception as e:  # noqa: BLE001 - reported to the caller, never lost
                     pending.then_error = e
+            reserved = 0
+            if later is not None and batch:
+                deferred = Deferred()
+                try:
+                    pending.fallback = _coerce(later(first + len(batch) - 1, leaf_hash(batch[-1].raw), deferred))
+                    pending.deferred = deferred
+                    reserved = 1
+                except Exception as e:  # noqa: BLE001 - reported to the caller, never lost
+                    pending.then_error = e
             pending.first = first
-            self._next = first + len(batch)
+            self._next = first + len(batch) + reserved
             self._queue.put(pending)
         return pending
 
@@ -550,6 +619,21 @@ class Log:
                 self._failed = failure
             self._fail_waiting(failure)
 
+    def _take_deferred(self, p: Append) -> None:
+        """Put the deferred event (or its fallback) in the slot reserved for it."""
+        deferred, fallback = p.deferred, p.fallback
+        if deferred is None or fallback is None:
+            return
+        if deferred.wait(self.deferred_timeout) and deferred.event is not None:
+            p.events.append(deferred.event)
+            p.side.extend(deferred.side)
+        else:
+            if deferred.error is None:
+                deferred.error = LogAppendError(f"not filled within {self.deferred_timeout} s")
+            deferred.used_fallback = True
+            p.events.append(fallback)
+        p.deferred = None
+
     def _resequence(self) -> None:
         """After a failed append: fail everything queued (their indices assumed it) and
         assign from the durable size again."""
@@ -618,6 +702,8 @@ class Log:
                 broken = True
                 p.fail(LogAppendError(f"not appended: an append queued before it failed (index {p.first})"))
                 continue
+            if p.deferred is not None and p.fallback is not None:
+                self._take_deferred(p)
             try:
                 hashes: list[bytes] = []
                 for i, ev in enumerate(p.events):

@@ -421,6 +421,11 @@ class StateStore:
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self._exec(f"UPDATE executions SET {assignments} WHERE id = ?", (*fields.values(), execution_id))  # noqa: S608 - column names are from the allow-list above
 
+    def running_executions(self) -> list[tuple[str, str]]:
+        """``(execution id, principal)`` of every execution with status ``running``."""
+        rows = self._exec("SELECT id, principal FROM executions WHERE status = 'running'")
+        return [(str(i), str(p)) for i, p in rows]
+
     def running_leases(self) -> list[tuple[str, int]]:
         """``(execution id, lease deadline ms)`` of every running execution."""
         rows = self._exec("SELECT id, lease_expires_ms FROM executions WHERE status IN ('running', 'terminating')")

@@ -1,0 +1,244 @@
+"""Minting warrants in a helper process, so that the governor's event loop does not.
+
+Building and signing a Biscuit holds the GIL for 80-190 µs per warrant, the largest
+single cost of an authorization (docs/benchmarks.md). :class:`MintHelper` hands the
+claims to one long-lived child process (``python -m proctor.authorization.minter``)
+over a pipe and gets the token back on another; the caller's thread only writes a
+line. Answers come back in the order the claims were sent (one process, one pipe), and
+each answer is delivered to the callback given with its claims, on a reader thread.
+
+Protocol (one line each way, UTF-8 JSON): the parent writes the 32-byte root seed as
+hex on the first line, then one claims object per line; the helper answers each with
+``{"token": ...}`` or ``{"error": ...}``. The seed never appears in an argument list or
+the environment.
+
+Fail closed: if the helper dies or answers garbage, every outstanding and later call
+gets an error (the governor then records ``warrant.failed`` and denies) until the next
+call starts a fresh helper.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import orjson
+
+from proctor.authorization.claims import WarrantClaims
+from proctor.authorization.warrants import mint_warrant
+from proctor.errors import WarrantError
+
+__all__ = ["MintHelper", "Minted", "claims_to_json"]
+
+_WRITE_TIMEOUT = 0.5
+
+Minted = Callable[[str | None, BaseException | None], None]
+"""Receives ``(token, None)`` or ``(None, error)``, on the helper's reader thread."""
+
+
+def claims_to_json(claims: WarrantClaims) -> dict[str, Any]:
+    """The claims as the helper reads them."""
+    return {
+        "warrant_id": claims.warrant_id,
+        "principal": claims.principal,
+        "action": claims.action,
+        "resource": claims.resource,
+        "args_digest": claims.args_digest,
+        "zone": claims.zone,
+        "executable_digest": claims.executable_digest,
+        "obligations": dict(claims.obligations),
+        "not_before": claims.not_before,
+        "expires": claims.expires,
+        "lease_ttl_ms": claims.lease_ttl_ms,
+        "decision_index": claims.decision_index,
+        "parent": claims.parent,
+    }
+
+
+class _Process:
+    """One running helper and the callbacks waiting for its answers, in order."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [sys.executable, "-m", "proctor.authorization.minter"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        self.waiting: collections.deque[Minted] = collections.deque()
+        self.dead: BaseException | None = None
+        self.lock = threading.Lock()
+        stdin = self.proc.stdin
+        if stdin is None:  # cannot happen: stdin=PIPE
+            raise WarrantError("the minting helper has no input pipe")
+        self.stdin_fd = stdin.fileno()
+        os.set_blocking(self.stdin_fd, False)
+        self._write(seed.hex().encode() + b"\n")
+        self.reader = threading.Thread(target=self._read, name="proctor-mint-reader", daemon=True)
+        self.reader.start()
+
+    def _write(self, data: bytes) -> None:
+        # Non-blocking: a helper that stopped reading must not stall the caller (which
+        # holds the log's sequencing lock); half a second of backlog is the limit.
+        view = memoryview(data)
+        deadline = time.monotonic() + _WRITE_TIMEOUT
+        while view:
+            try:
+                view = view[os.write(self.stdin_fd, view) :]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [self.stdin_fd], [], left)[1]:
+                    raise OSError("the minting helper is not reading its requests") from None
+
+    def send(self, claims: WarrantClaims, done: Minted) -> None:
+        line = orjson.dumps(claims_to_json(claims)) + b"\n"
+        with self.lock:
+            if self.dead is not None:
+                raise WarrantError(f"the minting helper is gone: {self.dead}")
+            self.waiting.append(done)
+            try:
+                self._write(line)
+            except OSError as e:
+                self.waiting.pop()
+                self.dead = WarrantError(f"cannot reach the minting helper: {e}")
+                raise self.dead from e
+
+    def _read(self) -> None:
+        raw: IO[bytes] | None = self.proc.stdout
+        error: BaseException = WarrantError("the minting helper exited")
+        try:
+            if raw is None:
+                return
+            # Buffered: the pipe is unbuffered (bufsize=0, for the writes), and a raw
+            # readline would read one byte per system call.
+            out = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+            for line in out:
+                with self.lock:
+                    done = self.waiting.popleft() if self.waiting else None
+                if done is None:
+                    error = WarrantError("the minting helper answered a request it was not sent")
+                    break
+                try:
+                    answer = orjson.loads(line)
+                    token = answer.get("token") if type(answer) is dict else None
+                except orjson.JSONDecodeError:
+                    answer, token = None, None
+                if type(token) is str:
+                    done(token, None)
+                else:
+                    message = answer.get("error") if type(answer) is dict else None
+                    done(None, WarrantError(f"the minting helper refused: {message or line[:200]!r}"))
+        except Exception as e:  # noqa: BLE001 - any failure of the reader: fail what waits
+            error = WarrantError(f"the minting helper's answers cannot be read: {e}")
+        finally:
+            with self.lock:
+                self.dead = error
+                waiting, self.waiting = list(self.waiting), collections.deque()
+            for done in waiting:
+                done(None, error)
+            self.stop()
+
+    def stop(self) -> None:
+        with self.lock:  # not while a send writes
+            if self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdout.close()
+
+
+class MintHelper:
+    """Mints warrants in a child process; thread-safe; restarts the child when it died."""
+
+    def __init__(self, root_private_key: bytes) -> None:
+        if type(root_private_key) is not bytes or len(root_private_key) != 32:
+            raise WarrantError("expected the 32-byte Ed25519 root private key seed", reason="malformed")
+        self._seed = root_private_key
+        self._lock = threading.Lock()
+        self._process: _Process | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the helper now rather than on the first :meth:`mint` (it takes a
+        Python start-up, about a tenth of a second).
+
+        Raises:
+            WarrantError: it cannot be started.
+        """
+        with self._lock:
+            if self._process is None or self._process.dead is not None:
+                try:
+                    self._process = _Process(self._seed)
+                except OSError as e:
+                    raise WarrantError(f"cannot start the minting helper: {e}") from e
+
+    def mint(self, claims: WarrantClaims, done: Minted) -> None:
+        """Send ``claims`` to the helper; ``done`` receives the token or the error.
+
+        Raises:
+            WarrantError: the helper cannot be started or reached (``done`` is not called).
+        """
+        with self._lock:
+            if self._closed:
+                raise WarrantError("the minting helper is closed")
+            process = self._process
+            if process is None or process.dead is not None:
+                try:
+                    process = self._process = _Process(self._seed)
+                except OSError as e:
+                    raise WarrantError(f"cannot start the minting helper: {e}") from e
+        process.send(claims, done)
+
+    def restart(self) -> None:
+        """Stop the current helper (what waits on it gets an error); the next
+        :meth:`mint` starts a fresh one."""
+        with self._lock:
+            process, self._process = self._process, None
+        if process is not None:
+            process.stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The running helper's pid (for tests and diagnostics)."""
+        process = self._process
+        return None if process is None or process.dead is not None else process.proc.pid
+
+    def close(self) -> None:
+        """Stop the helper; calls still waiting get an error."""
+        with self._lock:
+            self._closed = True
+            process, self._process = self._process, None
+        if process is not None:
+            process.stop()
+            process.reader.join(timeout=5)
+
+
+def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:  # pragma: no cover - the helper process
+    seed = bytes.fromhex(stdin.readline().decode().strip())
+    for line in stdin:
+        try:
+            fields = orjson.loads(line)
+            claims = WarrantClaims(**fields)
+            answer = {"token": mint_warrant(claims, root_private_key=seed)}
+        except Exception as e:  # noqa: BLE001 - every request gets an answer, in order
+            answer = {"error": f"{type(e).__name__}: {e}"[:500]}
+        stdout.write(orjson.dumps(answer) + b"\n")
+        stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the helper process
+    sys.exit(_serve(sys.stdin.buffer, sys.stdout.buffer))

@@ -1,0 +1,105 @@
+"""Warrants minted in the helper process: same warrants, same log, failures deny."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gov_support import POLICIES, signed_bundle
+from proctor.authorization.keys import PrincipalKey
+from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
+from proctor.governor.model import AuthorizeRequest
+from proctor.governor.service import Governor
+
+
+@pytest.fixture
+def helped(gov_data: Path) -> Iterator[Governor]:
+    with Governor(gov_data, mint_helper=True) as gov:
+        alice = PrincipalKey.generate("alice")
+        gov.add_principal("alice", alice.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
+        gov.push_policy(signed_bundle(gov_data, POLICIES / "basic"), by="admin")
+        yield gov
+
+
+def request(db: str = "db1") -> AuthorizeRequest:
+    return AuthorizeRequest(action="exec", resource="/usr/bin/pg_dump", argv=("pg_dump", db))
+
+
+def event(gov: Governor, index: int) -> dict[str, Any]:
+    return dict(json.loads(gov.log.leaf(index)))
+
+
+def test_a_helper_minted_warrant_verifies_and_is_recorded_after_its_decision(helped: Governor) -> None:
+    assert helped.minter is not None and helped.minter.pid is not None
+    result = helped.authorize("alice", request())
+    assert result.allowed, result.decision.reason
+    assert result.warrant is not None and result.log_index is not None
+    assert result.warrant_index == result.log_index + 1
+    claims = verify_warrant(
+        result.warrant,
+        root_public_key=helped.warrant_public_key,
+        now=int(time.time()),
+        request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db1"]), "", ""),
+    )
+    assert claims.decision_index == result.log_index
+    issued = event(helped, result.warrant_index)
+    assert (issued["type"], issued["warrant"]) == ("warrant.issued", claims.warrant_id)
+    row = helped.state.warrant(claims.warrant_id)
+    assert row is not None and (row["decision_index"], row["issued_index"]) == (result.log_index, result.warrant_index)
+    assert not helped.authorize("alice", request("db2")).allowed  # denies need no warrant
+    assert helped.log.check_all().ok
+
+
+def test_concurrent_authorizations_each_bind_their_own_decision(helped: Governor) -> None:
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(25):
+            r = helped.authorize("alice", request())
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 200 and all(r.allowed for r in results)
+    for r in results:
+        issued = event(helped, r.warrant_index)
+        assert issued["decision_index"] == r.log_index
+        assert event(helped, r.log_index)["type"] == "decision"
+    assert helped.log.check_all().ok
+
+
+def test_a_dead_helper_denies_records_warrant_failed_and_is_restarted(helped: Governor) -> None:
+    assert helped.minter is not None
+    pid = helped.minter.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # it will not answer...
+    helped.log.deferred_timeout = 0.3
+    try:
+        result = helped.authorize("alice", request())
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # restarted (and reaped) already
+            os.kill(pid, signal.SIGKILL)
+    assert not result.allowed
+    assert result.warrant is None
+    assert "the warrant could not be issued" in result.decision.reason
+    failed = event(helped, helped.log.size - 1)
+    assert (failed["type"], failed["decision_index"]) == ("warrant.failed", result.log_index)
+    assert event(helped, result.log_index)["decision"] == "allow"  # the decision stands, recorded
+    again = helped.authorize("alice", request())  # ...a fresh helper answers the next one
+    assert again.allowed, again.decision.reason
+    assert helped.minter.pid not in (None, pid)
+    assert helped.log.check_all().ok
