@@ -12,7 +12,8 @@ What it measures (docs/benchmarks.md, "Governor: authorization", has the results
 
 1. In-process ``Governor.authorize`` latency on one thread after warm-up: the
    decision, the warrant and the durable log append (decision and ``warrant.issued``
-   in one commit via ``Log.append_chain``), for an allow and for a deny, with the
+   in one commit via ``Log.submit``, the warrant bound to the decision's index), for
+   an allow and for a deny, with the
    small ``tests/integration/policies/basic`` bundle and with that bundle plus 500
    unrelated generated policies. Also how latency grows with the state the request
    path scans (warrants issued to the principal in the last hour; stored nonces).
@@ -20,10 +21,8 @@ What it measures (docs/benchmarks.md, "Governor: authorization", has the results
 3. HTTP on loopback: ``proctor serve`` and two programmatic uvicorn servers
    (asyncio + h11, uvloop + httptools) in a subprocess; requests are pre-signed
    (RFC 9421, one fresh nonce each, so each is sent once) and sent by ``wrk`` with
-   ``bench/wrk_signed.lua``. Also: bench-only "what-if" servers (SQLite writes behind
-   one lock + a nonce expiry index; a bare ASGI app with one thread hop), an ablation
-   without warrant minting, ``proctor serve`` with the nonce table at its steady state
-   for 500 authz/s; a sustained run on one server; a plain httpx multi-thread client
+   ``bench/wrk_signed.lua``. Also: an ablation without warrant minting (a bench-only
+   patch), ``proctor serve`` started with 150,000 live nonces stored; a sustained run on one server; a plain httpx multi-thread client
    for comparison; and, when the throughput target is missed, a ``py-spy`` profile of
    the server (GIL time and wall time per request, by component and by thread).
 4. Per-component costs in process (signature verification, nonce store, Cedar,
@@ -74,6 +73,7 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request, verify_request
 from proctor.authorization.warrants import WarrantClaims, args_digest, mint_warrant, new_warrant_id
 from proctor.governor.model import AuthorizeRequest
+from proctor.governor.nonces import NonceCache
 from proctor.governor.service import Governor, initialize
 from proctor.lineage.canonical import loads
 from proctor.lineage.log import Log
@@ -497,7 +497,7 @@ def profile_allow(data: Path, principal: str, n: int) -> str:
         Log._run = original  # type: ignore[method-assign]
     buf = io.StringIO()
     buf.write(f"cProfile of Governor.authorize (allow), {n} calls after 200 warm-up calls.\n")
-    buf.write("\n== calling thread (waits for the writer in _Pending.wait), top 12 by cumulative time\n")
+    buf.write("\n== calling thread (waits for the writer in Append.wait), top 12 by cumulative time\n")
     pstats.Stats(caller, stream=buf).sort_stats("cumulative").print_stats(12)
     buf.write(
         "\n== log writer thread (whole life, including the 200 warm-up calls and idle waits in "
@@ -616,33 +616,18 @@ def bench_components(g: Governor, large: Governor, n: int) -> list[tuple[str, fl
             "nonce store stubbed out",
         )
     )
-    rows.append(
-        ("  of which public_key_for (SQLite principal read)", p50(lambda i: g.public_key_for("comp")), "")
-    )
-    # The nonce store: its DELETE of expired nonces scans the whole table (no index on expires).
-    conn = g.state._conn()
-    have = 0
-    for size in (0, 10_000, 100_000):
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO nonces VALUES (?, ?, ?)",
-            [("seed", f"seed{i:012d}", now + 300) for i in range(have, size)],
-        )
-        conn.execute("COMMIT")
-        have = size
+    rows.append(("  of which public_key_for (cached principal)", p50(lambda i: g.public_key_for("comp")), ""))
+    # The replay cache: in memory (NonceCache), persisted by the log writer.
+    for size in (0, 100_000):
+        cache = NonceCache(g.state, now=now)
+        for i in range(size):
+            cache.remember("seed", f"seed{i:012d}", now + 300, now=now)
         fresh = [base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode() for _ in range(n + 50)]
 
-        def remember(i: int, fresh: list[str] = fresh) -> bool:
-            return g.state.remember_nonce("comp", fresh[i], now + 300, now=now)
+        def remember(i: int, fresh: list[str] = fresh, cache: NonceCache = cache) -> bool:
+            return cache.remember("comp", fresh[i], now + 300, now=now)
 
-        rows.append(
-            (
-                f"remember_nonce with {size:,} stored nonces",
-                p50(remember),
-                "DELETE scans every row",
-            )
-        )
-    conn.execute("DELETE FROM nonces")
+        rows.append((f"NonceCache.remember, {size:,} live nonces", p50(remember), "in memory"))
     rows.append(
         (
             "request body: canonical loads + AuthorizeRequest.from_json",
@@ -651,11 +636,12 @@ def bench_components(g: Governor, large: Governor, n: int) -> list[tuple[str, fl
         )
     )
     rows.append(("state.principal (SQLite read + attrs JSON)", p50(lambda i: g.state.principal("comp")), ""))
+    rows.append(("Governor.principal (cached)", p50(lambda i: g.principal("comp")), ""))
     rows.append(
         (
-            "count_warrants x3 (1 min, 1 h, since 00:00 UTC), 0 warrants",
-            p50(lambda i: counters(g, "comp", now)),
-            "see the growth table",
+            "RateCounters.counts (1 min, 1 h, since 00:00 UTC)",
+            p50(lambda i: g.counters.counts("comp", now)),
+            "per-second buckets",
         )
     )
     preq = PolicyRequest(
@@ -710,29 +696,19 @@ def bench_components(g: Governor, large: Governor, n: int) -> list[tuple[str, fl
         )
         mint_warrant(claims, root_private_key=wkey)
 
-    rows.append(("mint_warrant (claims + biscuit build + sign)", p50(mint), "runs on the log writer thread"))
+    rows.append(
+        (
+            "mint_warrant (claims + biscuit build + sign)",
+            p50(mint),
+            "in the helper process under proctor serve",
+        )
+    )
     event = g._decision_event("comp", preq, decision, now=time.time(), now_s=now, parent_id="")
     rows.append(
         (
             "log.append(decision event): durable commit, 1 thread",
             p50(lambda i: g.log.append(event), n // 2),
             "fsync + checkpoint sign",
-        )
-    )
-    rows.append(
-        (
-            "state.put_warrant (SQLite insert, synchronous=NORMAL)",
-            p50(
-                lambda i: g.state.put_warrant(
-                    f"wr_comp_{i}_{os.urandom(4).hex()}",
-                    principal="other",
-                    parent="",
-                    decision_index=1,
-                    expires=now,
-                    issued=now,
-                )
-            ),
-            "",
         )
     )
     result = g.authorize("comp", ALLOW)
@@ -751,101 +727,23 @@ def bench_components(g: Governor, large: Governor, n: int) -> list[tuple[str, fl
 # -- 3. HTTP -----------------------------------------------------------------------------
 
 SERVER_CODE = r"""
-import sys, threading, functools, sqlite3
+import sys
 import uvicorn
 from proctor.governor.service import Governor
 from proctor.governor.app import create_app
 
 data, port, loop, http, patch = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-if patch == "sqlitelock":
-    # Bench-only experiment, not the product: every SQLite write (nonce, warrant index,
-    # auth failure, log commit, checkpoint) goes through one process lock, so writers
-    # queue on a lock instead of SQLite's busy handler (which sleeps 1..100 ms), and the
-    # nonce table gets an index on expires (its DELETE of expired rows stops scanning).
-    from proctor.store.state import StateStore
-    from proctor.store.sqlite import SQLiteStore
-    _write = threading.Lock()
-    def _locked(f):
-        @functools.wraps(f)
-        def g(*a, **k):
-            with _write:
-                return f(*a, **k)
-        return g
-    for cls, names in ((StateStore, ("remember_nonce", "put_warrant", "record_auth_failure")),
-                       (SQLiteStore, ("append", "put_checkpoint"))):
-        for name in names:
-            setattr(cls, name, _locked(getattr(cls, name)))
-    c = sqlite3.connect(data + "/proctor.db")
-    c.execute("CREATE INDEX IF NOT EXISTS bench_nonces_expires ON nonces (expires)")
-    c.close()
 if patch == "nomint":
     # Bench-only ablation, not a valid configuration: the warrant is not minted (the
-    # "token" is a placeholder), to show what minting on the log writer thread costs.
+    # "token" is a placeholder), to show what minting costs the server process.
     import proctor.governor.service as _service
     _service.mint_warrant = lambda claims, root_private_key: "ablation-not-a-warrant." + claims.warrant_id
-governor = Governor(data)
+# As proctor serve: warrants minted in the helper process (except for the ablation).
+governor = Governor(data, mint_helper=patch != "nomint")
 governor.log.start_writing()
-if patch == "minimal":
-    # Bench-only experiment, not the product: the same governor, signature check and
-    # nonce store behind a bare ASGI app (no FastAPI/Starlette, no middleware, no
-    # metrics), with one thread hop per request (verify + authorize together) instead of
-    # two. /metrics only counts decisions, for the bench's cross-check.
-    import anyio.to_thread, orjson
-    from proctor.authorization.requests import verify_request
-    from proctor.errors import AuthenticationError, ProctorError
-    from proctor.governor.model import AuthorizeRequest
-    from proctor.lineage.canonical import loads
-    counts = {"allow": 0, "deny": 0}
-
-    def handle(method, target, body, headers):
-        now = int(governor.now())
-        try:
-            name = verify_request(
-                method, target, body, headers, public_key_for=governor.public_key_for, now=now,
-                remember_nonce=lambda k, n, e: governor.state.remember_nonce(k, n, e, now=now))
-        except AuthenticationError as e:
-            return 401, orjson.dumps({"error": "unauthenticated", "reason": e.reason})
-        try:
-            request = AuthorizeRequest.from_json(loads(body))
-        except (ProctorError, ValueError) as e:
-            return 422, orjson.dumps({"error": "bad-request", "message": str(e)})
-        result = governor.authorize(name, request)
-        counts["allow" if result.allowed else "deny"] += 1
-        return 200, orjson.dumps(result.to_json())
-
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                if m["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif m["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
-        path = scope["path"]
-        ctype = b"application/json"
-        if path == "/v1/authorize" and scope["method"] == "POST":
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            status, out = await anyio.to_thread.run_sync(handle, "POST", path, body, headers)
-        elif path == "/metrics":
-            status, ctype = 200, b"text/plain"
-            out = "".join(
-                f'proctor_decisions_total{{outcome="{k}"}} {v}.0\n' for k, v in counts.items()
-            ).encode()
-        else:
-            status, out = 200, b'{"ready": true}'
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(out)).encode())]})
-        await send({"type": "http.response.body", "body": out})
-else:
-    app = create_app(governor)
-uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, http=http, log_level="warning", access_log=False)
+app = create_app(governor)
+uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, http=http, log_level="warning", access_log=False,
+            proxy_headers=False)
 """
 
 
@@ -1075,13 +973,13 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("principal key lookup (SQLite)", ("Governor.public_key_for ",)),
     ("principal lookup (SQLite)", ("StateStore.principal ",)),
     ("Cedar decision (engine.decide)", ("PolicyEngine.decide ", "cedarpy/")),
-    ("waiting for the log commit", ("_Pending.wait ",)),
+    ("waiting for the log commit", ("Append.wait ", "Append.wait_quietly ")),
     ("signature verification", ("verify_request ",)),
     (
         "log commit (writer: tree, SQLite, fsync, checkpoint sign)",
         ("Log._commit ", "SQLiteStore.append ", "SQLiteStore.put_checkpoint ", "Log._store_checkpoint "),
     ),
-    ("log event validation (caller)", ("Log.append_chain ", "Log.append ", "_coerce ", "Event.from_dict ")),
+    ("log event validation (caller)", ("Log.submit ", "Log.append ", "_coerce ", "Event.from_dict ")),
     ("decision event build", ("Governor._decision_event ",)),
     ("governor: other", ("Governor._decide ", "Governor.authorize ")),
     ("request body parse", ("AuthorizeRequest.from_json ", "proctor/lineage/canonical.py")),
@@ -1463,10 +1361,6 @@ def bench_http(
     if extras:
         variants.append(("uvloop+httptools", "uvicorn uvloop+httptools", connections, "shipped"))
     top = [max(connections)]
-    variants.append(
-        (f"{base}+sqlitelock", "what-if: SQLite writes behind 1 lock + nonce index", top, "what-if")
-    )
-    variants.append((f"{base}+minimal", "what-if: bare ASGI, 1 thread hop, no FastAPI", top, "what-if"))
     variants.append((f"{base}+nomint", "ablation: no warrant minting (invalid tokens)", top, "ablation"))
     variants.append(("cli+seeded", f"proctor serve, {SEEDED_NONCES:,} live nonces stored", top, "state"))
     only = set(args.http_only.split(",")) if args.http_only else None
@@ -1482,7 +1376,7 @@ def bench_http(
         )
     )
     print(
-        "what-if rows are bench-only patches applied in the server subprocess (see SERVER_CODE), "
+        "the ablation row is a bench-only patch applied in the server subprocess (see SERVER_CODE), "
         "not the product."
     )
     http: list[dict[str, Any]] = []

@@ -129,10 +129,11 @@ def _serve(
 
     try:
         if not 0 <= commit_linger_ms <= 100:
-            fail(EXIT_BAD_INPUT, f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}")
-        governor = Governor(
-            data, node=node, commit_linger_s=commit_linger_ms / 1000, mint_helper=mint_helper
-        )
+            fail(
+                EXIT_BAD_INPUT,
+                f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}",
+            )
+        governor = Governor(data, node=node, commit_linger_s=commit_linger_ms / 1000, mint_helper=mint_helper)
     except ProctorError as e:
         _error(e)
     try:

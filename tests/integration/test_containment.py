@@ -444,7 +444,9 @@ def test_the_command_gets_its_streams_and_passed_descriptors_only(
     inheritable descriptor of the supervisor does not reach the command, a passed one
     does, and the signal mask is empty."""
     script = tmp_path / "show.py"
-    script.write_text(SHOW.replace("print(json.dumps([", "print(json.dumps([open('/proc/self/status').read(), "))
+    script.write_text(
+        SHOW.replace("print(json.dumps([", "print(json.dumps([open('/proc/self/status').read(), ")
+    )
     stray_r, stray_w = os.pipe()
     passed_r, passed_w = os.pipe()
     os.set_inheritable(stray_r, True)

@@ -174,12 +174,17 @@ def test_renewed_leases_are_persisted_and_survive_a_restart(gov_data: Path, gove
     assert governor.state.execution(ex)["lease_expires_ms"] == answer["lease_expires_ms"]  # type: ignore[index]
     governor.close()
     with Governor(gov_data) as again:
-        assert again.executions.lease_expires_ms(again.state.execution(ex) or {}) == answer["lease_expires_ms"]
+        assert (
+            again.executions.lease_expires_ms(again.state.execution(ex) or {}) == answer["lease_expires_ms"]
+        )
 
 
 def test_the_concurrency_counter_follows_every_status_change(gov_data: Path, governor: Governor) -> None:
     def concurrency() -> int:
-        result = governor.authorize("alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo", "c")))
+        result = governor.authorize(
+            "alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo", "c"))
+        )
+        assert result.log_index is not None
         return int(json.loads(governor.log.leaf(result.log_index))["request"]["counters"]["concurrency"])
 
     assert concurrency() == 0
@@ -198,4 +203,5 @@ def test_the_concurrency_counter_follows_every_status_change(gov_data: Path, gov
     with Governor(gov_data) as again:  # rebuilt from the table after a restart
         assert again.executions.running_count("alice") == 1 == again.state.count_running("alice")
         record = again.state.execution(d)
-        assert record is not None and record["status"] == "running"
+        assert record is not None
+        assert record["status"] == "running"

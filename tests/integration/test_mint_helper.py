@@ -39,10 +39,12 @@ def event(gov: Governor, index: int) -> dict[str, Any]:
 
 
 def test_a_helper_minted_warrant_verifies_and_is_recorded_after_its_decision(helped: Governor) -> None:
-    assert helped.minter is not None and helped.minter.pid is not None
+    assert helped.minter is not None
+    assert helped.minter.pid is not None
     result = helped.authorize("alice", request())
     assert result.allowed, result.decision.reason
-    assert result.warrant is not None and result.log_index is not None
+    assert result.warrant is not None
+    assert result.log_index is not None
     assert result.warrant_index == result.log_index + 1
     claims = verify_warrant(
         result.warrant,
@@ -54,7 +56,11 @@ def test_a_helper_minted_warrant_verifies_and_is_recorded_after_its_decision(hel
     issued = event(helped, result.warrant_index)
     assert (issued["type"], issued["warrant"]) == ("warrant.issued", claims.warrant_id)
     row = helped.state.warrant(claims.warrant_id)
-    assert row is not None and (row["decision_index"], row["issued_index"]) == (result.log_index, result.warrant_index)
+    assert row is not None
+    assert (row["decision_index"], row["issued_index"]) == (
+        result.log_index,
+        result.warrant_index,
+    )
     assert not helped.authorize("alice", request("db2")).allowed  # denies need no warrant
     assert helped.log.check_all().ok
 
@@ -74,7 +80,8 @@ def test_concurrent_authorizations_each_bind_their_own_decision(helped: Governor
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 200 and all(r.allowed for r in results)
+    assert len(results) == 200
+    assert all(r.allowed for r in results)
     for r in results:
         issued = event(helped, r.warrant_index)
         assert issued["decision_index"] == r.log_index
@@ -96,6 +103,7 @@ def test_a_dead_helper_denies_records_warrant_failed_and_is_restarted(helped: Go
     assert not result.allowed
     assert result.warrant is None
     assert "the warrant could not be issued" in result.decision.reason
+    assert result.log_index is not None
     failed = event(helped, helped.log.size - 1)
     assert (failed["type"], failed["decision_index"]) == ("warrant.failed", result.log_index)
     assert event(helped, result.log_index)["decision"] == "allow"  # the decision stands, recorded

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -68,7 +68,7 @@ class _Process:
     """One running helper and the callbacks waiting for its answers, in order."""
 
     def __init__(self, seed: bytes) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "proctor.authorization.minter"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -120,7 +120,7 @@ class _Process:
                 return
             # Buffered: the pipe is unbuffered (bufsize=0, for the writes), and a raw
             # readline would read one byte per system call.
-            out = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+            out = io.BufferedReader(cast("io.RawIOBase", raw), buffer_size=1 << 16)
             for line in out:
                 with self.lock:
                     done = self.waiting.popleft() if self.waiting else None

@@ -240,7 +240,6 @@ class ChildSetup:
             self._fail(step, e)
             raise
 
-
     def _spawn_command(self) -> int:  # pragma: no cover - runs in the forked init
         """Start the command from the namespace's init with ``posix_spawn``.
 

@@ -248,7 +248,9 @@ class GovernorAdmin:
                     done = committed[0] if committed else None
                 if done is not None and done.error is None and done.indices:
                     seq = done.indices[0]
-                    self.broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
+                    self.broadcaster.publish(
+                        {"type": "revocation", "seq": seq, "kind": kind, "target": target}
+                    )
 
             with self._submit_lock:
                 pending = self.log.submit(

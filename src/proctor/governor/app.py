@@ -233,7 +233,9 @@ class GovernorApp(FastAPI):
             return status, orjson.dumps(error)
         return 200, orjson.dumps(answer)
 
-    async def authorize_endpoint(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def authorize_endpoint(
+        self, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
         """``POST /v1/authorize``: authenticate, decide, record; (status, JSON body)."""
         governor, metrics = self.governor, self.metrics
         if len(body) > MAX_BODY:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import os
 import threading
@@ -34,6 +35,7 @@ from typing import Any
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
+from proctor.authorization.minter import MintHelper
 from proctor.authorization.requests import verify_request
 from proctor.authorization.warrants import (
     WarrantClaims,
@@ -46,9 +48,9 @@ from proctor.authorization.warrants import (
 from proctor.datadir import DataDir
 from proctor.errors import (
     AuthenticationError,
-    LogAppendError,
     EventError,
     LineageError,
+    LogAppendError,
     ProctorError,
     StoreError,
     WarrantError,
@@ -61,7 +63,6 @@ from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.stream import Broadcaster
 from proctor.lineage.log import Append, Deferred, Log, Side
-from proctor.authorization.minter import MintHelper
 from proctor.policy import Decision, PolicyEngine, PolicyRequest, SignedBundle, deny_all
 from proctor.store.state import PrincipalRecord, StateStore
 
@@ -77,7 +78,7 @@ __all__ = [
 
 DEFAULT_LEASE_TTL_MS = 5000
 DEFAULT_WARRANT_TTL_S = 900
-DEFAULT_COMMIT_LINGER_S = float(os.environ.get("PLINGER", "0.002"))
+DEFAULT_COMMIT_LINGER_S = 0.002
 
 
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
@@ -247,10 +248,9 @@ class Governor(GovernorAdmin):
 
         def run() -> None:
             while not self._stopping.wait(interval_s):
-                try:
+                # Store or log unavailable: try again next round (a sweep allows nothing).
+                with contextlib.suppress(ProctorError):
                     self.executions.sweep()
-                except ProctorError:
-                    pass  # store or log unavailable: try again next round (nothing is allowed by it)
 
         self._sweeper = threading.Thread(target=run, name="proctor-lease-sweeper", daemon=True)
         self._sweeper.start()
@@ -335,7 +335,9 @@ class Governor(GovernorAdmin):
                 headers,
                 public_key_for=self.public_key_for,
                 now=now,
-                remember_nonce=lambda keyid, nonce, expires: self.nonces.remember(keyid, nonce, expires, now=now),
+                remember_nonce=lambda keyid, nonce, expires: self.nonces.remember(
+                    keyid, nonce, expires, now=now
+                ),
             )
         except AuthenticationError as e:
             keyid = headers.get("signature-input", "")[:128]
@@ -349,12 +351,10 @@ class Governor(GovernorAdmin):
             self._side_write(self.nonces.side_write())
 
     def _side_write(self, write: Side) -> None:
-        try:
+        # If the log cannot write, every authorization fails closed on its own; a record
+        # of a rejected request or a nonce is not worth failing more for.
+        with contextlib.suppress(ProctorError):
             self.log.submit([], side=[write])
-        except ProctorError:
-            # The log cannot write: every authorization fails closed on its own; a
-            # record of a rejected request or a nonce is not worth failing more for.
-            pass
 
     # -- authorization ---------------------------------------------------------
 

@@ -23,6 +23,7 @@ contiguous and commit together.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import functools
 import os
@@ -105,7 +106,9 @@ class Deferred:
         self.error: BaseException | None = None
         self.used_fallback = False
 
-    def fill(self, event: EventLike | None, side: list[Side] | None = None, error: BaseException | None = None) -> None:
+    def fill(
+        self, event: EventLike | None, side: list[Side] | None = None, error: BaseException | None = None
+    ) -> None:
         """Provide the event (``None``: use the fallback, for ``error``). Thread-safe; once."""
         if self._filled.is_set():
             return
@@ -178,10 +181,8 @@ class Append:
     def _finish(self) -> None:
         self._done.release()
         if self.notify is not None:
-            try:
+            with contextlib.suppress(Exception):  # a caller's callback must not stop the writer
                 self.notify()
-            except Exception:  # noqa: BLE001, S110 - a caller's callback must not stop the writer
-                pass
 
     def wait(self) -> list[int]:
         """Block until the batch committed; its indices, or raise its error."""
@@ -459,7 +460,9 @@ class Log:
             if later is not None and batch:
                 deferred = Deferred()
                 try:
-                    pending.fallback = _coerce(later(first + len(batch) - 1, leaf_hash(batch[-1].raw), deferred))
+                    pending.fallback = _coerce(
+                        later(first + len(batch) - 1, leaf_hash(batch[-1].raw), deferred)
+                    )
                     pending.deferred = deferred
                     reserved = 1
                 except Exception as e:  # noqa: BLE001 - reported to the caller, never lost
@@ -720,7 +723,7 @@ class Log:
             if broken:
                 self._resequence()
             return
-        also = [functools.partial(fn, index=start) for p, start in accepted for fn in p.side]
+        also = [functools.partial(fn, index=start) for p, start in accepted for fn in p.side]  # type: ignore[call-arg]
         for h in leaves:
             builder.append(h)
         tiles = builder.take_dirty()

@@ -428,7 +428,9 @@ class StateStore:
 
     def running_leases(self) -> list[tuple[str, int]]:
         """``(execution id, lease deadline ms)`` of every running execution."""
-        rows = self._exec("SELECT id, lease_expires_ms FROM executions WHERE status IN ('running', 'terminating')")
+        rows = self._exec(
+            "SELECT id, lease_expires_ms FROM executions WHERE status IN ('running', 'terminating')"
+        )
         return [(str(i), int(e)) for i, e in rows]
 
     def count_running(self, principal: str) -> int:
@@ -457,9 +459,7 @@ class StateStore:
         return [(str(k), str(n), int(e)) for k, n, e in rows]
 
     @staticmethod
-    def auth_failure_writer(
-        now: int, keyid: str, reason: str, detail: str
-    ) -> Callable[..., None]:
+    def auth_failure_writer(now: int, keyid: str, reason: str, detail: str) -> Callable[..., None]:
         """The insert of a rejected request's record (bounded to the newest
         :data:`MAX_AUTH_FAILURES`), to run in any transaction."""
         row = (now, keyid[:128], reason[:64], detail[:512])

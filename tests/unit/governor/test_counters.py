@@ -33,7 +33,9 @@ def naive(times: list[int], now: int) -> dict[str, int]:
 
 
 def issue(state: StateStore, counters: RateCounters, times: list[int], t: int) -> None:
-    state.put_warrant(f"wr_{len(times)}", principal="alice", parent="", decision_index=0, expires=t + 9, issued=t)
+    state.put_warrant(
+        f"wr_{len(times)}", principal="alice", parent="", decision_index=0, expires=t + 9, issued=t
+    )
     counters.issued("alice", t)
     times.append(t)
 

@@ -33,7 +33,8 @@ def test_principals_round_trip(state: StateStore) -> None:
 def test_live_nonces_are_those_not_expired(state: StateStore) -> None:
     conn = state._conn()
     conn.executemany(
-        "INSERT INTO nonces VALUES (?, ?, ?)", [("alice", "n1", 1100), ("bob", "n1", 999), ("alice", "n2", 1000)]
+        "INSERT INTO nonces VALUES (?, ?, ?)",
+        [("alice", "n1", 1100), ("bob", "n1", 999), ("alice", "n2", 1000)],
     )
     assert sorted(state.live_nonces(1000)) == [("alice", "n1", 1100), ("alice", "n2", 1000)]
 
