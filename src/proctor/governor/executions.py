@@ -18,6 +18,7 @@ import base64
 import secrets
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -78,7 +79,7 @@ class Executions:
         self._lock = threading.Lock()
         self._leases: dict[str, int] = dict(governor.state.running_leases())
         self._unsaved: dict[str, int] = {}
-        self._flush_queued = False
+        self._flush_queued = 0.0  # when a lease flush was queued (0: none)
         # principal → its executions with status "running" (the concurrency counter
         # policies read on every authorization), mirrored from every status change.
         self._running: dict[str, set[str]] = {}
@@ -105,18 +106,22 @@ class Executions:
             self._not_running(execution_id, str(record["principal"]))
 
     def _set_lease(self, execution_id: str, expires_ms: int) -> None:
+        now = time.monotonic()
         with self._lock:
             self._leases[execution_id] = expires_ms
             self._unsaved[execution_id] = expires_ms
-            queue = not self._flush_queued
-            self._flush_queued = True
+            # One queued write persists them all; queue again if it has not run within
+            # a second (a failed commit dropped it).
+            queue = not self._flush_queued or now - self._flush_queued >= 1.0
+            if queue:
+                self._flush_queued = now
         if queue:
             self.gov._side_write(self._persist_leases)
 
     def _persist_leases(self, conn: Any, index: int = -1) -> None:
         with self._lock:
             rows, self._unsaved = self._unsaved, {}
-            self._flush_queued = False
+            self._flush_queued = 0.0
         try:
             conn.executemany(
                 "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",

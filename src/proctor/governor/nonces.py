@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ class NonceCache:
         self._unsaved: list[tuple[str, str, int]] = []
         self._next_purge = 0
         self._purge_before = 0
-        self._flush_queued = False
+        self._flush_queued = 0.0  # when a flush was queued (0: none)
         for keyid, nonce, expires in state.live_nonces(now):
             self._seen[(keyid, nonce)] = expires
             self._expiry.append((expires, keyid, nonce))
@@ -80,11 +81,13 @@ class NonceCache:
 
     def claim_flush(self) -> bool:
         """``True`` once per batch of unsaved nonces: the caller queues a :meth:`side_write`
-        (until that write runs, further calls say ``False``)."""
+        (until that write runs, further calls say ``False``; after a second without it
+        running, say a failed commit dropped it, the next call says ``True`` again)."""
+        now = time.monotonic()
         with self._lock:
-            if self._flush_queued or not self._unsaved:
+            if not self._unsaved or (self._flush_queued and now - self._flush_queued < 1.0):
                 return False
-            self._flush_queued = True
+            self._flush_queued = now
             return True
 
     def side_write(self) -> Callable[..., None]:
@@ -96,7 +99,7 @@ class NonceCache:
             with self._lock:
                 rows, self._unsaved = self._unsaved, []
                 purge_before = self._purge_before
-                self._flush_queued = False
+                self._flush_queued = 0.0
             if not rows:
                 return
             try:

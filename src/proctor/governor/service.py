@@ -305,7 +305,8 @@ class Governor(GovernorAdmin):
             checks["store"] = f"error: {e}"
         try:
             self.log.checkpoint()
-            checks["log"] = "ok"
+            failed = self.log.writer_error
+            checks["log"] = "ok" if failed is None else f"error: {failed}"
         except ProctorError as e:
             checks["log"] = f"error: {e}"
         checks["policy"] = "ok" if self._engine is not None else f"error: {self._bundle_error}"

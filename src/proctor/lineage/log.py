@@ -26,6 +26,7 @@ import base64
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import queue
 import threading
@@ -56,6 +57,8 @@ from proctor.lineage.note import NoteSigner, NoteVerifier
 from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, node_location
 from proctor.store.base import LogStore
 from proctor.store.sqlite import SQLiteStore
+
+_log = logging.getLogger("proctor.lineage")
 
 __all__ = ["Append", "Chain", "Deferred", "EventLike", "Later", "Log", "LogReport", "Side"]
 
@@ -472,6 +475,11 @@ class Log:
             self._queue.put(pending)
         return pending
 
+    @property
+    def writer_error(self) -> LogAppendError | None:
+        """Why the writer stopped (then every append fails), or ``None``."""
+        return self._failed
+
     def start_writing(self) -> None:
         """Take the append lock and load the tree state now, instead of at the first append.
 
@@ -589,6 +597,7 @@ class Log:
             raise LogIntegrityError(f"stored checkpoint does not verify: {e}") from e
 
     def _run(self) -> None:
+        batch: list[Append] = []
         try:
             stop = False
             busy = self._always_linger
@@ -596,7 +605,7 @@ class Log:
                 item = self._queue.get()
                 if item is _STOP:
                     break
-                batch: list[Append] = [item]  # type: ignore[list-item]
+                batch = [item]  # type: ignore[list-item]
                 count = len(batch[0].events)
                 # Linger only under concurrency (the last batch had several appends): a
                 # lone caller never waits, a busy log commits fewer, larger batches.
@@ -617,9 +626,13 @@ class Log:
                 busy = sum(1 for p in batch if p.events) > 1 or self._always_linger
                 self._commit(batch)
         except BaseException as e:  # noqa: BLE001 - the writer must never die silently
+            _log.exception("the log writer stopped; every append fails from now on")
             failure = LogAppendError(f"the log writer stopped: {e!r}")
             with self._state_lock:
                 self._failed = failure
+            for p in batch:  # the batch in hand, then everything queued
+                if not p.done():
+                    p.fail(failure)
             self._fail_waiting(failure)
 
     def _take_deferred(self, p: Append) -> None:

@@ -83,3 +83,22 @@ def test_an_unreadable_table_stops_the_cache_from_starting(state: StateStore) ->
     state._conn().execute("DROP TABLE nonces")
     with pytest.raises(StoreError):
         NonceCache(state, now=1000)
+
+
+def test_a_flush_that_never_ran_is_claimed_again_after_a_second(
+    state: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import proctor.governor.nonces as nonces
+
+    clock = [100.0]
+    monkeypatch.setattr(nonces.time, "monotonic", lambda: clock[0])
+    cache = NonceCache(state, now=1000)
+    assert not cache.claim_flush()  # nothing to save
+    cache.remember("alice", "n1", 1300, now=1000)
+    assert cache.claim_flush()
+    assert not cache.claim_flush()  # one queued write saves them all
+    clock[0] += 1.5  # it never ran (its commit failed): queue another
+    assert cache.claim_flush()
+    persist(cache, state)
+    cache.remember("alice", "n2", 1300, now=1000)
+    assert cache.claim_flush()  # the write ran: the next batch gets its own

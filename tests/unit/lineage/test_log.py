@@ -454,3 +454,22 @@ def test_then_runs_before_queueing_with_the_assigned_index(log: Log) -> None:
     assert seen == [0, 2, 4]  # assigned at submit, before any commit
     assert [p.wait() for p in pendings] == [[0, 1], [2, 3], [4, 5]]
     assert log.check_all().ok
+
+
+def test_a_writer_that_dies_fails_the_batch_in_hand_and_everything_after(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Log.open(data, linger=0.2, always_linger=True) as lg:
+        lg.append(ev(0))
+
+        def bug(self: Log, batch: list[Any]) -> None:
+            raise RuntimeError("a bug in the writer (simulated)")
+
+        monkeypatch.setattr(Log, "_commit", bug)
+        pendings = [lg.submit([ev(i)]) for i in range(3)]  # one batch, in the writer's hands
+        for p in pendings:
+            with pytest.raises(LogAppendError, match="the log writer stopped"):
+                p.wait()  # failed, not left waiting forever
+        assert lg.writer_error is not None
+        with pytest.raises(LogAppendError, match="the log writer stopped"):
+            lg.append(ev(9))
