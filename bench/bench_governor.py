@@ -84,6 +84,7 @@ BASIC = REPO / "tests" / "integration" / "policies" / "basic"
 LUA = Path(__file__).resolve().parent / "wrk_signed.lua"
 ORIGIN = "bench.local/governor"
 GENERATED = 500
+HTTPX_TIMEOUT = 60.0
 SIGNATURE_WINDOW_S = 300
 
 TARGETS = {"inprocess_p50_us": 1000.0, "http_authz_per_s": 2000.0}
@@ -924,7 +925,7 @@ def run_httpx(server: Server, keys: Sequence[PrincipalKey], threads: int, total:
     barrier = threading.Barrier(threads + 1)
 
     def worker(t: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+        with httpx.Client(base_url=server.url, timeout=HTTPX_TIMEOUT) as c:
             mine = lat[t]
             barrier.wait()
             for i in range(t * per, (t + 1) * per):

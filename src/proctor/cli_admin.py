@@ -9,6 +9,7 @@ data directory. Exit codes: 0 success (allow), 77 denied, 1 verification failed,
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -143,6 +144,14 @@ def _serve(
             fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
         governor.start_sweeper()
         app = create_app(governor)
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # cyclic collector's passes, which would otherwise walk it every time, and
+        # collect the young generation less often (each request allocates hundreds of
+        # short-lived objects that reference counting frees anyway). Measured: p99
+        # under load 44 → 28 ms, throughput +3% (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
         typer.echo(f"proctor: governor {node} on http://{host}:{port} (data {data})", err=True)
         uvicorn.run(
             app,
