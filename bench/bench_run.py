@@ -336,6 +336,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--leases", type=int, help="leases for section 4 (default 1000; 100 quick)")
     parser.add_argument("--sections", default="1,2,3,4", help="which sections to run (default all)")
+    parser.add_argument("--revokes", type=int, help="revocations for section 2 (default 30; 5 quick)")
     args = parser.parse_args()
     print(
         f"proctor run benchmarks — {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -347,7 +348,7 @@ def main() -> None:
         if "2" in sections:
             server = GovernorServer(Path(tmp) / "main", policy=POLICY)
             try:
-                revoke_to_dead(server, 5 if args.quick else 30)
+                revoke_to_dead(server, args.revokes or (5 if args.quick else 30))
             finally:
                 server.stop()
         if "3" in sections:
