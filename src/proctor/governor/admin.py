@@ -8,8 +8,10 @@ invalid bundle is refused with the previous one staying active.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -226,55 +228,89 @@ class GovernorAdmin:
 
         Raises:
             PrincipalError: ``kind`` is unknown or the target does not exist.
+            LogAppendError: the revocation could not be recorded (nothing changed).
         """
+        with self._lock:
+            pending = self._queue_revocation(kind, target, reason=reason, by=by, notify=None)
+        index = pending.wait()[0]
+        return self._revoked(kind, target, index, by=by)
+
+    async def revoke_async(self, kind: str, target: str, *, reason: str, by: str) -> dict[str, Any]:
+        """:meth:`revoke` for the event loop: no worker thread between the request and
+        the commit (a revocation's latency is how long a revoked execution keeps
+        running). Falls back to a worker thread while another admin change holds the
+        admin lock, and for a principal (whose suspension appends again)."""
+        if kind == "principal" or not self._lock.acquire(blocking=False):
+            return await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(self.revoke, kind, target, reason=reason, by=by)
+            )
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        try:
+            pending = self._queue_revocation(kind, target, reason=reason, by=by, notify=wake)
+        finally:
+            self._lock.release()
+        await done
+        return self._revoked(kind, target, pending.result()[0], by=by)
+
+    def _queue_revocation(
+        self, kind: str, target: str, *, reason: str, by: str, notify: Callable[[], None] | None
+    ) -> Append:
+        """Validate and queue the revocation (caller holds the admin lock)."""
         if kind not in REVOCATION_KINDS:
             raise PrincipalError(f"expected a revocation kind in {list(REVOCATION_KINDS)}, found {kind!r}")
         if not target:
             raise PrincipalError("expected a revocation target")
-        with self._lock:
-            if kind == "principal" and self.state.principal(target) is None:
-                raise PrincipalError(f"unknown principal {target!r}")
-            now = self.now()
-            # The event and the state rows (the revocation; a running execution marked
-            # terminating) commit together, then the change is pushed to every
-            # enforcer at once: a revoked execution dies in milliseconds.
-            row = RevocationRecord(kind, target, reason, by, rfc3339(now), -1)
-            committed: list[Append] = []
+        if kind == "principal" and self.state.principal(target) is None:
+            raise PrincipalError(f"unknown principal {target!r}")
+        now = self.now()
+        # The event and the state rows (the revocation; a running execution marked
+        # terminating) commit together, then the change is pushed to every enforcer
+        # at once, from the log writer: a revoked execution dies in milliseconds.
+        row = RevocationRecord(kind, target, reason, by, rfc3339(now), -1)
+        committed: list[Append] = []
 
-            def push() -> None:
-                # On the log writer, the moment the commit is durable: no thread
-                # hand-off between the revocation's record and its push.
-                with self._submit_lock:  # until the submitter has recorded the append
-                    done = committed[0] if committed else None
-                if done is not None and done.error is None and done.indices:
-                    seq = done.indices[0]
-                    self.broadcaster.publish(
-                        {"type": "revocation", "seq": seq, "kind": kind, "target": target}
-                    )
+        def push() -> None:
+            with self._submit_lock:  # until the submitter has recorded the append
+                appended = committed[0] if committed else None
+            if appended is not None and appended.error is None and appended.indices:
+                seq = appended.indices[0]
+                self.broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
+            if notify is not None:
+                notify()
 
-            with self._submit_lock:
-                pending = self.log.submit(
-                    [
-                        {
-                            "v": 1,
-                            "type": "revocation",
-                            "time": rfc3339(now),
-                            "node": self.node,
-                            "target": {"kind": kind, "id": target},
-                            "reason": reason,
-                            "by": by,
-                        }
-                    ],
-                    side=[self.state.revocation_writer(row)],
-                    notify=push,
-                )
-                committed.append(pending)
-            index = pending.wait()[0]
-            if kind == "execution":
-                self.executions.revoked(target)
-            if kind == "policy" and self._engine is not None and self._engine.bundle_digest == target:
-                self._engine = None
-                self._bundle_error = f"the active bundle {target} was revoked"
+        with self._submit_lock:
+            pending = self.log.submit(
+                [
+                    {
+                        "v": 1,
+                        "type": "revocation",
+                        "time": rfc3339(now),
+                        "node": self.node,
+                        "target": {"kind": kind, "id": target},
+                        "reason": reason,
+                        "by": by,
+                    }
+                ],
+                side=[self.state.revocation_writer(row)],
+                notify=push,
+            )
+            committed.append(pending)
+        return pending
+
+    def _revoked(self, kind: str, target: str, index: int, *, by: str) -> dict[str, Any]:
+        """What follows a recorded revocation in this process."""
+        if kind == "execution":
+            self.executions.revoked(target)
+        if kind == "policy":
+            with self._lock:
+                if self._engine is not None and self._engine.bundle_digest == target:
+                    self._engine = None
+                    self._bundle_error = f"the active bundle {target} was revoked"
         if kind == "principal":
             record = self.state.principal(target)
             if record is not None and record.status == "active" and record.attrs.get("role") != ADMIN:

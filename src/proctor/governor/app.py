@@ -203,7 +203,7 @@ class GovernorApp(FastAPI):
             return 403, _detail({"error": "forbidden", "message": f"{name!r} is not an admin"})
         try:
             kind, what, reason = _revocation_args(loads(body) if body else None)
-            answer = await run_in_threadpool(governor.revoke, kind, what, reason=reason, by=name)
+            answer = await governor.revoke_async(kind, what, reason=reason, by=name)
         except CanonicalizationError as e:
             return 422, _detail({"error": "bad-request", "message": str(e)})
         except ProctorError as e:
