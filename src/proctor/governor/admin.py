@@ -247,8 +247,12 @@ class GovernorAdmin:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
         def wake() -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         try:
             pending = self._queue_revocation(kind, target, reason=reason, by=by, notify=wake)
