@@ -81,3 +81,19 @@ def test_deny_is_a_200_with_allow_false(client: TestClient, gov_data: Path) -> N
     assert doc["allow"] is False
     assert "warrant" not in doc
     assert "no-rm" in doc["decision"]["policies"]
+
+
+def test_the_declared_authorize_route_answers_like_the_fast_path(governor: Governor, gov_data: Path) -> None:
+    """The OpenAPI-declared route (reached only when the fast path is bypassed: here
+    behind a proxy prefix, ``root_path``) gives the same answers."""
+    app = create_app(governor)
+    alice = PrincipalKey.load(gov_data / "alice.key")
+    body = {"action": "exec", "resource": "/usr/bin/pg_dump", "argv": ["pg_dump", "db1"]}
+    with TestClient(app) as fast, TestClient(app, root_path="/gov") as declared:
+        for client, path in ((fast, "/v1/authorize"), (declared, "/gov/v1/authorize")):
+            allowed = post(client, alice, path, body)
+            assert allowed.status_code == 200, allowed.text
+            assert allowed.json()["allow"] is True
+            unsigned = client.post(path, content=json.dumps(body).encode())
+            assert unsigned.status_code == 401
+            assert unsigned.json()["detail"]["reason"] == "unsigned"

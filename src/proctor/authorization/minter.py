@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import io
 import os
 import select
@@ -46,22 +47,10 @@ Minted = Callable[[str | None, BaseException | None], None]
 
 
 def claims_to_json(claims: WarrantClaims) -> dict[str, Any]:
-    """The claims as the helper reads them."""
-    return {
-        "warrant_id": claims.warrant_id,
-        "principal": claims.principal,
-        "action": claims.action,
-        "resource": claims.resource,
-        "args_digest": claims.args_digest,
-        "zone": claims.zone,
-        "executable_digest": claims.executable_digest,
-        "obligations": dict(claims.obligations),
-        "not_before": claims.not_before,
-        "expires": claims.expires,
-        "lease_ttl_ms": claims.lease_ttl_ms,
-        "decision_index": claims.decision_index,
-        "parent": claims.parent,
-    }
+    """The claims as the helper reads them (``WarrantClaims(**fields)``)."""
+    fields = {f.name: getattr(claims, f.name) for f in dataclasses.fields(claims)}
+    fields["obligations"] = dict(claims.obligations)
+    return fields
 
 
 class _Process:

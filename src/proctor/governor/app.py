@@ -180,36 +180,61 @@ class GovernorApp(FastAPI):
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                return 413, _detail({"error": "too-large", "message": f"body over {MAX_BODY} bytes"})
+                return 413, _detail(_TOO_LARGE)
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
         query = scope.get("query_string", b"")
         target = scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        return await handler(target, headers, b"".join(chunks))
+        return await self.handle(handler, target, headers, b"".join(chunks))
 
-    async def revoke_endpoint(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        """``POST /v1/revocations`` (admin): on the fast path, because a revocation's
-        latency is how long a revoked execution keeps running."""
-        governor = self.governor
+    @staticmethod
+    async def handle(
+        handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, bytes]:
+        """Run a fast-path handler: its (status, JSON body), refusals included."""
         try:
-            name = governor.authenticate("POST", target, body, headers)
+            return await handler(target, headers, body)
+        except _Refused as e:
+            return e.status, _detail(e.body)
+
+    def _caller(self, target: str, headers: dict[str, str], body: bytes) -> str:
+        """The principal that signed the request; a refusal (401) otherwise."""
+        try:
+            return self.governor.authenticate("POST", target, body, headers)
         except AuthenticationError as e:
             self.metrics.auth_failures.labels(e.reason).inc()
-            return 401, _detail({"error": "unauthenticated", "reason": e.reason, "message": str(e)})
-        governor.persist_nonces()
-        if not governor.is_admin(name):
-            return 403, _detail({"error": "forbidden", "message": f"{name!r} is not an admin"})
+            raise _Refused(401, {"error": "unauthenticated", "reason": e.reason, "message": str(e)}) from e
+
+    @staticmethod
+    async def _answer(work: Awaitable[Any]) -> tuple[int, bytes]:
+        """200 and the JSON answer, or the status and body of the refusal."""
         try:
-            kind, what, reason = _revocation_args(loads(body) if body else None)
-            answer = await governor.revoke_async(kind, what, reason=reason, by=name)
+            return 200, orjson.dumps(await work)
         except CanonicalizationError as e:
             return 422, _detail({"error": "bad-request", "message": str(e)})
         except ProctorError as e:
             status, error = _error_for(e)
             return status, orjson.dumps(error)
-        return 200, orjson.dumps(answer)
+
+    async def revoke_endpoint(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """``POST /v1/revocations`` (admin): on the fast path, because a revocation's
+        latency is how long a revoked execution keeps running."""
+        governor = self.governor
+        name = self._caller(target, headers, body)
+        governor.persist_nonces()
+        if not governor.is_admin(name):
+            raise _Refused(403, {"error": "forbidden", "message": f"{name!r} is not an admin"})
+
+        async def revoke() -> dict[str, Any]:
+            kind, what, reason = _revocation_args(loads(body) if body else None)
+            return await governor.revoke_async(kind, what, reason=reason, by=name)
+
+        return await self._answer(revoke())
 
     async def renew_endpoint(
         self, execution_id: str, target: str, headers: dict[str, str], body: bytes
@@ -217,21 +242,14 @@ class GovernorApp(FastAPI):
         """``POST /v1/executions/{id}/renew``: authenticate on the loop, re-verify in a
         worker thread (it reads the state and, when the policy changed, appends)."""
         governor = self.governor
-        try:
-            name = governor.authenticate("POST", target, body, headers)
-        except AuthenticationError as e:
-            self.metrics.auth_failures.labels(e.reason).inc()
-            return 401, _detail({"error": "unauthenticated", "reason": e.reason, "message": str(e)})
+        name = self._caller(target, headers, body)
         governor.persist_nonces()
-        try:
+
+        async def renew() -> dict[str, Any]:
             parsed = loads(body) if body else None
-            answer = await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
-        except CanonicalizationError as e:
-            return 422, _detail({"error": "bad-request", "message": str(e)})
-        except ProctorError as e:
-            status, error = _error_for(e)
-            return status, orjson.dumps(error)
-        return 200, orjson.dumps(answer)
+            return await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
+
+        return await self._answer(renew())
 
     async def authorize_endpoint(
         self, target: str, headers: dict[str, str], body: bytes
@@ -239,19 +257,13 @@ class GovernorApp(FastAPI):
         """``POST /v1/authorize``: authenticate, decide, record; (status, JSON body)."""
         governor, metrics = self.governor, self.metrics
         if len(body) > MAX_BODY:
-            return 413, _detail({"error": "too-large", "message": f"body over {MAX_BODY} bytes"})
+            raise _Refused(413, _TOO_LARGE)
+        name = self._caller(target, headers, body)
         try:
-            name = governor.authenticate("POST", target, body, headers)
-        except AuthenticationError as e:
-            metrics.auth_failures.labels(e.reason).inc()
-            return 401, _detail({"error": "unauthenticated", "reason": e.reason, "message": str(e)})
-        try:
-            parsed = loads(body) if body else None
+            request = AuthorizeRequest.from_json(loads(body) if body else None)
         except CanonicalizationError as e:
             governor.persist_nonces()
             return 422, _detail({"error": "bad-request", "message": str(e)})
-        try:
-            request = AuthorizeRequest.from_json(parsed)
         except RequestShapeError as e:
             governor.persist_nonces()
             return 422, orjson.dumps({"error": "bad-request", "message": str(e)})
@@ -262,6 +274,16 @@ class GovernorApp(FastAPI):
         return 200, orjson.dumps(result.to_json())
 
 
+class _Refused(Exception):  # noqa: N818 - a refusal, not an error of ours
+    """A fast-path request refused with ``status`` and ``{"detail": body}``."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+_TOO_LARGE = {"error": "too-large", "message": f"body over {MAX_BODY} bytes"}
 _RENEW = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/renew")
 _INTERNAL = orjson.dumps({"error": "internal", "message": "internal error"})
 
@@ -347,7 +369,7 @@ def create_app(governor: Governor) -> GovernorApp:
         # (and reached only if that path is bypassed, with the same handler).
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         headers = {k.lower(): v for k, v in request.headers.items()}
-        status, payload = await app.authorize_endpoint(target, headers, await request.body())
+        status, payload = await app.handle(app.authorize_endpoint, target, headers, await request.body())
         return Response(payload, status_code=status, media_type="application/json")
 
     @app.post("/v1/executions", status_code=201)

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from proctor.governor.counters import RateCounters
-from proctor.store.sqlite import SQLiteStore
 from proctor.store.state import StateStore
 
 DAY = 86400
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateStore]:
-    SQLiteStore(tmp_path / "p.db", create=True).close()
-    s = StateStore(tmp_path / "p.db")
-    yield s
-    s.close()
 
 
 def naive(times: list[int], now: int) -> dict[str, int]:

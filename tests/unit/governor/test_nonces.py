@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from proctor.errors import StoreError
 from proctor.governor.nonces import NonceCache
 from proctor.store.state import StateStore
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateStore]:
-    from proctor.store.sqlite import SQLiteStore
-
-    SQLiteStore(tmp_path / "p.db", create=True).close()
-    s = StateStore(tmp_path / "p.db")
-    yield s
-    s.close()
 
 
 def persist(cache: NonceCache, state: StateStore) -> None:
