@@ -737,7 +737,7 @@ data, port, loop, http, patch = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.
 if patch == "nomint":
     # Bench-only ablation, not a valid configuration: the warrant is not minted (the
     # "token" is a placeholder), to show what minting costs the server process.
-    import proctor.governor.service as _service
+    import proctor.governor.authorize as _service
     _service.mint_warrant = lambda claims, root_private_key: "ablation-not-a-warrant." + claims.warrant_id
 # As proctor serve: warrants minted in the helper process (except for the ablation).
 governor = Governor(data, mint_helper=patch != "nomint")

@@ -1,34 +1,22 @@
 """The governor: authenticates principals, decides, issues warrants, records everything.
 
-Flow of one authorization (ARCHITECTURE.md, "Authorize"):
-
-1. The caller is authenticated before this module is reached (signed request, HTTP
-   layer) or is the local admin.
-2. The principal must exist, be active and not revoked; a parent warrant, if given,
-   must verify, be unrevoked, and cover the new request (delegation only narrows).
-3. The active policy engine decides; no valid bundle means deny. Any exception is a
-   deny that records the error.
-4. The ``decision`` event is appended to the log *before* anything else. If the append
-   fails, the answer is deny: nothing is authorized unrecorded.
-5. On allow, the warrant is minted with the decision's log index and a
-   ``warrant.issued`` event (parent link: the decision) is appended; only then is the
-   warrant returned. If that append fails, the warrant is discarded and the answer is
-   deny.
+This module holds the governor's life cycle (keys, log, state, readiness, request
+authentication, the lease sweeper); the authorization flow is in
+:mod:`proctor.governor.authorize`, admin operations in :mod:`proctor.governor.admin`,
+executions and leases in :mod:`proctor.governor.executions`.
 
 Admin operations (principals, policy, revocation) append their event first and then
-update the state tables, so the log can always explain the state.
+update the state tables (or commit them with the event), so the log can always
+explain the state.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,33 +25,21 @@ import orjson
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
 from proctor.authorization.requests import verify_request
-from proctor.authorization.warrants import (
-    WarrantClaims,
-    WarrantRequest,
-    args_digest,
-    mint_warrant,
-    new_warrant_id,
-    verify_warrant,
-)
 from proctor.datadir import DataDir
 from proctor.errors import (
     AuthenticationError,
-    EventError,
-    LineageError,
-    LogAppendError,
     ProctorError,
     StoreError,
-    WarrantError,
 )
-from proctor.governor._events import digest, principal_event, rfc3339
-from proctor.governor.admin import ADMIN, REVOCATION_KINDS, GovernorAdmin
+from proctor.governor._events import principal_event, rfc3339
+from proctor.governor.admin import ADMIN, REVOCATION_KINDS
+from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, GovernorAuthorize
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
-from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.stream import Broadcaster
-from proctor.lineage.log import Append, Deferred, Log, Side
-from proctor.policy import Decision, PolicyEngine, PolicyRequest, SignedBundle, deny_all
+from proctor.lineage.log import Log, Side
+from proctor.policy import PolicyEngine, SignedBundle
 from proctor.store.state import PrincipalRecord, StateStore
 
 __all__ = [
@@ -76,7 +52,6 @@ __all__ = [
     "rfc3339",
 ]
 
-DEFAULT_LEASE_TTL_MS = 5000
 DEFAULT_WARRANT_TTL_S = 900
 DEFAULT_COMMIT_LINGER_S = 0.002
 
@@ -134,52 +109,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
         }
 
 
-class _Waker:
-    """Wakes one event loop for many finished appends with one ``call_soon_threadsafe``
-    (one write to the loop's self-pipe) per group commit instead of one per request."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._ready: list[asyncio.Future[None]] = []
-
-    def notifier(self, done: asyncio.Future[None]) -> Callable[[], None]:
-        def notify() -> None:
-            with self._lock:
-                self._ready.append(done)
-                first = len(self._ready) == 1
-            if first:
-                self._loop.call_soon_threadsafe(self._settle)
-
-        return notify
-
-    def _settle(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        for done in ready:
-            if not done.done():
-                done.set_result(None)
-
-
-@dataclasses.dataclass(eq=False)
-class _Authorization:
-    """One authorization between its decision and its commit."""
-
-    principal: str
-    request: AuthorizeRequest
-    policy_request: PolicyRequest | None
-    decision: Decision
-    parent_id: str
-    now: float
-    now_s: int
-    pending: Append = dataclasses.field(init=False)
-    decision_index: int | None = None
-    deferred: Deferred | None = None
-    claims: WarrantClaims | None = None
-    token: str = ""
-
-
-class Governor(GovernorAdmin):
+class Governor(GovernorAuthorize):
     """The governor of one data directory (embedded SQLite store).
 
     Thread-safe: authorizations run concurrently (their log appends are group
@@ -227,7 +157,7 @@ class Governor(GovernorAdmin):
         self._submit_lock = threading.Lock()
         self._principals = {}
         self._principals_generation = 0
-        self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}
+        self._wakers = {}
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.broadcaster = Broadcaster()
@@ -356,347 +286,6 @@ class Governor(GovernorAdmin):
         # of a rejected request or a nonce is not worth failing more for.
         with contextlib.suppress(ProctorError):
             self.log.submit([], side=[write])
-
-    # -- authorization ---------------------------------------------------------
-
-    def authorize(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
-        """Decide on ``request`` by ``principal``; log it; issue a warrant on allow.
-
-        Blocks until the decision (and warrant) are durable. Never raises for a policy,
-        state or log failure: those are denies.
-        """
-        op = self._begin(principal, request, None)
-        if isinstance(op, AuthorizeResult):
-            return op
-        op.pending.wait_quietly()
-        return self._finish(op)
-
-    async def authorize_async(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
-        """:meth:`authorize` for an event loop: decides and mints on the loop's thread
-        and awaits the group commit without holding a thread (the log writer wakes the
-        loop). The writer thread then only commits, which mostly runs without the GIL."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        op = self._begin(principal, request, self._waker(loop).notifier(done))
-        if isinstance(op, AuthorizeResult):
-            return op
-        await done
-        return self._finish(op)
-
-    def _waker(self, loop: asyncio.AbstractEventLoop) -> _Waker:
-        waker = self._wakers.get(loop)
-        if waker is None:
-            if len(self._wakers) > 16:  # loops come and go in tests; servers keep one
-                self._wakers = {k: v for k, v in self._wakers.items() if not k.is_closed()}
-            waker = self._wakers[loop] = _Waker(loop)
-        return waker
-
-    def _begin(
-        self, principal: str, request: AuthorizeRequest, notify: Callable[[], None] | None
-    ) -> _Authorization | AuthorizeResult:
-        """Steps 2-5: decide; queue the decision event and, on allow, the warrant minted
-        for the decision's index (assigned when queued) with its ``warrant.issued`` event,
-        its row and the nonces seen so far: one commit, all or nothing."""
-        now = self.now()
-        now_s = int(now)
-        try:
-            policy_request, decision, parent_id = self._decide(principal, request, now_s)
-        except Exception as e:  # noqa: BLE001 - any failure while deciding is a deny (fail closed)
-            policy_request, parent_id = None, ""
-            decision = deny_all(f"the decision failed ({type(e).__name__}: {e}); denied")
-        op = _Authorization(principal, request, policy_request, decision, parent_id, now, now_s)
-        event = self._decision_event(
-            principal, policy_request, decision, now=now, now_s=now_s, parent_id=parent_id
-        )
-        side: list[Side] = [self.nonces.side_write()]
-
-        def warrant(index: int, leaf: bytes) -> dict[str, Any]:
-            # A failure here (minting) leaves the decision alone in the commit: deny.
-            issued, row = self._warrant_event(op, index, leaf)
-            side.append(row)
-            return issued
-
-        def later(index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
-            return self._mint_later(op, index, leaf, deferred)
-
-        helper = decision.allow and self.minter is not None
-        try:
-            op.pending = self.log.submit(
-                [event],
-                then=warrant if decision.allow and not helper else None,
-                later=later if helper else None,
-                side=side,
-                notify=notify,
-            )
-        except (LineageError, EventError, StoreError) as e:
-            return self._unrecorded(op, e)
-        return op
-
-    def _finish(self, op: _Authorization) -> AuthorizeResult:
-        decision = op.decision
-        try:
-            indices = op.pending.result()
-        except (LineageError, EventError, StoreError) as e:
-            return self._unrecorded(op, e)
-        op.decision_index = indices[0]
-        if not decision.allow:
-            return AuthorizeResult(decision, op.decision_index)
-        claims = op.claims
-        deferred = op.deferred
-        if deferred is not None and deferred.used_fallback:
-            if isinstance(deferred.error, LogAppendError) and self.minter is not None:
-                self.minter.restart()  # it did not answer in time: the next one starts fresh
-            return self._not_issued(op, deferred.error)
-        if len(indices) < 2 or claims is None:
-            return self._not_issued(op, op.pending.then_error)
-        self.counters.issued(op.principal, op.now_s)
-        return AuthorizeResult(
-            decision,
-            op.decision_index,
-            warrant=op.token,
-            warrant_id=claims.warrant_id,
-            warrant_index=indices[1],
-            expires=claims.expires,
-            lease_ttl_ms=claims.lease_ttl_ms,
-        )
-
-    @staticmethod
-    def _not_issued(op: _Authorization, error: BaseException | None) -> AuthorizeResult:
-        return AuthorizeResult(
-            deny_all(
-                f"the warrant could not be issued and recorded ({error}); denied",
-                bundle_digest=op.decision.bundle_digest,
-            ),
-            op.decision_index,
-        )
-
-    @staticmethod
-    def _unrecorded(op: _Authorization, error: BaseException) -> AuthorizeResult:
-        return AuthorizeResult(
-            deny_all(
-                f"the decision could not be recorded ({error}); nothing is authorized unrecorded",
-                bundle_digest=op.decision.bundle_digest,
-                request=op.policy_request,
-            ),
-            None,
-        )
-
-    def _decide(
-        self, principal: str, request: AuthorizeRequest, now_s: int
-    ) -> tuple[PolicyRequest | None, Decision, str]:
-        record = self.principal(principal)
-        engine = self._engine
-        bundle = engine.bundle_digest if engine is not None else ""
-        if record is None:
-            return None, deny_all(f"unknown principal {principal!r}", bundle_digest=bundle), ""
-        # Stateful constraints policies can reference (context.counters): warrants
-        # issued in the last minute and hour, and today (UTC) as the daily budget.
-        # Concurrency counts the principal's running executions.
-        counters = {
-            **self.counters.counts(principal, now_s),
-            "concurrency": self.executions.running_count(principal),
-        }
-        attrs = dict(record.attrs)
-        attrs.setdefault("role", "")
-        attrs["zone"] = record.zone
-        parent_id = ""
-        try:
-            policy_request = PolicyRequest(
-                principal=principal,
-                principal_attrs=attrs,
-                action=request.action,
-                resource=request.resource,
-                argv=request.argv,
-                arguments=request.arguments,
-                zone=request.zone or record.zone,
-                executable_digest=request.executable_digest,
-                parent_warrant="",
-                counters=counters,
-            )
-        except (ProctorError, ValueError, TypeError) as e:
-            return None, deny_all(f"malformed request: {e}", bundle_digest=bundle), ""
-        if record.status != "active":
-            reason = f"principal {principal!r} is {record.status}"
-            return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), ""
-        if request.parent_warrant:
-            try:
-                parent = self._verify_parent(request, policy_request, now_s)
-            except WarrantError as e:
-                reason = f"parent warrant rejected ({e.reason}): {e}"
-                return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), ""
-            parent_id = parent.warrant_id
-            policy_request = dataclasses.replace(policy_request, parent_warrant=parent_id)
-        if engine is None:
-            reason = f"no valid policy bundle is active ({self._bundle_error}); everything is denied"
-            return policy_request, deny_all(reason, request=policy_request), parent_id
-        return policy_request, engine.decide(policy_request, now=now_s), parent_id
-
-    def _verify_parent(
-        self, request: AuthorizeRequest, policy_request: PolicyRequest, now_s: int
-    ) -> WarrantClaims:
-        wanted = WarrantRequest(
-            action=request.action,
-            resource=request.resource,
-            args_digest=args_digest(request.arguments if request.arguments is not None else request.argv),
-            zone=policy_request.zone,
-            executable_digest=request.executable_digest,
-        )
-        return verify_warrant(
-            request.parent_warrant,
-            root_public_key=self.warrant_public_key,
-            now=now_s,
-            request=wanted,
-            revoked=self.warrant_revoked,
-        )
-
-    def warrant_revoked(self, warrant_id: str) -> bool:
-        """Whether a warrant is revoked: itself, an ancestor, or its principal since issue."""
-        for wid in self.state.warrant_chain(warrant_id):
-            if self.state.is_revoked("warrant", wid):
-                return True
-            record = self.state.warrant(wid)
-            if record is not None and self._principal_revoked_after(
-                record["principal"], record["decision_index"]
-            ):
-                return True
-        return False
-
-    def _principal_revoked_after(self, principal: str, index: int) -> bool:
-        revoked = self.state.revoked_index("principal", principal)
-        return revoked is not None and revoked > index
-
-    def _decision_event(
-        self,
-        principal: str,
-        policy_request: PolicyRequest | None,
-        decision: Decision,
-        *,
-        now: float,
-        now_s: int,
-        parent_id: str,
-    ) -> dict[str, Any]:
-        event: dict[str, Any] = {
-            "v": 1,
-            "type": "decision",
-            "time": rfc3339(now),
-            "node": self.node,
-            "principal": principal,
-            "now": now_s,
-            "decision": "allow" if decision.allow else "deny",
-            "policies": list(decision.policies),
-            "errors": list(decision.errors),
-            "obligations": dict(decision.obligations),
-            "bundle": decision.bundle_digest,
-            "request_digest": decision.request_digest,
-            "reason": decision.reason,
-        }
-        if policy_request is not None:
-            event["request"] = policy_request.to_json()
-        if parent_id:
-            event["parent_warrant"] = parent_id
-        return event
-
-    def _claims(self, op: _Authorization, index: int) -> WarrantClaims:
-        """What the warrant for the decision at ``index`` binds."""
-        request, decision, now_s = op.request, op.decision, op.now_s
-        obligations = dict(decision.obligations)
-        ttl = self._warrant_ttl_s
-        max_duration = obligations.get("max_duration_s")
-        if type(max_duration) is int and max_duration > 0:
-            ttl = min(ttl, max_duration)
-        lease_s = obligations.get("lease_ttl_s")
-        lease_ttl_ms = lease_s * 1000 if type(lease_s) is int and lease_s > 0 else DEFAULT_LEASE_TTL_MS
-        return WarrantClaims(
-            warrant_id=new_warrant_id(),
-            principal=op.principal,
-            action=request.action,
-            resource=request.resource,
-            args_digest=args_digest(request.arguments if request.arguments is not None else request.argv),
-            zone=op.policy_request.zone if op.policy_request is not None else request.zone,
-            executable_digest=request.executable_digest,
-            obligations=obligations,
-            not_before=now_s,
-            expires=now_s + ttl,
-            lease_ttl_ms=lease_ttl_ms,
-            decision_index=index,
-            parent=op.parent_id,
-        )
-
-    def _issued(
-        self, op: _Authorization, claims: WarrantClaims, token: str, index: int, leaf: bytes
-    ) -> tuple[dict[str, Any], Side]:
-        """The ``warrant.issued`` event of a minted warrant, and the write of its row
-        (which revocation of ancestors reads), as a side write of the same commit."""
-        row = self.state.warrant_writer(
-            claims.warrant_id,
-            principal=op.principal,
-            parent=op.parent_id,
-            decision_index=index,
-            expires=claims.expires,
-            issued=op.now_s,
-            token=token,
-        )
-        event = {
-            "v": 1,
-            "type": "warrant.issued",
-            "time": rfc3339(op.now),
-            "node": self.node,
-            "warrant": claims.warrant_id,
-            "parent_warrant": op.parent_id,
-            "principal": op.principal,
-            "decision_index": index,
-            "expires": claims.expires,
-            "lease_ttl_ms": claims.lease_ttl_ms,
-            "token_digest": digest(token.encode()),
-            "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
-        }
-        # Side writes get the append's first index (the decision's); warrant.issued follows.
-        return event, lambda conn, index: row(conn, index=index + 1)
-
-    def _warrant_event(self, op: _Authorization, index: int, leaf: bytes) -> tuple[dict[str, Any], Side]:
-        """Mint the warrant for the decision at ``index`` here; its event and row."""
-        claims = self._claims(op, index)
-        token = mint_warrant(claims, root_private_key=self._warrant_key_bytes)
-        op.claims, op.token = claims, token
-        return self._issued(op, claims, token, index, leaf)
-
-    def _mint_later(self, op: _Authorization, index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
-        """Send the claims to the minting helper; fill the reserved slot with the
-        ``warrant.issued`` event when the token comes back. Returns the fallback that
-        takes the slot if it does not (``warrant.failed``: the decision stands, denied).
-
-        Raises:
-            WarrantError: the helper cannot be reached (then nothing is reserved).
-        """
-        claims = self._claims(op, index)
-        op.deferred = deferred
-
-        def minted(token: str | None, error: BaseException | None) -> None:
-            if token is None:
-                deferred.fill(None, error=error)
-                return
-            try:
-                event, row = self._issued(op, claims, token, index, leaf)
-            except ProctorError as e:
-                deferred.fill(None, error=e)
-                return
-            op.claims, op.token = claims, token
-            deferred.fill(event, side=[row])
-
-        if self.minter is None:  # cannot happen: only called with a helper
-            raise WarrantError("no minting helper")
-        self.minter.mint(claims, minted)
-        return {
-            "v": 1,
-            "type": "warrant.failed",
-            "time": rfc3339(op.now),
-            "node": self.node,
-            "warrant": claims.warrant_id,
-            "principal": op.principal,
-            "decision_index": index,
-            "reason": "the warrant was not minted (the minting helper failed or did not answer in time)",
-            "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
-        }
 
     def trust_changes(self, since: int) -> list[dict[str, Any]]:
         """Revocations and policy activations recorded after log index ``since`` (the
