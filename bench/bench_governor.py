@@ -481,7 +481,7 @@ def profile_allow(data: Path, principal: str, n: int) -> str:
         finally:
             writer.disable()
 
-    Log._run = run  # type: ignore[method-assign]
+    Log._run = run  # type: ignore[method-assign,assignment]
     try:
         g = Governor(data)  # a fresh writer thread, started under the profiler by the first append
         try:

@@ -1,0 +1,402 @@
+"""The log's writer: sequencing, group commit and recovery, mixed into
+:class:`~proctor.lineage.log.Log`.
+
+Appends go through one writer thread that commits them in groups: it takes every
+waiting append, up to ``batch_size`` entries, into one transaction and one checkpoint
+signature. Indices are assigned when an append is queued (``Log.submit``), in queue
+order; if an append fails in the writer, every one queued after it fails too and the
+sequence restarts from the durable size, so nothing is ever committed at an index other
+than the one its caller was given. This module guards invariants 1 and 2 of
+:mod:`proctor.lineage.log` (acknowledge only what is durable; sign only what is
+durable, from a tree state checked against the latest checkpoint).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import IO
+
+from proctor.errors import (
+    CheckpointError,
+    EventError,
+    LineageError,
+    LogAppendError,
+    LogIntegrityError,
+    LogLockedError,
+    NoteError,
+    ProctorError,
+)
+from proctor.lineage._appends import STOP, Append, b64
+from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from proctor.lineage.events import Event
+from proctor.lineage.merkle import leaf_hash, range_hash
+from proctor.lineage.note import NoteSigner, NoteVerifier
+from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, node_location
+from proctor.store.base import LogStore
+
+__all__ = ["GroupCommit", "Nodes"]
+
+_log = logging.getLogger("proctor.lineage")
+
+
+class Nodes:
+    """Reads tree nodes from stored tiles, with an LRU cache of tiles.
+
+    Cached partial tiles are safe to serve: a hash, once in a tile, never changes
+    (the tree only grows). A lookup past a cached partial tile's width re-reads it.
+    """
+
+    def __init__(self, store: LogStore, capacity: int) -> None:
+        self._store = store
+        self._cache: OrderedDict[tuple[int, int], Tile] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[int, int]) -> Tile | None:
+        with self._lock:
+            tile = self._cache.get(key)
+            if tile is not None:
+                self._cache.move_to_end(key)
+            return tile
+
+    def remember(self, tile: Tile) -> None:
+        if self._capacity <= 0:
+            return
+        key = (tile.level, tile.index)
+        with self._lock:
+            old = self._cache.get(key)
+            if old is None or old.width <= tile.width:
+                self._cache[key] = tile
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+
+    def node(self, level: int, index: int) -> bytes:
+        tile_level, tile_index, row, pos = node_location(level, index)
+        key = (tile_level, tile_index)
+        tile = self._cached(key)
+        h = None if tile is None else tile.hash_at(row, pos)
+        if h is None:
+            tile = self._store.tile(tile_level, tile_index)
+            if tile is not None:
+                self.remember(tile)
+                h = tile.hash_at(row, pos)
+        if h is None:
+            raise LogIntegrityError(
+                f"hash of tree node {level}/{index} is missing from tile {tile_level}/{tile_index}",
+                index=index << level,
+            )
+        return h
+
+
+class GroupCommit:
+    """The writer half of :class:`~proctor.lineage.log.Log` (its state is set there)."""
+
+    _store: LogStore
+    _signer: NoteSigner
+    _verifier: NoteVerifier
+    _lock_path: Path | None
+    _batch_size: int
+    _linger: float
+    _always_linger: bool
+    _nodes: Nodes
+    _state_lock: threading.Lock
+    _seq_lock: threading.Lock
+    _next: int
+    deferred_timeout: float
+    _queue: queue.SimpleQueue[Append | object]
+    _writer: threading.Thread | None
+    _builder: TreeBuilder | None
+    _latest: tuple[int, str] | None
+    _unstored: tuple[int, str] | None
+    _lock_file: IO[bytes] | None
+    _failed: LogAppendError | None
+
+    @property
+    def origin(self) -> str:
+        """The log's origin (the checkpoints' first line and the key name)."""
+        return self._signer.name
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def _start_writer(self) -> None:
+        self._check_open()
+        with self._state_lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._writer is not None:
+                return
+            self._take_lock()
+            try:
+                self._resync()
+            except BaseException:
+                self._release_lock()
+                raise
+            with self._seq_lock:
+                self._next = self._builder.size if self._builder is not None else 0
+            self._writer = threading.Thread(target=self._run, name="proctor-log-writer", daemon=True)
+            self._writer.start()
+
+    def _take_lock(self) -> None:
+        if self._lock_path is None:
+            return
+        f = open(self._lock_path, "a+b")  # noqa: SIM115 - held for the life of the writer
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.close()
+            raise LogLockedError(
+                f"another process is appending to this log (lock {self._lock_path} is held)"
+            ) from e
+        self._lock_file = f
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _resync(self) -> None:
+        """Load the right edge from the store and check it against the latest checkpoint.
+
+        Signs a checkpoint for the stored size if the latest one is older (the
+        previous writer stopped between commit and storing it).
+
+        Raises:
+            LogIntegrityError: the stored tree contradicts a signed checkpoint.
+        """
+        size = self._store.tree_size()
+        latest = self._store.latest_checkpoint()
+        cp: Checkpoint | None = None
+        if latest is not None:
+            cp = self._open_checkpoint(latest[1])
+            if cp.size != latest[0]:
+                raise LogIntegrityError(f"checkpoint stored under size {latest[0]} says size {cp.size}")
+            if cp.size > size:
+                raise LogIntegrityError(
+                    f"a checkpoint of size {cp.size} was signed, but only {size} entries "
+                    "are stored: entries were lost or removed",
+                    index=size,
+                )
+        partial: list[Tile | None] = []
+        level = 0
+        while size >> (TILE_HEIGHT * level):
+            nodes = size >> (TILE_HEIGHT * level)
+            partial.append(self._store.tile(level, nodes // TILE_WIDTH) if nodes % TILE_WIDTH else None)
+            level += 1
+        builder = TreeBuilder.resume(size, partial)
+        if cp is not None:
+            root = builder.root() if cp.size == size else range_hash(self._nodes, 0, cp.size)
+            if root != cp.root_hash:
+                raise LogIntegrityError(
+                    f"stored tree of size {cp.size} has root {root.hex()}, but the signed "
+                    f"checkpoint says {cp.root_hash.hex()}"
+                )
+        builder.take_dirty()
+        self._builder = builder
+        if latest is None or latest[0] < size:
+            note = sign_checkpoint(Checkpoint(self.origin, size, builder.root()), self._signer)
+            self._store.put_checkpoint(size, note)
+            self._latest = (size, note)
+        else:
+            self._latest = latest
+
+    def _open_checkpoint(self, note: str) -> Checkpoint:
+        try:
+            return open_checkpoint(note, self._verifier)
+        except (NoteError, CheckpointError) as e:
+            raise LogIntegrityError(f"stored checkpoint does not verify: {e}") from e
+
+    def _run(self) -> None:
+        batch: list[Append] = []
+        try:
+            stop = False
+            busy = self._always_linger
+            while not stop:
+                item = self._queue.get()
+                if item is STOP:
+                    break
+                batch = [item]  # type: ignore[list-item]
+                count = len(batch[0].events)
+                # Linger only under concurrency (the last batch had several appends): a
+                # lone caller never waits, a busy log commits fewer, larger batches.
+                deadline = time.monotonic() + self._linger if self._linger and busy else 0.0
+                while count < self._batch_size:
+                    try:
+                        wait = deadline - time.monotonic()
+                        nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is STOP:
+                        stop = True
+                        break
+                    batch.append(nxt)  # type: ignore[arg-type]
+                    count += len(nxt.events)  # type: ignore[attr-defined]
+                # Busy: several callers' events were waiting together (side writes
+                # alone, such as persisted nonces, do not count).
+                busy = sum(1 for p in batch if p.events) > 1 or self._always_linger
+                self._commit(batch)
+        except BaseException as e:  # noqa: BLE001 - the writer must never die silently
+            _log.exception("the log writer stopped; every append fails from now on")
+            failure = LogAppendError(f"the log writer stopped: {e!r}")
+            with self._state_lock:
+                self._failed = failure
+            for p in batch:  # the batch in hand, then everything queued
+                if not p.done():
+                    p.fail(failure)
+            self._fail_waiting(failure)
+
+    def _take_deferred(self, p: Append) -> None:
+        """Put the deferred event (or its fallback) in the slot reserved for it."""
+        deferred, fallback = p.deferred, p.fallback
+        if deferred is None or fallback is None:
+            return
+        if deferred.wait(self.deferred_timeout) and deferred.event is not None:
+            p.events.append(deferred.event)
+            p.side.extend(deferred.side)
+        else:
+            if deferred.error is None:
+                deferred.error = LogAppendError(f"not filled within {self.deferred_timeout} s")
+            deferred.used_fallback = True
+            p.events.append(fallback)
+        p.deferred = None
+
+    def _resequence(self) -> None:
+        """After a failed append: fail everything queued (their indices assumed it) and
+        assign from the durable size again."""
+        with self._seq_lock:
+            stop = False
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is STOP:
+                    stop = True
+                elif isinstance(item, Append) and not item.done():
+                    item.fail(LogAppendError("not appended: an append queued before it failed"))
+            if stop:
+                self._queue.put(STOP)
+            builder = self._builder
+            if builder is not None:
+                self._next = builder.size
+
+    def _fail_waiting(self, error: LineageError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Append) and not item.done():
+                item.fail(error)
+
+    def _leaf_hash_at(self, index: int, first: int, batch_leaves: list[bytes]) -> bytes:
+        if index >= first:
+            return batch_leaves[index - first]
+        return self._nodes.node(0, index)
+
+    def _check_parent(self, ev: Event, own: int, first: int, pending: list[bytes]) -> None:
+        link = ev.parent
+        if link is None:
+            return
+        if link.index >= own:
+            raise EventError(f"parent.index: expected an earlier entry than {own}, found {link.index}")
+        actual = self._leaf_hash_at(link.index, first, pending)
+        if actual != link.leaf_hash:
+            raise EventError(
+                f"parent.leaf_hash: entry {link.index} has leaf hash "
+                f"{b64(actual)}, found {b64(link.leaf_hash)}"
+            )
+
+    def _commit(self, batch: list[Append]) -> None:
+        builder = self._builder
+        if builder is None:  # cannot happen: the writer starts after _resync
+            raise LogAppendError("the log writer has no tree state")
+        if self._failed is not None:
+            for p in batch:
+                p.fail(self._failed)
+            return
+        state = builder.snapshot()
+        first = builder.size
+        leaves: list[bytes] = []
+        raws: list[bytes] = []
+        accepted: list[tuple[Append, int]] = []
+        broken = False
+        for p in batch:
+            start = len(leaves)
+            if broken or p.first != first + start:
+                # An earlier append failed: the index this one was given is not its.
+                broken = True
+                p.fail(LogAppendError(f"not appended: an append queued before it failed (index {p.first})"))
+                continue
+            if p.deferred is not None and p.fallback is not None:
+                self._take_deferred(p)
+            try:
+                hashes: list[bytes] = []
+                for i, ev in enumerate(p.events):
+                    self._check_parent(ev, first + start + i, first, leaves + hashes)
+                    hashes.append(leaf_hash(ev.raw))
+            except ProctorError as e:
+                p.fail(e)
+                broken = True
+                continue
+            leaves.extend(hashes)
+            raws.extend(ev.raw for ev in p.events)
+            accepted.append((p, first + start))
+        if not accepted:
+            if broken:
+                self._resequence()
+            return
+        also = [functools.partial(fn, index=start) for p, start in accepted for fn in p.side]  # type: ignore[call-arg]
+        for h in leaves:
+            builder.append(h)
+        tiles = builder.take_dirty()
+        try:
+            self._store.append(first, raws, tiles, also=also)
+        except BaseException as e:  # noqa: BLE001 - any failure means "not committed"
+            builder.restore(state)
+            error = LogAppendError(f"append of {len(raws)} entries at {first} not committed: {e}")
+            for p, _ in accepted:
+                p.fail(error)
+            try:
+                with self._state_lock:
+                    self._resync()
+            except BaseException as again:  # noqa: BLE001 - state unknown, fail closed
+                # The stored state is unknown: refuse every further append.
+                with self._state_lock:
+                    self._failed = LogAppendError(
+                        f"log state unknown after a failed commit ({again}); reopen the log"
+                    )
+            self._resequence()
+            return
+        for t in tiles:
+            self._nodes.remember(t)
+        if leaves:
+            # Invariant 2: the entries are durable now; sign the new tree head.
+            note = sign_checkpoint(Checkpoint(self.origin, builder.size, builder.root()), self._signer)
+            with self._state_lock:
+                self._latest = (builder.size, note)
+            self._store_checkpoint(builder.size, note)
+        if broken:
+            self._resequence()  # after the builder took this batch: the size is right
+        for p, start in accepted:
+            p.resolve(list(range(start, start + len(p.events))))
+
+    def _store_checkpoint(self, size: int, note: str) -> None:
+        try:
+            if self._unstored is not None:
+                self._store.put_checkpoint(*self._unstored)
+                self._unstored = None
+            self._store.put_checkpoint(size, note)
+        except ProctorError:
+            # Entries are durable; the checkpoint is re-signed byte-identically on the
+            # next commit or open, so losing this row loses nothing.
+            self._unstored = (size, note)
