@@ -111,3 +111,54 @@ def test_a_dead_helper_denies_records_warrant_failed_and_is_restarted(helped: Go
     assert again.allowed, again.decision.reason
     assert helped.minter.pid not in (None, pid)
     assert helped.log.check_all().ok
+
+
+def test_a_helper_that_stops_reading_is_given_up_and_owes_nothing(gov_data: Path) -> None:
+    from proctor.authorization.minter import MintHelper
+    from proctor.authorization.warrants import WarrantClaims, new_warrant_id
+    from proctor.errors import WarrantError
+
+    key = PrincipalKey.load(gov_data / "keys" / "warrant.key").private_bytes()
+    helper = MintHelper(key)
+    helper.start()
+    answers: list[tuple[str | None, BaseException | None]] = []
+    lock = threading.Lock()
+
+    def done(token: str | None, error: BaseException | None) -> None:
+        with lock:
+            answers.append((token, error))
+
+    def claims() -> WarrantClaims:
+        return WarrantClaims(
+            warrant_id=new_warrant_id(), principal="alice", action="exec", resource="/bin/echo",
+            args_digest=args_digest(["echo"]), zone="", executable_digest="", obligations={},
+            not_before=1, expires=2_000_000_000, lease_ttl_ms=5000, decision_index=7,
+        )  # fmt: skip
+
+    try:
+        helper.mint(claims(), done)
+        deadline = time.monotonic() + 10
+        while not answers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert answers[0][0] is not None  # a token
+        pid = helper.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        sent = 0
+        with pytest.raises(WarrantError, match="not reading"):
+            for _ in range(10_000):  # until the pipe is full and half a second passed
+                helper.mint(claims(), done)
+                sent += 1
+        deadline = time.monotonic() + 10
+        while len(answers) < sent + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(answers) == sent + 1  # every request sent was answered...
+        assert all(error is not None for _, error in answers[1:])  # ...with an error
+        helper.mint(claims(), done)  # and a fresh helper takes the next
+        deadline = time.monotonic() + 10
+        while len(answers) < sent + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert answers[-1][0] is not None
+        assert helper.pid not in (None, pid)
+    finally:
+        helper.close()

@@ -189,7 +189,11 @@ class MintHelper:
                     process = self._process = _Process(self._seed)
                 except OSError as e:
                     raise WarrantError(f"cannot start the minting helper: {e}") from e
-        process.send(claims, done)
+        try:
+            process.send(claims, done)
+        except WarrantError:
+            process.stop()  # it stopped reading: what it still owes fails now, not later
+            raise
 
     def restart(self) -> None:
         """Stop the current helper (what waits on it gets an error); the next
