@@ -145,10 +145,15 @@ def test_a_helper_that_stops_reading_is_given_up_and_owes_nothing(gov_data: Path
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         sent = 0
-        with pytest.raises(WarrantError, match="not reading"):
+
+        def flood() -> None:
+            nonlocal sent
             for _ in range(10_000):  # until the pipe is full and half a second passed
                 helper.mint(claims(), done)
                 sent += 1
+
+        with pytest.raises(WarrantError, match="not reading"):
+            flood()
         deadline = time.monotonic() + 10
         while len(answers) < sent + 1 and time.monotonic() < deadline:
             time.sleep(0.01)
