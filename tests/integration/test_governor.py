@@ -546,3 +546,33 @@ def test_the_warrant_row_points_at_its_decision_and_issuance_events(governor: Go
     assert (row["decision_index"], row["issued_index"]) == (result.log_index, result.warrant_index)
     assert last_event(governor, "warrant.issued")["index"] == result.warrant_index
     assert row["token"] == result.warrant
+
+
+def test_rejected_requests_are_recorded_and_nonces_survive_a_restart(
+    governor: Governor, gov_data: Path
+) -> None:
+    import time
+
+    from proctor.authorization.keys import PrincipalKey
+    from proctor.authorization.requests import sign_request
+    from proctor.errors import AuthenticationError
+
+    alice = PrincipalKey.load(gov_data / "alice.key")
+    body = b'{"action": "exec", "resource": "/bin/echo"}'
+    headers = {
+        k.lower(): v
+        for k, v in sign_request("POST", "/v1/authorize", body, alice, now=int(time.time())).items()
+    }
+    assert governor.authenticate("POST", "/v1/authorize", body, headers) == "alice"
+    with pytest.raises(AuthenticationError) as replayed:
+        governor.authenticate("POST", "/v1/authorize", body, headers)
+    assert replayed.value.reason == "replayed"
+    governor.persist_nonces()
+    governor.log.submit([]).wait()  # the queued side writes have committed by now
+    (failure,) = governor.state.auth_failures()
+    assert failure["reason"] == "replayed"
+    governor.close()
+    with Governor(gov_data) as again:  # the nonce was persisted: still a replay
+        with pytest.raises(AuthenticationError) as after_restart:
+            again.authenticate("POST", "/v1/authorize", body, headers)
+        assert after_restart.value.reason == "replayed"
