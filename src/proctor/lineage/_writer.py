@@ -272,6 +272,7 @@ class GroupCommit:
     def _resequence(self) -> None:
         """After a failed append: fail everything queued (their indices assumed it) and
         assign from the durable size again."""
+        dropped: list[Append] = []
         with self._seq_lock:
             stop = False
             while True:
@@ -281,13 +282,18 @@ class GroupCommit:
                     break
                 if item is STOP:
                     stop = True
-                elif isinstance(item, Append) and not item.done():
-                    item.fail(LogAppendError("not appended: an append queued before it failed"))
+                elif isinstance(item, Append):
+                    dropped.append(item)
             if stop:
                 self._queue.put(STOP)
             builder = self._builder
             if builder is not None:
                 self._next = builder.size
+        # Failed outside the sequencing lock: their callbacks may take locks that a
+        # submitter holds while it waits for this one.
+        for item in dropped:
+            if not item.done():
+                item.fail(LogAppendError("not appended: an append queued before it failed"))
 
     def _fail_waiting(self, error: LineageError) -> None:
         while True:

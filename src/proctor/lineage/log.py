@@ -222,7 +222,9 @@ class Log(GroupCommit):
                 one raises, the whole batch fails and nothing is acknowledged.
             notify: called on the writer thread once the append is resolved (committed
                 or failed); it must be quick and must not block (for example
-                ``loop.call_soon_threadsafe``).
+                ``loop.call_soon_threadsafe``). It is never called while the log holds
+                a lock of its own, so it may take a lock that a caller of ``submit``
+                holds.
 
         Returns:
             The pending append: :meth:`Append.wait` blocks, :meth:`Append.result`
