@@ -55,13 +55,10 @@ Consistency with later checkpoints is for witnesses (``proctor.orchestration``).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -70,6 +67,21 @@ from proctor.authorization.claims import WarrantClaims, WarrantRequest
 from proctor.authorization.keys import load_public_key
 from proctor.authorization.warrants import MAX_TOKEN_CHARS, verify_warrant
 from proctor.errors import ProctorError, VerificationError
+from proctor.lineage._receipt_parts import (
+    Entry,
+    Execution,
+    StepError,
+    b64decode,
+    bounded_list,
+    bounded_str,
+    describe,
+    link_roles,
+    note_signatures_canonical,
+    read_index,
+    seconds,
+    sha256_hex,
+    subjects_and_predicate,
+)
 from proctor.lineage.canonical import canonicalize, loads
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint
 from proctor.lineage.dsse import open_envelope, sign_envelope
@@ -121,17 +133,6 @@ _KEYS = frozenset({"v", "checkpoint", "log_key", "events", "warrant_chain", "sta
 _MAX_CHECKPOINT_CHARS = 32 << 10
 _MAX_LOG_KEY_CHARS = 1024
 _MAX_LEAF_CHARS = 4 * ((MAX_EVENT_BYTES + 2) // 3)
-_MAX_INDEX = 2**53 - 1
-_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
-_TERMINAL = ("execution.terminated", "execution.completed")
-_ROLES = frozenset(
-    {"key.declared", "policy.activated", "decision", "warrant.issued", "execution.started"}
-    | {"execution.verified", *_TERMINAL}
-)
-
-
-class _StepError(Exception):
-    """One verification step failed; the message says what was expected and found."""
 
 
 @dataclass(frozen=True)
@@ -179,240 +180,6 @@ class ReceiptReport:
         }
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One proven event of the receipt."""
-
-    index: int
-    event: Event
-    hash: bytes
-
-    @property
-    def kind(self) -> str:
-        return self.event.type
-
-    @property
-    def where(self) -> str:
-        return f"{self.event.type} at index {self.index}"
-
-    def field(self, name: str, kind: type[Any]) -> Any:
-        value = self.event.data.get(name)
-        if type(value) is not kind:
-            raise _StepError(f"{self.where}: expected {name} to be a {kind.__name__}, found {value!r:.80}")
-        return value
-
-    def follow(self, by_index: Mapping[int, _Entry], expected: str) -> _Entry:
-        # Authorization ancestry (ARCHITECTURE.md, "Lineage events"): a parent link
-        # names an earlier event by index *and* RFC 9162 leaf hash.
-        link = self.event.parent
-        if link is None:
-            raise _StepError(f"{self.where}: expected a parent link to a {expected} event")
-        target = by_index.get(link.index)
-        if target is None:
-            raise _StepError(f"{self.where}: its parent, index {link.index}, is not in the receipt")
-        if not hmac.compare_digest(link.leaf_hash, target.hash) or target.index >= self.index:
-            raise _StepError(f"{self.where}: its parent link does not match the event at {link.index}")
-        if target.kind != expected:
-            raise _StepError(f"{self.where}: expected its parent to be {expected}, found {target.kind}")
-        return target
-
-
-@dataclass(frozen=True)
-class _Execution:
-    """The roles of the events, as step 5 found them."""
-
-    execution: str
-    key: _Entry
-    started: _Entry
-    terminal: _Entry
-    issued: Mapping[str, _Entry]
-    decision: _Entry
-
-
-def _sha256_hex(value: Any, where: str) -> str:
-    match = _DIGEST.fullmatch(value) if type(value) is str else None
-    if match is None:
-        raise _StepError(f"{where}: expected sha256:<64 lowercase hex>, found {value!r:.80}")
-    return match.group(1)
-
-
-def _seconds(entry: _Entry) -> int:
-    # events.py fixed the RFC 3339 UTC shape; whole seconds, as warrants count them.
-    text = str(entry.event.data["time"])
-    return int(datetime.fromisoformat(text[:19]).replace(tzinfo=UTC).timestamp())
-
-
-def _outputs(terminal: _Entry) -> list[tuple[str, str]]:
-    # The output digests a terminal event carries; absent or "" means not captured
-    # (then the output is no subject), anything else must be a SHA-256 digest.
-    found = []
-    for name in ("stdout", "stderr"):
-        value = terminal.event.data.get(f"{name}_digest", "")
-        if value != "":
-            found.append((name, _sha256_hex(value, f"{terminal.where}: {name}_digest")))
-    return found
-
-
-def _link(entries: Sequence[_Entry], activated_index: int | None) -> _Execution:
-    """Step 5: give every event its role and check every parent link."""
-    by_index = {e.index: e for e in entries}
-    by_type: dict[str, list[_Entry]] = {}
-    for e in entries:
-        if e.kind not in _ROLES:
-            raise _StepError(f"{e.where} has no role in an execution receipt")
-        by_type.setdefault(e.kind, []).append(e)
-
-    def only(kind: str) -> _Entry:
-        found = by_type.get(kind, [])
-        if len(found) != 1:
-            raise _StepError(f"expected exactly one {kind} event, found {len(found)}")
-        return found[0]
-
-    key = only("key.declared")
-    if key.field("purpose", str) != "warrant" or key.field("algorithm", str) != "ed25519":
-        raise _StepError(f"key.declared at index {key.index}: expected an ed25519 key for purpose 'warrant'")
-    key.field("public_key", str)
-    started = only("execution.started")
-    execution = started.field("execution", str)
-    if not execution.startswith("ex_"):
-        raise _StepError(
-            f"execution.started at {started.index}: expected an ex_… id, found {execution!r:.80}"
-        )
-    terminals = [e for kind in _TERMINAL for e in by_type.get(kind, [])]
-    if len(terminals) != 1:
-        raise _StepError(
-            f"expected exactly one execution.terminated or execution.completed, found {len(terminals)}"
-        )
-    terminal = terminals[0]
-    # Every later event of the execution names the same id and follows from the start.
-    for e in (*by_type.get("execution.verified", []), terminal):
-        if e.field("execution", str) != execution:
-            raise _StepError(f"{e.where} names another execution than {execution}")
-        e.follow(by_index, "execution.started")
-        if e.index > terminal.index:
-            raise _StepError(f"{e.where} comes after the end of the execution")
-    measurement = started.field("measurement", dict)
-    if type(measurement.get("executable")) is not str or not measurement["executable"]:
-        raise _StepError("execution.started: expected measurement.executable, a path")
-    _sha256_hex(measurement.get("executable_digest"), "execution.started measurement.executable_digest")
-    if terminal.kind == "execution.completed":
-        terminal.field("exit_status", int)
-    else:
-        terminal.field("reason", str)
-    _outputs(terminal)
-    # Ancestry: start → warrant.issued → decision, for the execution and every ancestor.
-    own = started.follow(by_index, "warrant.issued")
-    if own.field("warrant", str) != started.field("warrant", str):
-        raise _StepError("execution.started names another warrant than its parent warrant.issued")
-    issued: dict[str, _Entry] = {}
-    decided: set[int] = set()
-    for w in by_type.get("warrant.issued", []):
-        wid = w.field("warrant", str)
-        d = w.follow(by_index, "decision")
-        if wid in issued or d.index in decided:
-            raise _StepError(f"warrant.issued at index {w.index}: a warrant or decision appears twice")
-        if d.field("decision", str) != "allow":
-            raise _StepError(
-                f"decision at index {d.index}: expected allow, found {d.event.data['decision']!r:.40}"
-            )
-        if d.field("principal", str) != w.field("principal", str):
-            raise _StepError(f"warrant.issued at index {w.index}: principal differs from its decision's")
-        d.field("now", int)
-        issued[wid] = w
-        decided.add(d.index)
-    if decided != {d.index for d in by_type.get("decision", [])}:
-        raise _StepError("a decision in the receipt issued no warrant of the chain")
-    if key.index > min(decided):
-        raise _StepError(f"the warrant key is declared at {key.index}, after a warrant it signed")
-    decision = own.follow(by_index, "decision")
-    if started.field("principal", str) != own.field("principal", str):
-        raise _StepError("execution.started: principal differs from its warrant's")
-    if activated_index is None:
-        if by_type.get("policy.activated"):
-            raise _StepError("a policy.activated event without the receipt's policy")
-    else:
-        activation = only("policy.activated")
-        if activation.index != activated_index or activation.index > decision.index:
-            raise _StepError(
-                f"policy.activated is at index {activation.index}; the receipt says {activated_index}, "
-                f"and it must precede the decision at {decision.index}"
-            )
-        if activation.field("bundle", str) != decision.field("bundle", str):
-            raise _StepError("policy.activated names another bundle than the decision")
-    return _Execution(execution, key, started, terminal, issued, decision)
-
-
-def _subjects_and_predicate(
-    ex: _Execution, entries: Sequence[_Entry], cp: Checkpoint
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """What the Statement must say, derived from the proven events."""
-    started, end = ex.started.event.data, ex.terminal.event.data
-    m = started["measurement"]
-    subjects = [{"name": m["executable"], "digest": {"sha256": _sha256_hex(m["executable_digest"], "")}}]
-    subjects += [{"name": name, "digest": {"sha256": hex_}} for name, hex_ in _outputs(ex.terminal)]
-    outcome: dict[str, Any]
-    if ex.terminal.kind == "execution.completed":
-        outcome = {"outcome": "completed", "exit_status": end["exit_status"]}
-    else:
-        outcome = {"outcome": "terminated", "reason": end["reason"]}
-    predicate = {
-        "execution": ex.execution,
-        "warrant": started["warrant"],
-        "principal": started["principal"],
-        **outcome,
-        "log": {"origin": cp.origin, "checkpoint_size": cp.size, "indices": [e.index for e in entries]},
-    }
-    return subjects, predicate
-
-
-def _b64decode(text: str, what: str) -> bytes:
-    # Canonical standard base64 only: every byte of a receipt must be significant.
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise _StepError(f"{what}: expected standard base64, found {text[:40]!r}") from e
-    if base64.b64encode(raw).decode() != text:
-        raise _StepError(f"{what}: expected canonical padded base64, found {text[:40]!r}")
-    return raw
-
-
-def _note_signatures_canonical(note: str) -> None:
-    # open_note accepts any base64 that decodes (as Go's note package does); a receipt
-    # also refuses the spellings that differ only in padding bits, so that changing
-    # any character of the checkpoint is detected.
-    for line in note[note.rfind("\n\n") + 2 : -1].split("\n"):
-        _b64decode(line.rpartition(" ")[2], "checkpoint signature")
-
-
-def _bounded_list(value: Any, what: str, low: int, high: int) -> list[Any]:
-    if type(value) is not list or not low <= len(value) <= high:
-        found = f"{len(value)} items" if type(value) is list else type(value).__name__
-        raise _StepError(f"{what}: expected an array of {low} to {high} items, found {found}")
-    return value
-
-
-def _bounded_str(value: Any, what: str, high: int) -> str:
-    if type(value) is not str or not 1 <= len(value) <= high:
-        found = f"{len(value)} characters" if type(value) is str else type(value).__name__
-        raise _StepError(f"{what}: expected a string of 1 to {high} characters, found {found}")
-    return value
-
-
-def _index(value: Any, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= _MAX_INDEX:
-        raise _StepError(f"{what}: expected a log index in [0, 2**53), found {value!r:.40}")
-    return value
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, _StepError):
-        return str(error)
-    reason = getattr(error, "reason", None)
-    suffix = f" (reason {reason})" if isinstance(reason, str) else ""
-    kind = "" if isinstance(error, ProctorError) else f"{type(error).__name__}: "
-    return f"{kind}{error}{suffix}"
-
-
 class _Checker:
     """The numbered steps over one receipt; each method fills in what later steps use."""
 
@@ -423,8 +190,8 @@ class _Checker:
         self.doc: dict[str, Any] = {}
         self.verifier: NoteVerifier | None = None
         self.cp: Checkpoint | None = None
-        self.entries: list[_Entry] = []
-        self.ex: _Execution | None = None
+        self.entries: list[Entry] = []
+        self.ex: Execution | None = None
 
     def shape(self) -> str:
         # Step 1: the receipt's own fields. Each embedded artifact (note, event, proof,
@@ -432,46 +199,46 @@ class _Checker:
         doc = self.raw_doc
         if isinstance(doc, str | bytes | bytearray | memoryview):
             if len(doc) > MAX_RECEIPT_BYTES:
-                raise _StepError(f"expected at most {MAX_RECEIPT_BYTES} bytes of receipt, found {len(doc)}")
+                raise StepError(f"expected at most {MAX_RECEIPT_BYTES} bytes of receipt, found {len(doc)}")
             try:
                 doc = orjson.loads(doc)
             except orjson.JSONDecodeError as e:
-                raise _StepError(f"expected JSON text: {e}") from e
+                raise StepError(f"expected JSON text: {e}") from e
         if type(doc) is not dict:
-            raise _StepError(f"expected a receipt object, found {type(doc).__name__}")
+            raise StepError(f"expected a receipt object, found {type(doc).__name__}")
         keys = set(doc)
         if not keys >= _KEYS or keys - _KEYS - {"policy"}:
-            raise _StepError(
+            raise StepError(
                 f"expected the keys {sorted(_KEYS)} (and optionally 'policy'), found missing "
                 f"{sorted(_KEYS - keys)} and unknown {sorted(keys - _KEYS - {'policy'})}"
             )
         if type(doc["v"]) is not int or doc["v"] != RECEIPT_VERSION:
-            raise _StepError(f"v: expected receipt format {RECEIPT_VERSION}, found {doc['v']!r:.40}")
-        _bounded_str(doc["checkpoint"], "checkpoint", _MAX_CHECKPOINT_CHARS)
-        _bounded_str(doc["log_key"], "log_key", _MAX_LOG_KEY_CHARS)
-        events = _bounded_list(doc["events"], "events", 1, MAX_RECEIPT_EVENTS)
+            raise StepError(f"v: expected receipt format {RECEIPT_VERSION}, found {doc['v']!r:.40}")
+        bounded_str(doc["checkpoint"], "checkpoint", _MAX_CHECKPOINT_CHARS)
+        bounded_str(doc["log_key"], "log_key", _MAX_LOG_KEY_CHARS)
+        events = bounded_list(doc["events"], "events", 1, MAX_RECEIPT_EVENTS)
         for i, ev in enumerate(events):
             if type(ev) is not dict or set(ev) != {"leaf_index", "leaf", "hashes"}:
-                raise _StepError(
+                raise StepError(
                     f"events[{i}]: expected exactly leaf_index, leaf and hashes, found {ev!r:.80}"
                 )
-            _index(ev["leaf_index"], f"events[{i}].leaf_index")
-            _bounded_str(ev["leaf"], f"events[{i}].leaf", _MAX_LEAF_CHARS)
-            for j, h in enumerate(_bounded_list(ev["hashes"], f"events[{i}].hashes", 0, MAX_PROOF_HASHES)):
-                _bounded_str(h, f"events[{i}].hashes[{j}]", 44)
-        for i, token in enumerate(_bounded_list(doc["warrant_chain"], "warrant_chain", 1, MAX_WARRANT_CHAIN)):
-            _bounded_str(token, f"warrant_chain[{i}]", MAX_TOKEN_CHARS)
+            read_index(ev["leaf_index"], f"events[{i}].leaf_index")
+            bounded_str(ev["leaf"], f"events[{i}].leaf", _MAX_LEAF_CHARS)
+            for j, h in enumerate(bounded_list(ev["hashes"], f"events[{i}].hashes", 0, MAX_PROOF_HASHES)):
+                bounded_str(h, f"events[{i}].hashes[{j}]", 44)
+        for i, token in enumerate(bounded_list(doc["warrant_chain"], "warrant_chain", 1, MAX_WARRANT_CHAIN)):
+            bounded_str(token, f"warrant_chain[{i}]", MAX_TOKEN_CHARS)
         if type(doc["statement"]) is not dict:
-            raise _StepError(
+            raise StepError(
                 f"statement: expected a DSSE envelope object, found {type(doc['statement']).__name__}"
             )
         if "policy" in doc:
             policy = doc["policy"]
             if type(policy) is not dict or set(policy) != {"bundle", "activated_index"}:
-                raise _StepError(f"policy: expected exactly bundle and activated_index, found {policy!r:.80}")
+                raise StepError(f"policy: expected exactly bundle and activated_index, found {policy!r:.80}")
             if type(policy["bundle"]) is not dict:
-                raise _StepError("policy.bundle: expected a policy bundle object")
-            _index(policy["activated_index"], "policy.activated_index")
+                raise StepError("policy.bundle: expected a policy bundle object")
+            read_index(policy["activated_index"], "policy.activated_index")
         self.doc = doc
         return f"receipt v{RECEIPT_VERSION}: {len(events)} events, {len(doc['warrant_chain'])} warrants"
 
@@ -481,9 +248,9 @@ class _Checker:
         try:
             verifier = NoteVerifier.from_string(self.log_key)
         except ProctorError as e:
-            raise _StepError(f"the trusted log key does not parse: {e}") from e
+            raise StepError(f"the trusted log key does not parse: {e}") from e
         if not hmac.compare_digest(self.doc["log_key"].encode(), verifier.to_string().encode()):
-            raise _StepError(f"the receipt's log key is not the trusted key {verifier.to_string()}")
+            raise StepError(f"the receipt's log key is not the trusted key {verifier.to_string()}")
         self.verifier = verifier
         return f"log key {verifier.name}+{verifier.key_id.hex()}"
 
@@ -491,35 +258,35 @@ class _Checker:
         # Step 3: C2SP signed-note (a valid signature by the trusted key), then the C2SP
         # tlog-checkpoint body, whose origin must be the key's name.
         if self.verifier is None:
-            raise _StepError("no trusted key")
+            raise StepError("no trusted key")
         note = self.doc["checkpoint"]
         self.cp = open_checkpoint(note, self.verifier)
-        _note_signatures_canonical(note)
+        note_signatures_canonical(note)
         return f"checkpoint of {self.cp.origin} at size {self.cp.size}"
 
     def inclusion(self) -> str:
         # Step 4: each leaf is a canonical event proven under the checkpoint's root.
         if self.cp is None:
-            raise _StepError("no checkpoint")
+            raise StepError("no checkpoint")
         previous = -1
         for i, ev in enumerate(self.doc["events"]):
             index = ev["leaf_index"]
             if index <= previous:
-                raise _StepError(f"events[{i}]: expected ascending log order, found {index} after {previous}")
+                raise StepError(f"events[{i}]: expected ascending log order, found {index} after {previous}")
             previous = index
-            raw = _b64decode(ev["leaf"], f"events[{i}].leaf")
+            raw = b64decode(ev["leaf"], f"events[{i}].leaf")
             # The leaf must be the exact canonical encoding (RFC 8785), as stored.
             event = Event.from_bytes(raw, strict=True)
-            hashes = [_b64decode(h, f"events[{i}].hashes[{j}]") for j, h in enumerate(ev["hashes"])]
+            hashes = [b64decode(h, f"events[{i}].hashes[{j}]") for j, h in enumerate(ev["hashes"])]
             h = leaf_hash(raw)  # RFC 9162 §2.1.1
             verify_inclusion(index, self.cp.size, h, hashes, self.cp.root_hash)  # RFC 9162 §2.1.3.2
-            self.entries.append(_Entry(index, event, h))
+            self.entries.append(Entry(index, event, h))
         return f"{len(self.entries)} events included in the tree of size {self.cp.size}"
 
     def linkage(self) -> str:
         # Step 5 (ARCHITECTURE.md, "Lineage events": parent links are the ancestry).
         policy = self.doc.get("policy")
-        self.ex = _link(self.entries, None if policy is None else policy["activated_index"])
+        self.ex = link_roles(self.entries, None if policy is None else policy["activated_index"])
         return (
             f"execution {self.ex.execution}: {self.ex.terminal.kind} at {self.ex.terminal.index}, "
             f"started at {self.ex.started.index}, decided at {self.ex.decision.index}"
@@ -529,10 +296,10 @@ class _Checker:
         # Step 6 (proctor.authorization.warrants.verify_warrant, steps 1-9 there).
         ex = self.ex
         if ex is None:
-            raise _StepError("no execution")
+            raise StepError("no execution")
         tokens: list[str] = self.doc["warrant_chain"]
         if len(tokens) != len(ex.issued):
-            raise _StepError(
+            raise StepError(
                 f"expected one token per warrant.issued event ({len(ex.issued)}), found {len(tokens)}"
             )
         root = load_public_key(ex.key.field("public_key", str))
@@ -541,7 +308,7 @@ class _Checker:
         # Each token is verified at the time the log says it was used: its own warrant
         # when the execution started, a parent when the child was decided (the governor
         # verified it then). The times come from the log, so an old receipt still verifies.
-        now = max(_seconds(ex.started), ex.decision.event.data["now"])
+        now = max(seconds(ex.started), ex.decision.event.data["now"])
         request: WarrantRequest | None = None
         child: WarrantClaims | None = None
         used: set[str] = set()
@@ -553,13 +320,11 @@ class _Checker:
             )
             issued = ex.issued.get(claims.warrant_id)
             if issued is None or claims.warrant_id in used:
-                raise _StepError(
-                    f"warrant_chain[{position}]: {claims.warrant_id} has no warrant.issued event"
-                )
+                raise StepError(f"warrant_chain[{position}]: {claims.warrant_id} has no warrant.issued event")
             used.add(claims.warrant_id)
-            digest = _sha256_hex(issued.event.data.get("token_digest"), "warrant.issued token_digest")
+            digest = sha256_hex(issued.event.data.get("token_digest"), "warrant.issued token_digest")
             if not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), digest):
-                raise _StepError(f"warrant_chain[{position}]: its sha256 is not the logged token_digest")
+                raise StepError(f"warrant_chain[{position}]: its sha256 is not the logged token_digest")
             decision = issued.follow(by_index, "decision")
             logged = issued.event.data
             checks = [
@@ -580,7 +345,7 @@ class _Checker:
                 checks.append(("child's parent", child.parent == claims.warrant_id))
             mismatches = [name for name, ok in checks if not ok]
             if mismatches:
-                raise _StepError(
+                raise StepError(
                     f"warrant_chain[{position}] ({claims.warrant_id}) disagrees with the log: "
                     + ", ".join(mismatches)
                 )
@@ -596,38 +361,38 @@ class _Checker:
     def statement(self) -> str:
         ex, cp, verifier = self.ex, self.cp, self.verifier
         if ex is None or cp is None or verifier is None:
-            raise _StepError("no execution")
+            raise StepError("no execution")
         # Step 7: DSSE protocol "Verify" (the signature over PAE first, only then parse
         # the payload), then in-toto Statement v1 (``_type``, ``subject``, ``predicateType``).
         payload = open_envelope(self.doc["statement"], payload_type=PAYLOAD_TYPE, verifier=verifier)
         statement = loads(payload)
         if type(statement) is not dict or canonicalize(statement) != payload:
-            raise _StepError("expected the statement as one canonical (RFC 8785) JSON object")
+            raise StepError("expected the statement as one canonical (RFC 8785) JSON object")
         keys = {"_type", "subject", "predicateType", "predicate"}
         if set(statement) != keys or statement["_type"] != STATEMENT_TYPE:
-            raise _StepError(f"expected an in-toto Statement v1 with exactly {sorted(keys)}")
-        subjects, predicate = _subjects_and_predicate(ex, self.entries, cp)
+            raise StepError(f"expected an in-toto Statement v1 with exactly {sorted(keys)}")
+        subjects, predicate = subjects_and_predicate(ex, self.entries, cp)
         if statement["subject"] != subjects:
-            raise _StepError(
+            raise StepError(
                 f"the statement's subjects are not the measured executable and outputs: {subjects}"
             )
         kind = statement["predicateType"]
         if kind == PREDICATE_TYPE:
             if statement["predicate"] != predicate:
-                raise _StepError(f"the statement's predicate differs from the events: expected {predicate}")
+                raise StepError(f"the statement's predicate differs from the events: expected {predicate}")
             return f"statement signed by the log key; {len(subjects)} subjects and the predicate match"
         if type(kind) is not str or not kind:
-            raise _StepError(f"expected a predicateType URI, found {kind!r:.80}")
+            raise StepError(f"expected a predicateType URI, found {kind!r:.80}")
         return f"statement signed by the log key; {len(subjects)} subjects match; predicate {kind} not read"
 
     def replay_step(self) -> str:
         # Step 8 (ARCHITECTURE.md, principle 5: a logged decision is replayable).
         ex = self.ex
         if ex is None:
-            raise _StepError("no execution")
+            raise StepError("no execution")
         policy = self.doc.get("policy")
         if policy is None:
-            raise _StepError("replay needs the policy bundle; the receipt carries none")
+            raise StepError("replay needs the policy bundle; the receipt carries none")
         # Imported here: the lineage layer depends on policy only to replay a decision
         # (ARCHITECTURE.md, principle 5), and a verifier that does not replay never
         # loads the Cedar engine.
@@ -636,7 +401,7 @@ class _Checker:
         bundle = PolicyBundle.from_json(policy["bundle"])
         logged = ex.decision.event.data
         if not hmac.compare_digest(bundle.digest.encode(), ex.decision.field("bundle", str).encode()):
-            raise _StepError(f"the carried bundle is {bundle.digest}; the decision names {logged['bundle']}")
+            raise StepError(f"the carried bundle is {bundle.digest}; the decision names {logged['bundle']}")
         if not self.replay:
             return f"bundle {bundle.digest} is the one the decision names (not replayed)"
         request = ex.decision.field("request", dict)
@@ -652,7 +417,7 @@ class _Checker:
             if not ok
         ]
         if mismatches:
-            raise _StepError(
+            raise StepError(
                 f"replaying the decision at {ex.decision.index} gives another {', '.join(mismatches)}: "
                 f"{decision.reason}"
             )
@@ -692,7 +457,7 @@ def check_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptRep
         try:
             detail = step()
         except Exception as e:  # noqa: BLE001 -- fail closed: any error fails the step, never escapes
-            failed = ReceiptStep(number, STEP_NAMES[number], False, _describe(e))
+            failed = ReceiptStep(number, STEP_NAMES[number], False, describe(e))
             done.append(failed)
             return ReceiptReport(False, tuple(done), failed, _execution_id(checker))
         done.append(ReceiptStep(number, STEP_NAMES[number], True, detail))
@@ -806,12 +571,12 @@ def build_receipt(
             "activated_index": policy_index,
         }
     if statement is None:
-        entries = [_Entry(i, Event.from_bytes(leaves[i], strict=True), leaf_hash(leaves[i])) for i in indices]
+        entries = [Entry(i, Event.from_bytes(leaves[i], strict=True), leaf_hash(leaves[i])) for i in indices]
         try:
-            execution = _link(entries, policy_index)
-        except _StepError as e:
+            execution = link_roles(entries, policy_index)
+        except StepError as e:
             raise VerificationError(f"receipt verification failed at step 5 ({STEP_NAMES[5]}): {e}") from e
-        subjects, predicate = _subjects_and_predicate(execution, entries, cp)
+        subjects, predicate = subjects_and_predicate(execution, entries, cp)
         statement = {
             "_type": STATEMENT_TYPE,
             "subject": subjects,
