@@ -18,6 +18,27 @@ from proctor.errors import ProctorError
 from proctor.lineage.checkpoint import Checkpoint
 from proctor.lineage.events import Event
 
+__all__ = [
+    "DIGEST",
+    "MAX_INDEX",
+    "ROLES",
+    "TERMINAL",
+    "Entry",
+    "Execution",
+    "StepError",
+    "b64decode",
+    "bounded_list",
+    "bounded_str",
+    "describe",
+    "link_roles",
+    "note_signatures_canonical",
+    "outputs",
+    "read_index",
+    "seconds",
+    "sha256_hex",
+    "subjects_and_predicate",
+]
+
 DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 TERMINAL = ("execution.terminated", "execution.completed")
 ROLES = frozenset(
