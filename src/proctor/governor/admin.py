@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from proctor.authorization.keys import load_public_key, valid_principal_name
 from proctor.errors import BundleError, PrincipalError
 from proctor.governor._events import principal_event, rfc3339
+from proctor.governor._wake import Waker
 from proctor.governor.stream import Broadcaster
 
 if TYPE_CHECKING:
     from proctor.governor.executions import Executions
-from proctor.lineage.log import Append, Log
+from proctor.lineage.log import Append, Log, Notify
 from proctor.policy import PolicyEngine, SignedBundle
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
 
@@ -45,7 +46,7 @@ class GovernorAdmin:
     node: str
     broadcaster: Broadcaster
     _lock: threading.Lock
-    _submit_lock: threading.Lock
+    _wakers: dict[asyncio.AbstractEventLoop, Waker]
     executions: Executions
     _engine: PolicyEngine | None
     _bundle_error: str | None
@@ -240,29 +241,32 @@ class GovernorAdmin:
         the commit (a revocation's latency is how long a revoked execution keeps
         running). Falls back to a worker thread while another admin change holds the
         admin lock, and for a principal (whose suspension appends again)."""
+        loop = asyncio.get_running_loop()
         if kind == "principal" or not self._lock.acquire(blocking=False):
-            return await asyncio.get_running_loop().run_in_executor(
+            return await loop.run_in_executor(
                 None, functools.partial(self.revoke, kind, target, reason=reason, by=by)
             )
-        loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-
-        def settle() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(settle)
-
         try:
-            pending = self._queue_revocation(kind, target, reason=reason, by=by, notify=wake)
+            pending = self._queue_revocation(
+                kind, target, reason=reason, by=by, notify=self._waker(loop).notifier(done)
+            )
         finally:
             self._lock.release()
         await done
         return self._revoked(kind, target, pending.result()[0], by=by)
 
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> Waker:
+        """The waker of ``loop`` (one per loop: servers keep one, tests come and go)."""
+        waker = self._wakers.get(loop)
+        if waker is None:
+            if len(self._wakers) > 16:
+                self._wakers = {k: v for k, v in self._wakers.items() if not k.is_closed()}
+            waker = self._wakers[loop] = Waker(loop)
+        return waker
+
     def _queue_revocation(
-        self, kind: str, target: str, *, reason: str, by: str, notify: Callable[[], None] | None
+        self, kind: str, target: str, *, reason: str, by: str, notify: Notify | None
     ) -> Append:
         """Validate and queue the revocation (caller holds the admin lock)."""
         if kind not in REVOCATION_KINDS:
@@ -276,35 +280,29 @@ class GovernorAdmin:
         # terminating) commit together, then the change is pushed to every enforcer
         # at once, from the log writer: a revoked execution dies in milliseconds.
         row = RevocationRecord(kind, target, reason, by, rfc3339(now), -1)
-        committed: list[Append] = []
 
-        def push() -> None:
-            with self._submit_lock:  # until the submitter has recorded the append
-                appended = committed[0] if committed else None
-            if appended is not None and appended.error is None and appended.indices:
+        def push(appended: Append) -> None:
+            if appended.error is None and appended.indices:
                 seq = appended.indices[0]
                 self.broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
             if notify is not None:
-                notify()
+                notify(appended)
 
-        with self._submit_lock:
-            pending = self.log.submit(
-                [
-                    {
-                        "v": 1,
-                        "type": "revocation",
-                        "time": rfc3339(now),
-                        "node": self.node,
-                        "target": {"kind": kind, "id": target},
-                        "reason": reason,
-                        "by": by,
-                    }
-                ],
-                side=[self.state.revocation_writer(row)],
-                notify=push,
-            )
-            committed.append(pending)
-        return pending
+        return self.log.submit(
+            [
+                {
+                    "v": 1,
+                    "type": "revocation",
+                    "time": rfc3339(now),
+                    "node": self.node,
+                    "target": {"kind": kind, "id": target},
+                    "reason": reason,
+                    "by": by,
+                }
+            ],
+            side=[self.state.revocation_writer(row)],
+            notify=push,
+        )
 
     def _revoked(self, kind: str, target: str, index: int, *, by: str) -> dict[str, Any]:
         """What follows a recorded revocation in this process."""

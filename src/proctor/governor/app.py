@@ -202,13 +202,22 @@ class GovernorApp(FastAPI):
         except _Refused as e:
             return e.status, _detail(e.body)
 
-    def _caller(self, target: str, headers: dict[str, str], body: bytes) -> str:
-        """The principal that signed the request; a refusal (401) otherwise."""
+    def caller(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, *, persist: bool = True
+    ) -> str:
+        """The principal that signed the request; a refusal (401) otherwise.
+
+        With ``persist``, its nonce is queued for the log writer's next transaction
+        (an authorization does not ask: its own commit carries the nonces).
+        """
         try:
-            return self.governor.authenticate("POST", target, body, headers)
+            name = self.governor.authenticate(method, target, body, headers)
         except AuthenticationError as e:
             self.metrics.auth_failures.labels(e.reason).inc()
             raise _Refused(401, {"error": "unauthenticated", "reason": e.reason, "message": str(e)}) from e
+        if persist:
+            self.governor.persist_nonces()
+        return name
 
     @staticmethod
     async def _answer(work: Awaitable[Any]) -> tuple[int, bytes]:
@@ -225,8 +234,7 @@ class GovernorApp(FastAPI):
         """``POST /v1/revocations`` (admin): on the fast path, because a revocation's
         latency is how long a revoked execution keeps running."""
         governor = self.governor
-        name = self._caller(target, headers, body)
-        governor.persist_nonces()
+        name = self.caller("POST", target, headers, body)
         if not governor.is_admin(name):
             raise _Refused(403, {"error": "forbidden", "message": f"{name!r} is not an admin"})
 
@@ -242,8 +250,7 @@ class GovernorApp(FastAPI):
         """``POST /v1/executions/{id}/renew``: authenticate on the loop, re-verify in a
         worker thread (it reads the state and, when the policy changed, appends)."""
         governor = self.governor
-        name = self._caller(target, headers, body)
-        governor.persist_nonces()
+        name = self.caller("POST", target, headers, body)
 
         async def renew() -> dict[str, Any]:
             parsed = loads(body) if body else None
@@ -258,7 +265,7 @@ class GovernorApp(FastAPI):
         governor, metrics = self.governor, self.metrics
         if len(body) > MAX_BODY:
             raise _Refused(413, _TOO_LARGE)
-        name = self._caller(target, headers, body)
+        name = self.caller("POST", target, headers, body, persist=False)
         try:
             request = AuthorizeRequest.from_json(loads(body) if body else None)
         except CanonicalizationError as e:
@@ -328,17 +335,13 @@ def create_app(governor: Governor) -> GovernorApp:
     async def caller(request: Request) -> Caller:
         body = await request.body()
         if len(body) > MAX_BODY:
-            raise HTTPException(413, {"error": "too-large", "message": f"body over {MAX_BODY} bytes"})
+            raise HTTPException(413, _TOO_LARGE)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            name = governor.authenticate(request.method, target, body, headers)
-        except AuthenticationError as e:
-            metrics.auth_failures.labels(e.reason).inc()
-            raise HTTPException(
-                401, {"error": "unauthenticated", "reason": e.reason, "message": str(e)}
-            ) from e
-        governor.persist_nonces()
+            name = app.caller(request.method, target, headers, body)
+        except _Refused as e:
+            raise HTTPException(e.status, e.body) from e
         try:
             parsed = loads(body) if body else None
         except CanonicalizationError as e:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from proctor.authorization.minter import MintHelper
@@ -39,39 +37,12 @@ from proctor.governor.admin import GovernorAdmin
 from proctor.governor.counters import RateCounters
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
-from proctor.lineage.log import Append, Deferred, Side
+from proctor.lineage.log import Append, Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
 
 __all__ = ["DEFAULT_LEASE_TTL_MS", "GovernorAuthorize"]
 
 DEFAULT_LEASE_TTL_MS = 5000
-
-
-class _Waker:
-    """Wakes one event loop for many finished appends with one ``call_soon_threadsafe``
-    (one write to the loop's self-pipe) per group commit instead of one per request."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._ready: list[asyncio.Future[None]] = []
-
-    def notifier(self, done: asyncio.Future[None]) -> Callable[[], None]:
-        def notify() -> None:
-            with self._lock:
-                self._ready.append(done)
-                first = len(self._ready) == 1
-            if first:
-                self._loop.call_soon_threadsafe(self._settle)
-
-        return notify
-
-    def _settle(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        for done in ready:
-            if not done.done():
-                done.set_result(None)
 
 
 @dataclasses.dataclass(eq=False)
@@ -101,7 +72,6 @@ class GovernorAuthorize(GovernorAdmin):
     warrant_public_key: bytes
     _warrant_key_bytes: bytes
     _warrant_ttl_s: int
-    _wakers: dict[asyncio.AbstractEventLoop, _Waker]
 
     # -- authorization ---------------------------------------------------------
 
@@ -129,16 +99,8 @@ class GovernorAuthorize(GovernorAdmin):
         await done
         return self._finish(op)
 
-    def _waker(self, loop: asyncio.AbstractEventLoop) -> _Waker:
-        waker = self._wakers.get(loop)
-        if waker is None:
-            if len(self._wakers) > 16:  # loops come and go in tests; servers keep one
-                self._wakers = {k: v for k, v in self._wakers.items() if not k.is_closed()}
-            waker = self._wakers[loop] = _Waker(loop)
-        return waker
-
     def _begin(
-        self, principal: str, request: AuthorizeRequest, notify: Callable[[], None] | None
+        self, principal: str, request: AuthorizeRequest, notify: Notify | None
     ) -> _Authorization | AuthorizeResult:
         """Steps 2-5: decide; queue the decision event and, on allow, the warrant minted
         for the decision's index (assigned when queued) with its ``warrant.issued`` event,

@@ -18,7 +18,6 @@ import base64
 import secrets
 import sqlite3
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -27,6 +26,7 @@ import orjson
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
 from proctor.errors import PrincipalError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import rfc3339
+from proctor.governor._flush import FlushClaim
 from proctor.governor.model import RequestShapeError
 from proctor.policy import PolicyRequest
 
@@ -79,7 +79,7 @@ class Executions:
         self._lock = threading.Lock()
         self._leases: dict[str, int] = dict(governor.state.running_leases())
         self._unsaved: dict[str, int] = {}
-        self._flush_queued = 0.0  # when a lease flush was queued (0: none)
+        self._flush = FlushClaim()
         # principal → its executions with status "running" (the concurrency counter
         # policies read on every authorization), mirrored from every status change.
         self._running: dict[str, set[str]] = {}
@@ -106,22 +106,17 @@ class Executions:
             self._not_running(execution_id, str(record["principal"]))
 
     def _set_lease(self, execution_id: str, expires_ms: int) -> None:
-        now = time.monotonic()
         with self._lock:
             self._leases[execution_id] = expires_ms
             self._unsaved[execution_id] = expires_ms
-            # One queued write persists them all; queue again if it has not run within
-            # a second (a failed commit dropped it).
-            queue = not self._flush_queued or now - self._flush_queued >= 1.0
-            if queue:
-                self._flush_queued = now
+            queue = self._flush.claim()
         if queue:
             self.gov._side_write(self._persist_leases)
 
     def _persist_leases(self, conn: Any, index: int = -1) -> None:
         with self._lock:
             rows, self._unsaved = self._unsaved, {}
-            self._flush_queued = 0.0
+            self._flush.ran()
         try:
             conn.executemany(
                 "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",

@@ -17,11 +17,11 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from proctor.errors import StoreError
+from proctor.governor._flush import FlushClaim
 from proctor.store.state import StateStore
 
 __all__ = ["NonceCache"]
@@ -43,7 +43,7 @@ class NonceCache:
         self._unsaved: list[tuple[str, str, int]] = []
         self._next_purge = 0
         self._purge_before = 0
-        self._flush_queued = 0.0  # when a flush was queued (0: none)
+        self._flush = FlushClaim()
         for keyid, nonce, expires in state.live_nonces(now):
             self._seen[(keyid, nonce)] = expires
             self._expiry.append((expires, keyid, nonce))
@@ -83,12 +83,8 @@ class NonceCache:
         """``True`` once per batch of unsaved nonces: the caller queues a :meth:`side_write`
         (until that write runs, further calls say ``False``; after a second without it
         running, say a failed commit dropped it, the next call says ``True`` again)."""
-        now = time.monotonic()
         with self._lock:
-            if not self._unsaved or (self._flush_queued and now - self._flush_queued < 1.0):
-                return False
-            self._flush_queued = now
-            return True
+            return bool(self._unsaved) and self._flush.claim()
 
     def side_write(self) -> Callable[..., None]:
         """A write for the log's next transaction: persists every nonce not saved yet
@@ -99,7 +95,7 @@ class NonceCache:
             with self._lock:
                 rows, self._unsaved = self._unsaved, []
                 purge_before = self._purge_before
-                self._flush_queued = 0.0
+                self._flush.ran()
             if not rows:
                 return
             try:

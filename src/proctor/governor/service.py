@@ -154,7 +154,6 @@ class Governor(GovernorAuthorize):
             self.minter.start()
         self.warrant_public_key = self._warrant_key.public_key
         self._lock = threading.Lock()
-        self._submit_lock = threading.Lock()
         self._principals = {}
         self._principals_generation = 0
         self._wakers = {}

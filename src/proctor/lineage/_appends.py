@@ -14,7 +14,7 @@ from typing import Any
 from proctor.errors import LogAppendError, ProctorError
 from proctor.lineage.events import Event
 
-__all__ = ["STOP", "Append", "Chain", "Deferred", "EventLike", "Later", "Side", "b64", "coerce"]
+__all__ = ["STOP", "Append", "Chain", "Deferred", "EventLike", "Later", "Notify", "Side", "b64", "coerce"]
 
 EventLike = Event | Mapping[str, Any] | bytes
 """What :meth:`Log.append` accepts: an :class:`Event`, an event object, or JSON bytes."""
@@ -83,13 +83,18 @@ class Deferred:
         return self._filled.wait(timeout)
 
 
+Notify = Callable[["Append"], None]
+"""Called on the writer thread with an append once it is resolved (committed or failed)."""
+
+
 class Append:
     """One caller's append, waiting for its batch to commit.
 
     A pre-acquired lock is the cheapest one-shot signal between threads: the writer
     releases it once, the caller's acquire returns. (A Future costs a Condition and
     several more lock round trips per append.) An asynchronous caller passes
-    ``notify`` instead of waiting: the writer calls it once the append is resolved.
+    ``notify`` instead of waiting: the writer calls it with the append once it is
+    resolved.
     """
 
     __slots__ = (
@@ -109,7 +114,7 @@ class Append:
         self,
         events: list[Event],
         side: list[Side] | None = None,
-        notify: Callable[[], None] | None = None,
+        notify: Notify | None = None,
         first: int = -1,
     ) -> None:
         self.events = events
@@ -139,7 +144,7 @@ class Append:
         self._done.release()
         if self.notify is not None:
             with contextlib.suppress(Exception):  # a caller's callback must not stop the writer
-                self.notify()
+                self.notify(self)
 
     def wait(self) -> list[int]:
         """Block until the batch committed; its indices, or raise its error."""

@@ -28,7 +28,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +39,18 @@ from proctor.errors import (
     LogIntegrityError,
     ProofRequestError,
 )
-from proctor.lineage._appends import STOP, Append, Chain, Deferred, EventLike, Later, Side, b64, coerce
+from proctor.lineage._appends import (
+    STOP,
+    Append,
+    Chain,
+    Deferred,
+    EventLike,
+    Later,
+    Notify,
+    Side,
+    b64,
+    coerce,
+)
 from proctor.lineage._writer import GroupCommit, Nodes
 from proctor.lineage.audit import LogReport, check_log
 from proctor.lineage.checkpoint import Checkpoint
@@ -51,7 +62,7 @@ from proctor.store.sqlite import SQLiteStore
 
 _log = logging.getLogger("proctor.lineage")
 
-__all__ = ["Append", "Chain", "Deferred", "EventLike", "Later", "Log", "LogReport", "Side"]
+__all__ = ["Append", "Chain", "Deferred", "EventLike", "Later", "Log", "LogReport", "Notify", "Side"]
 
 
 class Log(GroupCommit):
@@ -203,7 +214,7 @@ class Log(GroupCommit):
         then: Chain | None = None,
         later: Later | None = None,
         side: list[Side] | None = None,
-        notify: Callable[[], None] | None = None,
+        notify: Notify | None = None,
     ) -> Append:
         """Queue an append without waiting for it; the asynchronous form of the others.
 
@@ -220,11 +231,10 @@ class Log(GroupCommit):
                 example a state row derived from them), called as ``write(conn,
                 index=first index of these events)``. ``then`` may add to this list. If
                 one raises, the whole batch fails and nothing is acknowledged.
-            notify: called on the writer thread once the append is resolved (committed
-                or failed); it must be quick and must not block (for example
-                ``loop.call_soon_threadsafe``). It is never called while the log holds
-                a lock of its own, so it may take a lock that a caller of ``submit``
-                holds.
+            notify: called on the writer thread with the append once it is resolved
+                (committed or failed: read :meth:`Append.result`); it must be quick and
+                must not block (for example ``loop.call_soon_threadsafe``). It is never
+                called while the log holds a lock of its own.
 
         Returns:
             The pending append: :meth:`Append.wait` blocks, :meth:`Append.result`

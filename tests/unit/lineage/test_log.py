@@ -358,7 +358,7 @@ def test_submit_notifies_once_resolved_and_commits_side_writes(data: Path, log: 
     pending = log.submit(
         [ev(1), ev(2)],
         side=[lambda conn, index: conn.execute("INSERT INTO side VALUES (?)", (f"a-{index}",))],
-        notify=notified.set,
+        notify=lambda appended: notified.set(),
     )
     assert notified.wait(10)
     assert pending.result() == [0, 1]
@@ -417,7 +417,7 @@ def test_result_before_resolution_is_an_error_not_an_answer(log: Log) -> None:
 
 
 def test_a_raising_notify_does_not_stop_the_writer(log: Log) -> None:
-    def boom() -> None:
+    def boom(appended: Any) -> None:
         raise RuntimeError("callback bug")
 
     log.submit([ev(1)], notify=boom).wait()
