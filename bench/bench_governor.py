@@ -965,24 +965,30 @@ def run_httpx(server: Server, keys: Sequence[PrincipalKey], threads: int, total:
 # Rules, tried on each frame from the innermost outwards; the first that matches a frame
 # names the sample's component.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
-    ("warrant mint (biscuit, on the log writer)", ("mint_warrant ",)),
-    ("warrant event build (writer)", ("Governor._warrant_event ",)),
-    ("nonce store write (SQLite)", ("StateStore.remember_nonce ",)),
-    ("auth failure record", ("StateStore.record_auth_failure ",)),
-    ("warrant index insert (SQLite)", ("StateStore.put_warrant ",)),
-    ("rate/budget counters: count_warrants x3 (SQLite)", ("StateStore.count_warrants ",)),
-    ("principal key lookup (SQLite)", ("Governor.public_key_for ",)),
-    ("principal lookup (SQLite)", ("StateStore.principal ",)),
+    ("warrant mint (biscuit)", ("mint_warrant ",)),
+    ("minting helper hand-off", ("MintHelper.", "_Process.", "GovernorAuthorize._mint_later ")),
+    ("warrant event build", ("GovernorAuthorize._issued ", "GovernorAuthorize._warrant_event ")),
+    ("nonce cache", ("NonceCache.",)),
+    ("auth failure record", ("StateStore.auth_failure_writer",)),
+    ("warrant row insert", ("StateStore.warrant_writer",)),
+    ("rate/budget counters", ("RateCounters.", "_Window.")),
+    ("principal key lookup", ("GovernorAdmin.public_key_for ",)),
+    ("principal lookup", ("GovernorAdmin.principal ", "StateStore.principal ")),
     ("Cedar decision (engine.decide)", ("PolicyEngine.decide ", "cedarpy/")),
     ("waiting for the log commit", ("Append.wait ", "Append.wait_quietly ")),
     ("signature verification", ("verify_request ",)),
     (
         "log commit (writer: tree, SQLite, fsync, checkpoint sign)",
-        ("Log._commit ", "SQLiteStore.append ", "SQLiteStore.put_checkpoint ", "Log._store_checkpoint "),
+        (
+            "GroupCommit._commit ",
+            "SQLiteStore.append ",
+            "SQLiteStore.put_checkpoint ",
+            "GroupCommit._store_checkpoint ",
+        ),
     ),
-    ("log event validation (caller)", ("Log.submit ", "Log.append ", "_coerce ", "Event.from_dict ")),
-    ("decision event build", ("Governor._decision_event ",)),
-    ("governor: other", ("Governor._decide ", "Governor.authorize ")),
+    ("log event validation (caller)", ("Log.submit ", "Log.append ", "coerce ", "Event.from_dict ")),
+    ("decision event build", ("GovernorAuthorize._decision_event ",)),
+    ("governor: other", ("GovernorAuthorize.",)),
     ("request body parse", ("AuthorizeRequest.from_json ", "proctor/lineage/canonical.py")),
     ("response JSON", ("AuthorizeResult.to_json ", "Decision.to_json ", "starlette/responses.py")),
     ("prometheus metrics", ("prometheus_client/",)),
@@ -1026,7 +1032,7 @@ def classify(frames: list[str]) -> str:
         ("EpollSelector.select ", "select (", "BaseEventLoop.run_forever ", "Loop.run_forever ")
     ):
         return IDLE
-    if leaf.startswith("Log._run "):
+    if leaf.startswith("GroupCommit._run "):
         return IDLE
     for f in reversed(frames):
         for name, needles in COMPONENTS:
@@ -1102,7 +1108,7 @@ def run_pyspy(
         # --nonblocking can cut a stack short at the root; those are counted as event loop.
         role = (
             "log writer"
-            if "Log._run " in joined
+            if "GroupCommit._run " in joined
             else "anyio workers"
             if "WorkerThread." in joined
             else "event loop"

@@ -433,13 +433,6 @@ class StateStore:
         )
         return [(str(i), int(e)) for i, e in rows]
 
-    def count_running(self, principal: str) -> int:
-        """How many executions of ``principal`` are running."""
-        row = self._exec(
-            "SELECT count(*) FROM executions WHERE principal = ? AND status = 'running'", (principal,)
-        ).fetchone()
-        return int(row[0])
-
     def set_meta(self, key: str, value: str) -> None:
         """Store a small named value (e.g. the index of the warrant key declaration)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -472,13 +465,6 @@ class StateStore:
             )
 
         return write
-
-    def record_auth_failure(self, now: int, keyid: str, reason: str, detail: str) -> None:
-        """Keep a bounded record of a rejected request."""
-        try:
-            self.auth_failure_writer(now, keyid, reason, detail)(self._conn())
-        except sqlite3.Error as e:
-            raise StoreError(f"state store: {e}") from e
 
     def auth_failures(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent rejected requests, newest first."""

@@ -64,7 +64,7 @@ def test_bundles_and_the_active_one(state: StateStore) -> None:
 
 
 def test_auth_failures_are_bounded_and_truncated(state: StateStore) -> None:
-    state.record_auth_failure(1, "k" * 500, "unsigned", "d" * 2000)
+    state.auth_failure_writer(1, "k" * 500, "unsigned", "d" * 2000)(state._conn())
     (row,) = state.auth_failures()
     assert len(row["keyid"]) == 128
     assert len(row["detail"]) == 512
