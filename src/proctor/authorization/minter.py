@@ -168,11 +168,17 @@ class MintHelper:
             WarrantError: it cannot be started.
         """
         with self._lock:
-            if self._process is None or self._process.dead is not None:
-                try:
-                    self._process = _Process(self._seed)
-                except OSError as e:
-                    raise WarrantError(f"cannot start the minting helper: {e}") from e
+            self._live()
+
+    def _live(self) -> _Process:
+        """The running helper, started if there is none (the caller holds the lock)."""
+        process = self._process
+        if process is None or process.dead is not None:
+            try:
+                process = self._process = _Process(self._seed)
+            except OSError as e:
+                raise WarrantError(f"cannot start the minting helper: {e}") from e
+        return process
 
     def mint(self, claims: WarrantClaims, done: Minted) -> None:
         """Send ``claims`` to the helper; ``done`` receives the token or the error.
@@ -183,12 +189,7 @@ class MintHelper:
         with self._lock:
             if self._closed:
                 raise WarrantError("the minting helper is closed")
-            process = self._process
-            if process is None or process.dead is not None:
-                try:
-                    process = self._process = _Process(self._seed)
-                except OSError as e:
-                    raise WarrantError(f"cannot start the minting helper: {e}") from e
+            process = self._live()
         try:
             process.send(claims, done)
         except WarrantError:

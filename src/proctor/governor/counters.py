@@ -36,12 +36,12 @@ class _Window:
         if buckets and buckets[-1][0] == t:
             buckets[-1][1] += 1
         elif buckets and buckets[-1][0] > t:  # an older time (clock step): keep order
-            for b in buckets:
-                if b[0] >= t:
-                    if b[0] == t:
-                        b[1] += 1
+            for i, bucket in enumerate(buckets):
+                if bucket[0] >= t:
+                    if bucket[0] == t:
+                        bucket[1] += 1
                     else:
-                        buckets.insert(buckets.index(b), [t, 1])
+                        buckets.insert(i, [t, 1])
                     break
         else:
             buckets.append([t, 1])

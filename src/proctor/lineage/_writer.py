@@ -343,18 +343,16 @@ class GroupCommit:
                 broken = True
                 p.fail(LogAppendError(f"not appended: an append queued before it failed (index {p.first})"))
                 continue
-            if p.deferred is not None and p.fallback is not None:
-                self._take_deferred(p)
+            self._take_deferred(p)
             try:
-                hashes: list[bytes] = []
                 for i, ev in enumerate(p.events):
-                    self._check_parent(ev, first + start + i, first, leaves + hashes)
-                    hashes.append(leaf_hash(ev.raw))
+                    self._check_parent(ev, first + start + i, first, leaves)
+                    leaves.append(leaf_hash(ev.raw))
             except ProctorError as e:
+                del leaves[start:]  # nothing of a failed append stays in the batch
                 p.fail(e)
                 broken = True
                 continue
-            leaves.extend(hashes)
             raws.extend(ev.raw for ev in p.events)
             accepted.append((p, first + start))
         if not accepted:
