@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
-import gc
 import importlib.metadata
 import io
 import json
@@ -67,6 +66,7 @@ from typing import Any
 
 import httpx
 import orjson
+from benchlib import cpu_s, pct, settle
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proctor.authorization.keys import PrincipalKey
@@ -97,21 +97,6 @@ _now = time.perf_counter_ns
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of unsorted values."""
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
-    return s[k]
-
-
-def cpu_s() -> float:
-    """User + system CPU seconds of this process (all threads)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def children_cpu_s() -> float:
@@ -162,11 +147,6 @@ def proc_switches(pid: int) -> int:
             if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
                 total += int(line.split()[1])
     return total
-
-
-def settle() -> None:
-    os.sync()
-    gc.collect()
 
 
 def time_each(fn: Callable[[int], Any], n: int) -> list[float]:

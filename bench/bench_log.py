@@ -34,11 +34,9 @@ import gc
 import hashlib
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import random
-import resource
 import shutil
 import sqlite3
 import sys
@@ -48,6 +46,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from benchlib import cpu_s, pct, settle
 
 from proctor.lineage.canonical import canonicalize
 from proctor.lineage.log import Log
@@ -129,27 +129,6 @@ def make_event(i: int, node: str = "gov-1") -> dict[str, Any]:
 # -- helpers ---------------------------------------------------------------------
 
 _now = time.perf_counter_ns
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of unsorted values."""
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
-    return s[k]
-
-
-def cpu_s() -> float:
-    """User + system CPU seconds of this process (all threads)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def settle() -> None:
-    """Flush dirty pages so earlier phases' writeback does not land in the next timing."""
-    os.sync()
-    gc.collect()
 
 
 def time_each(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[float]:

@@ -87,6 +87,13 @@ def start_overhead(n: int) -> None:
         print(row("  overhead over subprocess.run", overhead))
 
 
+def _run_sleeper(server: GovernorServer, marker: str) -> subprocess.Popen[str]:
+    """``proctor run`` of a Python process that sleeps a minute, ``marker`` in its argv."""
+    command = [sys.executable, "-m", "proctor", "run", "--server", server.url, "--key", str(server.key)]
+    command += ["--", sys.executable, "-c", "import time; time.sleep(60)", marker]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def _started(proc: subprocess.Popen[str]) -> str:
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -112,26 +119,7 @@ def revoke_to_dead(server: GovernorServer, n: int) -> None:
         alice.authorize({"action": "exec", "resource": "/usr/bin/true", "argv": ["true"]})
         auth_ms.append((time.perf_counter() - t) * 1000)
         marker = f"bench-{os.getpid()}-{i}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proctor",
-                "run",
-                "--server",
-                server.url,
-                "--key",
-                str(server.key),
-                "--",
-                sys.executable,
-                "-c",
-                "import time; time.sleep(60)",
-                marker,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _run_sleeper(server, marker)
         ex = _started(proc)
         time.sleep(0.3)
         pids = _pid_of(marker)
@@ -155,26 +143,7 @@ def lease_expiry(root: Path, n: int) -> None:
     for i in range(n):
         server = GovernorServer(root / f"lease{i}", policy=POLICY)
         marker = f"lease-{os.getpid()}-{i}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proctor",
-                "run",
-                "--server",
-                server.url,
-                "--key",
-                str(server.key),
-                "--",
-                sys.executable,
-                "-c",
-                "import time; time.sleep(60)",
-                marker,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _run_sleeper(server, marker)
         _started(proc)
         time.sleep(0.3)
         pids = _pid_of(marker)
