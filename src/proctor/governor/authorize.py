@@ -116,7 +116,7 @@ class GovernorAuthorize(GovernorAdmin):
         event = self._decision_event(
             principal, policy_request, decision, now=now, now_s=now_s, parent_id=parent_id
         )
-        side: list[Side] = [self.nonces.side_write()]
+        side: list[Side] = [self.nonces.persist]
 
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
             # A failure here (minting) leaves the decision alone in the commit: deny.

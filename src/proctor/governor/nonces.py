@@ -17,7 +17,6 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from proctor.errors import StoreError
@@ -80,34 +79,34 @@ class NonceCache:
         return bool(self._unsaved)
 
     def claim_flush(self) -> bool:
-        """``True`` once per batch of unsaved nonces: the caller queues a :meth:`side_write`
-        (until that write runs, further calls say ``False``; after a second without it
+        """``True`` once per batch of unsaved nonces: the caller queues :meth:`persist`
+        (until it runs, further calls say ``False``; after a second without it
         running, say a failed commit dropped it, the next call says ``True`` again)."""
         with self._lock:
             return bool(self._unsaved) and self._flush.claim()
 
-    def side_write(self) -> Callable[..., None]:
-        """A write for the log's next transaction: persists every nonce not saved yet
-        (taken when the transaction runs, so one write serves all requests so far) and
-        drops the expired rows. On failure the nonces are kept for the next one."""
+    def persist(self, conn: Any, index: int = -1) -> None:
+        """A side write for the log's next transaction: persists every nonce not saved
+        yet (taken when the transaction runs, so one write serves all requests so far)
+        and drops the expired rows. On failure the nonces are kept for the next one.
 
-        def write(conn: Any, index: int = -1) -> None:
+        Raises:
+            StoreError: the rows cannot be written (the whole commit fails).
+        """
+        with self._lock:
+            rows, self._unsaved = self._unsaved, []
+            purge_before = self._purge_before
+            self._flush.ran()
+        if not rows:
+            return
+        try:
+            conn.executemany("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", rows)
+            if purge_before:
+                conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
+        except sqlite3.Error as e:
             with self._lock:
-                rows, self._unsaved = self._unsaved, []
-                purge_before = self._purge_before
-                self._flush.ran()
-            if not rows:
-                return
-            try:
-                conn.executemany("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", rows)
-                if purge_before:
-                    conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
-            except sqlite3.Error as e:
-                with self._lock:
-                    self._unsaved[:0] = rows
-                raise StoreError(f"cannot persist request nonces: {e}") from e
-            with self._lock:
-                if self._purge_before == purge_before:
-                    self._purge_before = 0
-
-        return write
+                self._unsaved[:0] = rows
+            raise StoreError(f"cannot persist request nonces: {e}") from e
+        with self._lock:
+            if self._purge_before == purge_before:
+                self._purge_before = 0

@@ -278,7 +278,7 @@ class Governor(GovernorAuthorize):
         """Queue the nonces not yet persisted for the log writer's next transaction
         (authorizations carry them in their own commit; other requests call this)."""
         if self.nonces.claim_flush():
-            self._side_write(self.nonces.side_write())
+            self._side_write(self.nonces.persist)
 
     def _side_write(self, write: Side) -> None:
         # If the log cannot write, every authorization fails closed on its own; a record

@@ -12,7 +12,7 @@ from proctor.store.state import StateStore
 def persist(cache: NonceCache, state: StateStore) -> None:
     conn = state._conn()
     conn.execute("BEGIN IMMEDIATE")
-    cache.side_write()(conn)
+    cache.persist(conn)
     conn.execute("COMMIT")
 
 
@@ -59,7 +59,7 @@ def test_a_failed_persist_keeps_the_nonces_for_the_next(state: StateStore) -> No
     conn = state._conn()
     conn.execute("DROP TABLE nonces")
     with pytest.raises(StoreError, match="cannot persist request nonces"):
-        cache.side_write()(conn)
+        cache.persist(conn)
     assert cache.pending()
     conn.execute("CREATE TABLE nonces (keyid TEXT, nonce TEXT, expires INTEGER, PRIMARY KEY (keyid, nonce))")
     persist(cache, state)
