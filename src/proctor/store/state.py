@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +85,8 @@ class PrincipalRecord:
     updated: str
 
     def to_json(self) -> dict[str, Any]:
-        """The principal as the API shows it."""
-        return {
-            "name": self.name,
-            "public_key": self.public_key,
-            "attrs": dict(self.attrs),
-            "zone": self.zone,
-            "status": self.status,
-            "created": self.created,
-            "updated": self.updated,
-        }
+        """The principal as the API shows it (every field; ``attrs`` copied)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -109,15 +101,8 @@ class RevocationRecord:
     log_index: int
 
     def to_json(self) -> dict[str, Any]:
-        """The revocation as the API shows it."""
-        return {
-            "kind": self.kind,
-            "target": self.target,
-            "reason": self.reason,
-            "by": self.by,
-            "time": self.time,
-            "log_index": self.log_index,
-        }
+        """The revocation as the API shows it (every field)."""
+        return asdict(self)
 
 
 class StateStore:
