@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -143,7 +143,21 @@ def test_supervisor_killed_takes_the_tree_with_it(gov: GovernorServer) -> None:
         cleanup(marker)
 
 
-def test_modified_script_is_terminated_for_integrity(gov: GovernorServer, tmp_path: Path) -> None:
+def _append_a_line(script: Path) -> None:
+    with script.open("a") as f:
+        f.write("echo injected\n")
+
+
+def _rename_another_over(script: Path) -> None:
+    other = script.with_name("other.sh")
+    other.write_text("echo evil\n")
+    os.rename(other, script)
+
+
+@pytest.mark.parametrize("modify", [_append_a_line, _rename_another_over], ids=["append", "rename-over"])
+def test_modified_script_is_terminated_for_integrity(
+    gov: GovernorServer, tmp_path: Path, modify: Callable[[Path], None]
+) -> None:
     script = tmp_path / "job.sh"
     script.write_text("echo started\nsleep 30\n")
     proc = run(gov, "sh", str(script))
@@ -151,27 +165,7 @@ def test_modified_script_is_terminated_for_integrity(gov: GovernorServer, tmp_pa
         wait_started(proc)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "started"
-        with script.open("a") as f:
-            f.write("echo injected\n")
-        proc.wait(timeout=30)
-        assert proc.returncode == 79
-        assert proc.stderr is not None
-        assert "integrity" in proc.stderr.read()
-    finally:
-        close(proc)
-
-
-def test_script_renamed_over_is_terminated_for_integrity(gov: GovernorServer, tmp_path: Path) -> None:
-    script = tmp_path / "job.sh"
-    script.write_text("echo started\nsleep 30\n")
-    proc = run(gov, "sh", str(script))
-    try:
-        wait_started(proc)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "started"
-        other = tmp_path / "other.sh"
-        other.write_text("echo evil\n")
-        os.rename(other, script)
+        modify(script)
         proc.wait(timeout=30)
         assert proc.returncode == 79
         assert proc.stderr is not None
