@@ -132,9 +132,9 @@ def _outer_relay(init: int, keep: int) -> NoReturn:  # pragma: no cover - runs i
     _exit_as(status)
 
 
-def _init_relay(command: int, keep: int, status_fd: int) -> NoReturn:  # pragma: no cover - forked
+def _init_relay(command: int, status_fd: int) -> NoReturn:  # pragma: no cover - forked
     _linux.set_name(b"proctor-init")
-    _quiet((keep, status_fd))
+    _quiet((status_fd,))
     status = 255 << 8
     while True:
         try:
@@ -232,7 +232,7 @@ class ChildSetup:
                     _outer_relay(init, keep)
             if self.pidns:
                 step = "starting the command in the pid namespace"
-                _init_relay(self._spawn_command(), self.status_fd, self.status_fd)
+                _init_relay(self._spawn_command(), self.status_fd)
             if self.exec_fd is not None:
                 step = "close-on-exec"
                 os.set_inheritable(self.exec_fd, False)
