@@ -11,6 +11,8 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.policy import PolicyBundle
 
 POLICIES = Path(__file__).parent / "integration" / "policies"
+EXE = "sha256:" + "e" * 64
+"""An executable digest for exec requests made in process (the governor measures nothing)."""
 
 
 def signed_bundle(data: Path, source: Path, version: int = 1) -> dict[str, Any]:

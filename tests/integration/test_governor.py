@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gov_support import POLICIES, signed_bundle
+from gov_support import EXE, POLICIES, signed_bundle
 from proctor.authorization.warrants import WarrantRequest, args_digest, attenuate_warrant, verify_warrant
 from proctor.errors import (
     BundleError,
@@ -33,6 +33,7 @@ from proctor.lineage.proofs import InclusionProof
 
 
 def exec_request(*argv: str, resource: str | None = None, **extra: Any) -> AuthorizeRequest:
+    extra.setdefault("executable_digest", EXE)
     return AuthorizeRequest(action="exec", resource=resource or f"/usr/bin/{argv[0]}", argv=argv, **extra)
 
 
@@ -63,7 +64,7 @@ def test_allow_issues_a_warrant_bound_to_the_decision(governor: Governor) -> Non
         result.warrant or "",
         root_public_key=governor.warrant_public_key,
         now=int(governor.now()),
-        request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db1"]), "", ""),
+        request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db1"]), "", EXE),
     )
     assert claims.decision_index == result.log_index
     assert claims.principal == "alice"
@@ -83,7 +84,7 @@ def test_argument_binding(governor: Governor) -> None:
             result.warrant,
             root_public_key=governor.warrant_public_key,
             now=int(governor.now()),
-            request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db2"]), "", ""),
+            request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db2"]), "", EXE),
         )
     assert err.value.reason == "scope"
     # And the policy itself denies db2.
@@ -213,7 +214,7 @@ def test_fail_closed_widened_attenuation(governor: Governor) -> None:
             narrowed,
             root_public_key=governor.warrant_public_key,
             now=int(governor.now()),
-            request=WarrantRequest("exec", "/bin/echo", args_digest(["echo", "hi"]), "", ""),
+            request=WarrantRequest("exec", "/bin/echo", args_digest(["echo", "hi"]), "", EXE),
         )
 
 

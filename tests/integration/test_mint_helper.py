@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gov_support import POLICIES, signed_bundle
+from gov_support import EXE, POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
 from proctor.governor.model import AuthorizeRequest
@@ -31,7 +31,9 @@ def helped(gov_data: Path) -> Iterator[Governor]:
 
 
 def request(db: str = "db1") -> AuthorizeRequest:
-    return AuthorizeRequest(action="exec", resource="/usr/bin/pg_dump", argv=("pg_dump", db))
+    return AuthorizeRequest(
+        action="exec", resource="/usr/bin/pg_dump", argv=("pg_dump", db), executable_digest=EXE
+    )
 
 
 def event(gov: Governor, index: int) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def test_a_helper_minted_warrant_verifies_and_is_recorded_after_its_decision(hel
         result.warrant,
         root_public_key=helped.warrant_public_key,
         now=int(time.time()),
-        request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db1"]), "", ""),
+        request=WarrantRequest("exec", "/usr/bin/pg_dump", args_digest(["pg_dump", "db1"]), "", EXE),
     )
     assert claims.decision_index == result.log_index
     issued = event(helped, result.warrant_index)

@@ -19,6 +19,9 @@ Invariants of :func:`verify_warrant` (numbered in the code):
 
 - size limits are checked before anything is parsed, and the block count before any
   signature is computed (:func:`~proctor.authorization.tokens.open_token`);
+- appended blocks are accepted only in the shapes proctor's own attenuation writes,
+  checked as text before any Datalog runs
+  (:mod:`~proctor.authorization.attenuation`), so their evaluation cost is bounded;
 - the claims are read from the authority block only, after the signature chain verified;
 - every Datalog evaluation runs under explicit limits (:data:`MAX_FACTS`,
   :data:`MAX_ITERATIONS`, :data:`MAX_TIME_MS`); hitting one is a rejection.
@@ -28,10 +31,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Set
+from dataclasses import dataclass
 from typing import Any
 
 from biscuit_auth import Authorizer, Biscuit, BiscuitBuilder, BlockBuilder, PrivateKey, Rule
 
+from proctor.authorization.attenuation import AttenuationBounds, attenuation_bounds
 from proctor.authorization.claims import (
     MAX_TIME,
     WarrantClaims,
@@ -66,6 +71,8 @@ __all__ = [
     "new_warrant_id",
     "mint_warrant",
     "verify_warrant",
+    "VerifiedWarrant",
+    "verify_warrant_bounds",
     "attenuate_warrant",
     "inspect_warrant",
 ]
@@ -230,6 +237,31 @@ def mint_warrant(claims: WarrantClaims, *, root_private_key: bytes) -> str:
     return token
 
 
+@dataclass(frozen=True)
+class VerifiedWarrant:
+    """A warrant that verified, with everything a later re-check needs.
+
+    Attributes:
+        claims: the authority block's claims.
+        bounds: what the appended blocks narrow it to.
+        revocation_ids: one Biscuit revocation id (hex) per block, authority first.
+    """
+
+    claims: WarrantClaims
+    bounds: AttenuationBounds
+    revocation_ids: tuple[str, ...]
+
+    @property
+    def expires(self) -> int:
+        """The warrant's effective expiry: the authority's, or an earlier attenuated one."""
+        attenuated = self.bounds.expires
+        return self.claims.expires if attenuated is None else min(self.claims.expires, attenuated)
+
+    def ids(self) -> tuple[str, ...]:
+        """Every id whose revocation revokes this copy: the warrant, its parent, each block."""
+        return (*self.claims.ids(), *self.revocation_ids)
+
+
 def verify_warrant(
     token: str,
     *,
@@ -238,6 +270,24 @@ def verify_warrant(
     request: WarrantRequest | None,
     revoked: Callable[[str], bool] | Set[str] = frozenset(),
 ) -> WarrantClaims:
+    """Verify a warrant for what is about to be done (:func:`verify_warrant_bounds`).
+
+    Returns:
+        The claims of the authority block.
+    """
+    return verify_warrant_bounds(
+        token, root_public_key=root_public_key, now=now, request=request, revoked=revoked
+    ).claims
+
+
+def verify_warrant_bounds(
+    token: str,
+    *,
+    root_public_key: bytes,
+    now: int,
+    request: WarrantRequest | None,
+    revoked: Callable[[str], bool] | Set[str] = frozenset(),
+) -> VerifiedWarrant:
     """Verify a warrant for what is about to be done.
 
     Steps:
@@ -247,10 +297,13 @@ def verify_warrant(
          :data:`MAX_BLOCKS` blocks (``too-large``), before any signature is checked.
       4. The signature chain verifies with the root key (``forged``: another key,
          an altered byte, or a wrong root key).
+      4b. Every appended block has one of the accepted shapes (``shape``), read as
+         text before any Datalog runs (:mod:`~proctor.authorization.attenuation`).
       5. The claims are read from the authority block (``malformed``, ``limit``).
       6. Neither the warrant, its parent, nor any block's revocation id is revoked
          (``revoked``).
-      7. ``not_before <= now < expires`` (``not-yet-valid``, ``expired``).
+      7. ``not_before <= now < expires``, where ``expires`` is the earliest of the
+         authority's and every attenuated time bound (``not-yet-valid``, ``expired``).
       8. With a request: action, resource and args digest equal the claims; the zone
          equals unless the claim is ``""``; the executable digest equals unless the
          claim is ``""`` (``scope``).
@@ -271,7 +324,7 @@ def verify_warrant(
             revocation id (hex), so one attenuated copy can be revoked alone.
 
     Returns:
-        The claims of the authority block.
+        The claims, the attenuation bounds and the revocation ids.
 
     Raises:
         WarrantError: with ``reason`` as in the steps above.
@@ -283,6 +336,8 @@ def verify_warrant(
         raise ValueError(f"expected now as unix seconds in [0, {MAX_TIME}], found {now!r}")
     # Steps 1-4
     biscuit = open_token(token, root_public_key=root_public_key)
+    # Step 4b
+    bounds = attenuation_bounds(biscuit)
     # Step 5
     authorizer = _authorizer(biscuit, now, request)
     claims = _claims(authorizer)
@@ -297,9 +352,10 @@ def verify_warrant(
             f"warrant {claims.warrant_id} is valid from {claims.not_before}, now is {now}",
             reason="not-yet-valid",
         )
-    if now >= claims.expires:
+    verified = VerifiedWarrant(claims, bounds, tuple(biscuit.revocation_ids))
+    if now >= verified.expires:
         raise WarrantError(
-            f"warrant {claims.warrant_id} expired at {claims.expires}, now is {now}", reason="expired"
+            f"warrant {claims.warrant_id} expired at {verified.expires}, now is {now}", reason="expired"
         )
     # Step 8
     if request is not None:
@@ -328,7 +384,7 @@ def verify_warrant(
                 f"warrant {claims.warrant_id}: an attenuated validity bound has passed", reason="expired"
             )
         raise failure
-    return claims
+    return verified
 
 
 def attenuate_warrant(
@@ -371,6 +427,7 @@ def attenuate_warrant(
         KeyFormatError: the root key is not a 32-byte Ed25519 key.
     """
     biscuit = open_token(token, root_public_key=root_public_key)
+    attenuation_bounds(biscuit)
     claims = _claims(_authorizer(biscuit, 0, None))
     if biscuit.block_count() + 1 > MAX_BLOCKS:
         raise WarrantError(f"the warrant already has {MAX_BLOCKS} blocks", reason="too-large")

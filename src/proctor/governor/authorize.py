@@ -23,16 +23,19 @@ import dataclasses
 from typing import Any
 
 from proctor.authorization.minter import MintHelper
+from proctor.authorization.requests import MAX_FUTURE_SKEW
 from proctor.authorization.warrants import (
+    VerifiedWarrant,
     WarrantClaims,
     WarrantRequest,
     args_digest,
     mint_warrant,
     new_warrant_id,
-    verify_warrant,
+    verify_warrant_bounds,
 )
 from proctor.errors import EventError, LineageError, LogAppendError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import digest, rfc3339
+from proctor.governor._fair import PerPrincipal
 from proctor.governor.admin import GovernorAdmin
 from proctor.governor.counters import RateCounters
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
@@ -43,6 +46,14 @@ from proctor.policy import Decision, PolicyRequest, deny_all
 __all__ = ["DEFAULT_LEASE_TTL_MS", "GovernorAuthorize"]
 
 DEFAULT_LEASE_TTL_MS = 5000
+VALIDITY_SKEW_S = MAX_FUTURE_SKEW
+"""How far a warrant's validity starts before its decision: an enforcer whose clock is
+behind the governor's by as much as a signed request may be ahead must not find the
+warrant it was just given not yet valid."""
+
+# Obligations a delegated warrant inherits from its parent: the stricter value wins.
+_LOWEST = ("max_duration_s", "memory_limit_mb", "max_output_bytes", "lease_ttl_s", "max_pids")
+_ANY_TRUE = ("no_network", "approval_required")
 
 
 @dataclasses.dataclass(eq=False)
@@ -53,10 +64,16 @@ class _Authorization:
     request: AuthorizeRequest
     policy_request: PolicyRequest | None
     decision: Decision
-    parent_id: str
+    parent: VerifiedWarrant | None
     now: float
     now_s: int
     pending: Append = dataclasses.field(init=False)
+
+    @property
+    def parent_id(self) -> str:
+        """The parent warrant's id, ``""`` for none."""
+        return self.parent.claims.warrant_id if self.parent is not None else ""
+
     decision_index: int | None = None
     deferred: Deferred | None = None
     claims: WarrantClaims | None = None
@@ -68,6 +85,7 @@ class GovernorAuthorize(GovernorAdmin):
 
     counters: RateCounters
     nonces: NonceCache
+    _delegations: PerPrincipal
     minter: MintHelper | None
     warrant_public_key: bytes
     _warrant_key_bytes: bytes
@@ -93,7 +111,15 @@ class GovernorAuthorize(GovernorAdmin):
         loop). The writer thread then only commits, which mostly runs without the GIL."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        op = self._begin(principal, request, self._waker(loop).notifier(done))
+        notify = self._waker(loop).notifier(done)
+        if request.parent_warrant:
+            # Verifying a presented warrant is the one costly step a caller controls:
+            # never on the event loop, and at most a few at once per principal, so a
+            # principal that sends many waits behind itself, not others.
+            async with self._delegations.slot(principal):
+                op = await loop.run_in_executor(None, self._begin, principal, request, notify)
+        else:
+            op = self._begin(principal, request, notify)
         if isinstance(op, AuthorizeResult):
             return op
         await done
@@ -108,13 +134,13 @@ class GovernorAuthorize(GovernorAdmin):
         now = self.now()
         now_s = int(now)
         try:
-            policy_request, decision, parent_id = self._decide(principal, request, now_s)
+            policy_request, decision, parent = self._decide(principal, request, now_s)
         except Exception as e:  # noqa: BLE001 - any failure while deciding is a deny (fail closed)
-            policy_request, parent_id = None, ""
+            policy_request, parent = None, None
             decision = deny_all(f"the decision failed ({type(e).__name__}: {e}); denied")
-        op = _Authorization(principal, request, policy_request, decision, parent_id, now, now_s)
+        op = _Authorization(principal, request, policy_request, decision, parent, now, now_s)
         event = self._decision_event(
-            principal, policy_request, decision, now=now, now_s=now_s, parent_id=parent_id
+            principal, policy_request, decision, now=now, now_s=now_s, parent_id=op.parent_id
         )
         side: list[Side] = [self.nonces.persist]
 
@@ -191,12 +217,12 @@ class GovernorAuthorize(GovernorAdmin):
 
     def _decide(
         self, principal: str, request: AuthorizeRequest, now_s: int
-    ) -> tuple[PolicyRequest | None, Decision, str]:
+    ) -> tuple[PolicyRequest | None, Decision, VerifiedWarrant | None]:
         record = self.principal(principal)
         engine = self._engine
         bundle = engine.bundle_digest if engine is not None else ""
         if record is None:
-            return None, deny_all(f"unknown principal {principal!r}", bundle_digest=bundle), ""
+            return None, deny_all(f"unknown principal {principal!r}", bundle_digest=bundle), None
         # Stateful constraints policies can reference (context.counters): warrants
         # issued in the last minute and hour, and today (UTC) as the daily budget.
         # Concurrency counts the principal's running executions.
@@ -207,7 +233,6 @@ class GovernorAuthorize(GovernorAdmin):
         attrs = dict(record.attrs)
         attrs.setdefault("role", "")
         attrs["zone"] = record.zone
-        parent_id = ""
         try:
             policy_request = PolicyRequest(
                 principal=principal,
@@ -222,26 +247,31 @@ class GovernorAuthorize(GovernorAdmin):
                 counters=counters,
             )
         except (ProctorError, ValueError, TypeError) as e:
-            return None, deny_all(f"malformed request: {e}", bundle_digest=bundle), ""
+            return None, deny_all(f"malformed request: {e}", bundle_digest=bundle), None
         if record.status != "active":
             reason = f"principal {principal!r} is {record.status}"
-            return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), ""
+            return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), None
+        if request.action == "exec" and not request.executable_digest:
+            # An exec warrant that binds no executable would start whatever its holder
+            # measures: none is issued.
+            reason = "an exec request must bind the measured executable (executable_digest); denied"
+            return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), None
+        parent = None
         if request.parent_warrant:
             try:
                 parent = self._verify_parent(request, policy_request, now_s)
             except WarrantError as e:
                 reason = f"parent warrant rejected ({e.reason}): {e}"
-                return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), ""
-            parent_id = parent.warrant_id
-            policy_request = dataclasses.replace(policy_request, parent_warrant=parent_id)
+                return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), None
+            policy_request = dataclasses.replace(policy_request, parent_warrant=parent.claims.warrant_id)
         if engine is None:
             reason = f"no valid policy bundle is active ({self._bundle_error}); everything is denied"
-            return policy_request, deny_all(reason, request=policy_request), parent_id
-        return policy_request, engine.decide(policy_request, now=now_s), parent_id
+            return policy_request, deny_all(reason, request=policy_request), parent
+        return policy_request, engine.decide(policy_request, now=now_s), parent
 
     def _verify_parent(
         self, request: AuthorizeRequest, policy_request: PolicyRequest, now_s: int
-    ) -> WarrantClaims:
+    ) -> VerifiedWarrant:
         wanted = WarrantRequest(
             action=request.action,
             resource=request.resource,
@@ -249,7 +279,7 @@ class GovernorAuthorize(GovernorAdmin):
             zone=policy_request.zone,
             executable_digest=request.executable_digest,
         )
-        return verify_warrant(
+        return verify_warrant_bounds(
             request.parent_warrant,
             root_public_key=self.warrant_public_key,
             now=now_s,
@@ -308,10 +338,16 @@ class GovernorAuthorize(GovernorAdmin):
         """What the warrant for the decision at ``index`` binds."""
         request, decision, now_s = op.request, op.decision, op.now_s
         obligations = dict(decision.obligations)
+        if op.parent is not None:
+            obligations = _inherit(obligations, op.parent.claims.obligations)
         ttl = self._warrant_ttl_s
         max_duration = obligations.get("max_duration_s")
         if type(max_duration) is int and max_duration > 0:
             ttl = min(ttl, max_duration)
+        expires = now_s + ttl
+        if op.parent is not None:
+            # Delegation only narrows: never valid past the parent (attenuations included).
+            expires = min(expires, op.parent.expires)
         lease_s = obligations.get("lease_ttl_s")
         lease_ttl_ms = lease_s * 1000 if type(lease_s) is int and lease_s > 0 else DEFAULT_LEASE_TTL_MS
         return WarrantClaims(
@@ -323,8 +359,8 @@ class GovernorAuthorize(GovernorAdmin):
             zone=op.policy_request.zone if op.policy_request is not None else request.zone,
             executable_digest=request.executable_digest,
             obligations=obligations,
-            not_before=now_s,
-            expires=now_s + ttl,
+            not_before=max(0, now_s - VALIDITY_SKEW_S),
+            expires=expires,
             lease_ttl_ms=lease_ttl_ms,
             decision_index=index,
             parent=op.parent_id,
@@ -405,3 +441,17 @@ class GovernorAuthorize(GovernorAdmin):
             "reason": "the warrant was not minted (the minting helper failed or did not answer in time)",
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
+
+
+def _inherit(own: dict[str, Any], parent: Any) -> dict[str, Any]:
+    """A child's obligations: its own, made at least as strict as its parent's."""
+    merged = dict(own)
+    for name in _LOWEST:
+        theirs = parent.get(name)
+        if type(theirs) is int and theirs > 0:
+            mine = merged.get(name)
+            merged[name] = theirs if type(mine) is not int or mine <= 0 else min(mine, theirs)
+    for name in _ANY_TRUE:
+        if parent.get(name) is True:
+            merged[name] = True
+    return merged

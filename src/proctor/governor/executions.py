@@ -16,27 +16,29 @@ from __future__ import annotations
 
 import base64
 import secrets
-import sqlite3
-import threading
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
-from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
-from proctor.errors import PrincipalError, ProctorError, StoreError, WarrantError
+from proctor.authorization.warrants import (
+    VerifiedWarrant,
+    WarrantRequest,
+    args_digest,
+    verify_warrant_bounds,
+)
+from proctor.errors import IntegrityError, PrincipalError, ProctorError, WarrantError
 from proctor.governor._events import rfc3339
-from proctor.governor._flush import FlushClaim
 from proctor.governor.model import RequestShapeError
+from proctor.governor.registry import ExecutionRegistry
+from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
+from proctor.lineage.log import Side
 from proctor.policy import PolicyRequest
+from proctor.verification import check_measurement, measured_resource
 
 if TYPE_CHECKING:
     from proctor.governor.service import Governor
 
 __all__ = ["TERMINATION_REASONS", "VIOLATIONS", "ExecutionConflictError", "Executions"]
-
-VIOLATIONS = ("integrity", "obligation")
-"""Termination reasons that count as the execution's own violation (and get responses)."""
 
 TERMINATION_REASONS = (
     "revoked",
@@ -71,71 +73,36 @@ class Executions:
 
     Lease deadlines live in memory (this process is the only one that renews them) and
     are persisted in batches through the log writer's next transaction, so that a
-    renewal never waits for SQLite's write lock.
+    renewal never waits for SQLite's write lock. Every change of an execution's state
+    commits in the same transaction as the event that explains it (``execution.started``
+    with its row, a terminal event with the status), and one execution changes state
+    at most once at a time (``_busy``), so two concurrent starts of one warrant, or a
+    finish racing the sweeper, can never both be recorded.
     """
 
     def __init__(self, governor: Governor) -> None:
         self.gov = governor
-        self._lock = threading.Lock()
-        self._leases: dict[str, int] = dict(governor.state.running_leases())
-        self._unsaved: dict[str, int] = {}
-        self._flush = FlushClaim()
-        # principal → its executions with status "running" (the concurrency counter
-        # policies read on every authorization), mirrored from every status change.
-        self._running: dict[str, set[str]] = {}
-        for execution_id, principal in governor.state.running_executions():
-            self._running.setdefault(principal, set()).add(execution_id)
+        self.registry = ExecutionRegistry(
+            governor.state.running_leases(), governor.state.running_executions(), governor._side_write
+        )
 
     def running_count(self, principal: str) -> int:
         """How many executions of ``principal`` are running."""
-        with self._lock:
-            return len(self._running.get(principal, ()))
-
-    def _not_running(self, execution_id: str, principal: str) -> None:
-        with self._lock:
-            mine = self._running.get(principal)
-            if mine is not None:
-                mine.discard(execution_id)
-                if not mine:
-                    del self._running[principal]
+        return self.registry.running_count(principal)
 
     def revoked(self, execution_id: str) -> None:
         """The execution was revoked (its row says ``terminating`` now)."""
         record = self.gov.state.execution(execution_id)
         if record is not None:
-            self._not_running(execution_id, str(record["principal"]))
-
-    def _set_lease(self, execution_id: str, expires_ms: int) -> None:
-        with self._lock:
-            self._leases[execution_id] = expires_ms
-            self._unsaved[execution_id] = expires_ms
-            queue = self._flush.claim()
-        if queue:
-            self.gov._side_write(self._persist_leases)
-
-    def _persist_leases(self, conn: Any, index: int = -1) -> None:
-        with self._lock:
-            rows, self._unsaved = self._unsaved, {}
-            self._flush.ran()
-        try:
-            conn.executemany(
-                "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",
-                [(expires, ex) for ex, expires in rows.items()],
-            )
-        except sqlite3.Error as e:
-            with self._lock:
-                for ex, expires in rows.items():
-                    self._unsaved.setdefault(ex, expires)
-            raise StoreError(f"cannot persist lease deadlines: {e}") from e
+            self.registry.not_running(execution_id, str(record["principal"]))
 
     def lease_expires_ms(self, record: dict[str, Any]) -> int:
         """The execution's lease deadline (memory first: the table lags behind)."""
-        with self._lock:
-            return self._leases.get(record["id"], int(record["lease_expires_ms"]))
+        return self.registry.lease_expires_ms(record)
 
-    def _end_lease(self, execution_id: str) -> None:
-        with self._lock:
-            self._leases.pop(execution_id, None)
+    def _record(self, event: dict[str, Any], side: list[Side]) -> int:
+        """Append ``event`` with ``side`` in one commit; its index once durable."""
+        return self.gov.log.submit([event], side=side).wait()[0]
 
     def sweep(self, *, grace_ms: int = SWEEP_GRACE_MS) -> list[str]:
         """Record ``execution.terminated`` (``supervisor-lost``) for every running
@@ -147,43 +114,44 @@ class Executions:
         gov = self.gov
         now = gov.now()
         cutoff = int(now * 1000) - grace_ms
-        with self._lock:
-            lapsed = [ex for ex, expires in self._leases.items() if expires < cutoff]
+        lapsed = self.registry.lapsed(cutoff)
         closed = []
         for execution_id in lapsed:
-            record = gov.state.execution(execution_id)
-            if record is None or record["status"] not in ("running", "terminating"):
-                self._end_lease(execution_id)
-                continue
-            expired_at = self.lease_expires_ms(record)
-            if expired_at >= cutoff:
-                continue  # renewed meanwhile
-            event = {
-                "v": 1,
-                "type": "execution.terminated",
-                "time": rfc3339(now),
-                "node": gov.node,
-                "execution": execution_id,
-                "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
-                "reason": "supervisor-lost",
-                "signal": "",
-                "processes_killed": 0,
-                "detail": f"the lease expired at {expired_at} ms with no renewal or finish from the enforcer",
-                "stdout_digest": "",
-                "stderr_digest": "",
-                "parent": self._link(int(record["started_index"])),
-            }
-            index = gov.log.append(event)
-            self._not_running(execution_id, str(record["principal"]))
-            gov.state.update_execution(
-                execution_id,
-                status="terminated",
-                reason="supervisor-lost",
-                indices=[*record["indices"], index],
-                ended=int(now),
-            )
-            self._end_lease(execution_id)
-            closed.append(execution_id)
+            if not self.registry.claim(execution_id):
+                continue  # being finished right now
+            try:
+                record = gov.state.execution(execution_id)
+                if record is None or record["status"] not in ("running", "terminating"):
+                    self.registry.ended(execution_id)
+                    continue
+                expired_at = self.lease_expires_ms(record)
+                if expired_at >= cutoff:
+                    continue  # renewed meanwhile
+                event = {
+                    "v": 1,
+                    "type": "execution.terminated",
+                    "time": rfc3339(now),
+                    "node": gov.node,
+                    "execution": execution_id,
+                    "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
+                    "reason": "supervisor-lost",
+                    "signal": "",
+                    "processes_killed": 0,
+                    "detail": f"the lease expired at {expired_at} ms with no renewal or finish "
+                    "from the enforcer",
+                    "stdout_digest": "",
+                    "stderr_digest": "",
+                    "parent": self._link(int(record["started_index"])),
+                }
+                ended = gov.state.execution_update_writer(
+                    execution_id, status="terminated", reason="supervisor-lost", ended=int(now)
+                )
+                self._record(event, [ended])
+                self.registry.not_running(execution_id, str(record["principal"]))
+                self.registry.ended(execution_id)
+                closed.append(execution_id)
+            finally:
+                self.registry.release(execution_id)
         return closed
 
     def _link(self, index: int) -> dict[str, Any]:
@@ -193,7 +161,8 @@ class Executions:
         """Verify the warrant against what the enforcer measured; record ``execution.started``.
 
         Raises:
-            WarrantError: the warrant does not verify for this request.
+            WarrantError: the warrant does not verify for this request, or does not
+                cover the measured executable.
             ExecutionConflictError: the warrant already started an execution.
             PrincipalError: the warrant belongs to someone else, or the principal is not active.
         """
@@ -204,26 +173,41 @@ class Executions:
         arguments = body.get("arguments")
         if type(argv) is not list or not all(type(a) is str for a in argv):
             raise RequestShapeError("argv: expected an array of strings")
-        executable_digest = measurement.get("executable_digest", "")
-        if type(executable_digest) is not str:
-            raise RequestShapeError("measurement.executable_digest: expected a string")
+        action = _field(body, "action", str)
+        try:
+            measured = measured_resource(measurement)
+        except IntegrityError as e:
+            raise RequestShapeError(str(e)) from e
         now = gov.now()
         now_s = int(now)
-        # 1. The warrant verifies for exactly what the enforcer measured.
+        # 1. The warrant verifies for exactly what the enforcer measured: the resource
+        #    is the measured file, its digest the warrant's executable digest.
         request = WarrantRequest(
-            action=_field(body, "action", str),
+            action=action,
             resource=_field(body, "resource", str),
             args_digest=args_digest(arguments if isinstance(arguments, dict) else argv),
             zone=_field(body, "zone", str, default=""),
-            executable_digest=executable_digest,
+            executable_digest=measured.digest if action == "exec" else "",
         )
-        claims = verify_warrant(
+        verified = verify_warrant_bounds(
             token,
             root_public_key=gov.warrant_public_key,
             now=now_s,
             request=request,
             revoked=gov.warrant_revoked,
         )
+        claims = verified.claims
+        try:
+            check_measurement(
+                measurement,
+                action=claims.action,
+                resource=claims.resource,
+                executable_digest=claims.executable_digest,
+            )
+        except IntegrityError as e:
+            raise WarrantError(
+                f"warrant {claims.warrant_id} does not cover what was measured: {e}", reason="scope"
+            ) from e
         # 2. It is the caller's, the caller is active, and this governor issued it.
         if claims.principal != principal:
             raise PrincipalError(
@@ -237,15 +221,35 @@ class Executions:
             raise WarrantError(
                 f"warrant {claims.warrant_id} was not issued by this governor", reason="forged"
             )
-        # 3. Single use: a warrant starts at most one execution.
-        if not gov.state.claim_warrant(claims.warrant_id):
-            raise ExecutionConflictError(
-                f"warrant {claims.warrant_id} already started an execution (replayed)"
-            )
+        # 3. Single use: a warrant starts at most one execution. The claim covers the
+        #    time until the row commits with the event; the row's uniqueness after.
+        if not self.registry.claim(claims.warrant_id):
+            raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
+        try:
+            if not gov.state.claim_warrant(claims.warrant_id):
+                raise ExecutionConflictError(
+                    f"warrant {claims.warrant_id} already started an execution (replayed)"
+                )
+            return self._started(principal, body, request.zone, verified, issued, now)
+        finally:
+            self.registry.release(claims.warrant_id)
+
+    def _started(  # noqa: PLR0917 - the parts of one verified start, in order
+        self,
+        principal: str,
+        body: dict[str, Any],
+        zone: str,
+        verified: VerifiedWarrant,
+        issued: dict[str, Any],
+        now: float,
+    ) -> dict[str, Any]:
+        gov = self.gov
+        claims = verified.claims
         decision = orjson.loads(gov.log.leaf(claims.decision_index))
         engine = gov.engine
         execution_id = "ex_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()
         ttl_ms = claims.lease_ttl_ms
+        lease_expires = int(now * 1000) + ttl_ms
         event = {
             "v": 1,
             "type": "execution.started",
@@ -254,41 +258,39 @@ class Executions:
             "execution": execution_id,
             "warrant": claims.warrant_id,
             "principal": principal,
-            "measurement": measurement,
-            "containment": [str(c) for c in body.get("containment", []) if isinstance(c, str)],
-            "enforcer": str(body.get("enforcer", "")),
-            "zone": request.zone,
+            "measurement": body["measurement"],
+            "containment": [str(c) for c in body.get("containment", []) if isinstance(c, str)][:16],
+            "enforcer": str(body.get("enforcer", ""))[:256],
+            "zone": zone,
             "lease_ttl_ms": ttl_ms,
             "parent": self._link(int(issued["issued_index"])),
         }
-        index = gov.log.append(event)
-        started = gov.state.start_execution(
+        if verified.bounds.blocks:
+            event["attenuations"] = verified.bounds.blocks
+        row = gov.state.execution_writer(
             {
                 "id": execution_id,
                 "warrant": claims.warrant_id,
                 "principal": principal,
                 "bundle": engine.bundle_digest if engine is not None else "",
                 "request": orjson.dumps(decision.get("request", {})).decode(),
-                "started_index": index,
-                "indices": [claims.decision_index, int(issued["issued_index"]), index],
-                "lease_expires_ms": int(now * 1000) + ttl_ms,
+                "started_index": -1,
+                "indices": [claims.decision_index, int(issued["issued_index"])],
+                "lease_expires_ms": lease_expires,
                 "ttl_ms": ttl_ms,
-                "started": now_s,
+                "started": int(now),
+                "presented": str(body["warrant"]),
             }
         )
-        if not started:  # lost a race with another start of the same warrant
-            raise ExecutionConflictError(
-                f"warrant {claims.warrant_id} already started an execution (replayed)"
-            )
-        with self._lock:
-            self._leases[execution_id] = int(now * 1000) + ttl_ms
-            self._running.setdefault(principal, set()).add(execution_id)
+        index = self._record(event, [row])
+        self.registry.started(execution_id, principal, lease_expires, verified)
         return {
             "execution": execution_id,
             "log_index": index,
             "lease_ttl_ms": ttl_ms,
-            "lease_expires_ms": int(now * 1000) + ttl_ms,
+            "lease_expires_ms": lease_expires,
             "warrant": claims.warrant_id,
+            "expires": verified.expires,
         }
 
     def _owned(self, principal: str, execution_id: str) -> dict[str, Any]:
@@ -311,34 +313,60 @@ class Executions:
             }
         reason, detail = self._recheck(record, body, now)
         if reason is not None:
-            self._not_running(execution_id, principal)
+            self.registry.not_running(execution_id, principal)
             gov.state.update_execution(execution_id, status="terminating", reason=reason)
             return {"ok": False, "terminate": reason, "detail": detail}
         expires = now_ms + int(record["ttl_ms"])
-        self._set_lease(execution_id, expires)
+        self.registry.set_lease(execution_id, expires)
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
+
+    def _presented(self, record: dict[str, Any]) -> VerifiedWarrant:
+        """The warrant the enforcer presented at start (verified again after a restart)."""
+        verified = self.registry.presented(record["id"])
+        if verified is not None:
+            return verified
+        token = str(record.get("presented") or "")
+        if not token:  # started before presented warrants were kept: the issued one
+            issued = self.gov.state.warrant(record["warrant"])
+            token = str(issued["token"]) if issued is not None else ""
+        verified = verify_warrant_bounds(
+            token,
+            root_public_key=self.gov.warrant_public_key,
+            now=int(record["started"]),
+            request=None,
+        )
+        self.registry.remember(record["id"], verified)
+        return verified
 
     def _recheck(self, record: dict[str, Any], body: Any, now: float) -> tuple[str | None, str]:
         gov = self.gov
-        # 1. The execution itself, and every warrant of its chain, are not revoked.
+        # 1. The execution itself is not revoked.
         if gov.state.is_revoked("execution", record["id"]):
             return "revoked", "the execution was revoked"
-        if gov.warrant_revoked(record["warrant"]):
-            return "revoked", "its warrant (or an ancestor, or its principal) was revoked"
-        # 2. The principal is still active.
+        # 2. The warrant it presented: re-read (it verified at start), then none of
+        #    its ids is revoked — the warrant, its ancestors, its principal since issue,
+        #    and each block of the presented copy (an attenuated copy can be revoked
+        #    alone) — and no expiry, attenuated ones included, has passed.
+        try:
+            presented = self._presented(record)
+        except WarrantError as e:
+            return "revoked", f"the presented warrant no longer verifies: {e}"
+        if gov.warrant_revoked(record["warrant"]) or any(
+            gov.state.is_revoked("warrant", rid) for rid in presented.revocation_ids
+        ):
+            return "revoked", "its warrant (a copy, an ancestor, or its principal) was revoked"
+        if presented.expires <= int(now):
+            return "expired", f"the warrant expired at {presented.expires}"
+        # 3. The principal is still active.
         principal = gov.principal(record["principal"])
         if principal is None or principal.status != "active":
             return "revoked", f"principal {record['principal']!r} is not active"
-        # 3. The warrant has not expired.
-        warrant = gov.state.warrant(record["warrant"])
-        if warrant is None or int(warrant["expires"]) <= int(now):
-            return "expired", "the warrant expired"
         # 4. The lease did not lapse (the enforcer must already have killed it then).
         if int(now * 1000) > self.lease_expires_ms(record):
             return "lease-lost", "the lease expired before this renewal"
         # 5. The enforcer's own integrity check.
         if isinstance(body, dict) and body.get("integrity") not in (None, "ok"):
-            return "integrity", str(body.get("integrity_detail", "integrity violated"))
+            return "integrity", str(body.get("integrity_detail", "integrity violated"))[:1000]
         # 6. The policy: no valid bundle denies; a new bundle re-evaluates the request.
         engine = gov.engine
         if engine is None:
@@ -348,36 +376,54 @@ class Executions:
             self._record_verified(record, decision.allow, engine.bundle_digest, decision.reason, now)
             if not decision.allow:
                 return "policy", f"re-evaluated under {engine.bundle_digest}: {decision.reason}"
-            gov.state.update_execution(record["id"], bundle=engine.bundle_digest)
         return None, ""
 
     def _record_verified(
         self, record: dict[str, Any], allowed: bool, bundle: str, reason: str, now: float
     ) -> None:
         gov = self.gov
-        index = gov.log.append(
-            {
-                "v": 1,
-                "type": "execution.verified",
-                "time": rfc3339(now),
-                "node": gov.node,
-                "execution": record["id"],
-                "checked": ["policy"],
-                "result": "allowed" if allowed else "denied",
-                "bundle": bundle,
-                "reason": reason,
-                "parent": self._link(int(record["started_index"])),
-            }
-        )
-        gov.state.update_execution(record["id"], indices=[*record["indices"], index])
+        event = {
+            "v": 1,
+            "type": "execution.verified",
+            "time": rfc3339(now),
+            "node": gov.node,
+            "execution": record["id"],
+            "checked": ["policy"],
+            "result": "allowed" if allowed else "denied",
+            "bundle": bundle,
+            "reason": reason,
+            "parent": self._link(int(record["started_index"])),
+        }
+        # The new bundle is the execution's only if it allowed it; both with the event.
+        if allowed:
+            update = gov.state.execution_update_writer(record["id"], bundle=bundle)
+        else:
+            update = gov.state.execution_update_writer(record["id"])
+        index = self._record(event, [update])
         record["indices"] = [*record["indices"], index]
+        if allowed:
+            record["bundle"] = bundle
 
     def finish(self, principal: str, execution_id: str, body: Any) -> dict[str, Any]:
-        """Append ``execution.completed`` or ``execution.terminated``; close the execution."""
+        """Append ``execution.completed`` or ``execution.terminated``; close the execution.
+
+        An execution that was revoked, or told to terminate, can only end as
+        terminated: its enforcer's word that it completed is not taken.
+        """
+        self._owned(principal, execution_id)
+        if not self.registry.claim(execution_id):
+            raise ExecutionConflictError(f"execution {execution_id} is already ending")
+        try:
+            record = self._owned(principal, execution_id)
+            if record["status"] in ("completed", "terminated", "failed"):
+                raise ExecutionConflictError(f"execution {execution_id} already ended ({record['status']})")
+            return self._finished(record, body)
+        finally:
+            self.registry.release(execution_id)
+
+    def _finished(self, record: dict[str, Any], body: Any) -> dict[str, Any]:
         gov = self.gov
-        record = self._owned(principal, execution_id)
-        if record["status"] in ("completed", "terminated", "failed"):
-            raise ExecutionConflictError(f"execution {execution_id} already ended ({record['status']})")
+        execution_id = record["id"]
         outcome = _field(body, "outcome", str)
         now = gov.now()
         event: dict[str, Any] = {
@@ -390,118 +436,80 @@ class Executions:
         }
         usage = body.get("resource_usage", {})
         if isinstance(usage, dict):
-            event["resource_usage"] = {str(k): int(v) for k, v in usage.items() if type(v) is int}
+            event["resource_usage"] = {
+                str(k)[:64]: int(v) for k, v in list(usage.items())[:32] if type(v) is int
+            }
+        if outcome not in ("completed", "terminated", "failed"):
+            raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
         if outcome == "completed":
-            event.update(
-                type="execution.completed",
-                exit_status=_field(body, "exit_status", int),
-                stdout_digest=_field(body, "stdout_digest", str, default=""),
-                stderr_digest=_field(body, "stderr_digest", str, default=""),
-            )
-        elif outcome in ("terminated", "failed"):
+            exit_status = _field(body, "exit_status", int)
+            if record["status"] == "terminating":
+                # Governance had decided it must die (revoked, or a failed renewal):
+                # whatever its enforcer says, the log says it was terminated.
+                outcome = "terminated"
+                body = {
+                    **body,
+                    "reason": record["reason"] or "revoked",
+                    "detail": f"ended (exit status {exit_status}) after governance had terminated it",
+                }
+            else:
+                event.update(
+                    type="execution.completed",
+                    exit_status=exit_status,
+                    stdout_digest=_field(body, "stdout_digest", str, default="")[:80],
+                    stderr_digest=_field(body, "stderr_digest", str, default="")[:80],
+                )
+        if outcome in ("terminated", "failed"):
             reason = _field(body, "reason", str)
+            if record["status"] == "terminating" and record["reason"] and outcome == "terminated":
+                reason = record["reason"]  # the governor's reason, not the enforcer's
             if outcome == "terminated" and reason not in TERMINATION_REASONS:
                 raise RequestShapeError(
                     f"reason: expected one of {list(TERMINATION_REASONS)}, found {reason!r}"
                 )
             event.update(
                 type="execution.terminated",
-                reason=reason,
-                signal=str(body.get("signal", "")),
-                processes_killed=int(body.get("processes_killed", 0) or 0),
+                reason=reason[:64],
+                signal=str(body.get("signal", ""))[:16],
+                processes_killed=int(body["processes_killed"])
+                if type(body.get("processes_killed")) is int
+                else 0,
                 detail=str(body.get("detail", ""))[:1000],
-                stdout_digest=str(body.get("stdout_digest", "")),
-                stderr_digest=str(body.get("stderr_digest", "")),
+                stdout_digest=str(body.get("stdout_digest", ""))[:80],
+                stderr_digest=str(body.get("stderr_digest", ""))[:80],
             )
             if "exit_status" in body and type(body["exit_status"]) is int:
                 event["exit_status"] = body["exit_status"]
-        else:
-            raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
+        responses: list[str] = []
         if outcome == "terminated" and event["reason"] in VIOLATIONS:
-            event["responses"] = self._respond(record, event)
-        index = gov.log.append(event)
-        self._end_lease(execution_id)
-        self._not_running(execution_id, principal)
+            decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
+            responses = planned_responses(decision.get("obligations", {}))
+            event["responses"] = [{"response": r} for r in responses]
         status = "completed" if outcome == "completed" else outcome
-        gov.state.update_execution(
-            execution_id,
-            status=status,
-            reason=event.get("reason", ""),
-            indices=[*record["indices"], index],
-            ended=int(now),
+        ended = gov.state.execution_update_writer(
+            execution_id, status=status, reason=event.get("reason", ""), ended=int(now)
         )
+        index = self._record(event, [ended])
+        self.registry.ended(execution_id)
+        self.registry.not_running(execution_id, str(record["principal"]))
+        if responses:  # only now that the violation is on record
+            facts = {
+                "execution": execution_id,
+                "principal": record["principal"],
+                "warrant": record["warrant"],
+                "reason": event["reason"],
+                "detail": event.get("detail", ""),
+            }
+            run_responses(
+                responses,
+                facts,
+                suspend=lambda name: gov.set_principal_status(name, "suspended", by="governance-response"),
+            )
         return {"execution": execution_id, "log_index": index, "status": status}
 
-    def _respond(self, record: dict[str, Any], event: dict[str, Any]) -> list[dict[str, Any]]:
-        """Governance responses to a violation, as the policy's ``@on_violation`` says.
-
-        ``terminate`` has happened already (the enforcer killed the tree); ``suspend``
-        suspends the principal; ``webhook:URL`` POSTs the facts as JSON. What was done
-        (and whether it worked) is recorded in the terminal event.
-        """
-        gov = self.gov
-        decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
-        wanted = str(decision.get("obligations", {}).get("on_violation", "terminate"))
-        done: list[dict[str, Any]] = []
-        for response in (r.strip() for r in wanted.split(",") if r.strip()):
-            if response == "terminate":
-                done.append({"response": "terminate", "ok": True})
-            elif response == "suspend":
-                try:
-                    gov.set_principal_status(record["principal"], "suspended", by="governance-response")
-                    done.append({"response": "suspend", "ok": True})
-                except ProctorError as e:
-                    done.append({"response": "suspend", "ok": False, "error": str(e)[:200]})
-            elif response.startswith("webhook:"):
-                url = response.removeprefix("webhook:")
-                payload = {
-                    "execution": record["id"],
-                    "principal": record["principal"],
-                    "warrant": record["warrant"],
-                    "reason": event["reason"],
-                    "detail": event.get("detail", ""),
-                }
-                try:
-                    answer = httpx.post(url, json=payload, timeout=2.0)
-                    done.append({"response": "webhook", "url": url, "ok": answer.is_success,
-                                 "status": answer.status_code})  # fmt: skip
-                except httpx.HTTPError as e:
-                    done.append({"response": "webhook", "url": url, "ok": False, "error": str(e)[:200]})
-        return done
-
     def receipt(self, execution_id: str) -> dict[str, Any]:
-        """The execution's self-contained, offline-verifiable receipt."""
-        from proctor.lineage.receipt import build_receipt  # noqa: PLC0415 - built on demand
+        """The execution's self-contained, offline-verifiable receipt
+        (:func:`proctor.governor.receipts.execution_receipt`)."""
+        from proctor.governor.receipts import execution_receipt  # noqa: PLC0415 - built on demand
 
-        gov = self.gov
-        record = gov.state.execution(execution_id)
-        if record is None:
-            raise PrincipalError(f"no execution {execution_id!r}")
-        chain = list(reversed(gov.state.warrant_chain(record["warrant"])))
-        tokens = []
-        indices: list[int] = []
-        for wid in chain[:-1]:  # ancestors' decisions and issuance too
-            w = gov.state.warrant(wid)
-            if w is not None:
-                tokens.append(str(w["token"]))
-                indices += [int(w["decision_index"]), int(w["issued_index"])]
-        own = gov.state.warrant(record["warrant"])
-        if own is not None:
-            tokens.append(str(own["token"]))
-        indices += list(record["indices"])
-        key_index = int(gov.state.meta("warrant_key_index") or 0)
-        decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
-        bundle_doc, policy_index = None, None
-        bundle = gov.state.bundle(str(decision.get("bundle", "")))
-        if bundle is not None:
-            bundle_doc = orjson.loads(bundle)
-            policy_index = gov.state.bundle_index(str(decision["bundle"]))
-        return build_receipt(
-            gov.log,
-            execution_indices=indices,
-            warrant_tokens=tokens,
-            key_index=key_index,
-            signer=gov.data.log_signer(),
-            policy_bundle=bundle_doc,
-            policy_index=policy_index,
-        )
+        return execution_receipt(self.gov, execution_id)

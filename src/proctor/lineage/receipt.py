@@ -66,7 +66,7 @@ import orjson
 from proctor.authorization.claims import WarrantClaims, WarrantRequest
 from proctor.authorization.keys import load_public_key
 from proctor.authorization.warrants import MAX_TOKEN_CHARS, verify_warrant
-from proctor.errors import ProctorError, VerificationError
+from proctor.errors import IntegrityError, ProctorError, VerificationError
 from proctor.lineage._receipt_parts import (
     Entry,
     Execution,
@@ -89,6 +89,7 @@ from proctor.lineage.events import MAX_EVENT_BYTES, Event
 from proctor.lineage.merkle import leaf_hash, verify_inclusion
 from proctor.lineage.note import NoteSigner, NoteVerifier
 from proctor.lineage.proofs import MAX_PROOF_HASHES
+from proctor.verification import check_measurement
 
 if TYPE_CHECKING:
     from proctor.lineage.log import Log
@@ -338,9 +339,21 @@ class _Checker:
                 # The execution's own warrant: the one the start names, covering what ran.
                 checks += [
                     ("started.warrant", claims.warrant_id == ex.started.event.data["warrant"]),
-                    ("executable_digest", claims.executable_digest in ("", measurement["executable_digest"])),
                     ("zone", claims.zone in ("", ex.started.event.data.get("zone"))),
                 ]
+                # What ran is what was authorized: the measured resource and its digest
+                # are the warrant's (proctor.verification.measurement, steps 1-4).
+                try:
+                    check_measurement(
+                        measurement,
+                        action=claims.action,
+                        resource=claims.resource,
+                        executable_digest=claims.executable_digest,
+                    )
+                except IntegrityError as e:
+                    raise StepError(
+                        f"warrant_chain[{position}] ({claims.warrant_id}) does not cover what ran: {e}"
+                    ) from e
             else:
                 checks.append(("child's parent", child.parent == claims.warrant_id))
             mismatches = [name for name, ok in checks if not ok]

