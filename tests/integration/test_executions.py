@@ -27,7 +27,9 @@ MEASURED = {
 
 
 def start(gov: Governor, principal: str = "alice", argv: tuple[str, ...] = ("echo", "hi")) -> tuple[str, str]:
-    result = gov.authorize(principal, AuthorizeRequest(action="exec", resource="/bin/echo", argv=argv, executable_digest=EXE))
+    result = gov.authorize(
+        principal, AuthorizeRequest(action="exec", resource="/bin/echo", argv=argv, executable_digest=EXE)
+    )
     assert result.warrant is not None, result.decision.reason
     body = {"warrant": result.warrant, "action": "exec", "resource": "/bin/echo", "argv": list(argv),
             "measurement": MEASURED}  # fmt: skip
@@ -118,7 +120,8 @@ def test_violation_responses_suspend_and_call_the_webhook(
         assert record is not None
         assert record.status == "suspended"
         assert not governor.authorize(
-            "alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo",), executable_digest=EXE)
+            "alice",
+            AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo",), executable_digest=EXE),
         ).allowed
     finally:
         server.shutdown()
@@ -196,7 +199,8 @@ def test_renewed_leases_are_persisted_and_survive_a_restart(gov_data: Path, gove
 def test_the_concurrency_counter_follows_every_status_change(gov_data: Path, governor: Governor) -> None:
     def concurrency() -> int:
         result = governor.authorize(
-            "alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo", "c"), executable_digest=EXE)
+            "alice",
+            AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo", "c"), executable_digest=EXE),
         )
         assert result.log_index is not None
         return int(json.loads(governor.log.leaf(result.log_index))["request"]["counters"]["concurrency"])
