@@ -7,9 +7,12 @@ the corresponding log append, so the log can always explain the state.
 
 Tables (schema version ``state_schema`` in ``meta``):
 
-- ``principals``: name, public key, attributes (canonical JSON), zone, status.
-- ``bundles``: every accepted signed bundle by digest; ``meta.active_bundle`` names
-  the active one.
+- ``principals``: name, public key, attributes (canonical JSON), zone, status. Names
+  are unique ignoring case and a public key belongs to one principal (unique indexes).
+- ``bundles``: every accepted signed bundle by digest, with the log index of its one
+  ``policy.activated`` event; ``meta.active_bundle`` names the active one. Append-only
+  and version-forward (triggers refuse an update, a delete, or an insert whose version
+  is not above every stored one): activation history is never rewritten.
 - ``revocations``: (kind, target) → reason, by whom, when, log index.
 - ``warrants``: issued warrants: id, principal, parent, decision index, expiry, issue
   time, the ``warrant.issued`` index and the token (rate counters, "revoke a
@@ -32,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from proctor.errors import StoreError
+from proctor.errors import StoreConflictError, StoreError
 from proctor.store._connections import ThreadConnections
 
 __all__ = ["STATE_SCHEMA_VERSION", "PrincipalRecord", "RevocationRecord", "StateStore"]
@@ -70,6 +73,47 @@ _SCHEMA = [
         id INTEGER PRIMARY KEY, time INTEGER NOT NULL, keyid TEXT NOT NULL,
         reason TEXT NOT NULL, detail TEXT NOT NULL)""",
 ]
+
+# Identity and history rules, added to every state database when it is opened (a data
+# directory made before them gets them then; see _add_constraints). Names are ASCII
+# ([A-Za-z0-9._-]), so SQLite's lower() folds all of their case.
+_PRINCIPAL_INDEXES = {
+    "principals_name_nocase": "CREATE UNIQUE INDEX principals_name_nocase ON principals (lower(name))",
+    "principals_public_key": "CREATE UNIQUE INDEX principals_public_key ON principals (public_key)",
+}
+_DUPLICATES = {
+    "principals_name_nocase": (
+        "SELECT group_concat(name, ', ') FROM principals GROUP BY lower(name) HAVING count(*) > 1",
+        "differ only in case",
+    ),
+    "principals_public_key": (
+        "SELECT group_concat(name, ', ') FROM principals GROUP BY public_key HAVING count(*) > 1",
+        "share one public key",
+    ),
+}
+_BUNDLE_TRIGGERS = [
+    """CREATE TRIGGER IF NOT EXISTS bundles_version_forward BEFORE INSERT ON bundles
+        WHEN NEW.version <= (SELECT max(version) FROM bundles)
+        BEGIN SELECT RAISE(ABORT, 'bundle versions only go forward'); END""",
+    """CREATE TRIGGER IF NOT EXISTS bundles_no_update BEFORE UPDATE ON bundles
+        BEGIN SELECT RAISE(ABORT, 'bundle activations are append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS bundles_no_delete BEFORE DELETE ON bundles
+        BEGIN SELECT RAISE(ABORT, 'bundle activations are append-only'); END""",
+]
+
+
+_ADDED_COLUMNS = (
+    # (table, column, definition): columns added since schema version 1 was first
+    # written; an older database gets them (with their default) when opened.
+    ("executions", "presented", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        present = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +157,9 @@ class StateStore:
 
         Raises:
             StoreError: the database cannot be opened or has an unknown state schema.
+            StoreConflictError: stored principals break a rule added since they were
+                registered (names equal ignoring case, a shared public key); nothing
+                is changed.
         """
         self._path = str(path)
         self._connections = ThreadConnections(path, what="state store")
@@ -131,7 +178,12 @@ class StateStore:
                 raise StoreError(
                     f"{path}: expected state schema version {STATE_SCHEMA_VERSION}, found {row[0]!r}"
                 )
+            _add_columns(conn)
+            _add_constraints(conn, path)
             conn.execute("COMMIT")
+        except StoreConflictError:
+            conn.execute("ROLLBACK")
+            raise
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -153,19 +205,60 @@ class StateStore:
     # -- principals ------------------------------------------------------------
 
     def put_principal(self, record: PrincipalRecord) -> None:
-        """Insert or replace a principal."""
-        self._exec(
-            "INSERT OR REPLACE INTO principals VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.name,
-                record.public_key,
-                orjson.dumps(record.attrs, option=orjson.OPT_SORT_KEYS).decode(),
-                record.zone,
-                record.status,
-                record.created,
-                record.updated,
-            ),
+        """Insert a principal, or update the one with this exact name.
+
+        Raises:
+            StoreConflictError: another principal has this name ignoring case, or this
+                public key (nothing is replaced).
+            StoreError: the database failed.
+        """
+        try:
+            self.principal_writer(record)(self._conn())
+        except sqlite3.IntegrityError as e:
+            raise StoreConflictError(_principal_conflict(record, e)) from e
+        except sqlite3.Error as e:
+            raise StoreError(f"state store: {e}") from e
+
+    @staticmethod
+    def principal_writer(record: PrincipalRecord) -> Callable[..., None]:
+        """:meth:`put_principal` to run inside another transaction as ``write(conn,
+        index=...)`` (the log commit of the principal's event: both or neither).
+
+        An upsert on the name, never ``INSERT OR REPLACE``: replacing would silently
+        delete whichever *other* principal a unique index found in the way.
+        """
+        row = (
+            record.name,
+            record.public_key,
+            orjson.dumps(record.attrs, option=orjson.OPT_SORT_KEYS).decode(),
+            record.zone,
+            record.status,
+            record.created,
+            record.updated,
         )
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO principals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "public_key = excluded.public_key, attrs = excluded.attrs, zone = excluded.zone, "
+                    "status = excluded.status, created = excluded.created, updated = excluded.updated",
+                    row,
+                )
+            except sqlite3.IntegrityError as e:
+                raise StoreConflictError(_principal_conflict(record, e)) from e
+
+        return write
+
+    def principal_like(self, name: str) -> PrincipalRecord | None:
+        """The principal whose name equals ``name`` ignoring (ASCII) case, if any."""
+        row = self._exec("SELECT * FROM principals WHERE lower(name) = lower(?)", (name,)).fetchone()
+        return None if row is None else _principal(row)
+
+    def principal_with_key(self, public_key: str) -> PrincipalRecord | None:
+        """The principal registered with this public key (canonical base64), if any."""
+        row = self._exec("SELECT * FROM principals WHERE public_key = ?", (public_key,)).fetchone()
+        return None if row is None else _principal(row)
 
     def principal(self, name: str) -> PrincipalRecord | None:
         """The principal named ``name``."""
@@ -179,20 +272,51 @@ class StateStore:
     # -- policy bundles --------------------------------------------------------
 
     def put_bundle(self, digest: str, version: int, doc: str, activated: str, log_index: int) -> None:
-        """Store an accepted bundle and make it the active one, in one transaction."""
+        """Store an accepted bundle and make it the active one, in one transaction.
+
+        Raises:
+            StoreConflictError: the digest is stored already, or ``version`` is not
+                above every stored version (activation history is append-only).
+            StoreError: the database failed.
+        """
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT OR REPLACE INTO bundles VALUES (?, ?, ?, ?, ?)",
-                (digest, version, doc, activated, log_index),
-            )
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('active_bundle', ?)", (digest,))
+            self.bundle_writer(digest, version, doc, activated)(conn, index=log_index)
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
+        except (sqlite3.Error, StoreConflictError) as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(e, StoreConflictError):
+                raise
             raise StoreError(f"cannot store bundle {digest}: {e}") from e
+
+    @staticmethod
+    def bundle_writer(digest: str, version: int, doc: str, activated: str) -> Callable[..., None]:
+        """:meth:`put_bundle` to run inside another transaction as ``write(conn,
+        index=...)``, with the index of the bundle's ``policy.activated`` event (the log
+        commit that records the activation: both or neither)."""
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO bundles VALUES (?, ?, ?, ?, ?)", (digest, version, doc, activated, index)
+                )
+            except sqlite3.IntegrityError as e:
+                raise StoreConflictError(
+                    f"cannot store bundle {digest} (version {version}): expected a new digest with a "
+                    f"version above every stored one ({e}); activation history is append-only"
+                ) from e
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('active_bundle', ?)", (digest,))
+
+        return write
+
+    def highest_bundle(self) -> tuple[int, str] | None:
+        """``(version, digest)`` of the stored bundle with the highest version, or ``None``."""
+        row = self._exec(
+            "SELECT version, digest FROM bundles ORDER BY version DESC, log_index DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def active_bundle(self) -> tuple[str, str] | None:
         """(digest, signed bundle JSON) of the active bundle, or ``None``."""
@@ -251,6 +375,26 @@ class StateStore:
                 )
 
         return write
+
+    def revocation(self, kind: str, target: str) -> RevocationRecord | None:
+        """The latest revocation of (kind, target), or ``None``."""
+        row = self._exec("SELECT * FROM revocations WHERE kind = ? AND target = ?", (kind, target)).fetchone()
+        if row is None:
+            return None
+        k, t, r, b, tm, i = row
+        return RevocationRecord(str(k), str(t), str(r), str(b), str(tm), int(i))
+
+    def exists(self, kind: str, target: str) -> bool:
+        """Whether the governor knows a ``warrant`` (issued by it), an ``execution``, a
+        ``principal`` or a ``policy`` bundle (stored) of this id.
+
+        Raises:
+            StoreError: ``kind`` is none of those, or the database failed.
+        """
+        query = _EXISTS.get(kind)
+        if query is None:
+            raise StoreError(f"expected a kind in {sorted(_EXISTS)}, found {kind!r}")
+        return self._exec(query, (target,)).fetchone() is not None
 
     def is_revoked(self, kind: str, target: str) -> bool:
         """Whether (kind, target) is revoked."""
@@ -358,28 +502,70 @@ class StateStore:
     # -- executions ------------------------------------------------------------
 
     def start_execution(self, record: dict[str, Any]) -> bool:
-        """Record a started execution; ``False`` if its warrant already started one."""
+        """Record a started execution on its own; ``False`` if its warrant already
+        started one (the governor writes the row inside the log commit of its
+        ``execution.started`` event instead: :meth:`execution_writer`)."""
         try:
-            cur = self._conn().execute(
-                "INSERT OR IGNORE INTO executions (id, warrant, principal, status, reason, bundle, request, "
-                "started_index, indices, lease_expires_ms, ttl_ms, started) "
-                "VALUES (?, ?, ?, 'running', '', ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record["id"],
-                    record["warrant"],
-                    record["principal"],
-                    record["bundle"],
-                    record["request"],
-                    record["started_index"],
-                    orjson.dumps(record["indices"]).decode(),
-                    record["lease_expires_ms"],
-                    record["ttl_ms"],
-                    record["started"],
-                ),
-            )
+            self.execution_writer(record)(self._conn())
+        except sqlite3.IntegrityError:
+            return False
         except sqlite3.Error as e:
             raise StoreError(f"cannot record execution {record.get('id')}: {e}") from e
-        return cur.rowcount == 1
+        return True
+
+    @staticmethod
+    def execution_writer(record: dict[str, Any]) -> Callable[..., None]:
+        """The insert of a started execution's row, to run inside the log commit of its
+        ``execution.started`` event as ``write(conn, index=...)``. A second start of the
+        same warrant violates the row's uniqueness and fails that commit: both or neither."""
+        row = (
+            record["id"],
+            record["warrant"],
+            record["principal"],
+            record["bundle"],
+            record["request"],
+            record["started_index"],
+            orjson.dumps(record["indices"]).decode(),
+            record["lease_expires_ms"],
+            record["ttl_ms"],
+            record["started"],
+            record.get("presented", ""),
+        )
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            values = (
+                row
+                if index < 0
+                else (*row[:5], index, orjson.dumps([*record["indices"], index]).decode(), *row[7:])
+            )
+            conn.execute(
+                "INSERT INTO executions (id, warrant, principal, status, reason, bundle, request, "
+                "started_index, indices, lease_expires_ms, ttl_ms, started, presented) "
+                "VALUES (?, ?, ?, 'running', '', ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+        return write
+
+    @staticmethod
+    def execution_update_writer(
+        execution_id: str, *, event_index: bool = True, **fields: Any
+    ) -> Callable[..., None]:
+        """:meth:`update_execution` inside the log commit of the event that changes it,
+        as ``write(conn, index=...)``; with ``event_index`` the event's index is appended
+        to the execution's ``indices`` in the same statement."""
+        sql, params = _execution_update(fields)
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            if event_index and index >= 0:
+                conn.execute(
+                    "UPDATE executions SET indices = json_insert(indices, '$[#]', ?) WHERE id = ?",
+                    (index, execution_id),
+                )
+            if sql:
+                conn.execute(sql, (*params, execution_id))
+
+        return write
 
     def claim_warrant(self, warrant_id: str) -> bool:
         """Whether the warrant has not started an execution yet."""
@@ -398,13 +584,10 @@ class StateStore:
 
     def update_execution(self, execution_id: str, **fields: Any) -> None:
         """Change some columns of an execution (``indices`` is encoded)."""
-        allowed = {"status", "reason", "bundle", "indices", "lease_expires_ms", "ended"}
-        if not fields or not set(fields) <= allowed:
-            raise StoreError(f"cannot update execution columns {sorted(fields)}")
-        if "indices" in fields:
-            fields["indices"] = orjson.dumps(fields["indices"]).decode()
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        self._exec(f"UPDATE executions SET {assignments} WHERE id = ?", (*fields.values(), execution_id))  # noqa: S608 - column names are from the allow-list above
+        if not fields:
+            raise StoreError("expected at least one execution column to update")
+        sql, params = _execution_update(fields)
+        self._exec(sql, (*params, execution_id))
 
     def running_executions(self) -> list[tuple[str, str]]:
         """``(execution id, principal)`` of every execution with status ``running``."""
@@ -461,6 +644,59 @@ class StateStore:
     def close(self) -> None:
         """Close every connection."""
         self._connections.close()
+
+
+_EXECUTION_COLUMNS = frozenset({"status", "reason", "bundle", "indices", "lease_expires_ms", "ended"})
+
+
+def _execution_update(fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """``UPDATE executions SET … WHERE id = ?`` for ``fields`` (``indices`` encoded)."""
+    if not set(fields) <= _EXECUTION_COLUMNS:
+        raise StoreError(f"cannot update execution columns {sorted(fields)}")
+    if not fields:
+        return "", ()
+    if "indices" in fields:
+        fields = {**fields, "indices": orjson.dumps(fields["indices"]).decode()}
+    assignments = ", ".join(f"{k} = ?" for k in fields)
+    return f"UPDATE executions SET {assignments} WHERE id = ?", tuple(fields.values())  # noqa: S608 - column names are from the allow-list above
+
+
+_EXISTS = {
+    "warrant": "SELECT 1 FROM warrants WHERE id = ?",
+    "execution": "SELECT 1 FROM executions WHERE id = ?",
+    "principal": "SELECT 1 FROM principals WHERE name = ?",
+    "policy": "SELECT 1 FROM bundles WHERE digest = ?",
+}
+
+
+def _add_constraints(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Create the identity indexes and the bundle triggers if missing (in the caller's
+    transaction). Stored principals that already break an identity rule are reported,
+    never dropped: the operator decides which to keep."""
+    present = {str(n) for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    for name, create in _PRINCIPAL_INDEXES.items():
+        if name in present:
+            continue
+        query, what = _DUPLICATES[name]
+        clashes = [str(names) for (names,) in conn.execute(query)]
+        if clashes:
+            found = "; ".join(f"{{{c}}}" for c in clashes)
+            raise StoreConflictError(
+                f"{path}: expected principal names unique ignoring case and one public key per "
+                f"principal, found principals that {what}: {found}. Nothing was changed; keep one "
+                f"of each group (rename or delete the others in the principals table, e.g. with "
+                f"sqlite3) and open the data directory again"
+            )
+        conn.execute(create)
+    for trigger in _BUNDLE_TRIGGERS:
+        conn.execute(trigger)
+
+
+def _principal_conflict(record: PrincipalRecord, error: sqlite3.IntegrityError) -> str:
+    return (
+        f"cannot store principal {record.name!r}: expected a name unique ignoring case and a "
+        f"public key no other principal has ({error})"
+    )
 
 
 def _principal(row: tuple[Any, ...]) -> PrincipalRecord:

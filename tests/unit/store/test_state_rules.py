@@ -1,0 +1,110 @@
+"""The state store's identity and history rules, enforced by SQLite itself."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from proctor.errors import StoreConflictError
+from proctor.store.sqlite import SQLiteStore
+from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateStore:
+    SQLiteStore(tmp_path / "p.db", create=True).close()
+    return StateStore(tmp_path / "p.db")
+
+
+def record(name: str, key: str, status: str = "active") -> PrincipalRecord:
+    return PrincipalRecord(name, key, {"role": "dev"}, "", status, "t0", "t0")
+
+
+def test_a_principal_update_never_deletes_another(state: StateStore) -> None:
+    state.put_principal(record("alice", "ka"))
+    state.put_principal(record("bob", "kb"))
+    # INSERT OR REPLACE would have deleted alice to make room; the upsert refuses.
+    with pytest.raises(StoreConflictError, match="cannot store principal 'ALICE'"):
+        state.put_principal(record("ALICE", "kc"))
+    with pytest.raises(StoreConflictError, match="cannot store principal 'bob'"):
+        state.put_principal(record("bob", "ka"))
+    state.put_principal(record("bob", "kb", "suspended"))  # an update of the same name is fine
+    assert [(p.name, p.public_key, p.status) for p in state.principals()] == [
+        ("alice", "ka", "active"),
+        ("bob", "kb", "suspended"),
+    ]
+
+
+def test_lookups_by_name_ignoring_case_and_by_key(state: StateStore) -> None:
+    state.put_principal(record("Alice", "ka"))
+    assert state.principal_like("aLICE") == state.principal("Alice")
+    assert state.principal("alice") is None  # names themselves stay exact
+    assert state.principal_with_key("ka") == state.principal("Alice")
+    assert state.principal_with_key("kz") is None
+
+
+def test_bundles_are_append_only_and_version_forward(state: StateStore) -> None:
+    state.put_bundle("sha256:a", 0, "{}", "t1", 3)
+    state.put_bundle("sha256:b", 5, "{}", "t2", 9)
+    assert state.highest_bundle() == (5, "sha256:b")
+    for digest, version in (("sha256:a", 7), ("sha256:c", 5), ("sha256:d", 1)):
+        with pytest.raises(StoreConflictError, match="append-only"):
+            state.put_bundle(digest, version, "{}", "t3", 12)
+    conn = state._conn()
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE bundles SET log_index = 99 WHERE digest = 'sha256:a'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM bundles")
+    assert state.activations() == [(3, "sha256:a"), (9, "sha256:b")]
+    assert state.active_bundle() == ("sha256:b", "{}")
+
+
+def test_exists_and_revocation_lookups(state: StateStore) -> None:
+    state.put_principal(record("alice", "ka"))
+    state.put_warrant("wr_a", principal="alice", parent="", decision_index=1, expires=9, issued=1)
+    state.put_bundle("sha256:a", 1, "{}", "t", 2)
+    assert state.exists("principal", "alice")
+    assert not state.exists("principal", "ALICE")
+    assert state.exists("warrant", "wr_a")
+    assert not state.exists("warrant", "wr_b")
+    assert state.exists("policy", "sha256:a")
+    assert not state.exists("execution", "ex_1")
+    assert state.revocation("principal", "alice") is None
+    revoked = RevocationRecord("principal", "alice", "why", "admin", "t9", 7)
+    state.put_revocation(revoked)
+    assert state.revocation("principal", "alice") == revoked
+
+
+def test_opening_an_older_database_adds_the_rules(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "p.db", create=True).close()
+    StateStore(tmp_path / "p.db").close()
+    with sqlite3.connect(tmp_path / "p.db") as conn:  # as before the rules existed
+        for index in ("principals_name_nocase", "principals_public_key"):
+            conn.execute(f"DROP INDEX {index}")
+        for trigger in ("bundles_version_forward", "bundles_no_update", "bundles_no_delete"):
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("INSERT INTO principals VALUES ('alice', 'ka', '{}', '', 'active', 't', 't')")
+    state = StateStore(tmp_path / "p.db")
+    assert state.principal("alice") is not None
+    with pytest.raises(StoreConflictError):
+        state.put_principal(record("ALICE", "kb"))
+    state.put_bundle("sha256:a", 2, "{}", "t", 1)
+    with pytest.raises(StoreConflictError):
+        state.put_bundle("sha256:b", 1, "{}", "t", 2)
+
+
+def test_an_older_database_whose_principals_share_a_key_is_reported_not_changed(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "p.db", create=True).close()
+    StateStore(tmp_path / "p.db").close()
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        conn.execute("DROP INDEX principals_public_key")
+        conn.execute("INSERT INTO principals VALUES ('alice', 'k1', '{}', '', 'active', 't', 't')")
+        conn.execute("INSERT INTO principals VALUES ('bob', 'k1', '{}', '', 'active', 't', 't')")
+    with pytest.raises(StoreConflictError, match=r"share one public key: \{alice, bob\}"):
+        StateStore(tmp_path / "p.db")
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        assert conn.execute("SELECT count(*) FROM principals").fetchone() == (2,)
+        missing = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'principals_public_key'").fetchone()
+    assert missing is None  # the failed open changed nothing, not even the schema
