@@ -10,6 +10,11 @@ A :class:`SignedBundle` carries an Ed25519 signature over a context prefix
 (:data:`BUNDLE_SIGNATURE_CONTEXT`) followed by the UTF-8 bytes of the digest string
 (``b"sha256:…"``). Verifying it proves who approved this exact content.
 
+Versions only go forward (:func:`verify_version_forward`, as TUF's rollback
+protection for metadata versions): a bundle is accepted only with a version above
+every version accepted before, so an older signed bundle can never be re-activated,
+and reinstating old content means signing it again under a new version.
+
 Only :meth:`PolicyBundle.from_directory` touches the file system. Whether the
 policies parse and validate is for :meth:`~proctor.policy.engine.PolicyEngine.compile`
 to say; a bundle only checks its own shape.
@@ -35,7 +40,14 @@ from proctor.errors import BundleError, CanonicalizationError
 from proctor.lineage.canonical import MAX_SAFE_INTEGER, canonicalize
 from proctor.policy.schema import DEFAULT_SCHEMA
 
-__all__ = ["SCHEMA_FILE", "FILE_NAME", "BUNDLE_SIGNATURE_CONTEXT", "PolicyBundle", "SignedBundle"]
+__all__ = [
+    "SCHEMA_FILE",
+    "FILE_NAME",
+    "BUNDLE_SIGNATURE_CONTEXT",
+    "PolicyBundle",
+    "SignedBundle",
+    "verify_version_forward",
+]
 
 BUNDLE_SIGNATURE_CONTEXT = b"proctor policy bundle v1\n"
 """Prefixed to the digest before signing: the admin key also signs HTTP requests,
@@ -251,3 +263,38 @@ class SignedBundle:
         except (TypeError, binascii.Error, ValueError) as e:
             raise BundleError(f"signed bundle.signature: expected base64, found {text!r}") from e
         return cls(bundle=PolicyBundle.from_json(doc["bundle"]), signer=doc["signer"], signature=signature)
+
+
+def verify_version_forward(bundle: PolicyBundle, *, highest: tuple[int, str] | None) -> None:
+    """Refuse a bundle whose version does not go beyond every version accepted before.
+
+    The "check for a rollback attack" steps of TUF's detailed client workflow (a
+    new version may not be lower than the trusted one), made strict for policy: an
+    old signed bundle replayed with a fresh admin signature, or new content under a
+    version already used, would otherwise change which policy governs out of order
+    (and re-activating a stored bundle would move its activation in the log). The
+    same bundle pushed again is for the caller to recognise first.
+
+    Args:
+        bundle: the bundle offered for activation.
+        highest: ``(version, digest)`` of the accepted bundle with the highest version,
+            or ``None`` if none was ever accepted (then any version is acceptable).
+
+    Raises:
+        BundleError: ``bundle.version`` is not greater than ``highest``'s.
+    """
+    if highest is None:
+        return
+    version, digest = highest
+    if bundle.version > version:
+        return
+    if bundle.digest == digest:
+        what = "is the bundle accepted last"
+    elif bundle.version == version:
+        what = f"reuses version {version} of bundle {digest} for different content"
+    else:
+        what = "is older than the bundle accepted last (rollback)"
+    raise BundleError(
+        f"bundle {bundle.digest} version {bundle.version} {what}: expected a version above "
+        f"{version}; versions only go forward, so push old content again under a new version"
+    )
