@@ -22,7 +22,7 @@ import typer
 
 from proctor import __version__, cli_admin, cli_run
 from proctor.cli_output import emit, fail
-from proctor.datadir import DEFAULT_DATA_DIR
+from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.demo import run_demo
 from proctor.errors import (
     ConfigError,
@@ -34,6 +34,7 @@ from proctor.errors import (
     VerificationError,
 )
 from proctor.governor.service import initialize
+from proctor.governor.state_audit import audit_state, has_state
 from proctor.lineage.events import Event
 from proctor.lineage.log import Log
 
@@ -176,16 +177,41 @@ def _log_consistency(
 
 @log_app.command("verify")
 def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
-    """Recompute every hash and check every checkpoint; exit 1 naming the first broken index."""
+    """Recompute every hash and check every checkpoint; exit 1 naming the first broken index.
+
+    Then, if the data directory holds governance state, check it against the log
+    (:mod:`proctor.governor.state_audit`); exit 1 naming each row that disagrees.
+    """
     with _open(data) as log:
         try:
             report = log.check_all()
         except ProctorError as e:
             fail(EXIT_VERIFY_FAILED, f"log verification failed: {e}")
-        emit(report.to_json())
+        out = report.to_json()
         if not report.ok:
+            emit(out)
             where = "" if report.index is None else f" at index {report.index}"
             fail(EXIT_VERIFY_FAILED, f"log broken{where}: {report.error}")
+        try:
+            db = DataDir.open(data).db_path
+            state = audit_state(db, log.verifier) if has_state(db) else None
+        except ProctorError as e:
+            out.update(ok=False, index=None, error=f"the state cannot be checked: {e}")
+            emit(out)
+            fail(EXIT_VERIFY_FAILED, f"state verification failed: {e}")
+        if state is None or state.ok:
+            emit(out)  # the report of a log that checks out keeps its shape
+            if state is not None:
+                n = len(state.unverified)
+                unverified = f"; the log cannot vouch for {n} item(s)" if n else ""
+                typer.echo(f"proctor: the state tables agree with the log{unverified}", err=True)
+            return
+        summary = f"{len(state.discrepancies)} state row(s) disagree with the log"
+        out.update(ok=False, index=None, error=summary, state=state.to_json())
+        emit(out)
+        for found in state.discrepancies:
+            typer.echo(f"proctor: state disagrees with the log: {found}", err=True)
+        fail(EXIT_VERIFY_FAILED, summary)
 
 
 @log_app.command("append")

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
@@ -34,12 +34,14 @@ from proctor.errors import (
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor.admin import ADMIN, REVOCATION_KINDS
 from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, GovernorAuthorize
+from proctor.governor.consistency import StateReport
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
 from proctor.governor.nonces import NonceCache
+from proctor.governor.state_audit import audit_state
 from proctor.governor.stream import Broadcaster
 from proctor.lineage.log import Log, Side
-from proctor.policy import PolicyEngine, SignedBundle
+from proctor.policy import PolicyEngine
 from proctor.store.state import PrincipalRecord, StateStore
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_WARRANT_TTL_S = 900
+_SHOWN_DISCREPANCIES = 20
 DEFAULT_COMMIT_LINGER_S = 0.002
 
 
@@ -165,6 +168,9 @@ class Governor(GovernorAuthorize):
         self.nonces = NonceCache(self.state, now=int(self.now()))
         self._engine: PolicyEngine | None = None
         self._bundle_error: str | None = "no policy bundle has been pushed"
+        self.state_report: StateReport | None = None
+        self._state_problem: str | None = None
+        self._check_state()
         self._load_active_bundle()
 
     # -- lifecycle -------------------------------------------------------------
@@ -204,32 +210,87 @@ class Governor(GovernorAuthorize):
         """The governor's clock (injectable for tests)."""
         return float(self._clock())
 
+    # -- the state, checked against the log -------------------------------------
+
+    def _check_state(self) -> None:
+        """Check the state tables against the log before serving anything
+        (:func:`~proctor.governor.state_audit.audit_state`). On a discrepancy, or if
+        the check cannot run, the governor fails closed until it is restarted on state
+        that agrees: not ready, every authorization denied (and recorded), every
+        warrant treated as revoked (no execution starts, no lease is renewed), no
+        admin change; :attr:`state_problem` says which rows disagree."""
+        try:
+            report = audit_state(self.data.db_path, self.log.verifier)
+        except ProctorError as e:
+            self._state_problem = f"the state could not be checked against the log: {e}"
+            return
+        self.state_report = report
+        if not report.ok:
+            found = report.discrepancies
+            shown = "; ".join(str(d) for d in found[:_SHOWN_DISCREPANCIES])
+            more = f"; and {len(found) - _SHOWN_DISCREPANCIES} more" if found[_SHOWN_DISCREPANCIES:] else ""
+            self._state_problem = f"{len(found)} state row(s) disagree with the log: {shown}{more}"
+
+    @property
+    def state_problem(self) -> str | None:
+        """Why the state is not trusted (the governor then serves nothing), or ``None``."""
+        return self._state_problem
+
+    def _untrusted(self) -> StoreError:
+        return StoreError(
+            "the governance state disagrees with the log (see /readyz or proctor log verify); "
+            "nothing is authorized until it is repaired"
+        )
+
+    def _decide(self, *args: Any, **kwargs: Any) -> Any:
+        # Raising here is a deny that the decision event records (GovernorAuthorize._begin).
+        if self._state_problem is not None:
+            raise self._untrusted()
+        return super()._decide(*args, **kwargs)
+
+    def is_admin(self, principal: str) -> bool:
+        """Whether ``principal`` is an active admin; no one is while the state is untrusted."""
+        return self._state_problem is None and super().is_admin(principal)
+
+    def warrant_revoked(self, warrant_id: str) -> bool:
+        """Whether a warrant is revoked. While the state is untrusted, so is the record
+        of revocations: every warrant counts as revoked (no start, no renewal)."""
+        return self._state_problem is not None or super().warrant_revoked(warrant_id)
+
     def _load_active_bundle(self) -> None:
-        active = self.state.active_bundle()
+        """Compile the active bundle that the state check matched to the log, after
+        verifying its signature again with the key the check used (the signer's as the
+        log registered it)."""
+        report = self.state_report
+        if self._state_problem is not None or report is None:
+            self._bundle_error = "the governance state disagrees with the log; nothing is served"
+            return
+        active = report.active_bundle
         if active is None:
             return
-        digest, doc = active
-        if self.state.is_revoked("policy", digest):
-            self._bundle_error = f"the active bundle {digest} is revoked"
+        if self.state.is_revoked("policy", active.digest):
+            self._bundle_error = f"the active bundle {active.digest} is revoked"
             return
         try:
-            signed = SignedBundle.from_json(orjson.loads(doc))
-            self._engine = PolicyEngine.compile(signed.bundle)
+            active.signed.verify(Ed25519PublicKey.from_public_bytes(active.public_key))
+            self._engine = PolicyEngine.compile(active.signed.bundle)
             self._bundle_error = None
         except (ProctorError, ValueError) as e:  # fail closed: deny all
             self._bundle_error = f"the stored active bundle does not load: {e}"
 
     @property
     def engine(self) -> PolicyEngine | None:
-        """The active policy engine, or ``None`` (deny everything)."""
-        return self._engine
+        """The active policy engine, or ``None`` (deny everything; always while the
+        state is untrusted)."""
+        return self._engine if self._state_problem is None else None
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        """Readiness: the store, the log and a valid policy bundle."""
+        """Readiness: the store (answering, with state that agreed with the log at
+        start), the log and a valid policy bundle."""
         checks: dict[str, str] = {}
         try:
             self.state.ping()
-            checks["store"] = "ok"
+            checks["store"] = "ok" if self._state_problem is None else f"error: {self._state_problem}"
         except StoreError as e:
             checks["store"] = f"error: {e}"
         try:
