@@ -109,6 +109,7 @@ def test_a_dead_helper_denies_records_warrant_failed_and_is_restarted(helped: Go
     failed = event(helped, helped.log.size - 1)
     assert (failed["type"], failed["decision_index"]) == ("warrant.failed", result.log_index)
     assert event(helped, result.log_index)["decision"] == "allow"  # the decision stands, recorded
+    helped.log.deferred_timeout = 10  # a fresh helper's start-up is not what this tests
     again = helped.authorize("alice", request())  # ...a fresh helper answers the next one
     assert again.allowed, again.decision.reason
     assert helped.minter.pid not in (None, pid)
@@ -118,7 +119,6 @@ def test_a_dead_helper_denies_records_warrant_failed_and_is_restarted(helped: Go
 def test_a_helper_that_stops_reading_is_given_up_and_owes_nothing(gov_data: Path) -> None:
     from proctor.authorization.minter import MintHelper
     from proctor.authorization.warrants import WarrantClaims, new_warrant_id
-    from proctor.errors import WarrantError
 
     key = PrincipalKey.load(gov_data / "keys" / "warrant.key").private_bytes()
     helper = MintHelper(key)
@@ -146,21 +146,15 @@ def test_a_helper_that_stops_reading_is_given_up_and_owes_nothing(gov_data: Path
         pid = helper.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
-        sent = 0
-
-        def flood() -> None:
-            nonlocal sent
-            for _ in range(10_000):  # until the pipe is full and half a second passed
-                helper.mint(claims(), done)
-                sent += 1
-
-        with pytest.raises(WarrantError, match="not reading"):
-            flood()
+        sent = 500  # more than its pipe holds: it stops reading, and answers nothing
+        for _ in range(sent):
+            helper.mint(claims(), done)  # never blocks the caller: a sender thread writes
         deadline = time.monotonic() + 10
         while len(answers) < sent + 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(answers) == sent + 1  # every request sent was answered...
         assert all(error is not None for _, error in answers[1:])  # ...with an error
+        assert any("stalled" in str(e) or "not reading" in str(e) for _, e in answers[1:])
         helper.mint(claims(), done)  # and a fresh helper takes the next
         deadline = time.monotonic() + 10
         while len(answers) < sent + 2 and time.monotonic() < deadline:

@@ -38,9 +38,16 @@ from proctor.authorization.claims import WarrantClaims
 from proctor.authorization.warrants import mint_warrant
 from proctor.errors import WarrantError
 
-__all__ = ["MintHelper", "Minted", "claims_to_json"]
+__all__ = ["STALL_S", "STARTUP_S", "MintHelper", "Minted", "claims_to_json"]
 
 _WRITE_TIMEOUT = 0.5
+STALL_S = 0.25
+"""A helper that owes answers and has answered nothing for this long is stalled: it is
+stopped and what it owes fails at once, so the log's reserved slots take their
+``warrant.failed`` fallback now, not at the log's deferred timeout (a revocation queued
+behind them waits this long at most)."""
+STARTUP_S = 10.0
+"""How long a fresh helper may take to start and answer its first request."""
 
 Minted = Callable[[str | None, BaseException | None], None]
 """Receives ``(token, None)`` or ``(None, error)``, on the helper's reader thread."""
@@ -72,12 +79,63 @@ class _Process:
         self.stdin_fd = stdin.fileno()
         os.set_blocking(self.stdin_fd, False)
         self._write(seed.hex().encode() + b"\n")
+        # Requests go out on a sender thread: the caller (which holds the log's
+        # sequencing lock) only queues a line, and never waits on the helper's pipe.
+        self._outbox: list[bytes] = []
+        self._io = threading.Lock()  # held while writing: stop() never closes the pipe under a write
+        self._ready = threading.Condition(self.lock)
+        self.sender = threading.Thread(target=self._send_loop, name="proctor-mint-sender", daemon=True)
+        self.sender.start()
+        # Progress: the last answer, or when answers started being owed; a fresh
+        # helper is given its start-up time.
+        self.progress = time.monotonic() + STARTUP_S
         self.reader = threading.Thread(target=self._read, name="proctor-mint-reader", daemon=True)
         self.reader.start()
+        self.watchdog = threading.Thread(target=self._watch, name="proctor-mint-watchdog", daemon=True)
+        self.watchdog.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(STALL_S / 5)
+            with self.lock:
+                if self.dead is not None:
+                    return
+                stalled = bool(self.waiting) and time.monotonic() - self.progress > STALL_S
+            if stalled:
+                self._fail(WarrantError(f"the minting helper answered nothing for {STALL_S} s (stalled)"))
+                return
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._outbox and self.dead is None:
+                    self._ready.wait()
+                if self.dead is not None:
+                    return
+                lines, self._outbox = self._outbox, []
+            try:
+                with self._io:
+                    if self.proc.stdin is None or self.proc.stdin.closed:
+                        raise OSError("the helper's input is closed")
+                    self._write(b"".join(lines))
+            except OSError as e:
+                self._fail(WarrantError(f"cannot reach the minting helper: {e}"))
+                return
+
+    def _fail(self, error: BaseException) -> None:
+        """Everything waiting, and everything sent later, gets ``error``; the helper stops."""
+        with self.lock:
+            if self.dead is None:
+                self.dead = error
+            waiting, self.waiting = list(self.waiting), collections.deque()
+            self._ready.notify_all()
+        for done in waiting:
+            done(None, error)
+        self.stop()
 
     def _write(self, data: bytes) -> None:
-        # Non-blocking: a helper that stopped reading must not stall the caller (which
-        # holds the log's sequencing lock); half a second of backlog is the limit.
+        # Non-blocking: a helper that stopped reading is given up after half a second
+        # of backlog (what it owes then fails at once, not at the log's deferred timeout).
         view = memoryview(data)
         deadline = time.monotonic() + _WRITE_TIMEOUT
         while view:
@@ -93,13 +151,11 @@ class _Process:
         with self.lock:
             if self.dead is not None:
                 raise WarrantError(f"the minting helper is gone: {self.dead}")
+            if not self.waiting:
+                self.progress = max(self.progress, time.monotonic())
             self.waiting.append(done)
-            try:
-                self._write(line)
-            except OSError as e:
-                self.waiting.pop()
-                self.dead = WarrantError(f"cannot reach the minting helper: {e}")
-                raise self.dead from e
+            self._outbox.append(line)
+            self._ready.notify()
 
     def _read(self) -> None:
         raw: IO[bytes] | None = self.proc.stdout
@@ -113,6 +169,7 @@ class _Process:
             for line in out:
                 with self.lock:
                     done = self.waiting.popleft() if self.waiting else None
+                    self.progress = time.monotonic()
                 if done is None:
                     error = WarrantError("the minting helper answered a request it was not sent")
                     break
@@ -129,21 +186,20 @@ class _Process:
         except Exception as e:  # noqa: BLE001 - any failure of the reader: fail what waits
             error = WarrantError(f"the minting helper's answers cannot be read: {e}")
         finally:
-            with self.lock:
-                self.dead = error
-                waiting, self.waiting = list(self.waiting), collections.deque()
-            for done in waiting:
-                done(None, error)
-            self.stop()
+            self._fail(error)
 
     def stop(self) -> None:
-        with self.lock:  # not while a send writes
+        with self.lock:
+            if self.dead is None:
+                self.dead = WarrantError("the minting helper was stopped")
+            self._ready.notify_all()
+        if self.proc.poll() is None:
+            self.proc.kill()  # first: a write blocked on its pipe then fails at once
+        self.proc.wait()
+        with self._io:
             if self.proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     self.proc.stdin.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
         if self.proc.stdout is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdout.close()
@@ -197,12 +253,15 @@ class MintHelper:
             raise
 
     def restart(self) -> None:
-        """Stop the current helper (what waits on it gets an error); the next
-        :meth:`mint` starts a fresh one."""
+        """Stop the current helper (what waits on it gets an error) and start a fresh
+        one now, so that its start-up is not paid by the next warrant."""
         with self._lock:
             process, self._process = self._process, None
         if process is not None:
             process.stop()
+        with self._lock, contextlib.suppress(WarrantError):
+            if not self._closed:
+                self._live()  # if it cannot start, the next mint() says why
 
     @property
     def pid(self) -> int | None:

@@ -78,6 +78,7 @@ class _Authorization:
     deferred: Deferred | None = None
     claims: WarrantClaims | None = None
     token: str = ""
+    mint_error: BaseException | None = None
 
 
 class GovernorAuthorize(GovernorAdmin):
@@ -145,8 +146,13 @@ class GovernorAuthorize(GovernorAdmin):
         side: list[Side] = [self.nonces.persist]
 
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
-            # A failure here (minting) leaves the decision alone in the commit: deny.
-            issued, row = self._warrant_event(op, index, leaf)
+            # A failure here (minting) is recorded as warrant.failed behind the
+            # decision, in the same commit: the log says what the answer says, deny.
+            try:
+                issued, row = self._warrant_event(op, index, leaf)
+            except Exception as e:  # noqa: BLE001 - any minting failure is a recorded deny
+                op.claims, op.token, op.mint_error = None, "", e
+                return self._failed_event(op, index, leaf, f"the warrant could not be minted ({e})")
             side.append(row)
             return issued
 
@@ -182,7 +188,7 @@ class GovernorAuthorize(GovernorAdmin):
                 self.minter.restart()  # it did not answer in time: the next one starts fresh
             return self._not_issued(op, deferred.error)
         if len(indices) < 2 or claims is None:
-            return self._not_issued(op, op.pending.then_error)
+            return self._not_issued(op, op.mint_error or op.pending.then_error)
         self.counters.issued(op.principal, op.now_s)
         return AuthorizeResult(
             decision,
@@ -427,18 +433,29 @@ class GovernorAuthorize(GovernorAdmin):
             op.claims, op.token = claims, token
             deferred.fill(event, side=[row])
 
-        if self.minter is None:  # cannot happen: only called with a helper
-            raise WarrantError("no minting helper")
-        self.minter.mint(claims, minted)
+        try:
+            if self.minter is None:  # cannot happen: only called with a helper
+                raise WarrantError("no minting helper")
+            self.minter.mint(claims, minted)
+        except WarrantError as e:
+            deferred.fill(None, error=e)  # the fallback takes the slot at once
+        return self._failed_event(
+            op,
+            index,
+            leaf,
+            "the warrant was not minted (the minting helper failed or did not answer in time)",
+        )
+
+    def _failed_event(self, op: _Authorization, index: int, leaf: bytes, reason: str) -> dict[str, Any]:
+        """``warrant.failed``: the decision at ``index`` allowed, but no warrant was issued."""
         return {
             "v": 1,
             "type": "warrant.failed",
             "time": rfc3339(op.now),
             "node": self.node,
-            "warrant": claims.warrant_id,
             "principal": op.principal,
             "decision_index": index,
-            "reason": "the warrant was not minted (the minting helper failed or did not answer in time)",
+            "reason": reason[:500],
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,14 +50,17 @@ class Deferred:
 
     :meth:`Log.submit` with ``later=`` reserves the index right after its events; the
     caller (any thread) calls :meth:`fill` with the event and its side writes. The
-    writer waits for it, at most ``Log.deferred_timeout`` seconds; if it is not filled
-    in time, or is filled with ``None`` or an unacceptable event, the *fallback* event
-    given at submit takes the slot instead (so the sequence never has a hole).
+    writer waits for it until ``Log.deferred_timeout`` seconds after the slot was
+    reserved (not after the writer reached it: slots reserved together expire together,
+    so a stalled producer holds the log back once, never once per slot); if it is not
+    filled in time, or is filled with ``None`` or an unacceptable event, the *fallback*
+    event given at submit takes the slot instead (so the sequence never has a hole).
     """
 
-    __slots__ = ("_filled", "error", "event", "side", "used_fallback")
+    __slots__ = ("_filled", "error", "event", "reserved", "side", "used_fallback")
 
     def __init__(self) -> None:
+        self.reserved = time.monotonic()
         self._filled = threading.Event()
         self.event: Event | None = None
         self.side: list[Side] = []
@@ -80,7 +84,8 @@ class Deferred:
         self._filled.set()
 
     def wait(self, timeout: float) -> bool:
-        return self._filled.wait(timeout)
+        """Wait until filled, at most until ``timeout`` seconds after the slot was reserved."""
+        return self._filled.wait(max(0.0, self.reserved + timeout - time.monotonic()))
 
 
 Notify = Callable[["Append"], None]
