@@ -221,7 +221,7 @@ class Governor(GovernorAuthorize):
         admin change; :attr:`state_problem` says which rows disagree."""
         try:
             report = audit_state(self.data.db_path, self.log.verifier)
-        except ProctorError as e:
+        except (ProctorError, ValueError) as e:
             self._state_problem = f"the state could not be checked against the log: {e}"
             return
         self.state_report = report
