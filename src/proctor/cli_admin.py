@@ -25,6 +25,7 @@ from proctor.cli_output import emit, fail
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.errors import LogLockedError, PolicyValidationError, ProctorError
 from proctor.governor.client import GovernorClient, GovernorError
+from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import DEFAULT_COMMIT_LINGER_S, Governor
 from proctor.lineage.events import Event
@@ -88,6 +89,13 @@ def _admin(data: Path, server: str | None, key: Path | None) -> Iterator[_Admin]
     except ProctorError as e:
         _error(e)
     try:
+        # The same rule as over HTTP: a suspended or revoked admin's key acts no more.
+        try:
+            allowed = governor.is_admin(admin_key.name)
+        except ProctorError as e:
+            _error(e)
+        if not allowed:
+            fail(EXIT_BAD_INPUT, f"error: {admin_key.name!r} is not an active admin (use --key)")
         yield _Admin(None, governor, admin_key.name)
     finally:
         governor.close()
@@ -183,6 +191,11 @@ def _principal_add(
 ) -> None:
     """Register a principal and write its private key."""
     attrs = _attrs(attr or [])
+    try:
+        verify_attributes(attrs)
+        verify_zone(zone)
+    except ProctorError as e:
+        fail(EXIT_BAD_INPUT, f"error: {e}")
     if out.exists():
         fail(EXIT_BAD_INPUT, f"error: {out} exists; refusing to overwrite a key")
     if not valid_principal_name(name):
@@ -281,21 +294,32 @@ def _policy_check(
 @policy_app.command("push")
 def _policy_push(
     source: Annotated[Path, typer.Argument(help="Directory of *.cedar files (and schema.json).")],
-    version: Annotated[int | None, typer.Option(help="Bundle version (default: time-based).")] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(help="Bundle version, above every version pushed before (default: time-based)."),
+    ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
     server: ServerOpt = None,
     key: KeyOpt = None,
 ) -> None:
-    """Sign a bundle with the admin key and activate it (the previous one stays on failure)."""
-    bundle = _bundle(source, version if version is not None else int(time.time()))
+    """Sign a bundle with the admin key and activate it (the previous one stays on failure).
+
+    Versions only go forward: without ``--version``, the bundle gets the current unix
+    time, or the active bundle's version plus one if that is higher.
+    """
     try:
         admin_key = PrincipalKey.load(key or data / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
         fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
-    signed = bundle.signed(Ed25519PrivateKey.from_private_bytes(admin_key.private_bytes()), admin_key.name)
     with _admin(data, server, key) as admin:
+        if version is None:
+            version = max(int(time.time()), _active_version(admin) + 1)
+        bundle = _bundle(source, version)
+        signed = bundle.signed(
+            Ed25519PrivateKey.from_private_bytes(admin_key.private_bytes()), admin_key.name
+        )
         try:
             if admin.client is not None:
                 result = admin.client.json("PUT", "/v1/policy", signed.to_json())
@@ -311,6 +335,26 @@ def _policy_push(
         except ProctorError as e:
             _error(e)
     emit(result)
+
+
+def _active_version(admin: _Admin) -> int:
+    """The active bundle's version, or -1 when none is active."""
+    active: Any = None
+    try:
+        if admin.client is not None:
+            active = admin.client.json("GET", "/v1/policy")
+        elif admin.governor is not None:
+            active = admin.governor.active_policy()
+    except GovernorError as e:
+        if e.status == 404:
+            return -1
+        _error(e)
+    except ProctorError as e:
+        _error(e)
+    if not isinstance(active, dict) or not isinstance(active.get("bundle"), dict):
+        return -1
+    found = active["bundle"].get("version")
+    return found if type(found) is int else -1
 
 
 @policy_app.command("show")
@@ -425,23 +469,41 @@ def _revoke(
     ] = None,
     policy: Annotated[str | None, typer.Option("--policy", help="Policy bundle digest.")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    successor: Annotated[
+        str | None,
+        typer.Option(
+            "--successor",
+            help="With --principal ADMIN: an active principal that becomes admin in the same "
+            "change (required to revoke the last admin).",
+        ),
+    ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
     server: ServerOpt = None,
     key: KeyOpt = None,
 ) -> None:
-    """Revoke a warrant, an execution, a principal or a policy bundle (recorded in the log)."""
+    """Revoke a warrant, an execution, a principal or a policy bundle (recorded in the log).
+
+    A revoked principal loses every right, admin included. Revoking something that
+    does not exist fails (exit 2) and records nothing.
+    """
     given = [(k, v) for k, v in (("warrant", warrant), ("execution", execution),
                                   ("principal", principal), ("policy", policy)) if v]  # fmt: skip
     if len(given) != 1:
         fail(EXIT_BAD_INPUT, "error: give exactly one of --warrant, --execution, --principal, --policy")
     kind, target = given[0]
+    if successor is not None and kind != "principal":
+        fail(EXIT_BAD_INPUT, "error: --successor goes with --principal (the admin it succeeds)")
     with _admin(data, server, key) as admin:
         try:
             if admin.client is not None:
                 body = {"kind": kind, "target": target, "reason": reason}
+                if successor:
+                    body["successor"] = successor
                 result = admin.client.json("POST", "/v1/revocations", body)
             elif admin.governor is not None:
-                result = admin.governor.revoke(kind, str(target), reason=reason, by=admin.name)
+                result = admin.governor.revoke(
+                    kind, str(target), reason=reason, by=admin.name, successor=successor or ""
+                )
         except ProctorError as e:
             _error(e)
     emit(result)

@@ -46,6 +46,7 @@ from proctor.errors import (
     ProofRequestError,
     WarrantError,
 )
+from proctor.governor.admin import NoSuchTargetError
 from proctor.governor.executions import ExecutionConflictError
 from proctor.governor.model import AuthorizeRequest, RequestShapeError
 from proctor.governor.service import Governor
@@ -102,6 +103,8 @@ def _error_for(exc: ProctorError) -> tuple[int, dict[str, Any]]:
         return 422, body("policy-rejected")
     if isinstance(exc, RequestShapeError | CanonicalizationError):
         return 422, body("bad-request")
+    if isinstance(exc, NoSuchTargetError):
+        return 404, body("not-found")
     if isinstance(exc, PrincipalError):
         return 403, body("forbidden")
     if isinstance(exc, WarrantError):
@@ -239,8 +242,8 @@ class GovernorApp(FastAPI):
             raise _Refused(403, {"error": "forbidden", "message": f"{name!r} is not an admin"})
 
         async def revoke() -> dict[str, Any]:
-            kind, what, reason = _revocation_args(loads(body) if body else None)
-            return await governor.revoke_async(kind, what, reason=reason, by=name)
+            kind, what, reason, successor = _revocation_args(loads(body) if body else None)
+            return await governor.revoke_async(kind, what, reason=reason, by=name, successor=successor)
 
         return await self._answer(revoke())
 
@@ -295,13 +298,15 @@ _RENEW = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/renew")
 _INTERNAL = orjson.dumps({"error": "internal", "message": "internal error"})
 
 
-def _revocation_args(body: Any) -> tuple[str, str, str]:
+def _revocation_args(body: Any) -> tuple[str, str, str, str]:
     if type(body) is not dict or not all(type(body.get(k)) is str for k in ("kind", "target")):
-        raise RequestShapeError("expected {kind, target, reason?}")
-    reason = body.get("reason", "")
+        raise RequestShapeError("expected {kind, target, reason?, successor?}")
+    reason, successor = body.get("reason", ""), body.get("successor", "")
     if type(reason) is not str:
         raise RequestShapeError("reason: expected a string")
-    return body["kind"], body["target"], reason
+    if type(successor) is not str:
+        raise RequestShapeError("successor: expected a principal name")
+    return body["kind"], body["target"], reason, successor
 
 
 def _detail(body: dict[str, Any]) -> bytes:
@@ -485,7 +490,7 @@ def create_app(governor: Governor) -> GovernorApp:
     # Served by GovernorApp's fast path (revoke_endpoint); declared here for OpenAPI.
     @app.post("/v1/revocations")
     def revoke(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
-        kind, target, reason = _revocation_args(who.body)
-        return governor.revoke(kind, target, reason=reason, by=who.name)
+        kind, target, reason, successor = _revocation_args(who.body)
+        return governor.revoke(kind, target, reason=reason, by=who.name, successor=successor)
 
     return app
