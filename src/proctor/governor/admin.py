@@ -194,7 +194,9 @@ class GovernorAdmin:
             now = self.now()
             stamp = rfc3339(now)
             record = PrincipalRecord(name, public_key_b64, clean, zone, "active", stamp, stamp)
-            event = principal_event(name, "added", clean, zone, now, node=self.node, by=by)
+            event = principal_event(
+                name, "added", clean, zone, now, node=self.node, by=by, public_key=public_key_b64
+            )
             self._commit_principals([event], [record])
             return record
 
