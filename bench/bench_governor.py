@@ -78,6 +78,7 @@ from proctor.governor.service import Governor, initialize
 from proctor.lineage.canonical import loads
 from proctor.lineage.log import Log
 from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
+from proctor.policy.commitment import ArgumentOpening
 
 REPO = Path(__file__).resolve().parent.parent
 BASIC = REPO / "tests" / "integration" / "policies" / "basic"
@@ -89,9 +90,16 @@ SIGNATURE_WINDOW_S = 300
 
 TARGETS = {"inprocess_p50_us": 1000.0, "http_authz_per_s": 2000.0}
 
-ALLOW = AuthorizeRequest(action="exec", resource="/usr/bin/pg_dump", argv=("pg_dump", "db1"))
-DENY = AuthorizeRequest(action="exec", resource="/usr/bin/rm", argv=("rm", "-rf", "/srv/db1"))
-ALLOW_BODY = orjson.dumps({"action": "exec", "resource": "/usr/bin/pg_dump", "argv": ["pg_dump", "db1"]})
+EXE = "sha256:" + "e" * 64  # an exec request binds the measured executable
+ALLOW = AuthorizeRequest(
+    action="exec", resource="/usr/bin/pg_dump", argv=("pg_dump", "db1"), executable_digest=EXE
+)
+DENY = AuthorizeRequest(
+    action="exec", resource="/usr/bin/rm", argv=("rm", "-rf", "/srv/db1"), executable_digest=EXE
+)
+ALLOW_BODY = orjson.dumps(
+    {"action": "exec", "resource": "/usr/bin/pg_dump", "argv": ["pg_dump", "db1"], "executable_digest": EXE}
+)
 
 _now = time.perf_counter_ns
 
@@ -684,7 +692,15 @@ def bench_components(g: Governor, large: Governor, n: int) -> list[tuple[str, fl
             "in the helper process under proctor serve",
         )
     )
-    event = g._decision_event("comp", preq, decision, now=time.time(), now_s=now, parent_id="")
+    event = g._decision_event(
+        "comp",
+        preq,
+        decision,
+        now=time.time(),
+        now_s=now,
+        parent_id="",
+        opening=ArgumentOpening.new(preq.argv, None),
+    )
     rows.append(
         (
             "log.append(decision event): durable commit, 1 thread",

@@ -37,6 +37,8 @@ from proctor.enforcement.measure import measure, prepare  # noqa: E402
 from proctor.governor.client import GovernorClient  # noqa: E402
 
 POLICY = ROOT / "tests" / "integration" / "policies" / "run"
+_TRUE = measure(["true"])  # an exec request binds the measured executable
+TRUE, TRUE_DIGEST = _TRUE.executable, _TRUE.executable_digest
 
 
 def pct(values: list[float], p: float) -> float:
@@ -116,7 +118,9 @@ def revoke_to_dead(server: GovernorServer, n: int) -> None:
     alice = GovernorClient(server.url, PrincipalKey.load(server.key))
     for i in range(n):
         t = time.perf_counter()
-        alice.authorize({"action": "exec", "resource": "/usr/bin/true", "argv": ["true"]})
+        alice.authorize(
+            {"action": "exec", "resource": TRUE, "argv": ["true"], "executable_digest": TRUE_DIGEST}
+        )
         auth_ms.append((time.perf_counter() - t) * 1000)
         marker = f"bench-{os.getpid()}-{i}"
         proc = _run_sleeper(server, marker)
@@ -201,13 +205,15 @@ def many_leases(server: GovernorServer, count: int, seconds: float) -> None:
 
     def new_execution(c: GovernorClient, n: int) -> str:
         argv = ["true", str(n)]
-        answer = c.authorize({"action": "exec", "resource": "/usr/bin/true", "argv": argv})
+        answer = c.authorize(
+            {"action": "exec", "resource": TRUE, "argv": argv, "executable_digest": TRUE_DIGEST}
+        )
         body = {
             "warrant": answer["warrant"]["token"],
             "action": "exec",
-            "resource": "/usr/bin/true",
+            "resource": TRUE,
             "argv": argv,
-            "measurement": {"executable": "/usr/bin/true", "executable_digest": "", "files": []},
+            "measurement": measure(["true"]).to_json(),
         }
         return str(c.json("POST", "/v1/executions", body)["execution"])
 

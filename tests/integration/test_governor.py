@@ -295,8 +295,10 @@ def test_fail_closed_warrant_minting_failure(governor: Governor, monkeypatch: py
     assert not result.allowed
     assert result.warrant is None
     assert "signing key unavailable" in result.decision.reason
-    # The allow decision is recorded; no warrant.issued follows it.
-    assert last_event(governor, "decision")["index"] == governor.log.size - 1
+    # The allow decision is recorded, and warrant.failed (not warrant.issued) follows it.
+    decision = last_event(governor, "decision")
+    assert decision["index"] == governor.log.size - 2
+    assert last_event(governor, "warrant.failed")["index"] == governor.log.size - 1
 
 
 def test_fail_closed_warrant_index_failure(governor: Governor, gov_data: Path) -> None:
@@ -355,7 +357,10 @@ def test_state_survives_restart(governor: Governor, gov_data: Path) -> None:
 
 
 def test_decisions_replay_to_the_same_answer(governor: Governor) -> None:
+    from proctor.governor._events import digest
+    from proctor.lineage.canonical import canonicalize
     from proctor.policy import PolicyRequest
+    from proctor.policy.commitment import ArgumentOpening, reveal
 
     for argv in (("pg_dump", "db1"), ("pg_dump", "db2"), ("rm", "-rf", "/")):
         governor.authorize("alice", exec_request(*argv))
@@ -366,10 +371,17 @@ def test_decisions_replay_to_the_same_answer(governor: Governor) -> None:
         event = json.loads(governor.log.leaf(index))
         if event["type"] != "decision" or "request" not in event:
             continue
-        again = engine.decide(PolicyRequest.from_json(event["request"]), now=event["now"])
+        # The log carries the arguments as a commitment; the governor keeps the opening.
+        logged = event["request"]
+        assert logged["argv"] == []
+        assert all(a not in json.dumps(logged) for a in ("db1", "db2", "-rf"))
+        opening = governor.state.opening(index)
+        assert opening is not None
+        request = reveal(logged, ArgumentOpening.from_json(opening))
+        again = engine.decide(PolicyRequest.from_json(request), now=event["now"])
         assert ("allow" if again.allow else "deny") == event["decision"]
         assert list(again.policies) == event["policies"]
-        assert again.request_digest == event["request_digest"]
+        assert digest(canonicalize(logged)) == event["request_digest"]
         replayed += 1
     assert replayed >= 3
 

@@ -40,8 +40,10 @@ from proctor.governor.admin import GovernorAdmin
 from proctor.governor.counters import RateCounters
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
+from proctor.lineage.canonical import canonicalize
 from proctor.lineage.log import Append, Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
+from proctor.policy.commitment import ArgumentOpening, redact
 
 __all__ = ["DEFAULT_LEASE_TTL_MS", "GovernorAuthorize"]
 
@@ -139,11 +141,26 @@ class GovernorAuthorize(GovernorAdmin):
         except Exception as e:  # noqa: BLE001 - any failure while deciding is a deny (fail closed)
             policy_request, parent = None, None
             decision = deny_all(f"the decision failed ({type(e).__name__}: {e}); denied")
-        op = _Authorization(principal, request, policy_request, decision, parent, now, now_s)
-        event = self._decision_event(
-            principal, policy_request, decision, now=now, now_s=now_s, parent_id=op.parent_id
+        # The log is public: it gets the request with its arguments committed, not shown
+        # (proctor.policy.commitment); the opening commits privately with the event.
+        opening = (
+            ArgumentOpening.new(policy_request.argv, policy_request.arguments) if policy_request else None
         )
+        event = self._decision_event(
+            principal,
+            policy_request,
+            decision,
+            now=now,
+            now_s=now_s,
+            parent_id=parent.claims.warrant_id if parent is not None else "",
+            opening=opening,
+        )
+        # The answer names the same request digest as the log.
+        decision = dataclasses.replace(decision, request_digest=str(event["request_digest"]))
+        op = _Authorization(principal, request, policy_request, decision, parent, now, now_s)
         side: list[Side] = [self.nonces.persist]
+        if opening is not None:
+            side.append(self.state.opening_writer(opening.to_json()))
 
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
             # A failure here (minting) is recorded as warrant.failed behind the
@@ -318,7 +335,11 @@ class GovernorAuthorize(GovernorAdmin):
         now: float,
         now_s: int,
         parent_id: str,
+        opening: ArgumentOpening | None,
     ) -> dict[str, Any]:
+        logged = None
+        if policy_request is not None and opening is not None:
+            logged = redact(policy_request.to_json(), opening)
         event: dict[str, Any] = {
             "v": 1,
             "type": "decision",
@@ -331,11 +352,11 @@ class GovernorAuthorize(GovernorAdmin):
             "errors": list(decision.errors),
             "obligations": dict(decision.obligations),
             "bundle": decision.bundle_digest,
-            "request_digest": decision.request_digest,
+            "request_digest": digest(canonicalize(logged)) if logged is not None else decision.request_digest,
             "reason": decision.reason,
         }
-        if policy_request is not None:
-            event["request"] = policy_request.to_json()
+        if logged is not None:
+            event["request"] = logged
         if parent_id:
             event["parent_warrant"] = parent_id
         return event

@@ -33,6 +33,7 @@ from proctor.governor.registry import ExecutionRegistry
 from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
 from proctor.lineage.log import Side
 from proctor.policy import PolicyRequest
+from proctor.policy.commitment import ArgumentOpening, reveal
 from proctor.verification import check_measurement, measured_resource
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class Executions:
                 "warrant": claims.warrant_id,
                 "principal": principal,
                 "bundle": engine.bundle_digest if engine is not None else "",
-                "request": orjson.dumps(decision.get("request", {})).decode(),
+                "request": orjson.dumps(self._full_request(claims.decision_index, decision)).decode(),
                 "started_index": -1,
                 "indices": [claims.decision_index, int(issued["issued_index"])],
                 "lease_expires_ms": lease_expires,
@@ -292,6 +293,20 @@ class Executions:
             "warrant": claims.warrant_id,
             "expires": verified.expires,
         }
+
+    def _full_request(self, index: int, decision: dict[str, Any]) -> dict[str, Any]:
+        """The decision's request with its arguments (the log has only their commitment;
+        re-evaluation under a new policy needs them)."""
+        logged = decision.get("request", {})
+        if "args_commitment" not in logged:
+            return dict(logged)
+        opening = self.gov.state.opening(index)
+        if opening is None:
+            raise WarrantError(f"the arguments of the decision at {index} are not kept", reason="malformed")
+        try:
+            return reveal(logged, ArgumentOpening.from_json(opening))
+        except ProctorError as e:
+            raise WarrantError(f"the decision at {index}: {e}", reason="malformed") from e
 
     def _owned(self, principal: str, execution_id: str) -> dict[str, Any]:
         record = self.gov.state.execution(execution_id)

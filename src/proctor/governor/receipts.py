@@ -40,8 +40,14 @@ def execution_receipt(gov: Governor, execution_id: str) -> dict[str, Any]:
     if bundle is not None:
         bundle_doc = orjson.loads(bundle)
         policy_index = gov.state.bundle_index(str(decision["bundle"]))
+    openings = {}
+    for index in indices:
+        opening = gov.state.opening(index)  # decisions only: other events have none
+        if opening is not None:
+            openings[index] = opening
     return build_receipt(
         gov.log,
+        openings=openings,
         execution_indices=indices,
         warrant_tokens=tokens,
         key_index=key_index,

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from proctor.authorization.claims import WarrantClaims, WarrantRequest
+from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_digest
 from proctor.authorization.keys import load_public_key
 from proctor.authorization.warrants import MAX_TOKEN_CHARS, verify_warrant
 from proctor.errors import IntegrityError, ProctorError, VerificationError
@@ -131,6 +131,7 @@ STEP_NAMES = {
 }
 
 _KEYS = frozenset({"v", "checkpoint", "log_key", "events", "warrant_chain", "statement"})
+_OPTIONAL = frozenset({"policy", "openings"})
 _MAX_CHECKPOINT_CHARS = 32 << 10
 _MAX_LOG_KEY_CHARS = 1024
 _MAX_LEAF_CHARS = 4 * ((MAX_EVENT_BYTES + 2) // 3)
@@ -193,6 +194,23 @@ class _Checker:
         self.cp: Checkpoint | None = None
         self.entries: list[Entry] = []
         self.ex: Execution | None = None
+        self.openings: dict[int, Any] = {}
+
+    def _revealed(self, decision: Entry) -> dict[str, Any] | None:
+        """The decision's request with its arguments, if the receipt opens them
+        (``None`` when it does not); an opening that does not match fails."""
+        from proctor.policy.commitment import ArgumentOpening, reveal  # noqa: PLC0415 -- see replay_step
+
+        request = decision.field("request", dict)
+        if "args_commitment" not in request:
+            return dict(request)  # logged before arguments were committed
+        opening = self.openings.get(decision.index)
+        if opening is None:
+            return None
+        try:
+            return reveal(request, ArgumentOpening.from_json(opening))
+        except ProctorError as e:
+            raise StepError(f"the opening of the decision at {decision.index}: {e}") from e
 
     def shape(self) -> str:
         # Step 1: the receipt's own fields. Each embedded artifact (note, event, proof,
@@ -208,10 +226,10 @@ class _Checker:
         if type(doc) is not dict:
             raise StepError(f"expected a receipt object, found {type(doc).__name__}")
         keys = set(doc)
-        if not keys >= _KEYS or keys - _KEYS - {"policy"}:
+        if not keys >= _KEYS or keys - _KEYS - _OPTIONAL:
             raise StepError(
-                f"expected the keys {sorted(_KEYS)} (and optionally 'policy'), found missing "
-                f"{sorted(_KEYS - keys)} and unknown {sorted(keys - _KEYS - {'policy'})}"
+                f"expected the keys {sorted(_KEYS)} (and optionally {sorted(_OPTIONAL)}), found missing "
+                f"{sorted(_KEYS - keys)} and unknown {sorted(keys - _KEYS - _OPTIONAL)}"
             )
         if type(doc["v"]) is not int or doc["v"] != RECEIPT_VERSION:
             raise StepError(f"v: expected receipt format {RECEIPT_VERSION}, found {doc['v']!r:.40}")
@@ -240,6 +258,11 @@ class _Checker:
             if type(policy["bundle"]) is not dict:
                 raise StepError("policy.bundle: expected a policy bundle object")
             read_index(policy["activated_index"], "policy.activated_index")
+        for i, item in enumerate(bounded_list(doc.get("openings", []), "openings", 0, MAX_WARRANT_CHAIN)):
+            if type(item) is not dict or set(item) != {"index", "opening"}:
+                raise StepError(f"openings[{i}]: expected exactly index and opening, found {item!r:.80}")
+            read_index(item["index"], f"openings[{i}].index")
+            self.openings[item["index"]] = item["opening"]  # parsed where it is used (steps 6, 8)
         self.doc = doc
         return f"receipt v{RECEIPT_VERSION}: {len(events)} events, {len(doc['warrant_chain'])} warrants"
 
@@ -356,6 +379,12 @@ class _Checker:
                     ) from e
             else:
                 checks.append(("child's parent", child.parent == claims.warrant_id))
+            revealed = self._revealed(decision)
+            if revealed is not None:
+                # The opened arguments are the ones the warrant binds.
+                opened = revealed.get("arguments")
+                bound = args_digest(opened if isinstance(opened, dict) else revealed.get("argv", []))
+                checks.append(("args_digest", hmac.compare_digest(bound, claims.args_digest)))
             mismatches = [name for name, ok in checks if not ok]
             if mismatches:
                 raise StepError(
@@ -417,15 +446,23 @@ class _Checker:
             raise StepError(f"the carried bundle is {bundle.digest}; the decision names {logged['bundle']}")
         if not self.replay:
             return f"bundle {bundle.digest} is the one the decision names (not replayed)"
-        request = ex.decision.field("request", dict)
+        logged_request = ex.decision.field("request", dict)
+        request = self._revealed(ex.decision)
+        if request is None:
+            raise StepError("replay needs the decision's arguments; the receipt carries no opening for them")
         decision = PolicyEngine.compile(bundle).replay(request, now=logged["now"])
+        if "args_commitment" in logged_request:
+            # The logged digest is of the logged (committed) request.
+            replayed_digest = "sha256:" + hashlib.sha256(canonicalize(logged_request)).hexdigest()
+        else:
+            replayed_digest = decision.request_digest
         mismatches = [
             name
             for name, ok in (
                 ("decision", ("allow" if decision.allow else "deny") == logged["decision"]),
                 ("policies", list(decision.policies) == logged.get("policies")),
                 ("obligations", dict(decision.obligations) == logged.get("obligations")),
-                ("request_digest", decision.request_digest == logged.get("request_digest")),
+                ("request_digest", replayed_digest == logged.get("request_digest")),
             )
             if not ok
         ]
@@ -512,6 +549,7 @@ def build_receipt(
     statement: Mapping[str, Any] | None = None,
     policy_bundle: Mapping[str, Any] | None = None,
     policy_index: int | None = None,
+    openings: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Assemble, sign and self-verify the receipt of one execution.
 
@@ -536,6 +574,9 @@ def build_receipt(
             or :meth:`SignedBundle.to_json`, whose signature is dropped), to let
             verifiers replay the decision.
         policy_index: the index of that bundle's ``policy.activated`` event.
+        openings: decision index → the opening of its argument commitment
+            (:class:`~proctor.policy.commitment.ArgumentOpening` JSON), so that the
+            holder can prove and replay what ran.
 
     Returns:
         The receipt as a JSON object.
@@ -575,6 +616,8 @@ def build_receipt(
         ],
         "warrant_chain": list(warrant_tokens),
     }
+    if openings:
+        doc["openings"] = [{"index": i, "opening": dict(openings[i])} for i in sorted(openings)]
     if policy_bundle is not None:
         from proctor.policy import PolicyBundle  # noqa: PLC0415 -- see _Checker.replay_step
 

@@ -109,7 +109,18 @@ _ADDED_COLUMNS = (
 )
 
 
+_ADDED_TABLES = (
+    # Tables added since schema version 1 was first written.
+    # openings: per decision, the salt and arguments its logged argument commitment
+    # hides (proctor.policy.commitment): private, like the rest of this file.
+    """CREATE TABLE IF NOT EXISTS openings (
+        decision_index INTEGER PRIMARY KEY, opening TEXT NOT NULL)""",
+)
+
+
 def _add_columns(conn: sqlite3.Connection) -> None:
+    for statement in _ADDED_TABLES:
+        conn.execute(statement)
     for table, column, definition in _ADDED_COLUMNS:
         present = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
@@ -566,6 +577,24 @@ class StateStore:
                 conn.execute(sql, (*params, execution_id))
 
         return write
+
+    @staticmethod
+    def opening_writer(opening: dict[str, Any]) -> Callable[..., None]:
+        """The opening of a decision's argument commitment, written in the commit of the
+        ``decision`` event as ``write(conn, index=...)`` (the decision's index)."""
+        text = orjson.dumps(opening).decode()
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            conn.execute("INSERT INTO openings (decision_index, opening) VALUES (?, ?)", (index, text))
+
+        return write
+
+    def opening(self, decision_index: int) -> dict[str, Any] | None:
+        """The opening of the decision at ``decision_index``, if one was kept."""
+        row = self._exec(
+            "SELECT opening FROM openings WHERE decision_index = ?", (decision_index,)
+        ).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
 
     def claim_warrant(self, warrant_id: str) -> bool:
         """Whether the warrant has not started an execution yet."""
