@@ -98,11 +98,18 @@ def _init(
         typer.Option(help="The log's origin (checkpoint first line); default proctor/<host>/<random>."),
     ] = None,
 ) -> None:
-    """Create a data directory: log key, admin key, warrant key, database, signed empty log."""
+    """Create a data directory: log key, admin key, warrant key, database, signed empty log.
+
+    The directory must not exist or be empty; it is built beside it and renamed into
+    place whole (mode 0700, keys 0600), so a failure leaves nothing behind.
+    """
     try:
-        emit(initialize(data, origin=origin))
+        result = initialize(data, origin=origin)
     except ProctorError as e:
         fail(_exit_code(e), f"error: {e}")
+    except OSError as e:  # initialize wraps these; an expected failure never shows a traceback
+        fail(EXIT_BAD_INPUT, f"error: cannot initialise {data}: {e}")
+    emit(result)
 
 
 @log_app.command("key")

@@ -278,7 +278,10 @@ class PrincipalKey:
         Steps:
           1. Open the file and fstat what was opened, so the mode checked is the mode of
              the file read (no race between check and read). Symlinks are followed, as
-             OpenSSH does (Kubernetes mounts secrets through them); the target's mode counts.
+             OpenSSH does (Kubernetes mounts secrets through them); the target's mode
+             counts. (The keys inside a data directory are held to more: see
+             :meth:`proctor.datadir.DataDir.open`.) ``O_NONBLOCK``: a FIFO in place of
+             the key is refused, not waited on.
           2. It is a regular file that neither group nor others may access
              (``mode & 0o077 == 0``, as OpenSSH requires of private keys).
           3. At most 4 KiB of JSON, parsed by :meth:`from_json`.
@@ -290,26 +293,31 @@ class PrincipalKey:
             The key.
 
         Raises:
-            KeyFormatError: the file is too open, not a regular file, or malformed.
-            OSError: the file cannot be opened or read.
+            KeyFormatError: the file is missing ("key file X not found"), cannot be
+                read, is too open, is not a regular file, or is malformed.
         """
+        shown = os.fspath(path)
         # Step 1
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError as e:
+            raise KeyFormatError(f"key file {shown!r} not found") from e
+        except OSError as e:
+            raise KeyFormatError(f"cannot read key file {shown!r}: {e.strerror}") from e
         try:
             st = os.fstat(fd)
             # Step 2
             if not stat.S_ISREG(st.st_mode):
-                raise KeyFormatError(f"key file {os.fspath(path)!r}: expected a regular file")
+                raise KeyFormatError(f"key file {shown!r}: expected a regular file")
             if os.name == "posix" and st.st_mode & 0o077:
                 raise KeyFormatError(
-                    f"key file {os.fspath(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}: "
+                    f"key file {shown!r} has mode {stat.S_IMODE(st.st_mode):04o}: "
                     "expected no access for group and others (chmod 600)"
                 )
             # Step 3
             if st.st_size > _MAX_KEY_FILE_BYTES:
                 raise KeyFormatError(
-                    f"key file {os.fspath(path)!r}: expected at most {_MAX_KEY_FILE_BYTES} bytes, "
-                    f"found {st.st_size}"
+                    f"key file {shown!r}: expected at most {_MAX_KEY_FILE_BYTES} bytes, found {st.st_size}"
                 )
             chunks: list[bytes] = []
             remaining = _MAX_KEY_FILE_BYTES + 1
@@ -317,16 +325,16 @@ class PrincipalKey:
                 chunks.append(chunk)
                 remaining -= len(chunk)
             raw = b"".join(chunks)
+        except OSError as e:
+            raise KeyFormatError(f"cannot read key file {shown!r}: {e.strerror}") from e
         finally:
             os.close(fd)
         if len(raw) > _MAX_KEY_FILE_BYTES:
-            raise KeyFormatError(
-                f"key file {os.fspath(path)!r}: expected at most {_MAX_KEY_FILE_BYTES} bytes"
-            )
+            raise KeyFormatError(f"key file {shown!r}: expected at most {_MAX_KEY_FILE_BYTES} bytes")
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise KeyFormatError(f"key file {os.fspath(path)!r}: expected JSON: {e}") from e
+            raise KeyFormatError(f"key file {shown!r}: expected JSON: {e}") from e
         return cls.from_json(data)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:

@@ -62,54 +62,66 @@ DEFAULT_COMMIT_LINGER_S = 0.002
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
     """``proctor init``: a data directory with the log, the admin key and the warrant key.
 
+    Built whole or not at all (:meth:`DataDir.build`): everything is written into a
+    fresh ``0700`` sibling directory and renamed into place only once complete, so a
+    failure at any step leaves nothing behind, and nothing planted at the target
+    beforehand (such as a symlink at ``keys/admin.key``) is written through — the
+    target must be new or an empty directory. Keys are created ``0600`` with
+    ``O_EXCL | O_NOFOLLOW``.
+
     Returns:
         ``{"data", "origin", "log_key", "admin_key", "warrant_key"}`` (public material
         and paths).
 
     Raises:
-        ConfigError: the directory is already initialised.
+        ConfigError: the target is a symlink, not empty or already initialised, the
+            origin is invalid, or a file cannot be written; nothing was created.
+        StoreError: the database cannot be written; nothing was created.
     """
     root = Path(data_dir)
-    with Log.initialize(root, origin=origin) as log:
-        keys = root / "keys"
-        admin = PrincipalKey.generate(ADMIN)
-        admin.save(keys / "admin.key")
-        warrant_root = PrincipalKey.generate("warrant-root")
-        warrant_root.save(keys / "warrant.key")
-        (keys / "warrant.pub").write_text(warrant_root.public_key_b64 + "\n")
-        state = StateStore(DataDir.open(root).db_path)
-        try:
-            now = time.time()
-            # The warrant key is declared in the log, so that a receipt can prove which
-            # key signed its warrants with nothing but the log's verifier key.
-            declared = log.append_many(
-                [
-                    {
-                        "v": 1,
-                        "type": "key.declared",
-                        "time": rfc3339(now),
-                        "node": "init",
-                        "purpose": "warrant",
-                        "algorithm": "ed25519",
-                        "public_key": warrant_root.public_key_b64,
-                    },
-                    principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init"),
-                ]
-            )
-            stamp = rfc3339(now)
-            state.put_principal(
-                PrincipalRecord(ADMIN, admin.public_key_b64, {"role": ADMIN}, "", "active", stamp, stamp)
-            )
-            state.set_meta("warrant_key_index", str(declared[0]))
-        finally:
-            state.close()
-        return {
-            "data": str(root),
-            "origin": log.origin,
-            "log_key": log.verifier_key(),
-            "admin_key": str(keys / "admin.key"),
-            "warrant_key": warrant_root.public_key_b64,
-        }
+    with DataDir.build(root, origin=origin) as staged:
+        keys = staged.keys_path
+        with Log.create(staged) as log:
+            admin = PrincipalKey.generate(ADMIN)
+            admin.save(keys / "admin.key")
+            warrant_root = PrincipalKey.generate("warrant-root")
+            warrant_root.save(keys / "warrant.key")
+            with (keys / "warrant.pub").open("x") as pub:  # exclusive: never an existing file
+                pub.write(warrant_root.public_key_b64 + "\n")
+            state = StateStore(staged.db_path)
+            try:
+                now = time.time()
+                # The warrant key is declared in the log, so that a receipt can prove which
+                # key signed its warrants with nothing but the log's verifier key.
+                declared = log.append_many(
+                    [
+                        {
+                            "v": 1,
+                            "type": "key.declared",
+                            "time": rfc3339(now),
+                            "node": "init",
+                            "purpose": "warrant",
+                            "algorithm": "ed25519",
+                            "public_key": warrant_root.public_key_b64,
+                        },
+                        principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init"),
+                    ]
+                )
+                stamp = rfc3339(now)
+                state.put_principal(
+                    PrincipalRecord(ADMIN, admin.public_key_b64, {"role": ADMIN}, "", "active", stamp, stamp)
+                )
+                state.set_meta("warrant_key_index", str(declared[0]))
+            finally:
+                state.close()
+            log_key = log.verifier_key()
+    return {
+        "data": str(root),
+        "origin": staged.origin,
+        "log_key": log_key,
+        "admin_key": str(root / "keys" / "admin.key"),
+        "warrant_key": warrant_root.public_key_b64,
+    }
 
 
 class Governor(GovernorAuthorize):

@@ -139,15 +139,42 @@ class Log(GroupCommit):
     def initialize(
         cls, data_dir: str | os.PathLike[str], *, origin: str | None = None, **options: Any
     ) -> Log:
-        """Create a data directory with a new log key and an empty, checkpointed log.
+        """Create a data directory with a new log key and an empty, checkpointed log,
+        atomically (:meth:`DataDir.build`: whole or not at all), and open it.
 
         Raises:
-            ConfigError: the directory is already initialised, or the origin is invalid.
+            ConfigError: the target is a symlink, not empty, already initialised, or
+                cannot be written, or the origin is invalid; nothing was created.
+            StoreError: the database cannot be created; nothing was created.
         """
-        dd = DataDir.create(data_dir, origin=origin)
-        store = SQLiteStore(dd.db_path, create=True)
-        log = cls(store, dd.log_signer(), lock_path=dd.lock_path, **options)
-        log._start_writer()
+        with DataDir.build(data_dir, origin=origin) as staged:
+            cls.create(staged).close()
+        return cls.open(data_dir, **options)
+
+    @classmethod
+    def create(cls, data: DataDir, **options: Any) -> Log:
+        """Create the database and sign the empty tree in a data directory being built.
+
+        For use inside :meth:`DataDir.build` (as :meth:`initialize` and
+        ``proctor init`` do): close the returned log before the build completes.
+
+        Args:
+            data: the data directory being built.
+            **options: as for :class:`Log`.
+
+        Returns:
+            The new, empty log, holding the append lock.
+
+        Raises:
+            StoreError: the database cannot be created.
+        """
+        store = SQLiteStore(data.db_path, create=True)
+        try:
+            log = cls(store, data.log_signer(), lock_path=data.lock_path, **options)
+            log._start_writer()
+        except BaseException:
+            store.close()
+            raise
         return log
 
     def __enter__(self) -> Log:
