@@ -38,7 +38,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proctor.authorization.keys import load_public_key, valid_principal_name
-from proctor.errors import BundleError, KeyFormatError, PrincipalError
+from proctor.errors import BundleError, KeyFormatError, LogAppendError, PrincipalError
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor._wake import Waker
 from proctor.governor.identity import verify_attributes, verify_zone
@@ -349,12 +349,12 @@ class GovernorAdmin:
             if changed:
                 # Wait under the lock: the next admin change must count admins after it.
                 try:
-                    index = pending.wait()[0]
+                    index = _recorded(pending)
                 finally:
                     for name in changed:
                         self._forget_principal(name)
         if not changed:
-            index = pending.wait()[0]
+            index = _recorded(pending)
         return self._revoked(kind, target, index, successor=successor)
 
     async def revoke_async(
@@ -381,7 +381,7 @@ class GovernorAdmin:
         finally:
             self._lock.release()
         await done
-        return self._revoked(kind, target, pending.result()[0], successor=successor)
+        return self._revoked(kind, target, _recorded(pending), successor=successor)
 
     def _waker(self, loop: asyncio.AbstractEventLoop) -> Waker:
         """The waker of ``loop`` (one per loop: servers keep one, tests come and go)."""
@@ -445,11 +445,25 @@ class GovernorAdmin:
             if appended.error is None and appended.indices:
                 seq = appended.indices[0]
                 self.broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
+            else:
+                self._apply_unrecorded(kind, target)
             if notify is not None:
                 notify(appended)
 
-        pending = self.log.submit(events, side=side, notify=push)
+        try:
+            pending = self.log.submit(events, side=side, notify=push)
+        except LogAppendError:
+            self._apply_unrecorded(kind, target)
+            raise
         return pending, [r.name for r in changed]
+
+    def _apply_unrecorded(self, kind: str, target: str) -> None:
+        """A revocation the log could not record is still applied here: every enforcer
+        is told (its executions die now), and no lease is renewed while the log cannot
+        record (:meth:`Executions.renew`). The caller is told it was not recorded."""
+        self.broadcaster.publish(
+            {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
+        )
 
     def _principal_revocation(
         self, target: str, successor: str, now: float, *, by: str
@@ -509,3 +523,15 @@ class GovernorAdmin:
         if successor:
             result["successor"] = successor
         return result
+
+
+def _recorded(pending: Append) -> int:
+    """The index of a revocation's event, or the error that says it was applied but
+    not recorded."""
+    try:
+        return pending.wait()[0]
+    except LogAppendError as e:
+        raise LogAppendError(
+            f"the revocation could not be recorded ({e}); it was applied here: every enforcer was "
+            "told to stop what it revokes, and no lease is renewed until the log can record again"
+        ) from e

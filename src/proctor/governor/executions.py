@@ -26,7 +26,7 @@ from proctor.authorization.warrants import (
     args_digest,
     verify_warrant_bounds,
 )
-from proctor.errors import IntegrityError, PrincipalError, ProctorError, WarrantError
+from proctor.errors import IntegrityError, PrincipalError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
 from proctor.governor.registry import ExecutionRegistry
@@ -315,8 +315,16 @@ class Executions:
         return record
 
     def renew(self, principal: str, execution_id: str, body: Any) -> dict[str, Any]:
-        """Re-verify everything; extend the lease, or say why the execution must die."""
+        """Re-verify everything; extend the lease, or say why the execution must die.
+
+        Raises:
+            StoreError: the log cannot durably record now (a full disk): no lease is
+                renewed, so every execution dies when its lease ends (fail closed).
+        """
         gov = self.gov
+        failure = gov.log.commit_failure
+        if failure is not None:
+            raise StoreError(f"the governor cannot durably record ({failure}); the lease is not renewed")
         record = self._owned(principal, execution_id)
         now = gov.now()
         now_ms = int(now * 1000)

@@ -32,6 +32,7 @@ from proctor.errors import (
     StoreError,
 )
 from proctor.governor._events import principal_event, rfc3339
+from proctor.governor._fair import PerPrincipal
 from proctor.governor.admin import ADMIN, REVOCATION_KINDS
 from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, GovernorAuthorize
 from proctor.governor.consistency import StateReport
@@ -57,6 +58,9 @@ __all__ = [
 DEFAULT_WARRANT_TTL_S = 900
 _SHOWN_DISCREPANCIES = 20
 DEFAULT_COMMIT_LINGER_S = 0.002
+DELEGATIONS_PER_PRINCIPAL = 2
+"""Delegated authorizations (a parent warrant to verify) one principal may have in
+verification at once; more wait for their turn, off the event loop."""
 
 
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
@@ -177,6 +181,7 @@ class Governor(GovernorAuthorize):
         self.broadcaster = Broadcaster()
         self.executions = Executions(self)
         self.counters = RateCounters(self.state)
+        self._delegations = PerPrincipal(DELEGATIONS_PER_PRINCIPAL)
         self.nonces = NonceCache(self.state, now=int(self.now()))
         self._engine: PolicyEngine | None = None
         self._bundle_error: str | None = "no policy bundle has been pushed"
@@ -198,6 +203,11 @@ class Governor(GovernorAuthorize):
                 # Store or log unavailable: try again next round (a sweep allows nothing).
                 with contextlib.suppress(ProctorError):
                     self.executions.sweep()
+                if self.log.commit_failure is not None:
+                    # Leases are not renewed while the log cannot record; a real write
+                    # tells when it can again (a commit that succeeds clears the failure).
+                    with contextlib.suppress(ProctorError):
+                        self.log.submit([], side=[self.state.probe_writer(int(self.now()))]).wait_quietly()
 
         self._sweeper = threading.Thread(target=run, name="proctor-lease-sweeper", daemon=True)
         self._sweeper.start()
@@ -307,8 +317,8 @@ class Governor(GovernorAuthorize):
             checks["store"] = f"error: {e}"
         try:
             self.log.checkpoint()
-            failed = self.log.writer_error
-            checks["log"] = "ok" if failed is None else f"error: {failed}"
+            failed = self.log.commit_failure
+            checks["log"] = "ok" if failed is None else f"error: cannot durably record: {failed}"
         except ProctorError as e:
             checks["log"] = f"error: {e}"
         checks["policy"] = "ok" if self._engine is not None else f"error: {self._bundle_error}"

@@ -109,6 +109,7 @@ class GroupCommit:
     _nodes: Nodes
     _state_lock: threading.Lock
     _seq_lock: threading.Lock
+    _commit_failure: LogAppendError | None
     _next: int
     deferred_timeout: float
     _queue: queue.SimpleQueue[Append | object]
@@ -368,6 +369,7 @@ class GroupCommit:
         except BaseException as e:  # noqa: BLE001 - any failure means "not committed"
             builder.restore(state)
             error = LogAppendError(f"append of {len(raws)} entries at {first} not committed: {e}")
+            self._commit_failure = error  # until a commit succeeds again (Log.commit_failure)
             for p, _ in accepted:
                 p.fail(error)
             try:
@@ -381,6 +383,7 @@ class GroupCommit:
                     )
             self._resequence()
             return
+        self._commit_failure = None
         for t in tiles:
             self._nodes.remember(t)
         if leaves:

@@ -117,6 +117,7 @@ class Log(GroupCommit):
         self._unstored: tuple[int, str] | None = None
         self._lock_file: IO[bytes] | None = None
         self._failed: LogAppendError | None = None
+        self._commit_failure: LogAppendError | None = None
         self._closed = False
 
     # -- opening -------------------------------------------------------------
@@ -309,6 +310,12 @@ class Log(GroupCommit):
     def writer_error(self) -> LogAppendError | None:
         """Why the writer stopped (then every append fails), or ``None``."""
         return self._failed
+
+    @property
+    def commit_failure(self) -> LogAppendError | None:
+        """Why the last commit failed, if none succeeded since (a full disk, say):
+        the log cannot durably record right now. ``None`` once a commit succeeds."""
+        return self._failed or self._commit_failure
 
     def start_writing(self) -> None:
         """Take the append lock and load the tree state now, instead of at the first append.

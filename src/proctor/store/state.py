@@ -579,6 +579,17 @@ class StateStore:
         return write
 
     @staticmethod
+    def probe_writer(now: int) -> Callable[..., None]:
+        """A small real write (one ``meta`` row), to learn whether the disk takes writes."""
+
+        def write(conn: sqlite3.Connection, index: int = -1) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('durability_probe', ?)", (str(now),)
+            )
+
+        return write
+
+    @staticmethod
     def opening_writer(opening: dict[str, Any]) -> Callable[..., None]:
         """The opening of a decision's argument commitment, written in the commit of the
         ``decision`` event as ``write(conn, index=...)`` (the decision's index)."""
