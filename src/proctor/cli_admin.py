@@ -130,11 +130,23 @@ def _serve(
         bool,
         typer.Option(help="Mint warrants in a helper process, off the event loop (faster under load)."),
     ] = True,
+    max_streams: Annotated[
+        int,
+        typer.Option(
+            envvar="PROCTOR_MAX_STREAMS",
+            help="Event streams open at once (at most half the connections the descriptors allow).",
+        ),
+    ] = 1024,
+    max_streams_per_principal: Annotated[
+        int,
+        typer.Option(
+            envvar="PROCTOR_MAX_STREAMS_PER_PRINCIPAL", help="Event streams one principal may hold."
+        ),
+    ] = 64,
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
-    import uvicorn  # noqa: PLC0415 - only this command needs the server
-
-    from proctor.governor.app import create_app  # noqa: PLC0415
+    from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
+    from proctor.governor.server import plan_limits, raise_fd_limit, serve  # noqa: PLC0415
 
     try:
         if not 0 <= commit_linger_ms <= 100:
@@ -142,6 +154,10 @@ def _serve(
                 EXIT_BAD_INPUT,
                 f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}",
             )
+        # Every descriptor the process may have, a reserve kept for its own files.
+        limits = plan_limits(
+            raise_fd_limit(), max_streams=max_streams, max_streams_per_principal=max_streams_per_principal
+        )
         governor = Governor(data, node=node, commit_linger_s=commit_linger_ms / 1000, mint_helper=mint_helper)
     except ProctorError as e:
         _error(e)
@@ -151,7 +167,7 @@ def _serve(
         except ProctorError as e:
             fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
         governor.start_sweeper()
-        app = create_app(governor)
+        app = create_app(governor, streams=limits.stream_slots())
         # Everything loaded so far lives as long as the process: keep it out of the
         # cyclic collector's passes, which would otherwise walk it every time, and
         # collect the young generation less often (each request allocates hundreds of
@@ -161,15 +177,7 @@ def _serve(
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         typer.echo(f"proctor: governor {node} on http://{host}:{port} (data {data})", err=True)
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            proxy_headers=False,  # the governor uses no client address; nothing to rewrite
-            timeout_graceful_shutdown=2,  # open event streams must not hold a shutdown
-        )
+        serve(app, host=host, port=port, limits=limits)
     finally:
         governor.close()
 

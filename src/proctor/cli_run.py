@@ -17,6 +17,7 @@ import orjson
 import typer
 
 from proctor.authorization.keys import PrincipalKey
+from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.enforcement.supervisor import EXIT_DENIED, RunOptions, Supervisor
 from proctor.errors import ProctorError
 from proctor.governor.client import GovernorClient, GovernorError
@@ -64,11 +65,31 @@ def _receipt(
     execution: Annotated[str, typer.Argument(help="Execution id (ex_…).")],
     server: ServerOpt = DEFAULT_SERVER,
     out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Key that signs the request: the execution's principal's or an admin's "
+            "(default: <data>/keys/admin.key).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data", envvar="PROCTOR_DATA", help="Data directory (for the default key).")
+    ] = DEFAULT_DATA_DIR,
 ) -> None:
-    """Fetch an execution's receipt: events, inclusion proofs, checkpoint, warrants, statement."""
+    """Fetch an execution's receipt: events, inclusion proofs, checkpoint, warrants, statement.
+
+    The receipt holds the raw warrant tokens, so the request is signed: by the
+    execution's principal or an admin.
+    """
     try:
-        with GovernorClient(server, None) as client:
-            doc = client.json("GET", f"/v1/executions/{execution}/receipt", signed=False)
+        signer = PrincipalKey.load(key or data_dir / "keys" / "admin.key")
+    except (ProctorError, OSError) as e:
+        typer.echo(f"proctor: error: cannot load the key that signs the request: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with GovernorClient(server, signer) as client:
+            doc = client.json("GET", f"/v1/executions/{execution}/receipt")
     except GovernorError as e:
         typer.echo(f"proctor: error: {e}", err=True)
         raise typer.Exit(2 if e.status else 3) from None

@@ -40,9 +40,13 @@ def test_unexpected_errors_are_a_plain_500_without_traceback(
     monkeypatch.setattr(governor, "authorize_async", aboom)
     monkeypatch.setattr(governor.executions, "receipt", boom)
     alice = PrincipalKey.load(gov_data / "alice.key")
+    admin = PrincipalKey.load(gov_data / "keys" / "admin.key")
+    monkeypatch.setattr(governor.state, "execution", lambda execution_id: {"principal": "alice"})
+    receipt = "/v1/executions/ex_1/receipt"
+    signed = sign_request("GET", receipt, b"", admin, now=int(time.time()))
     for response in (
         post(client, alice, "/v1/authorize", {"action": "exec", "resource": "/bin/echo"}),  # the fast path
-        client.get("/v1/executions/ex_1/receipt"),  # through FastAPI
+        client.get(receipt, headers=signed),  # through FastAPI
     ):
         assert response.status_code == 500
         assert response.json() == {"error": "internal", "message": "internal error"}

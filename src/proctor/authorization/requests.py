@@ -33,7 +33,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -47,6 +47,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_FUTURE_SKEW",
     "content_digest",
+    "combine_fields",
     "signature_base",
     "sign_request",
     "verify_request",
@@ -164,9 +165,37 @@ def sign_request(
     }
 
 
+def combine_fields(fields: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's header fields as one value per lower-case name.
+
+    Field lines of the same name are combined in order, joined by ``", "`` (RFC 9110
+    §5.3), never resolved to one of them: a ``Signature`` (or ``Signature-Input``,
+    ``Content-Digest``) sent twice becomes a list, which :func:`verify_request` refuses
+    as malformed (the strict profile takes exactly one member).
+
+    Args:
+        fields: ``(name, value)`` pairs as an ASGI server delivers them (latin-1 bytes).
+
+    Returns:
+        ``{lower-case name: value}``.
+    """
+    out = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in fields}
+    if len(out) == len(fields):
+        return out  # no name repeated (the usual case)
+    out = {}
+    for raw_name, raw_value in fields:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        previous = out.get(name)
+        out[name] = value if previous is None else f"{previous}, {value}"
+    return out
+
+
 def _lookup(headers: Mapping[str, str]) -> dict[str, str]:
     # Field names are case-insensitive (RFC 9110 §5.1); a name given twice, in any
-    # case, is ambiguous and rejected rather than resolved.
+    # case, is ambiguous and rejected rather than resolved. So is a list: no value of
+    # the strict profile holds a comma, so a comma means several members or several
+    # field lines combined (RFC 9110 §5.3, see combine_fields).
     wanted = {"signature-input", "signature", "content-digest"}
     found: dict[str, str] = {}
     for name, value in headers.items():
@@ -187,6 +216,12 @@ def _lookup(headers: Mapping[str, str]) -> dict[str, str]:
         if not value.isascii() or not value.isprintable():
             raise AuthenticationError(
                 f"header {lower}: expected visible ASCII without control characters", reason="malformed"
+            )
+        if "," in value:
+            raise AuthenticationError(
+                f"header {lower}: expected exactly one member, found a list (the field was sent "
+                "more than once, or holds several signatures)",
+                reason="malformed",
             )
         found[lower] = value
     return found
@@ -274,7 +309,8 @@ def verify_request(
 
     Steps (RFC 9421 §3.2, with RFC 9530 for the content):
       1. ``Signature-Input`` and ``Signature`` are present (any letter case), each
-         once, visible ASCII, at most :data:`MAX_HEADER_BYTES`.
+         once and a single member (no comma), visible ASCII, at most
+         :data:`MAX_HEADER_BYTES`.
       2. Both parse under the strict profile in the module docstring (§4.1, §4.2).
       3. ``Content-Digest`` is present and equals SHA-256 of the body (RFC 9530 §2),
          compared in constant time.

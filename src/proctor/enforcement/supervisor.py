@@ -347,11 +347,13 @@ class Supervisor:
         backoff = 0.1
         while not self._done.is_set():
             try:
-                url = f"{self.options.server.rstrip('/')}/v1/stream"
-                # No read timeout: the stream is idle between changes (the server sends
-                # keep-alive comments), and the lease, not this socket, bounds safety.
+                # Signed with the principal's key (the stream carries only what it may
+                # see); the execution names whose warrant chain it follows. A long read
+                # timeout: the stream is idle between changes (the server sends keep-alive
+                # comments), and the lease, not this socket, bounds safety.
+                target = f"/v1/stream?since={since}&execution={self._execution}"
                 timeout = httpx.Timeout(5.0, read=30.0)
-                with httpx.stream("GET", url, params={"since": since}, timeout=timeout) as response:
+                with self._client.stream(target, timeout=timeout) as response:
                     backoff = 0.1
                     data: list[str] = []
                     for line in response.iter_lines():
@@ -364,7 +366,7 @@ class Supervisor:
                             data = []
                             since = max(since, int(message.get("seq", since)))
                             self._on_message(message)
-            except (httpx.HTTPError, ValueError):
+            except (GovernorError, httpx.HTTPError, ValueError):  # refused (401/403/429) or cut
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -429,7 +431,7 @@ class Supervisor:
         if not self.options.receipt:
             return
         try:
-            receipt = self._client.json("GET", f"/v1/executions/{self._execution}/receipt", signed=False)
+            receipt = self._client.json("GET", f"/v1/executions/{self._execution}/receipt")  # signed
             with open(self.options.receipt, "wb") as f:
                 f.write(orjson.dumps(receipt, option=orjson.OPT_INDENT_2) + b"\n")
         except (ProctorError, OSError) as e:

@@ -5,8 +5,12 @@ principal (RFC 9421 HTTP Message Signatures, see
 :mod:`proctor.authorization.requests`). Unsigned, badly signed, stale or replayed
 requests get 401, are recorded (bounded table and a metric, not the Merkle log, so
 that unauthenticated callers cannot grow the log) and nothing else happens. Log reads
-and proofs are public: they are what outsiders verify.
+and proofs are public (their events carry warrant digests, never tokens); a receipt
+holds raw warrant tokens: its execution's principal or an admin only. The event stream
+is signed, capped and filtered per caller (:mod:`proctor.governor.stream`).
 
+Every request first passes the boundary's limits (:mod:`proctor.governor.limits`);
+bad input is a 4xx on every route, never a 5xx.
 One outermost error barrier turns any unexpected exception into a plain 500 without a
 traceback.
 """
@@ -24,38 +28,34 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proctor import __version__
+from proctor.authorization.keys import load_public_key
+from proctor.authorization.requests import combine_fields
 from proctor.errors import (
     AuthenticationError,
     BundleError,
     CanonicalizationError,
+    KeyFormatError,
     PolicyError,
     PolicyValidationError,
     PrincipalError,
     ProctorError,
     ProofRequestError,
+    VerificationError,
     WarrantError,
 )
 from proctor.governor.admin import NoSuchTargetError
 from proctor.governor.executions import ExecutionConflictError
+from proctor.governor.limits import MAX_BODY, BoundedBody, RequestLimitError, check_head, parse_json
+from proctor.governor.metrics import GovernorMetrics
 from proctor.governor.model import AuthorizeRequest, RequestShapeError
 from proctor.governor.service import Governor
-from proctor.governor.stream import sse_stream
-from proctor.lineage.canonical import loads
+from proctor.governor.stream import EventStreams, StreamSlots
 
 __all__ = ["MAX_BODY", "Caller", "GovernorApp", "create_app"]
-
-MAX_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -64,27 +64,6 @@ class Caller:
 
     name: str
     body: Any
-
-
-class _Metrics:
-    def __init__(self, governor: Governor) -> None:
-        self.registry = CollectorRegistry()
-        self.decisions = Counter(
-            "proctor_decisions", "Authorization decisions by outcome.", ["outcome"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "proctor_decision_seconds",
-            "Time to decide, record and (on allow) issue a warrant.",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
-        )
-        self.allowed = self.decisions.labels("allow")
-        self.denied = self.decisions.labels("deny")
-        self.auth_failures = Counter(
-            "proctor_auth_failures", "Rejected unauthenticated requests.", ["reason"], registry=self.registry
-        )
-        log_size = Gauge("proctor_log_size", "Entries in the lineage log.", registry=self.registry)
-        log_size.set_function(lambda: governor.log.size)
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -97,6 +76,8 @@ def _error_for(exc: ProctorError) -> tuple[int, dict[str, Any]]:
     def body(code: str, **extra: Any) -> dict[str, Any]:
         return {"error": code, "message": str(exc), **extra}
 
+    if isinstance(exc, RequestLimitError):
+        return exc.status, body(exc.code)
     if isinstance(exc, PolicyValidationError):
         return 422, body("policy-invalid", diagnostics=list(exc.diagnostics))
     if isinstance(exc, BundleError | PolicyError):
@@ -124,13 +105,26 @@ class GovernorApp(FastAPI):
     thread (ADR 0006). Every other request goes through FastAPI as usual, and both are
     still declared there for the OpenAPI document."""
 
-    def __init__(self, governor: Governor, metrics: _Metrics, **kwargs: Any) -> None:
+    def __init__(
+        self, governor: Governor, metrics: GovernorMetrics, streams: EventStreams, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.governor = governor
         self.metrics = metrics
+        self.streams = streams
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # The boundary's limits, for every route: nothing of an oversized request is read.
+        try:
+            declared = check_head(scope)
+        except RequestLimitError as e:
+            await _respond(send, e.status, _detail({"error": e.code, "message": str(e)}), close=True)
+            return
+        body = BoundedBody(receive, declared)
+        if scope["method"] == "POST":
             path = scope["path"]
             if path == "/v1/authorize":
                 handler = self.authorize_endpoint
@@ -141,56 +135,37 @@ class GovernorApp(FastAPI):
             else:
                 handler = None
             if handler is not None:
-                await self._fast(scope, receive, send, handler)
+                await self._fast(scope, body, send, handler)
                 return
-        await super().__call__(scope, receive, send)
+        await super().__call__(scope, body.receive, body.closing(send))
 
     async def _fast(
         self,
         scope: Any,
-        receive: Any,
+        body: BoundedBody,
         send: Any,
         handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
     ) -> None:
         try:
-            status, payload = await self._read_and_handle(scope, receive, handler)
+            status, payload = await self._read_and_handle(scope, body, handler)
+        except RequestLimitError as e:
+            status, payload = e.status, _detail({"error": e.code, "message": str(e)})
         except Exception:  # noqa: BLE001 - the barrier of this path: never leak a traceback
             status, payload = 500, _INTERNAL
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _respond(send, status, payload, close=not body.complete)
 
     async def _read_and_handle(
         self,
         scope: Any,
-        receive: Any,
+        body: BoundedBody,
         handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
     ) -> tuple[int, bytes]:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return 400, _detail({"error": "bad-request", "message": "the client went away"})
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                return 413, _detail(_TOO_LARGE)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
+        raw = await body.read()
+        if raw is None:
+            return 400, _detail({"error": "bad-request", "message": "the client went away"})
         query = scope.get("query_string", b"")
         target = scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        return await self.handle(handler, target, headers, b"".join(chunks))
+        return await self.handle(handler, target, combine_fields(scope["headers"]), raw)
 
     @staticmethod
     async def handle(
@@ -242,7 +217,7 @@ class GovernorApp(FastAPI):
             raise _Refused(403, {"error": "forbidden", "message": f"{name!r} is not an admin"})
 
         async def revoke() -> dict[str, Any]:
-            kind, what, reason, successor = _revocation_args(loads(body) if body else None)
+            kind, what, reason, successor = _revocation_args(parse_json(body) if body else None)
             return await governor.revoke_async(kind, what, reason=reason, by=name, successor=successor)
 
         return await self._answer(revoke())
@@ -256,7 +231,7 @@ class GovernorApp(FastAPI):
         name = self.caller("POST", target, headers, body)
 
         async def renew() -> dict[str, Any]:
-            parsed = loads(body) if body else None
+            parsed = parse_json(body) if body else None
             return await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
 
         return await self._answer(renew())
@@ -270,7 +245,7 @@ class GovernorApp(FastAPI):
             raise _Refused(413, _TOO_LARGE)
         name = self.caller("POST", target, headers, body, persist=False)
         try:
-            request = AuthorizeRequest.from_json(loads(body) if body else None)
+            request = AuthorizeRequest.from_json(parse_json(body) if body else None)
         except CanonicalizationError as e:
             governor.persist_nonces()
             return 422, _detail({"error": "bad-request", "message": str(e)})
@@ -313,12 +288,28 @@ def _detail(body: dict[str, Any]) -> bytes:
     return orjson.dumps({"detail": body})
 
 
-def create_app(governor: Governor) -> GovernorApp:
-    """The FastAPI application serving ``governor``."""
-    metrics = _Metrics(governor)
+async def _respond(send: Any, status: int, payload: bytes, *, close: bool) -> None:
+    """Send a whole JSON response; ``close``: the request body is not read to its end."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> GovernorApp:
+    """The FastAPI application serving ``governor``.
+
+    Args:
+        streams: the admission counter of event streams (``proctor serve`` sizes it to
+            its file descriptors: :func:`proctor.governor.server.plan_limits`);
+            by default :data:`~proctor.governor.stream.DEFAULT_MAX_STREAMS` in all.
+    """
+    metrics = GovernorMetrics(governor)
     app = GovernorApp(
         governor,
         metrics,
+        EventStreams(governor, streams if streams is not None else StreamSlots()),
         title="proctor governor",
         version=__version__,
         description="Execution governance: authorize, record, prove.",
@@ -338,17 +329,15 @@ def create_app(governor: Governor) -> GovernorApp:
         return JSONResponse(body, status_code=status)
 
     async def caller(request: Request) -> Caller:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise HTTPException(413, _TOO_LARGE)
+        body = await request.body()  # through BoundedBody: refused once over MAX_BODY
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers = combine_fields(request.scope["headers"])
         try:
             name = app.caller(request.method, target, headers, body)
         except _Refused as e:
             raise HTTPException(e.status, e.body) from e
         try:
-            parsed = loads(body) if body else None
+            parsed = parse_json(body) if body else None
         except CanonicalizationError as e:
             raise HTTPException(422, {"error": "bad-request", "message": str(e)}) from e
         return Caller(name, parsed)
@@ -376,7 +365,7 @@ def create_app(governor: Governor) -> GovernorApp:
         # Served by GovernorApp's fast path; declared here for the OpenAPI document
         # (and reached only if that path is bypassed, with the same handler).
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers = combine_fields(request.scope["headers"])
         status, payload = await app.handle(app.authorize_endpoint, target, headers, await request.body())
         return Response(payload, status_code=status, media_type="application/json")
 
@@ -394,18 +383,28 @@ def create_app(governor: Governor) -> GovernorApp:
         return governor.executions.finish(who.name, execution_id, who.body)
 
     @app.get("/v1/executions/{execution_id}/receipt")
-    def execution_receipt(execution_id: str) -> dict[str, Any]:
-        return governor.executions.receipt(execution_id)
+    def execution_receipt(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        # The receipt holds raw warrant tokens: its principal's and the admins' only. An
+        # unknown execution and someone else's are refused alike (no existence oracle).
+        record = governor.state.execution(execution_id)
+        if record is None or (record["principal"] != who.name and not governor.is_admin(who.name)):
+            raise PrincipalError(f"no execution {execution_id!r} of {who.name!r}")
+        try:
+            return governor.executions.receipt(execution_id)
+        except VerificationError as e:  # asked too early: a client's error, not the governor's
+            if record["status"] not in ("running", "terminating"):
+                raise
+            raise ExecutionConflictError(f"execution {execution_id!r} has not ended: {e}") from e
 
     @app.get("/v1/stream")
-    async def stream(request: Request, since: int = -1) -> StreamingResponse:
-        last_id = request.headers.get("last-event-id")
-        if last_id is not None and last_id.strip().lstrip("-").isdigit():
-            since = max(since, int(last_id))
-        return StreamingResponse(
-            sse_stream(governor.broadcaster, governor.trust_changes, since=since),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    async def stream(
+        request: Request, who: Annotated[Caller, Depends(caller)], since: int = -1, execution: str = ""
+    ) -> Response:
+        return app.streams.open(
+            who.name,
+            since=since,
+            last_event_id=request.headers.get("last-event-id"),
+            execution=execution,
         )
 
     @app.get("/v1/warrant-key", response_class=PlainTextResponse)
@@ -476,6 +475,10 @@ def create_app(governor: Governor) -> GovernorApp:
         zone = body.get("zone", "")
         if type(zone) is not str:
             raise RequestShapeError("zone: expected a string")
+        try:
+            load_public_key(body["public_key"])
+        except KeyFormatError as e:  # bad input, not an unavailable governor
+            raise RequestShapeError(f"public_key: {e}") from e
         record = governor.add_principal(body["name"], body["public_key"], attrs=attrs, zone=zone, by=who.name)
         return record.to_json()
 

@@ -8,6 +8,8 @@ status and the server's JSON error body.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -56,6 +58,14 @@ class GovernorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _headers(self, method: str, target: str, data: bytes, *, json: bool, signed: bool) -> dict[str, str]:
+        headers = {"content-type": "application/json"} if json else {}
+        if signed:
+            if self._key is None:
+                raise GovernorError("this call must be signed, and no key was given", status=0)
+            headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
+        return headers
+
     def call(
         self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
     ) -> httpx.Response:
@@ -65,11 +75,7 @@ class GovernorClient:
             timeout: seconds for this request (default: the client's).
         """
         data = b"" if body is None else orjson.dumps(body)
-        headers = {"content-type": "application/json"} if body is not None else {}
-        if signed:
-            if self._key is None:
-                raise GovernorError("this call must be signed, and no key was given", status=0)
-            headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
+        headers = self._headers(method, target, data, json=body is not None, signed=signed)
         try:
             if timeout is None:
                 response = self._http.request(method, target, content=data, headers=headers)
@@ -77,16 +83,30 @@ class GovernorClient:
                 response = self._http.request(method, target, content=data, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
             raise GovernorError(f"cannot reach the governor: {e}", status=0) from e
-        if response.status_code >= 400:
-            try:
-                err: Any = response.json()
-            except ValueError:
-                err = {"message": response.text[:500]}
-            detail = err.get("detail", err) if isinstance(err, dict) else err
-            message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
-            status = response.status_code
-            raise GovernorError(f"{status}: {message}", status=status, body=detail)
+        _raise_for(response)
         return response
+
+    @contextmanager
+    def stream(
+        self, target: str, *, timeout: httpx.Timeout | float | None = None
+    ) -> Iterator[httpx.Response]:
+        """A signed ``GET`` whose answer is read as it arrives (``GET /v1/stream``).
+
+        Raises:
+            GovernorError: the governor could not be reached (status 0) or refused
+                (its status: 401 unsigned, 403 not active, 429 no stream free).
+        """
+        headers = self._headers("GET", target, b"", json=False, signed=True)
+        try:
+            with self._http.stream(
+                "GET", target, headers=headers, timeout=self._http.timeout if timeout is None else timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                yield response
+        except httpx.HTTPError as e:
+            raise GovernorError(f"cannot reach the governor: {e}", status=0) from e
 
     def json(
         self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
@@ -102,3 +122,17 @@ class GovernorClient:
     def text(self, target: str) -> str:
         """A public plain-text read (log key, checkpoint, warrant key)."""
         return self.call("GET", target, signed=False).text
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """Raise :class:`GovernorError` for a non-2xx answer, with the server's message."""
+    if response.status_code < 400:
+        return
+    try:
+        err: Any = response.json()
+    except ValueError:
+        err = {"message": response.text[:500]}
+    detail = err.get("detail", err) if isinstance(err, dict) else err
+    message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+    status = response.status_code
+    raise GovernorError(f"{status}: {message}", status=status, body=detail)

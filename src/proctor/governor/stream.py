@@ -6,18 +6,66 @@ Each message is a JSON object with a ``seq`` — the log index of the event it r
 the last ``seq`` it saw (``Last-Event-ID`` or ``?since=``) and misses nothing: the
 stream first replays what the state store recorded after that index, then follows
 live messages. Publishing is thread-safe; subscribers are asyncio queues.
+
+Access (enforced by the route, with the parts here):
+
+- A stream is opened by an authenticated, active principal; it carries only what that
+  principal may see (:class:`StreamAudience`): policy activations and policy
+  revocations; revocations of itself, of its own executions and warrants, and of the
+  ancestors of the warrant of an execution of its own that it names (``?execution=``).
+  An admin sees everything.
+- Open streams are counted per principal and in total (:class:`StreamSlots`), so that
+  streams can never take the connections that authorize, renew and revoke need.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-__all__ = ["Broadcaster", "sse_stream"]
+from proctor.errors import PrincipalError
+from proctor.governor.limits import RequestLimitError
+from proctor.governor.model import RequestShapeError
+
+if TYPE_CHECKING:
+    from proctor.governor.service import Governor
+
+__all__ = [
+    "DEFAULT_MAX_STREAMS",
+    "DEFAULT_MAX_STREAMS_PER_PRINCIPAL",
+    "MAX_SEQ",
+    "Broadcaster",
+    "EventStreamResponse",
+    "EventStreams",
+    "StreamAudience",
+    "StreamLimitError",
+    "StreamSlots",
+    "sse_stream",
+]
+
+Message = dict[str, Any]
+DEFAULT_MAX_STREAMS = 1024
+"""Event streams open at once, by default (``proctor serve`` lowers it to half of the
+connections its file descriptors allow)."""
+DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 64
+"""Event streams one principal may hold open, by default (one per running execution)."""
+MAX_SEQ = (1 << 62) - 1
+"""The largest ``since`` accepted (a log index; SQLite integers are 64-bit)."""
+_EVENT_ID = re.compile(r"-1|0|[1-9][0-9]{0,17}")
+
+
+class StreamLimitError(RequestLimitError):
+    """No event stream slot is free for this principal (HTTP 429); try again later."""
+
+    status = 429
+    code = "too-many-streams"
 
 
 class Broadcaster:
@@ -50,6 +98,117 @@ class Broadcaster:
             self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not queue]
 
 
+class StreamSlots:
+    """How many event streams are open, per principal and in total; a new one is
+    admitted only under both caps."""
+
+    def __init__(
+        self, *, total: int = DEFAULT_MAX_STREAMS, per_principal: int = DEFAULT_MAX_STREAMS_PER_PRINCIPAL
+    ) -> None:
+        """Args:
+        total: the most streams open at once.
+        per_principal: the most streams one principal may hold open.
+
+        Raises:
+            ValueError: a cap below 1.
+        """
+        if type(total) is not int or type(per_principal) is not int or total < 1 or per_principal < 1:
+            raise ValueError(
+                f"expected stream caps of at least 1, found total={total!r}, per_principal={per_principal!r}"
+            )
+        self.total = total
+        self.per_principal = per_principal
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    def acquire(self, principal: str) -> str | None:
+        """Take a slot for ``principal``; ``None`` if taken, else why not."""
+        with self._lock:
+            held = self._open.get(principal, 0)
+            if held >= self.per_principal:
+                return f"{principal!r} already holds {held} open streams (at most {self.per_principal})"
+            if self._count >= self.total:
+                return f"{self._count} streams are open (at most {self.total})"
+            self._open[principal] = held + 1
+            self._count += 1
+            return None
+
+    def release(self, principal: str) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
+        with self._lock:
+            held = self._open.get(principal, 0)
+            if held <= 1:
+                self._open.pop(principal, None)
+            else:
+                self._open[principal] = held - 1
+            if held:
+                self._count -= 1
+
+    def open(self, principal: str | None = None) -> int:
+        """How many streams are open (of ``principal``, or in all)."""
+        with self._lock:
+            return self._count if principal is None else self._open.get(principal, 0)
+
+
+class StreamAudience:
+    """Which trust-change messages a principal may see on its stream.
+
+    Who owns a warrant or an execution never changes once recorded, so owners are
+    cached (bounded; an unknown target is not cached: it may be recorded later).
+    """
+
+    _CACHE = 4096
+
+    def __init__(self, owner: Callable[[str, str], str | None]) -> None:
+        """Args:
+        owner: ``(kind, target)`` → the principal an ``execution`` or ``warrant``
+            belongs to, or ``None`` if unknown.
+        """
+        self._owner = owner
+        self._owners: dict[tuple[str, str], str] = {}
+
+    def owner(self, kind: str, target: str) -> str | None:
+        """The principal the execution or warrant ``target`` belongs to."""
+        key = (kind, target)
+        hit = self._owners.get(key)
+        if hit is not None:
+            return hit
+        found = self._owner(kind, target)
+        if found is not None:
+            if len(self._owners) >= self._CACHE:
+                self._owners.clear()
+            self._owners[key] = found
+        return found
+
+    def visible(self, message: Message, *, caller: str, admin: bool, chain: Collection[str] = ()) -> bool:
+        """Whether ``caller`` may see ``message``.
+
+        Args:
+            message: a stream message (``type`` ``policy`` or ``revocation``).
+            caller: the stream's principal.
+            admin: whether the caller is an active admin (sees everything).
+            chain: warrant ids whose revocations the caller follows besides its own
+                (the ancestors of its execution's warrant).
+        """
+        if admin or message.get("type") == "policy":
+            return True
+        if message.get("type") != "revocation":
+            return False
+        kind, target = message.get("kind"), message.get("target")
+        if type(target) is not str:
+            return False
+        if kind == "policy":
+            return True
+        if kind == "principal":
+            return target == caller
+        if kind == "warrant" and target in chain:
+            return True
+        if kind in ("warrant", "execution"):
+            return self.owner(kind, target) == caller
+        return False
+
+
 def _frame(message: dict[str, Any]) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (
         message["seq"],
@@ -64,33 +223,144 @@ async def sse_stream(
     *,
     since: int,
     keepalive: float = 5.0,
-) -> AsyncIterator[bytes]:
+    visible: Callable[[Message], bool] | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> AsyncGenerator[bytes, None]:
     """Server-sent events: the backlog after ``since``, then live messages.
 
     Args:
         broadcaster: where live messages come from.
-        backlog: returns the recorded messages with ``seq > since``, in order.
+        backlog: returns the recorded messages with ``seq > since``, in order (run in a
+            worker thread: it reads the store).
         since: the last sequence number the client saw (-1: everything).
         keepalive: seconds between comment lines that keep idle connections open.
+        visible: which messages this stream carries (default: all).
+        alive: checked before each keep-alive; the stream ends once it says ``False``
+            (its principal was suspended, say).
     """
     queue = broadcaster.subscribe()
     try:
         last = since
+
         # Subscribe first, then read the backlog: nothing published in between is lost
         # (duplicates are dropped by sequence number below).
-        for message in backlog(since):
-            last = max(last, int(message["seq"]))
+        def replay() -> tuple[list[Message], int]:
+            recorded = backlog(since)
+            newest = max((int(m["seq"]) for m in recorded), default=since)
+            return [m for m in recorded if visible is None or visible(m)], newest
+
+        shown, newest = await asyncio.to_thread(replay)
+        last = max(last, newest)
+        for message in shown:
             yield _frame(message)
         yield b": live\n\n"
         while True:
             try:
                 message = await asyncio.wait_for(queue.get(), timeout=keepalive)
             except TimeoutError:
+                if alive is not None and not alive():
+                    return
                 yield b": keepalive\n\n"
                 continue
             if int(message["seq"]) <= last:
                 continue
             last = int(message["seq"])
-            yield _frame(message)
+            if visible is None or visible(message):
+                yield _frame(message)
     finally:
         broadcaster.unsubscribe(queue)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A server-sent event stream that gives its slot back however it ends."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], release: Callable[[], None]) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+        self._events = events
+        self._release: Callable[[], None] | None = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+            await self._events.aclose()
+
+
+class EventStreams:
+    """``GET /v1/stream`` of one governor: admission, audience, the stream itself."""
+
+    def __init__(self, governor: Governor, slots: StreamSlots, *, keepalive: float = 5.0) -> None:
+        """Args:
+        governor: whose trust changes are streamed.
+        slots: the caps on open streams.
+        keepalive: seconds between keep-alive comments (and liveness checks).
+        """
+        self.governor = governor
+        self.slots = slots
+        self.keepalive = keepalive
+        self.audience = StreamAudience(self._owner)
+
+    def _owner(self, kind: str, target: str) -> str | None:
+        state = self.governor.state
+        record = state.execution(target) if kind == "execution" else state.warrant(target)
+        return None if record is None else str(record["principal"])
+
+    def _active(self, principal: str) -> bool:
+        record = self.governor.principal(principal)
+        return record is not None and record.status == "active"
+
+    def open(
+        self, principal: str, *, since: int, last_event_id: str | None, execution: str
+    ) -> EventStreamResponse:
+        """The stream of an authenticated ``principal``.
+
+        Args:
+            principal: who signed the request.
+            since: the last ``seq`` the client saw (-1: everything).
+            last_event_id: the ``Last-Event-ID`` header, if any (the larger one wins;
+                one that is not a sequence number is ignored, as SSE clients resend it).
+            execution: an execution of the caller whose warrant chain it follows too
+                (``""``: none).
+
+        Raises:
+            RequestShapeError: ``since`` outside ``[-1, MAX_SEQ]`` (422).
+            PrincipalError: the caller is not active, or ``execution`` is not its own
+                (403).
+            StreamLimitError: the caller's or the server's streams are all taken (429).
+        """
+        if not -1 <= since <= MAX_SEQ:
+            raise RequestShapeError(f"since: expected a log index in [-1, {MAX_SEQ}], found {since}")
+        if last_event_id is not None and _EVENT_ID.fullmatch(last_event_id.strip()):
+            since = max(since, int(last_event_id.strip()))
+        if not self._active(principal):
+            raise PrincipalError(f"{principal!r} is not an active principal")
+        admin = self.governor.is_admin(principal)
+        chain: frozenset[str] = frozenset()
+        if execution:
+            record = self.governor.state.execution(execution)
+            if record is None or (record["principal"] != principal and not admin):
+                raise PrincipalError(f"no execution {execution!r} of {principal!r}")
+            chain = frozenset(self.governor.state.warrant_chain(str(record["warrant"])))
+        refused = self.slots.acquire(principal)
+        if refused is not None:
+            raise StreamLimitError(f"no event stream is free: {refused}")
+
+        def visible(message: Message) -> bool:
+            return self.audience.visible(message, caller=principal, admin=admin, chain=chain)
+
+        events = sse_stream(
+            self.governor.broadcaster,
+            self.governor.trust_changes,
+            since=since,
+            keepalive=self.keepalive,
+            visible=visible,
+            alive=lambda: self._active(principal),
+        )
+        return EventStreamResponse(events, lambda: self.slots.release(principal))

@@ -1,0 +1,237 @@
+"""``proctor serve``: the governor under uvicorn, with the connection-level limits an
+ASGI application cannot set for itself.
+
+What a client can hold without a key is a connection, and every connection is a file
+descriptor. So, before the application sees a request:
+
+- The process takes every descriptor it is allowed (``RLIMIT_NOFILE`` soft limit raised
+  to the hard limit) and keeps a reserve of them for its own files, database
+  connections and threads (:func:`plan_limits`); connections get the rest.
+- A request must arrive whole — head and body — within ``request_timeout_s`` of its
+  first byte (or of the connection, for the first request); otherwise the connection
+  is closed. Idle keep-alive connections close after uvicorn's keep-alive timeout.
+- A request head is refused (431) as soon as more than
+  :data:`~proctor.governor.limits.MAX_HEAD_BYTES` of it have arrived unfinished: the
+  parser never buffers more.
+- At the connection cap, a new connection closes the oldest connection that is still
+  waiting for a request head (sent nothing yet, or idle between requests); only when
+  there is none is the new one closed. A client that sends its request at once —
+  ``proctor revoke``, an enforcer's renewal — is never waiting long, so a flood of
+  silent connections cannot keep it out.
+- Event streams take at most half of the connections (:class:`StreamSlots` caps them in
+  total and per principal), so the other half always remains for authorize, renew and
+  revoke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+from proctor.errors import ConfigError
+from proctor.governor.limits import MAX_HEAD_BYTES
+from proctor.governor.stream import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_PRINCIPAL, StreamSlots
+
+__all__ = [
+    "DEFAULT_MAX_STREAMS",
+    "DEFAULT_MAX_STREAMS_PER_PRINCIPAL",
+    "ServeLimits",
+    "bounded_protocol",
+    "plan_limits",
+    "raise_fd_limit",
+    "serve",
+]
+
+_FD_CEILING = 1 << 20  # Linux's default fs.nr_open: no soft limit can go higher
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The connection budget of one ``proctor serve`` process.
+
+    Attributes:
+        fd_limit: the process's file descriptor limit (soft, after raising it).
+        fd_reserve: descriptors kept for files, database connections and threads.
+        max_connections: client connections open at once (``fd_limit - fd_reserve``).
+        max_streams: event streams open at once (at most half the connections).
+        max_streams_per_principal: event streams one principal may hold open.
+        request_timeout_s: how long a request may take to arrive whole.
+    """
+
+    fd_limit: int
+    fd_reserve: int
+    max_connections: int
+    max_streams: int
+    max_streams_per_principal: int
+    request_timeout_s: float = 20.0
+
+    def stream_slots(self) -> StreamSlots:
+        """The admission counter of event streams under these limits."""
+        return StreamSlots(total=self.max_streams, per_principal=self.max_streams_per_principal)
+
+
+def raise_fd_limit() -> int:
+    """Raise the ``RLIMIT_NOFILE`` soft limit to the hard limit (capped at 2**20).
+
+    Returns:
+        The soft limit now in force (unchanged if raising it was refused).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _FD_CEILING if hard == resource.RLIM_INFINITY else min(hard, _FD_CEILING)
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass  # keep the limit we have; the budget below follows it
+    return _FD_CEILING if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def plan_limits(
+    fd_limit: int,
+    *,
+    max_streams: int = DEFAULT_MAX_STREAMS,
+    max_streams_per_principal: int = DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
+) -> ServeLimits:
+    """Split ``fd_limit`` descriptors between the process and its clients.
+
+    The reserve is a quarter of the limit, at least 32 and at most 256 (files, SQLite
+    connections of the worker threads, the minting helper's pipes, the listening
+    socket); streams get at most half of the rest.
+
+    Raises:
+        ConfigError: fewer than 128 descriptors, or a stream cap below 1.
+    """
+    if fd_limit < 128:
+        raise ConfigError(f"expected a file descriptor limit of at least 128, found {fd_limit}")
+    if max_streams < 1 or max_streams_per_principal < 1:
+        raise ConfigError(
+            f"expected stream caps of at least 1, found {max_streams} and {max_streams_per_principal}"
+        )
+    reserve = min(256, max(32, fd_limit // 4))
+    connections = fd_limit - reserve
+    streams = min(max_streams, connections // 2)
+    return ServeLimits(
+        fd_limit=fd_limit,
+        fd_reserve=reserve,
+        max_connections=connections,
+        max_streams=streams,
+        max_streams_per_principal=min(max_streams_per_principal, streams),
+    )
+
+
+_HEAD_TOO_LARGE = (
+    b'{"detail":{"error":"head-too-large","message":"expected a request head of at most '
+    + str(MAX_HEAD_BYTES).encode()
+    + b' bytes"}}'
+)
+_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"content-length: "
+    + str(len(_HEAD_TOO_LARGE)).encode()
+    + b"\r\nconnection: close\r\n\r\n"
+    + _HEAD_TOO_LARGE
+)
+
+
+def bounded_protocol(limits: ServeLimits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the limits of the module docstring.
+
+    One class per server: it holds the server's queue of connections waiting for a
+    request head (all on the server's one event loop, so no lock).
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415 - serve only
+
+    waiting: dict[BoundedHttpToolsProtocol, None] = {}  # oldest first
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                victim = next(iter(waiting), None)
+                if victim is None:
+                    transport.close()  # every connection is busy: refuse this one
+                    return
+                victim.drop()
+            self._await_request()
+
+        def _await_request(self) -> None:
+            waiting[self] = None
+            self._head_bytes = 0
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(limits.request_timeout_s, self.drop)
+
+        def _arrived(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def drop(self) -> None:
+            """Close this connection (late, or evicted while waiting for a head)."""
+            waiting.pop(self, None)
+            self._arrived()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            super().data_received(data)
+            if self in waiting and not self.transport.is_closing():
+                # Still no complete head: what the parser holds is at most this much.
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    waiting.pop(self, None)
+                    self._arrived()
+                    if self.cycle is None or self.cycle.response_complete:
+                        self.transport.write(_431)
+                    self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(limits.request_timeout_s, self.drop)
+
+        def on_headers_complete(self) -> None:
+            waiting.pop(self, None)
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._arrived()
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            pipelined = bool(self.pipeline)
+            super().on_response_complete()
+            if not pipelined and not self.transport.is_closing():
+                waiting[self] = None  # idle until the next request (or the keep-alive timeout)
+                self._head_bytes = 0
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            waiting.pop(self, None)
+            self._arrived()
+            super().connection_lost(exc)
+
+    return BoundedHttpToolsProtocol
+
+
+def serve(app: Any, *, host: str, port: int, limits: ServeLimits) -> None:
+    """Run ``app`` under uvicorn with :func:`bounded_protocol` until interrupted."""
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=bounded_protocol(limits),
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,  # the governor uses no client address; nothing to rewrite
+        timeout_graceful_shutdown=2,  # open event streams must not hold a shutdown
+    )
+    uvicorn.Server(config).run()
