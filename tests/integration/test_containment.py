@@ -57,6 +57,13 @@ def containment(config: str) -> Containment:
         pytest.skip(f"{config} is not available here ({'root' if ROOT else 'unprivileged'}): {e}")
 
 
+def describe(pids: list[int], tree: Contained) -> str:
+    """What a test needs to know about processes that survived: their /proc records."""
+    spec = tree.tree_spec
+    who = f"supervisor {os.getpid()}, child {tree.pid} (start {spec.child_start}), seen {len(spec.seen)}"
+    return f"{who}: " + "; ".join(f"{_linux.read_stat(p)} seen={p in spec.seen}" for p in pids)
+
+
 def gone_within(pids: Callable[[], list[int]], seconds: float) -> list[int]:
     """Poll until ``pids()`` is empty; what is left when time is up."""
     deadline = time.monotonic() + seconds
@@ -140,7 +147,8 @@ def test_terminate_tree_leaves_no_process_alive(
     assert len(before) >= 60
     assert len(before - set(tree.alive())) <= 2  # the runaway replaces itself every 10 ms
     report = tree.terminate_tree(grace=0.3)
-    assert marked(marker) == []  # dead when terminate_tree returns, not eventually
+    left = marked(marker)
+    assert left == [], describe(left, tree)  # dead when terminate_tree returns, not eventually
     assert report.signal == ("SIGKILL" if stubborn else "SIGTERM")
     assert report.processes_killed >= len(before) - 5  # the runaway replaces itself meanwhile
     assert tree.alive() == []
@@ -220,6 +228,135 @@ def test_supervisor_sigkilled_without_pidns_the_next_supervisor_kills_the_rest(m
     assert len(marked(marker)) >= 60
     assert Containment(CAPS).reap_stale() == 0  # the constructor already did it
     assert marked(marker) == []
+
+
+# -- the supervisor stops (or dies, or loses its watchdog): the tree must not run on ------
+
+GUARDED = """
+import json, subprocess, sys
+from proctor.enforcement.containment import Containment
+
+marker, backends, ttl, tree, command = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+c = Containment(backends=None if backends == "default" else backends.split(","))
+argv = [sys.executable, tree, marker] if command == "tree" else [sys.executable, "-c", command, marker]
+t = c.spawn(argv, stdout=subprocess.PIPE, lease_ttl=ttl)
+if t.stdout.readline().strip() != b"ready":
+    sys.exit("the tree did not start")
+print(json.dumps({"pids": t.alive(), "child": t.pid, "backends": list(t.backends)}), flush=True)
+sys.stdin.readline()
+status = t.wait()
+print(json.dumps({"status": status, "lapsed": t.lapsed, "lost": t.lost_watchdog}), flush=True)
+t.close()
+"""
+TTL = 1.0
+
+
+def run_guarded(
+    tmp_path: Path, marker: str, config: str, command: str = "tree"
+) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    """A supervisor (a process of its own, to stop or kill) of a tree spawned with a lease."""
+    script = tmp_path / "guarded.py"
+    script.write_text(GUARDED)
+    backends = CONFIGS[config]
+    selection = "default" if backends is None else ",".join(backends)
+    sup = subprocess.Popen(
+        [sys.executable, str(script), marker, selection, str(TTL), str(TREE), command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    line = readline(sup.stdout)
+    assert line, f"the supervisor failed: {sup.wait()}"
+    return sup, json.loads(line)
+
+
+def finish_guarded(sup: subprocess.Popen[bytes]) -> dict[str, object]:
+    """Let a (resumed) supervisor wait for its tree and report how it ended."""
+    out, _ = sup.communicate(b"\n", timeout=60)
+    result: dict[str, object] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def tree_of(sup: subprocess.Popen[bytes], marker: str) -> Callable[[], list[int]]:
+    """The marked processes other than the supervisor and its watchdog (forks of it)."""
+
+    def pids() -> list[int]:
+        return [p for p in marked(marker) if p != sup.pid and _comm(p) != "proctor-watch"]
+
+    return pids
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_stopped_supervisor_the_watchdog_kills_the_tree_within_the_lease_ttl(
+    config: str, tmp_path: Path, marker: str
+) -> None:
+    containment(config)  # skip when unavailable
+    sup, info = run_guarded(tmp_path, marker, config)
+    tree = tree_of(sup, marker)
+    assert len(tree()) >= 60
+    os.kill(sup.pid, signal.SIGSTOP)
+    try:
+        left = gone_within(tree, TTL + 10)  # TTL, then the kill; generous for a loaded machine
+        assert left == [], f"the tree ran on under a stopped supervisor ({info['backends']}): {left}"
+        time.sleep(0.3)
+        assert tree() == []  # and stays dead: nothing was left to fork
+    finally:
+        os.kill(sup.pid, signal.SIGCONT)
+    result = finish_guarded(sup)
+    assert result["lapsed"] is True
+    assert result["status"] == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("config", ["pidns", "pgroup+subreaper"])
+def test_a_heartbeating_supervisor_keeps_its_tree_beyond_the_ttl(
+    config: str, tmp_path: Path, marker: str
+) -> None:
+    containment(config)
+    command = f"import time; print('ready', flush=True); time.sleep(3 * {TTL})"
+    sup, _ = run_guarded(tmp_path, marker, config, command=command)
+    result = finish_guarded(sup)
+    assert result == {"status": 0, "lapsed": False, "lost": None}
+
+
+@pytest.mark.parametrize("config", ["cgroup2", "cgroup1-freezer"])
+def test_supervisor_sigkilled_without_pidns_the_watchdog_kills_the_rest(
+    config: str, tmp_path: Path, marker: str
+) -> None:
+    """Exact where a cgroup holds the tree; without one, orphans that left the session are
+    no longer attributable once the supervisor (their subreaper) is gone."""
+    containment(config)
+    sup, info = run_guarded(tmp_path, marker, config)
+    tree = tree_of(sup, marker)
+    with sup:
+        sup.kill()
+    left = gone_within(tree, 5.0)
+    assert left == [], f"survived the supervisor ({info['backends']}): {left}"
+
+
+@pytest.mark.parametrize("config", ["cgroup2", "pgroup+subreaper"])
+def test_a_killed_watchdog_makes_the_supervisor_kill_the_tree(
+    config: str, tmp_path: Path, marker: str
+) -> None:
+    """Each side watches the other: a tree that kills the watchdog does not run on."""
+    containment(config)
+    sup, info = run_guarded(tmp_path, marker, config)
+    tree = tree_of(sup, marker)
+    dogs = [p for p in marked(marker) if _comm(p) == "proctor-watch"]
+    assert len(dogs) == 1, dogs
+    os.kill(dogs[0], signal.SIGKILL)
+    left = gone_within(tree, TTL + 10)
+    assert left == [], f"the tree ran on without its watchdog ({info['backends']}): {left}"
+    result = finish_guarded(sup)
+    assert result["lost"] == "the watchdog is gone"
+    assert result["lapsed"] is False
 
 
 # -- limits ----------------------------------------------------------------------------
@@ -355,29 +492,41 @@ for f in os.listdir("/proc/self/fd"):
         fds[f] = os.readlink(f"/proc/self/fd/{f}")
     except OSError:
         pass  # the directory listing's own descriptor, closed by now
-print(json.dumps([sys.argv[0], fds, sys.prefix]))
+print(json.dumps([sys.argv[0], fds, sys.prefix, os.readlink("/proc/self/exe")]))
 """
 
 
-def test_runs_what_prepare_staged_without_leaking_the_executable_fd(
-    tmp_path: Path, marker: str, closing: list[Contained]
+@pytest.mark.parametrize("config", ["mountns", "memfd"])
+def test_runs_what_prepare_staged_without_leaking_the_copies(
+    config: str, tmp_path: Path, marker: str, closing: list[Contained]
 ) -> None:
+    """With a mount namespace the copies are shown at their real paths; without one the
+    command runs from the memfds. Either way no copy leaks into the command."""
+    if config == "mountns" and not CAPS.mount_namespaces:
+        pytest.skip("no mount namespaces here")
+    c = Containment(CAPS, backends=None if config == "mountns" else BASE)
     script = tmp_path / "show.py"
     script.write_text(SHOW)
     m = measure([sys.executable, str(script), marker])
     with prepare(m) as p:
-        tree = Containment(CAPS).spawn(
-            p.argv, exec_path=p.exec_path, pass_fds=p.pass_fds, stdout=subprocess.PIPE
-        )
+        tree = c.spawn(p.argv, exec_path=p.exec_path, pass_fds=p.pass_fds, stdout=subprocess.PIPE)
         closing.append(tree)
-        memfd = p.pass_fds[1]
+        _, script_fd = p.pass_fds
     assert tree.wait(timeout=10) == 0
     assert tree.stdout is not None
-    argv0, fds, prefix = json.loads(tree.stdout.read())
-    assert argv0 == f"/proc/self/fd/{memfd}"
-    assert fds[str(memfd)].startswith("/memfd:proctor-script:show.py")
-    assert m.executable not in fds.values()  # the executable's fd closed at exec
+    argv0, fds, prefix, exe = json.loads(tree.stdout.read())
     assert prefix == sys.prefix  # the interpreter still finds its environment through argv[0]
+    copies = {f: link for f, link in fds.items() if link.startswith("/memfd:")}
+    if config == "mountns":
+        assert "mountns" in tree.backends
+        assert (argv0, exe) == (str(script), m.executable)
+        assert copies == {}  # read through their paths: no descriptor is passed
+    else:
+        assert "mountns" not in tree.backends
+        assert argv0 == f"/proc/self/fd/{script_fd}"
+        assert exe.startswith("/memfd:proctor-executable:")
+        assert list(copies) == [str(script_fd)]  # the script's, read through it; not the executable's
+        assert copies[str(script_fd)].startswith("/memfd:proctor-script:show.py")
 
 
 def test_wait_poll_and_a_concurrent_terminate(marker: str, closing: list[Contained]) -> None:
@@ -457,7 +606,7 @@ def test_the_command_gets_its_streams_and_passed_descriptors_only(
         closing.append(tree)
         assert tree.wait(timeout=10) == 0
         assert tree.stdout is not None
-        status, _, fds, _ = json.loads(tree.stdout.read())
+        status, _, fds, _, _ = json.loads(tree.stdout.read())
     finally:
         for fd in (stray_r, stray_w, passed_r, passed_w):
             os.close(fd)

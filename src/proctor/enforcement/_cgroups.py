@@ -42,6 +42,7 @@ __all__ = [
     "Group",
     "owner_tag",
     "reap_stale",
+    "groups_usage",
 ]
 
 PARENT_NAME = "proctor"
@@ -435,3 +436,38 @@ class Group:
                 return any(line.rstrip("\n") == f"0::{self.rel}" for line in f)
         except OSError:
             return False
+
+
+def groups_usage(groups: list[Group]) -> dict[str, int]:
+    """What the kernel accounted for an execution's cgroups (for ``Contained.resource_usage``).
+
+    Args:
+        groups: the execution's groups.
+
+    Returns:
+        ``user_ms``/``system_ms`` (v2 ``cpu.stat``), ``memory_peak_kb`` and
+        ``oom_kills`` (a memory group), ``pids_limit_hits`` (a pids group): each where
+        the groups account it.
+    """
+    usage: dict[str, int] = {}
+    for g in groups:
+        if g.version == 2:
+            cpu = g.keyed("cpu.stat")
+            if "user_usec" in cpu and "system_usec" in cpu:
+                usage["user_ms"] = cpu["user_usec"] // 1000
+                usage["system_ms"] = cpu["system_usec"] // 1000
+            peak = g.read("memory.peak")
+            if peak and peak.strip().isdigit():
+                usage["memory_peak_kb"] = int(peak) // 1024
+            if "oom_kill" in (events := g.keyed("memory.events")):
+                usage["oom_kills"] = events["oom_kill"]
+            if "max" in (events := g.keyed("pids.events")):
+                usage["pids_limit_hits"] = events["max"]
+        elif g.controller == "memory":
+            peak = g.read("memory.max_usage_in_bytes")
+            if peak and peak.strip().isdigit():
+                usage["memory_peak_kb"] = int(peak) // 1024
+            usage["oom_kills"] = g.keyed("memory.oom_control").get("oom_kill", 0)
+        elif g.controller == "pids":
+            usage["pids_limit_hits"] = g.keyed("pids.events").get("max", 0)
+    return usage

@@ -4,7 +4,8 @@ Threads: the supervisor typically blocks in :meth:`Contained.wait` in one thread
 another calls :meth:`Contained.terminate_tree` on a revocation. Reaping the direct child
 is serialised by a lock and its status kept, so both see the same exit status, and no
 reaping ever targets a pid that is not provably ours (``subprocess`` is never asked to
-reap, so it cannot reap a reused pid either).
+reap, so it cannot reap a reused pid either). A guarded tree (``spawn(lease_ttl=…)``)
+also has a heartbeat thread, which may kill the tree when its watchdog is lost.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import os
 import select
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -21,14 +21,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, ClassVar
 
+from proctor.enforcement._cgroups import groups_usage
 from proctor.enforcement._linux import ProcStat
-from proctor.enforcement._tree import ProcessTree
+from proctor.enforcement._spawn import STATUS
+from proctor.enforcement._tree import ProcessTree, TreeSpec
+from proctor.enforcement._watchdog import GONE, LAPSED, Heartbeat, log_lost
 from proctor.errors import EnforcementError
 
 __all__ = ["TerminationReport", "Contained"]
 
 _KILL_TIMEOUT = 5.0
 _IDLE_REAP = 1.0
+_EXIT_AFTER_WATCHDOG = 1.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,10 @@ class Contained:
         self._maxrss = 0
         self._closed = False
         self._final_usage: dict[str, int] | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._ended_by = 0  # why the init relay's watch ended it (_watchdog.LAPSED/GONE)
+        self.lost_watchdog: str | None = None
         with Contained._direct_lock:
             Contained._direct.add(self.pid)
 
@@ -127,6 +135,59 @@ class Contained:
         """
         with cls._direct_lock:
             return set(cls._direct)
+
+    @property
+    def tree_spec(self) -> TreeSpec:
+        """What was set up for this tree (read-only use)."""
+        return self._tree.spec
+
+    # -- the watchdog ------------------------------------------------------------------
+
+    def guard(self, heartbeat: Heartbeat, watchdog: subprocess.Popen[bytes] | None) -> None:
+        """Start heartbeating to this tree's watchdog (internal: ``Containment.spawn``).
+
+        Args:
+            heartbeat: the supervisor's side, not yet started.
+            watchdog: the watchdog process, or ``None`` when the pid namespace's init is it.
+        """
+        self._heartbeat, self._watchdog = heartbeat, watchdog
+        if watchdog is not None:
+            with Contained._direct_lock:
+                Contained._direct.add(watchdog.pid)  # a child of ours, never of the tree
+        heartbeat.start()
+
+    def watchdog_lost(self, reason: str) -> None:
+        """The watchdog is gone or unresponsive: kill the tree (called by the heartbeat thread).
+
+        An init relay that exits because the command did is no loss.
+
+        Args:
+            reason: why the watchdog is considered lost.
+        """
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        if self._tree.spec.pidns is not None and poller.poll(int(_EXIT_AFTER_WATCHDOG * 1000)):
+            return
+        if self._watchdog is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watchdog.wait(timeout=_EXIT_AFTER_WATCHDOG)
+            if self._watchdog.returncode in (LAPSED, GONE):  # it did its job: the tree is dead
+                with contextlib.suppress(EnforcementError):
+                    self.terminate_tree(grace=0)
+                return
+        self.lost_watchdog = reason
+        log_lost(self.pid, reason)
+        with contextlib.suppress(EnforcementError):
+            self.terminate_tree(grace=0)
+
+    @property
+    def lapsed(self) -> bool:
+        """Whether the watchdog killed the tree: no heartbeat for the lease TTL, or the
+        supervisor's end closed without "done". Known once the direct child is reaped
+        (pid namespace) or the watchdog process has exited."""
+        if self._ended_by in (LAPSED, GONE):
+            return True
+        return self._watchdog is not None and self._watchdog.poll() in (LAPSED, GONE)
 
     # -- exit status -----------------------------------------------------------------
 
@@ -168,13 +229,16 @@ class Contained:
             return own
         try:
             os.set_blocking(self._status_fd, False)
-            data = os.read(self._status_fd, 4)
+            data = os.read(self._status_fd, STATUS.size)
         except OSError:
             data = b""
         finally:
             os.close(self._status_fd)
             self._status_fd = -1
-        return struct.unpack("=i", data)[0] if len(data) == 4 else own
+        if len(data) != STATUS.size:
+            return own
+        status, self._ended_by = STATUS.unpack(data)
+        return int(status)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the direct child to exit.
@@ -352,26 +416,7 @@ class Contained:
             "user_ms": int(self._user * 1000),
             "system_ms": int(self._system * 1000),
         }
-        for g in self._tree.spec.groups:
-            if g.version == 2:
-                cpu = g.keyed("cpu.stat")
-                if "user_usec" in cpu and "system_usec" in cpu:
-                    usage["user_ms"] = cpu["user_usec"] // 1000
-                    usage["system_ms"] = cpu["system_usec"] // 1000
-                peak = g.read("memory.peak")
-                if peak and peak.strip().isdigit():
-                    usage["memory_peak_kb"] = int(peak) // 1024
-                if "oom_kill" in (events := g.keyed("memory.events")):
-                    usage["oom_kills"] = events["oom_kill"]
-                if "max" in (events := g.keyed("pids.events")):
-                    usage["pids_limit_hits"] = events["max"]
-            elif g.controller == "memory":
-                peak = g.read("memory.max_usage_in_bytes")
-                if peak and peak.strip().isdigit():
-                    usage["memory_peak_kb"] = int(peak) // 1024
-                usage["oom_kills"] = g.keyed("memory.oom_control").get("oom_kill", 0)
-            elif g.controller == "pids":
-                usage["pids_limit_hits"] = g.keyed("pids.events").get("max", 0)
+        usage.update(groups_usage(self._tree.spec.groups))
         return usage
 
     def close(self) -> None:
@@ -385,6 +430,8 @@ class Contained:
         """
         if self._closed:
             return
+        if self._heartbeat is not None:
+            self._heartbeat.stop(done=True)  # before the kill: losing the watchdog is expected now
         try:
             # A pid namespace is empty once its init relay (or the relay above it) is reaped.
             if not (self._settled() and self._tree.spec.pidns is not None) and (
@@ -405,7 +452,20 @@ class Contained:
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
+            self._reap_watchdog()
             self._closed = True
+
+    def _reap_watchdog(self) -> None:
+        dog = self._watchdog
+        if dog is None:
+            return
+        try:
+            dog.wait(timeout=2)  # it exits on "done"
+        except subprocess.TimeoutExpired:
+            dog.kill()
+            dog.wait()
+        with Contained._direct_lock:
+            Contained._direct.discard(dog.pid)
 
     def __enter__(self) -> Contained:
         """Use as a context manager that closes (kills what is left) on exit.

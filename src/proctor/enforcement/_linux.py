@@ -1,6 +1,6 @@
 """Linux primitives that containment needs and the standard library lacks (Python 3.11).
 
-``prctl``, ``unshare`` and ``setns`` go through libc with ctypes; ``/proc`` and
+``prctl``, ``unshare``, ``setns``, ``mount`` and ``umount2`` go through libc with ctypes; ``/proc`` and
 ``/proc/self/mountinfo`` are parsed here so the rest of the package works on typed
 records. Everything is read at call time: nothing here caches what the machine allows.
 
@@ -20,6 +20,7 @@ import signal
 from dataclasses import dataclass
 
 __all__ = [
+    "CLONE_NEWNS",
     "CLONE_NEWNET",
     "CLONE_NEWPID",
     "CLONE_NEWUSER",
@@ -27,12 +28,23 @@ __all__ = [
     "PR_GET_PDEATHSIG",
     "PR_SET_CHILD_SUBREAPER",
     "PR_GET_CHILD_SUBREAPER",
+    "PR_SET_DUMPABLE",
+    "MS_RDONLY",
+    "MS_NOSUID",
+    "MS_NODEV",
+    "MS_REMOUNT",
+    "MS_BIND",
+    "MS_REC",
+    "MS_SLAVE",
+    "MNT_DETACH",
     "prctl",
     "prctl_get",
     "set_name",
     "fork",
     "unshare",
     "setns",
+    "mount",
+    "umount2",
     "reset_signal",
     "ProcStat",
     "read_stat",
@@ -46,6 +58,7 @@ __all__ = [
     "has_cap_sys_admin",
 ]
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -54,7 +67,18 @@ PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
+PR_SET_DUMPABLE = 4
 _PR_SET_NAME = 15
+
+# mount(2) flags and umount2(2)'s MNT_DETACH.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
 
 _CAP_SYS_ADMIN = 21
 
@@ -68,6 +92,12 @@ _unshare.restype = ctypes.c_int
 _setns = _libc.setns
 _setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _setns.restype = ctypes.c_int
+_mount = _libc.mount
+_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_mount.restype = ctypes.c_int
+_umount2 = _libc.umount2
+_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_umount2.restype = ctypes.c_int
 _fork = _libc.fork
 _fork.argtypes = []
 _fork.restype = ctypes.c_int
@@ -171,6 +201,45 @@ def setns(fd: int, nstype: int) -> None:
         OSError: the kernel refused.
     """
     _check(_setns(fd, nstype), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """Call ``mount(2)``; safe in a forked child.
+
+    Args:
+        source: the source (a device, a file to bind, ``None`` for a remount).
+        target: where to mount (``/proc/self/fd/N`` names an opened file).
+        fstype: the filesystem type (``tmpfs``), or ``None``.
+        flags: ``MS_*`` bits.
+        data: filesystem options (``mode=0700``), or ``None``.
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    encode = os.fsencode
+    _check(
+        _mount(
+            None if source is None else encode(source),
+            encode(target),
+            None if fstype is None else encode(fstype),
+            flags,
+            None if data is None else encode(data),
+        ),
+        f"mount {target}",
+    )
+
+
+def umount2(target: str, flags: int) -> None:
+    """Call ``umount2(2)``.
+
+    Args:
+        target: the mount point.
+        flags: ``MNT_DETACH`` and the like.
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    _check(_umount2(os.fsencode(target), flags), f"umount {target}")
 
 
 def reset_signal(sig: int) -> None:

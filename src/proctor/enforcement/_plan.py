@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from proctor.enforcement._probe import Capabilities
 from proctor.errors import EnforcementError
 
-__all__ = ["ORDER", "Plan", "available", "make_plan"]
+__all__ = ["ORDER", "Limits", "Plan", "available", "make_plan"]
 
 ORDER = (
     "session",
@@ -24,11 +24,46 @@ ORDER = (
     "cgroup1:memory",
     "cgroup1:pids",
     "pidns",
+    "mountns",
     "userns",
     "netns",
     "rlimit",
 )
 """Every backend name a run can report, in the order they are reported."""
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and (type(value) is not int or value <= 0):
+        raise EnforcementError(f"Limits.{name} must be a positive integer or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource obligations for one execution.
+
+    Attributes:
+        memory_mb: memory limit for the whole tree (a memory cgroup is required).
+        max_pids: most processes and threads at once in the tree (a pids cgroup is required).
+        no_network: run in a network namespace without interfaces.
+        max_output_bytes: enforced by the supervisor, not here.
+        cpu_seconds: CPU time per process (``RLIMIT_CPU``).
+
+    Raises:
+        EnforcementError: a value is not a positive integer (or ``None``).
+    """
+
+    memory_mb: int | None = None
+    max_pids: int | None = None
+    no_network: bool = False
+    max_output_bytes: int | None = None
+    cpu_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        """Validate the values."""
+        for name in ("memory_mb", "max_pids", "max_output_bytes", "cpu_seconds"):
+            _positive(name, getattr(self, name))
+        if type(self.no_network) is not bool:
+            raise EnforcementError(f"Limits.no_network must be a bool, got {self.no_network!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +115,7 @@ def available(caps: Capabilities) -> dict[str, bool]:
         "cgroup1:memory": "memory" in caps.cgroup1,
         "cgroup1:pids": "pids" in caps.cgroup1,
         "pidns": caps.pid_namespaces,
+        "mountns": caps.mount_namespaces,
         "netns": caps.net_namespaces,
         "rlimit": True,
     }
@@ -94,6 +130,7 @@ def make_plan(
     no_network: bool,
     cpu_seconds: int | None,
     forced: bool,
+    staged: bool = False,
 ) -> Plan:
     """Decide the backends of one execution.
 
@@ -105,6 +142,8 @@ def make_plan(
         no_network: whether the execution must have no network.
         cpu_seconds: the CPU time limit, if any.
         forced: the selection was forced (v1 memory/pids groups are then always made).
+        staged: the command runs from measured copies, which a mount namespace can
+            show at their own paths (``mountns``, when selected).
 
     Returns:
         The plan.
@@ -136,6 +175,8 @@ def make_plan(
         if "rlimit" not in sel:
             raise EnforcementError("Limits.cpu_seconds needs the rlimit backend")
         names.append("rlimit")
-    if ("pidns" in names or "netns" in names) and not caps.privileged_namespaces:
+    if staged and "mountns" in sel:
+        names.append("mountns")
+    if {"pidns", "netns", "mountns"} & set(names) and not caps.privileged_namespaces:
         names.append("userns")
     return Plan(names=tuple(n for n in ORDER if n in names), v1=tuple(v1))

@@ -31,6 +31,8 @@ _NET_DIRECT = 2
 _USER = 4
 _PID_IN_USER = 8
 _NET_IN_USER = 16
+_MNT_DIRECT = 32
+_MNT_IN_USER = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Capabilities:
         user_namespaces: a user namespace can be created.
         pid_namespaces: a pid namespace can be created (directly, or inside a user namespace).
         net_namespaces: a network namespace can be created (likewise).
+        mount_namespaces: a private mount namespace can be created and a tmpfs mounted
+            in it (directly, or inside a user namespace), which showing the measured
+            copies at their own paths needs.
         privileged_namespaces: pid and network namespaces need no user namespace
             (CAP_SYS_ADMIN).
         subreaper: ``PR_SET_CHILD_SUBREAPER`` is available.
@@ -59,6 +64,7 @@ class Capabilities:
     user_namespaces: bool = False
     pid_namespaces: bool = False
     net_namespaces: bool = False
+    mount_namespaces: bool = False
     privileged_namespaces: bool = False
     subreaper: bool = False
     pdeathsig: bool = False
@@ -76,6 +82,7 @@ class Capabilities:
             "user_namespaces": self.user_namespaces,
             "pid_namespaces": self.pid_namespaces,
             "net_namespaces": self.net_namespaces,
+            "mount_namespaces": self.mount_namespaces,
             "privileged_namespaces": self.privileged_namespaces,
             "subreaper": self.subreaper,
             "pdeathsig": self.pdeathsig,
@@ -90,6 +97,24 @@ def _try_unshare(flags: int) -> bool:
     return True
 
 
+def _try_private_mounts() -> bool:
+    # A namespace is not enough: a security module may still refuse mounts in it
+    # (Ubuntu's restricted user namespaces). Mount a tmpfs the way staging does, in
+    # this child's own namespace, after making sure nothing propagates to the host.
+    if not _try_unshare(_linux.CLONE_NEWNS):
+        return False
+    try:
+        _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_SLAVE)
+        where = next((d for d in ("/tmp", "/dev") if os.path.isdir(d)), None)  # noqa: S108 - see _staging
+        if where is None:
+            return False
+        _linux.mount("proctor-probe", where, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV, "mode=0700")
+        _linux.umount2(where, _linux.MNT_DETACH)
+    except OSError:
+        return False
+    return True
+
+
 def _namespace_child() -> None:  # pragma: no cover - runs in the forked child
     bits = 0
     try:
@@ -97,12 +122,16 @@ def _namespace_child() -> None:  # pragma: no cover - runs in the forked child
             bits |= _PID_DIRECT
         if _try_unshare(_linux.CLONE_NEWNET):
             bits |= _NET_DIRECT
+        if bits & _PID_DIRECT and _try_private_mounts():
+            bits |= _MNT_DIRECT
         if _try_unshare(_linux.CLONE_NEWUSER):
             bits |= _USER
             if _try_unshare(_linux.CLONE_NEWPID):
                 bits |= _PID_IN_USER
             if _try_unshare(_linux.CLONE_NEWNET):
                 bits |= _NET_IN_USER
+            if _try_private_mounts():
+                bits |= _MNT_IN_USER
     finally:
         os._exit(bits)  # report through the exit status; nothing is ever executed
 
@@ -124,7 +153,7 @@ def _namespaces() -> int:
         code = child.wait()
     except (OSError, subprocess.SubprocessError):
         return 0
-    return code if 0 <= code < 32 else 0
+    return code if 0 <= code < 128 else 0
 
 
 def _prctl_works(option: int) -> bool:
@@ -170,6 +199,7 @@ def probe() -> Capabilities:
         user_namespaces=user,
         pid_namespaces=bool(ns & (_PID_DIRECT | _PID_IN_USER)),
         net_namespaces=bool(ns & (_NET_DIRECT | _NET_IN_USER)),
+        mount_namespaces=bool(ns & _MNT_DIRECT) or bool(ns & _USER and ns & _MNT_IN_USER),
         privileged_namespaces=bool(ns & _PID_DIRECT) and bool(ns & _NET_DIRECT),
         subreaper=_prctl_works(_linux.PR_GET_CHILD_SUBREAPER),
         pdeathsig=_prctl_works(_linux.PR_GET_PDEATHSIG),

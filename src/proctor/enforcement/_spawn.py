@@ -13,16 +13,21 @@ Ordering in the child (each step needs the previous one):
    ``fork`` (see :class:`Spawner`), so this child is already its init. Unprivileged: a
    user namespace mapping our own uid/gid to themselves, with the network and pid
    namespaces inside it; a pid namespace only applies to children, so this child forks
-   the init and stays behind as an *outer relay* that exits as the init does.
-5. With a pid namespace, the init starts the command (``posix_spawn``, no copy of the
+   the init and stays behind as an *outer relay* that exits as the init does. With
+   measured copies to show (``mountns``), a mount namespace is created with the others.
+5. Show the measured copies at their own paths in that mount namespace
+   (:func:`proctor.enforcement._staging.show_copies`).
+6. With a pid namespace, the init starts the command (``posix_spawn``, no copy of the
    Python process) and stays as an *init relay*: it
    reaps whatever is orphaned in the namespace and, when the command exits, writes
    the command's wait status to the status pipe and exits, which makes the kernel
    kill whatever the command left behind. The command is therefore never pid 1, and
    keeps ordinary signal semantics (an init ignores signals it has no handler for,
    even ``kill(getpid(), …)``). Relays block the usual termination signals; only
-   SIGKILL ends them.
-6. Mark the measured executable's descriptor close-on-exec, so ``execve`` of
+   SIGKILL ends them. Given a heartbeat socket, the init
+   relay is also the supervisor's watchdog (:mod:`proctor.enforcement._watchdog`):
+   no heartbeat for the lease TTL, or end-of-file, and it exits — the namespace dies.
+7. Mark the measured executable's descriptor close-on-exec, so ``execve`` of
    ``/proc/self/fd/N`` runs it and the command does not inherit it.
 
 Every process in the chain has PDEATHSIG=SIGKILL towards its parent, checked against a
@@ -45,34 +50,33 @@ import contextlib
 import fcntl
 import os
 import queue
+import re
 import resource
 import select
 import signal
 import struct
 import subprocess
+import sys
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 from proctor.enforcement import _linux
+from proctor.enforcement._staging import StagedCopy, show_copies
+from proctor.enforcement._tree import TreeSpec
+from proctor.enforcement._watchdog import RELAY_BLOCKED, WatchdogProcess, watch
 
-__all__ = ["ChildSetup", "Spawner", "spawner"]
+__all__ = ["STATUS", "ChildSetup", "Spawner", "spawner", "start_watchdog", "exec_fd_of", "drain_report"]
 
 T = TypeVar("T")
 
 _MAXFD = os.sysconf("SC_OPEN_MAX")
-_RELAY_BLOCKED = {
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGPIPE,
-    signal.SIGALRM,
-}
+STATUS = struct.Struct("=ii")
+"""What the init relay writes to the status pipe: the command's wait status, and 0 or
+why the watchdog ended it (``_watchdog.LAPSED``/``GONE``)."""
 
 
 def _gone(fd: int) -> bool:
@@ -100,7 +104,7 @@ def _fork_watched() -> tuple[int, int]:
 def _quiet(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in a forked relay
     # A relay holds nothing of the command's (pipes, the errpipe of subprocess, the
     # measured files) and no termination signal but SIGKILL reaches it.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _RELAY_BLOCKED)
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELAY_BLOCKED)
     low = 0
     for fd in sorted(keep):
         os.closerange(low, fd)
@@ -132,20 +136,35 @@ def _outer_relay(init: int, keep: int) -> NoReturn:  # pragma: no cover - runs i
     _exit_as(status)
 
 
-def _init_relay(command: int, status_fd: int) -> NoReturn:  # pragma: no cover - forked
+def _init_relay(command: int, status_fd: int, heartbeat_fd: int, ttl: float) -> NoReturn:  # pragma: no cover
     _linux.set_name(b"proctor-init")
-    _quiet((status_fd,))
-    status = 255 << 8
-    while True:
-        try:
-            pid, st = os.waitpid(-1, 0)  # the init reaps every orphan of the namespace
-        except ChildProcessError:
-            break
-        if pid == command:
-            status = st
-            break
+    _quiet((status_fd, heartbeat_fd) if heartbeat_fd >= 0 else (status_fd,))
+    status, why = 255 << 8, 0
+    found: list[int] = []
+
+    def reap(*, block: bool = False) -> bool:
+        # The init reaps every orphan of the namespace; True once the command is reaped.
+        while True:
+            try:
+                pid, st = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                return False
+            if pid == command:
+                found.append(st)
+                return True
+
+    if heartbeat_fd < 0:
+        reap(block=True)
+    else:
+        why = watch(heartbeat_fd, ttl, child_pidfd=os.pidfd_open(command), reap=reap)
+    if found:
+        status = found[0]
+    elif why:
+        status = signal.SIGKILL  # the namespace dies with this init: as if SIGKILLed
     with contextlib.suppress(OSError):
-        os.write(status_fd, struct.pack("=i", status))
+        os.write(status_fd, STATUS.pack(status, why))
     _exit_as(status)
 
 
@@ -173,6 +192,9 @@ class ChildSetup:
         exec_path: the file to execute, or ``None`` to look ``argv[0]`` up in ``PATH``.
         env: the command's environment (``None``: inherited).
         pass_fds: the descriptors the command keeps besides 0, 1 and 2.
+        stage: sealed copies to show at their own paths in a new mount namespace.
+        heartbeat_fd: the watchdog's end of the heartbeat socket for the init relay, or -1.
+        lease_ttl: seconds without a heartbeat after which the init relay gives up.
     """
 
     report_fd: int
@@ -192,6 +214,9 @@ class ChildSetup:
     exec_path: str | None = None
     env: Mapping[str, str] | None = None
     pass_fds: tuple[int, ...] = ()
+    stage: tuple[StagedCopy, ...] = ()
+    heartbeat_fd: int = -1
+    lease_ttl: float = 0.0
 
     def _fail(self, step: str, e: BaseException) -> None:
         with contextlib.suppress(OSError):
@@ -213,18 +238,20 @@ class ChildSetup:
             if self.cpu_seconds is not None:
                 step = "RLIMIT_CPU"
                 resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
+            flags = (_linux.CLONE_NEWNET if self.netns else 0) | (_linux.CLONE_NEWNS if self.stage else 0)
             if self.userns:
                 step = "user namespace"
-                flags = (_linux.CLONE_NEWPID if self.pidns == "userns" else 0) | (
-                    _linux.CLONE_NEWNET if self.netns else 0
-                )
+                flags |= _linux.CLONE_NEWPID if self.pidns == "userns" else 0
                 _linux.unshare(_linux.CLONE_NEWUSER | flags)
                 _write_file("/proc/self/setgroups", "deny")
                 _write_file("/proc/self/uid_map", f"{self.uid} {self.uid} 1")
                 _write_file("/proc/self/gid_map", f"{self.gid} {self.gid} 1")
-            elif self.netns:
-                step = "network namespace"
-                _linux.unshare(_linux.CLONE_NEWNET)
+            elif flags:
+                step = "network and mount namespaces"
+                _linux.unshare(flags)
+            if self.stage:
+                step = "showing the measured copies at their own paths"
+                show_copies(self.stage, self.exec_fd)
             if self.pidns == "userns":
                 step = "pid namespace init"
                 init, keep = _fork_watched()
@@ -232,7 +259,7 @@ class ChildSetup:
                     _outer_relay(init, keep)
             if self.pidns:
                 step = "starting the command in the pid namespace"
-                _init_relay(self._spawn_command(), self.status_fd)
+                _init_relay(self._spawn_command(), self.status_fd, self.heartbeat_fd, self.lease_ttl)
             if self.exec_fd is not None:
                 step = "close-on-exec"
                 os.set_inheritable(self.exec_fd, False)
@@ -386,3 +413,76 @@ def spawner() -> Spawner:
         The one :class:`Spawner` of this process.
     """
     return _SPAWNER
+
+
+def start_watchdog(
+    spec: TreeSpec, sock_fd: int, ttl: float, direct_children: set[int]
+) -> subprocess.Popen[bytes]:
+    """Fork the watchdog process of a tree without a pid namespace (see ``_watchdog``).
+
+    It is forked from the spawner thread like every other child, but needs no
+    PDEATHSIG: it must outlive the supervisor, to kill the tree when the supervisor dies.
+
+    Args:
+        spec: the tree.
+        sock_fd: the watchdog's end of the heartbeat socket.
+        ttl: the lease TTL in seconds.
+        direct_children: the supervisor's contained direct children.
+
+    Returns:
+        The watchdog (a child of this process, to be reaped).
+    """
+    dog = WatchdogProcess(spec, sock_fd, ttl, direct_children)
+    # The child never executes anything: the preexec_fn closes every other descriptor
+    # (so Popen, seeing its error pipe closed, returns) and ends with _exit.
+    return spawner().run(
+        lambda: subprocess.Popen(
+            ["proctor-watchdog"],  # noqa: S607 - a name only: the child never executes
+            executable=sys.executable,
+            preexec_fn=dog,  # noqa: PLW1509 - it only watches a socket and kills (no imports, no locks)
+            start_new_session=True,
+            close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+
+
+def exec_fd_of(exec_path: str | None, pass_fds: Sequence[int]) -> int | None:
+    """The passed descriptor that ``exec_path`` executes (``/proc/self/fd/N``), if any.
+
+    Args:
+        exec_path: what will be executed.
+        pass_fds: the descriptors the command keeps.
+
+    Returns:
+        ``N``, or ``None``.
+    """
+    match = re.fullmatch(r"/proc/self/fd/(\d+)", exec_path or "")
+    if match and int(match.group(1)) in pass_fds:
+        return int(match.group(1))
+    return None
+
+
+def drain_report(fd: int) -> str:
+    """Read what a failed child wrote to its report pipe (half a second at most).
+
+    Args:
+        fd: the read end.
+
+    Returns:
+        The report, decoded.
+    """
+    chunks = []
+    deadline = time.monotonic() + 0.5
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while time.monotonic() < deadline:
+        if not poller.poll(50):
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")

@@ -18,8 +18,11 @@ Who is in the tree, by mechanism, strongest first:
 
 How it is killed: ``cgroup.kill`` or freeze-kill-thaw when a group allows it;
 SIGKILL to the namespace's init; otherwise (and in addition, when neither exists)
-SIGSTOP everything found until a pass finds nothing new running — a stopped process
-cannot fork — then SIGKILL everything.
+SIGKILL to the child's process group — atomic against fork, where a fork loop can
+outpace a ``/proc`` scan that takes longer than one generation — then SIGSTOP
+everything found until a pass finds nothing new running (a stopped process cannot
+fork), then SIGKILL everything. A fork loop that also leaves the process group in
+every generation is attributed by scanning only, and can outrun it under load.
 
 Signals go through pidfds checked against the start time found at enumeration, so a
 reused pid is never signalled.
@@ -82,6 +85,7 @@ class ProcessTree:
         self._killers = [g for g in spec.groups if g.can_freeze()]
         # One killing group is enough; prefer v2 (cgroup.kill is atomic against fork).
         self._killers.sort(key=lambda g: g.version, reverse=True)
+        self._group_held = False  # the last scan saw a process (a zombie too) in the child's group
 
     @property
     def exact(self) -> bool:
@@ -140,6 +144,7 @@ class ProcessTree:
         children: dict[int, list[int]] = {}
         for pid, st in stats.items():
             children.setdefault(st.ppid, []).append(pid)
+        self._group_held = spec.session and any(st.pgrp == spec.child for st in stats.values())
         tree: set[int] = set()
         while roots:
             pid = roots.pop()
@@ -204,10 +209,21 @@ class ProcessTree:
             if st is not None:
                 signal_process(st.pid, st.starttime, signal.SIGKILL)
         if not self._killers and self.spec.pidns is None:
+            self._kill_group()
             self._stop_then_kill()
         child = read_stat(self.spec.child)
         if child is not None and child.starttime == self.spec.child_start:
             signal_process(child.pid, child.starttime, signal.SIGKILL)
+
+    def _kill_group(self) -> None:
+        # The group id is the child's while the child (even as a zombie) or any member
+        # (even a zombie, which only we reap) holds it: it cannot have been reused.
+        if not self.spec.session:
+            return
+        child = read_stat(self.spec.child)
+        if (child is not None and child.starttime == self.spec.child_start) or self._group_held:
+            with contextlib.suppress(OSError):
+                os.killpg(self.spec.child, signal.SIGKILL)
 
     def _stop_then_kill(self) -> None:
         stopped: dict[int, int] = {}

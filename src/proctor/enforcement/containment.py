@@ -23,6 +23,12 @@ the v2 controllers are delegated)
     :mod:`proctor.enforcement._spawn`). When init dies the kernel kills every process
     in the namespace, so PDEATHSIG on init makes the *whole tree* die with the
     supervisor, even when the supervisor is SIGKILLed.
+``mountns`` (with ``userns`` when unprivileged)
+    For a command prepared by :func:`~proctor.enforcement.measure.prepare`: a private
+    mount namespace in which the sealed copies of the measured files are shown at their
+    own paths (``/proc/self/exe``, ``$0`` and ``__file__`` are the real paths; see
+    :mod:`proctor.enforcement._staging`). Without it the command runs from the memfds
+    and sees ``/proc/self/fd/N`` paths. Mounts the command makes stay in its namespace.
 ``netns``
     ``Limits.no_network``: a new network namespace with no interface up.
 ``rlimit``
@@ -31,11 +37,17 @@ the v2 controllers are delegated)
 Fail closed: a limit that no selected backend can enforce is an
 :class:`~proctor.errors.EnforcementError` at spawn, never a silent no-op.
 
+A stopped supervisor (``spawn(..., lease_ttl=…)``): the supervisor heartbeats to a
+watchdog it does not control — the pid namespace's init, else a separate watchdog
+process — which kills the whole tree when no heartbeat came for the lease TTL or the
+supervisor died; see :mod:`proctor.enforcement._watchdog` for what holds per backend.
+
 Known limits, stated plainly:
 
 - Without ``pidns``, a SIGKILLed supervisor takes only the direct child with it
-  (PDEATHSIG is not inherited); the rest of the tree lives on in its cgroup until the
-  next :class:`Containment` on the machine is created, which kills it
+  (PDEATHSIG is not inherited); with a ``lease_ttl`` the watchdog process kills the
+  rest at once, otherwise it lives on in its cgroup until the next
+  :class:`Containment` on the machine is created, which kills it
   (:meth:`Containment.reap_stale`); without a cgroup either, it lives on.
 - With a pid namespace, the namespace's init is a relay forked from the supervisor (no
   ``exec``); the command runs as pid 2 with ordinary signal semantics, and
@@ -60,24 +72,25 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
 import re
 import secrets
-import select
+import socket
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 from proctor.enforcement import _linux
 from proctor.enforcement._cgroups import Group, owner_tag, reap_stale
 from proctor.enforcement._contained import Contained, TerminationReport
-from proctor.enforcement._plan import Plan, available, make_plan
+from proctor.enforcement._plan import Limits, Plan, available, make_plan
 from proctor.enforcement._probe import Capabilities, probe
-from proctor.enforcement._spawn import ChildSetup, spawner
+from proctor.enforcement._spawn import ChildSetup, drain_report, exec_fd_of, spawner, start_watchdog
+from proctor.enforcement._staging import staging_for
 from proctor.enforcement._tree import ProcessTree, TreeSpec
+from proctor.enforcement._watchdog import Heartbeat
 from proctor.errors import EnforcementError
 
 __all__ = [
@@ -101,6 +114,7 @@ BACKENDS = (
     "cgroup1:memory",
     "cgroup1:pids",
     "pidns",
+    "mountns",
     "netns",
     "rlimit",
 )
@@ -113,40 +127,6 @@ _subreaper_lock = threading.Lock()
 _subreaper_set = False
 
 _File = int | IO[Any] | None
-
-
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and (type(value) is not int or value <= 0):
-        raise EnforcementError(f"Limits.{name} must be a positive integer or None, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource obligations for one execution.
-
-    Attributes:
-        memory_mb: memory limit for the whole tree (a memory cgroup is required).
-        max_pids: most processes and threads at once in the tree (a pids cgroup is required).
-        no_network: run in a network namespace without interfaces.
-        max_output_bytes: enforced by the supervisor, not here.
-        cpu_seconds: CPU time per process (``RLIMIT_CPU``).
-
-    Raises:
-        EnforcementError: a value is not a positive integer (or ``None``).
-    """
-
-    memory_mb: int | None = None
-    max_pids: int | None = None
-    no_network: bool = False
-    max_output_bytes: int | None = None
-    cpu_seconds: int | None = None
-
-    def __post_init__(self) -> None:
-        """Validate the values."""
-        for name in ("memory_mb", "max_pids", "max_output_bytes", "cpu_seconds"):
-            _positive(name, getattr(self, name))
-        if type(self.no_network) is not bool:
-            raise EnforcementError(f"Limits.no_network must be a bool, got {self.no_network!r}")
 
 
 @functools.cache
@@ -232,7 +212,7 @@ class Containment:
         return self._selected
 
     def planned_backends(self, limits: Limits | None = None) -> tuple[str, ...]:
-        """The backends :meth:`spawn` would use with ``limits``.
+        """The backends :meth:`spawn` would use with ``limits`` for a prepared command.
 
         Args:
             limits: the run's limits (default: none).
@@ -243,9 +223,9 @@ class Containment:
         Raises:
             EnforcementError: a limit cannot be enforced with the selected backends.
         """
-        return self._plan(limits or Limits()).names
+        return self._plan(limits or Limits(), staged=True).names
 
-    def _plan(self, limits: Limits) -> Plan:
+    def _plan(self, limits: Limits, *, staged: bool) -> Plan:
         return make_plan(
             self._selected,
             self.capabilities,
@@ -254,6 +234,7 @@ class Containment:
             no_network=limits.no_network,
             cpu_seconds=limits.cpu_seconds,
             forced=self._forced,
+            staged=staged,
         )
 
     def spawn(
@@ -269,6 +250,7 @@ class Containment:
         stdout: _File = None,
         stderr: _File = None,
         execution_id: str | None = None,
+        lease_ttl: float | None = None,
     ) -> Contained:
         """Start ``argv`` contained.
 
@@ -277,7 +259,9 @@ class Containment:
             exec_path: the file to execute instead of looking up ``argv[0]``, such as
                 ``/proc/self/fd/N`` from :func:`~proctor.enforcement.measure.prepare`;
                 when it names one of ``pass_fds``, that descriptor is closed by the
-                ``exec`` itself, so the command does not inherit it.
+                ``exec`` itself, so the command does not inherit it. For a prepared
+                command (exactly its ``exec_path``, ``argv`` and ``pass_fds``) with
+                ``mountns``, the copies are shown at their own paths.
             pass_fds: descriptors the child keeps.
             limits: resource obligations.
             env: the environment (default: inherited).
@@ -286,6 +270,9 @@ class Containment:
             stdout: like ``subprocess.Popen``; ``subprocess.PIPE`` to tee and hash.
             stderr: likewise.
             execution_id: names the cgroups (``[A-Za-z0-9_.-]``, ≤ 80); default: generated.
+            lease_ttl: seconds (the lease TTL): this process then heartbeats to a
+                watchdog it does not control, which kills the whole tree when no
+                heartbeat came for that long (this process stopped) or this process died.
 
         Returns:
             The running, contained tree.
@@ -297,8 +284,18 @@ class Containment:
         argv = list(argv)
         if not argv:
             raise EnforcementError("nothing to run: argv is empty")
+        if lease_ttl is not None and not (
+            type(lease_ttl) in (int, float) and math.isfinite(lease_ttl) and lease_ttl > 0
+        ):
+            raise EnforcementError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         limits = limits or Limits()
-        plan = self._plan(limits)
+        staging = staging_for(exec_path, tuple(argv), tuple(pass_fds))
+        plan = self._plan(limits, staged=staging is not None)
+        stage = staging.copies if staging is not None and plan.has("mountns") else ()
+        if staging is not None and stage:
+            argv = list(staging.argv)  # scripts by their own paths, shown there
+            scripts = {copy.fd for copy in stage[1:]}  # read while staging, then not needed
+            pass_fds = [fd for fd in pass_fds if fd not in scripts]
         name = execution_id or f"ex-{next(_counter)}-{secrets.token_hex(4)}"
         if not _NAME.fullmatch(name):
             raise EnforcementError(f"execution id {name!r} is not usable as a cgroup name")
@@ -308,6 +305,7 @@ class Containment:
         groups: list[Group] = []
         opened: list[int] = []
         status_r = -1  # handed over to the Contained, or closed here on failure
+        beat, watch_end = socket.socketpair() if lease_ttl is not None else (None, None)
         try:
             groups = self._make_groups(plan, name, limits)
             cgroup_fds = [g.open_procs() for g in groups]
@@ -331,11 +329,14 @@ class Containment:
                 status_fd=status_w,
                 uid=os.getuid(),
                 gid=os.getgid(),
-                exec_fd=_exec_fd(exec_path, pass_fds),
+                exec_fd=exec_fd_of(exec_path, pass_fds),
                 argv=tuple(argv),
                 exec_path=exec_path,
                 env=env,
                 pass_fds=tuple(pass_fds),
+                stage=stage,
+                heartbeat_fd=watch_end.fileno() if watch_end is not None and pidns else -1,
+                lease_ttl=lease_ttl or 0.0,
             )
             try:
                 popen = spawner().popen(
@@ -355,12 +356,15 @@ class Containment:
             except (OSError, subprocess.SubprocessError) as e:
                 os.close(report_w)
                 opened.remove(report_w)
-                detail = _drain(report_r)
+                detail = drain_report(report_r)
                 raise EnforcementError(f"cannot start {argv[0]!r}: {detail or e}") from e
             contained = self._track(
                 popen, argv=argv, plan=plan, groups=groups, pidns_mode=pidns, status_fd=status_r
             )
             status_r = -1  # the Contained owns it now
+            if beat is not None and watch_end is not None and lease_ttl is not None:
+                _guard(contained, beat, watch_end, lease_ttl)
+                beat = None  # the heartbeat owns it now
         except BaseException:
             if status_r >= 0:
                 os.close(status_r)
@@ -371,6 +375,9 @@ class Containment:
             for fd in opened:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            for end in (beat, watch_end):
+                if end is not None:
+                    end.close()
         _log.info("started pid %d (%s) contained by %s", contained.pid, argv[0], ", ".join(plan.names))
         return contained
 
@@ -454,23 +461,15 @@ class Containment:
         )
 
 
-def _exec_fd(exec_path: str | None, pass_fds: Sequence[int]) -> int | None:
-    match = re.fullmatch(r"/proc/self/fd/(\d+)", exec_path or "")
-    if match and int(match.group(1)) in pass_fds:
-        return int(match.group(1))
-    return None
-
-
-def _drain(fd: int) -> str:
-    chunks = []
-    deadline = time.monotonic() + 0.5
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while time.monotonic() < deadline:
-        if not poller.poll(50):
-            break
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
+def _guard(contained: Contained, beat: socket.socket, watch_end: socket.socket, ttl: float) -> None:
+    """Give a started tree its watchdog and start heartbeating to it (fail closed)."""
+    watchdog = None
+    if contained.tree_spec.pidns is None:  # with a pid namespace, its init is the watchdog
+        try:
+            watchdog = start_watchdog(
+                contained.tree_spec, watch_end.fileno(), ttl, Contained.direct_children()
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            contained.close()
+            raise EnforcementError(f"cannot start the watchdog of pid {contained.pid}: {e}") from e
+    contained.guard(Heartbeat(beat, ttl, contained.watchdog_lost), watchdog)

@@ -12,34 +12,38 @@ opened descriptor) every file whose content decides what runs:
    …): that file is the ``script``.
 3. Otherwise ``argv[0]`` alone is the ``executable``.
 
-:func:`prepare` closes the gap between that check and ``exec``: it opens the
-executable, hashes it again *from the descriptor that will be executed*
-(``/proc/self/fd/N``), and copies the script's bytes — verified against the measured
-digest while copying — into a sealed memfd (no write, grow, shrink, nor further
-sealing), which the interpreter reads as ``/proc/self/fd/M``.
+:func:`prepare` closes the gap between that check and ``exec``: it copies each
+measured file into a sealed memfd (no write, grow, shrink, nor further sealing), hashes
+the *sealed copy* and compares it with the measured digest, and the command then runs
+from the copies only — the executable's memfd is what is executed, and the script's is
+what the interpreter reads. An overwrite of the original at any time after
+:func:`measure`, even in place, therefore either fails :func:`prepare` (nothing runs)
+or comes too late to matter (the measured bytes run). See ADR 0007.
+
+Paths: with a private mount namespace (the ``mountns`` containment backend), each copy
+is shown at the measured file's own path, so ``/proc/self/exe``, ``$0`` and
+``__file__`` are the real paths (see :mod:`proctor.enforcement._staging`). Without
+one, the program sees ``/memfd:…`` as ``/proc/self/exe`` and ``/proc/self/fd/M`` as
+the script's path; ``argv[0]`` is kept in both cases.
 
 Residual limits, stated plainly:
 
 - Shared libraries, the dynamic loader, modules imported or files sourced by a script,
   and the interpreter's configuration (``site``, ``.pth``, ``PYTHON*``/``BASH_ENV``…)
-  are not measured.
-- The executable is run from the descriptor that was hashed, but its inode is not
-  copied: an in-place write between :func:`prepare` and ``exec`` is not prevented
-  (``exec`` refuses a file that is open for writing, and writes are refused while it
-  runs; the supervisor's integrity watch re-hashes on any change). Scripts are copied
-  and immune.
-- A script sees ``/proc/self/fd/M`` as its path (``$0``, ``__file__``), so code that
-  finds files next to itself must not rely on that path.
+  are not measured, nor copied.
+- The copy carries no set-user-ID/set-group-ID bit nor file capabilities: a
+  privileged helper (``sudo``, ``ping``) does not gain its privileges under ``proctor run``.
+- A script is read by its path when the copies are shown there; a process that can
+  rename a directory on that path between the start's last check and the
+  interpreter's ``open`` could substitute another file (the integrity watch reports
+  it, after the fact).
 - Nested interpreters (an interpreter that is itself a ``#!`` script), ``env`` options
   other than ``-S``, and a relative ``#!`` interpreter are refused.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import hmac
 import io
 import os
 import shlex
@@ -49,6 +53,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from proctor.enforcement._staging import (
+    StagedCopy,
+    Staging,
+    close_quietly,
+    copy_mode,
+    register,
+    sealed_copy,
+    unregister,
+)
 from proctor.errors import EnforcementError, IntegrityError
 
 __all__ = [
@@ -64,9 +77,7 @@ ROLES = ("executable", "interpreter", "script")
 """The roles a measured file can have."""
 
 _SHEBANG_MAX = 256  # BINPRM_BUF_SIZE: the kernel reads no more of a #! line
-_CHUNK = 1 << 20
 _DEFAULT_PATH = "/bin:/usr/bin"  # glibc's execvp default when PATH is unset
-_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 # Per interpreter family: option letters that take the rest of the command line as
 # code (no script file), and option letters/long options whose value is the next word.
@@ -375,13 +386,13 @@ class Prepared:
     """A measured command, ready to execute exactly what was measured.
 
     Attributes:
-        exec_path: ``/proc/self/fd/N``: what to ``exec``.
-        argv: the command line to pass (the script argument rewritten to its memfd).
-        pass_fds: descriptors the child must keep (the executable, the script's memfd).
+        exec_path: ``/proc/self/fd/N``, the executable's sealed copy: what to ``exec``.
+        argv: the command line to pass (the script argument as its copy, ``/proc/self/fd/M``).
+        pass_fds: descriptors the child must keep (the copies).
     """
 
     def __init__(self, exec_path: str, argv: tuple[str, ...], pass_fds: tuple[int, ...]) -> None:
-        """Hold the open descriptors (made by :func:`prepare`).
+        """Hold the sealed copies (made by :func:`prepare`).
 
         Args:
             exec_path: ``/proc/self/fd/N``.
@@ -393,14 +404,14 @@ class Prepared:
         self.pass_fds = pass_fds
 
     def close(self) -> None:
-        """Close the descriptors (after the child started). Idempotent."""
+        """Close the copies (after the child started). Idempotent."""
         fds, self.pass_fds = self.pass_fds, ()
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if fds:
+            unregister(fds[0])
+        close_quietly(fds)
 
     def __enter__(self) -> Prepared:
-        """Use as a context manager that closes the descriptors.
+        """Use as a context manager that closes the copies.
 
         Returns:
             ``self``.
@@ -410,40 +421,34 @@ class Prepared:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Close the descriptors."""
+        """Close the copies."""
         self.close()
 
 
-def _verify(found: str, expected: str, what: str, path: str) -> None:
-    if not hmac.compare_digest(found, expected):
-        raise IntegrityError(
-            f"{what} {path!r} changed since it was measured: expected {expected}, found {found}"
-        )
+def _exec_name(name: str, real: str) -> str:
+    # The path execvp would pass to the kernel (and the kernel to a #! interpreter):
+    # the name itself when it has a slash, else the first PATH entry leading to the file.
+    if "/" in name:
+        return name
+    for directory in os.environ.get("PATH", _DEFAULT_PATH).split(":"):
+        candidate = os.path.join(directory, name)
+        if os.path.realpath(candidate) == real:
+            return candidate
+    return real
 
 
-def _sealed_copy(path: str, expected: str) -> int:
-    src, _ = _open_regular(path, "script")
-    memfd = os.memfd_create(f"proctor-script:{os.path.basename(path)}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+def _copy_of(path: str, digest: str, role: str, *, executable: bool) -> tuple[int, os.stat_result]:
+    src, st = _open_regular(path, role)
     try:
-        h = hashlib.sha256()
-        while chunk := os.read(src, _CHUNK):
-            h.update(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(memfd, view) :]
-        _verify("sha256:" + h.hexdigest(), expected, "script", path)
-        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
-        os.lseek(memfd, 0, os.SEEK_SET)
-        return memfd
-    except BaseException:
-        os.close(memfd)
-        raise
+        if executable and not st.st_mode & 0o111:
+            raise EnforcementError(f"{role} {path!r} is no longer executable")
+        return sealed_copy(src, digest, role, path, executable=executable), st
     finally:
         os.close(src)
 
 
 def prepare(measurement: Measurement) -> Prepared:
-    """Open, re-verify and stage what ``measurement`` describes, for ``exec``.
+    """Copy what ``measurement`` describes into sealed memfds, checked against it, for ``exec``.
 
     Args:
         measurement: from :func:`measure` (and authorized).
@@ -453,34 +458,39 @@ def prepare(measurement: Measurement) -> Prepared:
 
     Raises:
         IntegrityError: a file no longer has its measured digest.
-        EnforcementError: a file cannot be opened or staged.
+        EnforcementError: a file cannot be opened or copied.
     """
-    exe_fd, st = _open_regular(measurement.executable, "executable")
-    fds = [exe_fd]
+    fds: list[int] = []
     try:
-        if not st.st_mode & 0o111:
-            raise EnforcementError(f"executable {measurement.executable!r} is no longer executable")
-        _verify(_digest_fd(exe_fd)[0], measurement.executable_digest, "executable", measurement.executable)
+        first = measurement.files[0]
+        exe, st = _copy_of(first.path, first.digest, first.role, executable=True)
+        fds.append(exe)
+        copies = [StagedCopy(exe, first.path, None, copy_mode(st, executable=True))]
         argv = list(measurement.argv)
+        shown_argv = list(argv)
         script = measurement.script
         if script is not None and measurement.script_index is not None:
-            memfd = _sealed_copy(script.path, script.digest)
+            memfd, sst = _copy_of(script.path, script.digest, "script", executable=False)
             fds.append(memfd)
             staged = f"/proc/self/fd/{memfd}"
-            if measurement.files[0].role == "interpreter":
+            if first.role == "interpreter":
                 shebang = _parse_shebang(os.pread(memfd, _SHEBANG_MAX, 0))
                 if shebang is None:
                     raise IntegrityError(f"script {script.path!r} no longer starts with #!")
                 argv0, _, extra = _interpreter_command(*shebang)
-                argv = [argv0, *extra, staged, *argv[1:]]
+                shown = _exec_name(measurement.argv[0], script.path)
+                argv = [argv0, *extra, staged, *measurement.argv[1:]]
+                shown_argv = [argv0, *extra, shown, *measurement.argv[1:]]
             else:
+                shown = measurement.argv[measurement.script_index]
                 argv[measurement.script_index] = staged
-        return Prepared(f"/proc/self/fd/{exe_fd}", tuple(argv), tuple(fds))
+            copies.append(StagedCopy(memfd, script.path, shown, copy_mode(sst, executable=False)))
+        prepared = Prepared(f"/proc/self/fd/{exe}", tuple(argv), tuple(fds))
+        register(exe, prepared.argv, prepared.pass_fds, Staging(tuple(shown_argv), tuple(copies)))
+        return prepared
     except OSError as e:
-        for fd in fds:
-            os.close(fd)
+        close_quietly(tuple(fds))
         raise EnforcementError(f"cannot stage {measurement.executable!r}: {e}") from e
     except BaseException:
-        for fd in fds:
-            os.close(fd)
+        close_quietly(tuple(fds))
         raise

@@ -112,6 +112,7 @@ def test_probe_is_cheap_and_serialisable() -> None:
         "user_namespaces",
         "pid_namespaces",
         "net_namespaces",
+        "mount_namespaces",
         "privileged_namespaces",
         "subreaper",
         "pdeathsig",
@@ -145,19 +146,25 @@ EVERYTHING = Capabilities(
     user_namespaces=True,
     pid_namespaces=True,
     net_namespaces=True,
+    mount_namespaces=True,
     privileged_namespaces=True,
     subreaper=True,
     pdeathsig=True,
 )
 UNPRIVILEGED = Capabilities(
-    user_namespaces=True, pid_namespaces=True, net_namespaces=True, subreaper=True, pdeathsig=True
+    user_namespaces=True,
+    pid_namespaces=True,
+    net_namespaces=True,
+    mount_namespaces=True,
+    subreaper=True,
+    pdeathsig=True,
 )
 
 
 def test_strongest_selection_and_plans() -> None:
     c = Containment(EVERYTHING)
     assert "cgroup1:freezer" not in c.backends  # cgroup v2 kills better
-    assert c.planned_backends() == ("session", "subreaper", "pdeathsig", "cgroup2", "pidns")
+    assert c.planned_backends() == ("session", "subreaper", "pdeathsig", "cgroup2", "pidns", "mountns")
     assert c.planned_backends(Limits(memory_mb=10, max_pids=5, no_network=True, cpu_seconds=3)) == (
         "session",
         "subreaper",
@@ -166,6 +173,7 @@ def test_strongest_selection_and_plans() -> None:
         "cgroup1:memory",
         "cgroup1:pids",
         "pidns",
+        "mountns",
         "netns",
         "rlimit",
     )
@@ -185,7 +193,10 @@ def test_strongest_selection_and_plans() -> None:
 
 def test_unprivileged_namespaces_go_through_a_user_namespace() -> None:
     plan = Containment(UNPRIVILEGED).planned_backends(Limits(no_network=True))
-    assert plan == ("session", "subreaper", "pdeathsig", "pidns", "userns", "netns")
+    assert plan == ("session", "subreaper", "pdeathsig", "pidns", "mountns", "userns", "netns")
+    # A mount namespace alone (no pid namespace) needs the user namespace too.
+    only_mounts = Containment(UNPRIVILEGED, backends=["session", "mountns"])
+    assert only_mounts.planned_backends() == ("session", "mountns", "userns")
 
 
 def test_fail_closed_when_a_limit_cannot_be_enforced() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from proctor.enforcement._staging import staging_for
 from proctor.enforcement.measure import MeasuredFile, Measurement, measure, prepare
 from proctor.errors import EnforcementError, IntegrityError
 
@@ -212,17 +213,53 @@ def test_measurement_validates_itself() -> None:
 # -- prepare -----------------------------------------------------------------------------
 
 
-def test_prepare_executes_the_descriptor_it_hashed(bindir: Path) -> None:
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def test_prepare_executes_a_sealed_copy_of_the_executable(bindir: Path) -> None:
     m = measure(["tool", "a"], path=str(bindir))
     with prepare(m) as p:
         (fd,) = p.pass_fds
         assert p.exec_path == f"/proc/self/fd/{fd}"
-        assert os.path.samestat(os.fstat(fd), os.stat(m.executable))
+        assert os.readlink(p.exec_path).startswith("/memfd:proctor-executable:tool")
+        assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) & SEALS == SEALS
+        assert os.pread(fd, 1 << 20, 0) == (bindir / "tool").read_bytes()
         assert p.argv == ("tool", "a")
         assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # never leaks into other children
+        assert staging_for(p.exec_path, p.argv, p.pass_fds) is not None
     assert p.pass_fds == ()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_executable_overwritten_in_place_after_prepare_runs_the_measured_bytes(tmp_path: Path) -> None:
+    tool = tmp_path / "tool"
+    shutil.copy(os.path.realpath(shutil.which("echo") or "/bin/echo"), tool)
+    inode = tool.stat().st_ino
+    m = measure([str(tool), "measured"])
+    with prepare(m) as p:
+        with tool.open("r+b") as f:  # the same inode, rewritten: now it prints nothing, fails
+            f.write(Path(os.path.realpath(shutil.which("false") or "/bin/false")).read_bytes())
+            f.truncate()
+        assert tool.stat().st_ino == inode
+        run = subprocess.run(
+            p.argv, executable=p.exec_path, pass_fds=p.pass_fds, capture_output=True, check=False
+        )
+    assert (run.returncode, run.stdout) == (0, b"measured\n")
+
+
+def test_staging_is_found_only_for_exactly_the_prepared_command(tmp_path: Path) -> None:
+    script = write(tmp_path / "x.sh", "echo hi\n", mode=0o644)
+    m = measure([SH, str(script)])
+    with prepare(m) as p:
+        staging = staging_for(p.exec_path, p.argv, p.pass_fds)
+        assert staging is not None
+        assert staging.argv == (SH, str(script))  # the script by its own path
+        assert [c.target for c in staging.copies] == [SH, str(script)]
+        assert staging_for(p.exec_path, (*p.argv, "more"), p.pass_fds) is None
+        assert staging_for(p.exec_path, p.argv, p.pass_fds[:1]) is None
+        assert staging_for("/bin/sh", p.argv, p.pass_fds) is None
+    assert staging_for(p.exec_path, m.argv, ()) is None  # closed: forgotten
 
 
 def test_prepare_detects_an_executable_modified_after_measure(tmp_path: Path, bindir: Path) -> None:
@@ -247,9 +284,7 @@ def test_script_is_staged_in_a_sealed_memfd(tmp_path: Path) -> None:
     with prepare(m) as p:
         _, memfd = p.pass_fds
         assert p.argv == (SH, f"/proc/self/fd/{memfd}", "arg")
-        seals = fcntl.fcntl(memfd, fcntl.F_GET_SEALS)
-        want = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-        assert seals & want == want
+        assert fcntl.fcntl(memfd, fcntl.F_GET_SEALS) & SEALS == SEALS
         assert os.pread(memfd, 100, 0) == script.read_bytes()
         with pytest.raises(PermissionError):
             os.pwrite(memfd, b"rm -rf /\n", 0)
