@@ -9,6 +9,8 @@ import base64
 import json
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from fastapi.routing import APIRoute
 
 from asgi_support import Answer, acall, call, signed
 from gov_exec import allow, start_body
-from gov_server import GovernorServer
+from gov_server import GovernorServer, cli
 from gov_support import EXE
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import content_digest
@@ -85,7 +87,7 @@ def test_a_chunked_body_over_the_limit_is_cut_off_early(app: GovernorApp) -> Non
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GovernorServer]:
-    gov = GovernorServer(tmp_path_factory.mktemp("boundary"), policy=POLICIES / "basic")
+    gov = GovernorServer(tmp_path_factory.mktemp("boundary"), policy=POLICIES / "run")  # dev runs anything
     yield gov
     gov.stop()
 
@@ -346,3 +348,43 @@ def test_raw_warrant_tokens_reach_only_the_executions_principal_or_an_admin(
             issued.append(answer.json()["event"])
     assert issued
     assert all(e["token_digest"].startswith("sha256:") for e in issued)
+
+
+def test_proctor_receipt_signs_its_request(server: GovernorServer, tmp_path: Path) -> None:
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proctor",
+            "run",
+            "--server",
+            server.url,
+            "--key",
+            str(server.key),
+            "--",
+            "/bin/echo",
+            "hi",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    match = re.search(r"execution (ex_[a-z0-9]+) started", ran.stderr)
+    assert match, ran.stderr
+    execution = match.group(1)
+    as_admin = cli(
+        "receipt", execution, "--server", server.url, "--data", str(server.data)
+    )  # the default key
+    assert json.loads(as_admin.stdout)["events"]
+    out = tmp_path / "r.json"
+    cli("receipt", execution, "--server", server.url, "--key", str(server.key), "--out", str(out))
+    assert json.loads(out.read_text())["events"]
+    stranger = PrincipalKey.generate("mallory")
+    stranger.save(tmp_path / "mallory.key")
+    refused = cli(
+        "receipt", execution, "--server", server.url, "--key", str(tmp_path / "mallory.key"), check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "401" in refused.stderr
