@@ -44,6 +44,7 @@ import os
 import re
 import stat
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from proctor.enforcement import _linux
@@ -52,7 +53,10 @@ from proctor.errors import IntegrityError
 __all__ = [
     "StagedCopy",
     "Staging",
+    "snapshot",
     "sealed_copy",
+    "Snapshots",
+    "SNAPSHOTS",
     "copy_mode",
     "close_quietly",
     "register",
@@ -124,21 +128,20 @@ def _hash_sealed(fd: int) -> str:
         return "sha256:" + hashlib.sha256(view).hexdigest()
 
 
-def sealed_copy(src: int, expected: str, what: str, path: str, *, executable: bool) -> int:
-    """Copy an opened file into a sealed memfd and check the copy's digest.
+def snapshot(src: int, what: str, path: str, *, executable: bool) -> tuple[int, str]:
+    """Copy an opened file into a memfd, seal it, and hash the sealed copy.
 
     Args:
-        src: the measured file, opened for reading.
-        expected: its measured digest.
-        what: its role (for messages).
-        path: its path (for messages).
-        executable: whether the copy will be executed.
+        src: the file, opened for reading.
+        what: its role (names the memfd).
+        path: its path (names the memfd).
+        executable: whether the copy may be executed.
 
     Returns:
-        The sealed memfd (close-on-exec), at offset 0.
+        ``(memfd, "sha256:<hex>")``: the sealed copy (close-on-exec, at offset 0) and
+        the digest of exactly its bytes.
 
     Raises:
-        IntegrityError: the copy's digest is not the measured one.
         OSError: copying or sealing failed.
     """
     memfd = _memfd(f"proctor-{what}:{os.path.basename(path)}", executable=executable)
@@ -150,15 +153,84 @@ def sealed_copy(src: int, expected: str, what: str, path: str, *, executable: bo
                 break
             offset += n
         fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
-        found = _hash_sealed(memfd)  # sealed first: what is hashed is what will run
-        if not hmac.compare_digest(found, expected):
-            raise IntegrityError(
-                f"{what} {path!r} changed since it was measured: expected {expected}, found {found}"
-            )
-        return memfd
+        return memfd, _hash_sealed(memfd)  # sealed first: what is hashed is what will run
     except BaseException:
         os.close(memfd)
         raise
+
+
+def sealed_copy(src: int, expected: str, what: str, path: str, *, executable: bool) -> int:
+    """A :func:`snapshot` that must have the measured digest.
+
+    Args:
+        src: the measured file, opened for reading.
+        expected: its measured digest.
+        what: its role (for messages).
+        path: its path (for messages).
+        executable: whether the copy will be executed.
+
+    Returns:
+        The sealed memfd.
+
+    Raises:
+        IntegrityError: the copy's digest is not the measured one.
+        OSError: copying or sealing failed.
+    """
+    memfd, found = snapshot(src, what, path, executable=executable)
+    if not hmac.compare_digest(found, expected):
+        os.close(memfd)
+        raise IntegrityError(
+            f"{what} {path!r} changed since it was measured: expected {expected}, found {found}"
+        )
+    return memfd
+
+
+class Snapshots:
+    """Sealed copies made while measuring, kept for staging the same files.
+
+    A copy is immutable, so staging the one whose digest was measured (and authorized)
+    needs no second read nor hash. At most ``size`` are kept; the oldest is closed.
+
+    Args:
+        size: how many copies to keep.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        """Start empty."""
+        self._size = size
+        self._lock = threading.Lock()
+        self._copies: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def put(self, path: str, digest: str, fd: int) -> None:
+        """Keep a sealed copy (the store owns it now).
+
+        Args:
+            path: the measured file.
+            digest: the digest of the copy.
+            fd: the sealed memfd.
+        """
+        with self._lock:
+            old = self._copies.pop((path, digest), None)
+            self._copies[(path, digest)] = fd
+            evicted = [self._copies.popitem(last=False)[1] for _ in range(len(self._copies) - self._size)]
+        close_quietly((*evicted, *(() if old is None else (old,))))
+
+    def take(self, path: str, digest: str) -> int | None:
+        """Hand over the copy of ``path`` with ``digest``, if one is kept.
+
+        Args:
+            path: the measured file.
+            digest: its measured digest.
+
+        Returns:
+            The sealed memfd (the caller owns it now), or ``None``.
+        """
+        with self._lock:
+            return self._copies.pop((path, digest), None)
+
+
+SNAPSHOTS = Snapshots()
+"""The copies :func:`~proctor.enforcement.measure.measure` made, for ``prepare``."""
 
 
 # -- the registry ------------------------------------------------------------------------

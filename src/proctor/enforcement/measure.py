@@ -43,8 +43,6 @@ Residual limits, stated plainly:
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import shlex
 import stat
@@ -54,12 +52,14 @@ from types import TracebackType
 from typing import Any
 
 from proctor.enforcement._staging import (
+    SNAPSHOTS,
     StagedCopy,
     Staging,
     close_quietly,
     copy_mode,
     register,
     sealed_copy,
+    snapshot,
     unregister,
 )
 from proctor.errors import EnforcementError, IntegrityError
@@ -212,40 +212,23 @@ def _open_regular(path: str, what: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-class _Reader(io.RawIOBase):
-    """Reads a descriptor for ``hashlib.file_digest`` and keeps the first bytes it hashed."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self.head = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = os.readv(self._fd, [buffer])
-        if len(self.head) < _SHEBANG_MAX:
-            self.head += bytes(memoryview(buffer)[: min(n, _SHEBANG_MAX - len(self.head))])
-        return n
-
-
-def _digest_fd(fd: int) -> tuple[str, bytes]:
-    # The #! line is taken from the very bytes that were hashed, never from a second read.
-    reader = _Reader(fd)
-    return "sha256:" + hashlib.file_digest(reader, "sha256").hexdigest(), reader.head
-
-
 def _measure_file(path: str, role: str, *, executable: bool) -> tuple[MeasuredFile, bytes]:
     fd, st = _open_regular(path, role)
     try:
         if executable and not (st.st_mode & 0o111 and os.access(path, os.X_OK)):
             raise EnforcementError(f"{role} {path!r} is not executable")
-        digest, head = _digest_fd(fd)
-        return MeasuredFile(path=path, digest=digest, role=role), head
+        copy, digest = snapshot(fd, role, path, executable=True)
     except OSError as e:
         raise EnforcementError(f"{role} {path!r} cannot be read: {e.strerror}") from e
     finally:
         os.close(fd)
+    try:
+        head = os.pread(copy, _SHEBANG_MAX, 0)  # the #! line from the very bytes hashed
+    except OSError as e:
+        os.close(copy)
+        raise EnforcementError(f"{role} {path!r} cannot be read: {e.strerror}") from e
+    SNAPSHOTS.put(path, digest, copy)
+    return MeasuredFile(path=path, digest=digest, role=role), head
 
 
 def _resolve(name: str, *, cwd: str, path: str | None, what: str) -> str:
@@ -438,10 +421,18 @@ def _exec_name(name: str, real: str) -> str:
 
 
 def _copy_of(path: str, digest: str, role: str, *, executable: bool) -> tuple[int, os.stat_result]:
+    # The copy measure() hashed, if it is still kept; else a fresh one, checked.
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise EnforcementError(f"{role} {path!r} is gone: {e.strerror}") from e
+    if executable and not st.st_mode & 0o111:
+        raise EnforcementError(f"{role} {path!r} is no longer executable")
+    kept = SNAPSHOTS.take(path, digest)
+    if kept is not None:
+        return kept, st
     src, st = _open_regular(path, role)
     try:
-        if executable and not st.st_mode & 0o111:
-            raise EnforcementError(f"{role} {path!r} is no longer executable")
         return sealed_copy(src, digest, role, path, executable=executable), st
     finally:
         os.close(src)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proctor.enforcement._staging import staging_for
+from proctor.enforcement._staging import Snapshots, staging_for
 from proctor.enforcement.measure import MeasuredFile, Measurement, measure, prepare
 from proctor.errors import EnforcementError, IntegrityError
 
@@ -262,19 +262,36 @@ def test_staging_is_found_only_for_exactly_the_prepared_command(tmp_path: Path) 
     assert staging_for(p.exec_path, m.argv, ()) is None  # closed: forgotten
 
 
-def test_prepare_detects_an_executable_modified_after_measure(tmp_path: Path, bindir: Path) -> None:
-    m = measure(["tool"], path=str(bindir))
-    with open(bindir / "tool", "ab") as f:
-        f.write(b"\0")
-    with pytest.raises(IntegrityError, match="changed since it was measured"):
-        prepare(m)
+@pytest.mark.parametrize("role", ["executable", "script"])
+def test_prepare_stages_the_very_copy_measure_hashed(tmp_path: Path, bindir: Path, role: str) -> None:
+    if role == "executable":
+        target, argv = bindir / "tool", ["tool"]
+    else:
+        target = write(tmp_path / "x.sh", "echo one\n", mode=0o644)
+        argv = [SH, str(target)]
+    original = target.read_bytes()
+    m = measure(argv, path=str(bindir))
+    with target.open("ab") as f:  # changed after measuring, in place
+        f.write(b"\necho two\n")
+    with prepare(m) as p:
+        copy = p.pass_fds[-1]
+        assert os.pread(copy, 1 << 20, 0) == original  # what was measured (and authorized) runs
 
 
-def test_prepare_detects_a_script_modified_after_measure(tmp_path: Path) -> None:
-    script = write(tmp_path / "x.sh", "echo one\n", mode=0o644)
-    m = measure([SH, str(script)])
-    script.write_text("echo two\n")
-    with pytest.raises(IntegrityError, match="script"):
+@pytest.mark.parametrize("role", ["executable", "script"])
+def test_prepare_without_the_measured_copy_detects_a_modification(
+    tmp_path: Path, bindir: Path, role: str
+) -> None:
+    if role == "executable":
+        target, argv = bindir / "tool", ["tool"]
+    else:
+        target = write(tmp_path / "x.sh", "echo one\n", mode=0o644)
+        argv = [SH, str(target)]
+    m = measure(argv, path=str(bindir))
+    prepare(m).close()  # the copy measure() made is used up
+    with target.open("ab") as f:
+        f.write(b"\necho two\n")
+    with pytest.raises(IntegrityError, match=f"{role} .* changed since it was measured"):
         prepare(m)
 
 
@@ -336,3 +353,18 @@ def test_prepare_refuses_a_file_that_stopped_being_executable(bindir: Path) -> N
     (bindir / "tool").chmod(stat.S_IRUSR)
     with pytest.raises(EnforcementError, match="no longer executable"):
         prepare(m)
+
+
+def test_kept_copies_are_bounded_and_handed_over_once() -> None:
+    store = Snapshots(size=2)
+    fds = [os.memfd_create(f"t{i}") for i in range(3)]
+    for i, fd in enumerate(fds):
+        store.put(f"/f{i}", "sha256:x", fd)
+    with pytest.raises(OSError):
+        os.fstat(fds[0])  # the oldest was closed
+    assert store.take("/f0", "sha256:x") is None
+    assert store.take("/f2", "sha256:y") is None  # another digest: not this copy
+    assert store.take("/f2", "sha256:x") == fds[2]
+    assert store.take("/f2", "sha256:x") is None  # handed over once
+    for fd in fds[1:]:
+        os.close(fd)
