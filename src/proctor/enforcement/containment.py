@@ -64,6 +64,8 @@ Known limits, stated plainly:
 - Start cost: ``preexec_fn`` makes ``subprocess`` fork instead of vfork (about +1.5 ms
   for a Python supervisor), and the pid namespace's relay is one more fork (about
   +1 ms); choose backends without ``pidns`` where that matters more than the above.
+  ``mountns`` costs about 0.6 ms plus the copy of the measured files (2.5 ms for a
+  6.8 MB ``python3``); a ``lease_ttl`` without ``pidns`` forks the watchdog (about +1.5 ms).
 """
 
 from __future__ import annotations
