@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ import typer
 from proctor.authorization.keys import PrincipalKey, valid_principal_name
 from proctor.authorization.warrants import attenuate_warrant, inspect_warrant
 from proctor.cli_output import emit, fail
-from proctor.datadir import DEFAULT_DATA_DIR
+from proctor.config import load_config
+from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.errors import LogLockedError, PolicyValidationError, ProctorError
 from proctor.governor.client import GovernorClient, GovernorError
 from proctor.governor.identity import verify_attributes, verify_zone
@@ -77,6 +79,10 @@ class _Admin:
 @contextmanager
 def _admin(data: Path, server: str | None, key: Path | None) -> Iterator[_Admin]:
     try:
+        if key is None:
+            # The data directory's own key: only from a directory that passes the safety
+            # checks (no symlinked, foreign or readable key), with or without --server.
+            DataDir.open(data)
         admin_key = PrincipalKey.load(key or data / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
         fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
@@ -138,14 +144,17 @@ def _serve(
         ),
     ] = 1024,
     max_streams_per_principal: Annotated[
-        int,
+        int | None,
         typer.Option(
-            envvar="PROCTOR_MAX_STREAMS_PER_PRINCIPAL", help="Event streams one principal may hold."
+            envvar="PROCTOR_MAX_STREAMS_PER_PRINCIPAL",
+            help="Event streams one principal may hold (default: [quotas] max_streams of "
+            "<data>/config.toml, 64; [quotas.principals.NAME] tables still apply).",
         ),
-    ] = 64,
+    ] = None,
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
     from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
+    from proctor.governor.quotas import QuotaStreamSlots  # noqa: PLC0415
     from proctor.governor.server import plan_limits, raise_fd_limit, serve  # noqa: PLC0415
 
     try:
@@ -154,6 +163,8 @@ def _serve(
                 EXIT_BAD_INPUT,
                 f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}",
             )
+        if max_streams_per_principal is None:  # the data directory's quota (the governor checks it)
+            max_streams_per_principal = load_config(data).quotas.default.max_streams
         # Every descriptor the process may have, a reserve kept for its own files.
         limits = plan_limits(
             raise_fd_limit(), max_streams=max_streams, max_streams_per_principal=max_streams_per_principal
@@ -167,7 +178,10 @@ def _serve(
         except ProctorError as e:
             fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
         governor.start_sweeper()
-        app = create_app(governor, streams=limits.stream_slots())
+        slots = QuotaStreamSlots(
+            governor.quotas, total=limits.max_streams, per_principal=limits.max_streams_per_principal
+        )
+        app = create_app(governor, streams=slots)
         # Everything loaded so far lives as long as the process: keep it out of the
         # cyclic collector's passes, which would otherwise walk it every time, and
         # collect the young generation less often (each request allocates hundreds of
@@ -399,8 +413,15 @@ def _policy_replay(
         fail(EXIT_BAD_INPUT, f"error: {e}")
     changed: list[dict[str, Any]] = []
     total = 0
+
+    from proctor.policy.commitment import ArgumentOpening, reveal  # noqa: PLC0415
+    from proctor.store.state import StateStore  # noqa: PLC0415
+
     try:
         with Log.open(data) as log:
+            # The log has each request's arguments as a commitment; the openings are in
+            # the data directory's private state.
+            state = StateStore(DataDir.open(data).db_path)
             for index in range(max(since, 0), log.size):
                 event = Event.from_bytes(log.leaf(index)).data
                 if event.get("type") != "decision" or "request" not in event:
@@ -408,7 +429,13 @@ def _policy_replay(
                 total += 1
                 before = event["decision"]
                 now = event.get("now")
-                after = engine.decide(PolicyRequest.from_json(event["request"]), now=int(now or 0))
+                request = event["request"]
+                if "args_commitment" in request:
+                    opening = state.opening(index)
+                    if opening is None:
+                        fail(EXIT_BAD_INPUT, f"error: the arguments of the decision at {index} are not kept")
+                    request = reveal(request, ArgumentOpening.from_json(opening))
+                after = engine.decide(PolicyRequest.from_json(request), now=int(now or 0))
                 if ("allow" if after.allow else "deny") != before:
                     changed.append(
                         {
@@ -449,6 +476,13 @@ def _authorize(
         if not isinstance(extra, dict):
             fail(EXIT_BAD_INPUT, "error: --context: expected a JSON object")
         doc.update(extra)
+    if action == "exec" and "executable_digest" not in doc:
+        # An exec warrant binds the executable's content: hash the file named here.
+        try:
+            with open(resource, "rb") as f:
+                doc["executable_digest"] = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            fail(EXIT_BAD_INPUT, f"error: --resource {resource}: cannot hash the executable: {e.strerror}")
     try:
         AuthorizeRequest.from_json(doc)
         principal_key = PrincipalKey.load(key)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
 from proctor.authorization.requests import verify_request
+from proctor.config import load_config, write_default_config
 from proctor.datadir import DataDir
 from proctor.errors import (
     AuthenticationError,
@@ -84,6 +85,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
     """
     root = Path(data_dir)
     with DataDir.build(root, origin=origin) as staged:
+        write_default_config(staged.path)  # every setting at its default, documented
         keys = staged.keys_path
         with Log.create(staged) as log:
             admin = PrincipalKey.generate(ADMIN)
@@ -108,7 +110,16 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
                             "algorithm": "ed25519",
                             "public_key": warrant_root.public_key_b64,
                         },
-                        principal_event(ADMIN, "added", {"role": ADMIN}, "", now, node="init", by="init"),
+                        principal_event(
+                            ADMIN,
+                            "added",
+                            {"role": ADMIN},
+                            "",
+                            now,
+                            node="init",
+                            by="init",
+                            public_key=admin.public_key_b64,
+                        ),
                     ]
                 )
                 stamp = rfc3339(now)
@@ -155,10 +166,14 @@ class Governor(GovernorAuthorize):
         lone request never waits).
 
         Raises:
-            ConfigError: the data directory is not initialised (``proctor init``).
+            ConfigError: the data directory is not initialised (``proctor init``), or
+                its ``config.toml`` is not valid (:mod:`proctor.config`).
             StoreError: the database cannot be opened.
         """
         self.data = DataDir.open(data_dir)
+        # The operator's configuration (quotas): an invalid one stops the governor here.
+        self.config = load_config(self.data.path)
+        self.quotas = self.config.quotas
         self.node = node
         self._clock = clock
         self._warrant_ttl_s = warrant_ttl_s
