@@ -24,6 +24,7 @@ nothing else::
     ├── KeyFormatError              a key string or key file is malformed
     ├── AuthenticationError         a request's signature, timestamp or nonce is not acceptable
     ├── PrincipalError              a principal is unknown, malformed, or may not do this
+    ├── QuotaError                  a principal is at one of its quotas (HTTP 429); nothing was done
     ├── EnforcementError            an execution cannot be started, contained or supervised
     │   └── IntegrityError          what would run (or runs) is not what was measured
     ├── PolicyError                 a policy bundle cannot be activated
@@ -58,6 +59,7 @@ __all__ = [
     "KeyFormatError",
     "AuthenticationError",
     "PrincipalError",
+    "QuotaError",
     "EnforcementError",
     "IntegrityError",
     "PolicyError",
@@ -180,6 +182,24 @@ class AuthenticationError(ProctorError):
 
 class PrincipalError(ProctorError):
     """A principal is unknown, malformed, suspended, or not allowed this operation."""
+
+
+class QuotaError(ProctorError):
+    """A principal is at one of its quotas (``<data>/config.toml``, ``[quotas]``); nothing
+    was done or recorded. HTTP 429: try again once the quota has room.
+
+    Attributes:
+        quota: which quota: ``max_running`` or ``max_starts_per_minute``.
+        limit: the quota's value for this principal.
+        found: what the principal holds already (executions running or being started;
+            starts in the last 60 seconds).
+    """
+
+    def __init__(self, message: str, *, quota: str, limit: int, found: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
+        self.found = found
 
 
 class EnforcementError(ProctorError):

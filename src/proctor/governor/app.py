@@ -44,6 +44,7 @@ from proctor.errors import (
     PrincipalError,
     ProctorError,
     ProofRequestError,
+    QuotaError,
     VerificationError,
     WarrantError,
 )
@@ -78,6 +79,8 @@ def _error_for(exc: ProctorError) -> tuple[int, dict[str, Any]]:
 
     if isinstance(exc, RequestLimitError):
         return exc.status, body(exc.code)
+    if isinstance(exc, QuotaError):
+        return 429, body("quota", quota=exc.quota, limit=exc.limit, found=exc.found)
     if isinstance(exc, PolicyValidationError):
         return 422, body("policy-invalid", diagnostics=list(exc.diagnostics))
     if isinstance(exc, BundleError | PolicyError):

@@ -33,6 +33,7 @@ from proctor.authorization.warrants import (
     new_warrant_id,
     verify_warrant_bounds,
 )
+from proctor.config import QuotaConfig
 from proctor.errors import EventError, LineageError, LogAppendError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import digest, rfc3339
 from proctor.governor._fair import PerPrincipal
@@ -40,6 +41,7 @@ from proctor.governor.admin import GovernorAdmin
 from proctor.governor.counters import RateCounters
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
+from proctor.governor.quotas import running_refusal
 from proctor.lineage.canonical import canonicalize
 from proctor.lineage.log import Append, Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
@@ -87,6 +89,7 @@ class GovernorAuthorize(GovernorAdmin):
     """Authorization, mixed into :class:`~proctor.governor.service.Governor`."""
 
     counters: RateCounters
+    quotas: QuotaConfig
     nonces: NonceCache
     _delegations: PerPrincipal
     minter: MintHelper | None
@@ -248,10 +251,13 @@ class GovernorAuthorize(GovernorAdmin):
             return None, deny_all(f"unknown principal {principal!r}", bundle_digest=bundle), None
         # Stateful constraints policies can reference (context.counters): warrants
         # issued in the last minute and hour, and today (UTC) as the daily budget.
-        # Concurrency counts the principal's running executions.
+        # Concurrency counts the principal's running executions, starts_1m its starts
+        # in the last 60 s (one reading of the registry, which enforces the quotas).
+        usage = self.executions.registry.usage(principal, now_s)
         counters = {
             **self.counters.counts(principal, now_s),
-            "concurrency": self.executions.running_count(principal),
+            "concurrency": usage.running,
+            "starts_1m": usage.starts_1m,
         }
         attrs = dict(record.attrs)
         attrs.setdefault("role", "")
@@ -279,6 +285,10 @@ class GovernorAuthorize(GovernorAdmin):
             # measures: none is issued.
             reason = "an exec request must bind the measured executable (executable_digest); denied"
             return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), None
+        # At max_running no warrant is issued that could not start now (quotas).
+        refusal = running_refusal(self.quotas.limits(principal), principal, usage.running + usage.starting)
+        if refusal is not None:
+            return policy_request, deny_all(refusal, bundle_digest=bundle, request=policy_request), None
         parent = None
         if request.parent_warrant:
             try:

@@ -1,10 +1,13 @@
-"""Stateful constraints for policies: how many warrants a principal got recently.
+"""Stateful constraints for policies: how many warrants a principal got recently,
+and how many executions it started.
 
 ``context.counters`` gives policies ``rate_1m``, ``rate_1h`` and ``budget_used`` (warrants
-since 00:00 UTC). Counting rows in SQL on every request grows with the history; these
-counters load a principal's recent issue times once and then move in memory, O(1)
-amortized per request. (With several governor nodes they will be kept in the shared
-store instead; one process per data directory keeps them exact here.)
+since 00:00 UTC) from :class:`RateCounters`, and ``concurrency`` and ``starts_1m`` from
+the execution registry, which counts starts in a :class:`StartWindow` per principal.
+Counting rows in SQL on every request grows with the history; these counters load a
+principal's recent issue times once and then move in memory, O(1) amortized per
+request. (With several governor nodes they will be kept in the shared store instead;
+one process per data directory keeps them exact here.)
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from collections import deque
 
 from proctor.store.state import StateStore
 
-__all__ = ["RateCounters"]
+__all__ = ["STARTS_WINDOW_S", "RateCounters", "StartWindow"]
 
 _HOUR = 3600
 _DAY = 86400
+STARTS_WINDOW_S = 60
+"""``starts_1m`` counts the starts of the last this many seconds: at ``now``, those at
+``now - 59`` … ``now`` (whole seconds)."""
 
 
 class _Window:
@@ -103,3 +109,51 @@ class RateCounters:
             if window is None:
                 return  # loaded from the store (which has the new row) on first use
             window.add(now, now - now % _DAY)
+
+
+class StartWindow:
+    """One principal's execution starts of the last :data:`STARTS_WINDOW_S` seconds.
+
+    Per-second counts, so the cost of :meth:`count` is bounded by the window (at most
+    60 entries) however many starts there were. Not thread-safe: the execution
+    registry holds its lock around every call. A start recorded at a time later than
+    ``now`` (the clock stepped back) keeps counting until it is older than the window
+    measured from ``now``: a clock step never frees quota early.
+    """
+
+    __slots__ = ("_seconds",)
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, int] = {}  # second → starts in it
+
+    def count(self, now: int) -> int:
+        """Starts in the window ending at ``now`` (those older are forgotten)."""
+        seconds = self._seconds
+        oldest = now - STARTS_WINDOW_S
+        total = 0
+        stale = False
+        for second, count in seconds.items():
+            if second > oldest:
+                total += count
+            else:
+                stale = True
+        if stale:
+            for second in [s for s in seconds if s <= oldest]:
+                del seconds[second]
+        return total
+
+    def add(self, now: int) -> None:
+        """Count one start at ``now``."""
+        self._seconds[now] = self._seconds.get(now, 0) + 1
+
+    def remove(self, at: int) -> None:
+        """Take back one start counted at ``at`` (a start that was not recorded after all)."""
+        count = self._seconds.get(at, 0)
+        if count > 1:
+            self._seconds[at] = count - 1
+        elif count == 1:
+            del self._seconds[at]
+
+    def __bool__(self) -> bool:
+        """Whether any start is still held (a window that holds none can be dropped)."""
+        return bool(self._seconds)

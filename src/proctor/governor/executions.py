@@ -29,7 +29,7 @@ from proctor.authorization.warrants import (
 from proctor.errors import IntegrityError, PrincipalError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
-from proctor.governor.registry import ExecutionRegistry
+from proctor.governor.registry import ExecutionRegistry, StartSlot
 from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
 from proctor.lineage.log import Side
 from proctor.policy import PolicyRequest
@@ -166,6 +166,8 @@ class Executions:
                 cover the measured executable.
             ExecutionConflictError: the warrant already started an execution.
             PrincipalError: the warrant belongs to someone else, or the principal is not active.
+            QuotaError: the principal is at ``max_running`` or ``max_starts_per_minute``
+                (HTTP 429); nothing was recorded and the warrant stays unused.
         """
         gov = self.gov
         token = _field(body, "warrant", str)
@@ -231,7 +233,14 @@ class Executions:
                 raise ExecutionConflictError(
                     f"warrant {claims.warrant_id} already started an execution (replayed)"
                 )
-            return self._started(principal, body, request.zone, verified, issued, now)
+            # 4. Quotas (proctor.governor.quotas): admitted and reserved in one step of
+            #    the registry before anything is recorded; refused, the warrant stays
+            #    unused. A start that is not recorded gives its slot back.
+            slot = self.registry.admit_start(principal, now_s, gov.quotas.limits(principal))
+            try:
+                return self._started(principal, body, request.zone, verified, issued, now, slot=slot)
+            finally:
+                self.registry.abandon_start(slot)  # nothing once it started
         finally:
             self.registry.release(claims.warrant_id)
 
@@ -243,6 +252,8 @@ class Executions:
         verified: VerifiedWarrant,
         issued: dict[str, Any],
         now: float,
+        *,
+        slot: StartSlot,
     ) -> dict[str, Any]:
         gov = self.gov
         claims = verified.claims
@@ -284,7 +295,7 @@ class Executions:
             }
         )
         index = self._record(event, [row])
-        self.registry.started(execution_id, principal, lease_expires, verified)
+        self.registry.started(execution_id, principal, lease_expires, verified, slot)
         return {
             "execution": execution_id,
             "log_index": index,

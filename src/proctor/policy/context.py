@@ -23,7 +23,7 @@ zone ``"prod"`` and ``now = 1767225600`` (2026-01-01T00:00:00Z, a Thursday)::
       "time": {"epoch": 1767225600, "hour": 0, "minute": 0, "weekday": 3, "date": "2026-01-01"},
       "executable_digest": "sha256:9f2c…",
       "parent_warrant": "",
-      "counters": {"rate_1m": 3, "rate_1h": 40, "concurrency": 1, "budget_used": 0},
+      "counters": {"rate_1m": 3, "rate_1h": 40, "concurrency": 1, "budget_used": 0, "starts_1m": 1},
       "arguments_json": "",
       "arguments": []
     }
@@ -34,8 +34,11 @@ zone ``"prod"`` and ``now = 1767225600`` (2026-01-01T00:00:00Z, a Thursday)::
 - ``command_line`` is argv joined by single spaces, for ``like "pg_dump *"`` (it
   cannot tell ``["a b"]`` from ``["a", "b"]``; match ``args`` when that matters).
 - ``time`` is UTC, from ``now``: ``weekday`` 0 is Monday, ``date`` is ``YYYY-MM-DD``.
-- ``counters`` are the caller's: ``rate_1m`` and ``rate_1h`` (requests in the last
-  minute and hour), ``concurrency`` (executions running), ``budget_used``.
+- ``counters`` are the caller's; the governor gives ``rate_1m`` and ``rate_1h``
+  (warrants issued to the principal in the last minute and hour), ``budget_used``
+  (warrants since 00:00 UTC), ``concurrency`` (its executions running) and
+  ``starts_1m`` (its execution starts in the last 60 s). A counter the caller does not
+  give is 0.
 - For ``mcp.call`` and ``tool.call``: ``arguments_json`` is the RFC 8785 canonical JSON
   of the arguments (``{"mode":"r","path":"/etc/hosts"}``: keys sorted, no spaces), for
   ``like "*\\"path\\":\\"/etc/*"``; ``arguments`` holds ``"name=value"`` for each

@@ -17,7 +17,8 @@ is this schema, in Cedar's JSON schema format; written in Cedar's schema syntax 
         time: { epoch: Long, hour: Long, minute: Long, weekday: Long, date: String },
         executable_digest: String,   // "sha256:<hex>" or ""
         parent_warrant: String,      // id of the parent warrant or ""
-        counters: { rate_1m: Long, rate_1h: Long, concurrency: Long, budget_used: Long },
+        counters: { rate_1m: Long, rate_1h: Long, concurrency: Long, budget_used: Long,
+                    starts_1m: Long },
         arguments_json: String,      // canonical JSON of the tool arguments, "" for exec
         arguments: Set<String>,      // "name=value" for each top-level scalar tool argument
       };
@@ -85,8 +86,11 @@ ARG_POSITIONS = 32
 MAX_ARGV = 1024
 """A request with a longer argument vector is denied."""
 
-COUNTERS = ("rate_1m", "rate_1h", "concurrency", "budget_used")
-"""The stateful counters the caller computes; a missing counter is 0."""
+COUNTERS = ("rate_1m", "rate_1h", "concurrency", "budget_used", "starts_1m")
+"""The stateful counters the caller computes; a missing counter is 0. The governor's:
+warrants issued to the principal in the last minute and hour, its running executions,
+its warrants since 00:00 UTC, and its execution starts in the last 60 s (see
+:mod:`proctor.policy.context`). A bundle schema must declare all of them."""
 
 REQUIRED_PRINCIPAL_ATTRS = ("role", "zone")
 

@@ -162,7 +162,7 @@ def test_context_for_a_tool_call() -> None:
         "time": {"epoch": 90061, "hour": 1, "minute": 1, "weekday": 4, "date": "1970-01-02"},
         "executable_digest": "sha256:" + "0" * 64,
         "parent_warrant": "wr_1",
-        "counters": {"rate_1m": 0, "rate_1h": 7, "concurrency": 0, "budget_used": 0},
+        "counters": {"rate_1m": 0, "rate_1h": 7, "concurrency": 0, "budget_used": 0, "starts_1m": 0},
         "arguments_json": '{"force":false,"k=v":"x","n":3,"none":null,"opts":{"x":1},"path":"/tmp/x"}',
         "arguments": ["force=false", "n=3", "path=/tmp/x"],
     }

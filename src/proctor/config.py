@@ -1,0 +1,312 @@
+"""The operator's configuration of a data directory: ``<data>/config.toml``.
+
+``config.json`` says what a data directory *is* (its format and log origin) and is
+never edited; ``config.toml`` says how its governor is *run*, and is the operator's
+to edit. ``proctor init`` writes it with every setting at its default, commented
+(:data:`DEFAULT_CONFIG_TOML`). Today it holds the per-principal quotas::
+
+    [quotas]
+    max_running = 64             # executions one principal may have running at once
+    max_starts_per_minute = 600  # executions one principal may start in any 60 s
+    max_streams = 64             # event streams (GET /v1/stream) one principal may hold
+
+    [quotas.principals.ci-runner]   # overrides for one principal (others: the above)
+    max_running = 256
+
+Invariants:
+
+1. A missing file means every default (data directories made before it existed keep
+   working); anything present is read strictly: an unknown table or key, a value
+   that is not an integer (``true`` is not one), or one outside ``1 …``
+   :data:`MAX_QUOTA`, is an error naming the key, what was expected and what was
+   found. A governor refuses to start on such a file (fail closed): a quota that is
+   mistyped must not silently become no quota.
+2. Overrides name principals by the principal-name grammar; two that name the same
+   principal ignoring case are refused (principal names are unique ignoring case),
+   and an override matches its principal ignoring case.
+3. Every admin is a principal like any other here: no one is exempt from a quota
+   unless an override for that principal says so.
+4. Pure but for :func:`load_config` and :func:`write_default_config`; no clock.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from proctor.authorization.keys import valid_principal_name
+from proctor.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_CONFIG_TOML",
+    "MAX_QUOTA",
+    "Config",
+    "QuotaConfig",
+    "QuotaLimits",
+    "load_config",
+    "write_default_config",
+]
+
+CONFIG_FILE = "config.toml"
+"""The configuration's file name in the data directory."""
+MAX_QUOTA = 1_000_000_000
+"""The largest value any quota accepts (a bound, not a recommendation)."""
+_MAX_CONFIG_BYTES = 64 << 10
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO planted as the file must not hang the open
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """The quotas of one principal.
+
+    Attributes:
+        max_running: executions it may have running at once.
+        max_starts_per_minute: executions it may start in any 60 seconds.
+        max_streams: event streams (``GET /v1/stream``) it may hold open.
+    """
+
+    max_running: int = 64
+    max_starts_per_minute: int = 600
+    max_streams: int = 64
+
+    def __post_init__(self) -> None:
+        """Raises:
+        ConfigError: a value that is not an integer in ``1 …`` :data:`MAX_QUOTA`.
+        """
+        for f in fields(self):
+            _check_quota(f.name, getattr(self, f.name))
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """The ``[quotas]`` table: the default limits and per-principal overrides.
+
+    Attributes:
+        default: the limits of every principal without an override.
+        principals: overrides, keyed by principal name casefolded.
+    """
+
+    default: QuotaLimits = field(default_factory=QuotaLimits)
+    principals: Mapping[str, QuotaLimits] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "principals", MappingProxyType(dict(self.principals)))
+
+    def limits(self, principal: str) -> QuotaLimits:
+        """The limits that apply to ``principal`` (its override, or the default)."""
+        if not self.principals:
+            return self.default
+        return self.principals.get(principal.casefold(), self.default)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A data directory's ``config.toml``.
+
+    Attributes:
+        quotas: the per-principal quotas.
+    """
+
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = CONFIG_FILE) -> Config:
+        """Parse and check a configuration (module docstring, invariant 1).
+
+        Args:
+            text: the TOML text.
+            source: where it came from, for messages.
+
+        Raises:
+            ConfigError: not TOML, or a table, key or value that is not expected.
+        """
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{source}: expected TOML, found invalid text: {e}") from e
+        _known(doc, ("quotas",), source, "")
+        quotas = doc.get("quotas", {})
+        if type(quotas) is not dict:
+            raise ConfigError(f"{source}: quotas: expected a table, found {_kind(quotas)}")
+        return cls(quotas=_quota_config(quotas, source))
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", str: "a string", float: "a float", dict: "a table"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _check_quota(key: str, value: Any, *, where: str = "quotas") -> None:
+    if type(value) is not int:
+        raise ConfigError(
+            f"{where}.{key}: expected an integer from 1 to {MAX_QUOTA}, found {_kind(value)} ({value!r})"
+        )
+    if not 1 <= value <= MAX_QUOTA:
+        raise ConfigError(f"{where}.{key}: expected an integer from 1 to {MAX_QUOTA}, found {value}")
+
+
+def _known(table: Mapping[str, Any], allowed: tuple[str, ...], source: str, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]}: expected one of {', '.join(allowed)}, "
+            f"found {', '.join(prefix + k for k in unknown)}"
+        )
+
+
+_QUOTA_KEYS = tuple(f.name for f in fields(QuotaLimits))
+
+
+def _limits(table: Mapping[str, Any], base: QuotaLimits, source: str, where: str) -> QuotaLimits:
+    _known(table, _QUOTA_KEYS, source, where)
+    for key, value in table.items():
+        try:
+            _check_quota(key, value, where=where)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return replace(base, **table)
+
+
+def _quota_config(table: Mapping[str, Any], source: str) -> QuotaConfig:
+    _known(table, (*_QUOTA_KEYS, "principals"), source, "quotas")
+    default = _limits({k: v for k, v in table.items() if k != "principals"}, QuotaLimits(), source, "quotas")
+    named = table.get("principals", {})
+    if type(named) is not dict:
+        raise ConfigError(f"{source}: quotas.principals: expected a table, found {_kind(named)}")
+    overrides: dict[str, QuotaLimits] = {}
+    spelled: dict[str, str] = {}
+    for name, override in named.items():
+        where = f"quotas.principals.{name}"
+        if not valid_principal_name(name):
+            raise ConfigError(
+                f"{source}: {where}: expected a principal name (1-64 of [A-Za-z0-9._-], "
+                f"starting with a letter or digit), found {name!r}"
+            )
+        if type(override) is not dict:
+            raise ConfigError(f"{source}: {where}: expected a table, found {_kind(override)}")
+        key = name.casefold()
+        if key in spelled:
+            raise ConfigError(
+                f"{source}: {where}: expected one table per principal (names are unique ignoring "
+                f"case), found {spelled[key]!r} and {name!r}"
+            )
+        spelled[key] = name
+        overrides[key] = _limits(override, default, source, where)
+    return QuotaConfig(default, overrides)
+
+
+def load_config(data_dir: str | os.PathLike[str]) -> Config:
+    """Read ``<data_dir>/config.toml``; every default when there is none.
+
+    The file is read without following a symlink, must be a regular file owned by the
+    current user or root that group and others cannot write (like the data directory
+    itself: whoever can write it can lift every quota), and at most 64 KiB.
+
+    Raises:
+        ConfigError: the file is unsafe, unreadable, or not a valid configuration.
+    """
+    path = Path(data_dir) / CONFIG_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
+    except FileNotFoundError:
+        return Config()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror} (expected a regular file, not a link)") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: expected a regular file")
+        euid = os.geteuid()
+        if st.st_uid not in (euid, 0):
+            raise ConfigError(
+                f"{path} is owned by uid {st.st_uid}: expected the current user (uid {euid}) or root"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o022:
+            raise ConfigError(
+                f"{path} has mode {mode:04o}: expected no write access for group and others "
+                f"(chmod go-w {path})"
+            )
+        raw = os.read(fd, _MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: expected at most {_MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: expected UTF-8 text: {e}") from e
+    return Config.from_toml(text, source=str(path))
+
+
+DEFAULT_CONFIG_TOML = f"""\
+# proctor: how the governor of this data directory runs. Read when a governor opens the
+# directory (proctor serve, and admin commands without --server); edit it and restart.
+# A missing file means every default. Anything present is checked strictly: an unknown
+# key, a value that is not an integer, or one outside 1..{MAX_QUOTA} stops the governor
+# from starting, with a message naming the key.
+
+[quotas]
+# Executions one principal may have running at once. A start beyond it is refused
+# (HTTP 429, "quota": "max_running") and nothing is recorded; an authorization while
+# at it is denied, and the deny is recorded with the reason.
+max_running = {QuotaLimits.max_running}
+
+# Executions one principal may start in any 60 seconds (HTTP 429 beyond it).
+# Policies see the count as context.counters.starts_1m.
+max_starts_per_minute = {QuotaLimits.max_starts_per_minute}
+
+# Event streams (GET /v1/stream) one principal may hold open (HTTP 429 beyond it).
+# `proctor serve --max-streams-per-principal N` overrides this default.
+max_streams = {QuotaLimits.max_streams}
+
+# Overrides for one principal; unnamed keys keep the values above. Admins are not
+# exempt from any quota unless a table here says so. Quote names with a dot in them.
+#
+# [quotas.principals.ci-runner]
+# max_running = 256
+# max_starts_per_minute = 3000
+"""
+"""What ``proctor init`` writes: every setting at its default, documented."""
+
+
+def write_default_config(data_dir: str | os.PathLike[str]) -> Path:
+    """Create ``<data_dir>/config.toml`` with :data:`DEFAULT_CONFIG_TOML` (mode 0644,
+    exclusively and never through a symlink), fsynced.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: the file exists or cannot be written.
+    """
+    path = Path(data_dir) / CONFIG_FILE
+    data = DEFAULT_CONFIG_TOML.encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644)
+    except OSError as e:
+        raise ConfigError(f"cannot create {path}: {e.strerror}") from e
+    try:
+        os.fchmod(fd, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    return path

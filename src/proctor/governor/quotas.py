@@ -1,0 +1,124 @@
+"""Per-principal quotas at the governor: how much one principal may hold at once.
+
+A principal with a valid key could otherwise start thousands of executions, or hold
+every event stream, and starve everyone else of the governor. The limits come from
+the data directory's configuration (:class:`proctor.config.QuotaConfig`, read once
+when the governor opens; an invalid one stops it from starting). This module decides;
+the execution registry counts (:class:`~proctor.governor.registry.ExecutionRegistry`).
+
+Invariants:
+
+1. **A start is admitted under the registry's lock, before anything is recorded.**
+   ``Executions.start`` asks the registry for a start slot after the warrant has
+   verified and before the ``execution.started`` event is queued; the registry counts
+   the principal's running executions *and* the starts still being recorded, and its
+   starts of the last 60 s, and reserves the slot in the same critical section. So
+   concurrent starts can never overshoot a quota, and a refused start (HTTP 429,
+   :class:`~proctor.errors.QuotaError` with ``quota``, ``limit`` and ``found``) leaves
+   its warrant unused: it can start once there is room.
+2. **A start that is not recorded gives its slot back** (its running slot and its
+   count in the minute); one that is recorded turns its slot into a running execution.
+3. **Authorization agrees with start:** a principal at ``max_running`` is denied, and
+   the deny is recorded with a reason naming the quota, so no warrant is issued that
+   could not start now. (``max_starts_per_minute`` is not checked there: a warrant
+   lives longer than a minute.)
+4. **Policies see the counts**: ``context.counters.concurrency`` (running) and
+   ``context.counters.starts_1m`` (starts in the last 60 s), read in one critical
+   section of the registry.
+5. **No one is exempt**, admins included, unless the configuration names the
+   principal with limits of its own.
+
+Pure but for :class:`QuotaStreamSlots` (a lock); no clock: callers pass counts.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from proctor.config import QuotaConfig, QuotaLimits
+from proctor.errors import QuotaError
+from proctor.governor.stream import StreamSlots
+
+__all__ = ["QuotaStreamSlots", "check_start", "running_refusal"]
+
+
+def check_start(limits: QuotaLimits, principal: str, *, running: int, starts_1m: int) -> QuotaError | None:
+    """Whether ``principal`` may start one more execution now.
+
+    Args:
+        limits: the principal's quotas.
+        principal: who starts.
+        running: its executions running or being started.
+        starts_1m: its starts in the last 60 seconds.
+
+    Returns:
+        ``None`` to admit, or the refusal for the caller to raise.
+    """
+    if running >= limits.max_running:
+        return QuotaError(
+            f"quota max_running: {principal!r} runs {running} executions (at most "
+            f"{limits.max_running}); start again when one has ended",
+            quota="max_running",
+            limit=limits.max_running,
+            found=running,
+        )
+    if starts_1m >= limits.max_starts_per_minute:
+        return QuotaError(
+            f"quota max_starts_per_minute: {principal!r} started {starts_1m} executions in the "
+            f"last 60 s (at most {limits.max_starts_per_minute}); start again later",
+            quota="max_starts_per_minute",
+            limit=limits.max_starts_per_minute,
+            found=starts_1m,
+        )
+    return None
+
+
+def running_refusal(limits: QuotaLimits, principal: str, running: int) -> str | None:
+    """The reason of an authorization denied because ``principal`` is at
+    ``max_running`` (``running``: its executions running or being started), or ``None``."""
+    if running < limits.max_running:
+        return None
+    return (
+        f"quota max_running: {principal!r} runs {running} executions (at most "
+        f"{limits.max_running}); denied until one ends"
+    )
+
+
+class QuotaStreamSlots(StreamSlots):
+    """:class:`~proctor.governor.stream.StreamSlots` whose per-principal cap is each
+    principal's ``max_streams`` quota (its override, or the default).
+
+    Admission is serialised by a lock of its own around the check and the parent's
+    :meth:`acquire`; a release in between can only lower the count, so the check can
+    never admit past a principal's cap.
+    """
+
+    def __init__(self, quotas: QuotaConfig, *, total: int, per_principal: int | None = None) -> None:
+        """Args:
+        quotas: the configured quotas.
+        total: the most streams open at once, all principals together.
+        per_principal: the cap of principals without an override (default: the
+            configuration's ``max_streams``; ``proctor serve --max-streams-per-principal``).
+
+        Raises:
+            ValueError: a cap below 1.
+        """
+        self._quotas = quotas
+        self._default = quotas.default.max_streams if per_principal is None else per_principal
+        highest = max((limits.max_streams for limits in quotas.principals.values()), default=self._default)
+        super().__init__(total=total, per_principal=max(self._default, highest))
+        self._admit = threading.Lock()
+
+    def cap(self, principal: str) -> int:
+        """How many streams ``principal`` may hold open."""
+        override = self._quotas.principals.get(principal.casefold()) if self._quotas.principals else None
+        return override.max_streams if override is not None else self._default
+
+    def acquire(self, principal: str) -> str | None:
+        """Take a slot for ``principal``; ``None`` if taken, else why not."""
+        cap = self.cap(principal)
+        with self._admit:
+            held = self.open(principal)
+            if held >= cap:
+                return f"{principal!r} already holds {held} open streams (at most {cap}, quota max_streams)"
+            return super().acquire(principal)
