@@ -43,12 +43,13 @@ import httpx
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
-from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
+from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant_bounds
 from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
-from proctor.errors import EnforcementError, ProctorError, WarrantError
+from proctor.errors import EnforcementError, IntegrityError, ProctorError, WarrantError
 from proctor.governor.client import GovernorClient, GovernorError
+from proctor.verification import check_measurement, measured_resource
 
 __all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]
 
@@ -99,6 +100,7 @@ class Supervisor:
         self._execution = ""
         self._warrants: set[str] = set()
         self._lease_deadline = 0.0
+        self._renew_error = ""
         self._integrity: IntegrityWatch | None = None
         self._digests = {"stdout": hashlib.sha256(), "stderr": hashlib.sha256()}
         self._output_bytes = 0
@@ -127,14 +129,24 @@ class Supervisor:
         except EnforcementError as e:
             self.say(f"cannot measure the command: {e}")
             return EXIT_DENIED
-        resource = opts.resource or measurement.executable
+        # For exec, the resource is the measured file the command names (the script
+        # for a script): a different one named by the caller is refused, not trusted.
+        measured = measured_resource(measurement.to_json())
+        resource = opts.resource or measured.path
+        if opts.action == "exec" and resource != measured.path:
+            self.say(
+                f"--resource {resource} is not what the command executes ({measured.path}); "
+                "the resource of an exec is the measured file. Nothing started."
+            )
+            return EXIT_DENIED
+        digest = measured.digest if opts.action == "exec" else ""
         # 2. Authorize.
         request = {
             "action": opts.action,
             "resource": resource,
             "argv": self.argv,
             "zone": opts.zone,
-            "executable_digest": measurement.executable_digest,
+            "executable_digest": digest,
         }
         try:
             answer = self._client.authorize(request)
@@ -149,7 +161,7 @@ class Supervisor:
         # 3. Verify the warrant locally before anything runs.
         try:
             root = opts.warrant_key or self._warrant_key()
-            claims = verify_warrant(
+            verified = verify_warrant_bounds(
                 token,
                 root_public_key=root,
                 now=int(time.time()),
@@ -158,10 +170,17 @@ class Supervisor:
                     resource=resource,
                     args_digest=args_digest(self.argv),
                     zone=opts.zone,
-                    executable_digest=measurement.executable_digest,
+                    executable_digest=digest,
                 ),
             )
-        except (WarrantError, GovernorError, ValueError) as e:
+            claims = verified.claims
+            check_measurement(
+                measurement.to_json(),
+                action=claims.action,
+                resource=claims.resource,
+                executable_digest=claims.executable_digest,
+            )
+        except (WarrantError, GovernorError, IntegrityError, ValueError) as e:
             self.say(f"the warrant does not verify locally; nothing started: {e}")
             return EXIT_DENIED
         self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
@@ -211,6 +230,7 @@ class Supervisor:
                 stdout=-1,
                 stderr=-1,
                 execution_id=self._execution,
+                lease_ttl=ttl,
             )
         except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
             prepared.close()
@@ -235,10 +255,9 @@ class Supervisor:
         self._thread(self._listen, int(started["log_index"]))
         max_duration = _int(obligations.get("max_duration_s"))
         if max_duration:
-            over = ("obligation", f"ran longer than {max_duration} s")
-            timer = threading.Timer(max_duration, self.kill, over)
-            timer.daemon = True
-            timer.start()
+            self._timer(max_duration, "obligation", f"ran longer than {max_duration} s")
+        # The warrant's own end (attenuations included) stops it even if no renewal says so.
+        self._timer(verified.expires - time.time(), "expired", f"the warrant expired at {verified.expires}")
         status = int(self._contained.wait())
         for pump in pumps:
             pump.join(timeout=5)
@@ -309,7 +328,8 @@ class Supervisor:
         while not self._done.is_set():
             remaining = self._lease_deadline - time.monotonic()
             if remaining <= 0:
-                self.kill("lease-lost", f"no successful lease renewal within {ttl:.1f} s")
+                why = f" (last failure: {self._renew_error})" if self._renew_error else ""
+                self.kill("lease-lost", f"no successful lease renewal within {ttl:.1f} s{why}")
                 return
             self._done.wait(timeout=min(remaining, 0.02))
 
@@ -335,11 +355,15 @@ class Supervisor:
                 "POST", f"/v1/executions/{self._execution}/renew", body, timeout=max(ttl / 3, 0.2)
             )
         except GovernorError as e:
-            if e.status in (401, 403, 404):
+            if e.status in (403, 404):
                 self.kill("revoked", f"the governor refused the renewal: {e}")
-            return  # unreachable: the lease deadline decides
+            # Unreachable, or the request was not authenticated (a clock or key
+            # problem, not a revocation): the lease deadline decides, and says why.
+            self._renew_error = str(e)
+            return
         if answer.get("ok"):
             self._lease_deadline = sent + ttl
+            self._renew_error = ""
         else:
             self.kill(str(answer.get("terminate", "revoked")), str(answer.get("detail", "")))
 
@@ -404,6 +428,11 @@ class Supervisor:
                 pass  # our own output went away; keep hashing and draining
             if self._max_output is not None and self._output_bytes > self._max_output:
                 self.kill("obligation", f"output exceeded {self._max_output} bytes")
+
+    def _timer(self, seconds: float, reason: str, detail: str) -> None:
+        timer = threading.Timer(max(seconds, 0.0), self.kill, (reason, detail))
+        timer.daemon = True
+        timer.start()
 
     def _thread(self, target: Callable[..., None], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, daemon=True)
