@@ -38,9 +38,14 @@ def cli(*args: str, check: bool = True, timeout: float = 60, **kw: Any) -> subpr
 class GovernorServer:
     """``proctor serve`` on a free loopback port, on a fresh data directory."""
 
-    def __init__(self, root: Path, *, policy: Path | None = None, origin: str = "run.example/gov") -> None:
+    def __init__(
+        self, root: Path, *, policy: Path | None = None, origin: str = "run.example/gov", config: str = ""
+    ) -> None:
         self.data = root / "data"
         cli("init", "--data", str(self.data), "--origin", origin)
+        if config:  # TOML appended to the data directory's config.toml
+            with (self.data / "config.toml").open("a") as f:
+                f.write("\n" + config)
         cli(
             "principal",
             "add",

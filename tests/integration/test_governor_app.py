@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gov_support import EXE
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.governor.app import create_app
@@ -79,7 +80,8 @@ def test_malformed_requests_get_422_with_what_was_expected(
 
 def test_deny_is_a_200_with_allow_false(client: TestClient, gov_data: Path) -> None:
     response = post(client, PrincipalKey.load(gov_data / "alice.key"), "/v1/authorize",
-                    {"action": "exec", "resource": "/usr/bin/rm", "argv": ["rm", "-rf", "/"]})  # fmt: skip
+                    {"action": "exec", "resource": "/usr/bin/rm", "argv": ["rm", "-rf", "/"],
+                     "executable_digest": EXE})  # fmt: skip
     assert response.status_code == 200
     doc = response.json()
     assert doc["allow"] is False
@@ -92,7 +94,12 @@ def test_the_declared_authorize_route_answers_like_the_fast_path(governor: Gover
     behind a proxy prefix, ``root_path``) gives the same answers."""
     app = create_app(governor)
     alice = PrincipalKey.load(gov_data / "alice.key")
-    body = {"action": "exec", "resource": "/usr/bin/pg_dump", "argv": ["pg_dump", "db1"]}
+    body = {
+        "action": "exec",
+        "resource": "/usr/bin/pg_dump",
+        "argv": ["pg_dump", "db1"],
+        "executable_digest": EXE,
+    }
     with TestClient(app) as fast, TestClient(app, root_path="/gov") as declared:
         for client, path in ((fast, "/v1/authorize"), (declared, "/gov/v1/authorize")):
             allowed = post(client, alice, path, body)
