@@ -10,6 +10,13 @@ authorization's own commit, or a side write queued for requests that append noth
 no request waits for them. A crash loses at most the nonces of requests accepted since
 the last commit, which only reopens the replay window for those few, as before.
 Expired nonces leave memory and the table at most once a second.
+
+Clock steps: a nonce is forgotten once the clock passed its expiry, so a clock that
+steps forward and back again would accept a captured request a second time. The cache
+therefore keeps a *floor*, the latest time at which nonces were forgotten (persisted
+with them, so a restart keeps it too), and the governor judges freshness against
+``max(clock, floor)`` (:meth:`effective_now`): a request older than the window before the
+floor is stale even if the clock went back — refused, never replayed.
 """
 
 from __future__ import annotations
@@ -43,13 +50,18 @@ class NonceCache:
         self._next_purge = 0
         self._purge_before = 0
         self._flush = FlushClaim()
-        for keyid, nonce, expires in state.live_nonces(now):
+        self._floor = state.nonce_floor()
+        for keyid, nonce, expires in state.live_nonces(min(now, self._floor) if self._floor else now):
             self._seen[(keyid, nonce)] = expires
             self._expiry.append((expires, keyid, nonce))
         heapq.heapify(self._expiry)
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def effective_now(self, now: int) -> int:
+        """The time freshness is judged at: the clock, never earlier than the floor."""
+        return max(now, self._floor)
 
     def remember(self, keyid: str, nonce: str, expires: int, *, now: int) -> bool:
         """Record a nonce until ``expires``; ``False`` if it is live already (a replay)."""
@@ -73,6 +85,7 @@ class NonceCache:
             if seen.get((keyid, nonce)) == expires:
                 del seen[(keyid, nonce)]
         self._purge_before = now
+        self._floor = max(self._floor, now)
 
     def pending(self) -> bool:
         """Whether some nonces are not persisted yet."""
@@ -103,6 +116,12 @@ class NonceCache:
             conn.executemany("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", rows)
             if purge_before:
                 conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
+                # The floor goes with the deletion it explains (see the module docstring).
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('nonce_floor', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+                    (purge_before,),
+                )
         except sqlite3.Error as e:
             with self._lock:
                 self._unsaved[:0] = rows

@@ -354,7 +354,9 @@ class Governor(GovernorAuthorize):
             AuthenticationError: unsigned, malformed, stale, unknown key, bad signature
                 or replayed; nothing else happens.
         """
-        now = int(self.now())
+        # Freshness is judged no earlier than the nonce floor: a clock that stepped back
+        # cannot reopen the window of a request whose nonce was forgotten (nonces.py).
+        now = self.nonces.effective_now(int(self.now()))
         try:
             return verify_request(
                 method,

@@ -578,6 +578,11 @@ class StateStore:
 
         return write
 
+    def nonce_floor(self) -> int:
+        """The latest time request nonces were forgotten at (0 if never)."""
+        value = self.meta("nonce_floor")
+        return int(value) if value is not None else 0
+
     @staticmethod
     def probe_writer(now: int) -> Callable[..., None]:
         """A small real write (one ``meta`` row), to learn whether the disk takes writes."""
