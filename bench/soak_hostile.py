@@ -217,7 +217,11 @@ def _attack(url: str, key_path: str, root: bytes, stop: Any, counts: Any) -> Non
     server.url = url  # type: ignore[attr-defined]
     mallory = Hostile(server, PrincipalKey.load(Path(key_path)), root)  # type: ignore[arg-type]
     done = threading.Event()
-    waiter = threading.Thread(target=lambda: (stop.wait(), done.set()), daemon=True)
+    def relay() -> None:
+        stop.wait()
+        done.set()
+
+    waiter = threading.Thread(target=relay, daemon=True)
     waiter.start()
     mallory.run(done)
     counts.put((mallory.sent, mallory.streams, len(mallory.sockets)))
