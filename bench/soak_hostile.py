@@ -217,6 +217,7 @@ def _attack(url: str, key_path: str, root: bytes, stop: Any, counts: Any) -> Non
     server.url = url  # type: ignore[attr-defined]
     mallory = Hostile(server, PrincipalKey.load(Path(key_path)), root)  # type: ignore[arg-type]
     done = threading.Event()
+
     def relay() -> None:
         stop.wait()
         done.set()
