@@ -35,8 +35,8 @@ from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.log import Log
 from proctor.lineage.note import NoteVerifier
 from proctor.lineage.proofs import ConsistencyProof
-from proctor.lineage.receipt import check_receipt
 from proctor.policy import PolicyBundle
+from proctor.receipts import check_receipt
 
 __all__ = ["run_demo"]
 

@@ -8,7 +8,7 @@ import json
 
 from gov_exec import allow, start_body
 from proctor.governor.service import Governor
-from proctor.lineage.receipt import check_receipt
+from proctor.receipts import check_receipt
 
 SECRET = "--password=hunter2-very-secret"
 

@@ -1,5 +1,5 @@
 """Building an execution's receipt from the governor's log and state (I/O over the
-log; checking one is pure: :mod:`proctor.lineage.receipt`)."""
+log: :mod:`proctor.receipts.build`; checking one is pure: :mod:`proctor.receipts.check`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from proctor.errors import PrincipalError
-from proctor.lineage.receipt import build_receipt
+from proctor.receipts import build_receipt
 
 if TYPE_CHECKING:
     from proctor.governor.service import Governor

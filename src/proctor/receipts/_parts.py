@@ -1,7 +1,7 @@
-"""Parts of receipt verification (:mod:`proctor.lineage.receipt`): the events of a
+"""Parts of receipt verification (:mod:`proctor.receipts.check`): the events of a
 receipt and their roles and links (step 5), the Statement they imply (step 7), and the
 strict readers of the receipt's fields. Private; the steps themselves are numbered in
-``receipt.py``."""
+``check.py``."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ from proctor.lineage.canonical import canonicalize
 from proctor.lineage.dsse import sign_envelope
 from proctor.lineage.log import Log
 from proctor.lineage.note import NoteSigner, generate_signer
-from proctor.lineage.receipt import (
+from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
+from proctor.receipts import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -35,7 +36,6 @@ from proctor.lineage.receipt import (
     check_receipt,
     verify_receipt,
 )
-from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
 
 ORIGIN = "test.example/log"
 WARRANT_KEY = PrincipalKey.from_private_bytes("warrant-root", bytes(range(32)))

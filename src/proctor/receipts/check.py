@@ -1,31 +1,7 @@
-"""Receipts: the self-contained JSON that proves one execution, verifiable offline.
+"""Checking a receipt: pure (no I/O, no clock), with nothing but the log's verifier key.
 
-A receipt needs nothing but the log's verifier key to check. Version 1::
-
-    {"v": 1,
-     "checkpoint": "<C2SP signed note of a tlog-checkpoint>",
-     "log_key": "<origin>+<key id>+<base64>",
-     "events": [{"leaf_index": N, "leaf": "<base64 canonical event>", "hashes": ["<base64>", ...]}, ...],
-     "warrant_chain": ["<Biscuit token>", ...],
-     "statement": <DSSE envelope of an in-toto Statement v1>,
-     "policy": {"bundle": <PolicyBundle JSON>, "activated_index": N}}      (optional)
-
-- ``events`` are in ascending log order, one per index, each with its RFC 9162
-  inclusion proof under the receipt's checkpoint: the execution's decision,
-  ``warrant.issued``, ``execution.started``, any ``execution.verified``, exactly one
-  ``execution.terminated`` or ``execution.completed``; for a delegated warrant the
-  decisions and ``warrant.issued`` of every ancestor; the ``key.declared`` event of the
-  warrant key; and, when ``policy`` is present, the ``policy.activated`` event.
-- ``warrant_chain`` is root first, the execution's own warrant last.
-- ``statement`` is signed with the log's key; its predicate type
-  ``https://proctor.dev/execution/v1`` is proctor's own (:data:`PREDICATE_TYPE`):
-  ``{"execution", "warrant", "principal", "outcome": "completed" | "terminated",
-  "exit_status" | "reason", "log": {"origin", "checkpoint_size", "indices"}}``; its
-  subjects are the executable (``measurement.executable`` and its digest) and
-  ``stdout`` / ``stderr`` when the terminal event carries their digests.
-- ``policy`` carries the bundle *content*, which the log binds by digest. (A bundle's
-  admin signature is not carried: no admin key is in the log, so it could not be
-  checked offline, and a receipt holds no byte that is not checked.)
+The format is described in :mod:`proctor.receipts`. No clock is read: warrants are
+judged at the times the receipt's own events record, so an old receipt still verifies.
 
 Verification steps (:func:`check_receipt`; each stops the check when it fails):
 
@@ -45,21 +21,14 @@ Verification steps (:func:`check_receipt`; each stops the check when it fails):
 8. replay — only with ``replay=True`` or a carried ``policy``: the bundle's digest is
    the one the decision and ``policy.activated`` name, and (``replay=True``) the bundle
    re-decides the logged request exactly as logged.
-
-What a receipt cannot prove: that nothing else happened. The log operator (who holds
-the key) could leave out an ``execution.verified`` event, or a revocation; a receipt
-proves that what it shows is in the log, in that order, under a signed checkpoint.
-Consistency with later checkpoints is for witnesses (``proctor.orchestration``).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -67,7 +36,14 @@ from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_dig
 from proctor.authorization.keys import load_public_key
 from proctor.authorization.warrants import MAX_TOKEN_CHARS, verify_warrant
 from proctor.errors import IntegrityError, ProctorError, VerificationError
-from proctor.lineage._receipt_parts import (
+from proctor.lineage.canonical import canonicalize, loads
+from proctor.lineage.checkpoint import Checkpoint, open_checkpoint
+from proctor.lineage.dsse import open_envelope
+from proctor.lineage.events import MAX_EVENT_BYTES, Event
+from proctor.lineage.merkle import leaf_hash, verify_inclusion
+from proctor.lineage.note import NoteVerifier
+from proctor.lineage.proofs import MAX_PROOF_HASHES
+from proctor.receipts._parts import (
     Entry,
     Execution,
     StepError,
@@ -82,17 +58,7 @@ from proctor.lineage._receipt_parts import (
     sha256_hex,
     subjects_and_predicate,
 )
-from proctor.lineage.canonical import canonicalize, loads
-from proctor.lineage.checkpoint import Checkpoint, open_checkpoint
-from proctor.lineage.dsse import open_envelope, sign_envelope
-from proctor.lineage.events import MAX_EVENT_BYTES, Event
-from proctor.lineage.merkle import leaf_hash, verify_inclusion
-from proctor.lineage.note import NoteSigner, NoteVerifier
-from proctor.lineage.proofs import MAX_PROOF_HASHES
 from proctor.verification import check_measurement
-
-if TYPE_CHECKING:
-    from proctor.lineage.log import Log
 
 __all__ = [
     "RECEIPT_VERSION",
@@ -105,7 +71,6 @@ __all__ = [
     "STEP_NAMES",
     "ReceiptStep",
     "ReceiptReport",
-    "build_receipt",
     "check_receipt",
     "verify_receipt",
 ]
@@ -114,7 +79,7 @@ RECEIPT_VERSION = 1
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://proctor.dev/execution/v1"
-"""proctor's own predicate type: one governed execution (see the module docstring)."""
+"""proctor's own predicate type: one governed execution (see :mod:`proctor.receipts`)."""
 MAX_RECEIPT_EVENTS = 512
 MAX_WARRANT_CHAIN = 32
 MAX_RECEIPT_BYTES = 16 << 20
@@ -435,9 +400,8 @@ class _Checker:
         policy = self.doc.get("policy")
         if policy is None:
             raise StepError("replay needs the policy bundle; the receipt carries none")
-        # Imported here: the lineage layer depends on policy only to replay a decision
-        # (ARCHITECTURE.md, principle 5), and a verifier that does not replay never
-        # loads the Cedar engine.
+        # Imported here: a receipt needs policy only to replay a decision (ARCHITECTURE.md,
+        # principle 5), and a verifier that does not replay never loads the Cedar engine.
         from proctor.policy import PolicyBundle, PolicyEngine  # noqa: PLC0415
 
         bundle = PolicyBundle.from_json(policy["bundle"])
@@ -537,109 +501,3 @@ def verify_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptRe
         f = report.failed
         raise VerificationError(f"receipt verification failed at step {f.number} ({f.name}): {f.detail}")
     return report
-
-
-def build_receipt(
-    log: Log,
-    *,
-    execution_indices: Sequence[int],
-    warrant_tokens: Sequence[str],
-    key_index: int,
-    signer: NoteSigner,
-    statement: Mapping[str, Any] | None = None,
-    policy_bundle: Mapping[str, Any] | None = None,
-    policy_index: int | None = None,
-    openings: Mapping[int, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Assemble, sign and self-verify the receipt of one execution.
-
-    The checkpoint is the log's latest; every event is proven under it, so the caller
-    must have committed the terminal event first. The receipt is verified before it
-    is returned (with replay when a policy bundle is given): a receipt that would not
-    verify is never handed out.
-
-    Args:
-        log: the lineage log.
-        execution_indices: the log indices of the execution's events (decision,
-            ``warrant.issued``, ``execution.started``, ``execution.verified``…, the
-            terminal event) and, for a delegated warrant, of every ancestor's decision
-            and ``warrant.issued``.
-        warrant_tokens: the warrant chain, root first, the execution's warrant last.
-        key_index: the index of the ``key.declared`` event of the warrant key.
-        signer: the log's signing key; it signs the DSSE statement.
-        statement: an in-toto Statement to sign instead of the one derived from the
-            events (it must still name the same subjects, and use another
-            ``predicateType`` if its predicate differs from proctor's).
-        policy_bundle: the policy bundle that decided (:meth:`PolicyBundle.to_json`,
-            or :meth:`SignedBundle.to_json`, whose signature is dropped), to let
-            verifiers replay the decision.
-        policy_index: the index of that bundle's ``policy.activated`` event.
-        openings: decision index → the opening of its argument commitment
-            (:class:`~proctor.policy.commitment.ArgumentOpening` JSON), so that the
-            holder can prove and replay what ran.
-
-    Returns:
-        The receipt as a JSON object.
-
-    Raises:
-        ValueError: the signer is not the log's key, indices repeat, or only one of
-            ``policy_bundle`` and ``policy_index`` is given.
-        TypeError: ``warrant_tokens`` is one string instead of a list.
-        ProofRequestError: an index is not covered by the latest checkpoint.
-        BundleError: the policy bundle is malformed.
-        VerificationError: the assembled receipt does not verify (naming the step);
-            the indices or tokens do not describe one execution.
-    """
-    if signer.verifier != log.verifier:
-        raise ValueError(f"expected the log's signer {log.verifier_key()}, found {signer!r}")
-    if isinstance(warrant_tokens, str):
-        raise TypeError("expected a list of warrant tokens, found one string")
-    if (policy_bundle is None) != (policy_index is None):
-        raise ValueError("expected policy_bundle and policy_index together, or neither")
-    indices = sorted([*execution_indices, key_index, *([] if policy_index is None else [policy_index])])
-    if len(set(indices)) != len(indices):
-        raise ValueError(f"expected distinct log indices, found {indices}")
-    note = log.checkpoint()
-    cp = open_checkpoint(note, log.verifier)
-    leaves = {i: log.leaf(i) for i in indices}
-    doc: dict[str, Any] = {
-        "v": RECEIPT_VERSION,
-        "checkpoint": note,
-        "log_key": log.verifier_key(),
-        "events": [
-            {
-                "leaf_index": i,
-                "leaf": base64.b64encode(leaves[i]).decode(),
-                "hashes": log.inclusion_proof(i, cp.size)["hashes"],
-            }
-            for i in indices
-        ],
-        "warrant_chain": list(warrant_tokens),
-    }
-    if openings:
-        doc["openings"] = [{"index": i, "opening": dict(openings[i])} for i in sorted(openings)]
-    if policy_bundle is not None:
-        from proctor.policy import PolicyBundle  # noqa: PLC0415 -- see _Checker.replay_step
-
-        content = policy_bundle.get("bundle") if "signature" in policy_bundle else policy_bundle
-        doc["policy"] = {
-            "bundle": PolicyBundle.from_json(content or {}).to_json(),
-            "activated_index": policy_index,
-        }
-    if statement is None:
-        entries = [Entry(i, Event.from_bytes(leaves[i], strict=True), leaf_hash(leaves[i])) for i in indices]
-        try:
-            execution = link_roles(entries, policy_index)
-        except StepError as e:
-            raise VerificationError(f"receipt verification failed at step 5 ({STEP_NAMES[5]}): {e}") from e
-        subjects, predicate = subjects_and_predicate(execution, entries, cp)
-        statement = {
-            "_type": STATEMENT_TYPE,
-            "subject": subjects,
-            "predicateType": PREDICATE_TYPE,
-            "predicate": predicate,
-        }
-    payload = canonicalize(dict(statement))
-    doc["statement"] = sign_envelope(payload, payload_type=PAYLOAD_TYPE, signer=signer)
-    verify_receipt(doc, log_key=log.verifier_key(), replay=policy_bundle is not None)
-    return doc
