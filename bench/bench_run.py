@@ -32,9 +32,9 @@ from gov_server import GovernorServer  # noqa: E402
 from proc_support import alive, marked  # noqa: E402
 from proctor.authorization.keys import PrincipalKey  # noqa: E402
 from proctor.authorization.requests import sign_request  # noqa: E402
+from proctor.client import GovernorClient  # noqa: E402
 from proctor.enforcement.containment import Containment  # noqa: E402
 from proctor.enforcement.measure import measure, prepare  # noqa: E402
-from proctor.governor.client import GovernorClient  # noqa: E402
 
 POLICY = ROOT / "tests" / "integration" / "policies" / "run"
 _TRUE = measure(["true"])  # an exec request binds the measured executable

@@ -41,8 +41,8 @@ from biscuit_auth import BlockBuilder  # noqa: E402
 from gov_server import GovernorServer, cli  # noqa: E402
 from proctor.authorization.keys import PrincipalKey  # noqa: E402
 from proctor.authorization.tokens import open_token  # noqa: E402
+from proctor.client import GovernorClient, GovernorError  # noqa: E402
 from proctor.enforcement.measure import measure  # noqa: E402
-from proctor.governor.client import GovernorClient, GovernorError  # noqa: E402
 
 POLICY = ROOT / "tests" / "integration" / "policies" / "run"
 TRUE = measure(["true"])

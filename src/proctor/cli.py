@@ -8,22 +8,30 @@ terminated executions):
 - 2: bad input or usage (malformed arguments, events, data directory).
 
 Data goes to stdout as JSON; messages go to stderr prefixed ``proctor:``.
+
+The commands of :mod:`proctor.cli_run` and :mod:`proctor.cli_admin` load when they are
+invoked (or when the whole list is shown), and the commands here import the governor
+only inside their bodies: ``proctor run`` starts without importing
+:mod:`proctor.governor`, Cedar or the web framework (``docs/architecture.md``, "What
+each package may import").
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
+import typer.main
+from typer.core import TyperGroup
 
-from proctor import __version__, cli_admin, cli_run
+from proctor import __version__
 from proctor.cli_output import emit, fail
 from proctor.datadir import DEFAULT_DATA_DIR, DataDir
-from proctor.demo import run_demo
 from proctor.errors import (
     ConfigError,
     EventError,
@@ -33,8 +41,6 @@ from proctor.errors import (
     ProofRequestError,
     VerificationError,
 )
-from proctor.governor.service import initialize
-from proctor.governor.state_audit import audit_state, has_state
 from proctor.lineage.events import Event
 from proctor.lineage.log import Log
 
@@ -44,8 +50,64 @@ EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
 EXIT_BAD_INPUT = 2
 
+# The modules whose ``register(app)`` adds these top-level commands, in the order of
+# ``proctor --help``: a module is imported when one of its commands is looked up.
+_LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
+    "proctor.cli_admin": ("serve", "authorize", "revoke", "principal", "policy", "warrant"),
+    "proctor.cli_run": ("run", "receipt", "verify"),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """The root command group: loads a command module when one of its commands is needed.
+
+    The lazily loaded subcommands pattern of Click's documentation, over Typer: the
+    module's ``register`` fills a Typer app of its own, whose Click commands join this
+    group. Commands are listed as Typer lists them (commands, then groups) in
+    registration order, so ``proctor --help`` is unchanged.
+    """
+
+    # Click's types live in typer's private vendored module; `Any` keeps this file off it.
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command ``cmd_name``, importing the module that registers it if needed."""
+        if cmd_name not in self.commands:
+            for module, names in _LAZY_COMMANDS.items():
+                if cmd_name in names:
+                    self._load(module, names)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Every command name, each module loaded (only ``proctor --help`` needs them all)."""
+        for module, names in _LAZY_COMMANDS.items():
+            self._load(module, names)
+        order = [*self.commands]
+        for names in _LAZY_COMMANDS.values():
+            order = [n for n in order if n not in names] + [*names]
+        groups = [n for n in order if isinstance(self.commands[n], TyperGroup)]
+        return [n for n in order if n not in groups] + groups
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """Resolve as Typer does; an unknown name first loads every module, so that
+        "Did you mean …?" considers every command."""
+        if args and self.get_command(ctx, args[0]) is None:
+            self.list_commands(ctx)
+        return super().resolve_command(ctx, args)
+
+    def _load(self, module: str, names: tuple[str, ...]) -> None:
+        if all(n in self.commands for n in names):
+            return
+        sub = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+        importlib.import_module(module).register(sub)
+        commands = typer.main.get_group(sub).commands
+        if set(commands) != set(names):  # a registration that drifted from the table above
+            raise RuntimeError(f"{module}.register added {sorted(commands)}, expected {sorted(names)}")
+        for name in names:
+            self.commands[name] = commands[name]
+
+
 app = typer.Typer(
     name="proctor",
+    cls=_LazyGroup,
     help="Execution governance: authorize before anything runs, stop it when trust breaks, "
     "prove afterwards what happened.",
     no_args_is_help=True,
@@ -103,6 +165,8 @@ def _init(
     The directory must not exist or be empty; it is built beside it and renamed into
     place whole (mode 0700, keys 0600), so a failure leaves nothing behind.
     """
+    from proctor.governor.service import initialize  # noqa: PLC0415 (keeps `proctor run` light)
+
     try:
         result = initialize(data, origin=origin)
     except ProctorError as e:
@@ -189,6 +253,8 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
     Then, if the data directory holds governance state, check it against the log
     (:mod:`proctor.governor.state_audit`); exit 1 naming each row that disagrees.
     """
+    from proctor.governor.state_audit import audit_state, has_state  # noqa: PLC0415
+
     with _open(data) as log:
         try:
             report = log.check_all()
@@ -262,6 +328,8 @@ def _demo(
     ] = False,
 ) -> None:
     """Run the demonstration end to end, without input."""
+    from proctor.demo import run_demo  # noqa: PLC0415 (the demo starts a governor)
+
     try:
         code = run_demo(data, open_browser=not no_browser)
     except ProofRequestError as e:
@@ -269,10 +337,6 @@ def _demo(
     except ProctorError as e:
         fail(_exit_code(e), f"demo failed: {e}")
     raise typer.Exit(code)
-
-
-cli_admin.register(app)
-cli_run.register(app)
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ import typer
 from proctor.authorization.keys import PrincipalKey, valid_principal_name
 from proctor.authorization.warrants import attenuate_warrant, inspect_warrant
 from proctor.cli_output import emit, fail
+from proctor.client import GovernorClient, GovernorError
 from proctor.config import load_config
 from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.errors import LogLockedError, PolicyValidationError, ProctorError
-from proctor.governor.client import GovernorClient, GovernorError
 from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import DEFAULT_COMMIT_LINGER_S, Governor

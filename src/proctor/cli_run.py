@@ -17,10 +17,10 @@ import orjson
 import typer
 
 from proctor.authorization.keys import PrincipalKey
+from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.enforcement.supervisor import EXIT_DENIED, RunOptions, Supervisor
 from proctor.errors import ProctorError
-from proctor.governor.client import GovernorClient, GovernorError
 
 __all__ = ["register"]
 
@@ -106,7 +106,7 @@ def _verify(
     replay: Annotated[bool, typer.Option("--replay", help="Also re-evaluate the decision.")] = False,
 ) -> None:
     """Verify a receipt offline, with nothing but the log's verifier key."""
-    from proctor.lineage.receipt import check_receipt  # noqa: PLC0415
+    from proctor.receipts import check_receipt  # noqa: PLC0415
 
     key_text = log_key
     try:

@@ -19,10 +19,10 @@ from gov_exec import Clock, allow, start_body
 from gov_server import GovernorServer, cli, free_port
 from gov_support import EXE, signed_bundle
 from proctor.authorization.keys import PrincipalKey
+from proctor.client import GovernorClient, GovernorError
 from proctor.config import QuotaLimits, load_config
 from proctor.errors import ConfigError, QuotaError
 from proctor.governor.app import create_app
-from proctor.governor.client import GovernorClient, GovernorError
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import Governor
 

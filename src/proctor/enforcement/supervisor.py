@@ -44,11 +44,11 @@ import orjson
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant_bounds
+from proctor.client import GovernorClient, GovernorError
 from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
 from proctor.errors import EnforcementError, IntegrityError, ProctorError, WarrantError
-from proctor.governor.client import GovernorClient, GovernorError
 from proctor.verification import check_measurement, measured_resource
 
 __all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]

@@ -1,8 +1,14 @@
 """A small client for the governor's HTTP API: signs every request with a principal key.
 
-Used by the CLI (``proctor authorize``, admin commands with ``--server``) and, later,
-by the enforcer and the SDK. Errors come back as :class:`GovernorError` with the HTTP
-status and the server's JSON error body.
+Used by the enforcer (``proctor run``), the CLI (``proctor authorize``, ``proctor
+receipt``, admin commands with ``--server``) and, later, the SDK. Errors come back as
+:class:`GovernorError` with the HTTP status and the server's JSON error body.
+
+It sits at the top of the package, outside :mod:`proctor.governor`, and imports no
+governor code: an enforcer talks to the governor only over HTTP, may run on another
+host, and must not load the governor, Cedar or the web framework to start a command
+(``docs/architecture.md``, "What each package may import";
+``tests/unit/test_import_boundaries.py`` holds it to that).
 """
 
 from __future__ import annotations
