@@ -72,10 +72,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request, verify_request
 from proctor.authorization.warrants import WarrantClaims, args_digest, mint_warrant, new_warrant_id
+from proctor.canonical import loads
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.nonces import NonceCache
 from proctor.governor.service import Governor, initialize
-from proctor.lineage.canonical import loads
 from proctor.lineage.log import Log
 from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
 from proctor.policy.commitment import ArgumentOpening
@@ -985,7 +985,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("log event validation (caller)", ("Log.submit ", "Log.append ", "coerce ", "Event.from_dict ")),
     ("decision event build", ("GovernorAuthorize._decision_event ",)),
     ("governor: other", ("GovernorAuthorize.",)),
-    ("request body parse", ("AuthorizeRequest.from_json ", "proctor/lineage/canonical.py")),
+    ("request body parse", ("AuthorizeRequest.from_json ", "proctor/canonical.py")),
     ("response JSON", ("AuthorizeResult.to_json ", "Decision.to_json ", "starlette/responses.py")),
     ("prometheus metrics", ("prometheus_client/",)),
     ("FastAPI telemetry (OpenTelemetry)", ("opentelemetry/", "fastapi/telemetry/")),

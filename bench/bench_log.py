@@ -49,7 +49,7 @@ from typing import Any
 
 from benchlib import cpu_s, pct, settle
 
-from proctor.lineage.canonical import canonicalize
+from proctor.canonical import canonicalize
 from proctor.lineage.log import Log
 from proctor.lineage.merkle import leaf_hash
 from proctor.lineage.proofs import ConsistencyProof, InclusionProof

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from proctor.errors import ConfigError, KeyFormatError
-from proctor.lineage.note import NoteSigner, NoteVerifier, generate_signer, valid_key_name
+from proctor.note import NoteSigner, NoteVerifier, generate_signer, valid_key_name
 
 __all__ = ["DATA_FORMAT", "DEFAULT_DATA_DIR", "DataDir", "default_origin"]
 

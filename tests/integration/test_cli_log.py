@@ -13,8 +13,8 @@ import pytest
 
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.merkle import leaf_hash
-from proctor.lineage.note import NoteVerifier
 from proctor.lineage.proofs import ConsistencyProof, InclusionProof
+from proctor.note import NoteVerifier
 
 
 def run(*args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

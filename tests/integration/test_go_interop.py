@@ -35,7 +35,7 @@ import pytest
 
 from proctor.datadir import DataDir
 from proctor.lineage.log import Log
-from proctor.lineage.note import NoteSigner, NoteVerifier, generate_signer, open_note, sign_note
+from proctor.note import NoteSigner, NoteVerifier, generate_signer, open_note, sign_note
 
 REPO = Path(__file__).resolve().parents[2]
 GO_MAIN = REPO / "tests" / "interop" / "go" / "main.go"

@@ -357,8 +357,8 @@ def test_state_survives_restart(governor: Governor, gov_data: Path) -> None:
 
 
 def test_decisions_replay_to_the_same_answer(governor: Governor) -> None:
+    from proctor.canonical import canonicalize
     from proctor.governor._events import digest
-    from proctor.lineage.canonical import canonicalize
     from proctor.policy import PolicyRequest
     from proctor.policy.commitment import ArgumentOpening, reveal
 

@@ -28,8 +28,8 @@ from types import MappingProxyType
 from typing import Any
 
 from proctor.authorization.keys import valid_principal_name
+from proctor.canonical import MAX_SAFE_INTEGER, canonicalize
 from proctor.errors import CanonicalizationError, WarrantError
-from proctor.lineage.canonical import MAX_SAFE_INTEGER, canonicalize
 
 __all__ = [
     "ACTIONS",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from proctor.lineage.canonical import canonicalize
+from proctor.canonical import canonicalize
 
 __all__ = ["STATUS_AFTER", "attributes_digest", "digest", "principal_event", "rfc3339"]
 

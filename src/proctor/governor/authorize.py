@@ -33,6 +33,7 @@ from proctor.authorization.warrants import (
     new_warrant_id,
     verify_warrant_bounds,
 )
+from proctor.canonical import canonicalize
 from proctor.config import QuotaConfig
 from proctor.errors import EventError, LineageError, LogAppendError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import digest, rfc3339
@@ -42,7 +43,6 @@ from proctor.governor.counters import RateCounters
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.quotas import running_refusal
-from proctor.lineage.canonical import canonicalize
 from proctor.lineage.log import Append, Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
 from proctor.policy.commitment import ArgumentOpening, redact

@@ -26,8 +26,8 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from proctor.canonical import loads
 from proctor.errors import CanonicalizationError, ProctorError
-from proctor.lineage.canonical import loads
 
 __all__ = [
     "MAX_BODY",
@@ -189,7 +189,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 def _members(value: dict[str, Any] | list[Any]) -> int:
     """How many object members ``value`` holds, at any depth (at most
-    :data:`~proctor.lineage.canonical.MAX_DEPTH` levels, checked by ``loads``)."""
+    :data:`~proctor.canonical.MAX_DEPTH` levels, checked by ``loads``)."""
     count = len(value) if isinstance(value, dict) else 0
     for item in value.values() if isinstance(value, dict) else value:
         if isinstance(item, dict | list):

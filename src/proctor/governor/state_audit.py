@@ -52,7 +52,7 @@ from proctor.governor.consistency import (
 )
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.merkle import EMPTY_ROOT
-from proctor.lineage.note import NoteVerifier
+from proctor.note import NoteVerifier
 
 __all__ = ["audit_state", "has_state"]
 

@@ -1,18 +1,21 @@
 """Layer 5, execution lineage: canonical events, the Merkle log, checkpoints, proofs.
 
-The pure parts (:mod:`.canonical`, :mod:`.events`, :mod:`.merkle`, :mod:`.note`,
-:mod:`.checkpoint`, :mod:`.tiles`) do no I/O and read no clock; :mod:`.log` puts them
-on a store.
+The pure parts (:mod:`.events`, :mod:`.merkle`, :mod:`.checkpoint`, :mod:`.tiles`,
+:mod:`.proofs`, :mod:`.dsse`) do no I/O and read no clock; :mod:`.log` puts them on a
+store. Lineage imports only what sits below it: the shared primitives
+(:mod:`proctor.canonical`, :mod:`proctor.note`, :mod:`proctor.errors`), the store and
+the data directory. Receipts, which also need warrants and policy, are
+:mod:`proctor.receipts`, above this package.
 """
 
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from proctor.lineage.events import Event, ParentLink
 from proctor.lineage.merkle import leaf_hash, node_hash, verify_consistency, verify_inclusion
-from proctor.lineage.note import NoteSigner, NoteVerifier, open_note, sign_note
 from proctor.lineage.proofs import (
     ConsistencyProof,
     InclusionProof,
 )
+from proctor.note import NoteSigner, NoteVerifier, open_note, sign_note
 
 __all__ = [
     "Log",
@@ -36,8 +39,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The log sits on the store and the data directory, which themselves use the
-    # pure modules above; importing it lazily keeps that one-way.
+    # Imported lazily: the log loads the store and the data directory, which a user of
+    # the pure modules above (a verifier of proofs) does not need.
     if name in ("Log", "LogReport"):
         from proctor.lineage import log  # noqa: PLC0415
 

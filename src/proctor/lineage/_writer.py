@@ -37,8 +37,8 @@ from proctor.lineage._appends import STOP, Append, b64
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from proctor.lineage.events import Event
 from proctor.lineage.merkle import leaf_hash, range_hash
-from proctor.lineage.note import NoteSigner, NoteVerifier
 from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, node_location
+from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
 
 __all__ = ["GroupCommit", "Nodes"]

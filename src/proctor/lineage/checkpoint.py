@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from proctor.errors import CheckpointError
 from proctor.lineage.merkle import HASH_SIZE
-from proctor.lineage.note import NoteSigner, NoteVerifier, open_note, sign_note
+from proctor.note import NoteSigner, NoteVerifier, open_note, sign_note
 
 __all__ = ["Checkpoint", "sign_checkpoint", "open_checkpoint"]
 

@@ -36,7 +36,7 @@ import hmac
 from typing import Any
 
 from proctor.errors import VerificationError
-from proctor.lineage.note import NoteSigner, NoteVerifier
+from proctor.note import NoteSigner, NoteVerifier
 
 __all__ = [
     "PAE_PREFIX",

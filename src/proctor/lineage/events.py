@@ -1,6 +1,6 @@
 """Lineage events: the leaves of the Merkle log.
 
-An event is one canonical JSON object (RFC 8785, see :mod:`proctor.lineage.canonical`)
+An event is one canonical JSON object (RFC 8785, see :mod:`proctor.canonical`)
 of at most :data:`MAX_EVENT_BYTES` bytes with these common fields:
 
 - ``v``: the event format version, an integer; only :data:`EVENT_VERSIONS` are accepted
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from proctor.canonical import canonicalize, loads
 from proctor.errors import EventError
-from proctor.lineage.canonical import canonicalize, loads
 
 __all__ = ["MAX_EVENT_BYTES", "EVENT_VERSIONS", "EVENT_TYPES", "ParentLink", "Event"]
 

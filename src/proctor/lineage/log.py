@@ -55,8 +55,8 @@ from proctor.lineage._writer import GroupCommit, Nodes
 from proctor.lineage.audit import LogReport, check_log
 from proctor.lineage.checkpoint import Checkpoint
 from proctor.lineage.merkle import consistency_path, inclusion_path, leaf_hash, range_hash
-from proctor.lineage.note import NoteSigner, NoteVerifier
 from proctor.lineage.tiles import TreeBuilder
+from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
 from proctor.store.sqlite import SQLiteStore
 

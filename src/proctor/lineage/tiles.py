@@ -10,15 +10,18 @@ standard bottom-row bytes for serving tiles.
 A partial tile (width < 256) lives at the right edge of a level; it is rewritten as
 it grows and its rows hold only complete nodes. This module is pure: the
 :class:`TreeBuilder` is the in-memory right edge of the tree, and the log persists
-the tiles it reports dirty.
+the tiles it reports dirty. A :class:`Tile` itself, the stored record that checks its
+own shape, is defined by the store (:mod:`proctor.store.base`) and re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from proctor.errors import LogIntegrityError
-from proctor.lineage.merkle import EMPTY_ROOT, HASH_SIZE, node_hash
+from proctor.lineage.merkle import EMPTY_ROOT, node_hash
+
+# The stored record and its dimensions belong to the store, which sits below the log
+# (it persists tiles and knows nothing of hashing); they are re-exported here.
+from proctor.store.base import TILE_HEIGHT, TILE_WIDTH, Tile
 
 __all__ = [
     "TILE_HEIGHT",
@@ -27,55 +30,6 @@ __all__ = [
     "node_location",
     "TreeBuilder",
 ]
-
-TILE_HEIGHT = 8
-TILE_WIDTH = 1 << TILE_HEIGHT
-
-
-def _row_offsets(width: int) -> list[int]:
-    offsets, total = [], 0
-    for r in range(TILE_HEIGHT):
-        offsets.append(total)
-        total += width >> r
-    offsets.append(total)
-    return offsets
-
-
-# Row offsets for every width, computed once: tiles are read on every proof.
-_OFFSETS = [_row_offsets(w) for w in range(TILE_WIDTH + 1)]
-
-
-@dataclass(frozen=True, slots=True)
-class Tile:
-    """One stored tile: its coordinates, width and every row's hashes, concatenated."""
-
-    level: int
-    index: int
-    width: int
-    data: bytes
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.width <= TILE_WIDTH:
-            raise LogIntegrityError(
-                f"tile {self.level}/{self.index}: expected width 1..{TILE_WIDTH}, found {self.width}"
-            )
-        expected = _OFFSETS[self.width][-1] * HASH_SIZE
-        if len(self.data) != expected:
-            raise LogIntegrityError(
-                f"tile {self.level}/{self.index} of width {self.width}: expected "
-                f"{expected} bytes of hashes, found {len(self.data)}"
-            )
-
-    def hash_at(self, row: int, pos: int) -> bytes | None:
-        """The hash at ``pos`` of row ``row``, or ``None`` if not yet complete."""
-        if pos >= self.width >> row:
-            return None
-        start = (_OFFSETS[self.width][row] + pos) * HASH_SIZE
-        return self.data[start : start + HASH_SIZE]
-
-    def bottom_row(self) -> bytes:
-        """The C2SP tlog-tiles bytes of this tile: its bottom row only."""
-        return self.data[: self.width * HASH_SIZE]
 
 
 def node_location(level: int, index: int) -> tuple[int, int, int, int]:

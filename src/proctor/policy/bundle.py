@@ -36,8 +36,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from proctor.canonical import MAX_SAFE_INTEGER, canonicalize
 from proctor.errors import BundleError, CanonicalizationError
-from proctor.lineage.canonical import MAX_SAFE_INTEGER, canonicalize
 from proctor.policy.schema import DEFAULT_SCHEMA
 
 __all__ = [

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from proctor.canonical import canonicalize
 from proctor.errors import PolicyError
-from proctor.lineage.canonical import canonicalize
 
 __all__ = ["DOMAIN", "ArgumentOpening", "redact", "reveal"]
 

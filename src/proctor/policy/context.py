@@ -65,7 +65,7 @@ from typing import Any
 
 import orjson
 
-from proctor.lineage.canonical import MAX_SAFE_INTEGER, canonicalize
+from proctor.canonical import MAX_SAFE_INTEGER, canonicalize
 from proctor.policy.request import PolicyRequest
 from proctor.policy.schema import (
     ACTIONS,

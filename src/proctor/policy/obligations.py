@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from proctor.lineage.canonical import MAX_SAFE_INTEGER
+from proctor.canonical import MAX_SAFE_INTEGER
 
 __all__ = [
     "LIMITS",

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from proctor.canonical import canonicalize
 from proctor.errors import PolicyError
-from proctor.lineage.canonical import canonicalize
 
 __all__ = ["REQUEST_VERSION", "PolicyRequest"]
 

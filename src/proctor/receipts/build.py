@@ -9,13 +9,13 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from proctor.canonical import canonicalize
 from proctor.errors import VerificationError
-from proctor.lineage.canonical import canonicalize
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.dsse import sign_envelope
 from proctor.lineage.events import Event
 from proctor.lineage.merkle import leaf_hash
-from proctor.lineage.note import NoteSigner
+from proctor.note import NoteSigner
 from proctor.receipts._parts import Entry, StepError, link_roles, subjects_and_predicate
 from proctor.receipts.check import (
     PAYLOAD_TYPE,

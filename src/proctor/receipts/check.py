@@ -35,14 +35,14 @@ import orjson
 from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_digest
 from proctor.authorization.keys import load_public_key
 from proctor.authorization.warrants import MAX_TOKEN_CHARS, verify_warrant
+from proctor.canonical import canonicalize, loads
 from proctor.errors import IntegrityError, ProctorError, VerificationError
-from proctor.lineage.canonical import canonicalize, loads
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint
 from proctor.lineage.dsse import open_envelope
 from proctor.lineage.events import MAX_EVENT_BYTES, Event
 from proctor.lineage.merkle import leaf_hash, verify_inclusion
-from proctor.lineage.note import NoteVerifier
 from proctor.lineage.proofs import MAX_PROOF_HASHES
+from proctor.note import NoteVerifier
 from proctor.receipts._parts import (
     Entry,
     Execution,

@@ -1,9 +1,9 @@
 """The storage interface of the lineage log.
 
 A store keeps three things for the log, and nothing about what the events mean:
-entries (canonical event bytes by index), hash tiles (see
-:mod:`proctor.lineage.tiles`) and signed checkpoints. Every implementation passes the
-same test suite (``tests/unit/store``).
+entries (canonical event bytes by index), hash tiles (:class:`Tile`, the stored
+record; their geometry is :mod:`proctor.lineage.tiles`) and signed checkpoints. Every
+implementation passes the same test suite (``tests/unit/store``).
 
 Contract:
 - :meth:`LogStore.append` is all-or-nothing and durable when it returns: the entries,
@@ -19,11 +19,70 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from proctor.lineage.tiles import Tile
+from proctor.errors import LogIntegrityError
 
-__all__ = ["LogStore"]
+__all__ = ["HASH_SIZE", "TILE_HEIGHT", "TILE_WIDTH", "Tile", "LogStore"]
+
+HASH_SIZE = 32
+"""Bytes per stored hash: SHA-256, as :data:`proctor.lineage.merkle.HASH_SIZE` (a test
+holds them equal; the store sits below the log, so it does not import it)."""
+TILE_HEIGHT = 8
+"""Rows per tile (C2SP tlog-tiles)."""
+TILE_WIDTH = 1 << TILE_HEIGHT
+"""Hashes in the bottom row of a full tile (C2SP tlog-tiles)."""
+
+
+def _row_offsets(width: int) -> list[int]:
+    offsets, total = [], 0
+    for r in range(TILE_HEIGHT):
+        offsets.append(total)
+        total += width >> r
+    offsets.append(total)
+    return offsets
+
+
+# Row offsets for every width, computed once: tiles are read on every proof.
+_OFFSETS = [_row_offsets(w) for w in range(TILE_WIDTH + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One stored tile: its coordinates, width and every row's hashes, concatenated.
+
+    Its shape is checked when it is made, so a malformed row read back from a store
+    raises :class:`~proctor.errors.LogIntegrityError` instead of reaching a proof.
+    """
+
+    level: int
+    index: int
+    width: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.width <= TILE_WIDTH:
+            raise LogIntegrityError(
+                f"tile {self.level}/{self.index}: expected width 1..{TILE_WIDTH}, found {self.width}"
+            )
+        expected = _OFFSETS[self.width][-1] * HASH_SIZE
+        if len(self.data) != expected:
+            raise LogIntegrityError(
+                f"tile {self.level}/{self.index} of width {self.width}: expected "
+                f"{expected} bytes of hashes, found {len(self.data)}"
+            )
+
+    def hash_at(self, row: int, pos: int) -> bytes | None:
+        """The hash at ``pos`` of row ``row``, or ``None`` if not yet complete."""
+        if pos >= self.width >> row:
+            return None
+        start = (_OFFSETS[self.width][row] + pos) * HASH_SIZE
+        return self.data[start : start + HASH_SIZE]
+
+    def bottom_row(self) -> bytes:
+        """The C2SP tlog-tiles bytes of this tile: its bottom row only."""
+        return self.data[: self.width * HASH_SIZE]
 
 
 class LogStore(Protocol):

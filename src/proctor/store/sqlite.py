@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from proctor.errors import StoreConflictError, StoreError
-from proctor.lineage.tiles import Tile
 from proctor.store._connections import ThreadConnections
+from proctor.store.base import Tile
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 

@@ -16,7 +16,7 @@ from proctor.lineage.dsse import (
     pae,
     sign_envelope,
 )
-from proctor.lineage.note import NoteSigner, generate_signer
+from proctor.note import NoteSigner, generate_signer
 
 TYPE = "application/vnd.in-toto+json"
 SIGNER = generate_signer("test.example/log")

@@ -6,8 +6,9 @@ import pytest
 
 import naive_merkle as naive
 from proctor.errors import LogIntegrityError
-from proctor.lineage.merkle import inclusion_path, leaf_hash, range_hash
+from proctor.lineage.merkle import HASH_SIZE, inclusion_path, leaf_hash, range_hash
 from proctor.lineage.tiles import TILE_WIDTH, Tile, TreeBuilder, node_location
+from proctor.store import base as store_base
 
 
 class TileNodes:
@@ -96,3 +97,9 @@ def test_snapshot_restore_rolls_back() -> None:
     assert b.size == 10
     assert b.root() == root
     assert b.take_dirty() == []
+
+
+def test_stored_tiles_hold_tree_hashes() -> None:
+    """The store's record (below the log, so it cannot import merkle) sizes hashes as the tree does."""
+    assert store_base.HASH_SIZE == HASH_SIZE
+    assert Tile is store_base.Tile

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proctor.canonical import canonicalize
 from proctor.errors import BundleError
-from proctor.lineage.canonical import canonicalize
 from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, SignedBundle
 from proctor.policy.bundle import BUNDLE_SIGNATURE_CONTEXT
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantClaims, args_digest, inspect_warrant, mint_warrant
+from proctor.canonical import canonicalize
 from proctor.datadir import DataDir
 from proctor.errors import VerificationError
-from proctor.lineage.canonical import canonicalize
 from proctor.lineage.dsse import sign_envelope
 from proctor.lineage.log import Log
-from proctor.lineage.note import NoteSigner, generate_signer
+from proctor.note import NoteSigner, generate_signer
 from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
 from proctor.receipts import (
     PAYLOAD_TYPE,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from proctor.errors import StoreConflictError, StoreError
-from proctor.lineage.tiles import Tile
 from proctor.store import LogStore, SQLiteStore
+from proctor.store.base import Tile
 
 
 @pytest.fixture(params=["sqlite"])

@@ -12,6 +12,11 @@ written as Go's ``golang.org/x/mod/sumdb/note`` writes them:
 :func:`open_note` checks signatures against trusted verifier keys only; a note that
 carries no valid signature by a trusted key is rejected. Signatures by keys the
 caller does not know are kept in the result but not trusted.
+
+A shared primitive at the bottom of the package tree: it imports nothing of proctor but
+:mod:`proctor.errors`. The lineage log signs its checkpoints and DSSE statements with a
+:class:`NoteSigner`, and the data directory (:mod:`proctor.datadir`) creates and loads
+that key, below the log.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proctor.canonical import MAX_DEPTH, MAX_SAFE_INTEGER, canonicalize, loads
 from proctor.errors import CanonicalizationError, EventSizeError
-from proctor.lineage.canonical import MAX_DEPTH, MAX_SAFE_INTEGER, canonicalize, loads
 
 ascii_keys = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=12)
 scalars = (

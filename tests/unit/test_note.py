@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from proctor.errors import CheckpointError, KeyFormatError, NoteError
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from proctor.lineage.note import NoteSigner, NoteVerifier, generate_signer, open_note, sign_note
+from proctor.note import NoteSigner, NoteVerifier, generate_signer, open_note, sign_note
 
 # golang.org/x/mod/sumdb/note example_test.go: the same key must give the same bytes.
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

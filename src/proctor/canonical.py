@@ -4,7 +4,7 @@ Every hashed or signed JSON object in proctor is encoded here. The subset is:
 strings, integers within ±(2**53 - 1), booleans, null, arrays, and objects whose
 keys are ASCII strings. Inside that subset the output of ``orjson`` with sorted
 keys is byte-for-byte the RFC 8785 encoding (property-tested against the
-``rfc8785`` reference package in ``tests/unit/lineage/test_canonical.py``), and it
+``rfc8785`` reference package in ``tests/unit/test_canonical.py``), and it
 is about fifty times faster. Values outside the subset are rejected rather than
 encoded, because each excluded kind is where JCS implementations disagree:
 
@@ -12,6 +12,9 @@ encoded, because each excluded kind is where JCS implementations disagree:
 - integers beyond 2**53 (I-JSON, RFC 7493 §2.2, and RFC 8785 §3.2.2.3),
 - non-ASCII object keys (RFC 8785 §3.2.3 sorts by UTF-16 code units, not code points),
 - lone surrogates in strings (RFC 8785 §3.2.2.2 requires valid Unicode).
+
+A shared primitive at the bottom of the package tree: it imports nothing of proctor but
+:mod:`proctor.errors`, so that every layer (policy, warrants, lineage events) may use it.
 """
 
 from __future__ import annotations
