@@ -33,8 +33,8 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.governor.service import Governor, initialize
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.log import Log
-from proctor.lineage.note import NoteVerifier
 from proctor.lineage.proofs import ConsistencyProof
+from proctor.note import NoteVerifier
 from proctor.policy import PolicyBundle
 from proctor.receipts import check_receipt
 
