@@ -1,9 +1,9 @@
 """proctor: execution governance.
 
 Nothing executes without authorization, nothing keeps running once trust is gone, and
-everything that happened can be proven afterwards. See ``ARCHITECTURE.md``; the
-package tree follows the six layers of the Execution Governance Reference
-Architecture.
+everything that happened can be proven afterwards. See ``docs/architecture.md``:
+the package tree follows the six layers of the Execution Governance Reference
+Architecture, and its section "What each package may import" gives the import rules.
 """
 
 from importlib.metadata import PackageNotFoundError, version

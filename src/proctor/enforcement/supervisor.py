@@ -1,7 +1,8 @@
 """``proctor run``: start a command only under a valid warrant, keep verifying, and kill
 the whole process tree the moment trust breaks.
 
-Steps (numbered as in the issue and ARCHITECTURE.md, "Execute"):
+Steps (numbered as in ``docs/architecture.md``, "One ``proctor run``, from measurement
+to receipt"):
 
 1. Measure: resolve the command and hash the executable and any script it runs.
 2. Authorize with the governor (argv and measurement in the request). Denied: exit 77,

@@ -1,4 +1,5 @@
-"""The authorization flow of the governor (ARCHITECTURE.md, "Authorize"), mixed into
+"""The authorization flow of the governor (``docs/architecture.md``, "One ``proctor
+run``, from measurement to receipt", step 2, "Authorize"), mixed into
 :class:`~proctor.governor.service.Governor`.
 
 1. The caller is authenticated before this module is reached (signed request, HTTP

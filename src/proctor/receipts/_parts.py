@@ -75,7 +75,7 @@ class Entry:
         return value
 
     def follow(self, by_index: Mapping[int, Entry], expected: str) -> Entry:
-        # Authorization ancestry (ARCHITECTURE.md, "Lineage events"): a parent link
+        # Authorization ancestry (docs/architecture.md, "Lineage events"): a parent link
         # names an earlier event by index *and* RFC 9162 leaf hash.
         link = self.event.parent
         if link is None:

@@ -273,7 +273,7 @@ class _Checker:
         return f"{len(self.entries)} events included in the tree of size {self.cp.size}"
 
     def linkage(self) -> str:
-        # Step 5 (ARCHITECTURE.md, "Lineage events": parent links are the ancestry).
+        # Step 5 (docs/architecture.md, "Lineage events": parent links are the ancestry).
         policy = self.doc.get("policy")
         self.ex = link_roles(self.entries, None if policy is None else policy["activated_index"])
         return (
@@ -393,14 +393,15 @@ class _Checker:
         return f"statement signed by the log key; {len(subjects)} subjects match; predicate {kind} not read"
 
     def replay_step(self) -> str:
-        # Step 8 (ARCHITECTURE.md, principle 5: a logged decision is replayable).
+        # Step 8 (docs/architecture.md, "The five principles in the code", 5: a logged
+        # decision is replayable).
         ex = self.ex
         if ex is None:
             raise StepError("no execution")
         policy = self.doc.get("policy")
         if policy is None:
             raise StepError("replay needs the policy bundle; the receipt carries none")
-        # Imported here: a receipt needs policy only to replay a decision (ARCHITECTURE.md,
+        # Imported here: a receipt needs policy only to replay a decision (docs/architecture.md,
         # principle 5), and a verifier that does not replay never loads the Cedar engine.
         from proctor.policy import PolicyBundle, PolicyEngine  # noqa: PLC0415
 
