@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import os
 import platform
 import socket
 import sys
@@ -209,7 +210,10 @@ class Hostile:
         stop.wait()
 
 
-def _attack(url: str, key_path: str, root: bytes, stop: Any, counts: Any) -> None:
+def _attack(url: str, key_path: str, root: bytes, stop: Any, counts: Any, nice: int) -> None:
+    if nice:
+        os.nice(nice)  # the attacker's client, not the governor, yields the shared cores
+
     class _Server:  # what Hostile needs of a GovernorServer
         pass
 
@@ -238,11 +242,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the attacker's client at this niceness (19: as if it ran on another host; "
+        "on one machine its own CPU use otherwise competes with the governor and the honest client)",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit 1 if an honest execution died or a request failed"
     )
     args = parser.parse_args()
     print(f"soak: a hostile principal against an honest one — {platform.machine()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}")  # fmt: skip
+          f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         lifted = "[quotas.principals.alice]\nmax_running = 100000\nmax_starts_per_minute = 100000\n"
         server = GovernorServer(Path(tmp), policy=POLICY, config=lifted)
@@ -261,7 +272,9 @@ def main() -> int:
             ctx = multiprocessing.get_context("spawn")
             stop = ctx.Event()
             counts = ctx.Queue()
-            attacker = ctx.Process(target=_attack, args=(server.url, str(mallory_key), root, stop, counts))
+            attacker = ctx.Process(
+                target=_attack, args=(server.url, str(mallory_key), root, stop, counts, args.nice)
+            )
             attacker.start()
             time.sleep(2.0)  # let the attack build up
             try:
