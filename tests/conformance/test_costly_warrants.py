@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from biscuit_auth import BlockBuilder
-from gov_exec import allow
 
+from gov_exec import allow
 from gov_support import EXE
 from proctor.authorization.tokens import open_token
 from proctor.authorization.warrants import verify_warrant, verify_warrant_bounds

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gov_exec import allow, measured, start_body
 
+from gov_exec import allow, measured, start_body
 from gov_server import GovernorServer
 from gov_support import POLICIES
 from proctor.errors import WarrantError

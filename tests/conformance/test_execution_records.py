@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gov_exec import allow, start_body
-
 from gov_support import POLICIES, signed_bundle
 from proctor.errors import ProctorError
 from proctor.governor.service import Governor

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gov_exec import allow, clocked, start_body
 
+from gov_exec import allow, clocked, start_body
 from gov_support import EXE
 from proctor.authorization.warrants import attenuate_warrant, inspect_warrant, verify_warrant
 from proctor.errors import WarrantError
