@@ -41,6 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 from proctor.authorization.keys import valid_principal_name
+from proctor.datadir import check_unshared
 from proctor.errors import ConfigError
 
 __all__ = [
@@ -227,17 +228,7 @@ def load_config(data_dir: str | os.PathLike[str]) -> Config:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"{path}: expected a regular file")
-        euid = os.geteuid()
-        if st.st_uid not in (euid, 0):
-            raise ConfigError(
-                f"{path} is owned by uid {st.st_uid}: expected the current user (uid {euid}) or root"
-            )
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o022:
-            raise ConfigError(
-                f"{path} has mode {mode:04o}: expected no write access for group and others "
-                f"(chmod go-w {path})"
-            )
+        check_unshared(path, st, "the configuration")
         raw = os.read(fd, _MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e

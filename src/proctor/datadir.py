@@ -45,7 +45,13 @@ from pathlib import Path
 from proctor.errors import ConfigError, KeyFormatError
 from proctor.note import NoteSigner, NoteVerifier, generate_signer, valid_key_name
 
-__all__ = ["DATA_FORMAT", "DEFAULT_DATA_DIR", "DataDir", "default_origin"]
+__all__ = [
+    "DATA_FORMAT",
+    "DEFAULT_DATA_DIR",
+    "DataDir",
+    "check_unshared",
+    "default_origin",
+]
 
 DATA_FORMAT = 1
 DEFAULT_DATA_DIR = Path(".proctor")
@@ -294,6 +300,20 @@ def _check_target(given: Path, root: Path) -> None:
 def _check_directory(path: Path, st: os.stat_result, what: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{what} {path} is not a directory")
+    check_unshared(path, st, what)
+
+
+def check_unshared(path: str | os.PathLike[str], st: os.stat_result, what: str) -> None:
+    """Refuse a file or directory that another user owns or that group or others may write.
+
+    Args:
+        path: its path (for the message).
+        st: its ``stat`` (``fstat`` of the opened file where there is one).
+        what: what it is, for the message.
+
+    Raises:
+        ConfigError: owned by neither the current user nor root, or writable by group or others.
+    """
     euid = os.geteuid()
     if st.st_uid not in (euid, 0):
         raise ConfigError(
