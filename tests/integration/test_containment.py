@@ -171,10 +171,18 @@ def test_alive_lists_exactly_the_tree(config: str, marker: str, closing: list[Co
     c = containment(config)
     tree = start_tree(c, marker, closing)
     time.sleep(0.05)
-    alive, seen = set(tree.alive()), set(marked(marker))
-    # The runaway replaces itself every 10 ms, so allow a couple of differences.
-    assert len(seen - alive) <= 2
-    assert len(alive - seen) <= 2 + ("userns" in tree.backends)  # + the relay, unprivileged
+    # The runaway replaces itself every 10 ms, so allow a couple of differences between
+    # the two scans; on a loaded machine the scans can lag more, so take the best of a
+    # few snapshot pairs (a tree the containment lost track of differs in every one).
+    differences = []
+    for _ in range(5):
+        alive, seen = set(tree.alive()), set(marked(marker))
+        extra = 2 + ("userns" in tree.backends)  # + the relay, unprivileged
+        if len(seen - alive) <= 2 and len(alive - seen) <= extra:
+            break
+        differences.append((sorted(seen - alive), sorted(alive - seen)))
+    else:
+        raise AssertionError(f"alive() and the process table differ in every snapshot: {differences}")
 
 
 def test_close_kills_what_is_left_and_removes_the_cgroups(marker: str, closing: list[Contained]) -> None:
