@@ -87,3 +87,18 @@ def rerun_unprivileged(test_file: str, *, deselect: str, timeout: float = 180) -
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return result.returncode, result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+
+
+def assert_passes_unprivileged(
+    test_file: str, *, deselect: str = "unprivileged_rerun", timeout: float = 180
+) -> None:
+    """Re-run ``test_file`` as uid 65534 (:func:`rerun_unprivileged`) and assert every test
+    passed; skip when no unprivileged interpreter can be had here."""
+    import pytest
+
+    outcome = rerun_unprivileged(test_file, deselect=deselect, timeout=timeout)
+    if isinstance(outcome, str):
+        pytest.skip(outcome)
+    code, out = outcome
+    if code != 0 or " passed" not in out or "failed" in out:
+        raise AssertionError(f"the unprivileged re-run did not pass (exit {code}):\n{out[-4000:]}")

@@ -20,7 +20,7 @@ from gov_support import POLICIES
 from proctor.enforcement.containment import Containment, probe
 from proctor.enforcement.measure import Measurement, measure, prepare
 from proctor.errors import IntegrityError
-from unpriv_support import rerun_unprivileged
+from unpriv_support import assert_passes_unprivileged
 
 CAPS = probe()
 ECHO = os.path.realpath(shutil.which("echo") or "/bin/echo")
@@ -184,10 +184,4 @@ def test_an_executable_sees_its_own_path_as_proc_self_exe(server: GovernorServer
 @pytest.mark.skipif(os.geteuid() != 0, reason="already unprivileged (this is the re-run)")
 def test_unprivileged_rerun_passes() -> None:
     """The same rules as an unprivileged user (the mount namespace is a user namespace's)."""
-    outcome = rerun_unprivileged(__file__, deselect="unprivileged_rerun", timeout=240)
-    if isinstance(outcome, str):
-        pytest.skip(outcome)
-    code, out = outcome
-    assert code == 0, out[-4000:]
-    assert " passed" in out
-    assert "failed" not in out
+    assert_passes_unprivileged(__file__, timeout=240)

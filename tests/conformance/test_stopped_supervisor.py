@@ -18,7 +18,7 @@ import pytest
 from gov_server import GovernorServer
 from gov_support import POLICIES
 from proc_support import marked
-from unpriv_support import rerun_unprivileged
+from unpriv_support import assert_passes_unprivileged
 
 TREE = POLICIES.parent / "procs" / "tree.py"  # a setsid child, a double-forked orphan, a fork loop
 TTL = 2.0  # the lease of the run policy
@@ -97,10 +97,4 @@ def test_a_stopped_supervisor_s_tree_is_killed_within_the_lease_ttl(server: Gove
 @pytest.mark.skipif(os.geteuid() != 0, reason="already unprivileged (this is the re-run)")
 def test_unprivileged_rerun_passes() -> None:
     """The same, as an unprivileged user (the init of a pid namespace in a user namespace)."""
-    outcome = rerun_unprivileged(__file__, deselect="unprivileged_rerun", timeout=240)
-    if isinstance(outcome, str):
-        pytest.skip(outcome)
-    code, out = outcome
-    assert code == 0, out[-4000:]
-    assert " passed" in out
-    assert "failed" not in out
+    assert_passes_unprivileged(__file__, timeout=240)

@@ -31,7 +31,7 @@ from proctor.enforcement import containment as containment_module
 from proctor.enforcement.containment import Capabilities, Contained, Containment, Limits, probe
 from proctor.enforcement.measure import measure, prepare
 from proctor.errors import EnforcementError
-from unpriv_support import rerun_unprivileged
+from unpriv_support import assert_passes_unprivileged
 
 PROCS = Path(__file__).parent / "procs"
 TREE = PROCS / "victim_tree.py"
@@ -584,13 +584,7 @@ def test_exit_status_passes_through(marker: str, closing: list[Contained]) -> No
 @pytest.mark.slow
 @pytest.mark.skipif(not ROOT, reason="already unprivileged (this is the re-run)")
 def test_unprivileged_rerun_passes() -> None:
-    outcome = rerun_unprivileged(__file__, deselect="unprivileged_rerun", timeout=120)
-    if isinstance(outcome, str):
-        pytest.skip(outcome)
-    code, out = outcome
-    assert code == 0, out[-4000:]
-    assert " passed" in out
-    assert "failed" not in out
+    assert_passes_unprivileged(__file__, timeout=120)
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

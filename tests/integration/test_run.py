@@ -17,7 +17,7 @@ import pytest
 
 from gov_server import GovernorServer, cli
 from proc_support import marked
-from unpriv_support import rerun_unprivileged
+from unpriv_support import assert_passes_unprivileged
 
 POLICIES = Path(__file__).parent / "policies"
 TREE = Path(__file__).parent / "procs" / "tree.py"
@@ -248,10 +248,4 @@ def test_governor_killed_means_lease_expiry_kills_the_execution(tmp_path: Path) 
 @pytest.mark.skipif(os.geteuid() != 0, reason="already unprivileged (this is the re-run)")
 def test_unprivileged_rerun_passes() -> None:
     """The same end-to-end suite, as an unprivileged user (no cgroups: namespaces only)."""
-    outcome = rerun_unprivileged(__file__, deselect="unprivileged_rerun", timeout=240)
-    if isinstance(outcome, str):
-        pytest.skip(outcome)
-    code, out = outcome
-    assert code == 0, out[-4000:]
-    assert " passed" in out
-    assert "failed" not in out
+    assert_passes_unprivileged(__file__, timeout=240)
