@@ -1,7 +1,8 @@
 """``proctor run``, ``proctor receipt`` and ``proctor verify``.
 
 Exit codes of ``proctor run``: the command's own exit status when it ran to its end;
-77 when it was denied and never started; 79 when governance terminated it.
+77 when it was denied and never started; 79 when governance terminated it; 2 for bad
+input (a missing or malformed key file), before anything is asked of the governor.
 ``proctor verify``: 0 when every step passed, 1 naming the failing step, 2 bad input.
 """
 
@@ -19,10 +20,12 @@ import typer
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
-from proctor.enforcement.supervisor import EXIT_DENIED, RunOptions, Supervisor
+from proctor.enforcement.supervisor import RunOptions, Supervisor
 from proctor.errors import ProctorError
 
 __all__ = ["register"]
+
+EXIT_BAD_INPUT = 2
 
 DEFAULT_SERVER = "http://127.0.0.1:8700"
 ServerOpt = Annotated[str, typer.Option("--server", envvar="PROCTOR_SERVER", help="Governor URL.")]
@@ -46,8 +49,9 @@ def _run(
         principal = PrincipalKey.load(key)
         root = base64.b64decode(warrant_key, validate=True) if warrant_key else None
     except (ProctorError, OSError, ValueError) as e:
+        # Bad input (a missing or malformed key), not a denial: exit 2 as every command does.
         typer.echo(f"proctor: error: {e}", err=True)
-        raise typer.Exit(EXIT_DENIED) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     options = RunOptions(
         server=server,
         key=principal,

@@ -246,3 +246,11 @@ def test_missing_key_file_is_named_and_exits_2(gov_data: Path, tmp_path: Path) -
     missing = tmp_path / "nobody.key"
     proc = cli("principal", "suspend", "admin", "--data", str(gov_data), "--key", str(missing), check=False)
     _assert_clean_refusal(proc, f"key file {str(missing)!r} not found")
+
+
+def test_proctor_run_names_a_missing_key_file_and_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nobody.key"
+    proc = cli("run", "--server", "http://127.0.0.1:9", "--key", str(missing), "--", "true", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"key file {str(missing)!r} not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
