@@ -73,6 +73,7 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request, verify_request
 from proctor.authorization.warrants import WarrantClaims, args_digest, mint_warrant, new_warrant_id
 from proctor.canonical import loads
+from proctor.config import MAX_QUOTA, QuotaLimits
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.nonces import NonceCache
 from proctor.governor.service import Governor, initialize
@@ -323,6 +324,12 @@ def new_data_dir(root: Path, name: str, policy_dir: Path, principals: int) -> tu
     """An initialised data directory with a pushed bundle and ``principals`` agents (role dev)."""
     data = root / name
     initialize(data, origin=ORIGIN)
+    # A throughput benchmark: each agent may send as fast as the server answers.
+    config = data / "config.toml"
+    text = config.read_text()
+    for quota in ("max_requests_per_second", "max_authorizations_per_second"):
+        text = text.replace(f"{quota} = {getattr(QuotaLimits, quota)}\n", f"{quota} = {MAX_QUOTA}\n")
+    config.write_text(text)
     keys = []
     with Governor(data) as g:
         for i in range(principals):

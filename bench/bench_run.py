@@ -330,7 +330,10 @@ def main() -> None:
             lease_expiry(Path(tmp), 2 if args.quick else 5)
         if "4" in sections:
             # One principal holds every lease here: lift its quotas (config.toml).
-            lifted = "[quotas.principals.alice]\nmax_running = 100000\nmax_starts_per_minute = 100000\n"
+            lifted = (
+                "[quotas.principals.alice]\nmax_running = 100000\nmax_starts_per_minute = 100000\n"
+                "max_requests_per_second = 100000\nmax_authorizations_per_second = 100000\n"
+            )
             big = GovernorServer(
                 Path(tmp) / "leases", policy=ROOT / "bench" / "policies" / "leases", config=lifted
             )

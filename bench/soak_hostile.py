@@ -10,7 +10,7 @@ Printed: the honest principal's latencies in both phases, their p99 ratio, and h
 of its executions died (a renewal refused, or a lease lost). The issue's bar: the p99
 stays within 2x of the unloaded p99 and none dies. Run from the repository root::
 
-    python bench/soak_hostile.py [--seconds 20] [--check]
+    python bench/soak_hostile.py [--seconds 15] [--rounds 2] [--nice 19] [--check]
 
 ``--check`` exits 1 when an honest execution died or an honest request failed (the
 latency ratio is reported, not checked: on two shared cores it depends on the day).
@@ -80,6 +80,11 @@ class Honest:
             "measurement": TRUE.to_json(),
         }
         return str(client.json("POST", "/v1/executions", body)["execution"])
+
+    def absorb(self, other: Honest) -> None:
+        """Add ``other``'s measurements to this one's."""
+        for name in ("authorize_ms", "renew_ms", "revoke_ms", "errors", "died"):
+            getattr(self, name).extend(getattr(other, name))
 
     def run(self, seconds: float, held: int = 10) -> None:
         stop = time.monotonic() + seconds
@@ -160,10 +165,21 @@ class Hostile:
         block = BlockBuilder(facts + " check if f($a), f($b), f($c), $a + $b + $c == -1;")
         self.costly = open_token(warrant, root_public_key=root).append(block).to_base64()
         self.sent = 0
+        self.limited = 0
         self.streams = 0
+        self.tried = 0  # streams opened or refused (a lost increment only delays ready)
         self.sockets: list[socket.socket] = []
 
-    def run(self, stop: threading.Event, threads: int = 4, streams: int = 200, keyless: int = 300) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        threads: int = 4,
+        streams: int = 200,
+        keyless: int = 300,
+        ready: Any = None,
+    ) -> None:
+        """Attack until ``stop``; ``ready`` is set once every stream was opened or
+        refused and every keyless connection made (the attack's steady state)."""
         workers = [threading.Thread(target=self._costly_loop, args=(stop,)) for _ in range(threads)]
         workers.append(threading.Thread(target=self._streams, args=(stop, streams)))
         for w in workers:
@@ -172,6 +188,11 @@ class Hostile:
         for _ in range(keyless):  # connections that never send a request
             with contextlib.suppress(OSError):
                 self.sockets.append(socket.create_connection((host, int(port)), timeout=2))
+        deadline = time.monotonic() + 30
+        while self.tried < streams and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.05)
+        if ready is not None:
+            ready.set()
         stop.wait()
         for s in self.sockets:
             s.close()
@@ -188,9 +209,12 @@ class Hostile:
             "parent_warrant": self.costly,
         }
         while not stop.is_set():
-            with contextlib.suppress(GovernorError):
+            try:
                 client.authorize(body)
                 self.sent += 1
+            except GovernorError as e:
+                if e.status == 429:  # over its max_authorizations_per_second
+                    self.limited += 1
 
     def _streams(self, stop: threading.Event, count: int) -> None:
         def hold() -> None:
@@ -198,10 +222,12 @@ class Hostile:
             try:
                 with client.stream("/v1/stream?since=-1") as response:
                     self.streams += 1
+                    self.tried += 1
                     for _ in response.iter_lines():
                         if stop.is_set():
                             return
             except Exception:  # refused or cut off: counted by its absence
+                self.tried += 1
                 return
 
         holders = [threading.Thread(target=hold, daemon=True) for _ in range(count)]
@@ -210,7 +236,16 @@ class Hostile:
         stop.wait()
 
 
-def _attack(url: str, key_path: str, root: bytes, stop: Any, counts: Any, nice: int) -> None:
+def _attack(
+    url: str,
+    key_path: str,
+    root: bytes,
+    stop: Any,
+    ready: Any,
+    counts: Any,
+    nice: int,
+    shape: tuple[int, int, int],
+) -> None:
     if nice:
         os.nice(nice)  # the attacker's client, not the governor, yields the shared cores
 
@@ -228,8 +263,36 @@ def _attack(url: str, key_path: str, root: bytes, stop: Any, counts: Any, nice: 
 
     waiter = threading.Thread(target=relay, daemon=True)
     waiter.start()
-    mallory.run(done)
-    counts.put((mallory.sent, mallory.streams, len(mallory.sockets)))
+    threads, streams, keyless = shape
+    mallory.run(done, threads=threads, streams=streams, keyless=keyless, ready=ready)
+    counts.put((mallory.sent, mallory.limited, mallory.streams, len(mallory.sockets)))
+
+
+def _attacked(
+    honest: Honest, url: str, mallory_key: Path, root: bytes, args: argparse.Namespace
+) -> tuple[int, int, int, int]:
+    """Run ``honest`` for one phase while Mallory attacks; Mallory's counts."""
+    # The attacker runs in a process of its own: in this one, its threads would take
+    # the honest client's GIL and the measurement would show that instead.
+    ctx = multiprocessing.get_context("spawn")
+    stop, ready, counts = ctx.Event(), ctx.Event(), ctx.Queue()
+    shape = (args.threads, args.streams, args.keyless)
+    attacker = ctx.Process(
+        target=_attack, args=(url, str(mallory_key), root, stop, ready, counts, args.nice, shape)
+    )
+    attacker.start()
+    # Measure the attack's steady state: once its streams are open (or refused) and its
+    # connections made, and two more seconds. (Opening 200 streams at once costs the
+    # governor a few hundred milliseconds: docs/benchmarks.md.)
+    ready.wait(timeout=60)
+    time.sleep(2.0)
+    try:
+        honest.run(args.seconds)
+    finally:
+        stop.set()
+        attacker.join(timeout=60)
+    sent, limited, streams, held = counts.get(timeout=10)
+    return sent, limited, streams, held
 
 
 def row(name: str, values: list[float]) -> str:
@@ -240,7 +303,7 @@ def row(name: str, values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     parser.add_argument(
         "--nice",
         type=int,
@@ -248,6 +311,12 @@ def main() -> int:
         help="run the attacker's client at this niceness (19: as if it ran on another host; "
         "on one machine its own CPU use otherwise competes with the governor and the honest client)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alone/attacked phase pairs, alternated (samples pooled)"
+    )
+    parser.add_argument("--threads", type=int, default=4, help="the attacker's request threads")
+    parser.add_argument("--streams", type=int, default=200, help="event streams the attacker tries to hold")
+    parser.add_argument("--keyless", type=int, default=300, help="connections that never send a request")
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if an honest execution died or a request failed"
     )
@@ -264,38 +333,30 @@ def main() -> int:
             root = __import__("base64").b64decode(
                 GovernorClient(server.url, None).text("/v1/warrant-key").strip()
             )
-            alone = Honest(server, admin)
-            alone.run(args.seconds)
-            loaded = Honest(server, admin)
-            # The attacker runs in a process of its own: in this one, its threads would
-            # take the honest client's GIL and the measurement would show that instead.
-            ctx = multiprocessing.get_context("spawn")
-            stop = ctx.Event()
-            counts = ctx.Queue()
-            attacker = ctx.Process(
-                target=_attack, args=(server.url, str(mallory_key), root, stop, counts, args.nice)
-            )
-            attacker.start()
-            time.sleep(2.0)  # let the attack build up
-            try:
-                loaded.run(args.seconds)
-            finally:
-                stop.set()
-                attacker.join(timeout=60)
-            sent, streams, held = counts.get(timeout=10)
+            alone, loaded = Honest(server, admin), Honest(server, admin)
+            sent = limited = streams = held = 0
+            for _ in range(args.rounds):  # alternate, so that a slow minute hits both phases
+                phase = Honest(server, admin)
+                phase.run(args.seconds)
+                alone.absorb(phase)
+                phase = Honest(server, admin)
+                counts = _attacked(phase, server.url, mallory_key, root, args)
+                loaded.absorb(phase)
+                sent, limited = sent + counts[0], limited + counts[1]
+                streams, held = max(streams, counts[2]), max(held, counts[3])
         finally:
             server.stop()
     print(f"{'honest principal, ms':<44}{'p50':>10}{'p99':>10}{'n':>8}")
     print("-" * 72)
-    for phase, honest in (("alone", alone), ("under attack", loaded)):
-        print(row(f"authorize ({phase})", honest.authorize_ms))
-        print(row(f"renew ({phase})", honest.renew_ms))
-        print(row(f"revoke ({phase})", honest.revoke_ms))
+    for name, honest in (("alone", alone), ("under attack", loaded)):
+        print(row(f"authorize ({name})", honest.authorize_ms))
+        print(row(f"renew ({name})", honest.renew_ms))
+        print(row(f"revoke ({name})", honest.revoke_ms))
     ratio = pct(loaded.authorize_ms, 99) / pct(alone.authorize_ms, 99)
     print(f"authorize p99 under attack / alone: {ratio:.2f}x (bar: ≤ 2x)")
     print(
-        f"hostile: {sent} costly delegated requests answered, {streams} streams opened, "
-        f"{held} keyless connections held"
+        f"hostile: {sent} costly delegated requests answered (denied), {limited} refused at its "
+        f"rate quota (429), {streams} streams opened, {held} keyless connections held"
     )
     died = alone.died + loaded.died
     errors = alone.errors + loaded.errors

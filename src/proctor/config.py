@@ -9,6 +9,8 @@ to edit. ``proctor init`` writes it with every setting at its default, commented
     max_running = 64             # executions one principal may have running at once
     max_starts_per_minute = 600  # executions one principal may start in any 60 s
     max_streams = 64             # event streams (GET /v1/stream) one principal may hold
+    max_requests_per_second = 200        # signed requests of any kind, per second
+    max_authorizations_per_second = 100  # signed authorization requests, per second
 
     [quotas.principals.ci-runner]   # overrides for one principal (others: the above)
     max_running = 256
@@ -73,11 +75,16 @@ class QuotaLimits:
         max_running: executions it may have running at once.
         max_starts_per_minute: executions it may start in any 60 seconds.
         max_streams: event streams (``GET /v1/stream``) it may hold open.
+        max_requests_per_second: signed requests (of any kind) it may send per second.
+        max_authorizations_per_second: signed ``POST /v1/authorize`` requests it may
+            send per second (they count as requests too).
     """
 
     max_running: int = 64
     max_starts_per_minute: int = 600
     max_streams: int = 64
+    max_requests_per_second: int = 200
+    max_authorizations_per_second: int = 100
 
     def __post_init__(self) -> None:
         """Raises:
@@ -263,6 +270,15 @@ max_starts_per_minute = {QuotaLimits.max_starts_per_minute}
 # Event streams (GET /v1/stream) one principal may hold open (HTTP 429 beyond it).
 # `proctor serve --max-streams-per-principal N` overrides this default.
 max_streams = {QuotaLimits.max_streams}
+
+# Signed requests one principal may send per second (a sliding one-second window; a
+# burst of as many is allowed): of any kind, and of POST /v1/authorize. Beyond either:
+# HTTP 429 ("quota": "max_requests_per_second" or "max_authorizations_per_second"),
+# checked right after the signature and before anything else is done. Such a refusal is
+# counted in /metrics (proctor_quota_refusals_total), not written to the log: whoever
+# floods must not fill it. A refused request is spent (it cannot be replayed later).
+max_requests_per_second = {QuotaLimits.max_requests_per_second}
+max_authorizations_per_second = {QuotaLimits.max_authorizations_per_second}
 
 # Overrides for one principal; unnamed keys keep the values above. Admins are not
 # exempt from any quota unless a table here says so. Quote names with a dot in them.

@@ -189,17 +189,23 @@ class QuotaError(ProctorError):
     was done or recorded. HTTP 429: try again once the quota has room.
 
     Attributes:
-        quota: which quota: ``max_running`` or ``max_starts_per_minute``.
+        quota: which quota: ``max_running``, ``max_starts_per_minute``,
+            ``max_streams`` or ``max_authorizations_per_second``.
         limit: the quota's value for this principal.
         found: what the principal holds already (executions running or being started;
-            starts in the last 60 seconds).
+            starts in the last 60 seconds; authorization requests in the last second).
+        retry_after: for a rate, seconds until the principal's next request would be
+            admitted (``None`` for the other quotas).
     """
 
-    def __init__(self, message: str, *, quota: str, limit: int, found: int) -> None:
+    def __init__(
+        self, message: str, *, quota: str, limit: int, found: int, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.quota = quota
         self.limit = limit
         self.found = found
+        self.retry_after = retry_after
 
 
 class EnforcementError(ProctorError):

@@ -1,5 +1,6 @@
 """Quotas against a greedy principal: it cannot hold more running executions, start
-more per minute or open more event streams than ``<data>/config.toml`` allows (HTTP
+more per minute, send more authorization requests per second or open more event
+streams than ``<data>/config.toml`` allows (HTTP
 429, nothing recorded), concurrent starts cannot overshoot, policies see the counts,
 and a configuration that does not check out stops the governor from starting."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,11 @@ from gov_server import GovernorServer, cli, free_port
 from gov_support import EXE, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient, GovernorError
-from proctor.config import QuotaLimits, load_config
+from proctor.config import QuotaConfig, QuotaLimits, load_config
 from proctor.errors import ConfigError, QuotaError
 from proctor.governor.app import create_app
 from proctor.governor.model import AuthorizeRequest
+from proctor.governor.quotas import RequestRate
 from proctor.governor.service import Governor
 
 
@@ -227,3 +230,140 @@ def test_the_stream_cap_comes_from_the_config(tmp_path: Path) -> None:
                 assert refused.value.status == 429
     finally:
         server.stop()
+
+
+def test_authorization_requests_are_rate_limited_per_principal_after_the_signature(
+    gov_data: Path, governor: Governor
+) -> None:
+    gov = reopen(gov_data, governor, "[quotas]\nmax_authorizations_per_second = 3\n")
+    with gov:
+        app = create_app(gov)
+        now = [1000.25]
+        app.authorizations = RequestRate(
+            gov.quotas, "max_authorizations_per_second", what="authorization requests", clock=lambda: now[0]
+        )
+        alice = PrincipalKey.load(gov_data / "alice.key")
+        bob = PrincipalKey.load(gov_data / "bob.key")
+        body = orjson.dumps(
+            {"action": "exec", "resource": "/bin/echo", "argv": ["echo", "x"], "executable_digest": EXE}
+        )
+
+        def authorize(key: PrincipalKey, headers: Any = None) -> Any:
+            sent = headers if headers is not None else signed(key, "POST", "/v1/authorize", body)
+            return call(app, "POST", "/v1/authorize", headers=sent, body=body), sent
+
+        for _ in range(3):
+            assert authorize(alice)[0].status == 200
+        size = gov.log.size
+        began = time.monotonic()
+        refused, headers = authorize(alice)
+        held_back = time.monotonic() - began
+        assert refused.status == 429, refused.body
+        error = refused.json()
+        # 3 requests in this window, none before it: the next fits 1 s + 1/3 s later
+        # (bounded to 1 s), and the answer is held back that long (a tarpit).
+        assert error["retry_after"] == 1.0
+        assert held_back >= 1.0
+        assert {k: error[k] for k in ("error", "quota", "limit", "found")} == {
+            "error": "quota",
+            "quota": "max_authorizations_per_second",
+            "limit": 3,
+            "found": 3,
+        }
+        assert gov.log.size == size  # a refusal is not logged: a flood cannot fill the log
+        assert authorize(bob)[0].status == 200  # bob has an allowance of his own
+        # A refusal does not count: a second later the allowance is back, but the
+        # refused request itself stays spent (its nonce was kept).
+        now[0] += 1.0
+        replayed, _ = authorize(alice, headers)
+        assert replayed.status == 401, replayed.body
+        assert replayed.json()["detail"]["reason"] == "replayed"
+        now[0] += 1.0
+        assert authorize(alice)[0].status == 200
+        # An unsigned or forged request never touches anyone's allowance: alice's
+        # signature over bob's name does not authenticate as bob.
+        forged = [
+            (k, v.replace('keyid="alice"', 'keyid="bob"'))
+            for k, v in signed(alice, "POST", "/v1/authorize", body)
+        ]
+        assert authorize(bob, forged)[0].status == 401
+        assert 'proctor_quota_refusals_total{quota="max_authorizations_per_second"} 1.0' in (
+            call(app, "GET", "/metrics").body.decode()
+        )
+
+
+def test_the_authorization_rate_window_slides() -> None:
+    now = [10.0]
+    quotas = QuotaConfig(QuotaLimits(max_authorizations_per_second=4))
+    rate = RequestRate(quotas, "max_authorizations_per_second", what="requests", clock=lambda: now[0])
+    assert [rate.admit("alice") is None for _ in range(5)] == [True] * 4 + [False]
+    now[0] = 11.5  # half the last window still counts: 4 * 0.5 = 2 seen
+    assert [rate.admit("alice") is None for _ in range(3)] == [True, True, False]
+    now[0] = 13.0  # a whole idle second later: nothing counts
+    assert [rate.admit("alice") is None for _ in range(5)] == [True] * 4 + [False]
+    # Never more than twice the limit in any second, whatever the timing.
+    now[0], admitted = 20.0, []
+    for step in range(4000):
+        now[0] = 20.0 + step * 0.001
+        if rate.admit("bob") is None:
+            admitted.append(now[0])
+    for i, t in enumerate(admitted):
+        assert sum(1 for u in admitted[i:] if u < t + 1.0) <= 8
+
+
+def test_every_signed_request_counts_against_the_request_rate(gov_data: Path, governor: Governor) -> None:
+    gov = reopen(gov_data, governor, "[quotas]\nmax_requests_per_second = 2\n")
+    with gov:
+        app = create_app(gov)
+        now = [500.5]
+        app.requests = RequestRate(
+            gov.quotas, "max_requests_per_second", what="requests", clock=lambda: now[0]
+        )
+        alice = PrincipalKey.load(gov_data / "alice.key")
+        admin = PrincipalKey.load(gov_data / "keys" / "admin.key")
+
+        def get(key: PrincipalKey, target: str) -> Any:
+            return call(app, "GET", target, headers=signed(key, "GET", target))
+
+        # Whatever the route, FastAPI's or the fast path's: a stream open, a policy
+        # read, an authorization, a renewal all draw on the same allowance.
+        assert get(alice, "/v1/policy").status == 200
+        assert get(alice, "/v1/policy").status == 200
+        for method, target in (
+            ("GET", "/v1/stream"),
+            ("GET", "/v1/policy"),
+            ("POST", "/v1/authorize"),
+            ("POST", "/v1/executions/x/renew"),
+        ):
+            answer = call(app, method, target, headers=signed(alice, method, target))
+            assert answer.status == 429, (target, answer.status, answer.body)
+            error = answer.json()
+            assert (error["error"], error["quota"], error["limit"]) == (
+                "quota",
+                "max_requests_per_second",
+                2,
+            ), error
+        assert get(admin, "/v1/principals").status == 200  # another principal's allowance
+        now[0] += 2.0
+        assert get(alice, "/v1/policy").status == 200
+
+
+def test_a_rate_refusal_says_when_the_next_request_fits() -> None:
+    now = [7.0]
+    rate = RequestRate(
+        QuotaConfig(QuotaLimits(max_requests_per_second=10)),
+        "max_requests_per_second",
+        what="requests",
+        clock=lambda: now[0],
+    )
+    for _ in range(10):
+        assert rate.admit("alice") is None
+    now[0] = 8.25  # 10 * 0.75 = 7.5 still seen: 2 more admitted
+    assert [rate.admit("alice") is None for _ in range(3)] == [True, True, False]
+    refusal = rate.admit("alice")
+    assert refusal is not None
+    assert refusal.retry_after is not None
+    # Room for one more once 10 * (1 - t) + 2 + 1 <= 10, t = 0.3: 0.05 s from now.
+    assert abs(refusal.retry_after - 0.05) < 1e-9
+    now[0] = 8.25 + refusal.retry_after + 1e-6
+    assert rate.admit("alice") is None

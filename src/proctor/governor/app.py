@@ -17,6 +17,7 @@ traceback.
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run
 # time, and the dependencies are closures it could not resolve from strings.
+import asyncio
 import base64
 import functools
 import re
@@ -53,6 +54,7 @@ from proctor.governor.executions import ExecutionConflictError
 from proctor.governor.limits import MAX_BODY, BoundedBody, RequestLimitError, check_head, parse_json
 from proctor.governor.metrics import GovernorMetrics
 from proctor.governor.model import AuthorizeRequest, RequestShapeError
+from proctor.governor.quotas import RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
 
@@ -80,7 +82,8 @@ def _error_for(exc: ProctorError) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, RequestLimitError):
         return exc.status, body(exc.code)
     if isinstance(exc, QuotaError):
-        return 429, body("quota", quota=exc.quota, limit=exc.limit, found=exc.found)
+        extra = {} if exc.retry_after is None else {"retry_after": round(exc.retry_after, 3)}
+        return 429, body("quota", quota=exc.quota, limit=exc.limit, found=exc.found, **extra)
     if isinstance(exc, PolicyValidationError):
         return 422, body("policy-invalid", diagnostics=list(exc.diagnostics))
     if isinstance(exc, BundleError | PolicyError):
@@ -115,6 +118,10 @@ class GovernorApp(FastAPI):
         self.governor = governor
         self.metrics = metrics
         self.streams = streams
+        self.requests = RequestRate(governor.quotas, "max_requests_per_second", what="signed requests")
+        self.authorizations = RequestRate(
+            governor.quotas, "max_authorizations_per_second", what="authorization requests"
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -182,20 +189,41 @@ class GovernorApp(FastAPI):
             return await handler(target, headers, body)
         except _Refused as e:
             return e.status, _detail(e.body)
+        except QuotaError as e:
+            await _hold_back(e)
+            status, error = _error_for(e)
+            return status, orjson.dumps(error)
 
     def caller(
-        self, method: str, target: str, headers: dict[str, str], body: bytes, *, persist: bool = True
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        persist: bool = True,
+        rates: tuple[RequestRate, ...] = (),
     ) -> str:
-        """The principal that signed the request; a refusal (401) otherwise.
+        """The principal that signed the request, within its request rates; a refusal
+        otherwise: 401 (:class:`_Refused`), or 429 (:class:`~proctor.errors.QuotaError`).
 
-        With ``persist``, its nonce is queued for the log writer's next transaction
-        (an authorization does not ask: its own commit carries the nonces).
+        Right after the signature, the request counts against the principal's
+        ``max_requests_per_second`` and then against ``rates`` (nothing else has
+        been done yet). With ``persist``, its nonce is queued for the log writer's next
+        transaction (an authorization does not ask: its own commit carries the nonces);
+        a request refused at a rate always has its nonce kept, so it stays spent.
         """
         try:
             name = self.governor.authenticate(method, target, body, headers)
         except AuthenticationError as e:
             self.metrics.auth_failures.labels(e.reason).inc()
             raise _Refused(401, {"error": "unauthenticated", "reason": e.reason, "message": str(e)}) from e
+        for rate in (self.requests, *rates):
+            refused = rate.admit(name)
+            if refused is not None:
+                self.governor.persist_nonces()
+                self.metrics.quota_refusals.labels(refused.quota).inc()
+                raise refused
         if persist:
             self.governor.persist_nonces()
         return name
@@ -246,7 +274,7 @@ class GovernorApp(FastAPI):
         governor, metrics = self.governor, self.metrics
         if len(body) > MAX_BODY:
             raise _Refused(413, _TOO_LARGE)
-        name = self.caller("POST", target, headers, body, persist=False)
+        name = self.caller("POST", target, headers, body, persist=False, rates=(self.authorizations,))
         try:
             request = AuthorizeRequest.from_json(parse_json(body) if body else None)
         except CanonicalizationError as e:
@@ -271,6 +299,9 @@ class _Refused(Exception):  # noqa: N818 - a refusal, not an error of ours
         self.body = body
 
 
+HOLD_BACK = 0.25
+"""The shortest wait before a rate refusal is answered (seconds): over its rate, one
+connection gets at most four refusals a second, each costing a signature check."""
 _TOO_LARGE = {"error": "too-large", "message": f"body over {MAX_BODY} bytes"}
 _RENEW = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/renew")
 _INTERNAL = orjson.dumps({"error": "internal", "message": "internal error"})
@@ -285,6 +316,14 @@ def _revocation_args(body: Any) -> tuple[str, str, str, str]:
     if type(successor) is not str:
         raise RequestShapeError("successor: expected a principal name")
     return body["kind"], body["target"], reason, successor
+
+
+async def _hold_back(refusal: QuotaError) -> None:
+    """Answer a rate refusal only once the principal may send again (its
+    ``retry_after``), and no sooner than :data:`HOLD_BACK`: a flooding client's
+    connection waits on a timer, and the governor's CPU goes to everyone else."""
+    if refusal.retry_after is not None:
+        await asyncio.sleep(max(refusal.retry_after, HOLD_BACK))
 
 
 def _detail(body: dict[str, Any]) -> bytes:
@@ -328,6 +367,10 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
 
     @app.exception_handler(ProctorError)
     async def proctor_error(request: Request, exc: ProctorError) -> JSONResponse:
+        if isinstance(exc, QuotaError):
+            if exc.retry_after is None:
+                metrics.quota_refusals.labels(exc.quota).inc()  # the rates count their own
+            await _hold_back(exc)
         status, body = _error_for(exc)
         return JSONResponse(body, status_code=status)
 

@@ -32,5 +32,11 @@ class GovernorMetrics:
         self.auth_failures = Counter(
             "proctor_auth_failures", "Rejected unauthenticated requests.", ["reason"], registry=self.registry
         )
+        self.quota_refusals = Counter(
+            "proctor_quota_refusals",
+            "Requests refused because their principal was at a quota (not written to the log).",
+            ["quota"],
+            registry=self.registry,
+        )
         log_size = Gauge("proctor_log_size", "Entries in the lineage log.", registry=self.registry)
         log_size.set_function(lambda: governor.log.size)

@@ -27,19 +27,35 @@ Invariants:
    section of the registry.
 5. **No one is exempt**, admins included, unless the configuration names the
    principal with limits of its own.
+6. **Signed requests are rate-limited per principal, right after the signature**
+   (:class:`RequestRate`): every signed request counts against
+   ``max_requests_per_second`` and authorizations against
+   ``max_authorizations_per_second`` too, before the body is parsed, a parent warrant
+   looked at, a stream opened or anything logged. The key is the authenticated name, so
+   no one can spend another principal's allowance; a refusal is not counted against the
+   allowance (a client that backs off gets through as soon as the window allows) and is
+   not logged (a flood must not fill the log); its nonce is kept, so the refused request
+   cannot be replayed later to get through. The refusal says when to send again
+   (``retry_after``), and the HTTP layer holds it back that long before answering (a
+   tarpit costing the governor a timer, not CPU; at least a quarter second): a flood
+   gets at most four refusals a second per connection.
 
-Pure but for :class:`QuotaStreamSlots` (a lock); no clock: callers pass counts.
+Pure but for :class:`QuotaStreamSlots` and :class:`RequestRate` (a lock each);
+the rate's clock is injected.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Callable
 
 from proctor.config import QuotaConfig, QuotaLimits
 from proctor.errors import QuotaError
 from proctor.governor.stream import StreamSlots
 
-__all__ = ["QuotaStreamSlots", "check_start", "running_refusal"]
+__all__ = ["RequestRate", "QuotaStreamSlots", "check_start", "running_refusal"]
 
 
 def check_start(limits: QuotaLimits, principal: str, *, running: int, starts_1m: int) -> QuotaError | None:
@@ -122,3 +138,81 @@ class QuotaStreamSlots(StreamSlots):
             if held >= cap:
                 return f"{principal!r} already holds {held} open streams (at most {cap}, quota max_streams)"
             return super().acquire(principal)
+
+
+class RequestRate:
+    """One per-second quota of every principal (``max_requests_per_second`` or
+    ``max_authorizations_per_second``), over a sliding one-second window.
+
+    The window is estimated from two fixed one-second windows, the current and the
+    previous (the previous weighted by how much of it still lies in the last second),
+    so each principal costs two counters whatever its rate. A principal can thus send
+    its limit in a burst, and never more than twice its limit in any second.
+    """
+
+    def __init__(
+        self, quotas: QuotaConfig, quota: str, *, what: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Args:
+        quotas: the configured quotas.
+        quota: which field of :class:`~proctor.config.QuotaLimits` is the limit.
+        what: what is counted, for the refusal's message ("signed requests").
+        clock: monotonic seconds (tests step it).
+
+        Raises:
+            ValueError: ``quota`` is not a per-second quota.
+        """
+        if quota not in _PER_SECOND:
+            raise ValueError(f"expected one of {', '.join(_PER_SECOND)}, found {quota!r}")
+        self.quota = quota
+        self._quotas = quotas
+        self._what = what
+        self._clock = clock
+        self._windows: dict[str, tuple[int, int, int]] = {}  # name -> (second, previous, current)
+        self._lock = threading.Lock()
+
+    def admit(self, principal: str) -> QuotaError | None:
+        """Count one request of ``principal`` (authenticated), or refuse it.
+
+        Returns:
+            ``None`` to go on, or the refusal (not counted) for the caller to answer 429.
+        """
+        limit: int = getattr(self._quotas.limits(principal), self.quota)
+        now = self._clock()
+        second = math.floor(now)
+        with self._lock:
+            start, previous, current = self._windows.get(principal, (second, 0, 0))
+            if second != start:  # the window moved on: one second, or more
+                previous, current = (current if second == start + 1 else 0), 0
+            seen = previous * (1.0 - (now - second)) + current
+            if seen + 1 > limit:
+                self._windows[principal] = (second, previous, current)
+                found = math.ceil(seen)
+                wait = _until_admitted(now - second, previous, current, limit)
+                return QuotaError(
+                    f"quota {self.quota}: {principal!r} sent {found} {self._what} in the last "
+                    f"second (at most {limit}); send again in {wait:.3f} s",
+                    quota=self.quota,
+                    limit=limit,
+                    found=found,
+                    retry_after=wait,
+                )
+            self._windows[principal] = (second, previous, current + 1)
+        return None
+
+
+_PER_SECOND = ("max_requests_per_second", "max_authorizations_per_second")
+RETRY_BOUNDS = (0.01, 1.0)
+"""The shortest and longest ``retry_after`` of a rate refusal (seconds)."""
+
+
+def _until_admitted(into: float, previous: int, current: int, limit: int) -> float:
+    """Seconds from ``into`` (seconds into the current window) until the sliding
+    estimate ``previous * (1 - t) + current`` leaves room for one more request."""
+    if current + 1 <= limit and previous > 0:
+        # previous * (1 - t) + current + 1 <= limit  <=>  t >= 1 - (limit - 1 - current) / previous
+        wait = 1.0 - (limit - 1 - current) / previous - into
+    else:  # not in this window: in the next, where ``current`` is the previous window
+        wait = (1.0 - into) + max(0.0, 1.0 - (limit - 1) / current if current else 0.0)
+    low, high = RETRY_BOUNDS
+    return min(high, max(low, wait))
