@@ -1,14 +1,15 @@
 """The data of the state check (:mod:`proctor.governor.consistency`): the rows it
-reads, the discrepancies it finds and its report. Frozen dataclasses, no behaviour
-beyond rendering."""
+reads (the store's records, :mod:`proctor.store.snapshot`, re-exported), the
+discrepancies it finds and its report. Frozen dataclasses, no behaviour beyond
+rendering."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from proctor.policy import SignedBundle
+from proctor.store.snapshot import BundleRow, PrincipalRow, RevocationRow, StateRows, WarrantRow
 
 __all__ = [
     "ActiveBundle",
@@ -52,68 +53,6 @@ class Discrepancy:
     def to_json(self) -> dict[str, Any]:
         """The discrepancy as a JSON object (every field)."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class PrincipalRow:
-    """A ``principals`` row as the governor reads it (``attrs``: the stored JSON text)."""
-
-    name: str
-    public_key: str
-    attrs: str
-    zone: str
-    status: str
-
-
-@dataclass(frozen=True)
-class BundleRow:
-    """A ``bundles`` row."""
-
-    digest: str
-    version: int
-    doc: str
-    log_index: int
-
-
-@dataclass(frozen=True)
-class RevocationRow:
-    """A ``revocations`` row."""
-
-    kind: str
-    target: str
-    reason: str
-    by: str
-    time: str
-    log_index: int
-
-
-@dataclass(frozen=True)
-class WarrantRow:
-    """A ``warrants`` row (the columns the log vouches for)."""
-
-    id: str
-    principal: str
-    parent: str
-    decision_index: int
-    expires: int
-    issued_index: int
-    token: str
-
-
-@dataclass(frozen=True)
-class StateRows:
-    """The state tables to check.
-
-    ``warrants`` may be a one-pass iterator (the table can be large); it must come in
-    ascending ``issued_index`` order, so that it is matched against the log as both
-    stream by.
-    """
-
-    principals: Sequence[PrincipalRow]
-    bundles: Sequence[BundleRow]
-    active_bundle: str | None
-    revocations: Sequence[RevocationRow]
-    warrants: Iterable[WarrantRow]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ floor is stale even if the clock went back — refused, never replayed.
 from __future__ import annotations
 
 import heapq
-import sqlite3
 import threading
 from typing import Any
 
@@ -113,19 +112,11 @@ class NonceCache:
         if not rows:
             return
         try:
-            conn.executemany("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", rows)
-            if purge_before:
-                conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
-                # The floor goes with the deletion it explains (see the module docstring).
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('nonce_floor', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
-                    (purge_before,),
-                )
-        except sqlite3.Error as e:
+            StateStore.write_nonces(conn, rows, purge_before)  # the floor goes with the deletion
+        except StoreError:
             with self._lock:
                 self._unsaved[:0] = rows
-            raise StoreError(f"cannot persist request nonces: {e}") from e
+            raise
         with self._lock:
             if self._purge_before == purge_before:
                 self._purge_before = 0

@@ -14,7 +14,6 @@ running) or abandoned (then it is given back), so concurrent starts cannot overs
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -26,6 +25,7 @@ from proctor.governor._flush import FlushClaim
 from proctor.governor.counters import StartWindow
 from proctor.governor.quotas import check_start
 from proctor.lineage.log import Side
+from proctor.store.state import StateStore
 
 __all__ = ["ExecutionRegistry", "StartSlot", "Usage"]
 
@@ -199,15 +199,12 @@ class ExecutionRegistry:
             rows, self._unsaved = self._unsaved, {}
             self._flush.ran()
         try:
-            conn.executemany(
-                "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",
-                [(expires, ex) for ex, expires in rows.items()],
-            )
-        except sqlite3.Error as e:
+            StateStore.write_leases(conn, rows)
+        except StoreError:
             with self._lock:
                 for ex, expires in rows.items():
                     self._unsaved.setdefault(ex, expires)
-            raise StoreError(f"cannot persist lease deadlines: {e}") from e
+            raise
 
     def lease_expires_ms(self, record: dict[str, Any]) -> int:
         """The execution's lease deadline (memory first: the table lags behind)."""

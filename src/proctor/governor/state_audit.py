@@ -23,60 +23,32 @@ Steps:
    finds every candidate; the parse confirms the type. Unsigned entries are all parsed.
 5. The rows are checked against the replayed events.
 
-The state queries live here for now; they could move into
-:class:`~proctor.store.state.StateStore` as read methods (all principals with their
-stored attribute text, all bundles, all revocations, warrants by ``issued_index``).
+The queries live in the store (:class:`~proctor.store.snapshot.StateSnapshot`); this
+module verifies what they return.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from proctor.errors import CheckpointError, LogIntegrityError, NoteError, StoreError
-from proctor.governor.consistency import (
-    EVENT_TYPES,
-    BundleRow,
-    PrincipalRow,
-    RevocationRow,
-    StateReport,
-    StateRows,
-    WarrantRow,
-    check_state,
-)
+from proctor.errors import CheckpointError, LogIntegrityError, NoteError
+from proctor.governor.consistency import EVENT_TYPES, StateReport, check_state
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.merkle import EMPTY_ROOT
 from proctor.note import NoteVerifier
+from proctor.store.snapshot import StateSnapshot, has_state
 
 __all__ = ["audit_state", "has_state"]
 
-_PAGE = 4096
 _MARKER = re.compile(
     b'"type":(?:' + b"|".join(re.escape(orjson.dumps(t)) for t in sorted(EVENT_TYPES)) + b")"
 )
-
-
-def has_state(db_path: str | Path) -> bool:
-    """Whether the database holds governance state tables (``proctor init`` made it,
-    not a bare log).
-
-    Raises:
-        StoreError: the database cannot be read.
-    """
-    conn = _connect(db_path)
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'state_schema'").fetchone()
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot read {db_path}: {e}") from e
-    finally:
-        conn.close()
-    return row is not None
 
 
 def audit_state(db_path: str | Path, verifier: NoteVerifier) -> StateReport:
@@ -95,85 +67,32 @@ def audit_state(db_path: str | Path, verifier: NoteVerifier) -> StateReport:
         StoreError: the database cannot be read, or a row holds a value of the wrong
             type where an integer belongs.
     """
-    conn = _connect(db_path)
-    try:
-        conn.execute("BEGIN")  # one snapshot for everything below (WAL)
-        size = _int(_one(conn, "SELECT value FROM meta WHERE key = 'tree_size'"), "meta tree_size")
-        signed_size, root = _checkpoint(conn, verifier, size)
-        rows = StateRows(
-            principals=[
-                PrincipalRow(_text(n), _text(k), _text(a), _text(z), _text(s))
-                for n, k, a, z, s in conn.execute(
-                    "SELECT name, public_key, attrs, zone, status FROM principals ORDER BY name"
-                )
-            ],
-            bundles=[
-                BundleRow(
-                    _text(d), _int(v, f"bundles[{d}].version"), _text(doc), _int(i, f"bundles[{d}].log_index")
-                )
-                for d, v, doc, i in conn.execute("SELECT digest, version, doc, log_index FROM bundles")
-            ],
-            active_bundle=_active(conn),
-            revocations=[
-                RevocationRow(
-                    _text(k),
-                    _text(t),
-                    _text(r),
-                    _text(b),
-                    _text(tm),
-                    _int(i, f"revocations[{k}/{t}].log_index"),
-                )
-                for k, t, r, b, tm, i in conn.execute(
-                    "SELECT kind, target, reason, by, time, log_index FROM revocations ORDER BY log_index"
-                )
-            ],
-            warrants=_warrants(conn),
-        )
-        return check_state(_events(conn, size, signed_size, root), rows)
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot read the state and the log of {db_path}: {e}") from e
-    finally:
-        conn.close()  # the read transaction ends with it
+    with StateSnapshot(db_path) as snapshot:  # step 1
+        size = snapshot.tree_size()
+        signed_size, root = _checkpoint(snapshot, verifier, size)
+        return check_state(_events(snapshot, size, signed_size, root), snapshot.rows())
 
 
-def _connect(db_path: str | Path) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=30.0)
-        conn.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot open {db_path}: {e}") from e
-    return conn
-
-
-def _one(conn: sqlite3.Connection, sql: str) -> Any:
-    row = conn.execute(sql).fetchone()
-    return None if row is None else row[0]
-
-
-def _active(conn: sqlite3.Connection) -> str | None:
-    value = _one(conn, "SELECT value FROM meta WHERE key = 'active_bundle'")
-    return None if value is None else _text(value)
-
-
-def _checkpoint(conn: sqlite3.Connection, verifier: NoteVerifier, size: int) -> tuple[int, bytes]:
+def _checkpoint(snapshot: StateSnapshot, verifier: NoteVerifier, size: int) -> tuple[int, bytes]:
     """Step 2: the latest checkpoint's (size, root), verified."""
-    row = conn.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-    if row is None:
+    stored = snapshot.latest_checkpoint()
+    if stored is None:
         raise LogIntegrityError("no checkpoint is stored")
+    stored_size, note = stored
     try:
-        cp = open_checkpoint(_text(row[1]), verifier)
+        cp = open_checkpoint(note, verifier)
     except (NoteError, CheckpointError) as e:
         raise LogIntegrityError(f"the latest stored checkpoint does not verify: {e}") from e
-    if cp.size != row[0] or cp.size > size:
+    if cp.size != stored_size or cp.size > size:
         raise LogIntegrityError(
             f"expected a checkpoint no larger than the tree ({size} entries), found one of size {cp.size} "
-            f"(stored as {row[0]})"
+            f"(stored as {stored_size})"
         )
     return cp.size, cp.root_hash
 
 
 def _events(
-    conn: sqlite3.Connection, size: int, signed_size: int, root: bytes
+    snapshot: StateSnapshot, size: int, signed_size: int, root: bytes
 ) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Steps 3 and 4: the state events of entries ``[0, size)``, bound to ``root``."""
     sha256 = hashlib.sha256
@@ -181,33 +100,30 @@ def _events(
     stack: list[bytes] = []  # roots of the complete subtrees so far, largest first
     if signed_size == 0 and root != EMPTY_ROOT:
         raise LogIntegrityError("the checkpoint of size 0 does not have the empty root", index=0)
-    cursor = conn.execute("SELECT idx, data FROM entries WHERE idx < ? ORDER BY idx", (size,))
     expected = 0
-    while rows := cursor.fetchmany(_PAGE):
-        for idx, data in rows:
-            if idx != expected:
-                raise LogIntegrityError(f"entry {expected} is missing", index=expected)
-            raw = bytes(data)
-            node = sha256(b"\x00" + raw).digest()
-            expected += 1
-            n = expected
-            while not n & 1:  # fold the subtrees this leaf completes
-                node = sha256(b"\x01" + stack.pop() + node).digest()
-                n >>= 1
-            stack.append(node)
-            if expected == signed_size and _fold(stack) != root:
-                raise LogIntegrityError(
-                    f"the entries do not hash to the root of the signed checkpoint of size {signed_size}",
-                    index=signed_size - 1,
-                )
-            if idx < signed_size and marked(raw) is None:
-                continue
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                raise LogIntegrityError(f"entry {idx} is not JSON: {e}", index=idx) from e
-            if isinstance(event, dict) and event.get("type") in EVENT_TYPES:
-                yield idx, event
+    for idx, raw in snapshot.entries(size):
+        if idx != expected:
+            raise LogIntegrityError(f"entry {expected} is missing", index=expected)
+        node = sha256(b"\x00" + raw).digest()
+        expected += 1
+        n = expected
+        while not n & 1:  # fold the subtrees this leaf completes
+            node = sha256(b"\x01" + stack.pop() + node).digest()
+            n >>= 1
+        stack.append(node)
+        if expected == signed_size and _fold(stack) != root:
+            raise LogIntegrityError(
+                f"the entries do not hash to the root of the signed checkpoint of size {signed_size}",
+                index=signed_size - 1,
+            )
+        if idx < signed_size and marked(raw) is None:
+            continue
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise LogIntegrityError(f"entry {idx} is not JSON: {e}", index=idx) from e
+        if isinstance(event, dict) and event.get("type") in EVENT_TYPES:
+            yield idx, event
     if expected < size:
         raise LogIntegrityError(f"entry {expected} is missing", index=expected)
 
@@ -218,39 +134,3 @@ def _fold(stack: list[bytes]) -> bytes:
     for left in reversed(stack[:-1]):
         acc = hashlib.sha256(b"\x01" + left + acc).digest()
     return acc
-
-
-def _warrants(conn: sqlite3.Connection) -> Iterator[WarrantRow]:
-    """The warrant rows by ``issued_index`` (streamed: the table can be large)."""
-    cursor = conn.execute(
-        "SELECT id, principal, parent, decision_index, expires, issued_index, token FROM warrants "
-        "ORDER BY issued_index, id"
-    )
-    while rows := cursor.fetchmany(_PAGE):
-        for wid, principal, parent, decision, expires, issued, token in rows:
-            where = f"warrants[{wid}]"
-            yield WarrantRow(
-                _text(wid),
-                _text(principal),
-                _text(parent),
-                _int(decision, where + ".decision_index"),
-                _int(expires, where + ".expires"),
-                _int(issued, where + ".issued_index"),
-                _text(token),
-            )
-
-
-def _text(value: Any) -> str:
-    """A column as the governor reads it (``str(...)``), bytes decoded."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _int(value: Any, where: str) -> int:
-    if type(value) is int:
-        return value
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise StoreError(f"{where}: expected an integer, found {value!r}") from None

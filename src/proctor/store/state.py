@@ -584,6 +584,45 @@ class StateStore:
         return int(value) if value is not None else 0
 
     @staticmethod
+    def write_nonces(conn: sqlite3.Connection, rows: list[tuple[str, str, int]], purge_before: int) -> None:
+        """On the log writer's connection (a side write): store request nonces
+        ``(keyid, nonce, expires)`` (a nonce already stored is kept); with
+        ``purge_before``, drop those expired before it and raise the ``nonce_floor`` to
+        it in the same transaction (the floor explains the deletion: a request older
+        than the floor is refused, since its nonce may have been forgotten).
+
+        Raises:
+            StoreError: the rows cannot be written (the whole commit fails).
+        """
+        try:
+            conn.executemany("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", rows)
+            if purge_before:
+                conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('nonce_floor', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+                    (purge_before,),
+                )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot persist request nonces: {e}") from e
+
+    @staticmethod
+    def write_leases(conn: sqlite3.Connection, deadlines: dict[str, int]) -> None:
+        """On the log writer's connection (a side write): the lease deadlines
+        (execution id → ms) of executions still running (others are left as they are).
+
+        Raises:
+            StoreError: the rows cannot be written (the whole commit fails).
+        """
+        try:
+            conn.executemany(
+                "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",
+                [(expires, ex) for ex, expires in deadlines.items()],
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot persist lease deadlines: {e}") from e
+
+    @staticmethod
     def probe_writer(now: int) -> Callable[..., None]:
         """A small real write (one ``meta`` row), to learn whether the disk takes writes."""
 
