@@ -37,94 +37,11 @@ import orjson
 
 from proctor.errors import StoreConflictError, StoreError
 from proctor.store._connections import ThreadConnections
+from proctor.store._state_schema import SCHEMA, STATE_SCHEMA_VERSION, add_columns, add_constraints
 
 __all__ = ["STATE_SCHEMA_VERSION", "PrincipalRecord", "RevocationRecord", "StateStore"]
 
-STATE_SCHEMA_VERSION = 1
 MAX_AUTH_FAILURES = 10_000
-
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS principals (
-        name TEXT PRIMARY KEY, public_key TEXT NOT NULL, attrs TEXT NOT NULL,
-        zone TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS bundles (
-        digest TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL,
-        activated TEXT NOT NULL, log_index INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS revocations (
-        kind TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL,
-        time TEXT NOT NULL, log_index INTEGER NOT NULL, PRIMARY KEY (kind, target))""",
-    """CREATE TABLE IF NOT EXISTS warrants (
-        id TEXT PRIMARY KEY, principal TEXT NOT NULL, parent TEXT NOT NULL,
-        decision_index INTEGER NOT NULL, expires INTEGER NOT NULL, issued INTEGER NOT NULL,
-        issued_index INTEGER NOT NULL DEFAULT -1, token TEXT NOT NULL DEFAULT '')""",
-    """CREATE TABLE IF NOT EXISTS executions (
-        id TEXT PRIMARY KEY, warrant TEXT NOT NULL UNIQUE, principal TEXT NOT NULL,
-        status TEXT NOT NULL, reason TEXT NOT NULL, bundle TEXT NOT NULL,
-        request TEXT NOT NULL, started_index INTEGER NOT NULL, indices TEXT NOT NULL,
-        lease_expires_ms INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, started INTEGER NOT NULL,
-        ended INTEGER NOT NULL DEFAULT 0)""",
-    "CREATE INDEX IF NOT EXISTS executions_by_principal ON executions (principal, status)",
-    "CREATE INDEX IF NOT EXISTS warrants_by_principal ON warrants (principal, issued)",
-    """CREATE TABLE IF NOT EXISTS nonces (
-        keyid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,
-        PRIMARY KEY (keyid, nonce)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires)",
-    """CREATE TABLE IF NOT EXISTS auth_failures (
-        id INTEGER PRIMARY KEY, time INTEGER NOT NULL, keyid TEXT NOT NULL,
-        reason TEXT NOT NULL, detail TEXT NOT NULL)""",
-]
-
-# Identity and history rules, added to every state database when it is opened (a data
-# directory made before them gets them then; see _add_constraints). Names are ASCII
-# ([A-Za-z0-9._-]), so SQLite's lower() folds all of their case.
-_PRINCIPAL_INDEXES = {
-    "principals_name_nocase": "CREATE UNIQUE INDEX principals_name_nocase ON principals (lower(name))",
-    "principals_public_key": "CREATE UNIQUE INDEX principals_public_key ON principals (public_key)",
-}
-_DUPLICATES = {
-    "principals_name_nocase": (
-        "SELECT group_concat(name, ', ') FROM principals GROUP BY lower(name) HAVING count(*) > 1",
-        "differ only in case",
-    ),
-    "principals_public_key": (
-        "SELECT group_concat(name, ', ') FROM principals GROUP BY public_key HAVING count(*) > 1",
-        "share one public key",
-    ),
-}
-_BUNDLE_TRIGGERS = [
-    """CREATE TRIGGER IF NOT EXISTS bundles_version_forward BEFORE INSERT ON bundles
-        WHEN NEW.version <= (SELECT max(version) FROM bundles)
-        BEGIN SELECT RAISE(ABORT, 'bundle versions only go forward'); END""",
-    """CREATE TRIGGER IF NOT EXISTS bundles_no_update BEFORE UPDATE ON bundles
-        BEGIN SELECT RAISE(ABORT, 'bundle activations are append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS bundles_no_delete BEFORE DELETE ON bundles
-        BEGIN SELECT RAISE(ABORT, 'bundle activations are append-only'); END""",
-]
-
-
-_ADDED_COLUMNS = (
-    # (table, column, definition): columns added since schema version 1 was first
-    # written; an older database gets them (with their default) when opened.
-    ("executions", "presented", "TEXT NOT NULL DEFAULT ''"),
-)
-
-
-_ADDED_TABLES = (
-    # Tables added since schema version 1 was first written.
-    # openings: per decision, the salt and arguments its logged argument commitment
-    # hides (proctor.policy.commitment): private, like the rest of this file.
-    """CREATE TABLE IF NOT EXISTS openings (
-        decision_index INTEGER PRIMARY KEY, opening TEXT NOT NULL)""",
-)
-
-
-def _add_columns(conn: sqlite3.Connection) -> None:
-    for statement in _ADDED_TABLES:
-        conn.execute(statement)
-    for table, column, definition in _ADDED_COLUMNS:
-        present = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 @dataclass(frozen=True)
@@ -179,7 +96,7 @@ class StateStore:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT value FROM meta WHERE key = 'state_schema'").fetchone()
             if row is None:
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('state_schema', ?)", (str(STATE_SCHEMA_VERSION),)
@@ -189,8 +106,8 @@ class StateStore:
                 raise StoreError(
                     f"{path}: expected state schema version {STATE_SCHEMA_VERSION}, found {row[0]!r}"
                 )
-            _add_columns(conn)
-            _add_constraints(conn, path)
+            add_columns(conn)
+            add_constraints(conn, path)
             conn.execute("COMMIT")
         except StoreConflictError:
             conn.execute("ROLLBACK")
@@ -751,29 +668,6 @@ _EXISTS = {
     "principal": "SELECT 1 FROM principals WHERE name = ?",
     "policy": "SELECT 1 FROM bundles WHERE digest = ?",
 }
-
-
-def _add_constraints(conn: sqlite3.Connection, path: str | Path) -> None:
-    """Create the identity indexes and the bundle triggers if missing (in the caller's
-    transaction). Stored principals that already break an identity rule are reported,
-    never dropped: the operator decides which to keep."""
-    present = {str(n) for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    for name, create in _PRINCIPAL_INDEXES.items():
-        if name in present:
-            continue
-        query, what = _DUPLICATES[name]
-        clashes = [str(names) for (names,) in conn.execute(query)]
-        if clashes:
-            found = "; ".join(f"{{{c}}}" for c in clashes)
-            raise StoreConflictError(
-                f"{path}: expected principal names unique ignoring case and one public key per "
-                f"principal, found principals that {what}: {found}. Nothing was changed; keep one "
-                f"of each group (rename or delete the others in the principals table, e.g. with "
-                f"sqlite3) and open the data directory again"
-            )
-        conn.execute(create)
-    for trigger in _BUNDLE_TRIGGERS:
-        conn.execute(trigger)
 
 
 def _principal_conflict(record: PrincipalRecord, error: sqlite3.IntegrityError) -> str:
