@@ -174,6 +174,26 @@ class PolicyBundle:
             raise BundleError(f"{root}: expected at least one *.cedar policy file, found none")
         return cls(files=files, schema=schema, version=version)
 
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], *, version: int) -> PolicyBundle:
+        """Read a bundle from a directory (:meth:`from_directory`) or from one ``*.cedar``
+        file (its policies with the default schema).
+
+        Raises:
+            BundleError: not a directory nor a ``*.cedar`` file, or unreadable (as
+                :meth:`from_directory`).
+        """
+        source = Path(path)
+        if source.is_dir():
+            return cls.from_directory(source, version=version)
+        if source.suffix != ".cedar":
+            raise BundleError(f"{source}: expected a directory of *.cedar files or one *.cedar file")
+        try:
+            text = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BundleError(f"{source}: cannot read the policy file: {e}") from e
+        return cls(files={source.name: text}, version=version)
+
     def signed(self, private_key: Ed25519PrivateKey, signer: str) -> SignedBundle:
         """Sign the bundle's digest.
 

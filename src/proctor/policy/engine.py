@@ -4,7 +4,8 @@ Compiling (:meth:`PolicyEngine.compile`) is where a bundle is judged, and any pr
 stops it from becoming active:
 
 1. the schema has the shape proctor needs (:func:`read_schema`) and Cedar parses it;
-2. each file parses on its own (so a syntax error names its file);
+2. each file parses on its own (so a syntax error names its file, line and column:
+   :mod:`proctor.policy._locate`);
 3. the bundle holds at least one policy, and no templates;
 4. every policy validates against the schema (``cedarpy.validate_policies``, strict);
 5. annotations are known and well-formed (:mod:`proctor.policy.obligations`), and
@@ -42,6 +43,7 @@ import cedarpy
 import orjson
 
 from proctor.errors import CanonicalizationError, PolicyError, PolicyValidationError
+from proctor.policy._locate import locate_parse_error
 from proctor.policy.bundle import PolicyBundle
 from proctor.policy.context import context_json, principal_entity_json, request_problem
 from proctor.policy.decision import Decision, safe_request_digest
@@ -147,7 +149,8 @@ class PolicyEngine:
             try:
                 doc = orjson.loads(cedarpy.policies_to_json_str(text))
             except ValueError as e:
-                problems.append(f"{name}: {e}")
+                at = locate_parse_error(text, str(e), cedarpy.policies_to_json_str)
+                problems.append(f"{name}:{at[0]}:{at[1]}: {e}" if at else f"{name}: {e}")
                 continue
             count = len(doc.get("staticPolicies", {})) + len(doc.get("templates", {}))
             files.extend([name] * count)

@@ -103,7 +103,7 @@ def test_fail_closed_validation_diagnostics_name_the_file_and_policy() -> None:
 def test_fail_closed_syntax_error_names_its_file() -> None:
     with pytest.raises(PolicyValidationError) as info:
         engine('permit(principal, action, resource == Proctor::Executable::"/bin/true");', "permit(")
-    assert info.value.diagnostics[0].startswith("p1.cedar: ")
+    assert info.value.diagnostics[0].startswith("p1.cedar:1:7: ")  # file:line:column
 
 
 def test_fail_closed_templates_are_rejected() -> None:
