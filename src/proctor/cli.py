@@ -1,11 +1,7 @@
 """The ``proctor`` command.
 
-Exit codes (a public contract; later commands add ``77`` for denied and ``79`` for
-terminated executions):
-
-- 0: success;
-- 1: verification failed (a broken log, a proof or signature that does not verify);
-- 2: bad input or usage (malformed arguments, events, data directory).
+Exit codes: :class:`proctor.exitcodes.ExitCode`, one table for every command (a public
+contract; ``EXIT_OK``, ``EXIT_VERIFY_FAILED`` and ``EXIT_BAD_INPUT`` here are aliases).
 
 Data goes to stdout as JSON; messages go to stderr prefixed ``proctor:``.
 
@@ -41,14 +37,16 @@ from proctor.errors import (
     ProofRequestError,
     VerificationError,
 )
+from proctor.exitcodes import ExitCode
 from proctor.lineage.events import Event
 from proctor.lineage.log import Log
 
 __all__ = ["app", "main", "EXIT_OK", "EXIT_VERIFY_FAILED", "EXIT_BAD_INPUT"]
 
-EXIT_OK = 0
-EXIT_VERIFY_FAILED = 1
-EXIT_BAD_INPUT = 2
+# Public aliases kept for compatibility; the table is ExitCode.
+EXIT_OK = ExitCode.OK
+EXIT_VERIFY_FAILED = ExitCode.VERIFY_FAILED
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 # The modules whose ``register(app)`` adds these top-level commands, in the order of
 # ``proctor --help``: a module is imported when one of its commands is looked up.
@@ -123,10 +121,10 @@ DataOpt = Annotated[
 ]
 
 
-def _exit_code(e: ProctorError) -> int:
+def _exit_code(e: ProctorError) -> ExitCode:
     if isinstance(e, LogIntegrityError | VerificationError):
-        return EXIT_VERIFY_FAILED
-    return EXIT_BAD_INPUT
+        return ExitCode.VERIFY_FAILED
+    return ExitCode.BAD_INPUT
 
 
 def _open(data: Path) -> Log:
@@ -139,7 +137,7 @@ def _open(data: Path) -> Log:
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"proctor {__version__}")
-        raise typer.Exit(EXIT_OK)
+        raise typer.Exit(ExitCode.OK)
 
 
 @app.callback()
@@ -172,7 +170,7 @@ def _init(
     except ProctorError as e:
         fail(_exit_code(e), f"error: {e}")
     except OSError as e:  # initialize wraps these; an expected failure never shows a traceback
-        fail(EXIT_BAD_INPUT, f"error: cannot initialise {data}: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: cannot initialise {data}: {e}")
     emit(result)
 
 
@@ -259,19 +257,19 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
         try:
             report = log.check_all()
         except ProctorError as e:
-            fail(EXIT_VERIFY_FAILED, f"log verification failed: {e}")
+            fail(ExitCode.VERIFY_FAILED, f"log verification failed: {e}")
         out = report.to_json()
         if not report.ok:
             emit(out)
             where = "" if report.index is None else f" at index {report.index}"
-            fail(EXIT_VERIFY_FAILED, f"log broken{where}: {report.error}")
+            fail(ExitCode.VERIFY_FAILED, f"log broken{where}: {report.error}")
         try:
             db = DataDir.open(data).db_path
             state = audit_state(db, log.verifier) if has_state(db) else None
         except ProctorError as e:
             out.update(ok=False, index=None, error=f"the state cannot be checked: {e}")
             emit(out)
-            fail(EXIT_VERIFY_FAILED, f"state verification failed: {e}")
+            fail(ExitCode.VERIFY_FAILED, f"state verification failed: {e}")
         if state is None or state.ok:
             emit(out)  # the report of a log that checks out keeps its shape
             if state is not None:
@@ -284,7 +282,7 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
         emit(out)
         for found in state.discrepancies:
             typer.echo(f"proctor: state disagrees with the log: {found}", err=True)
-        fail(EXIT_VERIFY_FAILED, summary)
+        fail(ExitCode.VERIFY_FAILED, summary)
 
 
 @log_app.command("append")
@@ -298,7 +296,7 @@ def _log_append(
     try:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as e:
-        fail(EXIT_BAD_INPUT, f"error: cannot read {source}: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: cannot read {source}: {e}")
     events = []
     for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
@@ -306,9 +304,9 @@ def _log_append(
         try:
             events.append(Event.from_bytes(line))
         except EventError as e:
-            fail(EXIT_BAD_INPUT, f"error: line {n}: {e}")
+            fail(ExitCode.BAD_INPUT, f"error: line {n}: {e}")
     if not events:
-        fail(EXIT_BAD_INPUT, "error: expected at least one JSON event, found none")
+        fail(ExitCode.BAD_INPUT, "error: expected at least one JSON event, found none")
     with _open(data) as log:
         try:
             indices = log.append_many(events)
@@ -333,7 +331,7 @@ def _demo(
     try:
         code = run_demo(data, open_browser=not no_browser)
     except ProofRequestError as e:
-        fail(EXIT_VERIFY_FAILED, f"demo failed: {e}")
+        fail(ExitCode.VERIFY_FAILED, f"demo failed: {e}")
     except ProctorError as e:
         fail(_exit_code(e), f"demo failed: {e}")
     raise typer.Exit(code)

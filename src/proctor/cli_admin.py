@@ -2,8 +2,8 @@
 
 Admin commands read the admin key from the data directory (``--data``) or ``--key``,
 and act on a running governor (``--server URL``) or, when none runs, directly on the
-data directory. Exit codes: 0 success (allow), 77 denied, 1 verification failed,
-2 bad input, 3 the governor could not be reached or refused the call.
+data directory. Exit codes: :class:`proctor.exitcodes.ExitCode` (``authorize``: OK on
+allow, DENIED on deny; UNAVAILABLE when the governor cannot be reached or take the call).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from proctor.client import GovernorClient, GovernorError
 from proctor.config import load_config
 from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.errors import LogLockedError, PolicyValidationError, ProctorError
+from proctor.exitcodes import ExitCode
 from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import DEFAULT_COMMIT_LINGER_S, Governor
@@ -35,10 +36,9 @@ from proctor.policy import PolicyBundle, PolicyEngine, PolicyRequest
 
 __all__ = ["EXIT_DENIED", "EXIT_UNAVAILABLE", "register"]
 
-EXIT_DENIED = 77
-EXIT_UNAVAILABLE = 3
-EXIT_BAD_INPUT = 2
-EXIT_VERIFY_FAILED = 1
+# Public aliases kept for compatibility; the table is ExitCode.
+EXIT_DENIED = ExitCode.DENIED
+EXIT_UNAVAILABLE = ExitCode.UNAVAILABLE
 
 DataOpt = Annotated[Path, typer.Option("--data", envvar="PROCTOR_DATA", help="Data directory.")]
 ServerOpt = Annotated[
@@ -57,14 +57,17 @@ warrant_app = typer.Typer(help="Attenuate and inspect warrants.", no_args_is_hel
 def _error(e: ProctorError) -> NoReturn:
     """Exit for a failed admin operation, with the code its kind calls for."""
     if isinstance(e, LogLockedError):
-        fail(EXIT_UNAVAILABLE, f"error: {e}; a governor is running on this data directory: use --server URL")
+        fail(
+            ExitCode.UNAVAILABLE,
+            f"error: {e}; a governor is running on this data directory: use --server URL",
+        )
     fail(_code(e), f"error: {e}")
 
 
-def _code(e: ProctorError) -> int:
+def _code(e: ProctorError) -> ExitCode:
     if isinstance(e, GovernorError):
-        return EXIT_BAD_INPUT if e.status in (400, 403, 404, 409, 422) else EXIT_UNAVAILABLE
-    return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT if e.status in (400, 403, 404, 409, 422) else ExitCode.UNAVAILABLE
+    return ExitCode.BAD_INPUT
 
 
 class _Admin:
@@ -85,7 +88,7 @@ def _admin(data: Path, server: str | None, key: Path | None) -> Iterator[_Admin]
             DataDir.open(data)
         admin_key = PrincipalKey.load(key or data / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
-        fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: cannot load the admin key: {e}")
     if server:
         with GovernorClient(server, admin_key) as client:
             yield _Admin(client, None, admin_key.name)
@@ -101,7 +104,7 @@ def _admin(data: Path, server: str | None, key: Path | None) -> Iterator[_Admin]
         except ProctorError as e:
             _error(e)
         if not allowed:
-            fail(EXIT_BAD_INPUT, f"error: {admin_key.name!r} is not an active admin (use --key)")
+            fail(ExitCode.BAD_INPUT, f"error: {admin_key.name!r} is not an active admin (use --key)")
         yield _Admin(None, governor, admin_key.name)
     finally:
         governor.close()
@@ -112,7 +115,7 @@ def _attrs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            fail(EXIT_BAD_INPUT, f"error: expected --attr key=value, found {pair!r}")
+            fail(ExitCode.BAD_INPUT, f"error: expected --attr key=value, found {pair!r}")
         out[name] = value
     return out
 
@@ -160,7 +163,7 @@ def _serve(
     try:
         if not 0 <= commit_linger_ms <= 100:
             fail(
-                EXIT_BAD_INPUT,
+                ExitCode.BAD_INPUT,
                 f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}",
             )
         if max_streams_per_principal is None:  # the data directory's quota (the governor checks it)
@@ -176,7 +179,7 @@ def _serve(
         try:
             governor.log.start_writing()
         except ProctorError as e:
-            fail(EXIT_UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
+            fail(ExitCode.UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
         governor.start_sweeper()
         slots = QuotaStreamSlots(
             governor.quotas, total=limits.max_streams, per_principal=limits.max_streams_per_principal
@@ -217,11 +220,11 @@ def _principal_add(
         verify_attributes(attrs)
         verify_zone(zone)
     except ProctorError as e:
-        fail(EXIT_BAD_INPUT, f"error: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: {e}")
     if out.exists():
-        fail(EXIT_BAD_INPUT, f"error: {out} exists; refusing to overwrite a key")
+        fail(ExitCode.BAD_INPUT, f"error: {out} exists; refusing to overwrite a key")
     if not valid_principal_name(name):
-        fail(EXIT_BAD_INPUT, f"error: expected a principal name of [A-Za-z0-9._-], found {name!r}")
+        fail(ExitCode.BAD_INPUT, f"error: expected a principal name of [A-Za-z0-9._-], found {name!r}")
     new_key = PrincipalKey.generate(name)
     with _admin(data, server, key) as admin:
         try:
@@ -291,7 +294,7 @@ def _bundle(source: Path, version: int) -> PolicyBundle:
         doc = json.loads(source.read_text())
         return PolicyBundle.from_json(doc["bundle"] if "bundle" in doc and "signature" in doc else doc)
     except (ProctorError, OSError, ValueError, KeyError) as e:
-        fail(EXIT_BAD_INPUT, f"error: cannot read the bundle {source}: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: cannot read the bundle {source}: {e}")
 
 
 @policy_app.command("check")
@@ -306,10 +309,10 @@ def _policy_check(
         engine = PolicyEngine.compile(bundle)
     except PolicyValidationError as e:
         emit({"ok": False, "error": str(e), "diagnostics": list(e.diagnostics)})
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     except ProctorError as e:
         emit({"ok": False, "error": str(e), "diagnostics": []})
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     emit({"ok": True, "bundle": engine.bundle_digest, "files": sorted(bundle.files)})
 
 
@@ -332,7 +335,7 @@ def _policy_push(
     try:
         admin_key = PrincipalKey.load(key or data / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
-        fail(EXIT_BAD_INPUT, f"error: cannot load the admin key: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: cannot load the admin key: {e}")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
     with _admin(data, server, key) as admin:
@@ -349,7 +352,7 @@ def _policy_push(
                 result = admin.governor.push_policy(signed.to_json(), by=admin.name)
         except PolicyValidationError as e:
             emit({"ok": False, "error": str(e), "diagnostics": list(e.diagnostics)})
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
         except GovernorError as e:
             if isinstance(e.body, dict) and "diagnostics" in e.body:
                 emit({"ok": False, "error": str(e), "diagnostics": e.body["diagnostics"]})
@@ -391,7 +394,7 @@ def _policy_show(data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, key
         except ProctorError as e:
             _error(e)
     if active is None:
-        fail(EXIT_BAD_INPUT, "error: no policy bundle is active; everything is denied")
+        fail(ExitCode.BAD_INPUT, "error: no policy bundle is active; everything is denied")
     emit(active)
 
 
@@ -410,7 +413,7 @@ def _policy_replay(
     try:
         engine = PolicyEngine.compile(bundle)
     except ProctorError as e:
-        fail(EXIT_BAD_INPUT, f"error: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: {e}")
     changed: list[dict[str, Any]] = []
     total = 0
 
@@ -433,7 +436,10 @@ def _policy_replay(
                 if "args_commitment" in request:
                     opening = state.opening(index)
                     if opening is None:
-                        fail(EXIT_BAD_INPUT, f"error: the arguments of the decision at {index} are not kept")
+                        fail(
+                            ExitCode.BAD_INPUT,
+                            f"error: the arguments of the decision at {index} are not kept",
+                        )
                     request = reveal(request, ArgumentOpening.from_json(opening))
                 after = engine.decide(PolicyRequest.from_json(request), now=int(now or 0))
                 if ("allow" if after.allow else "deny") != before:
@@ -448,7 +454,7 @@ def _policy_replay(
                         }
                     )
     except ProctorError as e:
-        fail(EXIT_BAD_INPUT, f"error: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: {e}")
     emit({"bundle": engine.bundle_digest, "replayed": total, "changed": len(changed), "changes": changed})
 
 
@@ -466,15 +472,15 @@ def _authorize(
     ] = None,
     argv: Annotated[list[str] | None, typer.Argument(help="The exact argument vector (after --).")] = None,
 ) -> None:
-    """Ask the governor; print the decision (and warrant). Exit 0 on allow, 77 on deny."""
+    """Ask the governor; print the decision (and warrant). Exit 0 (OK) on allow, 77 (DENIED) on deny."""
     doc: dict[str, Any] = {"action": action, "resource": resource, "argv": list(argv or [])}
     if context:
         try:
             extra = json.loads(context)
         except ValueError as e:
-            fail(EXIT_BAD_INPUT, f"error: --context: expected JSON: {e}")
+            fail(ExitCode.BAD_INPUT, f"error: --context: expected JSON: {e}")
         if not isinstance(extra, dict):
-            fail(EXIT_BAD_INPUT, "error: --context: expected a JSON object")
+            fail(ExitCode.BAD_INPUT, "error: --context: expected a JSON object")
         doc.update(extra)
     if action == "exec" and "executable_digest" not in doc:
         # An exec warrant binds the executable's content: hash the file named here.
@@ -482,17 +488,19 @@ def _authorize(
             with open(resource, "rb") as f:
                 doc["executable_digest"] = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
         except OSError as e:
-            fail(EXIT_BAD_INPUT, f"error: --resource {resource}: cannot hash the executable: {e.strerror}")
+            fail(
+                ExitCode.BAD_INPUT, f"error: --resource {resource}: cannot hash the executable: {e.strerror}"
+            )
     try:
         AuthorizeRequest.from_json(doc)
         principal_key = PrincipalKey.load(key)
     except (ProctorError, OSError) as e:
-        fail(EXIT_BAD_INPUT, f"error: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: {e}")
     try:
         with GovernorClient(server, principal_key) as client:
             result = client.authorize(doc)
     except GovernorError as e:
-        fail(_code(e) if e.status != 401 else EXIT_DENIED, f"error: {e}")
+        fail(_code(e) if e.status != 401 else ExitCode.DENIED, f"error: {e}")
     emit(result)
     if not result.get("allow"):
         decision = result.get("decision", {})
@@ -500,7 +508,7 @@ def _authorize(
             f"proctor: denied: {decision.get('reason', '')} (policies: {decision.get('policies', [])})",
             err=True,
         )
-        raise typer.Exit(EXIT_DENIED)
+        raise typer.Exit(ExitCode.DENIED)
 
 
 def _revoke(
@@ -526,15 +534,15 @@ def _revoke(
     """Revoke a warrant, an execution, a principal or a policy bundle (recorded in the log).
 
     A revoked principal loses every right, admin included. Revoking something that
-    does not exist fails (exit 2) and records nothing.
+    does not exist fails (exit 2, BAD_INPUT) and records nothing.
     """
     given = [(k, v) for k, v in (("warrant", warrant), ("execution", execution),
                                   ("principal", principal), ("policy", policy)) if v]  # fmt: skip
     if len(given) != 1:
-        fail(EXIT_BAD_INPUT, "error: give exactly one of --warrant, --execution, --principal, --policy")
+        fail(ExitCode.BAD_INPUT, "error: give exactly one of --warrant, --execution, --principal, --policy")
     kind, target = given[0]
     if successor is not None and kind != "principal":
-        fail(EXIT_BAD_INPUT, "error: --successor goes with --principal (the admin it succeeds)")
+        fail(ExitCode.BAD_INPUT, "error: --successor goes with --principal (the admin it succeeds)")
     with _admin(data, server, key) as admin:
         try:
             if admin.client is not None:
@@ -565,9 +573,9 @@ def _warrant_root(data: Path, server: str | None, warrant_key: str | None) -> by
             text = (data / "keys" / "warrant.pub").read_text()
         raw = base64.b64decode(text.strip(), validate=True)
     except (ProctorError, OSError, ValueError) as e:
-        fail(EXIT_BAD_INPUT, f"error: cannot get the warrant public key: {e}")
+        fail(ExitCode.BAD_INPUT, f"error: cannot get the warrant public key: {e}")
     if len(raw) != 32:
-        fail(EXIT_BAD_INPUT, "error: the warrant public key is not 32 bytes")
+        fail(ExitCode.BAD_INPUT, "error: the warrant public key is not 32 bytes")
     return raw
 
 
@@ -600,7 +608,7 @@ def _warrant_inspect(
     try:
         emit(inspect_warrant(_token(token), root_public_key=root))
     except ProctorError as e:
-        fail(EXIT_VERIFY_FAILED, f"error: {e}")
+        fail(ExitCode.VERIFY_FAILED, f"error: {e}")
 
 
 @warrant_app.command("attenuate")
@@ -630,7 +638,7 @@ def _warrant_attenuate(
             max_duration_s=max_duration,
         )
     except ProctorError as e:
-        fail(EXIT_VERIFY_FAILED, f"error: {e}")
+        fail(ExitCode.VERIFY_FAILED, f"error: {e}")
     typer.echo(narrowed)
 
 

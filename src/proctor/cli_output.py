@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 import orjson
 import typer
 
+from proctor.exitcodes import ExitCode
+
 __all__ = ["emit", "fail"]
 
 
@@ -17,7 +19,7 @@ def emit(doc: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(code: int, message: str) -> NoReturn:
-    """Print ``proctor: message`` on stderr and exit with ``code``."""
+def fail(code: ExitCode, message: str) -> NoReturn:
+    """Print ``proctor: message`` on stderr and exit with ``code`` (a member of the one table)."""
     typer.echo(f"proctor: {message}", err=True)
     raise typer.Exit(code)

@@ -1,9 +1,12 @@
 """``proctor run``, ``proctor receipt`` and ``proctor verify``.
 
-Exit codes of ``proctor run``: the command's own exit status when it ran to its end;
-77 when it was denied and never started; 79 when governance terminated it; 2 for bad
-input (a missing or malformed key file), before anything is asked of the governor.
-``proctor verify``: 0 when every step passed, 1 naming the failing step, 2 bad input.
+Exit codes (:class:`proctor.exitcodes.ExitCode`) of ``proctor run``: the command's own
+exit status when it ran to its end; DENIED (77) when it was denied and never started;
+TERMINATED (79) when governance terminated it; BAD_INPUT (2) for a missing or malformed
+key file, before anything is asked of the governor. ``proctor receipt``: BAD_INPUT for
+an unreadable key or any HTTP error, UNAVAILABLE (3) when the governor cannot be
+reached. ``proctor verify``: OK when every step passed, VERIFY_FAILED (1) naming the
+failing step, BAD_INPUT for an unreadable receipt.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.enforcement.supervisor import RunOptions, Supervisor
 from proctor.errors import ProctorError
+from proctor.exitcodes import ExitCode
 
 __all__ = ["register"]
-
-EXIT_BAD_INPUT = 2
 
 DEFAULT_SERVER = "http://127.0.0.1:8700"
 ServerOpt = Annotated[str, typer.Option("--server", envvar="PROCTOR_SERVER", help="Governor URL.")]
@@ -51,7 +53,7 @@ def _run(
     except (ProctorError, OSError, ValueError) as e:
         # Bad input (a missing or malformed key), not a denial: exit 2 as every command does.
         typer.echo(f"proctor: error: {e}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     options = RunOptions(
         server=server,
         key=principal,
@@ -90,13 +92,13 @@ def _receipt(
         signer = PrincipalKey.load(key or data_dir / "keys" / "admin.key")
     except (ProctorError, OSError) as e:
         typer.echo(f"proctor: error: cannot load the key that signs the request: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     try:
         with GovernorClient(server, signer) as client:
             doc = client.json("GET", f"/v1/executions/{execution}/receipt")
     except GovernorError as e:
         typer.echo(f"proctor: error: {e}", err=True)
-        raise typer.Exit(2 if e.status else 3) from None
+        raise typer.Exit(ExitCode.BAD_INPUT if e.status else ExitCode.UNAVAILABLE) from None
     data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
     if out is None:
         sys.stdout.buffer.write(data)
@@ -122,14 +124,14 @@ def _verify(
         doc: Any = json.loads(receipt.read_text())
     except (OSError, ValueError) as e:
         typer.echo(f"proctor: error: cannot read {receipt}: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     report = check_receipt(doc, log_key=key_text, replay=replay)
     sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     if not report.ok:
         failed = report.failed
         where = f"step {failed.number} ({failed.name}): {failed.detail}" if failed else "unknown step"
         typer.echo(f"proctor: receipt does not verify: {where}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.VERIFY_FAILED)
 
 
 def register(app: typer.Typer) -> None:

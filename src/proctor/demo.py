@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from proctor.authorization.keys import PrincipalKey
+from proctor.exitcodes import ExitCode
 from proctor.governor.service import Governor, initialize
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.log import Log
@@ -72,7 +73,7 @@ def _proctor(*args: str, **kw: Any) -> subprocess.Popen[str]:
     )
 
 
-def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
+def run_demo(data: Path | None, *, open_browser: bool = False) -> ExitCode:
     """Run the demo in ``data`` (a new temporary directory when ``None``).
 
     Args:
@@ -80,7 +81,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
         open_browser: open the proof viewer (the web pages come later: ignored).
 
     Returns:
-        The process exit code: 0 when every check passed.
+        The process exit code: OK when every check passed, VERIFY_FAILED otherwise.
     """
     del open_browser
     console = Console(highlight=False, width=max(Console().width, 110))
@@ -121,7 +122,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
                 time.sleep(0.1)
         else:
             console.print("[red]the governor did not start[/red]")
-            return 1
+            return ExitCode.VERIFY_FAILED
         console.print(f"governor on {url}")
         log_key = httpx.get(f"{url}/v1/log/key", timeout=5).text.strip()
         run = ["run", "--server", url, "--key", str(base / "agent.key")]
@@ -138,7 +139,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
                 _verdict(base / "backup.json", log_key),
             )
         )
-        ok &= allowed.returncode == 0
+        ok &= allowed.returncode == ExitCode.OK
         # 3b. Denied: never starts.
         victim = base / "precious"
         victim.mkdir()
@@ -148,7 +149,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
         rows.append(
             ("rm -rf (denied)", str(denied.returncode), reason.replace("proctor: ", "")[:60], "never ran")
         )
-        ok &= denied.returncode == 77 and victim.exists()
+        ok &= denied.returncode == ExitCode.DENIED and victim.exists()
         # 3c. Revoked while running: the whole tree dies.
         job = _proctor(
             *run, "--receipt", str(base / "job.json"), "--", "sh", "-c", "sleep 60 & sleep 60; wait"
@@ -158,7 +159,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
         if match is None:
             console.print(f"[red]the long job did not start: {line}[/red]")
             job.kill()
-            return 1
+            return ExitCode.VERIFY_FAILED
         time.sleep(0.5)
         started = time.monotonic()
         revoke = subprocess.run(  # noqa: S603 - our own CLI
@@ -193,7 +194,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
                 _verdict(base / "job.json", log_key),
             )
         )
-        ok &= revoke.returncode == 0 and job.returncode == 79
+        ok &= revoke.returncode == ExitCode.OK and job.returncode == ExitCode.TERMINATED
         # 4. Tampered receipt, log consistency, full audit.
         doc = json.loads((base / "backup.json").read_text())
         leaf = doc["events"][-1]["leaf"]
@@ -235,7 +236,7 @@ def run_demo(data: Path | None, *, open_browser: bool = False) -> int:
         shutil.rmtree(base, ignore_errors=True)
     else:
         console.print(f"files kept in {base}")
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.VERIFY_FAILED
 
 
 def _verdict(path: Path, log_key: str) -> str:
