@@ -360,19 +360,29 @@ def verify_warrant_bounds(
     # Step 8
     if request is not None:
         mismatches = [
-            name
-            for name, ok in (
-                ("action", request.action == claims.action),
-                ("resource", request.resource == claims.resource),
-                ("args_digest", request.args_digest == claims.args_digest),
-                ("zone", claims.zone in ("", request.zone)),
-                ("executable_digest", claims.executable_digest in ("", request.executable_digest)),
+            f"{name} differ (the warrant's {granted!r}, the request's {asked!r})"
+            for name, ok, granted, asked in (
+                ("action", request.action == claims.action, claims.action, request.action),
+                ("resource", request.resource == claims.resource, claims.resource, request.resource),
+                (
+                    "args_digest",
+                    request.args_digest == claims.args_digest,
+                    claims.args_digest,
+                    request.args_digest,
+                ),
+                ("zone", claims.zone in ("", request.zone), claims.zone, request.zone),
+                (
+                    "executable_digest",
+                    claims.executable_digest in ("", request.executable_digest),
+                    claims.executable_digest,
+                    request.executable_digest,
+                ),
             )
             if not ok
         ]
         if mismatches:
             raise WarrantError(
-                f"warrant {claims.warrant_id} does not cover this request: {', '.join(mismatches)} differ",
+                f"warrant {claims.warrant_id} does not cover this request: {'; '.join(mismatches)}",
                 reason="scope",
             )
     # Step 9 (Biscuit specification, "Authorizer": every check of every block, then

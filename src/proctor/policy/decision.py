@@ -7,6 +7,7 @@ with sorted keys), so replaying a logged request reproduces it exactly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,7 +17,7 @@ from proctor.errors import CanonicalizationError, PolicyError
 from proctor.policy.obligations import ObligationValue
 from proctor.policy.request import PolicyRequest
 
-__all__ = ["Decision", "deny_all", "safe_request_digest"]
+__all__ = ["Decision", "deny_all", "describe_denial", "safe_request_digest"]
 
 _FIELDS = frozenset(
     {"allow", "policies", "errors", "obligations", "bundle_digest", "request_digest", "reason"}
@@ -152,3 +153,33 @@ def deny_all(reason: str, *, bundle_digest: str = "", request: PolicyRequest | N
         request_digest=safe_request_digest(request),
         reason=reason,
     )
+
+
+def describe_denial(
+    decision: Mapping[str, Any], *, principal: str = "", action: str = "", resource: str = "", zone: str = ""
+) -> str:
+    """One line for a person: who was denied what, where, why, and by which policies.
+
+    Args:
+        decision: a decision as JSON (:meth:`Decision.to_json`, as the governor answers).
+        principal, action, resource: the request as evaluated ("" to leave out).
+        zone: the environment zone asked for ("" : the principal's own zone).
+
+    Returns:
+        ``denied: alice exec /bin/ls (zone 'dev'): <reason>; determining policies: a, b``
+        (the policies only when some decided and the reason does not name them).
+    """
+    reason = str(decision.get("reason", "") or "no reason given")
+    for prefix in ("denied: ", "denied "):
+        reason = reason.removeprefix(prefix)
+    what = " ".join(part for part in (principal, action, resource) if part)
+    where = f"zone {zone!r}" if zone else "the principal's zone"
+    head = f"denied: {what} ({where})" if what else "denied"
+    # The determining policies, once: those the reason does not already name.
+    policies = [
+        str(p)
+        for p in decision.get("policies", ()) or ()
+        if re.search(rf"(?<![\w.-]){re.escape(str(p))}(?![\w.-])", reason) is None
+    ]
+    tail = f"; determining policies: {', '.join(policies)}" if policies else ""
+    return f"{head}: {reason}{tail}"

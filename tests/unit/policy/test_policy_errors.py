@@ -78,3 +78,19 @@ def test_anything_else_is_refused_with_what_was_expected(tmp_path: Path) -> None
         PolicyBundle.from_path(tmp_path / "policy.txt", version=1)
     with pytest.raises(BundleError, match="cannot read the policy file"):
         PolicyBundle.from_path(tmp_path / "missing.cedar", version=1)
+
+
+def test_a_denial_reads_as_one_sentence() -> None:
+    from proctor.policy.decision import describe_denial
+
+    decision = {"reason": "denied: no permit policy matched (default deny)", "policies": []}
+    assert describe_denial(decision, principal="alice", action="exec", resource="/bin/ls") == (
+        "denied: alice exec /bin/ls (the principal's zone): no permit policy matched (default deny)"
+    )
+    forbid = {"reason": "denied by forbid policy 'no-touch'", "policies": ["no-touch"]}
+    assert describe_denial(forbid, principal="bob", action="exec", resource="/usr/bin/touch", zone="dev") == (
+        "denied: bob exec /usr/bin/touch (zone 'dev'): by forbid policy 'no-touch'"
+    )
+    two = {"reason": "denied by forbid policy 'a'", "policies": ["a", "b"]}
+    assert describe_denial(two).endswith("by forbid policy 'a'; determining policies: b")
+    assert describe_denial({}) == "denied: no reason given"
