@@ -23,23 +23,9 @@ import orjson
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
-from proctor.errors import ProctorError
+from proctor.errors import GovernorError  # defined there, re-exported here
 
 __all__ = ["GovernorError", "GovernorClient"]
-
-
-class GovernorError(ProctorError):
-    """The governor answered with an error, or could not be reached.
-
-    Attributes:
-        status: the HTTP status, or 0 when the governor could not be reached.
-        body: the JSON error body, when there was one.
-    """
-
-    def __init__(self, message: str, *, status: int, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
 
 
 class GovernorClient:
@@ -130,15 +116,31 @@ class GovernorClient:
         return self.call("GET", target, signed=False).text
 
 
+def _error_body(answer: Any) -> Any:
+    """The error object of a governor's JSON error answer.
+
+    The governor answers ``{"error": code, "message": text, ...}`` with the same object
+    repeated under ``"detail"`` (ADR 0011); older governors sent some refusals only as
+    ``{"detail": {...}}``, and FastAPI's own as ``{"detail": "text"}``. All three give
+    the error object (or the text) here, without the ``detail`` copy.
+    """
+    if isinstance(answer, dict):
+        if isinstance(answer.get("error"), str):
+            return {k: v for k, v in answer.items() if k != "detail"}
+        if "detail" in answer:
+            return answer["detail"]
+    return answer
+
+
 def _raise_for(response: httpx.Response) -> None:
     """Raise :class:`GovernorError` for a non-2xx answer, with the server's message."""
     if response.status_code < 400:
         return
     try:
-        err: Any = response.json()
+        answer: Any = response.json()
     except ValueError:
-        err = {"message": response.text[:500]}
-    detail = err.get("detail", err) if isinstance(err, dict) else err
-    message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+        answer = {"message": response.text[:500]}
+    body = _error_body(answer)
+    message = body.get("message", str(body)) if isinstance(body, dict) else str(body)
     status = response.status_code
-    raise GovernorError(f"{status}: {message}", status=status, body=detail)
+    raise GovernorError(f"{status}: {message}", status=status, body=body)

@@ -24,7 +24,15 @@ nothing else::
     ├── KeyFormatError              a key string or key file is malformed
     ├── AuthenticationError         a request's signature, timestamp or nonce is not acceptable
     ├── PrincipalError              a principal is unknown, malformed, or may not do this
+    │   └── NoSuchTargetError       an admin operation names something the governor does not know
     ├── QuotaError                  a principal is at one of its quotas (HTTP 429); nothing was done
+    ├── RequestShapeError           an API request body does not have the expected shape
+    ├── RequestLimitError           a request exceeds a limit of the governor's HTTP boundary
+    │   ├── BodyTooLargeError       the body is (or says it is) over the limit
+    │   ├── HeadTooLargeError       the head has too many fields or bytes
+    │   └── StreamLimitError        no event stream slot is free
+    ├── ExecutionConflictError      an execution cannot change as asked (replayed warrant, ended)
+    ├── GovernorError               (client side) the governor refused, or could not be reached
     ├── EnforcementError            an execution cannot be started, contained or supervised
     │   └── IntegrityError          what would run (or runs) is not what was measured
     ├── PolicyError                 a policy bundle cannot be activated
@@ -35,9 +43,16 @@ nothing else::
 
 Deny is never an exception: a denied request is a ``Decision``. Exceptions mean the
 operation could not be carried out, and every caller treats them as "no".
+
+Every class is defined here, and only here; modules that raise one may re-export it
+under its old import path. Which HTTP status and ``error`` code each class is answered
+with is one table in :mod:`proctor.governor.boundary` (an exception that is not a
+``ProctorError`` is a plain 500 there, logged and never described to the client).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ProctorError",
@@ -59,7 +74,15 @@ __all__ = [
     "KeyFormatError",
     "AuthenticationError",
     "PrincipalError",
+    "NoSuchTargetError",
     "QuotaError",
+    "RequestShapeError",
+    "RequestLimitError",
+    "BodyTooLargeError",
+    "HeadTooLargeError",
+    "StreamLimitError",
+    "ExecutionConflictError",
+    "GovernorError",
     "EnforcementError",
     "IntegrityError",
     "PolicyError",
@@ -184,6 +207,11 @@ class PrincipalError(ProctorError):
     """A principal is unknown, malformed, suspended, or not allowed this operation."""
 
 
+class NoSuchTargetError(PrincipalError):
+    """An admin operation names a principal, warrant or execution the governor does not
+    know (HTTP 404); nothing was changed or logged."""
+
+
 class QuotaError(ProctorError):
     """A principal is at one of its quotas (``<data>/config.toml``, ``[quotas]``); nothing
     was done or recorded. HTTP 429: try again once the quota has room.
@@ -206,6 +234,48 @@ class QuotaError(ProctorError):
         self.limit = limit
         self.found = found
         self.retry_after = retry_after
+
+
+class RequestShapeError(ProctorError):
+    """An API request body does not have the expected shape (HTTP 422); nothing was done."""
+
+
+class RequestLimitError(ProctorError):
+    """A request exceeds a limit of the governor's HTTP boundary
+    (:mod:`proctor.governor.limits`); nothing of it was acted on (HTTP 400)."""
+
+
+class BodyTooLargeError(RequestLimitError):
+    """The request body is, or says it is, longer than
+    :data:`proctor.governor.limits.MAX_BODY` (HTTP 413)."""
+
+
+class HeadTooLargeError(RequestLimitError):
+    """The request head is over :data:`proctor.governor.limits.MAX_HEAD_BYTES` or has
+    more than :data:`proctor.governor.limits.MAX_HEADER_FIELDS` field lines (HTTP 431)."""
+
+
+class StreamLimitError(RequestLimitError):
+    """No event stream slot is free for this principal (HTTP 429); try again later."""
+
+
+class ExecutionConflictError(ProctorError):
+    """The execution cannot change as asked (replayed warrant, already finished) (HTTP 409)."""
+
+
+class GovernorError(ProctorError):
+    """(Client side, :mod:`proctor.client`.) The governor answered with an error, or
+    could not be reached.
+
+    Attributes:
+        status: the HTTP status, or 0 when the governor could not be reached.
+        body: the JSON error body (``{"error", "message", ...}``), when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 class EnforcementError(ProctorError):

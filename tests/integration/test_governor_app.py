@@ -50,7 +50,8 @@ def test_unexpected_errors_are_a_plain_500_without_traceback(
         client.get(receipt, headers=signed),  # through FastAPI
     ):
         assert response.status_code == 500
-        assert response.json() == {"error": "internal", "message": "internal error"}
+        internal = {"error": "internal", "message": "internal error"}
+        assert response.json() == {**internal, "detail": internal}
         assert "secret" not in response.text
         assert "Traceback" not in response.text
 

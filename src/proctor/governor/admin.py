@@ -38,7 +38,13 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proctor.authorization.keys import load_public_key, valid_principal_name
-from proctor.errors import BundleError, KeyFormatError, LogAppendError, PrincipalError
+from proctor.errors import (  # NoSuchTargetError: defined there, re-exported here
+    BundleError,
+    KeyFormatError,
+    LogAppendError,
+    NoSuchTargetError,
+    PrincipalError,
+)
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor._wake import Waker
 from proctor.governor.identity import verify_attributes, verify_zone
@@ -65,11 +71,6 @@ REVOCATION_KINDS = ("warrant", "execution", "principal", "policy")
 _PRINCIPAL_CACHE = 100_000
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _REVOCATION_ID = re.compile(r"[0-9a-f]{128}")  # an Ed25519 block signature, hex
-
-
-class NoSuchTargetError(PrincipalError):
-    """An admin operation names a principal, warrant or execution the governor does not
-    know (HTTP 404); nothing was changed or logged."""
 
 
 class GovernorAdmin:

@@ -10,9 +10,14 @@ holds raw warrant tokens: its execution's principal or an admin only. The event 
 is signed, capped and filtered per caller (:mod:`proctor.governor.stream`).
 
 Every request first passes the boundary's limits (:mod:`proctor.governor.limits`);
-bad input is a 4xx on every route, never a 5xx.
-One outermost error barrier turns any unexpected exception into a plain 500 without a
-traceback.
+bad input is a 4xx on every route, never a 5xx. A JSON body is parsed only after its
+signature verified, then validated against its route's typed model
+(:mod:`proctor.governor.model`); the models are the request bodies of ``/openapi.json``.
+
+Errors (ADR 0011): one table maps every exception to its status and ``error`` code, and
+every refusal, on the fast path and through FastAPI alike, is one envelope
+(:mod:`proctor.governor.boundary`). One outermost barrier per path turns any other
+exception into a plain 500 and logs it; no traceback reaches a client.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run
@@ -22,94 +27,86 @@ import base64
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
 
 from proctor import __version__
-from proctor.authorization.keys import load_public_key
 from proctor.authorization.requests import combine_fields
 from proctor.errors import (
     AuthenticationError,
+    BodyTooLargeError,
     BundleError,
     CanonicalizationError,
-    KeyFormatError,
-    PolicyError,
-    PolicyValidationError,
+    ExecutionConflictError,
     PrincipalError,
     ProctorError,
-    ProofRequestError,
     QuotaError,
+    RequestLimitError,
+    RequestShapeError,
     VerificationError,
-    WarrantError,
 )
-from proctor.governor.admin import NoSuchTargetError
-from proctor.governor.executions import ExecutionConflictError
-from proctor.governor.limits import MAX_BODY, BoundedBody, RequestLimitError, check_head, parse_json
+from proctor.governor.boundary import (
+    INTERNAL,
+    INTERNAL_BODY,
+    envelope,
+    explain,
+    http_code,
+    refusal,
+    unexpected,
+)
+from proctor.governor.limits import MAX_BODY, BoundedBody, check_head, parse_json
 from proctor.governor.metrics import GovernorMetrics
-from proctor.governor.model import AuthorizeRequest, RequestShapeError
+from proctor.governor.model import (
+    BODIES,
+    AuthorizeBody,
+    AuthorizeRequest,
+    EmptyBody,
+    FinishExecutionBody,
+    PrincipalBody,
+    RenewExecutionBody,
+    RevocationBody,
+    SignedPolicyBody,
+    StartExecutionBody,
+    parse_body,
+)
 from proctor.governor.quotas import RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
 
 __all__ = ["MAX_BODY", "Caller", "GovernorApp", "create_app"]
 
+Handler = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
+"""A fast-path endpoint: (target, header fields, raw body) to (status, JSON body)."""
+
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated principal and the request body it signed."""
+    """An authenticated principal and the request body it signed (parsed, not yet
+    validated against the route's model)."""
 
     name: str
     body: Any
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
-
-
-def _error_for(exc: ProctorError) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and JSON body of a refused request."""
-
-    def body(code: str, **extra: Any) -> dict[str, Any]:
-        return {"error": code, "message": str(exc), **extra}
-
-    if isinstance(exc, RequestLimitError):
-        return exc.status, body(exc.code)
-    if isinstance(exc, QuotaError):
-        extra = {} if exc.retry_after is None else {"retry_after": round(exc.retry_after, 3)}
-        return 429, body("quota", quota=exc.quota, limit=exc.limit, found=exc.found, **extra)
-    if isinstance(exc, PolicyValidationError):
-        return 422, body("policy-invalid", diagnostics=list(exc.diagnostics))
-    if isinstance(exc, BundleError | PolicyError):
-        return 422, body("policy-rejected")
-    if isinstance(exc, RequestShapeError | CanonicalizationError):
-        return 422, body("bad-request")
-    if isinstance(exc, NoSuchTargetError):
-        return 404, body("not-found")
-    if isinstance(exc, PrincipalError):
-        return 403, body("forbidden")
-    if isinstance(exc, WarrantError):
-        return 403, body("warrant-rejected", reason=exc.reason)
-    if isinstance(exc, ExecutionConflictError):
-        return 409, body("conflict")
-    if isinstance(exc, ProofRequestError):
-        return 400, body("bad-request")
-    return 503, body("unavailable")
-
-
 class GovernorApp(FastAPI):
-    """The governor's FastAPI application, with a plain ASGI path for the two hot
-    endpoints, ``POST /v1/authorize`` and ``POST /v1/executions/{id}/renew``: they skip
-    routing and dependency injection; authorize verifies and decides on the event loop
-    and awaits the group commit without a thread, renew re-verifies in one worker
-    thread (ADR 0006). Every other request goes through FastAPI as usual, and both are
-    still declared there for the OpenAPI document."""
+    """The governor's FastAPI application, with a plain ASGI path for the three hot
+    endpoints, ``POST /v1/authorize``, ``POST /v1/executions/{id}/renew`` and
+    ``POST /v1/revocations``: they skip routing and dependency injection; authorize
+    verifies and decides on the event loop and awaits the group commit without a
+    thread, renew re-verifies in one worker thread (ADR 0006). Every other request goes
+    through FastAPI as usual. The three are declared there too, for the OpenAPI
+    document, and run the same endpoint when reached that way (:meth:`declared`)."""
 
     def __init__(
         self, governor: Governor, metrics: GovernorMetrics, streams: EventStreams, **kwargs: Any
@@ -131,11 +128,12 @@ class GovernorApp(FastAPI):
         try:
             declared = check_head(scope)
         except RequestLimitError as e:
-            await _respond(send, e.status, _detail({"error": e.code, "message": str(e)}), close=True)
+            await _respond(send, *refusal(e), close=True)
             return
         body = BoundedBody(receive, declared)
         if scope["method"] == "POST":
             path = scope["path"]
+            handler: Handler | None
             if path == "/v1/authorize":
                 handler = self.authorize_endpoint
             elif (m := _RENEW.fullmatch(path)) is not None:
@@ -147,52 +145,65 @@ class GovernorApp(FastAPI):
             if handler is not None:
                 await self._fast(scope, body, send, handler)
                 return
-        await super().__call__(scope, body.receive, body.closing(send))
+        await self._routed(scope, body, send)
 
-    async def _fast(
-        self,
-        scope: Any,
-        body: BoundedBody,
-        send: Any,
-        handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
-    ) -> None:
+    async def _routed(self, scope: Any, body: BoundedBody, send: Any) -> None:
+        """Through FastAPI, inside the outermost barrier of this path: Starlette answers
+        an unexpected exception with the plain 500 (``error_barrier``) and raises it
+        again; here it is logged, once, and goes no further."""
+        started = False
+        closing = body.closing(send)
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await closing(message)
+
         try:
-            status, payload = await self._read_and_handle(scope, body, handler)
-        except RequestLimitError as e:
-            status, payload = e.status, _detail({"error": e.code, "message": str(e)})
-        except Exception:  # noqa: BLE001 - the barrier of this path: never leak a traceback
-            status, payload = 500, _INTERNAL
+            await super().__call__(scope, body.receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - the barrier: log it, never leak it
+            status, payload = unexpected(exc, where=f"{scope['method']} {scope['path']}")
+            if not started:
+                await _respond(send, status, payload, close=True)
+
+    async def _fast(self, scope: Any, body: BoundedBody, send: Any, handler: Handler) -> None:
+        try:
+            raw = await body.read()
+            if raw is None:
+                status, payload = 400, orjson.dumps(envelope("bad-request", "the client went away"))
+            else:
+                query = scope.get("query_string", b"")
+                target = scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
+                status, payload = await self.handle(handler, target, combine_fields(scope["headers"]), raw)
+        except Exception as exc:  # noqa: BLE001 - the barrier of this path (a body over the limit, or a bug)
+            status, payload = await self.refuse(exc, where=f"POST {scope['path']}")
         await _respond(send, status, payload, close=not body.complete)
 
-    async def _read_and_handle(
-        self,
-        scope: Any,
-        body: BoundedBody,
-        handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
-    ) -> tuple[int, bytes]:
-        raw = await body.read()
-        if raw is None:
-            return 400, _detail({"error": "bad-request", "message": "the client went away"})
-        query = scope.get("query_string", b"")
-        target = scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
-        return await self.handle(handler, target, combine_fields(scope["headers"]), raw)
-
-    @staticmethod
     async def handle(
-        handler: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
-        target: str,
-        headers: dict[str, str],
-        body: bytes,
+        self, handler: Handler, target: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
-        """Run a fast-path handler: its (status, JSON body), refusals included."""
+        """Run a fast-path endpoint: its (status, JSON body), every refusal included."""
         try:
             return await handler(target, headers, body)
-        except _Refused as e:
-            return e.status, _detail(e.body)
-        except QuotaError as e:
-            await _hold_back(e)
-            status, error = _error_for(e)
-            return status, orjson.dumps(error)
+        except Exception as exc:  # noqa: BLE001 - every refusal goes through the one table
+            return await self.refuse(exc, where=f"POST {target.partition('?')[0]}")
+
+    async def declared(self, request: Request, handler: Handler) -> Response:
+        """A fast-path endpoint reached through FastAPI (only when the fast path is
+        bypassed, e.g. behind a proxy prefix): the same endpoint, the same answers."""
+        headers = combine_fields(request.scope["headers"])
+        status, payload = await self.handle(handler, _target(request), headers, await request.body())
+        return Response(payload, status_code=status, media_type="application/json")
+
+    async def refuse(self, exc: BaseException, *, where: str = "") -> tuple[int, bytes]:
+        """The answer to a refused request (:func:`proctor.governor.boundary.refusal`),
+        after its bookkeeping: a quota refusal is counted (the request rates count
+        their own) and held back (:func:`_hold_back`)."""
+        if isinstance(exc, QuotaError):
+            if exc.retry_after is None:
+                self.metrics.quota_refusals.labels(exc.quota).inc()
+            await _hold_back(exc)
+        return refusal(exc, where=where)
 
     def caller(
         self,
@@ -204,20 +215,23 @@ class GovernorApp(FastAPI):
         persist: bool = True,
         rates: tuple[RequestRate, ...] = (),
     ) -> str:
-        """The principal that signed the request, within its request rates; a refusal
-        otherwise: 401 (:class:`_Refused`), or 429 (:class:`~proctor.errors.QuotaError`).
+        """The principal that signed the request, within its request rates.
 
         Right after the signature, the request counts against the principal's
         ``max_requests_per_second`` and then against ``rates`` (nothing else has
         been done yet). With ``persist``, its nonce is queued for the log writer's next
         transaction (an authorization does not ask: its own commit carries the nonces);
         a request refused at a rate always has its nonce kept, so it stays spent.
+
+        Raises:
+            AuthenticationError: not signed, or not acceptably (401).
+            QuotaError: over one of its request rates (429).
         """
         try:
             name = self.governor.authenticate(method, target, body, headers)
         except AuthenticationError as e:
             self.metrics.auth_failures.labels(e.reason).inc()
-            raise _Refused(401, {"error": "unauthenticated", "reason": e.reason, "message": str(e)}) from e
+            raise
         for rate in (self.requests, *rates):
             refused = rate.admit(name)
             if refused is not None:
@@ -228,16 +242,12 @@ class GovernorApp(FastAPI):
             self.governor.persist_nonces()
         return name
 
-    @staticmethod
-    async def _answer(work: Awaitable[Any]) -> tuple[int, bytes]:
-        """200 and the JSON answer, or the status and body of the refusal."""
-        try:
-            return 200, orjson.dumps(await work)
-        except CanonicalizationError as e:
-            return 422, _detail({"error": "bad-request", "message": str(e)})
-        except ProctorError as e:
-            status, error = _error_for(e)
-            return status, orjson.dumps(error)
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, with every request body model (:data:`BODIES`) and
+        the error envelope as every operation's error answer."""
+        if self.openapi_schema is None:
+            _document(super().openapi())
+        return self.openapi_schema  # type: ignore[return-value]
 
     async def revoke_endpoint(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """``POST /v1/revocations`` (admin): on the fast path, because a revocation's
@@ -245,13 +255,12 @@ class GovernorApp(FastAPI):
         governor = self.governor
         name = self.caller("POST", target, headers, body)
         if not governor.is_admin(name):
-            raise _Refused(403, {"error": "forbidden", "message": f"{name!r} is not an admin"})
-
-        async def revoke() -> dict[str, Any]:
-            kind, what, reason, successor = _revocation_args(parse_json(body) if body else None)
-            return await governor.revoke_async(kind, what, reason=reason, by=name, successor=successor)
-
-        return await self._answer(revoke())
+            raise PrincipalError(f"{name!r} is not an admin")
+        asked = parse_body(RevocationBody, parse_json(body) if body else None)
+        done = await governor.revoke_async(
+            asked.kind, asked.target, reason=asked.reason, by=name, successor=asked.successor
+        )
+        return 200, orjson.dumps(done)
 
     async def renew_endpoint(
         self, execution_id: str, target: str, headers: dict[str, str], body: bytes
@@ -260,12 +269,12 @@ class GovernorApp(FastAPI):
         worker thread (it reads the state and, when the policy changed, appends)."""
         governor = self.governor
         name = self.caller("POST", target, headers, body)
-
-        async def renew() -> dict[str, Any]:
-            parsed = parse_json(body) if body else None
-            return await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
-
-        return await self._answer(renew())
+        parsed = parse_json(body) if body else None
+        if parsed is not None:
+            parse_body(RenewExecutionBody, parsed)
+        return 200, orjson.dumps(
+            await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
+        )
 
     async def authorize_endpoint(
         self, target: str, headers: dict[str, str], body: bytes
@@ -273,16 +282,13 @@ class GovernorApp(FastAPI):
         """``POST /v1/authorize``: authenticate, decide, record; (status, JSON body)."""
         governor, metrics = self.governor, self.metrics
         if len(body) > MAX_BODY:
-            raise _Refused(413, _TOO_LARGE)
+            raise BodyTooLargeError(f"expected a body of at most {MAX_BODY} bytes, found {len(body)}")
         name = self.caller("POST", target, headers, body, persist=False, rates=(self.authorizations,))
         try:
             request = AuthorizeRequest.from_json(parse_json(body) if body else None)
-        except CanonicalizationError as e:
-            governor.persist_nonces()
-            return 422, _detail({"error": "bad-request", "message": str(e)})
-        except RequestShapeError as e:
-            governor.persist_nonces()
-            return 422, orjson.dumps({"error": "bad-request", "message": str(e)})
+        except (CanonicalizationError, RequestShapeError):
+            governor.persist_nonces()  # refused, and still spent
+            raise
         started = time.perf_counter()
         result = await governor.authorize_async(name, request)
         metrics.latency.observe(time.perf_counter() - started)
@@ -290,32 +296,54 @@ class GovernorApp(FastAPI):
         return 200, orjson.dumps(result.to_json())
 
 
-class _Refused(Exception):  # noqa: N818 - a refusal, not an error of ours
-    """A fast-path request refused with ``status`` and ``{"detail": body}``."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body.get("message", ""))
-        self.status = status
-        self.body = body
-
-
 HOLD_BACK = 0.25
 """The shortest wait before a rate refusal is answered (seconds): over its rate, one
 connection gets at most four refusals a second, each costing a signature check."""
-_TOO_LARGE = {"error": "too-large", "message": f"body over {MAX_BODY} bytes"}
 _RENEW = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/renew")
-_INTERNAL = orjson.dumps({"error": "internal", "message": "internal error"})
+_ERROR_SCHEMA = {
+    "title": "Error",
+    "description": "Every refusal: a stable code, a message saying what was expected and what was "
+    "found, the exception's evidence (reason, quota, diagnostics ...), and the same object again "
+    'under "detail" for older clients (ADR 0011).',
+    "type": "object",
+    "required": ["error", "message", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "unauthenticated, forbidden, not-found, bad-request ..."},
+        "message": {"type": "string"},
+        "detail": {"type": "object", "description": "the same object, repeated"},
+    },
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
-def _revocation_args(body: Any) -> tuple[str, str, str, str]:
-    if type(body) is not dict or not all(type(body.get(k)) is str for k in ("kind", "target")):
-        raise RequestShapeError("expected {kind, target, reason?, successor?}")
-    reason, successor = body.get("reason", ""), body.get("successor", "")
-    if type(reason) is not str:
-        raise RequestShapeError("reason: expected a string")
-    if type(successor) is not str:
-        raise RequestShapeError("successor: expected a principal name")
-    return body["kind"], body["target"], reason, successor
+def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """The ``openapi_extra`` that declares ``model`` as a route's request body (the
+    route reads the raw bytes itself: they are what the signature covers)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
+
+
+def _document(document: dict[str, Any]) -> None:
+    """Add the body models and the error envelope to FastAPI's OpenAPI ``document``."""
+    _, defs = models_json_schema(
+        [(model, "validation") for model in BODIES], ref_template="#/components/schemas/{model}"
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(defs.get("$defs", {}))
+    schemas["Error"] = _ERROR_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape, not ours
+        schemas.pop(name, None)
+    refused = {"description": "Refused", "content": {"application/json": {"schema": _ERROR_REF}}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {**refused, "description": "Bad input"}
+            responses["default"] = refused
+
+
+def _target(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
 async def _hold_back(refusal: QuotaError) -> None:
@@ -326,8 +354,8 @@ async def _hold_back(refusal: QuotaError) -> None:
         await asyncio.sleep(max(refusal.retry_after, HOLD_BACK))
 
 
-def _detail(body: dict[str, Any]) -> bytes:
-    return orjson.dumps({"detail": body})
+def _json(status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(payload, status_code=status, headers=headers, media_type="application/json")
 
 
 async def _respond(send: Any, status: int, payload: bytes, *, close: bool) -> None:
@@ -359,38 +387,35 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     app.state.governor = governor
 
     @app.exception_handler(Exception)
-    async def error_barrier(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette's outermost middleware calls this for anything unhandled: never
-        # leak a traceback. (A pure handler, not a BaseHTTPMiddleware, which would wrap
-        # every request in a task group.)
-        return _error(500, "internal", "internal error")
+    async def error_barrier(request: Request, exc: Exception) -> Response:
+        # Starlette's outermost middleware calls this for anything unhandled, then
+        # raises it again to GovernorApp._routed, which logs it. (A pure handler, not a
+        # BaseHTTPMiddleware, which would wrap every request in a task group.)
+        return _json(INTERNAL.status, INTERNAL_BODY)
 
     @app.exception_handler(ProctorError)
-    async def proctor_error(request: Request, exc: ProctorError) -> JSONResponse:
-        if isinstance(exc, QuotaError):
-            if exc.retry_after is None:
-                metrics.quota_refusals.labels(exc.quota).inc()  # the rates count their own
-            await _hold_back(exc)
-        status, body = _error_for(exc)
-        return JSONResponse(body, status_code=status)
+    async def proctor_error(request: Request, exc: ProctorError) -> Response:
+        return _json(*await app.refuse(exc, where=f"{request.method} {request.url.path}"))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # The framework's own refusals: no such route (404), method not allowed (405).
+        body = orjson.dumps(envelope(http_code(exc.status_code), str(exc.detail)))
+        return _json(exc.status_code, body, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        # A path or query parameter of the wrong type (the bodies are validated by the routes).
+        return _json(422, orjson.dumps(envelope("bad-request", explain(exc.errors()))))
 
     async def caller(request: Request) -> Caller:
         body = await request.body()  # through BoundedBody: refused once over MAX_BODY
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers = combine_fields(request.scope["headers"])
-        try:
-            name = app.caller(request.method, target, headers, body)
-        except _Refused as e:
-            raise HTTPException(e.status, e.body) from e
-        try:
-            parsed = parse_json(body) if body else None
-        except CanonicalizationError as e:
-            raise HTTPException(422, {"error": "bad-request", "message": str(e)}) from e
-        return Caller(name, parsed)
+        name = app.caller(request.method, _target(request), combine_fields(request.scope["headers"]), body)
+        return Caller(name, parse_json(body) if body else None)
 
     def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if not governor.is_admin(who.name):
-            raise HTTPException(403, {"error": "forbidden", "message": f"{who.name!r} is not an admin"})
+            raise PrincipalError(f"{who.name!r} is not an admin")
         return who
 
     @app.get("/healthz")
@@ -406,26 +431,28 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/authorize")
+    # The three fast-path endpoints, declared for the OpenAPI document; reached only
+    # when GovernorApp's fast path is bypassed, and then with the same endpoint.
+    @app.post("/v1/authorize", openapi_extra=_body(AuthorizeBody))
     async def authorize(request: Request) -> Response:
-        # Served by GovernorApp's fast path; declared here for the OpenAPI document
-        # (and reached only if that path is bypassed, with the same handler).
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers = combine_fields(request.scope["headers"])
-        status, payload = await app.handle(app.authorize_endpoint, target, headers, await request.body())
-        return Response(payload, status_code=status, media_type="application/json")
+        return await app.declared(request, app.authorize_endpoint)
 
-    @app.post("/v1/executions", status_code=201)
+    @app.post("/v1/executions/{execution_id}/renew", openapi_extra=_body(RenewExecutionBody, required=False))
+    async def renew_execution(execution_id: str, request: Request) -> Response:
+        return await app.declared(request, functools.partial(app.renew_endpoint, execution_id))
+
+    @app.post("/v1/revocations", openapi_extra=_body(RevocationBody))
+    async def revoke(request: Request) -> Response:
+        return await app.declared(request, app.revoke_endpoint)
+
+    @app.post("/v1/executions", status_code=201, openapi_extra=_body(StartExecutionBody))
     def start_execution(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        parse_body(StartExecutionBody, who.body)
         return governor.executions.start(who.name, who.body)
 
-    # Served by GovernorApp's fast path (renew_endpoint); declared here for OpenAPI.
-    @app.post("/v1/executions/{execution_id}/renew")
-    def renew_execution(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
-        return governor.executions.renew(who.name, execution_id, who.body)
-
-    @app.post("/v1/executions/{execution_id}/finish")
+    @app.post("/v1/executions/{execution_id}/finish", openapi_extra=_body(FinishExecutionBody))
     def finish_execution(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        parse_body(FinishExecutionBody, who.body)
         return governor.executions.finish(who.name, execution_id, who.body)
 
     @app.get("/v1/executions/{execution_id}/receipt")
@@ -489,57 +516,41 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
 
     # -- admin -----------------------------------------------------------------
 
-    @app.put("/v1/policy")
+    @app.put("/v1/policy", openapi_extra=_body(SignedPolicyBody))
     def put_policy(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
-        if type(who.body) is not dict:
-            raise RequestShapeError("expected a signed bundle JSON object")
+        parse_body(SignedPolicyBody, who.body, error=BundleError)
         return governor.push_policy(who.body, by=who.name)
 
     @app.get("/v1/policy")
     def get_policy(who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
         active = governor.active_policy()
         if active is None:
-            return _error(404, "no-policy", "no policy bundle is active; everything is denied")
+            body = envelope("no-policy", "no policy bundle is active; everything is denied")
+            return JSONResponse(body, status_code=404)
         return JSONResponse(active)
 
     @app.get("/v1/principals")
     def list_principals(who: Annotated[Caller, Depends(admin)]) -> list[dict[str, Any]]:
         return [p.to_json() for p in governor.state.principals()]
 
-    @app.post("/v1/principals")
+    @app.post("/v1/principals", openapi_extra=_body(PrincipalBody))
     def add_principal(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
-        body = who.body
-        if (
-            type(body) is not dict
-            or type(body.get("name")) is not str
-            or type(body.get("public_key")) is not str
-        ):
-            raise RequestShapeError("expected {name, public_key, attrs?, zone?}")
-        attrs = body.get("attrs", {})
-        if type(attrs) is not dict or not all(type(v) is str for v in attrs.values()):
-            raise RequestShapeError("attrs: expected an object of strings")
-        zone = body.get("zone", "")
-        if type(zone) is not str:
-            raise RequestShapeError("zone: expected a string")
-        try:
-            load_public_key(body["public_key"])
-        except KeyFormatError as e:  # bad input, not an unavailable governor
-            raise RequestShapeError(f"public_key: {e}") from e
-        record = governor.add_principal(body["name"], body["public_key"], attrs=attrs, zone=zone, by=who.name)
+        asked = parse_body(PrincipalBody, who.body)
+        record = governor.add_principal(
+            asked.name, asked.public_key, attrs=asked.attrs, zone=asked.zone, by=who.name
+        )
         return record.to_json()
 
-    @app.post("/v1/principals/{name}/suspend")
+    @app.post("/v1/principals/{name}/suspend", openapi_extra=_body(EmptyBody, required=False))
     def suspend(name: str, who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        if who.body is not None:
+            parse_body(EmptyBody, who.body)
         return governor.set_principal_status(name, "suspended", by=who.name).to_json()
 
-    @app.post("/v1/principals/{name}/resume")
+    @app.post("/v1/principals/{name}/resume", openapi_extra=_body(EmptyBody, required=False))
     def resume(name: str, who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        if who.body is not None:
+            parse_body(EmptyBody, who.body)
         return governor.set_principal_status(name, "active", by=who.name).to_json()
-
-    # Served by GovernorApp's fast path (revoke_endpoint); declared here for OpenAPI.
-    @app.post("/v1/revocations")
-    def revoke(who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
-        kind, target, reason, successor = _revocation_args(who.body)
-        return governor.revoke(kind, target, reason=reason, by=who.name, successor=successor)
 
     return app

@@ -26,7 +26,14 @@ from proctor.authorization.warrants import (
     args_digest,
     verify_warrant_bounds,
 )
-from proctor.errors import IntegrityError, PrincipalError, ProctorError, StoreError, WarrantError
+from proctor.errors import (  # ExecutionConflictError: defined there, re-exported here
+    ExecutionConflictError,
+    IntegrityError,
+    PrincipalError,
+    ProctorError,
+    StoreError,
+    WarrantError,
+)
 from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
 from proctor.governor.registry import ExecutionRegistry, StartSlot
@@ -50,10 +57,6 @@ TERMINATION_REASONS = (
     "obligation",
     "supervisor-lost",
 )
-
-
-class ExecutionConflictError(ProctorError):
-    """The execution cannot change as asked (replayed warrant, already finished) (HTTP 409)."""
 
 
 def _field(body: Any, key: str, kind: type, *, default: Any = None) -> Any:

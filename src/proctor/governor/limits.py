@@ -27,7 +27,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from proctor.canonical import loads
-from proctor.errors import CanonicalizationError, ProctorError
+from proctor.errors import (  # the three limit errors: defined there, re-exported here
+    BodyTooLargeError,
+    CanonicalizationError,
+    HeadTooLargeError,
+    RequestLimitError,
+)
 
 __all__ = [
     "MAX_BODY",
@@ -50,32 +55,6 @@ MAX_HEADER_FIELDS = 100
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-
-
-class RequestLimitError(ProctorError):
-    """A request exceeds a limit of the HTTP boundary; nothing of it was acted on.
-
-    Attributes:
-        status: the HTTP status of the refusal.
-        code: the ``error`` value of the JSON body.
-    """
-
-    status = 400
-    code = "bad-request"
-
-
-class BodyTooLargeError(RequestLimitError):
-    """The request body is (or says it is) longer than :data:`MAX_BODY` (HTTP 413)."""
-
-    status = 413
-    code = "too-large"
-
-
-class HeadTooLargeError(RequestLimitError):
-    """The request head is over :data:`MAX_HEAD_BYTES` or :data:`MAX_HEADER_FIELDS` (HTTP 431)."""
-
-    status = 431
-    code = "head-too-large"
 
 
 def check_head(scope: MutableMapping[str, Any], *, max_body: int = MAX_BODY) -> int | None:

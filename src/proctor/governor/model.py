@@ -1,30 +1,232 @@
-"""The governor's request and reply shapes (the JSON of ``POST /v1/authorize``)."""
+"""The governor's request and reply shapes: the typed model of every JSON request
+body, and the parsed request and reply of ``POST /v1/authorize``.
+
+Every request body is validated against its model (:func:`parse_body`) only after the
+request's signature has verified and its bytes have parsed as canonical-subset JSON
+(:func:`proctor.governor.limits.parse_json`): the signature covers the raw bytes, so
+nothing is made of a body before it is known whose it is. The same models are the
+request bodies of ``/openapi.json`` (:data:`BODIES`).
+
+Some bodies (an execution's start, renewal and end) are checked again, field by field,
+by the code that acts on them; for the fields that code has always coerced or ignored
+rather than refused (``signal``, ``detail``, ``containment`` …) the model documents the
+type a client should send and accepts any JSON value, so that no request that was
+accepted before is refused now (ADR 0011).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from proctor.errors import ProctorError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+
+from proctor.errors import ProctorError, RequestShapeError  # RequestShapeError: re-exported here
+from proctor.governor.boundary import explain
 from proctor.policy import ACTIONS, Decision
 
-__all__ = ["RequestShapeError", "AuthorizeRequest", "AuthorizeResult", "MAX_ARGV"]
+__all__ = [
+    "RequestShapeError",
+    "AuthorizeRequest",
+    "AuthorizeResult",
+    "MAX_ARGV",
+    "AuthorizeBody",
+    "StartExecutionBody",
+    "RenewExecutionBody",
+    "FinishExecutionBody",
+    "PrincipalBody",
+    "RevocationBody",
+    "PolicyBundleBody",
+    "SignedPolicyBody",
+    "EmptyBody",
+    "BODIES",
+    "parse_body",
+]
 
 MAX_ARGV = 1024
 
-
-class RequestShapeError(ProctorError):
-    """An API request body does not have the expected shape (HTTP 422)."""
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
-def _str(doc: Mapping[str, Any], key: str, *, default: str | None = None, limit: int = 4096) -> str:
-    value = doc.get(key, default)
-    if type(value) is not str:
-        raise RequestShapeError(f"{key}: expected a string, found {type(value).__name__}")
-    if len(value) > limit:
-        raise RequestShapeError(f"{key}: expected at most {limit} characters, found {len(value)}")
-    return value
+def _lenient(schema: dict[str, Any]) -> Any:
+    """A field documented as ``schema`` that accepts any JSON value (the code that acts on
+    it coerces or ignores what it cannot use, as it always did)."""
+    return WithJsonSchema(schema)
+
+
+_STRING = {"type": "string"}
+
+
+class _Body(BaseModel):
+    """A request body: strict JSON types (no coercion), unknown members kept."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
+
+
+class _ExactBody(_Body):
+    """A request body whose unknown members are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AuthorizeBody(_ExactBody):
+    """``POST /v1/authorize``: what a principal asks to execute."""
+
+    action: Annotated[
+        str, Field(description="what kind of execution", json_schema_extra={"enum": list(ACTIONS)})
+    ]
+    resource: Annotated[
+        str, Field(min_length=1, max_length=4096, description="an absolute executable path, or server/tool")
+    ]
+    argv: Annotated[
+        list[str],
+        Field(max_length=MAX_ARGV, description="the exact argument vector (exec), argv[0] included"),
+    ] = Field(default_factory=list)
+    arguments: Annotated[
+        dict[str, Any] | None, Field(description="the exact tool arguments (mcp.call, tool.call)")
+    ] = None
+    zone: Annotated[
+        str, Field(max_length=4096, description='the zone it would run in ("": the principal\'s)')
+    ] = ""
+    executable_digest: Annotated[
+        str, Field(max_length=4096, description="sha256:<hex> of the measured executable")
+    ] = ""
+    parent_warrant: Annotated[
+        str, Field(max_length=16384, description="a warrant token this request is delegated under")
+    ] = ""
+
+    @field_validator("action")
+    @classmethod
+    def _known_action(cls, value: str) -> str:
+        if value not in ACTIONS:
+            raise ValueError(f"expected one of {list(ACTIONS)}, found {value!r:.40}")
+        return value
+
+
+class StartExecutionBody(_Body):
+    """``POST /v1/executions``: an enforcer starts what a warrant allowed, as measured."""
+
+    warrant: Annotated[str, Field(description="the warrant token from POST /v1/authorize")]
+    action: str
+    resource: str
+    measurement: Annotated[
+        dict[str, Any], Field(description="what the enforcer measured (proctor.verification)")
+    ]
+    argv: list[str] = Field(default_factory=list)
+    arguments: Annotated[Any, _lenient({"type": "object"}), Field(description="the tool arguments")] = None
+    zone: str = ""
+    containment: Annotated[
+        Any,
+        _lenient({"type": "array", "items": _STRING}),
+        Field(description="containment backends planned (at most 16 strings kept)"),
+    ] = None
+    enforcer: Annotated[Any, _lenient(_STRING), Field(description="the enforcer's name")] = None
+
+
+class RenewExecutionBody(_Body):
+    """``POST /v1/executions/{id}/renew``: the enforcer's own check (the body may be omitted)."""
+
+    integrity: Annotated[
+        Any,
+        _lenient({"type": "string", "enum": ["ok", "violated"]}),
+        Field(description="the enforcer's integrity check; anything but ok (or none) ends the execution"),
+    ] = None
+    integrity_detail: Annotated[Any, _lenient(_STRING), Field(description="what was violated")] = None
+
+
+class FinishExecutionBody(_Body):
+    """``POST /v1/executions/{id}/finish``: how an execution ended."""
+
+    outcome: Annotated[str, Field(json_schema_extra={"enum": ["completed", "terminated", "failed"]})]
+    exit_status: Annotated[
+        Any, _lenient({"type": ["integer", "null"]}), Field(description="required when completed")
+    ] = None
+    reason: Annotated[Any, _lenient(_STRING), Field(description="required when terminated or failed")] = None
+    detail: Annotated[Any, _lenient(_STRING)] = None
+    signal: Annotated[Any, _lenient(_STRING)] = None
+    processes_killed: Annotated[Any, _lenient({"type": "integer"})] = None
+    resource_usage: Annotated[
+        Any, _lenient({"type": "object", "additionalProperties": {"type": "integer"}})
+    ] = None
+    stdout_digest: Annotated[Any, _lenient(_STRING)] = None
+    stderr_digest: Annotated[Any, _lenient(_STRING)] = None
+
+
+class PrincipalBody(_Body):
+    """``POST /v1/principals``: a principal to register."""
+
+    name: str
+    public_key: Annotated[str, Field(description="the Ed25519 public key, base64")]
+    attrs: dict[str, str] = Field(default_factory=dict)
+    zone: str = ""
+
+
+class RevocationBody(_Body):
+    """``POST /v1/revocations``: what to revoke."""
+
+    kind: Annotated[str, Field(description="warrant, execution, principal or policy")]
+    target: Annotated[str, Field(description="its id, name or bundle digest")]
+    reason: str = ""
+    successor: Annotated[str, Field(description="revoking an admin: the principal that becomes admin")] = ""
+
+
+class PolicyBundleBody(_ExactBody):
+    """A policy bundle: Cedar files, their schema, a version."""
+
+    files: Annotated[dict[str, str], Field(description="file name (*.cedar) to Cedar policy text")]
+    policy_schema: Annotated[str, Field(alias="schema", description="Cedar JSON schema text")]
+    version: Annotated[int, Field(ge=0)]
+
+
+class SignedPolicyBody(_ExactBody):
+    """``PUT /v1/policy``: a policy bundle signed by the admin who pushes it."""
+
+    bundle: PolicyBundleBody
+    signer: str
+    signature: Annotated[str, Field(description="Ed25519 signature, base64")]
+
+
+class EmptyBody(_Body):
+    """No fields: the body may be omitted (an object's members are ignored)."""
+
+
+BODIES: tuple[type[BaseModel], ...] = (
+    AuthorizeBody,
+    StartExecutionBody,
+    RenewExecutionBody,
+    FinishExecutionBody,
+    PrincipalBody,
+    RevocationBody,
+    SignedPolicyBody,
+    EmptyBody,
+)
+"""Every request body model (the OpenAPI document's request body schemas)."""
+
+
+@functools.cache
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+def parse_body(model: type[_Model], doc: Any, *, error: type[ProctorError] = RequestShapeError) -> _Model:
+    """Validate a verified, parsed request body against its model.
+
+    Args:
+        model: one of :data:`BODIES`.
+        doc: the body, as :func:`~proctor.governor.limits.parse_json` returned it.
+        error: what to raise (a policy bundle is refused as a
+            :class:`~proctor.errors.BundleError`).
+
+    Raises:
+        RequestShapeError: (or ``error``) every wrong field, each with what was
+            expected and what was found.
+    """
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        raise error(explain(e.errors(include_url=False), _schema(model))) from e
 
 
 @dataclass(frozen=True)
@@ -52,39 +254,24 @@ class AuthorizeRequest:
 
     @classmethod
     def from_json(cls, doc: Any) -> AuthorizeRequest:
-        """Parse and check the request body.
+        """Parse and check the request body (:class:`AuthorizeBody`).
 
         Raises:
             RequestShapeError: a field is missing, of the wrong type, or unknown.
         """
-        if type(doc) is not dict:
-            raise RequestShapeError(f"expected a JSON object, found {type(doc).__name__}")
-        known = {"action", "resource", "argv", "arguments", "zone", "executable_digest", "parent_warrant"}
-        unknown = set(doc) - known
-        if unknown:
-            raise RequestShapeError(f"unknown fields {sorted(unknown)}; expected some of {sorted(known)}")
-        action = _str(doc, "action")
-        if action not in ACTIONS:
-            raise RequestShapeError(f"action: expected one of {list(ACTIONS)}, found {action!r}")
-        resource = _str(doc, "resource")
-        if not resource:
-            raise RequestShapeError("resource: expected a non-empty string")
-        argv = doc.get("argv", [])
-        if type(argv) is not list or not all(type(a) is str for a in argv):
-            raise RequestShapeError("argv: expected an array of strings")
-        if len(argv) > MAX_ARGV:
-            raise RequestShapeError(f"argv: expected at most {MAX_ARGV} entries, found {len(argv)}")
-        arguments = doc.get("arguments")
-        if arguments is not None and type(arguments) is not dict:
-            raise RequestShapeError(f"arguments: expected an object, found {type(arguments).__name__}")
+        return cls.from_body(parse_body(AuthorizeBody, doc))
+
+    @classmethod
+    def from_body(cls, body: AuthorizeBody) -> AuthorizeRequest:
+        """The request of a validated body."""
         return cls(
-            action=action,
-            resource=resource,
-            argv=tuple(argv),
-            arguments=arguments,
-            zone=_str(doc, "zone", default=""),
-            executable_digest=_str(doc, "executable_digest", default=""),
-            parent_warrant=_str(doc, "parent_warrant", default="", limit=16384),
+            action=body.action,
+            resource=body.resource,
+            argv=tuple(body.argv),
+            arguments=body.arguments,
+            zone=body.zone,
+            executable_digest=body.executable_digest,
+            parent_warrant=body.parent_warrant,
         )
 
     def to_json(self) -> dict[str, Any]:

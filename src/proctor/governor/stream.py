@@ -30,8 +30,7 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from proctor.errors import PrincipalError
-from proctor.governor.limits import RequestLimitError
+from proctor.errors import PrincipalError, StreamLimitError  # StreamLimitError: re-exported here
 from proctor.governor.model import RequestShapeError
 
 if TYPE_CHECKING:
@@ -59,13 +58,6 @@ DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 64
 MAX_SEQ = (1 << 62) - 1
 """The largest ``since`` accepted (a log index; SQLite integers are 64-bit)."""
 _EVENT_ID = re.compile(r"-1|0|[1-9][0-9]{0,17}")
-
-
-class StreamLimitError(RequestLimitError):
-    """No event stream slot is free for this principal (HTTP 429); try again later."""
-
-    status = 429
-    code = "too-many-streams"
 
 
 class Broadcaster:
