@@ -39,9 +39,16 @@ class GovernorServer:
     """``proctor serve`` on a free loopback port, on a fresh data directory."""
 
     def __init__(
-        self, root: Path, *, policy: Path | None = None, origin: str = "run.example/gov", config: str = ""
+        self,
+        root: Path,
+        *,
+        policy: Path | None = None,
+        origin: str = "run.example/gov",
+        config: str = "",
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.data = root / "data"
+        self.serve_args = serve_args
         cli("init", "--data", str(self.data), "--origin", origin)
         if config:  # TOML appended to the data directory's config.toml
             with (self.data / "config.toml").open("a") as f:
@@ -62,7 +69,8 @@ class GovernorServer:
         self.key = self.data / "alice.key"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = (root / "serve.err").open("w")
+        self.log_path = root / "serve.err"  # the server's stderr
+        self._log = self.log_path.open("w")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -85,6 +93,7 @@ class GovernorServer:
                     str(self.data),
                     "--port",
                     str(self.port),
+                    *self.serve_args,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=self._log,

@@ -154,11 +154,33 @@ def _serve(
             "<data>/config.toml, 64; [quotas.principals.NAME] tables still apply).",
         ),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log",
+            help="Log one line per request to stderr: method, path, status, principal, microseconds.",
+        ),
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="debug, info, warning or error (stderr).",
+            case_sensitive=False,
+        ),
+    ] = "warning",
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
     from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
     from proctor.governor.quotas import QuotaStreamSlots  # noqa: PLC0415
-    from proctor.governor.server import plan_limits, raise_fd_limit, serve  # noqa: PLC0415
+    from proctor.governor.server import (  # noqa: PLC0415
+        bind,
+        configure_logging,
+        plan_limits,
+        raise_fd_limit,
+        serve,
+    )
 
     try:
         if not 0 <= commit_linger_ms <= 100:
@@ -166,6 +188,7 @@ def _serve(
                 ExitCode.BAD_INPUT,
                 f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}",
             )
+        configure_logging(log_level.lower(), access_log=access_log)
         if max_streams_per_principal is None:  # the data directory's quota (the governor checks it)
             max_streams_per_principal = load_config(data).quotas.default.max_streams
         # Every descriptor the process may have, a reserve kept for its own files.
@@ -193,8 +216,13 @@ def _serve(
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
-        typer.echo(f"proctor: governor {node} on http://{host}:{port} (data {data})", err=True)
-        serve(app, host=host, port=port, limits=limits)
+        try:
+            sock = bind(host, port)  # before the address is announced: a busy port fails here
+        except ProctorError as e:
+            _error(e)
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"proctor: governor {node} on http://{shown}:{port} (data {data})", err=True)
+        serve(app, sock=sock, limits=limits, log_level=log_level.lower(), access_log=access_log)
     finally:
         governor.close()
 

@@ -26,21 +26,29 @@ descriptor. So, before the application sees a request:
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import resource
+import signal
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from proctor.errors import ConfigError
+from proctor.governor.access_log import ACCESS_LOGGER, AccessLog
 from proctor.governor.limits import MAX_HEAD_BYTES
 from proctor.governor.stream import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_PRINCIPAL, StreamSlots
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_MAX_STREAMS_PER_PRINCIPAL",
+    "LOG_LEVELS",
     "SWITCH_INTERVAL_S",
     "ServeLimits",
+    "bind",
     "bounded_protocol",
+    "configure_logging",
     "plan_limits",
     "raise_fd_limit",
     "serve",
@@ -226,17 +234,79 @@ SWITCH_INTERVAL_S = 0.001
 """The GIL switch interval of ``proctor serve`` (CPython's default is 0.005)."""
 
 
-def serve(app: Any, *, host: str, port: int, limits: ServeLimits) -> None:
-    """Run ``app`` under uvicorn with :func:`bounded_protocol` until interrupted."""
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""The levels ``proctor serve --log-level`` accepts."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket of ``proctor serve``, bound before anything is announced.
+
+    Raises:
+        ConfigError: the address cannot be used (a port already in use, an address not
+            on this host, a port needing privileges), with what was asked and why not.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(
+            f"--host {host}: expected an address of this host, found one that does not resolve ({e})"
+        ) from e
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        why = "it is already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def configure_logging(level: str, *, access_log: bool) -> None:
+    """Log to stderr at ``level`` (one of :data:`LOG_LEVELS`); with ``access_log``, one
+    line per request (:mod:`proctor.governor.access_log`) whatever the level.
+
+    Raises:
+        ConfigError: a level that is not one of :data:`LOG_LEVELS`.
+    """
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"--log-level: expected one of {', '.join(LOG_LEVELS)}, found {level!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("proctor", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.disabled = not access_log
+    if access_log:
+        access.setLevel(logging.INFO)
+
+
+def serve(
+    app: Any,
+    *,
+    sock: socket.socket,
+    limits: ServeLimits,
+    log_level: str = "warning",
+    access_log: bool = False,
+) -> None:
+    """Run ``app`` under uvicorn with :func:`bounded_protocol` on ``sock`` (from
+    :func:`bind`) until interrupted; log the shutdown."""
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
+        AccessLog(app) if access_log else app,
         http=bounded_protocol(limits),
-        log_level="warning",
-        access_log=False,
+        log_level=log_level,
+        log_config=None,  # configure_logging's handlers, not uvicorn's
+        access_log=False,  # ours names the principal and the time (AccessLog)
         proxy_headers=False,  # the governor uses no client address; nothing to rewrite
         timeout_graceful_shutdown=2,  # open event streams must not hold a shutdown
     )
@@ -247,4 +317,33 @@ def serve(app: Any, *, host: str, port: int, limits: ServeLimits) -> None:
     # latency then shows; 1 ms bounds that wait (bench/soak_hostile.py: p99 ratio
     # 2.09x -> 1.62-1.78x, docs/benchmarks.md) at no measurable throughput cost.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    uvicorn.Server(config).run()
+    logger = logging.getLogger("proctor.governor")
+    # uvicorn shuts down gracefully on SIGINT or SIGTERM, then raises the signal again
+    # under the handler it found: make SIGTERM's an exception too, so that the shutdown
+    # is logged and the data directory closed, as for Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    why, address = "the server returned", _address(sock)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped) as e:
+        why = "SIGTERM" if isinstance(e, _Stopped) else "SIGINT"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        logger.warning("governor stopped (%s); no longer listening on %s", why, address)
+        sock.close()
+
+
+class _Stopped(Exception):  # noqa: N818 - a signal, not an error
+    """SIGTERM arrived (after uvicorn's graceful shutdown, or before it started)."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getsockname()[:2]
+    except OSError:
+        return "its socket"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

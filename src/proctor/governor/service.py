@@ -34,6 +34,7 @@ from proctor.errors import (
 )
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor._fair import PerPrincipal
+from proctor.governor.access_log import PRINCIPAL
 from proctor.governor.admin import ADMIN, REVOCATION_KINDS
 from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, GovernorAuthorize
 from proctor.governor.consistency import StateReport
@@ -358,7 +359,7 @@ class Governor(GovernorAuthorize):
         # cannot reopen the window of a request whose nonce was forgotten (nonces.py).
         now = self.nonces.effective_now(int(self.now()))
         try:
-            return verify_request(
+            name = verify_request(
                 method,
                 target,
                 body,
@@ -373,6 +374,8 @@ class Governor(GovernorAuthorize):
             keyid = headers.get("signature-input", "")[:128]
             self._side_write(self.state.auth_failure_writer(now, keyid, e.reason, f"{method} {target}: {e}"))
             raise
+        PRINCIPAL.set(name)  # for the access log: the verified name, never a claimed one
+        return name
 
     def persist_nonces(self) -> None:
         """Queue the nonces not yet persisted for the log writer's next transaction
