@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -48,6 +49,7 @@ from proctor.governor.quotas import running_refusal
 from proctor.lineage.log import Append, Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
 from proctor.policy.commitment import ArgumentOpening, redact
+from proctor.verification.revocation import ChainLink, find_revoked
 
 __all__ = ["DEFAULT_LEASE_TTL_MS", "GovernorAuthorize"]
 
@@ -323,20 +325,25 @@ class GovernorAuthorize(GovernorAdmin):
         )
 
     def warrant_revoked(self, warrant_id: str) -> bool:
-        """Whether a warrant is revoked: itself, an ancestor, or its principal since issue."""
-        for wid in self.state.warrant_chain(warrant_id):
-            if self.state.is_revoked("warrant", wid):
-                return True
-            record = self.state.warrant(wid)
-            if record is not None and self._principal_revoked_after(
-                record["principal"], record["decision_index"]
-            ):
-                return True
-        return False
+        """Whether a warrant is revoked: itself, an ancestor, or its principal since issue
+        (:func:`proctor.verification.find_revoked` over the state, read link by link)."""
+        state = self.state
 
-    def _principal_revoked_after(self, principal: str, index: int) -> bool:
-        revoked = self.state.revoked_index("principal", principal)
-        return revoked is not None and revoked > index
+        def chain() -> Iterator[ChainLink]:
+            for wid in state.warrant_chain(warrant_id):
+                record = state.warrant(wid)
+                yield (
+                    ChainLink(wid)
+                    if record is None
+                    else ChainLink(wid, record["principal"], record["decision_index"])
+                )
+
+        found = find_revoked(
+            chain(),
+            is_revoked=state.is_revoked,
+            principal_revoked_index=lambda name: state.revoked_index("principal", name),
+        )
+        return found is not None
 
     def _decision_event(
         self,

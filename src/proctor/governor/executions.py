@@ -1,15 +1,17 @@
-"""Executions and their leases, on the governor's side (layer 3, runtime verification).
+"""Executions and their leases, on the governor's side.
 
 An enforcer (``proctor run``) that verified a warrant locally *starts* an execution
 here; the warrant is single-use, so a replayed warrant cannot start a second one. It
-then *renews* the lease every TTL/3; each renewal re-verifies (numbered as in
-``renew``): the execution and the warrant chain are not revoked, the principal is
-active, the warrant has not expired, the lease is still alive, the enforcer saw no
-integrity violation, and the policy still allows it — if the active bundle changed,
-the logged request is re-evaluated against it. A renewal that fails says which reason
-to terminate with; the enforcer kills the tree and *finishes* the execution, which
-appends the terminal event. Heartbeats are not logged; only changes of trust are
-(``execution.verified`` when the policy version changed and was re-evaluated).
+then *renews* the lease every TTL/3; each renewal re-verifies, in the numbered steps of
+:mod:`proctor.verification.recheck` (the pure core; this module reads the rows, caches
+the presented warrant, records and updates): the execution and the warrant chain are
+not revoked, the principal is active, the warrant has not expired, the lease is still
+alive, the enforcer saw no integrity violation, and the policy still allows it — if the
+active bundle changed, the logged request is re-evaluated against it. A renewal that
+fails says which reason to terminate with; the enforcer kills the tree and *finishes*
+the execution, which appends the terminal event. Heartbeats are not logged; only
+changes of trust are (``execution.verified`` when the policy version changed and was
+re-evaluated). Lease arithmetic: :mod:`proctor.verification.lease`.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ from proctor.governor.model import RequestShapeError
 from proctor.governor.registry import ExecutionRegistry, StartSlot
 from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
 from proctor.lineage.log import Side
-from proctor.policy import PolicyRequest
+from proctor.policy import Decision, PolicyEngine, PolicyRequest
 from proctor.policy.commitment import ArgumentOpening, reveal
 from proctor.verification import check_measurement, measured_resource
+from proctor.verification.lease import lease_expiry_ms, lease_lapsed, sweep_cutoff_ms
+from proctor.verification.recheck import ExecutionRecord, RenewalReport, Verdict, recheck
 
 if TYPE_CHECKING:
     from proctor.governor.service import Governor
@@ -117,7 +121,7 @@ class Executions:
         """
         gov = self.gov
         now = gov.now()
-        cutoff = int(now * 1000) - grace_ms
+        cutoff = sweep_cutoff_ms(now, grace_ms)
         lapsed = self.registry.lapsed(cutoff)
         closed = []
         for execution_id in lapsed:
@@ -129,7 +133,7 @@ class Executions:
                     self.registry.ended(execution_id)
                     continue
                 expired_at = self.lease_expires_ms(record)
-                if expired_at >= cutoff:
+                if not lease_lapsed(expired_at, cutoff):
                     continue  # renewed meanwhile
                 event = {
                     "v": 1,
@@ -264,7 +268,7 @@ class Executions:
         engine = gov.engine
         execution_id = "ex_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()
         ttl_ms = claims.lease_ttl_ms
-        lease_expires = int(now * 1000) + ttl_ms
+        lease_expires = lease_expiry_ms(now, ttl_ms)
         event = {
             "v": 1,
             "type": "execution.started",
@@ -341,19 +345,18 @@ class Executions:
             raise StoreError(f"the governor cannot durably record ({failure}); the lease is not renewed")
         record = self._owned(principal, execution_id)
         now = gov.now()
-        now_ms = int(now * 1000)
         if record["status"] != "running":
             return {
                 "ok": False,
                 "terminate": record["reason"] or "revoked",
                 "detail": f"status {record['status']}",
             }
-        reason, detail = self._recheck(record, body, now)
-        if reason is not None:
+        verdict = self._recheck(record, body, now)
+        if verdict.terminate is not None:
             self.registry.not_running(execution_id, principal)
-            gov.state.update_execution(execution_id, status="terminating", reason=reason)
-            return {"ok": False, "terminate": reason, "detail": detail}
-        expires = now_ms + int(record["ttl_ms"])
+            gov.state.update_execution(execution_id, status="terminating", reason=verdict.terminate)
+            return {"ok": False, "terminate": verdict.terminate, "detail": verdict.detail}
+        expires = lease_expiry_ms(now, int(record["ttl_ms"]))
         self.registry.set_lease(execution_id, expires)
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
 
@@ -375,45 +378,23 @@ class Executions:
         self.registry.remember(record["id"], verified)
         return verified
 
-    def _recheck(self, record: dict[str, Any], body: Any, now: float) -> tuple[str | None, str]:
-        gov = self.gov
-        # 1. The execution itself is not revoked.
-        if gov.state.is_revoked("execution", record["id"]):
-            return "revoked", "the execution was revoked"
-        # 2. The warrant it presented: re-read (it verified at start), then none of
-        #    its ids is revoked — the warrant, its ancestors, its principal since issue,
-        #    and each block of the presented copy (an attenuated copy can be revoked
-        #    alone) — and no expiry, attenuated ones included, has passed.
-        try:
-            presented = self._presented(record)
-        except WarrantError as e:
-            return "revoked", f"the presented warrant no longer verifies: {e}"
-        if gov.warrant_revoked(record["warrant"]) or any(
-            gov.state.is_revoked("warrant", rid) for rid in presented.revocation_ids
-        ):
-            return "revoked", "its warrant (a copy, an ancestor, or its principal) was revoked"
-        if presented.expires <= int(now):
-            return "expired", f"the warrant expired at {presented.expires}"
-        # 3. The principal is still active.
-        principal = gov.principal(record["principal"])
-        if principal is None or principal.status != "active":
-            return "revoked", f"principal {record['principal']!r} is not active"
-        # 4. The lease did not lapse (the enforcer must already have killed it then).
-        if int(now * 1000) > self.lease_expires_ms(record):
-            return "lease-lost", "the lease expired before this renewal"
-        # 5. The enforcer's own integrity check.
-        if isinstance(body, dict) and body.get("integrity") not in (None, "ok"):
-            return "integrity", str(body.get("integrity_detail", "integrity violated"))[:1000]
-        # 6. The policy: no valid bundle denies; a new bundle re-evaluates the request.
-        engine = gov.engine
-        if engine is None:
-            return "policy", "no valid policy bundle is active"
-        if engine.bundle_digest != record["bundle"]:
-            decision = engine.decide(PolicyRequest.from_json(orjson.loads(record["request"])), now=int(now))
-            self._record_verified(record, decision.allow, engine.bundle_digest, decision.reason, now)
-            if not decision.allow:
-                return "policy", f"re-evaluated under {engine.bundle_digest}: {decision.reason}"
-        return None, ""
+    def _recheck(self, record: dict[str, Any], body: Any, now: float) -> Verdict:
+        """:func:`proctor.verification.recheck.recheck` over this governor's state; records
+        ``execution.verified`` for a re-evaluation under a new bundle, before the verdict
+        is acted on."""
+        execution = ExecutionRecord(  # raises VerificationError on a malformed row
+            execution_id=record["id"],
+            principal=record["principal"],
+            warrant_id=record["warrant"],
+            bundle=record["bundle"],
+            request=record["request"],
+            lease_expires_ms=self.lease_expires_ms(record),
+        )
+        verdict = recheck(execution, _TrustView(self, record), now, RenewalReport.from_json(body))
+        done = verdict.reevaluation
+        if done is not None:
+            self._record_verified(record, done.allowed, done.bundle, done.reason, now)
+        return verdict
 
     def _record_verified(
         self, record: dict[str, Any], allowed: bool, bundle: str, reason: str, now: float
@@ -550,3 +531,39 @@ class Executions:
         from proctor.governor.receipts import execution_receipt  # noqa: PLC0415 - built on demand
 
         return execution_receipt(self.gov, execution_id)
+
+
+class _TrustView:
+    """The governor's state as :func:`~proctor.verification.recheck.recheck` reads it, for
+    one renewal of one execution. The active engine is read once, when the re-check asks
+    for its digest, so the bundle compared is the bundle that decides."""
+
+    __slots__ = ("_engine", "_executions", "_record")
+
+    def __init__(self, executions: Executions, record: dict[str, Any]) -> None:
+        self._executions = executions
+        self._record = record
+        self._engine: PolicyEngine | None = None
+
+    def is_revoked(self, kind: str, target: str) -> bool:
+        return self._executions.gov.state.is_revoked(kind, target)
+
+    def warrant_revoked(self, warrant_id: str) -> bool:
+        # The governor's, which also counts every warrant revoked while its state is untrusted.
+        return self._executions.gov.warrant_revoked(warrant_id)
+
+    def principal_active(self, name: str) -> bool:
+        principal = self._executions.gov.principal(name)
+        return principal is not None and principal.status == "active"
+
+    def presented_warrant(self) -> VerifiedWarrant:
+        return self._executions._presented(self._record)
+
+    def active_bundle(self) -> str | None:
+        self._engine = self._executions.gov.engine
+        return None if self._engine is None else self._engine.bundle_digest
+
+    def decide(self, request: str, now: int) -> Decision:
+        if self._engine is None:  # recheck asks only after active_bundle named one
+            raise ProctorError("no policy engine was read for this re-check; nothing is re-evaluated")
+        return self._engine.decide(PolicyRequest.from_json(orjson.loads(request)), now=now)

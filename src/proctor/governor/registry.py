@@ -26,6 +26,7 @@ from proctor.governor.counters import StartWindow
 from proctor.governor.quotas import check_start
 from proctor.lineage.log import Side
 from proctor.store.state import StateStore
+from proctor.verification.lease import lease_lapsed
 
 __all__ = ["ExecutionRegistry", "StartSlot", "Usage"]
 
@@ -212,9 +213,9 @@ class ExecutionRegistry:
             return self._leases.get(record["id"], int(record["lease_expires_ms"]))
 
     def lapsed(self, cutoff_ms: int) -> list[str]:
-        """Executions whose lease ended before ``cutoff_ms``."""
+        """Executions whose lease had lapsed at ``cutoff_ms`` (:func:`lease_lapsed`)."""
         with self._lock:
-            return [ex for ex, expires in self._leases.items() if expires < cutoff_ms]
+            return [ex for ex, expires in self._leases.items() if lease_lapsed(expires, cutoff_ms)]
 
     def ended(self, execution_id: str) -> None:
         """Forget an ended execution's lease and presented warrant."""
