@@ -317,8 +317,8 @@ def _principal_list(data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, 
 
 def _bundle(source: Path, version: int) -> PolicyBundle:
     try:
-        if source.is_dir():
-            return PolicyBundle.from_directory(source, version=version)
+        if source.is_dir() or source.suffix == ".cedar":  # a directory, or one policy file
+            return PolicyBundle.from_path(source, version=version)
         doc = json.loads(source.read_text())
         return PolicyBundle.from_json(doc["bundle"] if "bundle" in doc and "signature" in doc else doc)
     except (ProctorError, OSError, ValueError, KeyError) as e:
@@ -328,7 +328,10 @@ def _bundle(source: Path, version: int) -> PolicyBundle:
 @policy_app.command("check")
 def _policy_check(
     source: Annotated[
-        Path, typer.Argument(help="Directory of *.cedar files (and schema.json), or bundle JSON.")
+        Path,
+        typer.Argument(
+            help="A directory of *.cedar files (and schema.json), one .cedar file, or bundle JSON."
+        ),
     ],
 ) -> None:
     """Validate policies against the schema; print Cedar's diagnostics."""
@@ -346,7 +349,9 @@ def _policy_check(
 
 @policy_app.command("push")
 def _policy_push(
-    source: Annotated[Path, typer.Argument(help="Directory of *.cedar files (and schema.json).")],
+    source: Annotated[
+        Path, typer.Argument(help="A directory of *.cedar files (and schema.json), or one .cedar file.")
+    ],
     version: Annotated[
         int | None,
         typer.Option(help="Bundle version, above every version pushed before (default: time-based)."),
