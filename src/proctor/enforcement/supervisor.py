@@ -51,6 +51,13 @@ from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
 from proctor.errors import EnforcementError, IntegrityError, ProctorError, WarrantError
 from proctor.verification import check_measurement, measured_resource
+from proctor.verification.lease import (
+    enforcer_ttl_s,
+    lease_deadline,
+    lease_remaining_s,
+    renewal_interval_s,
+    renewal_timeout_s,
+)
 
 __all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]
 
@@ -219,8 +226,8 @@ class Supervisor:
             self.say(f"the governor refused to start the execution: {e}")
             return EXIT_DENIED
         self._execution = str(started["execution"])
-        ttl = max(int(started["lease_ttl_ms"]), 300) / 1000.0
-        self._lease_deadline = time.monotonic() + ttl
+        ttl = enforcer_ttl_s(int(started["lease_ttl_ms"]))
+        self._lease_deadline = lease_deadline(time.monotonic(), ttl)
         began = time.monotonic()
         try:
             self._contained = containment.spawn(
@@ -318,7 +325,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.killpg(contained.pid, signal.SIGKILL)
 
-    # -- the lease ----------------------------------------------------------------
+    # -- the lease (arithmetic: proctor.verification.lease, rules 4-6) --------------
 
     def _watchdog(self, ttl: float) -> None:
         """Fail closed: no successful renewal before the lease ends means no execution.
@@ -327,7 +334,7 @@ class Supervisor:
         never hold the deadline back.
         """
         while not self._done.is_set():
-            remaining = self._lease_deadline - time.monotonic()
+            remaining = lease_remaining_s(self._lease_deadline, time.monotonic())
             if remaining <= 0:
                 why = f" (last failure: {self._renew_error})" if self._renew_error else ""
                 self.kill("lease-lost", f"no successful lease renewal within {ttl:.1f} s{why}")
@@ -335,7 +342,7 @@ class Supervisor:
             self._done.wait(timeout=min(remaining, 0.02))
 
     def _renewer(self, ttl: float) -> None:
-        period = ttl / 3
+        period = renewal_interval_s(ttl)
         next_renewal = time.monotonic() + period
         while not self._done.is_set() and self._reason is None:
             now = time.monotonic()
@@ -353,7 +360,7 @@ class Supervisor:
         body: dict[str, Any] = {"integrity": "ok" if integrity_ok else "violated"}
         try:
             answer = self._client.json(
-                "POST", f"/v1/executions/{self._execution}/renew", body, timeout=max(ttl / 3, 0.2)
+                "POST", f"/v1/executions/{self._execution}/renew", body, timeout=renewal_timeout_s(ttl)
             )
         except GovernorError as e:
             if e.status in (403, 404):
@@ -363,7 +370,7 @@ class Supervisor:
             self._renew_error = str(e)
             return
         if answer.get("ok"):
-            self._lease_deadline = sent + ttl
+            self._lease_deadline = lease_deadline(sent, ttl)
             self._renew_error = ""
         else:
             self.kill(str(answer.get("terminate", "revoked")), str(answer.get("detail", "")))
