@@ -48,8 +48,8 @@ _MEANINGS: dict[ExitCode, str] = {
     ),
     ExitCode.BAD_INPUT: (
         "Bad input or usage: malformed arguments, events or files, a missing or malformed key "
-        "file, an unsafe or uninitialised data directory, a call the governor refused (HTTP 400, "
-        "403, 404, 409, 422; `receipt`: any HTTP error)."
+        "file, an unsafe or uninitialised data directory, a port in use (`serve`), a call the "
+        "governor refused (HTTP 400, 403, 404, 409, 422; `receipt`: any HTTP error)."
     ),
     ExitCode.UNAVAILABLE: (
         "Unavailable: the governor could not be reached or could not take the call (`authorize` "
