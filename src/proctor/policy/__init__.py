@@ -31,11 +31,15 @@ Typical use::
     decision.allow, decision.policies, decision.obligations, decision.reason
 """
 
+from typing import TYPE_CHECKING, Any
+
 from proctor.policy.bundle import PolicyBundle, SignedBundle
 from proctor.policy.decision import Decision, deny_all
-from proctor.policy.engine import PolicyEngine
 from proctor.policy.request import PolicyRequest
 from proctor.policy.schema import ACTIONS, DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from proctor.policy.engine import PolicyEngine
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -47,3 +51,14 @@ __all__ = [
     "PolicyEngine",
     "deny_all",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The engine loads Cedar (cedarpy), which only the governor and the policy commands
+    # need: importing this package for a decision's format (the enforcer's deny message)
+    # must not load it (tests/unit/test_import_boundaries.py).
+    if name == "PolicyEngine":
+        from proctor.policy.engine import PolicyEngine  # noqa: PLC0415
+
+        return PolicyEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
