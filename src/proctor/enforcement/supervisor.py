@@ -50,6 +50,7 @@ from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
 from proctor.errors import EnforcementError, IntegrityError, ProctorError, WarrantError
+from proctor.policy.decision import describe_denial
 from proctor.verification import check_measurement, measured_resource
 from proctor.verification.lease import (
     enforcer_ttl_s,
@@ -163,21 +164,32 @@ class Supervisor:
             return EXIT_DENIED
         decision = answer.get("decision", {})
         if not answer.get("allow") or "warrant" not in answer:
-            self.say(f"denied: {decision.get('reason', '')} (policies: {decision.get('policies', [])})")
+            self.say(
+                describe_denial(
+                    decision, principal=opts.key.name, action=opts.action, resource=resource, zone=opts.zone
+                )
+            )
             return EXIT_DENIED
         token = str(answer["warrant"]["token"])
         # 3. Verify the warrant locally before anything runs.
         try:
             root = opts.warrant_key or self._warrant_key()
+            now = int(time.time())
+            # Without --zone the governor evaluated the principal's own zone, which the
+            # warrant names: that is the zone this run is in.
+            zone = (
+                opts.zone
+                or verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
+            )
             verified = verify_warrant_bounds(
                 token,
                 root_public_key=root,
-                now=int(time.time()),
+                now=now,
                 request=WarrantRequest(
                     action=opts.action,
                     resource=resource,
                     args_digest=args_digest(self.argv),
-                    zone=opts.zone,
+                    zone=zone,
                     executable_digest=digest,
                 ),
             )
@@ -215,7 +227,7 @@ class Supervisor:
                     "action": opts.action,
                     "resource": resource,
                     "argv": self.argv,
-                    "zone": opts.zone,
+                    "zone": zone,  # the zone the warrant was checked for
                     "measurement": measurement.to_json(),
                     "containment": list(containment.planned_backends(limits)),
                     "enforcer": opts.enforcer,
