@@ -321,15 +321,22 @@ def _demo(
         Path | None,
         typer.Option("--data", help="Fresh data directory to use (default: a new temporary one)."),
     ] = None,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="Leave the governor running and its files in place; print what to try next."
+        ),
+    ] = False,
     no_browser: Annotated[
-        bool, typer.Option("--no-browser", help="Do not open the proof viewer in a browser.")
+        bool, typer.Option("--no-browser", hidden=True, help="Accepted and ignored (no web pages yet).")
     ] = False,
 ) -> None:
     """Run the demonstration end to end, without input."""
     from proctor.demo import run_demo  # noqa: PLC0415 (the demo starts a governor)
 
+    del no_browser  # kept for compatibility: the demo opens no browser
     try:
-        code = run_demo(data, open_browser=not no_browser)
+        code = run_demo(data, keep=keep)
     except ProofRequestError as e:
         fail(ExitCode.VERIFY_FAILED, f"demo failed: {e}")
     except ProctorError as e:
