@@ -539,7 +539,7 @@ def run_demo(data: Path | None, *, keep: bool = False) -> ExitCode:
     base = Path(tempfile.mkdtemp(prefix="proctor-demo-"))
     root = data if data is not None else base / "data"
     demo = _Demo(console, base, root, keep=keep)
-    console.print(f"[bold]proctor demo[/bold] — data directory {root}")
+    demo.say(f"proctor demo — data directory {root}")
     first_size = demo.setup()
     server = demo.start_governor()
     if server is None:
@@ -552,12 +552,15 @@ def run_demo(data: Path | None, *, keep: bool = False) -> ExitCode:
         demo.denied()
         demo.revoked()
         demo.tampered()
-        kept = keep
+        if keep:
+            demo.audit(first_size)  # the log as the running governor has it
+            kept = True
     finally:
         if not kept:  # an error on the way stops it even with keep: nothing is left unannounced
             _stop(server)
-    demo.audit(first_size)
-    if kept:
+    if not kept:
+        demo.audit(first_size)  # the log as the stopped governor left it
+    else:
         demo.kept(server.pid, data_given=data is not None)
     ok = demo.ok
     console.print("[bold green]demo: OK[/bold green]" if ok else "[bold red]demo: FAILED[/bold red]")
