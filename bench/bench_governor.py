@@ -425,7 +425,7 @@ def bench_latency(
 
 
 def counters(g: Governor, principal: str, now: int) -> tuple[int, int, int]:
-    """The three counts ``Governor._decide`` makes per request (rate_1m, rate_1h, budget_used)."""
+    """The three counts ``Authorizer._decide`` makes per request (rate_1m, rate_1h, budget_used)."""
     return (
         g.state.count_warrants(principal, now - 60),
         g.state.count_warrants(principal, now - 3600),
@@ -699,7 +699,7 @@ def bench_components(g: Governor, large: Governor, n: int) -> list[tuple[str, fl
             "in the helper process under proctor serve",
         )
     )
-    event = g._decision_event(
+    event = g.authorizer.decision_event(
         "comp",
         preq,
         decision,
@@ -740,7 +740,7 @@ data, port, loop, http, patch = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.
 if patch == "nomint":
     # Bench-only ablation, not a valid configuration: the warrant is not minted (the
     # "token" is a placeholder), to show what minting costs the server process.
-    import proctor.governor.authorize as _service
+    import proctor.governor.issuance as _service
     _service.mint_warrant = lambda claims, root_private_key: "ablation-not-a-warrant." + claims.warrant_id
 # As proctor serve: warrants minted in the helper process (except for the ablation).
 governor = Governor(data, mint_helper=patch != "nomint")
@@ -969,14 +969,14 @@ def run_httpx(server: Server, keys: Sequence[PrincipalKey], threads: int, total:
 # names the sample's component.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("warrant mint (biscuit)", ("mint_warrant ",)),
-    ("minting helper hand-off", ("MintHelper.", "_Process.", "GovernorAuthorize._mint_later ")),
-    ("warrant event build", ("GovernorAuthorize._issued ", "GovernorAuthorize._warrant_event ")),
+    ("minting helper hand-off", ("MintHelper.", "_Process.", "WarrantIssuer.mint_later ")),
+    ("warrant event build", ("WarrantIssuer.issued ", "WarrantIssuer.mint_here ")),
     ("nonce cache", ("NonceCache.",)),
     ("auth failure record", ("StateStore.auth_failure_writer",)),
     ("warrant row insert", ("StateStore.warrant_writer",)),
     ("rate/budget counters", ("RateCounters.", "_Window.")),
-    ("principal key lookup", ("GovernorAdmin.public_key_for ",)),
-    ("principal lookup", ("GovernorAdmin.principal ", "StateStore.principal ")),
+    ("principal key lookup", ("TrustView.public_key_for ",)),
+    ("principal lookup", ("TrustView.principal ", "StateStore.principal ")),
     ("Cedar decision (engine.decide)", ("PolicyEngine.decide ", "cedarpy/")),
     ("waiting for the log commit", ("Append.wait ", "Append.wait_quietly ")),
     ("signature verification", ("verify_request ",)),
@@ -990,8 +990,8 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("log event validation (caller)", ("Log.submit ", "Log.append ", "coerce ", "Event.from_dict ")),
-    ("decision event build", ("GovernorAuthorize._decision_event ",)),
-    ("governor: other", ("GovernorAuthorize.",)),
+    ("decision event build", ("Authorizer.decision_event ",)),
+    ("governor: other", ("Authorizer.", "Governor.")),
     ("request body parse", ("AuthorizeRequest.from_json ", "proctor/canonical.py")),
     ("response JSON", ("AuthorizeResult.to_json ", "Decision.to_json ", "starlette/responses.py")),
     ("prometheus metrics", ("prometheus_client/",)),

@@ -71,7 +71,7 @@ def test_an_admin_revoked_before_revocations_suspended_keeps_no_admin_right(
     add_admin(governor, gov_data, "rogue")
     stamp = "2999-01-01T00:00:00.000Z"  # after the row's last change
     governor.state.put_revocation(RevocationRecord("principal", "rogue", "old", "admin", stamp, 3))
-    governor._forget_principal("rogue")
+    governor.trust.forget_principal("rogue")
     assert not governor.is_admin("rogue")
     request = AuthorizeRequest(action="exec", resource="/usr/bin/pg_dump", argv=("pg_dump", "db1"))
     assert not governor.authorize("rogue", request).allowed

@@ -37,12 +37,12 @@ def helped(gov_data: Path) -> Iterator[Governor]:
 def test_a_failed_mint_is_recorded_as_warrant_failed(
     governor: Governor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import proctor.governor.authorize as authorize_module
+    import proctor.governor.issuance as issuance
 
     def broken(*args: Any, **kwargs: Any) -> str:
         raise WarrantError("signing key unavailable (simulated)")
 
-    monkeypatch.setattr(authorize_module, "mint_warrant", broken)
+    monkeypatch.setattr(issuance, "mint_warrant", broken)
     result = governor.authorize("alice", REQUEST)
     assert not result.allowed
     assert result.log_index is not None

@@ -285,7 +285,7 @@ def test_fail_closed_log_append_failure(governor: Governor, monkeypatch: pytest.
 
 
 def test_fail_closed_warrant_minting_failure(governor: Governor, monkeypatch: pytest.MonkeyPatch) -> None:
-    import proctor.governor.authorize as service
+    import proctor.governor.issuance as service
 
     def broken(*args: Any, **kwargs: Any) -> str:
         raise WarrantError("signing key unavailable (simulated)")

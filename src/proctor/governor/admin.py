@@ -1,4 +1,9 @@
-"""The governor's admin operations: principals, policy bundles, revocation.
+"""The governor's admin operations: principals, policy bundles, revocation, as
+:class:`Administration`, built by :class:`~proctor.governor.service.Governor` with the
+collaborators it uses (a :class:`~proctor.governor.trust.TrustView` to read principals
+and the active engine and to tell it what changed, a
+:class:`~proctor.governor.recorder.Recorder` to commit, the broadcaster that pushes
+changes to enforcers, and the executions whose revocation it applies).
 
 Each appends its event to the lineage log and commits the state rows it implies in
 the same transaction (both or neither), so the log can always explain the state. Only
@@ -20,8 +25,8 @@ Invariants:
 - Revoking a principal, warrant or execution the governor does not know is refused
   (:class:`NoSuchTargetError`, HTTP 404) and logs nothing.
 
-Admin changes run under the admin lock; a principal revocation waits for its commit
-under it, so the next change counts admins after it.
+Admin changes run under the admin lock (:attr:`Recorder.admin_lock`); a principal
+revocation waits for its commit under it, so the next change counts admins after it.
 """
 
 from __future__ import annotations
@@ -30,8 +35,7 @@ import asyncio
 import dataclasses
 import functools
 import re
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -46,131 +50,67 @@ from proctor.errors import (  # NoSuchTargetError: defined there, re-exported he
     PrincipalError,
 )
 from proctor.governor._events import principal_event, rfc3339
-from proctor.governor._wake import Waker
 from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import RequestShapeError
+from proctor.governor.recorder import Recorder
 from proctor.governor.stream import Broadcaster
-
-if TYPE_CHECKING:
-    from proctor.governor.executions import Executions
+from proctor.governor.trust import ADMIN, TrustView
 from proctor.lineage.log import Append, Log, Notify, Side
 from proctor.policy import PolicyEngine, SignedBundle
 from proctor.policy.bundle import verify_version_forward
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
 
+if TYPE_CHECKING:
+    from proctor.governor.executions import Executions
+
 __all__ = [
     "ADMIN",
     "REVOCATION_KINDS",
-    "GovernorAdmin",
+    "Administration",
     "NoSuchTargetError",
 ]
 
-ADMIN = "admin"
 REVOCATION_KINDS = ("warrant", "execution", "principal", "policy")
 
-_PRINCIPAL_CACHE = 100_000
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _REVOCATION_ID = re.compile(r"[0-9a-f]{128}")  # an Ed25519 block signature, hex
 
 
-class GovernorAdmin:
-    """Admin operations, mixed into :class:`~proctor.governor.service.Governor`."""
+class Administration:
+    """Admin operations of one governor: principals, policy, revocation."""
 
-    log: Log
-    state: StateStore
-    node: str
-    broadcaster: Broadcaster
-    _lock: threading.Lock
-    _wakers: dict[asyncio.AbstractEventLoop, Waker]
-    executions: Executions
-    _engine: PolicyEngine | None
-    _bundle_error: str | None
-    _principals: dict[str, tuple[PrincipalRecord, bytes]]
-    _principals_generation: int
-
-    def now(self) -> float:
-        """The governor's clock."""
-        raise NotImplementedError
+    def __init__(
+        self,
+        *,
+        trust: TrustView,
+        recorder: Recorder,
+        state: StateStore,
+        log: Log,
+        broadcaster: Broadcaster,
+        executions: Executions,
+        node: str,
+        clock: Callable[[], float],
+    ) -> None:
+        """Args:
+        trust: principals and the active engine; told of a new or revoked engine.
+        recorder: commits each change with its state rows, under its admin lock.
+        state: the governance state tables (read to validate; written in commits).
+        log: read for the activation of a bundle pushed again.
+        broadcaster: pushes policy changes and revocations to every enforcer.
+        executions: told of a revoked execution (it stops counting as running).
+        node: the governor's node name, in every event.
+        clock: the governor's clock (seconds).
+        """
+        self._trust = trust
+        self._recorder = recorder
+        self._state = state
+        self._log = log
+        self._broadcaster = broadcaster
+        self._executions = executions
+        self._node = node
+        self._clock = clock
 
     # -- admin: principals -----------------------------------------------------
-
-    def principal(self, name: str) -> PrincipalRecord | None:
-        """The principal's record as governance sees it, from memory once read.
-
-        A principal revoked after its last change counts as ``suspended`` even if its
-        row says ``active``: revocations recorded before they suspended in the same
-        commit (admins were not suspended at all) still take every right away.
-
-        This process is the only writer of principals for its data directory (it holds
-        the log's append lock), and every write below drops the entry; a read that
-        raced with a write is not kept (the generation moved).
-
-        Raises:
-            StoreError: the store cannot be read.
-        """
-        hit = self._principals.get(name)
-        if hit is not None:
-            return hit[0]
-        generation = self._principals_generation
-        stored = self.state.principal(name)
-        if stored is None:
-            return None
-        record = self._effective(stored)
-        key = load_public_key(record.public_key)
-        if generation == self._principals_generation and len(self._principals) < _PRINCIPAL_CACHE:
-            self._principals[name] = (record, key)
-        return record
-
-    def _effective(self, record: PrincipalRecord) -> PrincipalRecord:
-        if record.status != "active":
-            return record
-        revoked = self.state.revocation("principal", record.name)
-        if revoked is None or revoked.time <= record.updated:
-            return record
-        return dataclasses.replace(record, status="suspended")
-
-    def _forget_principal(self, name: str) -> None:
-        self._principals_generation += 1
-        self._principals.pop(name, None)
-
-    def is_admin(self, principal: str) -> bool:
-        """Whether ``principal`` is an active admin (attribute ``role=admin``, neither
-        suspended nor revoked since its last change)."""
-        record = self.principal(principal)
-        return record is not None and record.status == "active" and record.attrs.get("role") == ADMIN
-
-    def _active_admins(self) -> list[str]:
-        """Names of the active admins, read from the store (caller holds the admin lock)."""
-        return [
-            p.name
-            for p in self.state.principals()
-            if p.attrs.get("role") == ADMIN and self._effective(p).status == "active"
-        ]
-
-    def public_key_for(self, name: str) -> bytes | None:
-        """The public key of principal ``name`` (for request authentication)."""
-        if self.principal(name) is None:
-            return None
-        hit = self._principals.get(name)
-        if hit is not None:
-            return hit[1]
-        record = self.state.principal(name)  # not cached (raced with a write): read again
-        return None if record is None else load_public_key(record.public_key)
-
-    def _commit_principals(
-        self, events: list[dict[str, Any]], records: list[PrincipalRecord], *, side: list[Side] | None = None
-    ) -> int:
-        """Append ``events`` with the rows of ``records`` (and ``side``) in one commit;
-        the first event's index. The caller holds the admin lock; the cache forgets the
-        principals before (a read racing the commit is not kept) and after."""
-        for record in records:
-            self._forget_principal(record.name)
-        try:
-            writes = [*(side or []), *(self.state.principal_writer(r) for r in records)]
-            return self.log.submit(events, side=writes).wait()[0]
-        finally:
-            for record in records:
-                self._forget_principal(record.name)
 
     def add_principal(
         self, name: str, public_key_b64: str, *, attrs: Mapping[str, str], zone: str, by: str
@@ -190,22 +130,22 @@ class GovernorAdmin:
             raise RequestShapeError(f"public_key: {e}") from e
         clean = verify_attributes(attrs)
         verify_zone(zone)
-        with self._lock:
+        with self._recorder.admin_lock:
             self._verify_identity_free(name, public_key_b64)
-            now = self.now()
+            now = self._clock()
             stamp = rfc3339(now)
             record = PrincipalRecord(name, public_key_b64, clean, zone, "active", stamp, stamp)
             event = principal_event(
-                name, "added", clean, zone, now, node=self.node, by=by, public_key=public_key_b64
+                name, "added", clean, zone, now, node=self._node, by=by, public_key=public_key_b64
             )
-            self._commit_principals([event], [record])
+            self._recorder.commit_principals([event], [record])
             return record
 
     def _verify_identity_free(self, name: str, public_key_b64: str) -> None:
         """One name, one principal (ignoring case: ``Alice`` and ``alice`` would read as
         the same in logs and policies); one key, one principal (a signature must name
         its signer)."""
-        taken = self.state.principal_like(name)
+        taken = self._state.principal_like(name)
         if taken is not None and taken.name == name:
             raise PrincipalError(f"principal {name!r} already exists")
         if taken is not None:
@@ -213,7 +153,7 @@ class GovernorAdmin:
                 f"expected a principal name unique ignoring case, found {name!r}, which differs only "
                 f"in case from the existing principal {taken.name!r}"
             )
-        holder = self.state.principal_with_key(public_key_b64)
+        holder = self._state.principal_with_key(public_key_b64)
         if holder is not None:
             raise PrincipalError(
                 f"expected a public key of its own for {name!r}, found the key of principal "
@@ -229,20 +169,20 @@ class GovernorAdmin:
         """
         if status not in ("active", "suspended"):
             raise PrincipalError(f"expected status active or suspended, found {status!r}")
-        with self._lock:
-            record = self.state.principal(name)
+        with self._recorder.admin_lock:
+            record = self._state.principal(name)
             if record is None:
                 raise NoSuchTargetError(f"no such principal {name!r}")
-            if status == "suspended" and self._active_admins() == [name]:
+            if status == "suspended" and self._trust.active_admins() == [name]:
                 raise PrincipalError(
                     f"refusing to suspend {name!r}, the last active admin (governance would be "
                     f"locked); make another principal admin first"
                 )
             change = "suspended" if status == "suspended" else "resumed"
-            now = self.now()
-            event = principal_event(name, change, record.attrs, record.zone, now, node=self.node, by=by)
+            now = self._clock()
+            event = principal_event(name, change, record.attrs, record.zone, now, node=self._node, by=by)
             updated = dataclasses.replace(record, status=status, updated=rfc3339(now))
-            self._commit_principals([event], [updated])
+            self._recorder.commit_principals([event], [updated])
             return updated
 
     # -- admin: policy ---------------------------------------------------------
@@ -261,58 +201,58 @@ class GovernorAdmin:
                 invalid policies (``PolicyValidationError`` carries Cedar's diagnostics).
             PrincipalError: ``by`` is not an active admin.
         """
-        if not self.is_admin(by):
+        if not self._trust.is_admin(by):
             raise PrincipalError(f"{by!r} is not an active admin; only admins change policy")
         signed = SignedBundle.from_json(signed_doc)
         if signed.signer != by:
             raise BundleError(f"bundle signed by {signed.signer!r}, but pushed by {by!r}")
-        key = self.public_key_for(by)
+        key = self._trust.public_key_for(by)
         if key is None:
             raise PrincipalError(f"no key for {by!r}")
         signed.verify(Ed25519PublicKey.from_public_bytes(key))
         digest = signed.bundle.digest
-        if self.state.is_revoked("policy", digest):
+        if self._state.is_revoked("policy", digest):
             raise BundleError(f"bundle {digest} was revoked; push a new version")
         # Cheap refusals before compiling; checked again under the lock.
         unchanged = self._unchanged(digest)
         if unchanged is not None:
             return unchanged
-        verify_version_forward(signed.bundle, highest=self.state.highest_bundle())
+        verify_version_forward(signed.bundle, highest=self._state.highest_bundle())
         engine = PolicyEngine.compile(signed.bundle)
-        with self._lock:
+        with self._recorder.admin_lock:
             unchanged = self._unchanged(digest)
             if unchanged is not None:
                 return unchanged
-            verify_version_forward(signed.bundle, highest=self.state.highest_bundle())
-            previous = self._engine.bundle_digest if self._engine is not None else ""
-            now = self.now()
+            verify_version_forward(signed.bundle, highest=self._state.highest_bundle())
+            active = self._trust.engine
+            previous = active.bundle_digest if active is not None else ""
+            now = self._clock()
             event = {
                 "v": 1,
                 "type": "policy.activated",
                 "time": rfc3339(now),
-                "node": self.node,
+                "node": self._node,
                 "bundle": digest,
                 "version": signed.bundle.version,
                 "signer": signed.signer,
                 "previous": previous,
             }
             doc = orjson.dumps(signed.to_json()).decode()
-            write = self.state.bundle_writer(digest, signed.bundle.version, doc, rfc3339(now))
-            index = self.log.submit([event], side=[write]).wait()[0]
-            self._engine = engine
-            self._bundle_error = None
+            write = self._state.bundle_writer(digest, signed.bundle.version, doc, rfc3339(now))
+            index = self._recorder.record([event], [write])
+            self._trust.policy_activated(engine)
         # Running executions re-evaluate against the new bundle at once, not at their
         # next scheduled renewal.
-        self.broadcaster.publish({"type": "policy", "seq": index, "bundle": digest})
+        self._broadcaster.publish({"type": "policy", "seq": index, "bundle": digest})
         return {"bundle": digest, "version": signed.bundle.version, "log_index": index, "previous": previous}
 
     def _unchanged(self, digest: str) -> dict[str, Any] | None:
         """The answer to pushing the active bundle again, or ``None`` if it is not."""
-        engine = self._engine
-        index = self.state.bundle_index(digest)
+        engine = self._trust.engine
+        index = self._state.bundle_index(digest)
         if engine is None or engine.bundle_digest != digest or index is None:
             return None
-        activated = orjson.loads(self.log.leaf(index))
+        activated = orjson.loads(self._log.leaf(index))
         return {
             "bundle": digest,
             "version": activated.get("version"),
@@ -320,11 +260,6 @@ class GovernorAdmin:
             "previous": activated.get("previous", ""),
             "unchanged": True,
         }
-
-    def active_policy(self) -> dict[str, Any] | None:
-        """The active signed bundle as JSON, or ``None``."""
-        active = self.state.active_bundle()
-        return None if active is None else dict(orjson.loads(active[1]))
 
     # -- admin: revocation -----------------------------------------------------
 
@@ -343,7 +278,7 @@ class GovernorAdmin:
             RequestShapeError: a malformed policy digest or successor.
             LogAppendError: the revocation could not be recorded (nothing changed).
         """
-        with self._lock:
+        with self._recorder.admin_lock:
             pending, changed = self._queue_revocation(
                 kind, target, reason=reason, by=by, successor=successor, notify=None
             )
@@ -353,7 +288,7 @@ class GovernorAdmin:
                     index = _recorded(pending)
                 finally:
                     for name in changed:
-                        self._forget_principal(name)
+                        self._trust.forget_principal(name)
         if not changed:
             index = _recorded(pending)
         return self._revoked(kind, target, index, successor=successor)
@@ -366,7 +301,7 @@ class GovernorAdmin:
         running). Falls back to a worker thread while another admin change holds the
         admin lock, and for a principal (whose commit is awaited under that lock)."""
         loop = asyncio.get_running_loop()
-        if kind == "principal" or not self._lock.acquire(blocking=False):
+        if kind == "principal" or not self._recorder.admin_lock.acquire(blocking=False):
             call = functools.partial(self.revoke, kind, target, reason=reason, by=by, successor=successor)
             return await loop.run_in_executor(None, call)
         done: asyncio.Future[None] = loop.create_future()
@@ -377,21 +312,12 @@ class GovernorAdmin:
                 reason=reason,
                 by=by,
                 successor=successor,
-                notify=self._waker(loop).notifier(done),
+                notify=self._recorder.waker(loop).notifier(done),
             )
         finally:
-            self._lock.release()
+            self._recorder.admin_lock.release()
         await done
         return self._revoked(kind, target, _recorded(pending), successor=successor)
-
-    def _waker(self, loop: asyncio.AbstractEventLoop) -> Waker:
-        """The waker of ``loop`` (one per loop: servers keep one, tests come and go)."""
-        waker = self._wakers.get(loop)
-        if waker is None:
-            if len(self._wakers) > 16:
-                self._wakers = {k: v for k, v in self._wakers.items() if not k.is_closed()}
-            waker = self._wakers[loop] = Waker(loop)
-        return waker
 
     def _queue_revocation(
         self, kind: str, target: str, *, reason: str, by: str, successor: str, notify: Notify | None
@@ -413,15 +339,15 @@ class GovernorAdmin:
                 raise RequestShapeError(f"expected a bundle digest sha256:<64 hex digits>, found {target!r}")
         elif kind == "warrant" and _REVOCATION_ID.fullmatch(target):
             pass  # one copy's block (its Biscuit revocation id): revocable before it is ever presented
-        elif not self.state.exists(kind, target):
+        elif not self._state.exists(kind, target):
             raise NoSuchTargetError(f"no such {kind} {target!r}; nothing was revoked")
-        now = self.now()
+        now = self._clock()
         events: list[dict[str, Any]] = [
             {
                 "v": 1,
                 "type": "revocation",
                 "time": rfc3339(now),
-                "node": self.node,
+                "node": self._node,
                 "target": {"kind": kind, "id": target},
                 "reason": reason,
                 "by": by,
@@ -432,27 +358,27 @@ class GovernorAdmin:
         # together, then the change is pushed to every enforcer at once, from the log
         # writer: a revoked execution dies in milliseconds.
         side: list[Side] = [
-            self.state.revocation_writer(RevocationRecord(kind, target, reason, by, rfc3339(now), -1))
+            self._state.revocation_writer(RevocationRecord(kind, target, reason, by, rfc3339(now), -1))
         ]
         changed: list[PrincipalRecord] = []
         if kind == "principal":
             for event, record in self._principal_revocation(target, successor, now, by=by):
                 events.append(event)
                 changed.append(record)
-                side.append(self.state.principal_writer(record))
-                self._forget_principal(record.name)
+                side.append(self._state.principal_writer(record))
+                self._trust.forget_principal(record.name)
 
         def push(appended: Append) -> None:
             if appended.error is None and appended.indices:
                 seq = appended.indices[0]
-                self.broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
+                self._broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
             else:
                 self._apply_unrecorded(kind, target)
             if notify is not None:
                 notify(appended)
 
         try:
-            pending = self.log.submit(events, side=side, notify=push)
+            pending = self._recorder.submit(events, side=side, notify=push)
         except LogAppendError:
             self._apply_unrecorded(kind, target)
             raise
@@ -462,7 +388,7 @@ class GovernorAdmin:
         """A revocation the log could not record is still applied here: every enforcer
         is told (its executions die now), and no lease is renewed while the log cannot
         record (:meth:`Executions.renew`). The caller is told it was not recorded."""
-        self.broadcaster.publish(
+        self._broadcaster.publish(
             {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
         )
 
@@ -471,14 +397,14 @@ class GovernorAdmin:
     ) -> list[tuple[dict[str, Any], PrincipalRecord]]:
         """The principal changes a revocation of ``target`` brings: its suspension, and
         its successor made admin. Refuses to leave no active admin."""
-        record = self.state.principal(target)
+        record = self._state.principal(target)
         if record is None:
             raise NoSuchTargetError(f"no such principal {target!r}; nothing was revoked")
         stamp = rfc3339(now)
         changes: list[tuple[dict[str, Any], PrincipalRecord]] = []
         if record.status == "active":
             event = principal_event(
-                target, "suspended", record.attrs, record.zone, now, node=self.node, by=by
+                target, "suspended", record.attrs, record.zone, now, node=self._node, by=by
             )
             changes.append((event, dataclasses.replace(record, status="suspended", updated=stamp)))
         if record.attrs.get("role") != ADMIN:
@@ -488,25 +414,25 @@ class GovernorAdmin:
                 )
             return changes
         if not successor:
-            if [a for a in self._active_admins() if a != target]:
+            if [a for a in self._trust.active_admins() if a != target]:
                 return changes
             raise PrincipalError(
                 f"refusing to revoke {target!r}, the last active admin: name a successor, an "
                 f"active principal that becomes admin in the same change (proctor revoke "
                 f'--principal {target} --successor NAME; over HTTP, "successor" in the body)'
             )
-        heir = self.state.principal(successor)
+        heir = self._state.principal(successor)
         if heir is None:
             raise NoSuchTargetError(
                 f"no such principal {successor!r} to succeed {target!r}; nothing was revoked"
             )
         if heir.name == target:
             raise RequestShapeError(f"successor: expected a principal other than {target!r} itself")
-        if self._effective(heir).status != "active":
+        if self._trust.effective(heir).status != "active":
             raise PrincipalError(f"successor {successor!r} is {heir.status}; expected an active principal")
         if heir.attrs.get("role") != ADMIN:
             attrs = {**heir.attrs, "role": ADMIN}
-            event = principal_event(successor, "promoted", attrs, heir.zone, now, node=self.node, by=by)
+            event = principal_event(successor, "promoted", attrs, heir.zone, now, node=self._node, by=by)
             event["successor_of"] = target
             changes.append((event, dataclasses.replace(heir, attrs=attrs, updated=stamp)))
         return changes
@@ -514,12 +440,10 @@ class GovernorAdmin:
     def _revoked(self, kind: str, target: str, index: int, *, successor: str) -> dict[str, Any]:
         """What follows a recorded revocation in this process."""
         if kind == "execution":
-            self.executions.revoked(target)
+            self._executions.revoked(target)
         if kind == "policy":
-            with self._lock:
-                if self._engine is not None and self._engine.bundle_digest == target:
-                    self._engine = None
-                    self._bundle_error = f"the active bundle {target} was revoked"
+            with self._recorder.admin_lock:
+                self._trust.policy_withdrawn(target)
         result: dict[str, Any] = {"kind": kind, "target": target, "log_index": index}
         if successor:
             result["successor"] = successor

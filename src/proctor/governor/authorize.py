@@ -1,13 +1,17 @@
 """The authorization flow of the governor (``docs/architecture.md``, "One ``proctor
-run``, from measurement to receipt", step 2, "Authorize"), mixed into
-:class:`~proctor.governor.service.Governor`.
+run``, from measurement to receipt", step 2, "Authorize"): :class:`Authorizer`, built by
+:class:`~proctor.governor.service.Governor` with the collaborators it reads and writes
+through (a :class:`~proctor.governor.trust.TrustView`, a
+:class:`~proctor.governor.recorder.Recorder`, a
+:class:`~proctor.governor.issuance.WarrantIssuer`, the execution registry, the rate
+counters and the nonce cache).
 
 1. The caller is authenticated before this module is reached (signed request, HTTP
    layer) or is the local admin.
 2. The principal must exist, be active and not revoked; a parent warrant, if given,
    must verify, be unrevoked, and cover the new request (delegation only narrows).
-3. The active policy engine decides; no valid bundle means deny. Any exception is a
-   deny that records the error.
+3. The active policy engine decides; no valid bundle means deny; a state that
+   disagrees with the log means deny. Any exception is a deny that records the error.
 4. The ``decision`` event is queued for the log, which assigns its index at once.
 5. On allow, the warrant is minted for that index (on the calling thread, or in the
    minting helper process under ``proctor serve``) and its ``warrant.issued`` event and
@@ -19,89 +23,85 @@ run``, from measurement to receipt", step 2, "Authorize"), mixed into
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from proctor.authorization.minter import MintHelper
-from proctor.authorization.requests import MAX_FUTURE_SKEW
 from proctor.authorization.warrants import (
     VerifiedWarrant,
-    WarrantClaims,
     WarrantRequest,
     args_digest,
-    mint_warrant,
-    new_warrant_id,
     verify_warrant_bounds,
 )
 from proctor.config import QuotaConfig
 from proctor.errors import EventError, LineageError, LogAppendError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import digest, rfc3339
 from proctor.governor._fair import PerPrincipal
-from proctor.governor.admin import GovernorAdmin
 from proctor.governor.counters import RateCounters
+from proctor.governor.issuance import DEFAULT_LEASE_TTL_MS, Authorization, WarrantIssuer
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.quotas import running_refusal
-from proctor.lineage.log import Append, Deferred, Notify, Side
+from proctor.governor.recorder import Recorder
+from proctor.governor.registry import ExecutionRegistry
+from proctor.governor.trust import TrustView
+from proctor.lineage.log import Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
 from proctor.policy.commitment import ArgumentOpening, redact
-from proctor.verification.revocation import ChainLink, find_revoked
+from proctor.store.state import StateStore
 
-__all__ = ["DEFAULT_LEASE_TTL_MS", "GovernorAuthorize"]
+__all__ = ["DEFAULT_LEASE_TTL_MS", "DELEGATIONS_PER_PRINCIPAL", "Authorizer"]
 
-DEFAULT_LEASE_TTL_MS = 5000
-VALIDITY_SKEW_S = MAX_FUTURE_SKEW
-"""How far a warrant's validity starts before its decision: an enforcer whose clock is
-behind the governor's by as much as a signed request may be ahead must not find the
-warrant it was just given not yet valid."""
-
-# Obligations a delegated warrant inherits from its parent: the stricter value wins.
-_LOWEST = ("max_duration_s", "memory_limit_mb", "max_output_bytes", "lease_ttl_s", "max_pids")
-_ANY_TRUE = ("no_network", "approval_required")
+DELEGATIONS_PER_PRINCIPAL = 2
+"""Delegated authorizations (a parent warrant to verify) one principal may have in
+verification at once; more wait for their turn, off the event loop."""
 
 
-@dataclasses.dataclass(eq=False)
-class _Authorization:
-    """One authorization between its decision and its commit."""
+class Authorizer:
+    """Decides, records and issues warrants for one governor."""
 
-    principal: str
-    request: AuthorizeRequest
-    policy_request: PolicyRequest | None
-    decision: Decision
-    parent: VerifiedWarrant | None
-    now: float
-    now_s: int
-    pending: Append = dataclasses.field(init=False)
-
-    @property
-    def parent_id(self) -> str:
-        """The parent warrant's id, ``""`` for none."""
-        return self.parent.claims.warrant_id if self.parent is not None else ""
-
-    decision_index: int | None = None
-    deferred: Deferred | None = None
-    claims: WarrantClaims | None = None
-    token: str = ""
-    mint_error: BaseException | None = None
-
-
-class GovernorAuthorize(GovernorAdmin):
-    """Authorization, mixed into :class:`~proctor.governor.service.Governor`."""
-
-    counters: RateCounters
-    quotas: QuotaConfig
-    nonces: NonceCache
-    _delegations: PerPrincipal
-    minter: MintHelper | None
-    warrant_public_key: bytes
-    _warrant_key_bytes: bytes
-    _warrant_ttl_s: int
-
-    # -- authorization ---------------------------------------------------------
+    def __init__(
+        self,
+        *,
+        trust: TrustView,
+        recorder: Recorder,
+        issuer: WarrantIssuer,
+        registry: ExecutionRegistry,
+        counters: RateCounters,
+        nonces: NonceCache,
+        state: StateStore,
+        quotas: QuotaConfig,
+        node: str,
+        clock: Callable[[], float],
+        warrant_public_key: bytes,
+    ) -> None:
+        """Args:
+        trust: principals, revocations and the active engine, as they stand.
+        recorder: appends the decision with its warrant, nonces and opening.
+        issuer: builds and mints the warrant of an allowed decision.
+        registry: the running executions (concurrency and start counts, quotas).
+        counters: warrants issued per principal (rate and budget counters).
+        nonces: the replay cache, persisted with each decision's commit.
+        state: where a decision's argument opening is written (its commit).
+        quotas: the operator's limits (``max_running``).
+        node: the governor's node name, in every event.
+        clock: the governor's clock (seconds).
+        warrant_public_key: the warrant root's public key (verifies parent warrants).
+        """
+        self._trust = trust
+        self._recorder = recorder
+        self._issuer = issuer
+        self._registry = registry
+        self._counters = counters
+        self._nonces = nonces
+        self._state = state
+        self._quotas = quotas
+        self._node = node
+        self._clock = clock
+        self._warrant_public_key = warrant_public_key
+        self._delegations = PerPrincipal(DELEGATIONS_PER_PRINCIPAL)
 
     def authorize(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
         """Decide on ``request`` by ``principal``; log it; issue a warrant on allow.
@@ -121,7 +121,7 @@ class GovernorAuthorize(GovernorAdmin):
         loop). The writer thread then only commits, which mostly runs without the GIL."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        notify = self._waker(loop).notifier(done)
+        notify = self._recorder.waker(loop).notifier(done)
         if request.parent_warrant:
             # Verifying a presented warrant is the one costly step a caller controls:
             # never on the event loop, and at most a few at once per principal, so a
@@ -137,11 +137,11 @@ class GovernorAuthorize(GovernorAdmin):
 
     def _begin(
         self, principal: str, request: AuthorizeRequest, notify: Notify | None
-    ) -> _Authorization | AuthorizeResult:
+    ) -> Authorization | AuthorizeResult:
         """Steps 2-5: decide; queue the decision event and, on allow, the warrant minted
         for the decision's index (assigned when queued) with its ``warrant.issued`` event,
         its row and the nonces seen so far: one commit, all or nothing."""
-        now = self.now()
+        now = self._clock()
         now_s = int(now)
         try:
             policy_request, decision, parent = self._decide(principal, request, now_s)
@@ -153,7 +153,7 @@ class GovernorAuthorize(GovernorAdmin):
         opening = (
             ArgumentOpening.new(policy_request.argv, policy_request.arguments) if policy_request else None
         )
-        event = self._decision_event(
+        event = self.decision_event(
             principal,
             policy_request,
             decision,
@@ -164,28 +164,28 @@ class GovernorAuthorize(GovernorAdmin):
         )
         # The answer names the same request digest as the log.
         decision = dataclasses.replace(decision, request_digest=str(event["request_digest"]))
-        op = _Authorization(principal, request, policy_request, decision, parent, now, now_s)
-        side: list[Side] = [self.nonces.persist]
+        op = Authorization(principal, request, policy_request, decision, parent, now, now_s)
+        side: list[Side] = [self._nonces.persist]
         if opening is not None:
-            side.append(self.state.opening_writer(opening.to_json()))
+            side.append(self._state.opening_writer(opening.to_json()))
 
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
             # A failure here (minting) is recorded as warrant.failed behind the
             # decision, in the same commit: the log says what the answer says, deny.
             try:
-                issued, row = self._warrant_event(op, index, leaf)
+                issued, row = self._issuer.mint_here(op, index, leaf)
             except Exception as e:  # noqa: BLE001 - any minting failure is a recorded deny
                 op.claims, op.token, op.mint_error = None, "", e
-                return self._failed_event(op, index, leaf, f"the warrant could not be minted ({e})")
+                return self._issuer.failed_event(op, index, leaf, f"the warrant could not be minted ({e})")
             side.append(row)
             return issued
 
         def later(index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
-            return self._mint_later(op, index, leaf, deferred)
+            return self._issuer.mint_later(op, index, leaf, deferred)
 
-        helper = decision.allow and self.minter is not None
+        helper = decision.allow and self._issuer.uses_helper
         try:
-            op.pending = self.log.submit(
+            op.pending = self._recorder.submit(
                 [event],
                 then=warrant if decision.allow and not helper else None,
                 later=later if helper else None,
@@ -196,7 +196,7 @@ class GovernorAuthorize(GovernorAdmin):
             return self._unrecorded(op, e)
         return op
 
-    def _finish(self, op: _Authorization) -> AuthorizeResult:
+    def _finish(self, op: Authorization) -> AuthorizeResult:
         decision = op.decision
         try:
             indices = op.pending.result()
@@ -208,12 +208,12 @@ class GovernorAuthorize(GovernorAdmin):
         claims = op.claims
         deferred = op.deferred
         if deferred is not None and deferred.used_fallback:
-            if isinstance(deferred.error, LogAppendError) and self.minter is not None:
-                self.minter.restart()  # it did not answer in time: the next one starts fresh
+            if isinstance(deferred.error, LogAppendError):
+                self._issuer.helper_timed_out()  # the next warrant goes to a fresh helper
             return self._not_issued(op, deferred.error)
         if len(indices) < 2 or claims is None:
             return self._not_issued(op, op.mint_error or op.pending.then_error)
-        self.counters.issued(op.principal, op.now_s)
+        self._counters.issued(op.principal, op.now_s)
         return AuthorizeResult(
             decision,
             op.decision_index,
@@ -225,7 +225,7 @@ class GovernorAuthorize(GovernorAdmin):
         )
 
     @staticmethod
-    def _not_issued(op: _Authorization, error: BaseException | None) -> AuthorizeResult:
+    def _not_issued(op: Authorization, error: BaseException | None) -> AuthorizeResult:
         return AuthorizeResult(
             deny_all(
                 f"the warrant could not be issued and recorded ({error}); denied",
@@ -235,7 +235,7 @@ class GovernorAuthorize(GovernorAdmin):
         )
 
     @staticmethod
-    def _unrecorded(op: _Authorization, error: BaseException) -> AuthorizeResult:
+    def _unrecorded(op: Authorization, error: BaseException) -> AuthorizeResult:
         return AuthorizeResult(
             deny_all(
                 f"the decision could not be recorded ({error}); nothing is authorized unrecorded",
@@ -248,8 +248,15 @@ class GovernorAuthorize(GovernorAdmin):
     def _decide(
         self, principal: str, request: AuthorizeRequest, now_s: int
     ) -> tuple[PolicyRequest | None, Decision, VerifiedWarrant | None]:
-        record = self.principal(principal)
-        engine = self._engine
+        trust = self._trust
+        if trust.state_problem is not None:
+            # Raising here is a deny that the decision event records (_begin).
+            raise StoreError(
+                "the governance state disagrees with the log (see /readyz or proctor log verify); "
+                "nothing is authorized until it is repaired"
+            )
+        record = trust.principal(principal)
+        engine = trust.engine
         bundle = engine.bundle_digest if engine is not None else ""
         if record is None:
             return None, deny_all(f"unknown principal {principal!r}", bundle_digest=bundle), None
@@ -257,9 +264,9 @@ class GovernorAuthorize(GovernorAdmin):
         # issued in the last minute and hour, and today (UTC) as the daily budget.
         # Concurrency counts the principal's running executions, starts_1m its starts
         # in the last 60 s (one reading of the registry, which enforces the quotas).
-        usage = self.executions.registry.usage(principal, now_s)
+        usage = self._registry.usage(principal, now_s)
         counters = {
-            **self.counters.counts(principal, now_s),
+            **self._counters.counts(principal, now_s),
             "concurrency": usage.running,
             "starts_1m": usage.starts_1m,
         }
@@ -290,7 +297,7 @@ class GovernorAuthorize(GovernorAdmin):
             reason = "an exec request must bind the measured executable (executable_digest); denied"
             return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), None
         # At max_running no warrant is issued that could not start now (quotas).
-        refusal = running_refusal(self.quotas.limits(principal), principal, usage.running + usage.starting)
+        refusal = running_refusal(self._quotas.limits(principal), principal, usage.running + usage.starting)
         if refusal is not None:
             return policy_request, deny_all(refusal, bundle_digest=bundle, request=policy_request), None
         parent = None
@@ -302,7 +309,7 @@ class GovernorAuthorize(GovernorAdmin):
                 return policy_request, deny_all(reason, bundle_digest=bundle, request=policy_request), None
             policy_request = dataclasses.replace(policy_request, parent_warrant=parent.claims.warrant_id)
         if engine is None:
-            reason = f"no valid policy bundle is active ({self._bundle_error}); everything is denied"
+            reason = f"no valid policy bundle is active ({trust.bundle_error}); everything is denied"
             return policy_request, deny_all(reason, request=policy_request), parent
         return policy_request, engine.decide(policy_request, now=now_s), parent
 
@@ -318,34 +325,13 @@ class GovernorAuthorize(GovernorAdmin):
         )
         return verify_warrant_bounds(
             request.parent_warrant,
-            root_public_key=self.warrant_public_key,
+            root_public_key=self._warrant_public_key,
             now=now_s,
             request=wanted,
-            revoked=self.warrant_revoked,
+            revoked=self._trust.warrant_revoked,
         )
 
-    def warrant_revoked(self, warrant_id: str) -> bool:
-        """Whether a warrant is revoked: itself, an ancestor, or its principal since issue
-        (:func:`proctor.verification.find_revoked` over the state, read link by link)."""
-        state = self.state
-
-        def chain() -> Iterator[ChainLink]:
-            for wid in state.warrant_chain(warrant_id):
-                record = state.warrant(wid)
-                yield (
-                    ChainLink(wid)
-                    if record is None
-                    else ChainLink(wid, record["principal"], record["decision_index"])
-                )
-
-        found = find_revoked(
-            chain(),
-            is_revoked=state.is_revoked,
-            principal_revoked_index=lambda name: state.revoked_index("principal", name),
-        )
-        return found is not None
-
-    def _decision_event(
+    def decision_event(
         self,
         principal: str,
         policy_request: PolicyRequest | None,
@@ -356,6 +342,8 @@ class GovernorAuthorize(GovernorAdmin):
         parent_id: str,
         opening: ArgumentOpening | None,
     ) -> dict[str, Any]:
+        """The ``decision`` event of ``decision``: the request with its arguments
+        committed by ``opening``, not shown, and its digest."""
         logged = None
         if policy_request is not None and opening is not None:
             logged = redact(policy_request.to_json(), opening)
@@ -363,7 +351,7 @@ class GovernorAuthorize(GovernorAdmin):
             "v": 1,
             "type": "decision",
             "time": rfc3339(now),
-            "node": self.node,
+            "node": self._node,
             "principal": principal,
             "now": now_s,
             "decision": "allow" if decision.allow else "deny",
@@ -385,136 +373,3 @@ class GovernorAuthorize(GovernorAdmin):
         if parent_id:
             event["parent_warrant"] = parent_id
         return event
-
-    def _claims(self, op: _Authorization, index: int) -> WarrantClaims:
-        """What the warrant for the decision at ``index`` binds."""
-        request, decision, now_s = op.request, op.decision, op.now_s
-        obligations = dict(decision.obligations)
-        if op.parent is not None:
-            obligations = _inherit(obligations, op.parent.claims.obligations)
-        ttl = self._warrant_ttl_s
-        max_duration = obligations.get("max_duration_s")
-        if type(max_duration) is int and max_duration > 0:
-            ttl = min(ttl, max_duration)
-        expires = now_s + ttl
-        if op.parent is not None:
-            # Delegation only narrows: never valid past the parent (attenuations included).
-            expires = min(expires, op.parent.expires)
-        lease_s = obligations.get("lease_ttl_s")
-        lease_ttl_ms = lease_s * 1000 if type(lease_s) is int and lease_s > 0 else DEFAULT_LEASE_TTL_MS
-        return WarrantClaims(
-            warrant_id=new_warrant_id(),
-            principal=op.principal,
-            action=request.action,
-            resource=request.resource,
-            args_digest=args_digest(request.arguments if request.arguments is not None else request.argv),
-            zone=op.policy_request.zone if op.policy_request is not None else request.zone,
-            executable_digest=request.executable_digest,
-            obligations=obligations,
-            not_before=max(0, now_s - VALIDITY_SKEW_S),
-            expires=expires,
-            lease_ttl_ms=lease_ttl_ms,
-            decision_index=index,
-            parent=op.parent_id,
-        )
-
-    def _issued(
-        self, op: _Authorization, claims: WarrantClaims, token: str, index: int, leaf: bytes
-    ) -> tuple[dict[str, Any], Side]:
-        """The ``warrant.issued`` event of a minted warrant, and the write of its row
-        (which revocation of ancestors reads), as a side write of the same commit."""
-        row = self.state.warrant_writer(
-            claims.warrant_id,
-            principal=op.principal,
-            parent=op.parent_id,
-            decision_index=index,
-            expires=claims.expires,
-            issued=op.now_s,
-            token=token,
-        )
-        event = {
-            "v": 1,
-            "type": "warrant.issued",
-            "time": rfc3339(op.now),
-            "node": self.node,
-            "warrant": claims.warrant_id,
-            "parent_warrant": op.parent_id,
-            "principal": op.principal,
-            "decision_index": index,
-            "expires": claims.expires,
-            "lease_ttl_ms": claims.lease_ttl_ms,
-            "token_digest": digest(token.encode()),
-            "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
-        }
-        # Side writes get the append's first index (the decision's); warrant.issued follows.
-        return event, lambda conn, index: row(conn, index=index + 1)
-
-    def _warrant_event(self, op: _Authorization, index: int, leaf: bytes) -> tuple[dict[str, Any], Side]:
-        """Mint the warrant for the decision at ``index`` here; its event and row."""
-        claims = self._claims(op, index)
-        token = mint_warrant(claims, root_private_key=self._warrant_key_bytes)
-        op.claims, op.token = claims, token
-        return self._issued(op, claims, token, index, leaf)
-
-    def _mint_later(self, op: _Authorization, index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
-        """Send the claims to the minting helper; fill the reserved slot with the
-        ``warrant.issued`` event when the token comes back. Returns the fallback that
-        takes the slot if it does not (``warrant.failed``: the decision stands, denied).
-
-        Raises:
-            WarrantError: the helper cannot be reached (then nothing is reserved).
-        """
-        claims = self._claims(op, index)
-        op.deferred = deferred
-
-        def minted(token: str | None, error: BaseException | None) -> None:
-            if token is None:
-                deferred.fill(None, error=error)
-                return
-            try:
-                event, row = self._issued(op, claims, token, index, leaf)
-            except ProctorError as e:
-                deferred.fill(None, error=e)
-                return
-            op.claims, op.token = claims, token
-            deferred.fill(event, side=[row])
-
-        try:
-            if self.minter is None:  # cannot happen: only called with a helper
-                raise WarrantError("no minting helper")
-            self.minter.mint(claims, minted)
-        except WarrantError as e:
-            deferred.fill(None, error=e)  # the fallback takes the slot at once
-        return self._failed_event(
-            op,
-            index,
-            leaf,
-            "the warrant was not minted (the minting helper failed or did not answer in time)",
-        )
-
-    def _failed_event(self, op: _Authorization, index: int, leaf: bytes, reason: str) -> dict[str, Any]:
-        """``warrant.failed``: the decision at ``index`` allowed, but no warrant was issued."""
-        return {
-            "v": 1,
-            "type": "warrant.failed",
-            "time": rfc3339(op.now),
-            "node": self.node,
-            "principal": op.principal,
-            "decision_index": index,
-            "reason": reason[:500],
-            "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
-        }
-
-
-def _inherit(own: dict[str, Any], parent: Any) -> dict[str, Any]:
-    """A child's obligations: its own, made at least as strict as its parent's."""
-    merged = dict(own)
-    for name in _LOWEST:
-        theirs = parent.get(name)
-        if type(theirs) is int and theirs > 0:
-            mine = merged.get(name)
-            merged[name] = theirs if type(mine) is not int or mine <= 0 else min(mine, theirs)
-    for name in _ANY_TRUE:
-        if parent.get(name) is True:
-            merged[name] = True
-    return merged

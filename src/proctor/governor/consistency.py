@@ -192,7 +192,7 @@ class _Replay:
             self._malformed(index, "policy.activated", {"bundle": digest, "signer": signer})
             return
         then = self.principals.get(signer)
-        # Revoked after its last change counts as suspended (GovernorAdmin.principal).
+        # Revoked after its last change counts as suspended (TrustView.effective).
         revoked = self.revocations.get(("principal", signer))
         after = revoked is not None and (then is None or revoked.index > then.index)
         self.activations[digest] = _Activation(index, event.get("version"), signer, then, after)

@@ -48,7 +48,7 @@ from proctor.verification.lease import lease_expiry_ms, lease_lapsed, sweep_cuto
 from proctor.verification.recheck import ExecutionRecord, RenewalReport, Verdict, recheck
 
 if TYPE_CHECKING:
-    from proctor.governor.service import Governor
+    from proctor.governor.host import ExecutionHost
 
 __all__ = ["TERMINATION_REASONS", "VIOLATIONS", "ExecutionConflictError", "Executions"]
 
@@ -88,10 +88,10 @@ class Executions:
     finish racing the sweeper, can never both be recorded.
     """
 
-    def __init__(self, governor: Governor) -> None:
+    def __init__(self, governor: ExecutionHost) -> None:
         self.gov = governor
         self.registry = ExecutionRegistry(
-            governor.state.running_leases(), governor.state.running_executions(), governor._side_write
+            governor.state.running_leases(), governor.state.running_executions(), governor.recorder.side_write
         )
 
     def running_count(self, principal: str) -> int:
@@ -360,8 +360,13 @@ class Executions:
         self.registry.set_lease(execution_id, expires)
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
 
-    def _presented(self, record: dict[str, Any]) -> VerifiedWarrant:
-        """The warrant the enforcer presented at start (verified again after a restart)."""
+    def presented(self, record: dict[str, Any]) -> VerifiedWarrant:
+        """The warrant the enforcer presented at the start of the execution of ``record``
+        (verified again after a restart).
+
+        Raises:
+            WarrantError: the warrant does not verify.
+        """
         verified = self.registry.presented(record["id"])
         if verified is not None:
             return verified
@@ -557,7 +562,7 @@ class _TrustView:
         return principal is not None and principal.status == "active"
 
     def presented_warrant(self) -> VerifiedWarrant:
-        return self._executions._presented(self._record)
+        return self._executions.presented(self._record)
 
     def active_bundle(self) -> str | None:
         self._engine = self._executions.gov.engine

@@ -11,12 +11,12 @@ from proctor.errors import PrincipalError
 from proctor.receipts import build_receipt
 
 if TYPE_CHECKING:
-    from proctor.governor.service import Governor
+    from proctor.governor.host import ExecutionHost
 
 __all__ = ["execution_receipt"]
 
 
-def execution_receipt(gov: Governor, execution_id: str) -> dict[str, Any]:
+def execution_receipt(gov: ExecutionHost, execution_id: str) -> dict[str, Any]:
     """The execution's self-contained, offline-verifiable receipt."""
     record = gov.state.execution(execution_id)
     if record is None:

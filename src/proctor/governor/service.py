@@ -1,13 +1,21 @@
 """The governor: authenticates principals, decides, issues warrants, records everything.
 
-This module holds the governor's life cycle (keys, log, state, readiness, request
-authentication, the lease sweeper); the authorization flow is in
-:mod:`proctor.governor.authorize`, admin operations in :mod:`proctor.governor.admin`,
-executions and leases in :mod:`proctor.governor.executions`.
+:class:`Governor` is the composition root (ADR 0012): it opens the data directory's
+log, state and keys, builds its collaborators, hands each the others it uses, and
+exposes one public API by delegation. This module also holds the governor's life cycle
+(readiness, request authentication, the lease sweeper) and ``proctor init``
+(:func:`initialize`). The parts:
 
-Admin operations (principals, policy, revocation) append their event first and then
-update the state tables (or commit them with the event), so the log can always
-explain the state.
+- :mod:`proctor.governor.startup` checks the state against the log and builds the
+  :class:`~proctor.governor.trust.TrustView` (what the governor trusts);
+- :mod:`proctor.governor.recorder` appends events with their state writes;
+- :mod:`proctor.governor.admin` (principals, policy, revocation) and
+  :mod:`proctor.governor.authorize` (decisions; warrants from
+  :mod:`proctor.governor.issuance`);
+- :mod:`proctor.governor.executions` (executions and leases), which receives the
+  governor as an :class:`~proctor.governor.host.ExecutionHost`.
+
+No part imports this module, and no part reads another's private members.
 """
 
 from __future__ import annotations
@@ -20,37 +28,34 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
 from proctor.authorization.requests import verify_request
 from proctor.config import load_config, write_default_config
 from proctor.datadir import DataDir
-from proctor.errors import (
-    AuthenticationError,
-    ProctorError,
-    StoreError,
-)
+from proctor.errors import AuthenticationError, ProctorError, StoreError
 from proctor.governor._events import principal_event, rfc3339
-from proctor.governor._fair import PerPrincipal
 from proctor.governor.access_log import PRINCIPAL
-from proctor.governor.admin import ADMIN, REVOCATION_KINDS
-from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, GovernorAuthorize
-from proctor.governor.consistency import StateReport
+from proctor.governor.admin import ADMIN, REVOCATION_KINDS, Administration
+from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, DELEGATIONS_PER_PRINCIPAL, Authorizer
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
+from proctor.governor.issuance import WarrantIssuer
+from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
-from proctor.governor.state_audit import audit_state
+from proctor.governor.recorder import Recorder
+from proctor.governor.startup import open_trust
 from proctor.governor.stream import Broadcaster
-from proctor.lineage.log import Log, Side
+from proctor.lineage.log import Log
 from proctor.policy import PolicyEngine
 from proctor.store.state import PrincipalRecord, StateStore
 
 __all__ = [
     "ADMIN",
+    "DEFAULT_COMMIT_LINGER_S",
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_WARRANT_TTL_S",
+    "DELEGATIONS_PER_PRINCIPAL",
     "REVOCATION_KINDS",
     "Governor",
     "initialize",
@@ -58,11 +63,7 @@ __all__ = [
 ]
 
 DEFAULT_WARRANT_TTL_S = 900
-_SHOWN_DISCREPANCIES = 20
 DEFAULT_COMMIT_LINGER_S = 0.002
-DELEGATIONS_PER_PRINCIPAL = 2
-"""Delegated authorizations (a parent warrant to verify) one principal may have in
-verification at once; more wait for their turn, off the event loop."""
 
 
 def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
@@ -140,8 +141,23 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
     }
 
 
-class Governor(GovernorAuthorize):
-    """The governor of one data directory (embedded SQLite store).
+class Governor:
+    """The governor of one data directory (embedded SQLite store): the composition root
+    of its collaborators, each built here and handed what it uses.
+
+    - :attr:`trust` (:class:`~proctor.governor.trust.TrustView`): principals, admins,
+      public keys, revocations and the active engine, read-only to its readers;
+    - :attr:`recorder` (:class:`~proctor.governor.recorder.Recorder`): appends events
+      with their state writes; the admin lock and the event loops' wakers;
+    - :attr:`admin` (:class:`~proctor.governor.admin.Administration`): principals,
+      policy pushes, revocations;
+    - :attr:`authorizer` (:class:`~proctor.governor.authorize.Authorizer`): decisions
+      and warrants (minted by a :class:`~proctor.governor.issuance.WarrantIssuer`);
+    - :attr:`executions` (:class:`~proctor.governor.executions.Executions`, with its
+      execution registry): starts, leases, finishes.
+
+    The public methods below delegate to them; the governor itself keeps the life
+    cycle, readiness and request authentication.
 
     Thread-safe: authorizations run concurrently (their log appends are group
     committed); policy pushes swap the engine atomically.
@@ -177,34 +193,53 @@ class Governor(GovernorAuthorize):
         self.quotas = self.config.quotas
         self.node = node
         self._clock = clock
-        self._warrant_ttl_s = warrant_ttl_s
         self.log = Log.open(self.data.path, linger=commit_linger_s)
         self.state = StateStore(self.data.db_path)
-        keys = self.data.path / "keys"
-        self._warrant_key = PrincipalKey.load(keys / "warrant.key")
-        self._warrant_key_bytes = self._warrant_key.private_bytes()
+        warrant_key = PrincipalKey.load(self.data.path / "keys" / "warrant.key")
         self.minter: MintHelper | None = None
         if mint_helper:
-            self.minter = MintHelper(self._warrant_key_bytes)
+            self.minter = MintHelper(warrant_key.private_bytes())
             self.minter.start()
-        self.warrant_public_key = self._warrant_key.public_key
-        self._lock = threading.Lock()
-        self._principals = {}
-        self._principals_generation = 0
-        self._wakers = {}
+        self.warrant_public_key = warrant_key.public_key
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.broadcaster = Broadcaster()
-        self.executions = Executions(self)
         self.counters = RateCounters(self.state)
-        self._delegations = PerPrincipal(DELEGATIONS_PER_PRINCIPAL)
         self.nonces = NonceCache(self.state, now=int(self.now()))
-        self._engine: PolicyEngine | None = None
-        self._bundle_error: str | None = "no policy bundle has been pushed"
-        self.state_report: StateReport | None = None
-        self._state_problem: str | None = None
-        self._check_state()
-        self._load_active_bundle()
+        # The collaborators, each given what it uses (no one reaches into another).
+        self.trust, self.state_report = open_trust(self.data, self.log, self.state)
+        self.recorder = Recorder(self.log, self.state, self.trust)
+        self.executions = Executions(self)
+        self.admin = Administration(
+            trust=self.trust,
+            recorder=self.recorder,
+            state=self.state,
+            log=self.log,
+            broadcaster=self.broadcaster,
+            executions=self.executions,
+            node=node,
+            clock=self.now,
+        )
+        issuer = WarrantIssuer(
+            self.state,
+            node=node,
+            warrant_key=warrant_key.private_bytes(),
+            warrant_ttl_s=warrant_ttl_s,
+            minter=self.minter,
+        )
+        self.authorizer = Authorizer(
+            trust=self.trust,
+            recorder=self.recorder,
+            issuer=issuer,
+            registry=self.executions.registry,
+            counters=self.counters,
+            nonces=self.nonces,
+            state=self.state,
+            quotas=self.quotas,
+            node=node,
+            clock=self.now,
+            warrant_public_key=self.warrant_public_key,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -248,87 +283,14 @@ class Governor(GovernorAuthorize):
         """The governor's clock (injectable for tests)."""
         return float(self._clock())
 
-    # -- the state, checked against the log -------------------------------------
-
-    def _check_state(self) -> None:
-        """Check the state tables against the log before serving anything
-        (:func:`~proctor.governor.state_audit.audit_state`). On a discrepancy, or if
-        the check cannot run, the governor fails closed until it is restarted on state
-        that agrees: not ready, every authorization denied (and recorded), every
-        warrant treated as revoked (no execution starts, no lease is renewed), no
-        admin change; :attr:`state_problem` says which rows disagree."""
-        try:
-            report = audit_state(self.data.db_path, self.log.verifier)
-        except (ProctorError, ValueError) as e:
-            self._state_problem = f"the state could not be checked against the log: {e}"
-            return
-        self.state_report = report
-        if not report.ok:
-            found = report.discrepancies
-            shown = "; ".join(str(d) for d in found[:_SHOWN_DISCREPANCIES])
-            more = f"; and {len(found) - _SHOWN_DISCREPANCIES} more" if found[_SHOWN_DISCREPANCIES:] else ""
-            self._state_problem = f"{len(found)} state row(s) disagree with the log: {shown}{more}"
-
-    @property
-    def state_problem(self) -> str | None:
-        """Why the state is not trusted (the governor then serves nothing), or ``None``."""
-        return self._state_problem
-
-    def _untrusted(self) -> StoreError:
-        return StoreError(
-            "the governance state disagrees with the log (see /readyz or proctor log verify); "
-            "nothing is authorized until it is repaired"
-        )
-
-    def _decide(self, *args: Any, **kwargs: Any) -> Any:
-        # Raising here is a deny that the decision event records (GovernorAuthorize._begin).
-        if self._state_problem is not None:
-            raise self._untrusted()
-        return super()._decide(*args, **kwargs)
-
-    def is_admin(self, principal: str) -> bool:
-        """Whether ``principal`` is an active admin; no one is while the state is untrusted."""
-        return self._state_problem is None and super().is_admin(principal)
-
-    def warrant_revoked(self, warrant_id: str) -> bool:
-        """Whether a warrant is revoked. While the state is untrusted, so is the record
-        of revocations: every warrant counts as revoked (no start, no renewal)."""
-        return self._state_problem is not None or super().warrant_revoked(warrant_id)
-
-    def _load_active_bundle(self) -> None:
-        """Compile the active bundle that the state check matched to the log, after
-        verifying its signature again with the key the check used (the signer's as the
-        log registered it)."""
-        report = self.state_report
-        if self._state_problem is not None or report is None:
-            self._bundle_error = "the governance state disagrees with the log; nothing is served"
-            return
-        active = report.active_bundle
-        if active is None:
-            return
-        if self.state.is_revoked("policy", active.digest):
-            self._bundle_error = f"the active bundle {active.digest} is revoked"
-            return
-        try:
-            active.signed.verify(Ed25519PublicKey.from_public_bytes(active.public_key))
-            self._engine = PolicyEngine.compile(active.signed.bundle)
-            self._bundle_error = None
-        except (ProctorError, ValueError) as e:  # fail closed: deny all
-            self._bundle_error = f"the stored active bundle does not load: {e}"
-
-    @property
-    def engine(self) -> PolicyEngine | None:
-        """The active policy engine, or ``None`` (deny everything; always while the
-        state is untrusted)."""
-        return self._engine if self._state_problem is None else None
-
     def ready(self) -> tuple[bool, dict[str, str]]:
         """Readiness: the store (answering, with state that agreed with the log at
         start), the log and a valid policy bundle."""
         checks: dict[str, str] = {}
+        problem = self.trust.state_problem
         try:
             self.state.ping()
-            checks["store"] = "ok" if self._state_problem is None else f"error: {self._state_problem}"
+            checks["store"] = "ok" if problem is None else f"error: {problem}"
         except StoreError as e:
             checks["store"] = f"error: {e}"
         try:
@@ -337,7 +299,7 @@ class Governor(GovernorAuthorize):
             checks["log"] = "ok" if failed is None else f"error: cannot durably record: {failed}"
         except ProctorError as e:
             checks["log"] = f"error: {e}"
-        checks["policy"] = "ok" if self._engine is not None else f"error: {self._bundle_error}"
+        checks["policy"] = "ok" if self.trust.engine is not None else f"error: {self.trust.bundle_error}"
         return all(v == "ok" for v in checks.values()), checks
 
     # -- authentication --------------------------------------------------------
@@ -364,7 +326,7 @@ class Governor(GovernorAuthorize):
                 target,
                 body,
                 headers,
-                public_key_for=self.public_key_for,
+                public_key_for=self.trust.public_key_for,
                 now=now,
                 remember_nonce=lambda keyid, nonce, expires: self.nonces.remember(
                     keyid, nonce, expires, now=now
@@ -372,7 +334,9 @@ class Governor(GovernorAuthorize):
             )
         except AuthenticationError as e:
             keyid = headers.get("signature-input", "")[:128]
-            self._side_write(self.state.auth_failure_writer(now, keyid, e.reason, f"{method} {target}: {e}"))
+            self.recorder.side_write(
+                self.state.auth_failure_writer(now, keyid, e.reason, f"{method} {target}: {e}")
+            )
             raise
         PRINCIPAL.set(name)  # for the access log: the verified name, never a claimed one
         return name
@@ -381,20 +345,87 @@ class Governor(GovernorAuthorize):
         """Queue the nonces not yet persisted for the log writer's next transaction
         (authorizations carry them in their own commit; other requests call this)."""
         if self.nonces.claim_flush():
-            self._side_write(self.nonces.persist)
+            self.recorder.side_write(self.nonces.persist)
 
-    def _side_write(self, write: Side) -> None:
-        # If the log cannot write, every authorization fails closed on its own; a record
-        # of a rejected request or a nonce is not worth failing more for.
-        with contextlib.suppress(ProctorError):
-            self.log.submit([], side=[write])
+    # -- authorization (Authorizer) ----------------------------------------------
+
+    def authorize(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
+        """:meth:`Authorizer.authorize <proctor.governor.authorize.Authorizer.authorize>`:
+        decide, record, issue; a failure of policy, state or log is a deny."""
+        return self.authorizer.authorize(principal, request)
+
+    async def authorize_async(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
+        """:meth:`authorize` for an event loop (:meth:`Authorizer.authorize_async
+        <proctor.governor.authorize.Authorizer.authorize_async>`)."""
+        return await self.authorizer.authorize_async(principal, request)
+
+    # -- administration (Administration) -----------------------------------------
+
+    def add_principal(
+        self, name: str, public_key_b64: str, *, attrs: Mapping[str, str], zone: str, by: str
+    ) -> PrincipalRecord:
+        """Register a principal (:meth:`Administration.add_principal
+        <proctor.governor.admin.Administration.add_principal>`, which lists what it raises)."""
+        return self.admin.add_principal(name, public_key_b64, attrs=attrs, zone=zone, by=by)
+
+    def set_principal_status(self, name: str, status: str, *, by: str) -> PrincipalRecord:
+        """Suspend or resume a principal (:meth:`Administration.set_principal_status
+        <proctor.governor.admin.Administration.set_principal_status>`)."""
+        return self.admin.set_principal_status(name, status, by=by)
+
+    def push_policy(self, signed_doc: Mapping[str, Any], *, by: str) -> dict[str, Any]:
+        """Validate, verify and activate a signed policy bundle
+        (:meth:`Administration.push_policy <proctor.governor.admin.Administration.push_policy>`)."""
+        return self.admin.push_policy(signed_doc, by=by)
+
+    def revoke(self, kind: str, target: str, *, reason: str, by: str, successor: str = "") -> dict[str, Any]:
+        """Revoke a warrant, an execution, a principal or a policy bundle
+        (:meth:`Administration.revoke <proctor.governor.admin.Administration.revoke>`)."""
+        return self.admin.revoke(kind, target, reason=reason, by=by, successor=successor)
+
+    async def revoke_async(
+        self, kind: str, target: str, *, reason: str, by: str, successor: str = ""
+    ) -> dict[str, Any]:
+        """:meth:`revoke` for the event loop (:meth:`Administration.revoke_async
+        <proctor.governor.admin.Administration.revoke_async>`)."""
+        return await self.admin.revoke_async(kind, target, reason=reason, by=by, successor=successor)
+
+    # -- what the governor trusts (TrustView) ------------------------------------
+
+    @property
+    def state_problem(self) -> str | None:
+        """Why the state is not trusted (the governor then serves nothing), or ``None``."""
+        return self.trust.state_problem
+
+    @property
+    def engine(self) -> PolicyEngine | None:
+        """The active policy engine, or ``None`` (deny everything; always while the
+        state is untrusted)."""
+        return self.trust.engine
+
+    def principal(self, name: str) -> PrincipalRecord | None:
+        """The principal's record as governance sees it (:meth:`TrustView.principal
+        <proctor.governor.trust.TrustView.principal>`)."""
+        return self.trust.principal(name)
+
+    def is_admin(self, principal: str) -> bool:
+        """Whether ``principal`` is an active admin; no one is while the state is untrusted."""
+        return self.trust.is_admin(principal)
+
+    def public_key_for(self, name: str) -> bytes | None:
+        """The public key of principal ``name`` (for request authentication)."""
+        return self.trust.public_key_for(name)
+
+    def warrant_revoked(self, warrant_id: str) -> bool:
+        """Whether a warrant, an ancestor or its principal since issue is revoked; every
+        warrant is while the state is untrusted (no start, no renewal)."""
+        return self.trust.warrant_revoked(warrant_id)
+
+    def active_policy(self) -> dict[str, Any] | None:
+        """The active signed bundle as JSON, or ``None``."""
+        return self.trust.active_policy()
 
     def trust_changes(self, since: int) -> list[dict[str, Any]]:
         """Revocations and policy activations recorded after log index ``since`` (the
         backlog of ``GET /v1/stream``), in log order."""
-        messages: list[dict[str, Any]] = [
-            {"type": "revocation", "seq": r.log_index, "kind": r.kind, "target": r.target}
-            for r in self.state.revocations(since)
-        ]
-        messages += [{"type": "policy", "seq": i, "bundle": d} for i, d in self.state.activations(since)]
-        return sorted(messages, key=lambda m: int(m["seq"]))
+        return self.trust.trust_changes(since)

@@ -24,7 +24,7 @@ import asyncio
 import re
 import threading
 from collections.abc import AsyncGenerator, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from starlette.responses import StreamingResponse
@@ -34,7 +34,7 @@ from proctor.errors import PrincipalError, StreamLimitError  # StreamLimitError:
 from proctor.governor.model import RequestShapeError
 
 if TYPE_CHECKING:
-    from proctor.governor.service import Governor
+    from proctor.store.state import PrincipalRecord, StateStore
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
@@ -46,6 +46,7 @@ __all__ = [
     "StreamAudience",
     "StreamLimitError",
     "StreamSlots",
+    "StreamSource",
     "sse_stream",
 ]
 
@@ -285,10 +286,32 @@ class EventStreamResponse(StreamingResponse):
             await self._events.aclose()
 
 
+class StreamSource(Protocol):
+    """What :class:`EventStreams` uses of the governor (a protocol, so that this module,
+    which the service imports, does not import the service: ADR 0012)."""
+
+    @property
+    def state(self) -> StateStore:
+        """The governance state tables (owners of executions and warrants)."""
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """Where live trust changes are published."""
+
+    def principal(self, name: str) -> PrincipalRecord | None:
+        """A principal as governance sees it (revoked counts as suspended)."""
+
+    def is_admin(self, principal: str) -> bool:
+        """Whether ``principal`` is an active admin."""
+
+    def trust_changes(self, since: int) -> list[dict[str, Any]]:
+        """The recorded trust changes after log index ``since``, in log order."""
+
+
 class EventStreams:
     """``GET /v1/stream`` of one governor: admission, audience, the stream itself."""
 
-    def __init__(self, governor: Governor, slots: StreamSlots, *, keepalive: float = 5.0) -> None:
+    def __init__(self, governor: StreamSource, slots: StreamSlots, *, keepalive: float = 5.0) -> None:
         """Args:
         governor: whose trust changes are streamed.
         slots: the caps on open streams.
