@@ -1,5 +1,10 @@
 """``proctor demo``: the runtime governance demonstration, end to end, without input.
 
+Why one module: the demo is one script read from top to bottom. Its scenes run in
+order against one governor and one data directory, each printing the exact command line
+it runs; the file reads as the walkthrough it prints, and splitting it would scatter one
+story over several files.
+
 It teaches: each scene prints the Cedar policy that decided it (the statement named by
 the logged decision, read from the bundle the governor activated), the exact
 ``proctor`` command line that does the same with this run's server, data directory and

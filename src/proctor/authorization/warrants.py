@@ -1,5 +1,11 @@
 """Warrants: Biscuit tokens (Ed25519) that authorize one execution.
 
+Why one module: minting, verifying, attenuating and inspecting a warrant are four
+readings of one token format (the authority block's fact names, the authorizer facts
+the checks compare against, the Datalog limits). Kept together, a change to a fact name
+or a limit is made once and seen by all four; split, one reader could drift from the
+writer.
+
 The authority block, signed by the governor's root key, carries the claims as facts
 (``warrant_version(1)``, ``warrant``, ``principal``, ``action``, ``resource``,
 ``args_digest``, ``zone``, ``executable_digest``, ``obligation(name, value)``,

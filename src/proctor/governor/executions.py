@@ -12,6 +12,12 @@ fails says which reason to terminate with; the enforcer kills the tree and *fini
 the execution, which appends the terminal event. Heartbeats are not logged; only
 changes of trust are (``execution.verified`` when the policy version changed and was
 re-evaluated). Lease arithmetic: :mod:`proctor.verification.lease`.
+
+Why one module: start, renewal, finish and the sweep are the transitions of one state
+machine over one execution's row, its lease and its single-use warrant. They share the
+per-execution claim that keeps two changes of one execution from both being recorded,
+and the rule that every transition commits with the event that explains it; that
+invariant is audited by reading every transition in one place.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """Checking a receipt: pure (no I/O, no clock), with nothing but the log's verifier key.
 
+Why one module: the eight steps below run in a fixed order over one checker's state
+(the parsed entries, the execution, the revealed openings), and each relies on what the
+steps before it established; they are audited by reading them in that order, top to
+bottom.
+
 The format is described in :mod:`proctor.receipts`. No clock is read: warrants are
 judged at the times the receipt's own events record, so an old receipt still verifies.
 
