@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,6 +121,21 @@ def kept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kept]:
                     time.sleep(0.1)
                 if not _gone(pid):
                     os.kill(pid, signal.SIGKILL)
+        _remove_as_printed(done.stdout, data)
+
+
+def _remove_as_printed(stdout: str, data: Path) -> None:
+    """Run the printed ``rm -rf`` (after ``stop it``), on nothing but this demo's directories."""
+    lines = stdout.splitlines()
+    after = lines[next((i for i, line in enumerate(lines) if line.startswith("stop it")), len(lines)) :]
+    for line in after:
+        argv = shlex.split(line)
+        if argv[:2] == ["rm", "-rf"]:
+            temp = Path(tempfile.gettempdir())
+            for path in map(Path, argv[2:]):
+                assert path == data or (path.parent == temp and path.name.startswith("proctor-demo-")), path
+            subprocess.run(argv, check=True, timeout=60)
+            assert not any(Path(p).exists() for p in argv[2:])
 
 
 def test_each_scene_prints_its_policy_and_command_line(kept: Kept) -> None:
