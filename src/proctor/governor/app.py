@@ -6,7 +6,8 @@ principal (RFC 9421 HTTP Message Signatures, see
 requests get 401, are recorded (bounded table and a metric, not the Merkle log, so
 that unauthenticated callers cannot grow the log) and nothing else happens. Log reads
 and proofs are public (their events carry warrant digests, never tokens); a receipt
-holds raw warrant tokens: its execution's principal or an admin only. The event stream
+holds raw warrant tokens: its execution's principal or an admin only; so does an
+execution's summary (:mod:`proctor.governor.execution_views`). The event stream
 is signed, capped and filtered per caller (:mod:`proctor.governor.stream`).
 
 Every request first passes the boundary's limits (:mod:`proctor.governor.limits`);
@@ -65,6 +66,7 @@ from proctor.governor.boundary import (
     refusal,
     unexpected,
 )
+from proctor.governor.execution_views import DEFAULT_LIMIT, list_executions, show_execution
 from proctor.governor.limits import MAX_BODY, BoundedBody, check_head, parse_json
 from proctor.governor.metrics import GovernorMetrics
 from proctor.governor.model import (
@@ -468,6 +470,21 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
             if record["status"] not in ("running", "terminating"):
                 raise
             raise ExecutionConflictError(f"execution {execution_id!r} has not ended: {e}") from e
+
+    @app.get("/v1/executions")
+    def executions_list(
+        who: Annotated[Caller, Depends(caller)],
+        status: str = "running",
+        principal: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> dict[str, Any]:
+        # Admins: everyone's (or one principal's); others: their own. Bounded, newest first.
+        return list_executions(governor, who.name, status=status, principal=principal, limit=limit)
+
+    @app.get("/v1/executions/{execution_id}")
+    def execution_show(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        # Its principal's or an admin's; for anyone else the same 404 as an unknown id.
+        return show_execution(governor, who.name, execution_id)
 
     @app.get("/v1/stream")
     async def stream(

@@ -39,7 +39,7 @@ from proctor.errors import StoreConflictError, StoreError
 from proctor.store._connections import ThreadConnections
 from proctor.store._state_schema import SCHEMA, STATE_SCHEMA_VERSION, add_columns, add_constraints
 
-__all__ = ["STATE_SCHEMA_VERSION", "PrincipalRecord", "RevocationRecord", "StateStore"]
+__all__ = ["STATE_SCHEMA_VERSION", "ExecutionSummary", "PrincipalRecord", "RevocationRecord", "StateStore"]
 
 MAX_AUTH_FAILURES = 10_000
 
@@ -75,6 +75,43 @@ class RevocationRecord:
     def to_json(self) -> dict[str, Any]:
         """The revocation as the API shows it (every field)."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    """What may be shown of a stored execution: no arguments, no warrant token.
+
+    Attributes:
+        id: the execution id (``ex_…``).
+        principal: whose it is.
+        warrant: the warrant id it started with.
+        action: the request's action (``exec`` …).
+        resource: the request's resource (the measured file, for ``exec``).
+        zone: the zone it runs in (``""``: none).
+        status: ``running``, ``terminating``, ``completed``, ``terminated`` or ``failed``.
+        reason: why it is terminating or was terminated (``""`` otherwise).
+        bundle: the digest of the policy bundle it runs under.
+        started: unix seconds of its start.
+        ended: unix seconds of its end (0 while it runs).
+        lease_expires_ms: the lease deadline as stored (the governor's memory is newer).
+        ttl_ms: the lease's time to live.
+        indices: the log indices of its events, in order.
+    """
+
+    id: str
+    principal: str
+    warrant: str
+    action: str
+    resource: str
+    zone: str
+    status: str
+    reason: str
+    bundle: str
+    started: int
+    ended: int
+    lease_expires_ms: int
+    ttl_ms: int
+    indices: tuple[int, ...]
 
 
 class StateStore:
@@ -583,6 +620,39 @@ class StateStore:
         record["indices"] = orjson.loads(record["indices"])
         return record
 
+    def execution_summary(self, execution_id: str) -> ExecutionSummary | None:
+        """The summary of one execution, or ``None`` if there is none by that id."""
+        row = self._exec(f"{_SUMMARY} WHERE id = ?", (execution_id,)).fetchone()
+        return None if row is None else _summary(row)
+
+    def execution_summaries(
+        self, *, principal: str | None, live_only: bool, limit: int
+    ) -> list[ExecutionSummary]:
+        """Summaries of executions, newest start first.
+
+        Args:
+            principal: only this principal's (``None``: everyone's).
+            live_only: only those still ``running`` or ``terminating``.
+            limit: at most this many (1 or more).
+
+        Raises:
+            StoreError: ``limit`` is below 1, or the database cannot be read.
+        """
+        if type(limit) is not int or limit < 1:
+            raise StoreError(f"expected a limit of at least 1, found {limit!r}")
+        where, params = [], []
+        if principal is not None:
+            where.append("principal = ?")
+            params.append(principal)
+        if live_only:
+            where.append("status IN ('running', 'terminating')")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._exec(
+            f"{_SUMMARY}{clause} ORDER BY started DESC, rowid DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_summary(row) for row in rows]
+
     def update_execution(self, execution_id: str, **fields: Any) -> None:
         """Change some columns of an execution (``indices`` is encoded)."""
         if not fields:
@@ -660,6 +730,28 @@ def _execution_update(fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
         fields = {**fields, "indices": orjson.dumps(fields["indices"]).decode()}
     assignments = ", ".join(f"{k} = ?" for k in fields)
     return f"UPDATE executions SET {assignments} WHERE id = ?", tuple(fields.values())  # noqa: S608 - column names are from the allow-list above
+
+
+# The summary columns; the request's action, resource and zone are read inside SQLite,
+# so its arguments never leave the store.
+_SUMMARY = (
+    "SELECT id, principal, warrant, coalesce(json_extract(request, '$.action'), ''), "
+    "coalesce(json_extract(request, '$.resource'), ''), coalesce(json_extract(request, '$.zone'), ''), "
+    "status, reason, bundle, started, ended, lease_expires_ms, ttl_ms, indices FROM executions"
+)
+
+
+def _summary(row: tuple[Any, ...]) -> ExecutionSummary:
+    ex, principal, warrant, action, resource, zone, status, reason, bundle = (str(v) for v in row[:9])
+    try:
+        started, ended, expires, ttl = (int(v) for v in row[9:13])
+        indices = tuple(int(i) for i in orjson.loads(row[13]))
+    except (orjson.JSONDecodeError, TypeError, ValueError) as e:
+        raise StoreError(f"execution {ex!r}: expected integer times and log indices, found {e}") from e
+    return ExecutionSummary(
+        ex, principal, warrant, action, resource, zone, status, reason, bundle,
+        started, ended, expires, ttl, indices,
+    )  # fmt: skip
 
 
 _EXISTS = {
