@@ -3,13 +3,15 @@
 Exit codes: :class:`proctor.exitcodes.ExitCode`, one table for every command (a public
 contract; ``EXIT_OK``, ``EXIT_VERIFY_FAILED`` and ``EXIT_BAD_INPUT`` here are aliases).
 
-Data goes to stdout as JSON; messages go to stderr prefixed ``proctor:``.
+Data goes to stdout: as JSON when stdout is not a terminal or with ``--json`` (what
+scripts read, unchanged), for a person on a terminal (:mod:`proctor.cli_output`);
+messages go to stderr prefixed ``proctor:``.
 
-The commands of :mod:`proctor.cli_run` and :mod:`proctor.cli_admin` load when they are
-invoked (or when the whole list is shown), and the commands here import the governor
-only inside their bodies: ``proctor run`` starts without importing
-:mod:`proctor.governor`, Cedar or the web framework (``docs/architecture.md``, "What
-each package may import").
+The commands of :mod:`proctor.cli_run`, :mod:`proctor.cli_admin` and
+:mod:`proctor.cli_executions` load when they are invoked (or when the whole list is
+shown), and the commands here import the governor only inside their bodies:
+``proctor run`` starts without importing :mod:`proctor.governor`, Cedar or the web
+framework (``docs/architecture.md``, "What each package may import").
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from proctor import __version__
-from proctor.cli_output import emit, fail
+from proctor.cli_output import DataOpt, JsonOpt, emit, fail, fields, ticks
 from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.errors import (
     ConfigError,
@@ -53,7 +55,24 @@ EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_admin": ("serve", "authorize", "revoke", "principal", "policy", "warrant"),
     "proctor.cli_run": ("run", "receipt", "verify"),
+    "proctor.cli_executions": ("executions",),
 }
+
+
+def _tidy_flags(command: Any, ctx: Any) -> Any:
+    """``command`` (and its subcommands) with no placeholder shown for a flag, ``--help``
+    included: a flag takes no value, and Typer would show ``<bool>`` (one placeholder
+    style, :mod:`proctor.cli_output`)."""
+    option = command.get_help_option(ctx)
+    if option is None or option.metavar == "":
+        return command  # tidied already (or nothing to tidy)
+    option.metavar = ""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in [*getattr(command, "commands", {}).values(), *getattr(command, "subcommands", {}).values()]:
+        _tidy_flags(sub, ctx)
+    return command
 
 
 class _LazyGroup(TyperGroup):
@@ -72,7 +91,15 @@ class _LazyGroup(TyperGroup):
             for module, names in _LAZY_COMMANDS.items():
                 if cmd_name in names:
                     self._load(module, names)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else _tidy_flags(command, ctx)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """``--help``, shown without a placeholder (it is a flag, as is ``--version``)."""
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
 
     def list_commands(self, ctx: Any) -> list[str]:
         """Every command name, each module loaded (only ``proctor --help`` needs them all)."""
@@ -86,10 +113,19 @@ class _LazyGroup(TyperGroup):
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """Resolve as Typer does; an unknown name first loads every module, so that
-        "Did you mean …?" considers every command."""
+        "Did you mean …?" considers every command.
+
+        A command with ``subcommands`` (``proctor receipt``: ``show``) runs one of them
+        when its name comes first (``proctor receipt show FILE``) and itself otherwise
+        (``proctor receipt ex_…``): the name is never a value the command takes.
+        """
         if args and self.get_command(ctx, args[0]) is None:
             self.list_commands(ctx)
-        return super().resolve_command(ctx, args)
+        name, command, rest = super().resolve_command(ctx, args)
+        inner = getattr(command, "subcommands", {})
+        if rest and rest[0] in inner:
+            return f"{name} {rest[0]}", _tidy_flags(inner[rest[0]], ctx), rest[1:]
+        return name, command, rest
 
     def _load(self, module: str, names: tuple[str, ...]) -> None:
         if all(n in self.commands for n in names):
@@ -115,11 +151,6 @@ app = typer.Typer(
 log_app = typer.Typer(help="Read, prove and verify the lineage log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
 
-DataOpt = Annotated[
-    Path,
-    typer.Option("--data", envvar="PROCTOR_DATA", help="Data directory.", show_default=True),
-]
-
 
 def _exit_code(e: ProctorError) -> ExitCode:
     if isinstance(e, LogIntegrityError | VerificationError):
@@ -144,7 +175,9 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Execution governance: authorize, enforce, prove."""
@@ -155,8 +188,12 @@ def _init(
     data: DataOpt = DEFAULT_DATA_DIR,
     origin: Annotated[
         str | None,
-        typer.Option(help="The log's origin (checkpoint first line); default proctor/<host>/<random>."),
+        typer.Option(
+            metavar="ORIGIN",
+            help="The log's origin (checkpoint first line); default proctor/HOST/RANDOM.",
+        ),
     ] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Create a data directory: log key, admin key, warrant key, database, signed empty log.
 
@@ -171,7 +208,7 @@ def _init(
         fail(_exit_code(e), f"error: {e}")
     except OSError as e:  # initialize wraps these; an expected failure never shows a traceback
         fail(ExitCode.BAD_INPUT, f"error: cannot initialise {data}: {e}")
-    emit(result)
+    emit(result, human=fields, json=json_out)
 
 
 @log_app.command("key")
@@ -193,8 +230,9 @@ def _log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
 
 @log_app.command("entry")
 def _log_entry(
-    index: Annotated[int, typer.Argument(help="Entry index (0-based).")],
+    index: Annotated[int, typer.Argument(metavar="INDEX", help="Entry index (0-based).")],
     data: DataOpt = DEFAULT_DATA_DIR,
+    json_out: JsonOpt = False,
 ) -> None:
     """Print one entry: its index, leaf hash and event."""
     with _open(data) as log:
@@ -208,50 +246,65 @@ def _log_entry(
                 "index": index,
                 "leaf_hash": base64.b64encode(leaf).decode(),
                 "event": orjson.loads(raw),
-            }
+            },
+            human=fields,
+            json=json_out,
         )
 
 
 @log_app.command("proof")
 def _log_proof(
-    index: Annotated[int, typer.Option("--index", help="Entry index to prove.")],
+    index: Annotated[int, typer.Option("--index", metavar="N", help="Entry index to prove.")],
     size: Annotated[
-        int | None, typer.Option("--size", help="Tree size; default the latest checkpoint's.")
+        int | None, typer.Option("--size", metavar="N", help="Tree size; default the latest checkpoint's.")
     ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
+    json_out: JsonOpt = False,
 ) -> None:
     """Print an RFC 9162 inclusion proof as JSON."""
     with _open(data) as log:
         try:
-            emit(log.inclusion_proof(index, size))
+            emit(log.inclusion_proof(index, size), human=fields, json=json_out)
         except ProctorError as e:
             fail(_exit_code(e), f"error: {e}")
 
 
 @log_app.command("consistency")
 def _log_consistency(
-    old: Annotated[int, typer.Option("--old", help="The older tree size.")],
+    old: Annotated[int, typer.Option("--old", metavar="N", help="The older tree size.")],
     new: Annotated[
-        int | None, typer.Option("--new", help="The newer tree size; default the latest checkpoint's.")
+        int | None,
+        typer.Option("--new", metavar="N", help="The newer tree size; default the latest checkpoint's."),
     ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
+    json_out: JsonOpt = False,
 ) -> None:
     """Print an RFC 9162 consistency proof as JSON."""
     with _open(data) as log:
         try:
-            emit(log.consistency_proof(old, new))
+            emit(log.consistency_proof(old, new), human=fields, json=json_out)
         except ProctorError as e:
             fail(_exit_code(e), f"error: {e}")
 
 
 @log_app.command("verify")
-def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+def _log_verify(data: DataOpt = DEFAULT_DATA_DIR, json_out: JsonOpt = False) -> None:
     """Recompute every hash and check every checkpoint; exit 1 naming the first broken index.
 
     Then, if the data directory holds governance state, check it against the log
     (:mod:`proctor.governor.state_audit`); exit 1 naming each row that disagrees.
     """
     from proctor.governor.state_audit import audit_state, has_state  # noqa: PLC0415
+
+    def show(out: dict[str, Any], state: str | None = None, state_ok: bool = True) -> None:
+        if report.ok:
+            steps = [(True, f"log: {report.size} entries, {report.checkpoints} checkpoint(s) verified")]
+        else:
+            where = "" if report.index is None else f" at index {report.index}"
+            steps = [(False, f"log broken{where}: {report.error}")]
+        if state is not None:
+            steps.append((state_ok, state))
+        emit(out, human=lambda _: ticks(steps), json=json_out)
 
     with _open(data) as log:
         try:
@@ -260,7 +313,7 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
             fail(ExitCode.VERIFY_FAILED, f"log verification failed: {e}")
         out = report.to_json()
         if not report.ok:
-            emit(out)
+            show(out)
             where = "" if report.index is None else f" at index {report.index}"
             fail(ExitCode.VERIFY_FAILED, f"log broken{where}: {report.error}")
         try:
@@ -268,18 +321,20 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
             state = audit_state(db, log.verifier) if has_state(db) else None
         except ProctorError as e:
             out.update(ok=False, index=None, error=f"the state cannot be checked: {e}")
-            emit(out)
+            show(out, f"state tables: cannot be checked: {e}", state_ok=False)
             fail(ExitCode.VERIFY_FAILED, f"state verification failed: {e}")
-        if state is None or state.ok:
-            emit(out)  # the report of a log that checks out keeps its shape
-            if state is not None:
-                n = len(state.unverified)
-                unverified = f"; the log cannot vouch for {n} item(s)" if n else ""
-                typer.echo(f"proctor: the state tables agree with the log{unverified}", err=True)
+        if state is None:
+            show(out)  # the report of a log that checks out keeps its shape
+            return
+        if state.ok:
+            n = len(state.unverified)
+            unverified = f"; the log cannot vouch for {n} item(s)" if n else ""
+            show(out, f"state tables agree with the log{unverified}")
+            typer.echo(f"proctor: the state tables agree with the log{unverified}", err=True)
             return
         summary = f"{len(state.discrepancies)} state row(s) disagree with the log"
         out.update(ok=False, index=None, error=summary, state=state.to_json())
-        emit(out)
+        show(out, "state tables: " + summary, state_ok=False)
         for found in state.discrepancies:
             typer.echo(f"proctor: state disagrees with the log: {found}", err=True)
         fail(ExitCode.VERIFY_FAILED, summary)
@@ -288,9 +343,11 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR) -> None:
 @log_app.command("append")
 def _log_append(
     source: Annotated[
-        str, typer.Argument(help="File of JSON events, one per line ('-' for standard input).")
+        str,
+        typer.Argument(metavar="FILE", help="File of JSON events, one per line ('-' for standard input)."),
     ] = "-",
     data: DataOpt = DEFAULT_DATA_DIR,
+    json_out: JsonOpt = False,
 ) -> None:
     """Append events (JSON Lines) atomically: one bad line rejects them all."""
     try:
@@ -312,14 +369,16 @@ def _log_append(
             indices = log.append_many(events)
         except (EventError, LineageError, ConfigError) as e:
             fail(_exit_code(e), f"error: {e}")
-        emit({"indices": indices, "tree_size": log.size})
+        emit({"indices": indices, "tree_size": log.size}, human=fields, json=json_out)
 
 
 @app.command("demo")
 def _demo(
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Fresh data directory to use (default: a new temporary one)."),
+        typer.Option(
+            "--data", metavar="DIR", help="Fresh data directory to use (default: a new temporary one)."
+        ),
     ] = None,
     keep: Annotated[
         bool,

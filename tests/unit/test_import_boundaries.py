@@ -96,6 +96,7 @@ _COMMANDS = [
     "principal",
     "policy",
     "warrant",
+    "executions",
 ]
 
 
