@@ -107,8 +107,10 @@ def emit(doc: Any, *, human: Callable[[Any], str] | None = None, json: bool = Fa
         json: ``--json`` was given.
     """
     if human is not None and human_output(json):
-        text = printable(human(doc))
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        text = printable(human(doc)).rstrip("\n") + "\n"
+        # A terminal whose encoding lacks a character gets its escape, never a traceback.
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        sys.stdout.buffer.write(text.encode(encoding, errors="backslashreplace"))
     else:
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
