@@ -1,5 +1,10 @@
 """The governor's HTTP API (FastAPI): ``/v1``, health, readiness and metrics.
 
+Why one module: every route is declared once in :func:`create_app`, one closure over
+the governor, its request rates and the boundary, and the three fast paths share their
+endpoints with their FastAPI declarations (ADR 0011); the whole HTTP surface, and which
+routes are signed, admin-only or public, is audited by reading this one file.
+
 Authentication: every ``/v1`` call that acts or reads governance state is signed by a
 principal (RFC 9421 HTTP Message Signatures, see
 :mod:`proctor.authorization.requests`). Unsigned, badly signed, stale or replayed

@@ -1,6 +1,12 @@
 """Governance state beside the log, in the same SQLite file: principals, policy
 bundles, revocations, issued warrants, request nonces and authentication failures.
 
+Why one module: :class:`StateStore` is the only code that holds SQL for the state
+tables, behind one typed interface that the governor, the state check and the CLI read;
+its writers, which the log writer commits in one transaction with the events that
+explain them, share one connection per thread. Splitting it by table would split that
+interface too; it is the next candidate for a split if it keeps growing.
+
 The lineage log is the record of what happened; this is the current state derived
 from it, kept for fast lookups. Every change here is made by the governor right after
 the corresponding log append, so the log can always explain the state.
