@@ -74,7 +74,7 @@ class GovernorClient:
             else:
                 response = self._http.request(method, target, content=data, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
-            raise GovernorError(f"cannot reach the governor: {e}", status=0) from e
+            raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
         _raise_for(response)
         return response
 
@@ -98,7 +98,7 @@ class GovernorClient:
                     _raise_for(response)
                 yield response
         except httpx.HTTPError as e:
-            raise GovernorError(f"cannot reach the governor: {e}", status=0) from e
+            raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
 
     def json(
         self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
@@ -141,6 +141,8 @@ def _raise_for(response: httpx.Response) -> None:
     except ValueError:
         answer = {"message": response.text[:500]}
     body = _error_body(answer)
-    message = body.get("message", str(body)) if isinstance(body, dict) else str(body)
     status = response.status_code
-    raise GovernorError(f"{status}: {message}", status=status, body=body)
+    message = body.get("message") if isinstance(body, dict) else None
+    # The server's own words; the status stays an attribute (exit codes use it), not text.
+    text = str(message) if message else f"the governor answered HTTP {status} ({response.reason_phrase})"
+    raise GovernorError(text, status=status, body=body)

@@ -75,7 +75,7 @@ def test_each_principal_lists_its_own_and_an_admin_all(server: GovernorServer) -
     # Another principal's list is refused (exit 2, the governor's 403).
     refused = executions(server, "list", "--principal", "alice", key="bob", check=False)
     assert refused.returncode == 2
-    assert "403" in refused.stderr
+    assert "not an admin" in refused.stderr
 
 
 def test_show_is_the_owners_or_an_admins_and_says_nothing_to_others(server: GovernorServer) -> None:
@@ -86,7 +86,7 @@ def test_show_is_the_owners_or_an_admins_and_says_nothing_to_others(server: Gove
     foreign = executions(server, "show", alices, key="bob", check=False)
     unknown = executions(server, "show", "ex_" + "a" * 24, key="bob", check=False)
     assert foreign.returncode == unknown.returncode == 2
-    assert "404: no such execution" in foreign.stderr
+    assert "no such execution" in foreign.stderr
     assert foreign.stderr.replace(alices, "ID") == unknown.stderr.replace("ex_" + "a" * 24, "ID")
 
 
