@@ -191,9 +191,9 @@ def test_renewed_leases_are_persisted_and_survive_a_restart(gov_data: Path, gove
     assert governor.state.execution(ex)["lease_expires_ms"] == answer["lease_expires_ms"]  # type: ignore[index]
     governor.close()
     with Governor(gov_data) as again:
-        assert (
-            again.executions.lease_expires_ms(again.state.execution(ex) or {}) == answer["lease_expires_ms"]
-        )
+        record = again.state.execution(ex)
+        assert record is not None
+        assert again.executions.lease_expires_ms(record) == answer["lease_expires_ms"]
 
 
 def test_the_concurrency_counter_follows_every_status_change(gov_data: Path, governor: Governor) -> None:

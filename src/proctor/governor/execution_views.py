@@ -74,8 +74,8 @@ def execution_json(summary: ExecutionSummary, *, lease_expires_ms: int, now: flo
 
 
 def _shown(gov: Governor, summary: ExecutionSummary, now: float) -> dict[str, Any]:
-    stored = {"id": summary.id, "lease_expires_ms": summary.lease_expires_ms}
-    return execution_json(summary, lease_expires_ms=gov.executions.lease_expires_ms(stored), now=now)
+    deadline = gov.executions.registry.lease_deadline(summary.id, summary.lease_expires_ms)
+    return execution_json(summary, lease_expires_ms=deadline, now=now)
 
 
 def _active(gov: Governor, caller: str) -> None:

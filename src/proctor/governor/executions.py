@@ -49,6 +49,7 @@ from proctor.governor.responses import VIOLATIONS, planned_responses, run_respon
 from proctor.lineage.log import Side
 from proctor.policy import Decision, PolicyEngine, PolicyRequest
 from proctor.policy.commitment import ArgumentOpening, reveal
+from proctor.store.state import StoredExecution, StoredWarrant
 from proctor.verification import check_measurement, measured_resource
 from proctor.verification.lease import lease_expiry_ms, lease_lapsed, sweep_cutoff_ms
 from proctor.verification.recheck import ExecutionRecord, RenewalReport, Verdict, recheck
@@ -110,9 +111,9 @@ class Executions:
         if record is not None:
             self.registry.not_running(execution_id, str(record["principal"]))
 
-    def lease_expires_ms(self, record: dict[str, Any]) -> int:
+    def lease_expires_ms(self, record: StoredExecution) -> int:
         """The execution's lease deadline (memory first: the table lags behind)."""
-        return self.registry.lease_expires_ms(record)
+        return self.registry.lease_deadline(record["id"], record["lease_expires_ms"])
 
     def _record(self, event: dict[str, Any], side: list[Side]) -> int:
         """Append ``event`` with ``side`` in one commit; its index once durable."""
@@ -263,7 +264,7 @@ class Executions:
         body: dict[str, Any],
         zone: str,
         verified: VerifiedWarrant,
-        issued: dict[str, Any],
+        issued: StoredWarrant,
         now: float,
         *,
         slot: StartSlot,
@@ -332,7 +333,7 @@ class Executions:
         except ProctorError as e:
             raise WarrantError(f"the decision at {index}: {e}", reason="malformed") from e
 
-    def _owned(self, principal: str, execution_id: str) -> dict[str, Any]:
+    def _owned(self, principal: str, execution_id: str) -> StoredExecution:
         record = self.gov.state.execution(execution_id)
         if record is None or record["principal"] != principal:
             raise PrincipalError(f"no execution {execution_id!r} of {principal!r}")
@@ -366,7 +367,7 @@ class Executions:
         self.registry.set_lease(execution_id, expires)
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
 
-    def presented(self, record: dict[str, Any]) -> VerifiedWarrant:
+    def presented(self, record: StoredExecution) -> VerifiedWarrant:
         """The warrant the enforcer presented at the start of the execution of ``record``
         (verified again after a restart).
 
@@ -389,7 +390,7 @@ class Executions:
         self.registry.remember(record["id"], verified)
         return verified
 
-    def _recheck(self, record: dict[str, Any], body: Any, now: float) -> Verdict:
+    def _recheck(self, record: StoredExecution, body: Any, now: float) -> Verdict:
         """:func:`proctor.verification.recheck.recheck` over this governor's state; records
         ``execution.verified`` for a re-evaluation under a new bundle, before the verdict
         is acted on."""
@@ -408,7 +409,7 @@ class Executions:
         return verdict
 
     def _record_verified(
-        self, record: dict[str, Any], allowed: bool, bundle: str, reason: str, now: float
+        self, record: StoredExecution, allowed: bool, bundle: str, reason: str, now: float
     ) -> None:
         gov = self.gov
         event = {
@@ -450,7 +451,7 @@ class Executions:
         finally:
             self.registry.release(execution_id)
 
-    def _finished(self, record: dict[str, Any], body: Any) -> dict[str, Any]:
+    def _finished(self, record: StoredExecution, body: Any) -> dict[str, Any]:
         gov = self.gov
         execution_id = record["id"]
         outcome = _field(body, "outcome", str)
@@ -551,7 +552,7 @@ class _TrustView:
 
     __slots__ = ("_engine", "_executions", "_record")
 
-    def __init__(self, executions: Executions, record: dict[str, Any]) -> None:
+    def __init__(self, executions: Executions, record: StoredExecution) -> None:
         self._executions = executions
         self._record = record
         self._engine: PolicyEngine | None = None

@@ -25,7 +25,7 @@ from proctor.governor._flush import FlushClaim
 from proctor.governor.counters import StartWindow
 from proctor.governor.quotas import check_start
 from proctor.lineage.log import Side
-from proctor.store.state import StateStore
+from proctor.store.state import StateStore, StoredExecution
 from proctor.verification.lease import lease_lapsed
 
 __all__ = ["ExecutionRegistry", "StartSlot", "Usage"]
@@ -207,10 +207,15 @@ class ExecutionRegistry:
                     self._unsaved.setdefault(ex, expires)
             raise
 
-    def lease_expires_ms(self, record: dict[str, Any]) -> int:
+    def lease_expires_ms(self, record: StoredExecution) -> int:
         """The execution's lease deadline (memory first: the table lags behind)."""
+        return self.lease_deadline(record["id"], record["lease_expires_ms"])
+
+    def lease_deadline(self, execution_id: str, stored_ms: int) -> int:
+        """The lease deadline of ``execution_id``: the one renewed in memory, else
+        ``stored_ms`` (its row's, which lags behind the memory)."""
         with self._lock:
-            return self._leases.get(record["id"], int(record["lease_expires_ms"]))
+            return self._leases.get(execution_id, int(stored_ms))
 
     def lapsed(self, cutoff_ms: int) -> list[str]:
         """Executions whose lease had lapsed at ``cutoff_ms`` (:func:`lease_lapsed`)."""

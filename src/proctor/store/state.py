@@ -37,7 +37,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
@@ -45,7 +45,15 @@ from proctor.errors import StoreConflictError, StoreError
 from proctor.store._connections import ThreadConnections
 from proctor.store._state_schema import SCHEMA, STATE_SCHEMA_VERSION, add_columns, add_constraints
 
-__all__ = ["STATE_SCHEMA_VERSION", "ExecutionSummary", "PrincipalRecord", "RevocationRecord", "StateStore"]
+__all__ = [
+    "STATE_SCHEMA_VERSION",
+    "ExecutionSummary",
+    "PrincipalRecord",
+    "RevocationRecord",
+    "StateStore",
+    "StoredExecution",
+    "StoredWarrant",
+]
 
 MAX_AUTH_FAILURES = 10_000
 
@@ -118,6 +126,40 @@ class ExecutionSummary:
     lease_expires_ms: int
     ttl_ms: int
     indices: tuple[int, ...]
+
+
+class StoredWarrant(TypedDict):
+    """An issued warrant's row (``warrants``)."""
+
+    id: str
+    principal: str
+    parent: str
+    decision_index: int
+    expires: int
+    issued: int
+    issued_index: int
+    token: str
+
+
+class StoredExecution(TypedDict):
+    """An execution's row (``executions``), ``indices`` decoded: the log indices of its
+    events, in order. The governor updates ``indices`` and ``bundle`` in a copy it holds
+    while it records (the row itself changes only through the writers below)."""
+
+    id: str
+    warrant: str
+    principal: str
+    status: str
+    reason: str
+    bundle: str
+    request: str
+    started_index: int
+    indices: list[int]
+    lease_expires_ms: int
+    ttl_ms: int
+    started: int
+    ended: int
+    presented: str
 
 
 class StateStore:
@@ -437,13 +479,25 @@ class StateStore:
 
         return write
 
-    def warrant(self, warrant_id: str) -> dict[str, Any] | None:
+    def warrant(self, warrant_id: str) -> StoredWarrant | None:
         """The issued warrant's record."""
         row = self._exec("SELECT * FROM warrants WHERE id = ?", (warrant_id,)).fetchone()
         if row is None:
             return None
-        keys = ("id", "principal", "parent", "decision_index", "expires", "issued", "issued_index", "token")
-        return dict(zip(keys, row, strict=True))
+        wid, principal, parent, decision_index, expires, issued, issued_index, token = row
+        try:
+            return StoredWarrant(
+                id=str(wid),
+                principal=str(principal),
+                parent=str(parent),
+                decision_index=int(decision_index),
+                expires=int(expires),
+                issued=int(issued),
+                issued_index=int(issued_index),
+                token=str(token),
+            )
+        except (TypeError, ValueError) as e:  # a row written by something else
+            raise StoreError(f"warrants[{warrant_id}]: a column holds an unexpected value: {e}") from e
 
     def warrant_chain(self, warrant_id: str, *, limit: int = 32) -> list[str]:
         """The warrant and its ancestors, nearest first (bounded by ``limit``)."""
@@ -616,15 +670,32 @@ class StateStore:
         row = self._exec("SELECT 1 FROM executions WHERE warrant = ?", (warrant_id,)).fetchone()
         return row is None
 
-    def execution(self, execution_id: str) -> dict[str, Any] | None:
+    def execution(self, execution_id: str) -> StoredExecution | None:
         """The execution's row, with ``indices`` decoded."""
         cur = self._exec("SELECT * FROM executions WHERE id = ?", (execution_id,))
         row = cur.fetchone()
         if row is None:
             return None
-        record = dict(zip([d[0] for d in cur.description], row, strict=True))
-        record["indices"] = orjson.loads(record["indices"])
-        return record
+        raw = dict(zip([d[0] for d in cur.description], row, strict=True))
+        try:
+            return StoredExecution(
+                id=str(raw["id"]),
+                warrant=str(raw["warrant"]),
+                principal=str(raw["principal"]),
+                status=str(raw["status"]),
+                reason=str(raw["reason"]),
+                bundle=str(raw["bundle"]),
+                request=str(raw["request"]),
+                started_index=int(raw["started_index"]),
+                indices=[int(i) for i in orjson.loads(raw["indices"])],
+                lease_expires_ms=int(raw["lease_expires_ms"]),
+                ttl_ms=int(raw["ttl_ms"]),
+                started=int(raw["started"]),
+                ended=int(raw["ended"]),
+                presented=str(raw.get("presented", "")),
+            )
+        except (KeyError, TypeError, ValueError) as e:  # a row written by something else
+            raise StoreError(f"executions[{execution_id}]: a column holds an unexpected value: {e}") from e
 
     def execution_summary(self, execution_id: str) -> ExecutionSummary | None:
         """The summary of one execution, or ``None`` if there is none by that id."""

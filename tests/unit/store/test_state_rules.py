@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proctor.errors import StoreConflictError
+from proctor.errors import StoreConflictError, StoreError
 from proctor.store.sqlite import SQLiteStore
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
 
@@ -108,3 +108,26 @@ def test_an_older_database_whose_principals_share_a_key_is_reported_not_changed(
         assert conn.execute("SELECT count(*) FROM principals").fetchone() == (2,)
         missing = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'principals_public_key'").fetchone()
     assert missing is None  # the failed open changed nothing, not even the schema
+
+
+def test_rows_come_back_as_typed_records_and_a_bad_value_is_a_store_error(
+    state: StateStore, tmp_path: Path
+) -> None:
+    state.put_warrant("wr_a", principal="alice", parent="", decision_index=1, expires=9, issued=1, token="t")
+    assert state.warrant("wr_a") == {
+        "id": "wr_a",
+        "principal": "alice",
+        "parent": "",
+        "decision_index": 1,
+        "expires": 9,
+        "issued": 1,
+        "issued_index": -1,
+        "token": "t",
+    }
+    state.close()
+    conn = sqlite3.connect(tmp_path / "p.db")  # a row written by something other than proctor
+    conn.execute("UPDATE warrants SET expires = 'soon' WHERE id = 'wr_a'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"warrants\[wr_a\]: a column holds an unexpected value"):
+        StateStore(tmp_path / "p.db").warrant("wr_a")
