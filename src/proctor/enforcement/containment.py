@@ -434,7 +434,13 @@ class Containment:
             pidns = None
             if pidns_mode:
                 pidns = _linux.pidns_of(pid, for_children=pidns_mode == "userns")
-                if pidns is None or pidns == _linux.pidns_of(os.getpid()):
+                if pidns is None and _exited(pidfd):
+                    # A short command can end before its namespace is looked at (a
+                    # zombie's /proc/PID/ns cannot be read). Its init is gone, and with it
+                    # everything in its namespace; the session and cgroups still track
+                    # whatever else it left, as for a tree without a pid namespace.
+                    pass
+                elif pidns is None or pidns == _linux.pidns_of(os.getpid()):
                     raise EnforcementError(f"pid {pid} did not get a pid namespace of its own")
         except (OSError, EnforcementError) as e:
             popen.kill()
@@ -461,6 +467,14 @@ class Containment:
             pidfd=pidfd,
             status_fd=status_fd,
         )
+
+
+def _exited(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` has exited (not reaped: ``WNOWAIT``)."""
+    try:
+        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except (OSError, AttributeError):
+        return False  # cannot tell: the caller refuses, as before
 
 
 def _guard(contained: Contained, beat: socket.socket, watch_end: socket.socket, ttl: float) -> None:
