@@ -142,7 +142,7 @@ def _raise_for(response: httpx.Response) -> None:
         answer = {"message": response.text[:500]}
     body = _error_body(answer)
     status = response.status_code
-    message = body.get("message") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
     # The server's own words; the status stays an attribute (exit codes use it), not text.
     text = str(message) if message else f"the governor answered HTTP {status} ({response.reason_phrase})"
     raise GovernorError(text, status=status, body=body)
