@@ -10,7 +10,7 @@ request bodies of ``/openapi.json`` (:data:`BODIES`).
 Some bodies (an execution's start, renewal and end) are checked again, field by field,
 by the code that acts on them; for the fields that code has always coerced or ignored
 rather than refused (``signal``, ``detail``, ``containment`` …) the model documents the
-type a client should send and accepts any JSON value, so that no request that was
+type a client should send and accepts any JSON value, so that no value those fields
 accepted before is refused now (ADR 0011).
 """
 
