@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from proctor.errors import StoreError
+from proctor.store.state import RevocationRecord
 
 __all__ = [
     "BundleRow",
@@ -58,16 +59,8 @@ class BundleRow:
     log_index: int
 
 
-@dataclass(frozen=True)
-class RevocationRow:
-    """A ``revocations`` row."""
-
-    kind: str
-    target: str
-    reason: str
-    by: str
-    time: str
-    log_index: int
+RevocationRow = RevocationRecord
+"""A ``revocations`` row: the store's own record (the same columns, read the same way)."""
 
 
 @dataclass(frozen=True)
