@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from proctor import __version__
 from proctor.cli_output import DataOpt, JsonOpt, emit, fail, fields, ticks
@@ -59,10 +59,26 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+class _PlainArgument(TyperArgument):
+    """An argument shown by its UPPERCASE metavar alone, as an option's value is (one
+    placeholder style, :mod:`proctor.cli_output`): ``ID`` in the usage line (``[FILE]``
+    when optional, ``COMMAND...`` when it takes several), and no ``<str>`` type column
+    beside it in ``--help``. Typer would show ``{ID}`` and ``<str>``."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        """No type column: the metavar already names what the argument takes."""
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        """The argument in the usage line, as Click writes it."""
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+
 def _tidy_flags(command: Any, ctx: Any) -> Any:
     """``command`` (and its subcommands) with no placeholder shown for a flag, ``--help``
-    included: a flag takes no value, and Typer would show ``<bool>`` (one placeholder
-    style, :mod:`proctor.cli_output`)."""
+    included (a flag takes no value, and Typer would show ``<bool>``), and its arguments
+    shown by their metavar alone (:class:`_PlainArgument`)."""
     option = command.get_help_option(ctx)
     if option is None or option.metavar == "":
         return command  # tidied already (or nothing to tidy)
@@ -70,6 +86,9 @@ def _tidy_flags(command: Any, ctx: Any) -> Any:
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.metavar = ""
+        if type(param) is TyperArgument:
+            # Typer has no hook for an argument's class; the subclass adds no state.
+            param.__class__ = _PlainArgument
     for sub in [*getattr(command, "commands", {}).values(), *getattr(command, "subcommands", {}).values()]:
         _tidy_flags(sub, ctx)
     return command

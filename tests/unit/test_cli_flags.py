@@ -2,9 +2,10 @@
 
 The command tree is walked as Click sees it (every lazily loaded module included):
 no flag shows a ``<bool>`` placeholder, every value takes an UPPERCASE placeholder
-(``--server URL``, ``--key FILE``, ``--data DIR``), every ``--server`` reads
-``PROCTOR_SERVER`` and says what the command does without it, and every command that
-prints data takes ``--json``.
+(``--server URL``, ``--key FILE``, ``--data DIR``), every argument is shown the same way
+(``ID`` in the usage line, ``[FILE]`` when optional; no ``{ID}`` and no ``<str>`` type
+column), every ``--server`` reads ``PROCTOR_SERVER`` and says what the command does
+without it, and every command that prints data takes ``--json``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,43 @@ def test_every_value_has_an_uppercase_placeholder(path: str, command: Any, ctx: 
         expected = f"proctor {path} {param.opts[0]}: expected an UPPERCASE metavar, found {param.metavar!r}"
         assert param.metavar is not None, expected
         assert _PLACEHOLDER.fullmatch(param.metavar), expected
+
+
+@pytest.mark.parametrize(("path", "command", "ctx"), _ALL, ids=_IDS)
+def test_every_argument_is_shown_by_its_placeholder_alone(path: str, command: Any, ctx: Any) -> None:
+    for param in _params(command, ctx):
+        if param.param_type_name != "argument":
+            continue
+        where = f"proctor {path} {param.metavar}"
+        shown = param.display_type_rich(ctx)
+        assert not shown, f"{where}: expected no type column beside the placeholder, found {shown!r}"
+        usage = param.metavar if param.required else f"[{param.metavar}]"
+        usage += "..." if param.nargs != 1 else ""
+        found = param.get_usage_pieces(ctx)
+        assert found == [usage], f"{where}: expected {usage!r} in the usage line, found {found!r}"
+
+
+_TYPE_COLUMN = re.compile(r"<[a-z][a-z\[\]|,]*>")  # Typer's <str>, <path>, <int>, <list[str]>
+_BRACED = re.compile(r"\{[A-Z][A-Z0-9_]*\}")  # Typer's {ID} for a required argument
+
+
+@pytest.mark.parametrize("path", sorted({p for p, _, _ in _ALL}), ids=lambda p: p or "proctor")
+def test_help_shows_one_placeholder_style(path: str) -> None:
+    """What a person sees: ``proctor executions show [OPTIONS] ID``, and ``ID`` with its
+    help, as ``--server URL`` is shown; never ``{ID}`` or ``ID <str>``."""
+    result = CliRunner().invoke(app, [*path.split(), "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert not _TYPE_COLUMN.findall(result.output), result.output
+    assert not _BRACED.findall(result.output), result.output
+
+
+def test_a_required_argument_is_named_plainly_in_usage_and_errors() -> None:
+    shown = CliRunner().invoke(app, ["executions", "show", "--help"], terminal_width=200).output
+    assert "Usage: proctor executions show [OPTIONS] ID" in shown
+    assert "Usage: proctor run [OPTIONS] COMMAND..." in CliRunner().invoke(app, ["run", "--help"]).output
+    missing = CliRunner().invoke(app, ["executions", "show"], terminal_width=200)
+    assert missing.exit_code == 2
+    assert "Missing argument 'ID'" in missing.output
 
 
 @pytest.mark.parametrize(("path", "command", "ctx"), _ALL, ids=_IDS)
