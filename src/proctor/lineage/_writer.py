@@ -13,15 +13,12 @@ durable, from a tree state checked against the latest checkpoint).
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import queue
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
-from typing import IO
 
 from proctor.errors import (
     CheckpointError,
@@ -29,7 +26,6 @@ from proctor.errors import (
     LineageError,
     LogAppendError,
     LogIntegrityError,
-    LogLockedError,
     NoteError,
     ProctorError,
 )
@@ -40,6 +36,7 @@ from proctor.lineage.merkle import leaf_hash, range_hash
 from proctor.lineage.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeBuilder, node_location
 from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
+from proctor.store.locks import Sequencer
 
 __all__ = ["GroupCommit", "Nodes"]
 
@@ -102,7 +99,14 @@ class GroupCommit:
     _store: LogStore
     _signer: NoteSigner
     _verifier: NoteVerifier
-    _lock_path: Path | None
+    _sequencer: Sequencer | None
+    _holding: bool
+    _held_since: float
+    _yielding: bool
+    _released: threading.Condition
+    sequencer_timeout: float
+    hold_idle: float
+    hold_max: float
     _batch_size: int
     _linger: float
     _always_linger: bool
@@ -117,7 +121,6 @@ class GroupCommit:
     _builder: TreeBuilder | None
     _latest: tuple[int, str] | None
     _unstored: tuple[int, str] | None
-    _lock_file: IO[bytes] | None
     _failed: LogAppendError | None
 
     @property
@@ -128,6 +131,10 @@ class GroupCommit:
     def _check_open(self) -> None:
         raise NotImplementedError
 
+    @property
+    def _shared(self) -> bool:
+        return self._sequencer is not None and self._sequencer.shared
+
     def _start_writer(self) -> None:
         self._check_open()
         with self._state_lock:
@@ -135,35 +142,90 @@ class GroupCommit:
                 raise self._failed
             if self._writer is not None:
                 return
-            self._take_lock()
+            sequencer = self._sequencer
+            if sequencer is not None:
+                sequencer.acquire(self.sequencer_timeout if sequencer.shared else 0.0)
             try:
-                self._resync()
+                self._resync()  # shared: a start-up check; every hold resyncs again
             except BaseException:
-                self._release_lock()
+                if sequencer is not None:
+                    sequencer.release()
                 raise
             with self._seq_lock:
                 self._next = self._builder.size if self._builder is not None else 0
+                self._holding = True
+                self._held_since = time.monotonic()
+                if self._shared:
+                    self._release_sequencer()
             self._writer = threading.Thread(target=self._run, name="proctor-log-writer", daemon=True)
             self._writer.start()
 
-    def _take_lock(self) -> None:
-        if self._lock_path is None:
+    def _sequence(self) -> None:
+        """Make this writer the one that assigns indices (called with ``_seq_lock`` held).
+
+        Exclusive: it already is, from the first append on. Shared: take the sequencer
+        lock if not held (and reload the right edge: another writer may have appended),
+        or, once held longer than ``hold_max``, give it back when what was sequenced is
+        durable and queue behind the other writers.
+
+        Raises:
+            LogLockedError: another writer kept the lock past ``sequencer_timeout``.
+            LogIntegrityError: the stored tree contradicts its signed checkpoint.
+            StoreError: the store cannot be read.
+        """
+        if not self._shared:
             return
-        f = open(self._lock_path, "a+b")  # noqa: SIM115 - held for the life of the writer
+        if self._holding and time.monotonic() - self._held_since > self.hold_max:
+            self._yielding = True
+            while self._holding:
+                self._released.wait()
+        if self._holding:
+            return
+        sequencer = self._sequencer
+        if sequencer is None:  # cannot happen: _shared says there is one
+            raise LogAppendError("the log has no sequencer")
+        sequencer.acquire(self.sequencer_timeout)
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            f.close()
-            raise LogLockedError(
-                f"another process is appending to this log (lock {self._lock_path} is held)"
-            ) from e
-        self._lock_file = f
+            with self._state_lock:
+                self._resync()
+        except BaseException:
+            sequencer.release()
+            raise
+        builder = self._builder
+        self._next = builder.size if builder is not None else 0
+        self._holding = True
+        self._held_since = time.monotonic()
+
+    def _release_sequencer(self) -> None:
+        """Give the shared sequencer lock back (``_seq_lock`` held)."""
+        if self._sequencer is not None:
+            self._sequencer.release()
+        self._holding = False
+        self._yielding = False
+        self._released.notify_all()
+
+    def _release_if_idle(self, *, idle: bool) -> None:
+        """Shared: release once everything sequenced is durable, if the writer has been
+        idle for ``hold_idle`` (``idle``) or a submitter is waiting to yield."""
+        if not self._shared:
+            return
+        with self._seq_lock:
+            builder = self._builder
+            drained = builder is not None and self._next == builder.size and self._queue.empty()
+            if self._holding and drained and (idle or self._yielding):
+                self._release_sequencer()
+
+    def _drop_hold(self) -> None:
+        """Shared, after a failed commit: the tree state may be stale, so give the lock
+        back; the next append takes it and reloads."""
+        if self._shared:
+            with self._seq_lock:
+                if self._holding:
+                    self._release_sequencer()
 
     def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        if self._sequencer is not None:
+            self._sequencer.close()
 
     def _resync(self) -> None:
         """Load the right edge from the store and check it against the latest checkpoint.
@@ -222,7 +284,14 @@ class GroupCommit:
             stop = False
             busy = self._always_linger
             while not stop:
-                item = self._queue.get()
+                if self._shared and self._holding:
+                    try:
+                        item = self._queue.get(timeout=self.hold_idle)
+                    except queue.Empty:
+                        self._release_if_idle(idle=True)
+                        continue
+                else:
+                    item = self._queue.get()
                 if item is STOP:
                     break
                 batch = [item]  # type: ignore[list-item]
@@ -245,6 +314,7 @@ class GroupCommit:
                 # alone, such as persisted nonces, do not count).
                 busy = sum(1 for p in batch if p.events) > 1 or self._always_linger
                 self._commit(batch)
+                self._release_if_idle(idle=False)
         except BaseException as e:  # noqa: BLE001 - the writer must never die silently
             _log.exception("the log writer stopped; every append fails from now on")
             failure = LogAppendError(f"the log writer stopped: {e!r}")
@@ -372,6 +442,12 @@ class GroupCommit:
             self._commit_failure = error  # until a commit succeeds again (Log.commit_failure)
             for p, _ in accepted:
                 p.fail(error)
+            if self._shared:
+                # Another writer may have appended (the store refused the index), or
+                # the store is unreachable: reload when the lock is next taken.
+                self._resequence()
+                self._drop_hold()
+                return
             try:
                 with self._state_lock:
                     self._resync()

@@ -30,7 +30,7 @@ import queue
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from proctor.datadir import DataDir
 from proctor.errors import (
@@ -58,6 +58,7 @@ from proctor.lineage.merkle import consistency_path, inclusion_path, leaf_hash, 
 from proctor.lineage.tiles import TreeBuilder
 from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
+from proctor.store.locks import FileSequencer, Sequencer
 from proctor.store.sqlite import SQLiteStore
 
 _log = logging.getLogger("proctor.lineage")
@@ -74,6 +75,7 @@ class Log(GroupCommit):
         signer: NoteSigner,
         *,
         lock_path: Path | None = None,
+        sequencer: Sequencer | None = None,
         batch_size: int = 256,
         linger: float = 0.0,
         always_linger: bool = False,
@@ -85,8 +87,11 @@ class Log(GroupCommit):
             store: where entries, tiles and checkpoints live.
             signer: the checkpoint key; its name is the log's origin.
             lock_path: a file to ``flock`` while appending, so that only one process
-                writes this log. ``None`` only for stores that serialise writers
-                themselves.
+                writes this log (an exclusive :class:`FileSequencer`). ``None`` only
+                for stores that serialise writers themselves.
+            sequencer: instead of ``lock_path``, the lock that makes one writer at a
+                time assign indices (:mod:`proctor.store.locks`); a *shared* one lets
+                several writers (processes, nodes) take turns on one log.
             batch_size: the most entries one group commit takes (a single
                 ``append_many`` larger than this still commits whole).
             linger: at most this many seconds the writer waits, after the first append
@@ -101,21 +106,33 @@ class Log(GroupCommit):
         self._store = store
         self._signer = signer
         self._verifier = signer.verifier
-        self._lock_path = lock_path
+        if sequencer is None and lock_path is not None:
+            sequencer = FileSequencer(lock_path)
+        self._sequencer = sequencer
         self._batch_size = batch_size
         self._linger = linger
         self._always_linger = always_linger
         self._nodes = Nodes(store, tile_cache)
         self._state_lock = threading.Lock()
         self._seq_lock = threading.Lock()
+        self._released = threading.Condition(self._seq_lock)
+        self._holding = False
+        self._held_since = 0.0
+        self._yielding = False
         self._next = 0
         self.deferred_timeout = 2.0
+        self.sequencer_timeout = 5.0
+        """Shared sequencing: how long an append waits for the other writers."""
+        self.hold_idle = 0.002
+        """Shared sequencing: keep the lock this long after the last append drained."""
+        self.hold_max = 0.02
+        """Shared sequencing: after holding the lock this long, give it back (once what
+        was sequenced is durable) so that waiting writers take their turn."""
         self._queue: queue.SimpleQueue[Append | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._builder: TreeBuilder | None = None
         self._latest: tuple[int, str] | None = None
         self._unstored: tuple[int, str] | None = None
-        self._lock_file: IO[bytes] | None = None
         self._failed: LogAppendError | None = None
         self._commit_failure: LogAppendError | None = None
         self._closed = False
@@ -123,10 +140,12 @@ class Log(GroupCommit):
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> Log:
+    def open(cls, data_dir: str | os.PathLike[str], *, shared: bool = False, **options: Any) -> Log:
         """Open the log of a data directory made by ``proctor init``.
 
-        Reading needs nothing more; the first append takes the append lock.
+        Reading needs nothing more; the first append takes the append lock. With
+        ``shared``, several processes that open the log this way take turns appending
+        (:mod:`proctor.store.locks`); without it the first keeps the lock.
 
         Raises:
             ConfigError: the directory is not initialised or is malformed.
@@ -134,7 +153,7 @@ class Log(GroupCommit):
         """
         dd = DataDir.open(data_dir)
         store = SQLiteStore(dd.db_path)
-        return cls(store, dd.log_signer(), lock_path=dd.lock_path, **options)
+        return cls(store, dd.log_signer(), sequencer=FileSequencer(dd.lock_path, shared=shared), **options)
 
     @classmethod
     def initialize(
@@ -205,7 +224,7 @@ class Log(GroupCommit):
         """The number of durable entries."""
         self._check_open()
         with self._state_lock:
-            if self._builder is not None:
+            if self._builder is not None and (self._holding or not self._shared):
                 return self._builder.size
         return self._store.tree_size()
 
@@ -282,6 +301,7 @@ class Log(GroupCommit):
         with self._seq_lock:
             if self._failed is not None:
                 raise self._failed
+            self._sequence()
             first = self._next
             if then is not None and batch:
                 try:
@@ -355,7 +375,7 @@ class Log(GroupCommit):
         """
         self._check_open()
         with self._state_lock:
-            if self._latest is not None and self._builder is not None:
+            if self._latest is not None and self._builder is not None and (self._holding or not self._shared):
                 return self._latest[1]
         latest = self._store.latest_checkpoint()
         if latest is None:
