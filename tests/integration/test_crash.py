@@ -57,11 +57,15 @@ def test_sigkill_loses_no_acknowledged_append(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(0.4, 1.2))
+        # Kill at a random moment once it is appending (not while a loaded machine is
+        # still importing it: then it would have acknowledged nothing to check).
+        assert child.stdout is not None
+        first = child.stdout.readline()
+        time.sleep(rng.uniform(0.05, 0.8))
         os.kill(child.pid, signal.SIGKILL)
         out, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, err
-        lines = [ln for ln in out.splitlines() if ln]
+        lines = [ln for ln in (first + out).splitlines() if ln]
         assert lines, f"the child acknowledged nothing before it was killed: {err}"
         for line in lines:
             i, w, k = (int(x) for x in line.split())
