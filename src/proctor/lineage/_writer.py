@@ -103,6 +103,7 @@ class GroupCommit:
     _holding: bool
     _held_since: float
     _yielding: bool
+    _turn: int
     _released: threading.Condition
     sequencer_timeout: float
     hold_idle: float
@@ -176,8 +177,11 @@ class GroupCommit:
         if not self._shared:
             return
         if self._holding and time.monotonic() - self._held_since > self.hold_max:
+            # Wait for this hold to end (not for the lock to be free: another of our
+            # threads may take the next hold first, and then this one goes on in it).
             self._yielding = True
-            while self._holding:
+            turn = self._turn
+            while self._turn == turn:
                 self._released.wait()
         if self._holding:
             return
@@ -202,6 +206,7 @@ class GroupCommit:
             self._sequencer.release()
         self._holding = False
         self._yielding = False
+        self._turn += 1
         self._released.notify_all()
 
     def _release_if_idle(self, *, idle: bool) -> None:

@@ -119,6 +119,7 @@ class Log(GroupCommit):
         self._holding = False
         self._held_since = 0.0
         self._yielding = False
+        self._turn = 0
         self._next = 0
         self.deferred_timeout = 2.0
         self.sequencer_timeout = 5.0
