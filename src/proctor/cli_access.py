@@ -18,14 +18,15 @@ from typing import Annotated, NoReturn
 import typer
 
 from proctor.authorization.keys import PrincipalKey
-from proctor.cli_output import fail
-from proctor.client import GovernorClient, GovernorError
+from proctor.cli_output import error_code, fail
+from proctor.client import GovernorClient
 from proctor.datadir import DataDir
 from proctor.errors import LogLockedError, ProctorError
 from proctor.exitcodes import ExitCode
 from proctor.governor.service import Governor
 
 __all__ = ["AdminAccess", "KeyOpt", "admin_access", "error_code", "exit_for"]
+# error_code is proctor.cli_output's, re-exported: commands that import no governor use it too.
 
 KeyOpt = Annotated[
     Path | None,
@@ -44,14 +45,6 @@ def exit_for(e: ProctorError) -> NoReturn:
             f"error: {e}; a governor is running on this data directory: use --server URL",
         )
     fail(error_code(e), f"error: {e}")
-
-
-def error_code(e: ProctorError) -> ExitCode:
-    """The exit code of a failed call: BAD_INPUT for a refusal (HTTP 400, 403, 404, 409,
-    422) or bad input, UNAVAILABLE for anything else the governor answered or did not."""
-    if isinstance(e, GovernorError):
-        return ExitCode.BAD_INPUT if e.status in (400, 403, 404, 409, 422) else ExitCode.UNAVAILABLE
-    return ExitCode.BAD_INPUT
 
 
 class AdminAccess:

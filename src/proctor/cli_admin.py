@@ -6,8 +6,9 @@ runs, directly on the data directory (:mod:`proctor.cli_access`). The ``policy``
 ``warrant`` commands are in :mod:`proctor.cli_policy` and :mod:`proctor.cli_warrant`.
 Data is JSON when piped or with ``--json``, and for a person on a terminal
 (:mod:`proctor.cli_output`). Exit codes: :class:`proctor.exitcodes.ExitCode`
-(``authorize``: OK on allow, DENIED on deny;
-UNAVAILABLE when the governor cannot be reached or take the call).
+(``authorize``: OK on allow, DENIED on deny or HTTP 401; otherwise, as every command
+that asks a governor, BAD_INPUT for a refusal and UNAVAILABLE when the governor cannot
+be reached or take the call: :func:`proctor.cli_output.error_code`).
 """
 
 from __future__ import annotations

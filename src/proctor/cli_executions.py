@@ -10,7 +10,7 @@ tables) makes it exit UNAVAILABLE (3) instead of showing stale leases.
 
 Exit codes (:class:`proctor.exitcodes.ExitCode`): BAD_INPUT for bad arguments, an
 unreadable key, or a refusal (no such execution: 404); UNAVAILABLE when the governor
-cannot be reached or holds the data directory.
+cannot be reached or take the call (429, 5xx), or holds the data directory.
 """
 
 from __future__ import annotations

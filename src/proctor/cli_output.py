@@ -26,6 +26,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
+from proctor.errors import GovernorError, ProctorError
 from proctor.exitcodes import ExitCode
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_SERVER",
     "server_option",
     "emit",
+    "error_code",
     "fail",
     "human_output",
     "table",
@@ -120,6 +122,28 @@ def fail(code: ExitCode, message: str) -> NoReturn:
     """Print ``proctor: message`` on stderr and exit with ``code`` (a member of the one table)."""
     typer.echo(f"proctor: {message}", err=True)
     raise typer.Exit(code)
+
+
+# A governor's refusals: the call was wrong (bad arguments or body, a key it does not
+# accept, no right, nothing there, a conflict), so asking again will not help.
+_REFUSALS = frozenset({400, 401, 403, 404, 409, 422})
+
+
+def error_code(e: ProctorError) -> ExitCode:
+    """The exit code of a failed call to a governor, the same for every command.
+
+    Args:
+        e: what the call raised.
+
+    Returns:
+        BAD_INPUT for a refusal (HTTP 400, 401, 403, 404, 409, 422) or any other
+        error; UNAVAILABLE when the governor could not be reached or could not take
+        the call (any other HTTP status: 429, 5xx). ``authorize`` (401 is DENIED) and
+        ``run`` (DENIED for any failure, nothing started) add their own rule on top.
+    """
+    if isinstance(e, GovernorError):
+        return ExitCode.BAD_INPUT if e.status in _REFUSALS else ExitCode.UNAVAILABLE
+    return ExitCode.BAD_INPUT
 
 
 # -- renderings for a person --------------------------------------------------------

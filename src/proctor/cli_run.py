@@ -3,12 +3,13 @@
 Exit codes (:class:`proctor.exitcodes.ExitCode`) of ``proctor run``: the command's own
 exit status when it ran to its end; DENIED (77) when it was denied and never started;
 TERMINATED (79) when governance terminated it; BAD_INPUT (2) for a missing or malformed
-key file, before anything is asked of the governor. ``proctor receipt``: BAD_INPUT for
-an unreadable key or any HTTP error, UNAVAILABLE (3) when the governor cannot be
-reached. ``proctor verify``: OK when every step passed, VERIFY_FAILED (1) naming the
-failing step, BAD_INPUT for an unreadable receipt. ``proctor receipt show``: BAD_INPUT
-for an unreadable or malformed receipt; with ``--log-key``, VERIFY_FAILED when it does
-not verify.
+key file, before anything is asked of the governor. ``proctor receipt``: as every
+command that asks a governor (:func:`proctor.cli_output.error_code`): BAD_INPUT for an
+unreadable key or a refusal (HTTP 400, 401, 403, 404, 409, 422), UNAVAILABLE (3) when
+the governor cannot be reached or take the call (429, 5xx). ``proctor verify``: OK when
+every step passed, VERIFY_FAILED (1) naming the failing step, BAD_INPUT for an
+unreadable receipt. ``proctor receipt show``: BAD_INPUT for an unreadable or malformed
+receipt; with ``--log-key``, VERIFY_FAILED when it does not verify.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from proctor.cli_output import (
     JsonOpt,
     duration,
     emit,
+    error_code,
     fail,
     table,
     ticks,
@@ -134,8 +136,7 @@ def _receipt(
         with GovernorClient(server, signer) as client:
             doc = client.json("GET", f"/v1/executions/{execution}/receipt")
     except GovernorError as e:
-        typer.echo(f"proctor: error: {e}", err=True)
-        raise typer.Exit(ExitCode.BAD_INPUT if e.status else ExitCode.UNAVAILABLE) from None
+        fail(error_code(e), f"error: {e}")
     data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
     if out is None:
         sys.stdout.buffer.write(data)

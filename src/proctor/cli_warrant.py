@@ -3,7 +3,8 @@
 
 The warrant key is ``--warrant-key``, else the governor's (``--server``), else the data
 directory's public ``keys/warrant.pub``; a signature that does not verify under it
-exits VERIFY_FAILED (1).
+exits VERIFY_FAILED (1). A governor that cannot be reached or answers 429 or 5xx for the
+key exits UNAVAILABLE (3), as every command that asks one.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Annotated
 import typer
 
 from proctor.authorization.warrants import attenuate_warrant, inspect_warrant
-from proctor.cli_output import DataOpt, JsonOpt, emit, fail, fields, server_option
-from proctor.client import GovernorClient
+from proctor.cli_output import DataOpt, JsonOpt, emit, error_code, fail, fields, server_option
+from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.errors import ProctorError
 from proctor.exitcodes import ExitCode
@@ -38,6 +39,8 @@ def _warrant_root(data: Path, server: str | None, warrant_key: str | None) -> by
         else:
             text = (data / "keys" / "warrant.pub").read_text()
         raw = base64.b64decode(text.strip(), validate=True)
+    except GovernorError as e:  # unreachable or 5xx: UNAVAILABLE, as every command that asks one
+        fail(error_code(e), f"error: cannot get the warrant public key: {e}")
     except (ProctorError, OSError, ValueError) as e:
         fail(ExitCode.BAD_INPUT, f"error: cannot get the warrant public key: {e}")
     if len(raw) != 32:

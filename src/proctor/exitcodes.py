@@ -49,12 +49,12 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.BAD_INPUT: (
         "Bad input or usage: malformed arguments, events or files, a missing or malformed key "
         "file, an unsafe or uninitialised data directory, a port in use (`serve`), a call the "
-        "governor refused (HTTP 400, 403, 404, 409, 422; `receipt`: any HTTP error)."
+        "governor refused (HTTP 400, 401, 403, 404, 409, 422; `authorize`: 401 is `DENIED`)."
     ),
     ExitCode.UNAVAILABLE: (
-        "Unavailable: the governor could not be reached or could not take the call (`authorize` "
-        "and admin commands: any other HTTP error, such as 429 or 5xx), or a running governor "
-        "holds the data directory."
+        "Unavailable: the governor could not be reached or could not take the call (any other "
+        "HTTP error, such as 429 or 5xx; every command that asks a governor, `run` excepted), "
+        "or a running governor holds the data directory."
     ),
     ExitCode.DENIED: (
         "Denied: the governor denied the request, or refused the principal's key (`authorize`: "
