@@ -4,7 +4,8 @@
 ``check`` and ``replay`` read only the files and the data directory given; ``push`` and
 ``show`` act on a governor (``--server``) or on the data directory (:mod:`proctor.cli_access`).
 On a terminal ``show`` prints a summary (version, digest, signer, activation, each
-policy's id, effect and file); piped, or with ``--json``, the signed bundle as before.
+policy's id, effect and file); piped, or with ``--json``, the signed bundle as before,
+from a governor or from the data directory alike.
 """
 
 from __future__ import annotations
@@ -160,12 +161,22 @@ def _active_version(admin: AdminAccess) -> int:
 def _policy_show(
     data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, key: KeyOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """Print the active signed bundle (on a terminal: a summary of it)."""
+    """Print the active signed bundle (on a terminal: a summary of it, activation time included).
+
+    Both forms print the same: the signed bundle as JSON, and in the summary the time
+    the bundle was activated, which the governor's ``GET /v1/policy`` adds to the signed
+    bundle (``activated``) and the data directory's form reads from the stored bundles.
+    """
     activated: str | None = None
     with admin_access(data, server, key) as admin:
         try:
             if admin.client is not None:
                 active = admin.client.json("GET", "/v1/policy")
+                if not isinstance(active, dict):
+                    kind = type(active).__name__
+                    fail(ExitCode.UNAVAILABLE, f"error: GET /v1/policy: expected an object, found {kind}")
+                found = active.pop("activated", None)
+                activated = found if isinstance(found, str) else None
             elif admin.governor is not None:
                 active = admin.governor.active_policy()
                 digest = _digest(active)
@@ -191,7 +202,7 @@ def _policy_summary(active: dict[str, Any], activated: str | None) -> str:
         f"version:   {active.get('bundle', {}).get('version')}",
         f"digest:    {_digest(active) or '(not a valid bundle)'}",
         f"signed by: {active.get('signer')}",
-        "activated: " + (when(activated) if activated else "(not reported over --server; see the log)"),
+        "activated: " + (when(activated) if activated else "(not reported by this governor; see the log)"),
         "",
     ]
     try:

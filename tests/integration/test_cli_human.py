@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 
 from gov_exec import allow, start_body
+from gov_server import GovernorServer
 from gov_support import POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
+from proctor.client import GovernorClient
 from proctor.governor.service import Governor, initialize
 
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("PROCTOR_")} | {
@@ -264,6 +266,39 @@ def test_policy_show_is_a_summary(scene: Scene, tmp_path: Path) -> None:
     }
     assert policies["echo"] == ["permit", "exec.cedar"]
     assert policies["no-rm"] == ["forbid", "exec.cedar"]
+
+
+def _activated_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("activated: "))
+
+
+def test_policy_show_prints_the_same_fields_over_server_and_from_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    """The activation time is shown over ``--server`` too (the governor's ``GET
+    /v1/policy`` adds it to the signed bundle), equal to the data directory's."""
+    server = GovernorServer(tmp_path, policy=POLICIES / "basic", origin="human.example/show")
+    data = ["--data", str(server.data)]
+    try:
+        with GovernorClient(server.url, PrincipalKey.load(server.data / "keys" / "admin.key")) as admin:
+            answer = admin.json("GET", "/v1/policy")
+        remote_human, remote_script = same_for_scripts(
+            "policy", "show", "--server", server.url, *data, tmp=tmp_path
+        )
+    finally:
+        server.stop()
+    local_human, local_script = same_for_scripts("policy", "show", *data, tmp=tmp_path)
+    assert remote_human.code == local_human.code == 0, (remote_human, local_human)
+    # The route: the signed bundle, and when it was activated (the policy.activated time).
+    assert set(answer) == {"bundle", "signer", "signature", "activated"}
+    activated = answer["activated"]
+    assert re.fullmatch(r"20[0-9-]+T[0-9:.]+Z", activated), activated
+    # Both forms: the same summary, the activation time included, and the same JSON.
+    assert _activated_line(remote_human.out) == _activated_line(local_human.out)
+    assert f"({activated})" in _activated_line(remote_human.out)
+    assert remote_human.out == local_human.out
+    assert remote_script.out == local_script.out
+    assert set(json.loads(remote_script.out)) == {"bundle", "signer", "signature"}  # today's JSON
 
 
 def test_executions_list_is_a_table(scene: Scene, tmp_path: Path) -> None:

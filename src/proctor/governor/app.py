@@ -90,6 +90,7 @@ from proctor.governor.model import (
 from proctor.governor.quotas import RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
+from proctor.policy import PolicyBundle
 
 __all__ = ["MAX_BODY", "Caller", "GovernorApp", "create_app"]
 
@@ -549,7 +550,15 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
         if active is None:
             body = envelope("no-policy", "no policy bundle is active; everything is denied")
             return JSONResponse(body, status_code=404)
-        return JSONResponse(active)
+        # The signed bundle and, added to it, when it was activated (the time of its
+        # policy.activated event), which `proctor policy show` prints in both its forms.
+        try:
+            digest = PolicyBundle.from_json(active["bundle"]).digest
+        except (ProctorError, KeyError, TypeError):  # the startup audit checks stored bundles
+            digest = None
+        versions = governor.state.bundle_versions()
+        activated = next((at for d, _, at in versions if digest is not None and d == digest), None)
+        return JSONResponse({**active, "activated": activated})
 
     @app.get("/v1/principals")
     def list_principals(who: Annotated[Caller, Depends(admin)]) -> list[dict[str, Any]]:
