@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -55,7 +56,12 @@ from proctor.verification.lease import lease_expiry_ms, lease_lapsed, sweep_cuto
 from proctor.verification.recheck import ExecutionRecord, RenewalReport, Verdict, recheck
 
 if TYPE_CHECKING:
-    from proctor.governor.host import ExecutionHost
+    from proctor.config import QuotaConfig
+    from proctor.governor.recorder import Recorder
+    from proctor.governor.trust import ReadOnlyTrust
+    from proctor.lineage.log import Log
+    from proctor.note import NoteSigner
+    from proctor.store.state import StateStore
 
 __all__ = ["TERMINATION_REASONS", "VIOLATIONS", "ExecutionConflictError", "Executions"]
 
@@ -95,10 +101,51 @@ class Executions:
     finish racing the sweeper, can never both be recorded.
     """
 
-    def __init__(self, governor: ExecutionHost) -> None:
-        self.gov = governor
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        log: Log,
+        recorder: Recorder,
+        trust: ReadOnlyTrust,
+        clock: Callable[[], float],
+        node: str,
+        quotas: QuotaConfig,
+        warrant_public_key: bytes,
+        suspend: Callable[[str], object],
+        log_signer: Callable[[], NoteSigner],
+    ) -> None:
+        """Load the running executions from ``state``; keep what the transitions use.
+
+        Each collaborator is named here and nothing else is reached (ADR 0012): not the
+        governor, so what a start, renewal or finish can read or change is this list.
+
+        Args:
+            state: the governance state tables (rows read; written with the events).
+            log: the lineage log: events appended with their rows (``submit``), earlier
+                events read (``leaf``, ``leaf_hash``), and whether it can record now.
+            recorder: queues the registry's lease writes for the log writer's next
+                transaction (``side_write``).
+            trust: principals, revoked warrants and the active engine, read only.
+            clock: the governor's clock (seconds).
+            node: the governor's node name, in every event.
+            quotas: the operator's limits on running executions and starts.
+            warrant_public_key: the warrant root's public key (raw Ed25519).
+            suspend: suspends a principal, recording its own event (the one governance
+                response a violation triggers here).
+            log_signer: loads the log's checkpoint signing key, when a receipt is built.
+        """
+        self._state = state
+        self._log = log
+        self._trust = trust
+        self._clock = clock
+        self._node = node
+        self._quotas = quotas
+        self._warrant_public_key = warrant_public_key
+        self._suspend = suspend
+        self._log_signer = log_signer
         self.registry = ExecutionRegistry(
-            governor.state.running_leases(), governor.state.running_executions(), governor.recorder.side_write
+            state.running_leases(), state.running_executions(), recorder.side_write
         )
 
     def running_count(self, principal: str) -> int:
@@ -107,7 +154,7 @@ class Executions:
 
     def revoked(self, execution_id: str) -> None:
         """The execution was revoked (its row says ``terminating`` now)."""
-        record = self.gov.state.execution(execution_id)
+        record = self._state.execution(execution_id)
         if record is not None:
             self.registry.not_running(execution_id, str(record["principal"]))
 
@@ -117,7 +164,7 @@ class Executions:
 
     def _record(self, event: dict[str, Any], side: list[Side]) -> int:
         """Append ``event`` with ``side`` in one commit; its index once durable."""
-        return self.gov.log.submit([event], side=side).wait()[0]
+        return self._log.submit([event], side=side).wait()[0]
 
     def sweep(self, *, grace_ms: int = SWEEP_GRACE_MS) -> list[str]:
         """Record ``execution.terminated`` (``supervisor-lost``) for every running
@@ -126,8 +173,7 @@ class Executions:
         Returns:
             The ids of the executions it closed.
         """
-        gov = self.gov
-        now = gov.now()
+        now = self._clock()
         cutoff = sweep_cutoff_ms(now, grace_ms)
         lapsed = self.registry.lapsed(cutoff)
         closed = []
@@ -135,7 +181,7 @@ class Executions:
             if not self.registry.claim(execution_id):
                 continue  # being finished right now
             try:
-                record = gov.state.execution(execution_id)
+                record = self._state.execution(execution_id)
                 if record is None or record["status"] not in ("running", "terminating"):
                     self.registry.ended(execution_id)
                     continue
@@ -146,7 +192,7 @@ class Executions:
                     "v": 1,
                     "type": "execution.terminated",
                     "time": rfc3339(now),
-                    "node": gov.node,
+                    "node": self._node,
                     "execution": execution_id,
                     "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
                     "reason": "supervisor-lost",
@@ -158,7 +204,7 @@ class Executions:
                     "stderr_digest": "",
                     "parent": self._link(int(record["started_index"])),
                 }
-                ended = gov.state.execution_update_writer(
+                ended = self._state.execution_update_writer(
                     execution_id, status="terminated", reason="supervisor-lost", ended=int(now)
                 )
                 self._record(event, [ended])
@@ -170,7 +216,7 @@ class Executions:
         return closed
 
     def _link(self, index: int) -> dict[str, Any]:
-        return {"index": index, "leaf_hash": base64.b64encode(self.gov.log.leaf_hash(index)).decode()}
+        return {"index": index, "leaf_hash": base64.b64encode(self._log.leaf_hash(index)).decode()}
 
     def start(self, principal: str, body: Any) -> dict[str, Any]:
         """Verify the warrant against what the enforcer measured; record ``execution.started``.
@@ -183,7 +229,6 @@ class Executions:
             QuotaError: the principal is at ``max_running`` or ``max_starts_per_minute``
                 (HTTP 429); nothing was recorded and the warrant stays unused.
         """
-        gov = self.gov
         token = _field(body, "warrant", str)
         measurement = _field(body, "measurement", dict)
         argv = body.get("argv", [])
@@ -195,7 +240,7 @@ class Executions:
             measured = measured_resource(measurement)
         except IntegrityError as e:
             raise RequestShapeError(str(e)) from e
-        now = gov.now()
+        now = self._clock()
         now_s = int(now)
         # 1. The warrant verifies for exactly what the enforcer measured: the resource
         #    is the measured file, its digest the warrant's executable digest.
@@ -208,10 +253,10 @@ class Executions:
         )
         verified = verify_warrant_bounds(
             token,
-            root_public_key=gov.warrant_public_key,
+            root_public_key=self._warrant_public_key,
             now=now_s,
             request=request,
-            revoked=gov.warrant_revoked,
+            revoked=self._trust.warrant_revoked,
         )
         claims = verified.claims
         try:
@@ -230,10 +275,10 @@ class Executions:
             raise PrincipalError(
                 f"warrant {claims.warrant_id} belongs to {claims.principal!r}, not {principal!r}"
             )
-        record = gov.principal(principal)
+        record = self._trust.principal(principal)
         if record is None or record.status != "active":
             raise PrincipalError(f"principal {principal!r} is not active")
-        issued = gov.state.warrant(claims.warrant_id)
+        issued = self._state.warrant(claims.warrant_id)
         if issued is None or issued["issued_index"] < 0:
             raise WarrantError(
                 f"warrant {claims.warrant_id} was not issued by this governor", reason="forged"
@@ -243,14 +288,14 @@ class Executions:
         if not self.registry.claim(claims.warrant_id):
             raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
         try:
-            if not gov.state.claim_warrant(claims.warrant_id):
+            if not self._state.claim_warrant(claims.warrant_id):
                 raise ExecutionConflictError(
                     f"warrant {claims.warrant_id} already started an execution (replayed)"
                 )
             # 4. Quotas (proctor.governor.quotas): admitted and reserved in one step of
             #    the registry before anything is recorded; refused, the warrant stays
             #    unused. A start that is not recorded gives its slot back.
-            slot = self.registry.admit_start(principal, now_s, gov.quotas.limits(principal))
+            slot = self.registry.admit_start(principal, now_s, self._quotas.limits(principal))
             try:
                 return self._started(principal, body, request.zone, verified, issued, now, slot=slot)
             finally:
@@ -269,10 +314,9 @@ class Executions:
         *,
         slot: StartSlot,
     ) -> dict[str, Any]:
-        gov = self.gov
         claims = verified.claims
-        decision = orjson.loads(gov.log.leaf(claims.decision_index))
-        engine = gov.engine
+        decision = orjson.loads(self._log.leaf(claims.decision_index))
+        engine = self._trust.engine
         execution_id = "ex_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()
         ttl_ms = claims.lease_ttl_ms
         lease_expires = lease_expiry_ms(now, ttl_ms)
@@ -280,7 +324,7 @@ class Executions:
             "v": 1,
             "type": "execution.started",
             "time": rfc3339(now),
-            "node": gov.node,
+            "node": self._node,
             "execution": execution_id,
             "warrant": claims.warrant_id,
             "principal": principal,
@@ -293,7 +337,7 @@ class Executions:
         }
         if verified.bounds.blocks:
             event["attenuations"] = verified.bounds.blocks
-        row = gov.state.execution_writer(
+        row = self._state.execution_writer(
             {
                 "id": execution_id,
                 "warrant": claims.warrant_id,
@@ -325,7 +369,7 @@ class Executions:
         logged = decision.get("request", {})
         if "args_commitment" not in logged:
             return dict(logged)
-        opening = self.gov.state.opening(index)
+        opening = self._state.opening(index)
         if opening is None:
             raise WarrantError(f"the arguments of the decision at {index} are not kept", reason="malformed")
         try:
@@ -334,7 +378,7 @@ class Executions:
             raise WarrantError(f"the decision at {index}: {e}", reason="malformed") from e
 
     def _owned(self, principal: str, execution_id: str) -> StoredExecution:
-        record = self.gov.state.execution(execution_id)
+        record = self._state.execution(execution_id)
         if record is None or record["principal"] != principal:
             raise PrincipalError(f"no execution {execution_id!r} of {principal!r}")
         return record
@@ -346,12 +390,11 @@ class Executions:
             StoreError: the log cannot durably record now (a full disk): no lease is
                 renewed, so every execution dies when its lease ends (fail closed).
         """
-        gov = self.gov
-        failure = gov.log.commit_failure
+        failure = self._log.commit_failure
         if failure is not None:
             raise StoreError(f"the governor cannot durably record ({failure}); the lease is not renewed")
         record = self._owned(principal, execution_id)
-        now = gov.now()
+        now = self._clock()
         if record["status"] != "running":
             return {
                 "ok": False,
@@ -361,7 +404,7 @@ class Executions:
         verdict = self._recheck(record, body, now)
         if verdict.terminate is not None:
             self.registry.not_running(execution_id, principal)
-            gov.state.update_execution(execution_id, status="terminating", reason=verdict.terminate)
+            self._state.update_execution(execution_id, status="terminating", reason=verdict.terminate)
             return {"ok": False, "terminate": verdict.terminate, "detail": verdict.detail}
         expires = lease_expiry_ms(now, int(record["ttl_ms"]))
         self.registry.set_lease(execution_id, expires)
@@ -379,11 +422,11 @@ class Executions:
             return verified
         token = str(record.get("presented") or "")
         if not token:  # started before presented warrants were kept: the issued one
-            issued = self.gov.state.warrant(record["warrant"])
+            issued = self._state.warrant(record["warrant"])
             token = str(issued["token"]) if issued is not None else ""
         verified = verify_warrant_bounds(
             token,
-            root_public_key=self.gov.warrant_public_key,
+            root_public_key=self._warrant_public_key,
             now=int(record["started"]),
             request=None,
         )
@@ -402,7 +445,8 @@ class Executions:
             request=record["request"],
             lease_expires_ms=self.lease_expires_ms(record),
         )
-        verdict = recheck(execution, _TrustView(self, record), now, RenewalReport.from_json(body))
+        view = _TrustView(self._state, self._trust, presented=lambda: self.presented(record))
+        verdict = recheck(execution, view, now, RenewalReport.from_json(body))
         done = verdict.reevaluation
         if done is not None:
             self._record_verified(record, done.allowed, done.bundle, done.reason, now)
@@ -411,12 +455,11 @@ class Executions:
     def _record_verified(
         self, record: StoredExecution, allowed: bool, bundle: str, reason: str, now: float
     ) -> None:
-        gov = self.gov
         event = {
             "v": 1,
             "type": "execution.verified",
             "time": rfc3339(now),
-            "node": gov.node,
+            "node": self._node,
             "execution": record["id"],
             "checked": ["policy"],
             "result": "allowed" if allowed else "denied",
@@ -426,9 +469,9 @@ class Executions:
         }
         # The new bundle is the execution's only if it allowed it; both with the event.
         if allowed:
-            update = gov.state.execution_update_writer(record["id"], bundle=bundle)
+            update = self._state.execution_update_writer(record["id"], bundle=bundle)
         else:
-            update = gov.state.execution_update_writer(record["id"])
+            update = self._state.execution_update_writer(record["id"])
         index = self._record(event, [update])
         record["indices"] = [*record["indices"], index]
         if allowed:
@@ -452,14 +495,13 @@ class Executions:
             self.registry.release(execution_id)
 
     def _finished(self, record: StoredExecution, body: Any) -> dict[str, Any]:
-        gov = self.gov
         execution_id = record["id"]
         outcome = _field(body, "outcome", str)
-        now = gov.now()
+        now = self._clock()
         event: dict[str, Any] = {
             "v": 1,
             "time": rfc3339(now),
-            "node": gov.node,
+            "node": self._node,
             "execution": execution_id,
             "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
             "parent": self._link(int(record["started_index"])),
@@ -512,11 +554,11 @@ class Executions:
                 event["exit_status"] = body["exit_status"]
         responses: list[str] = []
         if outcome == "terminated" and event["reason"] in VIOLATIONS:
-            decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
+            decision = orjson.loads(self._log.leaf(int(record["indices"][0])))
             responses = planned_responses(decision.get("obligations", {}))
             event["responses"] = [{"response": r} for r in responses]
         status = "completed" if outcome == "completed" else outcome
-        ended = gov.state.execution_update_writer(
+        ended = self._state.execution_update_writer(
             execution_id, status=status, reason=event.get("reason", ""), ended=int(now)
         )
         index = self._record(event, [ended])
@@ -530,11 +572,7 @@ class Executions:
                 "reason": event["reason"],
                 "detail": event.get("detail", ""),
             }
-            run_responses(
-                responses,
-                facts,
-                suspend=lambda name: gov.set_principal_status(name, "suspended", by="governance-response"),
-            )
+            run_responses(responses, facts, suspend=self._suspend)
         return {"execution": execution_id, "log_index": index, "status": status}
 
     def receipt(self, execution_id: str) -> dict[str, Any]:
@@ -542,7 +580,7 @@ class Executions:
         (:func:`proctor.governor.receipts.execution_receipt`)."""
         from proctor.governor.receipts import execution_receipt  # noqa: PLC0415 - built on demand
 
-        return execution_receipt(self.gov, execution_id)
+        return execution_receipt(execution_id, state=self._state, log=self._log, log_signer=self._log_signer)
 
 
 class _TrustView:
@@ -550,29 +588,32 @@ class _TrustView:
     one renewal of one execution. The active engine is read once, when the re-check asks
     for its digest, so the bundle compared is the bundle that decides."""
 
-    __slots__ = ("_engine", "_executions", "_record")
+    __slots__ = ("_engine", "_presented", "_state", "_trust")
 
-    def __init__(self, executions: Executions, record: StoredExecution) -> None:
-        self._executions = executions
-        self._record = record
+    def __init__(
+        self, state: StateStore, trust: ReadOnlyTrust, *, presented: Callable[[], VerifiedWarrant]
+    ) -> None:
+        self._state = state
+        self._trust = trust
+        self._presented = presented
         self._engine: PolicyEngine | None = None
 
     def is_revoked(self, kind: str, target: str) -> bool:
-        return self._executions.gov.state.is_revoked(kind, target)
+        return self._state.is_revoked(kind, target)
 
     def warrant_revoked(self, warrant_id: str) -> bool:
-        # The governor's, which also counts every warrant revoked while its state is untrusted.
-        return self._executions.gov.warrant_revoked(warrant_id)
+        # The trust view's, which also counts every warrant revoked while the state is untrusted.
+        return self._trust.warrant_revoked(warrant_id)
 
     def principal_active(self, name: str) -> bool:
-        principal = self._executions.gov.principal(name)
+        principal = self._trust.principal(name)
         return principal is not None and principal.status == "active"
 
     def presented_warrant(self) -> VerifiedWarrant:
-        return self._executions.presented(self._record)
+        return self._presented()
 
     def active_bundle(self) -> str | None:
-        self._engine = self._executions.gov.engine
+        self._engine = self._trust.engine
         return None if self._engine is None else self._engine.bundle_digest
 
     def decide(self, request: str, now: int) -> Decision:

@@ -1,8 +1,12 @@
 """Building an execution's receipt from the governor's log and state (I/O over the
-log: :mod:`proctor.receipts.build`; checking one is pure: :mod:`proctor.receipts.check`)."""
+log: :mod:`proctor.receipts.build`; checking one is pure: :mod:`proctor.receipts.check`).
+
+The builder is handed the state, the log and the log's signing key, and nothing else of
+the governor (ADR 0012)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -11,47 +15,67 @@ from proctor.errors import PrincipalError
 from proctor.receipts import build_receipt
 
 if TYPE_CHECKING:
-    from proctor.governor.host import ExecutionHost
+    from proctor.lineage.log import Log
+    from proctor.note import NoteSigner
+    from proctor.store.state import StateStore
 
 __all__ = ["execution_receipt"]
 
 
-def execution_receipt(gov: ExecutionHost, execution_id: str) -> dict[str, Any]:
-    """The execution's self-contained, offline-verifiable receipt."""
-    record = gov.state.execution(execution_id)
+def execution_receipt(
+    execution_id: str, *, state: StateStore, log: Log, log_signer: Callable[[], NoteSigner]
+) -> dict[str, Any]:
+    """The execution's self-contained, offline-verifiable receipt.
+
+    Args:
+        execution_id: the execution.
+        state: the governance state tables (the execution's and its warrants' rows,
+            bundles, argument openings, the warrant key's log index).
+        log: the lineage log the receipt proves its events in.
+        log_signer: loads the log's checkpoint signing key (called once the rows are
+            read, so an unknown execution is refused before any key is loaded).
+
+    Returns:
+        The receipt, verified before it is returned (:func:`proctor.receipts.build_receipt`).
+
+    Raises:
+        PrincipalError: there is no execution ``execution_id``.
+        ConfigError: the log's signing key cannot be loaded.
+    """
+    record = state.execution(execution_id)
     if record is None:
         raise PrincipalError(f"no execution {execution_id!r}")
-    chain = list(reversed(gov.state.warrant_chain(record["warrant"])))
+    chain = list(reversed(state.warrant_chain(record["warrant"])))
     tokens = []
     indices: list[int] = []
     for wid in chain[:-1]:  # ancestors' decisions and issuance too
-        w = gov.state.warrant(wid)
+        w = state.warrant(wid)
         if w is not None:
             tokens.append(str(w["token"]))
             indices += [int(w["decision_index"]), int(w["issued_index"])]
-    own = gov.state.warrant(record["warrant"])
+    own = state.warrant(record["warrant"])
     if own is not None:
         tokens.append(str(own["token"]))
     indices += list(record["indices"])
-    key_index = int(gov.state.meta("warrant_key_index") or 0)
-    decision = orjson.loads(gov.log.leaf(int(record["indices"][0])))
+    key_index = int(state.meta("warrant_key_index") or 0)
+    decision = orjson.loads(log.leaf(int(record["indices"][0])))
     bundle_doc, policy_index = None, None
-    bundle = gov.state.bundle(str(decision.get("bundle", "")))
+    bundle = state.bundle(str(decision.get("bundle", "")))
     if bundle is not None:
         bundle_doc = orjson.loads(bundle)
-        policy_index = gov.state.bundle_index(str(decision["bundle"]))
+        policy_index = state.bundle_index(str(decision["bundle"]))
     openings = {}
     for index in indices:
-        opening = gov.state.opening(index)  # decisions only: other events have none
+        opening = state.opening(index)  # decisions only: other events have none
         if opening is not None:
             openings[index] = opening
     return build_receipt(
-        gov.log,
+        log,
         openings=openings,
         execution_indices=indices,
         warrant_tokens=tokens,
         key_index=key_index,
-        signer=gov.data.log_signer(),
+        signer=log_signer(),
         policy_bundle=bundle_doc,
         policy_index=policy_index,
     )

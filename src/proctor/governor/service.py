@@ -12,8 +12,9 @@ exposes one public API by delegation. This module also holds the governor's life
 - :mod:`proctor.governor.admin` (principals, policy, revocation) and
   :mod:`proctor.governor.authorize` (decisions; warrants from
   :mod:`proctor.governor.issuance`);
-- :mod:`proctor.governor.executions` (executions and leases), which receives the
-  governor as an :class:`~proctor.governor.host.ExecutionHost`.
+- :mod:`proctor.governor.executions` (executions and leases; receipts from
+  :mod:`proctor.governor.receipts`), which receives the state, the log, the recorder,
+  the trust (read only), the clock and the one governance response it triggers.
 
 No part imports this module, and no part reads another's private members.
 """
@@ -209,7 +210,19 @@ class Governor:
         # The collaborators, each given what it uses (no one reaches into another).
         self.trust, self.state_report = open_trust(self.data, self.log, self.state)
         self.recorder = Recorder(self.log, self.state, self.trust)
-        self.executions = Executions(self)
+        self.executions = Executions(
+            state=self.state,
+            log=self.log,
+            recorder=self.recorder,
+            trust=self.trust,
+            clock=self.now,
+            node=node,
+            quotas=self.quotas,
+            warrant_public_key=self.warrant_public_key,
+            # The governance response to a violation; the administration is built next.
+            suspend=lambda name: self.admin.set_principal_status(name, "suspended", by="governance-response"),
+            log_signer=self.data.log_signer,
+        )
         self.admin = Administration(
             trust=self.trust,
             recorder=self.recorder,

@@ -11,6 +11,10 @@ parts that change trust tell it what changed, after the change is recorded:
   (:meth:`TrustView.policy_activated`) or withdraws a revoked one
   (:meth:`TrustView.policy_withdrawn`).
 
+A part that only reads trust is handed the view as a :class:`ReadOnlyTrust` (the
+reads of :class:`TrustView`, none of its setters), so that it cannot tell the view of a
+change it did not record: :class:`~proctor.governor.executions.Executions` is.
+
 Invariants:
 
 - While the state disagrees with the log (``state_problem``, fixed at start-up), no one
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -36,12 +40,54 @@ from proctor.policy import PolicyEngine
 from proctor.store.state import PrincipalRecord, StateStore
 from proctor.verification.revocation import ChainLink, find_revoked
 
-__all__ = ["ADMIN", "TrustView"]
+__all__ = ["ADMIN", "ReadOnlyTrust", "TrustView"]
 
 ADMIN = "admin"
 """The attribute value (``role=admin``) that makes an active principal an admin."""
 
 _PRINCIPAL_CACHE = 100_000
+
+
+class ReadOnlyTrust(Protocol):
+    """What a reader of the governor's trust may call: the reads of :class:`TrustView`
+    (which implements this), without the notifications that change it
+    (``forget_principal``, ``policy_activated``, ``policy_withdrawn``)."""
+
+    @property
+    def state_problem(self) -> str | None:
+        """Why the state is not trusted, or ``None`` (:attr:`TrustView.state_problem`)."""
+
+    @property
+    def engine(self) -> PolicyEngine | None:
+        """The active policy engine, or ``None`` (:attr:`TrustView.engine`)."""
+
+    @property
+    def bundle_error(self) -> str | None:
+        """Why no engine is active, or ``None`` (:attr:`TrustView.bundle_error`)."""
+
+    def principal(self, name: str) -> PrincipalRecord | None:
+        """A principal as governance sees it (:meth:`TrustView.principal`)."""
+
+    def effective(self, record: PrincipalRecord) -> PrincipalRecord:
+        """``record`` with a later revocation applied (:meth:`TrustView.effective`)."""
+
+    def is_admin(self, principal: str) -> bool:
+        """Whether ``principal`` is an active admin (:meth:`TrustView.is_admin`)."""
+
+    def active_admins(self) -> list[str]:
+        """Names of the active admins (:meth:`TrustView.active_admins`)."""
+
+    def public_key_for(self, name: str) -> bytes | None:
+        """A principal's public key (:meth:`TrustView.public_key_for`)."""
+
+    def warrant_revoked(self, warrant_id: str) -> bool:
+        """Whether a warrant counts as revoked (:meth:`TrustView.warrant_revoked`)."""
+
+    def trust_changes(self, since: int) -> list[dict[str, Any]]:
+        """Revocations and activations after ``since`` (:meth:`TrustView.trust_changes`)."""
+
+    def active_policy(self) -> dict[str, Any] | None:
+        """The active signed bundle as JSON, or ``None`` (:meth:`TrustView.active_policy`)."""
 
 
 class TrustView:
