@@ -10,6 +10,7 @@ import pytest
 from proctor.errors import StoreConflictError, StoreError
 from proctor.store.sqlite import SQLiteStore
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+from proctor.store.state_backend import SQLiteStateBackend
 
 
 @pytest.fixture
@@ -131,3 +132,80 @@ def test_rows_come_back_as_typed_records_and_a_bad_value_is_a_store_error(
     conn.close()
     with pytest.raises(StoreError, match=r"warrants\[wr_a\]: a column holds an unexpected value"):
         StateStore(tmp_path / "p.db").warrant("wr_a")
+
+
+def test_the_nonce_floor_never_goes_down(state: StateStore) -> None:
+    # The floor explains why older nonces are gone: lowering it (a purge after the
+    # clock stepped back) would make requests fresh again whose nonces were forgotten.
+    conn = state._conn()
+    state.write_nonces(conn, [("k", "n1", 700)], 600)
+    state.write_nonces(conn, [("k", "n2", 700)], 10)
+    assert state.nonce_floor() == 600
+    state.write_nonces(conn, [("k", "n3", 900)], 800)
+    assert state.nonce_floor() == 800
+
+
+@pytest.mark.parametrize("stored", [[], [5], [1, 2, 30]], ids=["empty", "one", "several"])
+def test_an_event_index_is_appended_to_the_indices_as_json_insert_did(
+    state: StateStore, stored: list[int]
+) -> None:
+    conn = state._conn()
+    record = {
+        "id": "ex_a", "warrant": "wr_a", "principal": "alice", "bundle": "", "request": "{}",
+        "started_index": 0, "indices": stored, "lease_expires_ms": 0, "ttl_ms": 0, "started": 0,
+    }  # fmt: skip
+    assert state.start_execution(record)
+    before = conn.execute("SELECT indices FROM executions WHERE id = 'ex_a'").fetchone()[0]
+    (expected,) = conn.execute("SELECT json_insert(?, '$[#]', 41)", (before,)).fetchone()
+    state.execution_update_writer("ex_a")(conn, index=41)
+    assert conn.execute("SELECT indices FROM executions WHERE id = 'ex_a'").fetchone()[0] == expected
+    got = state.execution("ex_a")
+    assert got is not None
+    assert got["indices"] == [*stored, 41]
+
+
+def test_a_summary_shows_the_requests_action_resource_and_zone_only(state: StateStore) -> None:
+    record = {
+        "id": "ex_a", "warrant": "wr_a", "principal": "alice", "bundle": "", "started_index": 0,
+        "request": '{"action":"exec","resource":"/bin/ls","args":["--secret"]}',
+        "indices": [], "lease_expires_ms": 0, "ttl_ms": 0, "started": 0,
+    }  # fmt: skip
+    assert state.start_execution(record)
+    shown = state.execution_summary("ex_a")
+    assert shown is not None
+    assert (shown.action, shown.resource, shown.zone) == ("exec", "/bin/ls", "")
+    assert "--secret" not in repr(shown)
+
+
+def test_a_summary_of_a_request_that_is_not_json_is_a_store_error(state: StateStore) -> None:
+    record = {
+        "id": "ex_a", "warrant": "wr_a", "principal": "alice", "bundle": "", "started_index": 0,
+        "request": "{not json", "indices": [], "lease_expires_ms": 0, "ttl_ms": 0, "started": 0,
+    }  # fmt: skip
+    assert state.start_execution(record)
+    with pytest.raises(StoreError, match=r"execution 'ex_a': expected its request as JSON"):
+        state.execution_summaries(principal=None, live_only=False, limit=5)
+
+
+def test_a_store_needs_exactly_one_of_a_path_and_a_backend(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="found neither"):
+        StateStore()
+    SQLiteStore(tmp_path / "q.db", create=True).close()
+    backend = SQLiteStateBackend(tmp_path / "q.db")
+    with pytest.raises(StoreError, match="found both"):
+        StateStore(tmp_path / "q.db", backend=backend)
+    state = StateStore(backend=backend)
+    assert state.principals() == []
+    state.close()
+
+
+def test_a_refused_open_closes_its_connections(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "p.db", create=True).close()
+    StateStore(tmp_path / "p.db").close()
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        conn.execute("UPDATE meta SET value = '9' WHERE key = 'state_schema'")
+    backend = SQLiteStateBackend(tmp_path / "p.db")
+    with pytest.raises(StoreError, match="expected state schema version 1, found '9'"):
+        StateStore(backend=backend)
+    with pytest.raises(StoreError, match="closed"):
+        backend.conn()
