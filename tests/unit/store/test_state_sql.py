@@ -107,7 +107,7 @@ def sql_strings(source: str) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
-            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            text = "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if id(node) in skip or id(node) in inside_fstrings:
                 continue
@@ -245,7 +245,8 @@ def execution(
 def workout(state: StateStore) -> set[str]:
     """Every method and writer of ``state``, with the answers the store must give;
     returns the public names used. Writers run on the store's own connection."""
-    s: Any = Recording(state)
+    recording = Recording(state)
+    s: Any = recording
     conn = state._conn()
     s.ping()
 
@@ -343,7 +344,7 @@ def workout(state: StateStore) -> set[str]:
     s.auth_failure_writer(2, "k2", "stale", "d2")(conn)
     assert [(f["time"], f["keyid"]) for f in s.auth_failures()] == [(2, "k2"), (1, "k" * 128)]
     s.close()
-    return s.used
+    return recording.used
 
 
 def public_names() -> set[str]:
