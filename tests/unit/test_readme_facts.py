@@ -6,7 +6,9 @@ while the others are; its table of what ``proctor init`` creates is, path for pa
 mode for mode, what ``initialize`` creates; the example files the walkthrough uses are
 valid (the policy sets compile with Cedar, every line of ``events.jsonl`` is an
 event), and the Cedar excerpt shown is the example's; every shell block of the README
-is either run by the walkthrough test or marked as set-up.
+is either run by the walkthrough test or marked as set-up; the revocation figure of its
+status is ``docs/benchmarks.md``'s median of the span it names, and the demo's figures
+are named as the demo prints them (they measure other spans).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from proctor.policy import PolicyBundle, PolicyEngine
 SRC = Path(proctor.__file__).parent
 REPO = SRC.parents[1]
 README = REPO / "README.md"
+BENCHMARKS = REPO / "docs" / "benchmarks.md"
 EXAMPLES = REPO / "examples"
 RESERVED = "nothing yet"
 
@@ -156,3 +159,42 @@ def test_readme_shell_blocks_are_all_run_or_set_up() -> None:
             f"README.md:{line}: a {m.group(1)} block that the walkthrough test does not run: "
             f"mark it <!-- walkthrough --> (and make it work as typed) or <!-- setup -->"
         )
+
+
+# -- revocation latency: the benchmark's figure and the demo's ------------------------
+
+_REVOKE_SPAN = "revoke call → every process of the tree dead"
+
+
+def _flat(text: str) -> str:
+    """``text`` with every run of whitespace one space (README lines wrap anywhere)."""
+    return " ".join(text.split())
+
+
+def test_readme_revocation_figure_is_the_benchmarks_median_of_the_span_it_names() -> None:
+    rows = [
+        line
+        for line in BENCHMARKS.read_text(encoding="utf-8").splitlines()
+        if line.startswith(f"| {_REVOKE_SPAN}")
+    ]
+    assert len(rows) == 1, f"docs/benchmarks.md: expected one '{_REVOKE_SPAN}' row, found {rows}"
+    p50 = re.search(r"\*\*([0-9.]+) ms\*\*", rows[0].split("|")[2])
+    assert p50 is not None, f"docs/benchmarks.md: expected a bold p50 in {rows[0]!r}"
+    text = _flat(readme())
+    stated = re.search(r"dead about ([0-9]+) ms", text)
+    assert stated is not None, "README.md states no revocation figure ('dead about N ms')"
+    assert int(stated.group(1)) == round(float(p50.group(1))), (stated.group(0), p50.group(1))
+    # It names the span it measures and where it comes from, beside the figure.
+    around = text[stated.start() : stated.start() + 400]
+    assert "docs/benchmarks.md" in around
+    assert f'"{_REVOKE_SPAN}"' in around
+
+
+@pytest.mark.parametrize("label", ["revocation latency at the governor", "end to end, as a user sees it"])
+def test_readme_names_the_figures_the_demo_prints(label: str) -> None:
+    """The demo's two figures are quoted as it prints them, next to what each spans, and
+    the README says neither is the benchmark's."""
+    assert label in (SRC / "demo.py").read_text(encoding="utf-8"), f"the demo no longer prints {label!r}"
+    text = _flat(readme())
+    assert f'"{label}' in text, f"README.md does not name the demo's figure {label!r}"
+    assert 'Neither figure is the "about' in text
