@@ -56,6 +56,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_admin": ("serve", "authorize", "revoke", "principal", "policy", "warrant"),
     "proctor.cli_run": ("run", "receipt", "verify"),
     "proctor.cli_executions": ("executions",),
+    "proctor.cli_witness": ("witness",),
 }
 
 
@@ -307,17 +308,33 @@ def _log_consistency(
 
 
 @log_app.command("verify")
-def _log_verify(data: DataOpt = DEFAULT_DATA_DIR, json_out: JsonOpt = False) -> None:
+def _log_verify(
+    data: DataOpt = DEFAULT_DATA_DIR,
+    json_out: JsonOpt = False,
+    witness_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness-policy",
+            metavar="FILE",
+            help="Also require witnesses (C2SP tlog-policy file): every stored cosignature must "
+            "verify and the latest checkpoint must meet the quorum (proctor log cosign).",
+        ),
+    ] = None,
+) -> None:
     """Recompute every hash and check every checkpoint; exit 1 naming the first broken index.
 
+    With ``--witness-policy``, the log must be witnessed (:mod:`proctor.cli_witness`).
     Then, if the data directory holds governance state, check it against the log
     (:mod:`proctor.governor.state_audit`); exit 1 naming each row that disagrees.
     """
     from proctor.governor.state_audit import audit_state, has_state  # noqa: PLC0415
 
+    witness_steps: list[tuple[bool, str]] = []
+
     def show(out: dict[str, Any], state: str | None = None, state_ok: bool = True) -> None:
         if report.ok:
             steps = [(True, f"log: {report.size} entries, {report.checkpoints} checkpoint(s) verified")]
+            steps += witness_steps
         else:
             where = "" if report.index is None else f" at index {report.index}"
             steps = [(False, f"log broken{where}: {report.error}")]
@@ -335,6 +352,16 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR, json_out: JsonOpt = False) -> 
             show(out)
             where = "" if report.index is None else f" at index {report.index}"
             fail(ExitCode.VERIFY_FAILED, f"log broken{where}: {report.error}")
+        if witness_policy is not None:
+            from proctor.cli_witness import witnessed  # noqa: PLC0415 (loads the orchestration layer)
+
+            witness = witnessed(data, witness_policy)
+            out["witnessed"] = witness.to_json()
+            witness_steps.append((witness.ok, f"witnesses: {witness.detail}"))
+            if not witness.ok:
+                out.update(ok=False, index=None, error=witness.detail)
+                show(out)
+                fail(ExitCode.VERIFY_FAILED, f"the log is not witnessed: {witness.detail}")
         try:
             db = DataDir.open(data).db_path
             state = audit_state(db, log.verifier) if has_state(db) else None
@@ -357,6 +384,33 @@ def _log_verify(data: DataOpt = DEFAULT_DATA_DIR, json_out: JsonOpt = False) -> 
         for found in state.discrepancies:
             typer.echo(f"proctor: state disagrees with the log: {found}", err=True)
         fail(ExitCode.VERIFY_FAILED, summary)
+
+
+@log_app.command("cosign")
+def _log_cosign(
+    witness_policy: Annotated[
+        Path,
+        typer.Option(
+            "--witness-policy",
+            metavar="FILE",
+            help="The witnesses to ask (each with a URL) and the quorum (C2SP tlog-policy file).",
+        ),
+    ],
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="How long to wait for each witness.")
+    ] = 10.0,
+    data: DataOpt = DEFAULT_DATA_DIR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ask witnesses to cosign the latest checkpoint (C2SP tlog-witness); keep their cosignatures.
+
+    Each witness gets the checkpoint and a consistency proof from the last one it
+    cosigned; valid cosignatures are stored beside the checkpoint. Exit 0 once the
+    policy's quorum is met.
+    """
+    from proctor.cli_witness import log_cosign  # noqa: PLC0415 (loads the orchestration layer)
+
+    log_cosign(data, witness_policy, timeout=timeout, json_out=json_out)
 
 
 @log_app.command("append")

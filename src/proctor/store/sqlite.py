@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from proctor.errors import StoreConflictError, StoreError
 from proctor.store._connections import ThreadConnections
 from proctor.store.base import Tile
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoredCosignature"]
 
 SCHEMA_VERSION = 1
 
@@ -27,6 +28,24 @@ CREATE TABLE IF NOT EXISTS tiles (
     hashes BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 """
+# Witnesses' cosignatures of stored checkpoints (C2SP tlog-cosignature signature lines),
+# added after schema 1 shipped: created on first use, so older databases keep version 1.
+_COSIGNATURES = """
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL, name TEXT NOT NULL, key_id BLOB NOT NULL,
+    timestamp INTEGER NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (size, name, key_id)) WITHOUT ROWID
+"""
+
+
+class StoredCosignature(NamedTuple):
+    """One witness's cosignature of the checkpoint of ``size``, as its note signature line."""
+
+    size: int
+    name: str
+    key_id: bytes
+    timestamp: int
+    line: str
 
 
 class SQLiteStore:
@@ -213,6 +232,58 @@ class SQLiteStore:
                 yield int(size), str(note)
         except sqlite3.Error as e:
             raise StoreError(f"cannot read checkpoints: {e}") from e
+
+    # -- cosignatures (C2SP tlog-cosignature; written by ``proctor log cosign``) -----------
+
+    def put_cosignature(self, cosignature: StoredCosignature) -> None:
+        """Store a witness's cosignature durably; a later one by the same key replaces it.
+
+        The caller has verified it against the stored checkpoint of its size: the store
+        keeps bytes and does not know what they sign.
+        """
+        c = cosignature
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_COSIGNATURES)
+                conn.execute(
+                    "INSERT INTO cosignatures (size, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (size, name, key_id) DO UPDATE SET timestamp = excluded.timestamp, "
+                    "line = excluded.line WHERE excluded.timestamp > cosignatures.timestamp",
+                    (c.size, c.name, c.key_id, c.timestamp, c.line),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot store the cosignature of {c.name} on size {c.size}: {e}") from e
+
+    def _has_cosignatures(self) -> bool:
+        row = (
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'")
+            .fetchone()
+        )
+        return row is not None
+
+    def cosignatures(self, size: int | None = None) -> list[StoredCosignature]:
+        """The stored cosignatures of the checkpoint of ``size`` (of every size if ``None``),
+        by size, then name."""
+        columns = "SELECT size, name, key_id, timestamp, line FROM cosignatures"
+        try:
+            if not self._has_cosignatures():
+                return []
+            if size is None:
+                cursor = self._conn().execute(f"{columns} ORDER BY size, name, key_id")
+            else:
+                cursor = self._conn().execute(f"{columns} WHERE size = ? ORDER BY name, key_id", (size,))
+            rows = cursor.fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read cosignatures: {e}") from e
+        return [StoredCosignature(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), str(r[4])) for r in rows]
 
     def close(self) -> None:
         """Close every connection this store opened."""
