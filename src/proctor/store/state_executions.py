@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from proctor.errors import StoreError
+from proctor.errors import ProctorError, StoreError
 from proctor.store.records import ExecutionSummary, StoredExecution
-from proctor.store.sql import DRIVER_ERRORS, Connection
+from proctor.store.sql import Connection
 
 __all__ = [
     "EXECUTION_COLUMNS",
@@ -143,7 +143,9 @@ def write_leases(conn: Connection, deadlines: dict[str, int]) -> None:
             "UPDATE executions SET lease_expires_ms = ? WHERE id = ? AND status = 'running'",
             [(expires, ex) for ex, expires in deadlines.items()],
         )
-    except DRIVER_ERRORS as e:
+    except ProctorError:
+        raise
+    except Exception as e:  # any backend's driver error (an adapted connection raises its own)
         raise StoreError(f"cannot persist lease deadlines: {e}") from e
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from proctor.errors import StoreError
-from proctor.store.sql import DRIVER_ERRORS, Connection
+from proctor.errors import ProctorError, StoreError
+from proctor.store.sql import Connection
 
 __all__ = [
     "MAX_AUTH_FAILURES",
@@ -62,7 +62,9 @@ def write_nonces(conn: Connection, rows: list[tuple[str, str, int]], purge_befor
                 "THEN meta.value ELSE excluded.value END",
                 (str(purge_before),),
             )
-    except DRIVER_ERRORS as e:
+    except ProctorError:
+        raise
+    except Exception as e:  # any backend's driver error: the caller keeps the rows on StoreError
         raise StoreError(f"cannot persist request nonces: {e}") from e
 
 

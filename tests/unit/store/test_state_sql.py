@@ -488,3 +488,17 @@ def test_a_state_row_commits_with_its_event_on_postgresql(pg_dsn: str) -> None:
     finally:
         state.close()
         log.close()
+
+
+@pytest.mark.postgres
+def test_a_side_write_on_a_broken_postgresql_connection_is_a_store_error(pg_dsn: str) -> None:
+    # The nonce cache keeps its rows for the next commit only on a StoreError, and the
+    # PostgreSQL adapter raises its driver's own errors: the side writes wrap them.
+    PostgresLogStore(pg_dsn, create=True).close()
+    backend = DraftPostgresBackend(pg_dsn)
+    StateStore(backend=backend)
+    backend.raw.close()
+    with pytest.raises(StoreError, match="cannot persist request nonces"):
+        StateStore.write_nonces(backend.adapted, [("k", "n", 1)], 0)
+    with pytest.raises(StoreError, match="cannot persist lease deadlines"):
+        StateStore.write_leases(backend.adapted, {"ex_a": 1})
