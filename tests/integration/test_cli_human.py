@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import select
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,71 +24,7 @@ from gov_support import POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient
 from proctor.governor.service import Governor, initialize
-
-_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PROCTOR_")} | {
-    "TZ": "UTC",
-    "LC_ALL": "C.UTF-8",
-    "PYTHONIOENCODING": "utf-8",
-    "COLUMNS": "200",
-}
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-def in_terminal(*args: str, tmp: Path, timeout: float = 120) -> Ran:
-    """``proctor ARGS`` with stdout on a pseudo-terminal (stderr to a file)."""
-    import pty
-
-    master, slave = pty.openpty()
-    err_path = tmp / f"stderr-{time.monotonic_ns()}"
-    with err_path.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proctor", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=slave,
-            stderr=err,
-            env=_ENV,
-        )
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                proc.kill()
-                raise AssertionError(f"proctor {' '.join(args)} did not finish in {timeout}s")
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        code = proc.wait(timeout=timeout)
-    finally:
-        os.close(master)
-    out = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
-    return Ran(code, out, err_path.read_text())
-
-
-def piped(*args: str, timeout: float = 120) -> Ran:
-    """``proctor ARGS`` with stdout piped, as a script runs it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "proctor", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_ENV,
-        check=False,
-    )
-    return Ran(done.returncode, done.stdout, done.stderr)
-
+from terminal_support import Ran, in_terminal, piped
 
 _MOVING = re.compile(r'("lease_(?:age|remaining)_ms": )-?[0-9]+')  # read from the clock at each run
 

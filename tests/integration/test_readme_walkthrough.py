@@ -16,12 +16,20 @@ governor's port 8700 becomes a free port, so that the test does not collide with
 governor already running on the machine. The script runs in a session of its own; the
 whole process group (the governor the README starts in the background included) is
 killed at the end, whatever happened.
+
+The README's outputs are the piped form. Then, in the directory the walkthrough left
+(its governor stopped), its data commands run once more with stdout on a
+pseudo-terminal, as a person types them (``terminal_support``, shared with
+``test_cli_human.py``): ``principal list`` and ``log verify`` exactly as the walkthrough
+has them, ``policy show`` and ``executions list`` as "Watching executions" shows them;
+each must render for a person (a table header, ✓ steps, the policy summary), not JSON.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -33,6 +41,7 @@ from pathlib import Path
 import pytest
 
 from gov_server import free_port
+from terminal_support import in_terminal
 from unpriv_support import assert_passes_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,6 +152,55 @@ def clone_venv(venv: Path) -> None:
     entry.chmod(0o755)
 
 
+def readme_command(blocks: list[Block], start: str) -> list[str]:
+    """The argument vector of the walkthrough's line that starts with ``start``, as the
+    shell splits it (its comment dropped); it may appear more than once, always alike."""
+    lines = [ln for b in blocks if b.language == "sh" for ln in b.text.splitlines() if ln.startswith(start)]
+    argvs = {tuple(shlex.split(line, comments=True)) for line in lines}
+    if len(argvs) != 1:
+        raise AssertionError(f"README.md: expected one walkthrough command starting {start!r}, found {lines}")
+    return list(argvs.pop())
+
+
+def check_terminal_rendering(blocks: list[Block], tour: Path, env: dict[str, str], tmp: Path) -> None:
+    """The walkthrough's data commands, on a terminal, print for a person."""
+    terminal = env | {"TZ": "UTC", "LC_ALL": "C.UTF-8", "COLUMNS": "200"}
+    principal_list = readme_command(blocks, "proctor principal list")
+    commands = {
+        "principal list": principal_list,
+        "log verify": readme_command(blocks, "proctor log verify"),
+        "policy show": ["proctor", "policy", "show", *principal_list[3:]],  # the same --key
+        "executions list": ["proctor", "executions", "list", "--status", "all", *principal_list[3:]],
+    }
+    shown = {}
+    for name, argv in commands.items():
+        ran = in_terminal(*argv[1:], tmp=tmp, program=argv[:1], cwd=tour, env=terminal)
+        assert ran.code == 0, (argv, ran)
+        assert not ran.out.lstrip().startswith(("{", "[")), f"{argv} printed JSON on a terminal:\n{ran.out}"
+        shown[name] = ran.out.splitlines()
+
+    def header(name: str, first: str) -> list[str]:
+        line = next((ln for ln in shown[name] if ln.startswith(first)), None)
+        assert line is not None, f"proctor {name}: no table header on a terminal:\n" + "\n".join(shown[name])
+        return line.split()
+
+    assert header("principal list", "NAME") == ["NAME", "STATUS", "ZONE", "ATTRIBUTES", "UPDATED"]
+    assert any(ln.split()[:2] == ["bob", "active"] for ln in shown["principal list"]), shown
+    assert any("✓ log: " in ln for ln in shown["log verify"]), shown["log verify"]
+    assert any("✓ state tables agree with the log" in ln for ln in shown["log verify"]), shown["log verify"]
+    assert header("policy show", "POLICY") == ["POLICY", "EFFECT", "FILE"]
+    assert any(ln.startswith("activated: ") and " UTC (20" in ln for ln in shown["policy show"])
+    assert header("executions list", "ID") == [
+        "ID",
+        "PRINCIPAL",
+        "RESOURCE",
+        "ZONE",
+        "STATUS",
+        "STARTED",
+        "LEASE",
+    ]
+
+
 def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     blocks = walkthrough(README.read_text(encoding="utf-8"))
     assert blocks, "README.md has no <!-- walkthrough --> block"
@@ -188,6 +246,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert sorted(by_block) == list(range(len(blocks))), "some walkthrough blocks did not run"
     for i, block in enumerate(blocks):
         check_output(block, by_block[i])
+    check_terminal_rendering(blocks, home / "proctor-tour", env, tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="already unprivileged (this is the re-run)")
