@@ -175,11 +175,27 @@ def _verify(
         ),
     ] = False,
     json_out: JsonOpt = False,
+    witness_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness-policy",
+            metavar="FILE",
+            help="Also require witnesses (C2SP tlog-policy file): the receipt's checkpoint must "
+            "carry cosignatures meeting its quorum (step 9).",
+        ),
+    ] = None,
 ) -> None:
     """Verify a receipt offline, with nothing but the log's verifier key."""
     from proctor.receipts import check_receipt  # noqa: PLC0415
 
-    report = check_receipt(_read_receipt(receipt), log_key=_key_text(log_key), replay=replay)
+    policy = None
+    if witness_policy is not None:
+        from proctor.cli_witness import read_policy  # noqa: PLC0415
+
+        policy = read_policy(witness_policy)
+    report = check_receipt(
+        _read_receipt(receipt), log_key=_key_text(log_key), replay=replay, witness_policy=policy
+    )
     emit(report.to_json(), human=_verification_text, json=json_out)
     if not report.ok:
         failed = report.failed

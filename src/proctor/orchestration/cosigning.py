@@ -27,9 +27,9 @@ policy, from its own database:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -43,6 +43,8 @@ from proctor.orchestration.witness import SIZE_CONTENT_TYPE
 from proctor.store.sqlite import SQLiteStore, StoredCosignature
 
 __all__ = [
+    "HTTPResponse",
+    "HTTPClient",
     "WitnessOutcome",
     "CosignReport",
     "WitnessedReport",
@@ -52,6 +54,33 @@ __all__ = [
 ]
 
 _RETRIES = 2
+
+
+class HTTPResponse(Protocol):
+    """What :func:`collect_cosignatures` reads of an answer (an ``httpx.Response``)."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        ...
+
+    @property
+    def text(self) -> str:
+        """The body, decoded."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The header fields."""
+        ...
+
+
+class HTTPClient(Protocol):
+    """What :func:`collect_cosignatures` needs of an HTTP client (an ``httpx.Client``)."""
+
+    def post(self, url: str, *, content: bytes) -> HTTPResponse:
+        """``POST`` ``content`` to ``url``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -167,7 +196,7 @@ def _submit_one(
     note: str,
     checkpoint: Checkpoint,
     *,
-    client: httpx.Client,
+    client: HTTPClient,
 ) -> WitnessOutcome:
     name, url = witness.name, witness.url
     if not url:
@@ -232,7 +261,7 @@ def _store_answer(
 
 
 def collect_cosignatures(
-    log: Log, store: SQLiteStore, policy: WitnessPolicy, *, client: httpx.Client
+    log: Log, store: SQLiteStore, policy: WitnessPolicy, *, client: HTTPClient
 ) -> CosignReport:
     """Submit the log's latest stored checkpoint to the policy's witnesses; store what they sign.
 

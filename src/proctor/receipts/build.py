@@ -45,11 +45,12 @@ def build_receipt(
     policy_bundle: Mapping[str, Any] | None = None,
     policy_index: int | None = None,
     openings: Mapping[int, Mapping[str, Any]] | None = None,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Assemble, sign and self-verify the receipt of one execution.
 
-    The checkpoint is the log's latest; every event is proven under it, so the caller
-    must have committed the terminal event first. The receipt is verified before it
+    The checkpoint is the log's latest, or ``checkpoint``; every event is proven under
+    it, so the caller must have committed the terminal event first. The receipt is verified before it
     is returned (with replay when a policy bundle is given): a receipt that would not
     verify is never handed out.
 
@@ -72,6 +73,10 @@ def build_receipt(
         openings: decision index → the opening of its argument commitment
             (:class:`~proctor.policy.commitment.ArgumentOpening` JSON), so that the
             holder can prove and replay what ran.
+        checkpoint: a signed checkpoint note of this log to prove the events under
+            instead of the latest, as it is: a witnessed one carries its witnesses'
+            cosignature lines (C2SP tlog-cosignature), which ride in the receipt
+            (``proctor verify --witness-policy``, step 9).
 
     Returns:
         The receipt as a JSON object.
@@ -94,7 +99,7 @@ def build_receipt(
     indices = sorted([*execution_indices, key_index, *([] if policy_index is None else [policy_index])])
     if len(set(indices)) != len(indices):
         raise ValueError(f"expected distinct log indices, found {indices}")
-    note = log.checkpoint()
+    note = log.checkpoint() if checkpoint is None else checkpoint
     cp = open_checkpoint(note, log.verifier)
     leaves = {i: log.leaf(i) for i in indices}
     doc: dict[str, Any] = {

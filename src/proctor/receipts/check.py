@@ -25,7 +25,10 @@ Verification steps (:func:`check_receipt`; each stops the check when it fails):
    and predicate equal what the events say;
 8. replay — only with ``replay=True`` or a carried ``policy``: the bundle's digest is
    the one the decision and ``policy.activated`` name, and (``replay=True``) the bundle
-   re-decides the logged request exactly as logged.
+   re-decides the logged request exactly as logged;
+9. witnesses — only with a ``witness_policy``: the policy accepts the log key, and the
+   checkpoint note carries valid cosignatures by its witnesses that meet its quorum
+   (c2sp.org/tlog-policy; c2sp.org/tlog-cosignature, the lines ride in the note).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from proctor.lineage.dsse import open_envelope
 from proctor.lineage.events import MAX_EVENT_BYTES, Event
 from proctor.lineage.merkle import leaf_hash, verify_inclusion
 from proctor.lineage.proofs import MAX_PROOF_HASHES
+from proctor.lineage.witness_policy import WitnessPolicy
 from proctor.note import NoteVerifier
 from proctor.receipts._parts import (
     Entry,
@@ -98,6 +102,7 @@ STEP_NAMES = {
     6: "warrant-chain",
     7: "statement",
     8: "replay",
+    9: "witnesses",
 }
 
 _KEYS = frozenset({"v", "checkpoint", "log_key", "events", "warrant_chain", "statement"})
@@ -155,10 +160,11 @@ class ReceiptReport:
 class _Checker:
     """The numbered steps over one receipt; each method fills in what later steps use."""
 
-    def __init__(self, doc: Any, log_key: str, replay: bool) -> None:
+    def __init__(self, doc: Any, log_key: str, replay: bool, witness_policy: WitnessPolicy | None) -> None:
         self.raw_doc = doc
         self.log_key = log_key
         self.replay = replay
+        self.witness_policy = witness_policy
         self.doc: dict[str, Any] = {}
         self.verifier: NoteVerifier | None = None
         self.cp: Checkpoint | None = None
@@ -443,8 +449,20 @@ class _Checker:
             )
         return f"decision at {ex.decision.index} replayed under bundle {bundle.digest}: {decision.reason}"
 
+    def witnesses(self) -> str:
+        # Step 9 (c2sp.org/tlog-policy): the checkpoint of step 3, with the witnesses'
+        # cosignature lines it carries (c2sp.org/tlog-cosignature), meets the quorum.
+        if self.verifier is None or self.witness_policy is None:
+            raise StepError("no trusted key or no witness policy")
+        result = self.witness_policy.check(self.doc["checkpoint"], log=self.verifier)
+        if not result.satisfied:
+            raise StepError(f"the checkpoint is not witnessed as the policy requires: {result.detail}")
+        return result.detail
 
-def check_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptReport:
+
+def check_receipt(
+    doc: Any, *, log_key: str, replay: bool = False, witness_policy: WitnessPolicy | None = None
+) -> ReceiptReport:
     """Verify a receipt with nothing but the log's verifier key, and say how it went.
 
     Never raises for bad input: every failure, whatever its cause, is the failing step.
@@ -455,11 +473,13 @@ def check_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptRep
         doc: the receipt, as a decoded JSON object or as JSON text.
         log_key: the trusted log verifier key, ``origin+keyid+base64``.
         replay: also re-evaluate the decision with the carried policy bundle (step 8).
+        witness_policy: also require the checkpoint's cosignatures to meet this
+            policy's quorum (step 9).
 
     Returns:
         The report: ``ok``, every step run, the failing step, the execution id.
     """
-    checker = _Checker(doc, log_key, replay)
+    checker = _Checker(doc, log_key, replay, witness_policy)
     steps = [
         checker.shape,
         checker.log_key_step,
@@ -469,10 +489,13 @@ def check_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptRep
         checker.warrant_chain,
         checker.statement,
         checker.replay_step,
+        checker.witnesses,
     ]
     done: list[ReceiptStep] = []
     for number, step in enumerate(steps, 1):
         if number == 8 and not replay and "policy" not in checker.doc:
+            continue
+        if number == 9 and witness_policy is None:
             break
         try:
             detail = step()
@@ -488,13 +511,16 @@ def _execution_id(checker: _Checker) -> str | None:
     return None if checker.ex is None else checker.ex.execution
 
 
-def verify_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptReport:
+def verify_receipt(
+    doc: Any, *, log_key: str, replay: bool = False, witness_policy: WitnessPolicy | None = None
+) -> ReceiptReport:
     """Verify a receipt; raise if any step fails.
 
     Args:
         doc: the receipt, as a decoded JSON object or as JSON text.
         log_key: the trusted log verifier key.
         replay: also re-evaluate the decision (step 8).
+        witness_policy: also require the policy's quorum of cosignatures (step 9).
 
     Returns:
         The report of a receipt that verified.
@@ -502,7 +528,7 @@ def verify_receipt(doc: Any, *, log_key: str, replay: bool = False) -> ReceiptRe
     Raises:
         VerificationError: naming the failing step's number and name, and why.
     """
-    report = check_receipt(doc, log_key=log_key, replay=replay)
+    report = check_receipt(doc, log_key=log_key, replay=replay, witness_policy=witness_policy)
     if report.failed is not None:
         f = report.failed
         raise VerificationError(f"receipt verification failed at step {f.number} ({f.name}): {f.detail}")
