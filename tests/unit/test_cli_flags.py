@@ -34,6 +34,7 @@ _DATA_COMMANDS = {
     "log consistency",
     "log verify",
     "log append",
+    "log cosign",
     "principal add",
     "principal suspend",
     "principal resume",
@@ -45,6 +46,10 @@ _DATA_COMMANDS = {
     "warrant inspect",
     "executions list",
     "executions show",
+    "witness init",
+    "witness add-log",
+    "witness status",
+    "witness clear-alarms",
 }
 
 
