@@ -105,9 +105,13 @@ class GroupCommit:
     _yielding: bool
     _turn: int
     _released: threading.Condition
-    sequencer_timeout: float
-    hold_idle: float
-    hold_max: float
+    sequencer_timeout: float = 5.0
+    """Shared sequencing: how long an append waits for the other writers."""
+    hold_idle: float = 0.002
+    """Shared sequencing: keep the lock this long after the last append drained."""
+    hold_max: float = 0.02
+    """Shared sequencing: after holding the lock this long, give it back (once what was
+    sequenced is durable) so that waiting writers take their turn."""
     _batch_size: int
     _linger: float
     _always_linger: bool

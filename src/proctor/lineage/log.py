@@ -122,13 +122,6 @@ class Log(GroupCommit):
         self._turn = 0
         self._next = 0
         self.deferred_timeout = 2.0
-        self.sequencer_timeout = 5.0
-        """Shared sequencing: how long an append waits for the other writers."""
-        self.hold_idle = 0.002
-        """Shared sequencing: keep the lock this long after the last append drained."""
-        self.hold_max = 0.02
-        """Shared sequencing: after holding the lock this long, give it back (once what
-        was sequenced is durable) so that waiting writers take their turn."""
         self._queue: queue.SimpleQueue[Append | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._builder: TreeBuilder | None = None
