@@ -39,7 +39,8 @@ nothing else::
     │   ├── PolicyValidationError   policies do not parse or validate against the schema
     │   └── BundleError             a bundle is malformed, or its signature or digest is wrong
     └── StoreError                  the persistence layer failed (wraps the driver's error)
-        └── StoreConflictError      the stored state moved under a writer (another writer?)
+        ├── StoreConflictError      the stored state moved under a writer (another writer?)
+        └── StoreIntegrityError     a constraint refused a statement (caught inside proctor.store)
 
 Deny is never an exception: a denied request is a ``Decision``. Exceptions mean the
 operation could not be carried out, and every caller treats them as "no".
@@ -90,6 +91,7 @@ __all__ = [
     "BundleError",
     "StoreError",
     "StoreConflictError",
+    "StoreIntegrityError",
 ]
 
 
@@ -312,3 +314,13 @@ class StoreError(ProctorError):
 
 class StoreConflictError(StoreError):
     """The stored state is not what the writer expected (a second writer, or tampering)."""
+
+
+class StoreIntegrityError(StoreError):
+    """A statement violated a constraint (unique, primary key, check, foreign key).
+
+    Raised by the PostgreSQL connection adapter in place of ``psycopg.IntegrityError``
+    (its ``__cause__``), under the name :data:`proctor.store.sql.IntegrityViolation`;
+    code written for both backends catches it next to ``sqlite3.IntegrityError``
+    (:data:`proctor.store.sql.INTEGRITY_ERRORS`), so it does not leave the store.
+    """

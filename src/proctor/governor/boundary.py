@@ -60,6 +60,7 @@ from proctor.errors import (
     RequestShapeError,
     StoreConflictError,
     StoreError,
+    StoreIntegrityError,
     StreamLimitError,
     VerificationError,
     WarrantError,
@@ -153,6 +154,7 @@ STATUS: Mapping[type[ProctorError], Row] = {
     IntegrityError: _UNAVAILABLE,
     StoreError: _UNAVAILABLE,
     StoreConflictError: _UNAVAILABLE,
+    StoreIntegrityError: _UNAVAILABLE,  # caught inside the store; here only if a rule was missed
     GovernorError: _UNAVAILABLE,  # the client's own error; a governor never raises it
 }
 """Exception class to its answer. Looked up along the MRO: the most specific row wins."""

@@ -38,16 +38,14 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from proctor.errors import StoreIntegrityError
+
 __all__ = ["IntegrityViolation", "INTEGRITY_ERRORS", "DRIVER_ERRORS", "Cursor", "Connection"]
 
 
-class IntegrityViolation(Exception):  # noqa: N818 - the name the stores share; never leaves the store
-    """A statement violated a constraint (unique, primary key, check, foreign key).
-
-    Raised by the PostgreSQL connection adapter (:class:`proctor.store._pg.PgConnection`)
-    in place of ``psycopg.IntegrityError``, which is its ``__cause__``; code written for
-    both backends catches it next to ``sqlite3.IntegrityError`` (:data:`INTEGRITY_ERRORS`).
-    """
+IntegrityViolation = StoreIntegrityError
+"""A constraint refused the statement (:class:`proctor.errors.StoreIntegrityError`):
+what the PostgreSQL adapter raises for ``psycopg.IntegrityError``."""
 
 
 INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, IntegrityViolation)
