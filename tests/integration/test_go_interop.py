@@ -548,3 +548,56 @@ def test_go_note_example_matches_the_go_sources() -> None:
     assert f'"{GO_EXAMPLE_SKEY}"' in source
     assert f'"{GO_EXAMPLE_VKEY}"' in source
     assert "// " + GO_EXAMPLE_NOTE.rstrip("\n").split("\n")[-1] in source
+
+
+# -- one tree from several writers (ADR 0015) ------------------------------------------
+
+
+def _shared_writer(data: str, name: str, count: int) -> None:
+    with Log.open(data, shared=True) as log:
+        for i in range(count):
+            log.append({**_event(i), "writer": name})
+
+
+@pytest.mark.interop
+def test_go_verifies_one_tree_written_by_three_processes(go_verifier: Path, tmp_path: Path) -> None:
+    """Three processes append to one log in turns; every checkpoint any of them signed
+    is consistent with the final one, and every entry is included, as Go checks them."""
+    import multiprocessing
+
+    data = tmp_path / "data"
+    Log.initialize(data, origin=ORIGIN).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_shared_writer, args=(str(data), f"w{n}", 120)) for n in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with Log.open(data) as log:
+        size = log.size
+        assert size == 360
+        final = log.checkpoint()
+        leaves = [log.leaf(i) for i in range(size)]
+        doc = {
+            "vkey": log.verifier_key(),
+            "checkpoint": final,
+            "leaves": [
+                {"index": i, "data_b64": _b64(leaves[i]), "proof": log.inclusion_proof(i)["hashes"]}
+                for i in range(size)
+            ],
+            "consistency": [
+                {
+                    "old_checkpoint": note,
+                    "old_size": old,
+                    "new_size": size,
+                    "hashes": log.consistency_proof(old, size)["hashes"],
+                }
+                for old, note in log._store.checkpoints()
+                if 0 < old < size
+            ],
+        }
+    assert len(doc["consistency"]) > 3  # several writers' checkpoints, not one
+    writers = {json.loads(leaf)["writer"] for leaf in leaves}
+    assert writers == {"w0", "w1", "w2"}
+    assert_go_accepts(go_verifier, doc)
