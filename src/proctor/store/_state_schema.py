@@ -1,9 +1,13 @@
-"""The state tables' schema and its migrations (:mod:`proctor.store.state` uses them).
+"""The state tables' schema on SQLite and its migrations (:mod:`proctor.store.state` uses them).
 
-A state database made by any earlier proctor gets, when opened, what was added since:
-tables (:data:`ADDED_TABLES`), columns (:data:`ADDED_COLUMNS`), the identity indexes and
-the bundle triggers (:func:`add_constraints`). Nothing is ever dropped or rewritten: a
-database whose rows already break an identity rule is refused with what to fix.
+:data:`SQLITE_STATE_SCHEMA` is the schema as numbered steps
+(:mod:`proctor.store.migrations`): version 1 is the tables below. Its ``settle`` hook
+completes, on every open, a database that was labelled version 1 before versioned
+migrations existed: such a database gets what was added to version 1 since it was
+written: tables (:data:`ADDED_TABLES`), columns (:data:`ADDED_COLUMNS`), the identity
+indexes and the bundle triggers (:func:`add_constraints`). Nothing is ever dropped or
+rewritten: a database whose rows already break an identity rule is refused with what
+to fix. A later change is a new numbered step, not another addition here.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import sqlite3
 from pathlib import Path
 
 from proctor.errors import StoreConflictError
+from proctor.store.migrations import Migration, Schema
 
 __all__ = [
     "ADDED_COLUMNS",
     "ADDED_TABLES",
     "SCHEMA",
+    "SQLITE_STATE_SCHEMA",
     "STATE_SCHEMA_VERSION",
     "add_columns",
     "add_constraints",
@@ -129,3 +135,31 @@ def add_constraints(conn: sqlite3.Connection, path: str | Path) -> None:
         conn.execute(create)
     for trigger in _BUNDLE_TRIGGERS:
         conn.execute(trigger)
+
+
+def _settle_v1(conn: sqlite3.Connection, where: str) -> None:
+    """Version 1 as it is now, on a database labelled 1 before (idempotent)."""
+    add_columns(conn)
+    add_constraints(conn, where)
+
+
+def _create_v1(conn: sqlite3.Connection, where: str) -> None:
+    for statement in SCHEMA:
+        conn.execute(statement)
+    _settle_v1(conn, where)
+
+
+SQLITE_STATE_SCHEMA: Schema[sqlite3.Connection] = Schema(
+    "SQLite",
+    (
+        Migration(
+            1,
+            "the state tables: principals, bundles, revocations, warrants, executions, openings, "
+            "nonces, auth_failures; the identity indexes and the bundle rules",
+            safe=True,
+            apply=_create_v1,
+        ),
+    ),
+    settle=_settle_v1,
+)
+"""The state schema's steps on SQLite; its latest version is :data:`STATE_SCHEMA_VERSION`."""

@@ -133,6 +133,13 @@ class PostgresLogStore:
             self._pool.close()
             raise StoreError(f"cannot connect to {self._where}: {self._reason(e)}") from e
 
+    @property
+    def pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        """The store's connection pool (autocommit connections), for the state store
+        on the same database to borrow from (:mod:`proctor.store.open`); closed with
+        the store."""
+        return self._pool
+
     def _check_schema(self, conn: psycopg.Connection[Any], *, create: bool) -> None:
         """Check (or with ``create``, create) the schema, under the schema lock.
 

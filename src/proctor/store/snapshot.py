@@ -114,8 +114,11 @@ class StateSnapshot:
 
     Every method raises :class:`~proctor.errors.StoreError` when the database cannot be
     read or a column holds a value of the wrong type. Iterators must be consumed before
-    the snapshot is closed.
+    the snapshot is closed. (PostgreSQL: :class:`proctor.store.state_pg.PostgresStateSnapshot`.)
     """
+
+    _errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    """What a failed read raises on this snapshot's connection (wrapped in StoreError)."""
 
     def __init__(self, db_path: str | Path) -> None:
         """Open the snapshot.
@@ -143,17 +146,17 @@ class StateSnapshot:
         """End the read transaction."""
         self._conn.close()
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         try:
             return self._conn.execute(sql, params)
-        except sqlite3.Error as e:
+        except self._errors as e:
             raise StoreError(f"cannot read the state and the log of {self._path}: {e}") from e
 
-    def _pages(self, cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
+    def _pages(self, cursor: Any) -> Iterator[list[Any]]:
         try:
             while rows := cursor.fetchmany(_PAGE):
                 yield rows
-        except sqlite3.Error as e:
+        except self._errors as e:
             raise StoreError(f"cannot read the state and the log of {self._path}: {e}") from e
 
     def _one(self, sql: str) -> Any:

@@ -10,8 +10,10 @@ creation, upgrades and the version check. A PostgreSQL backend adds only those.
 Invariants every backend keeps:
 
 - :meth:`StateBackend.create_or_check_schema` creates the tables of an empty database,
-  upgrades an older one (adds, never drops or rewrites), and refuses a database of an
-  unknown state schema version, all in one transaction: a refused open changes nothing.
+  upgrades an older one when every pending step is safe (adds, never drops or
+  rewrites), and refuses a database of an unknown state schema version, all in one
+  transaction under the migration lock: a refused open changes nothing
+  (:mod:`proctor.store.migrations`; :meth:`StateBackend.migrate` applies the rest).
 - :meth:`StateBackend.conn` returns this thread's connection in autocommit mode: each
   statement outside :meth:`StateBackend.transaction` commits on its own.
 - :meth:`StateBackend.transaction` commits when its block ends normally and rolls back
@@ -28,7 +30,8 @@ from typing import Protocol
 
 from proctor.errors import StoreError
 from proctor.store._connections import ThreadConnections
-from proctor.store._state_schema import SCHEMA, STATE_SCHEMA_VERSION, add_columns, add_constraints
+from proctor.store._state_schema import SQLITE_STATE_SCHEMA
+from proctor.store.migrations import MigrationPlan, Schema, run_migrations
 from proctor.store.sql import DRIVER_ERRORS, Connection
 
 __all__ = ["StateBackend", "SQLiteStateBackend"]
@@ -57,12 +60,30 @@ class StateBackend(Protocol):
         ...
 
     def create_or_check_schema(self) -> None:
-        """Create, upgrade or check the state tables, in one transaction.
+        """Create, upgrade or check the state tables, in one transaction: a store with
+        no state tables gets them; pending steps are applied only if all are safe
+        (:mod:`proctor.store.migrations`).
 
         Raises:
-            StoreError: the database cannot be opened or has an unknown state schema.
+            StoreError: the database cannot be opened, has an unknown (newer) state
+                schema version, or needs a step that is not safe ("run proctor migrate").
             StoreConflictError: stored rows break a rule added since they were written
                 (nothing is changed).
+        """
+        ...
+
+    def migrate(self, *, on_start: bool = False, dry_run: bool = False) -> MigrationPlan:
+        """Apply every pending step of the state schema, safe or not (``proctor
+        migrate``), in one transaction under the migration lock; ``on_start``: only
+        if every pending step is safe, as :meth:`create_or_check_schema`.
+
+        Returns:
+            The plan: the version found, the steps pending, whether they were applied
+            (never with ``dry_run``, which rolls back).
+
+        Raises:
+            StoreError: the database failed, or its version is unknown (newer), or
+                (``on_start``) a pending step is not safe.
         """
         ...
 
@@ -75,9 +96,11 @@ class SQLiteStateBackend:
     """The state tables in the data directory's SQLite file, beside the log's tables
     (whose ``meta`` table they share)."""
 
-    def __init__(self, path: str | Path) -> None:
-        """Prepare per-thread connections to ``path`` (nothing is opened yet)."""
+    def __init__(self, path: str | Path, *, schema: Schema[sqlite3.Connection] = SQLITE_STATE_SCHEMA) -> None:
+        """Prepare per-thread connections to ``path`` (nothing is opened yet);
+        ``schema``: the state schema's steps (tests pass others)."""
         self._path = str(path)
+        self._schema = schema
         self._connections = ThreadConnections(path, what="state store")
 
     @property
@@ -106,30 +129,38 @@ class SQLiteStateBackend:
             raise
 
     def create_or_check_schema(self) -> None:
-        """Create the state tables if ``meta`` has no ``state_schema``, refuse another
-        version, and add what was added since (:mod:`proctor.store._state_schema`).
+        """Create the state tables if ``meta`` has no ``state_schema``, apply pending
+        steps that are safe, refuse an unknown version or a pending step that is not
+        safe (:mod:`proctor.store.migrations`), and complete a version 1 database
+        written before some of its parts existed (:mod:`proctor.store._state_schema`).
 
         Raises:
             StoreError: as :meth:`StateBackend.create_or_check_schema`.
             StoreConflictError: as :meth:`StateBackend.create_or_check_schema`.
         """
+        self.migrate(on_start=True)
+
+    def migrate(self, *, on_start: bool = False, dry_run: bool = False) -> MigrationPlan:
+        """Bring the state schema to the newest version, in one ``BEGIN IMMEDIATE``
+        transaction (SQLite's write lock is the migration lock).
+
+        Raises:
+            StoreError: as :meth:`StateBackend.migrate`.
+            StoreConflictError: stored rows break a rule added since (nothing changed).
+        """
+        conn = self.conn()
         try:
-            with self._transaction() as conn:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'state_schema'").fetchone()
-                if row is None:
-                    for statement in SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('state_schema', ?)",
-                        (str(STATE_SCHEMA_VERSION),),
-                    )
-                elif row[0] != str(STATE_SCHEMA_VERSION):
-                    expected = STATE_SCHEMA_VERSION
-                    raise StoreError(
-                        f"{self._path}: expected state schema version {expected}, found {row[0]!r}"
-                    )
-                add_columns(conn)
-                add_constraints(conn, self._path)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                plan = run_migrations(
+                    self._schema, conn, conn, where=self._path, on_start=on_start, dry_run=dry_run
+                )
+                conn.execute("ROLLBACK" if dry_run else "COMMIT")
+                return plan
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the governance state in {self._path}: {e}") from e
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,14 @@ from proctor.errors import StoreConflictError, StoreError
 from proctor.store._pg import PgConnection
 from proctor.store.base import Tile
 from proctor.store.postgres import PostgresLogStore
-from proctor.store.sql import Connection, IntegrityViolation
 from proctor.store.sqlite import SQLiteStore
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+from proctor.store.state_pg import PostgresStateBackend
 
 STORE = Path(__file__).resolve().parents[3] / "src" / "proctor" / "store"
-BACKEND_MODULES = ("state_backend.py", "_state_schema.py")
-"""Where SQL specific to one database belongs (the SQLite backend and its DDL)."""
+BACKEND_MODULES = ("state_backend.py", "_state_schema.py", "state_pg.py")
+"""Where SQL specific to one database belongs (the SQLite backend and its DDL, the
+PostgreSQL backend and its DDL)."""
 SHARED_MODULES = [
     *sorted(
         p.name for p in STORE.glob("*.py") if p.name.startswith("state") and p.name not in BACKEND_MODULES
@@ -202,13 +202,20 @@ def test_the_shared_modules_are_the_ones_with_the_state_sql() -> None:
             assert len(sql_strings((STORE / module).read_text(encoding="utf-8"))) >= 5, module
 
 
+_OWN_CONSTRUCTS = {
+    "state_backend.py": {"BEGIN IMMEDIATE", "PRAGMA", "rowid", "sqlite_ tables"},
+    "_state_schema.py": {"BEGIN IMMEDIATE", "PRAGMA", "rowid", "sqlite_ tables"},
+    "state_pg.py": {"quoted identifiers", "placeholders other than ?", "PostgreSQL only"},
+}
+
+
 @pytest.mark.parametrize("module", BACKEND_MODULES)
-def test_what_only_sqlite_runs_is_in_the_sqlite_backend(module: str) -> None:
-    # The control: the same check on the backend finds SQLite's own constructs.
+def test_what_only_one_database_runs_is_in_its_backend(module: str) -> None:
+    # The control: the same check on a backend finds its database's own constructs.
     found = {
         name for sql in sql_strings((STORE / module).read_text(encoding="utf-8")) for name in not_common(sql)
     }
-    assert found & {"BEGIN IMMEDIATE", "PRAGMA", "rowid", "sqlite_ tables"}
+    assert found & _OWN_CONSTRUCTS[module]
 
 
 # -- the SQL the store runs ------------------------------------------------------------
@@ -381,98 +388,17 @@ def test_every_statement_the_state_store_runs_is_common(sqlite_state: StateStore
 
 # -- the same SQL on PostgreSQL ----------------------------------------------------------
 
-PG_DDL = [
-    # What a PostgreSQL backend adds (ADR 0013), drafted for this test: the state
-    # tables of proctor.store._state_schema with PostgreSQL's types, the identity
-    # indexes, and the bundle rules as triggers that raise a check violation (an
-    # integrity error, as SQLite's RAISE(ABORT) is). Text keys compare and sort
-    # bytewise (COLLATE "C"), as SQLite's BINARY does.
-    """CREATE TABLE principals (
-        name TEXT COLLATE "C" PRIMARY KEY, public_key TEXT NOT NULL, attrs TEXT NOT NULL,
-        zone TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL)""",
-    "CREATE UNIQUE INDEX principals_name_nocase ON principals (lower(name))",
-    "CREATE UNIQUE INDEX principals_public_key ON principals (public_key)",
-    """CREATE TABLE bundles (
-        digest TEXT PRIMARY KEY, version BIGINT NOT NULL, doc TEXT NOT NULL,
-        activated TEXT NOT NULL, log_index BIGINT NOT NULL)""",
-    """CREATE FUNCTION bundles_version_forward() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.version <= (SELECT max(version) FROM bundles) THEN
-                RAISE EXCEPTION 'bundle versions only go forward' USING ERRCODE = 'check_violation';
-            END IF;
-            RETURN NEW;
-        END $$""",
-    """CREATE FUNCTION bundles_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RAISE EXCEPTION 'bundle activations are append-only' USING ERRCODE = 'check_violation'; END $$""",
-    """CREATE TRIGGER bundles_version_forward BEFORE INSERT ON bundles
-        FOR EACH ROW EXECUTE FUNCTION bundles_version_forward()""",
-    """CREATE TRIGGER bundles_append_only BEFORE UPDATE OR DELETE ON bundles
-        FOR EACH ROW EXECUTE FUNCTION bundles_append_only()""",
-    """CREATE TABLE revocations (
-        kind TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL,
-        time TEXT NOT NULL, log_index BIGINT NOT NULL, PRIMARY KEY (kind, target))""",
-    """CREATE TABLE warrants (
-        id TEXT COLLATE "C" PRIMARY KEY, principal TEXT NOT NULL, parent TEXT NOT NULL,
-        decision_index BIGINT NOT NULL, expires BIGINT NOT NULL, issued BIGINT NOT NULL,
-        issued_index BIGINT NOT NULL DEFAULT -1, token TEXT NOT NULL DEFAULT '')""",
-    """CREATE TABLE executions (
-        id TEXT COLLATE "C" PRIMARY KEY, warrant TEXT NOT NULL UNIQUE, principal TEXT NOT NULL,
-        status TEXT NOT NULL, reason TEXT NOT NULL, bundle TEXT NOT NULL,
-        request TEXT NOT NULL, started_index BIGINT NOT NULL, indices TEXT NOT NULL,
-        lease_expires_ms BIGINT NOT NULL, ttl_ms BIGINT NOT NULL, started BIGINT NOT NULL,
-        ended BIGINT NOT NULL DEFAULT 0, presented TEXT NOT NULL DEFAULT '')""",
-    "CREATE INDEX executions_by_principal ON executions (principal, status)",
-    "CREATE INDEX warrants_by_principal ON warrants (principal, issued)",
-    """CREATE TABLE nonces (
-        keyid TEXT NOT NULL, nonce TEXT NOT NULL, expires BIGINT NOT NULL, PRIMARY KEY (keyid, nonce))""",
-    "CREATE INDEX nonces_by_expiry ON nonces (expires)",
-    """CREATE TABLE auth_failures (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, time BIGINT NOT NULL,
-        keyid TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL)""",
-    "CREATE TABLE openings (decision_index BIGINT PRIMARY KEY, opening TEXT NOT NULL)",
-]
-
-
-class DraftPostgresBackend:
-    """A :class:`~proctor.store.state_backend.StateBackend` on PostgreSQL that adds only
-    DDL and a connection: one autocommit connection through the store's adapter."""
-
-    def __init__(self, dsn: str) -> None:
-        self.raw = psycopg.connect(dsn, autocommit=True)
-        self.adapted = PgConnection(self.raw)
-        self.driver_errors: tuple[type[Exception], ...] = (psycopg.Error, IntegrityViolation)
-
-    @property
-    def errors(self) -> tuple[type[Exception], ...]:
-        return self.driver_errors
-
-    def conn(self) -> Connection:
-        return self.adapted
-
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        with self.raw.transaction():
-            yield self.adapted
-
-    def create_or_check_schema(self) -> None:
-        with self.raw.transaction():
-            for statement in PG_DDL:
-                self.raw.execute(statement.encode())
-
-    def close(self) -> None:
-        self.raw.close()
-
 
 @pytest.mark.postgres
 def test_the_state_store_answers_alike_on_postgresql(pg_dsn: str) -> None:
     PostgresLogStore(pg_dsn, create=True).close()  # its meta table, as SQLiteStore's in a data dir
-    assert workout(StateStore(backend=DraftPostgresBackend(pg_dsn))) == public_names()
+    assert workout(StateStore(backend=PostgresStateBackend(pg_dsn))) == public_names()
 
 
 @pytest.mark.postgres
 def test_a_state_row_commits_with_its_event_on_postgresql(pg_dsn: str) -> None:
     log = PostgresLogStore(pg_dsn, create=True)
-    state = StateStore(backend=DraftPostgresBackend(pg_dsn))
+    state = StateStore(backend=PostgresStateBackend(pg_dsn, pool=log.pool))
     try:
         hashes = bytes(32) * sum(1 >> r for r in range(8))
         log.append(
@@ -495,10 +421,11 @@ def test_a_side_write_on_a_broken_postgresql_connection_is_a_store_error(pg_dsn:
     # The nonce cache keeps its rows for the next commit only on a StoreError, and the
     # PostgreSQL adapter raises its driver's own errors: the side writes wrap them.
     PostgresLogStore(pg_dsn, create=True).close()
-    backend = DraftPostgresBackend(pg_dsn)
-    StateStore(backend=backend)
-    backend.raw.close()
+    StateStore(backend=PostgresStateBackend(pg_dsn)).close()
+    raw = psycopg.connect(pg_dsn, autocommit=True)
+    adapted = PgConnection(raw)
+    raw.close()
     with pytest.raises(StoreError, match="cannot persist request nonces"):
-        StateStore.write_nonces(backend.adapted, [("k", "n", 1)], 0)
+        StateStore.write_nonces(adapted, [("k", "n", 1)], 0)
     with pytest.raises(StoreError, match="cannot persist lease deadlines"):
-        StateStore.write_leases(backend.adapted, {"ex_a": 1})
+        StateStore.write_leases(adapted, {"ex_a": 1})

@@ -1,21 +1,66 @@
-"""Governance state tables on a real SQLite file."""
+"""Governance state tables on a real SQLite file and a real PostgreSQL database (the
+same tests on both backends; PostgreSQL's are marked ``postgres``)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from pg_support import pg_params
 from proctor.errors import StoreError
+from proctor.store.postgres import PostgresLogStore
 from proctor.store.sqlite import SQLiteStore
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+from proctor.store.state_pg import PostgresStateBackend
+
+
+@dataclass
+class Db:
+    """A database with the log's tables: how to open a state store on it, and how to
+    run a committed statement on it from outside proctor."""
+
+    name: str
+    open: Callable[[], StateStore]
+    sql: Callable[[str], None]
+
+
+def sqlite_db(path: Path) -> Db:
+    SQLiteStore(path, create=True).close()
+
+    def sql(statement: str) -> None:
+        with sqlite3.connect(path) as conn:
+            conn.execute(statement)
+
+    return Db("sqlite", lambda: StateStore(path), sql)
+
+
+def postgres_db(dsn: str) -> Db:
+    PostgresLogStore(dsn, create=True).close()
+
+    def sql(statement: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(statement.encode())
+
+    return Db("postgresql", lambda: StateStore(backend=PostgresStateBackend(dsn)), sql)
+
+
+@pytest.fixture(params=pg_params("sqlite", "postgresql"))
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    if request.param == "sqlite":
+        return sqlite_db(tmp_path / "p.db")
+    return postgres_db(request.getfixturevalue("pg_dsn"))
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> StateStore:
-    SQLiteStore(tmp_path / "p.db", create=True).close()
-    return StateStore(tmp_path / "p.db")
+def state(db: Db) -> Iterator[StateStore]:
+    store = db.open()
+    yield store
+    store.close()
 
 
 def test_principals_round_trip(state: StateStore) -> None:
@@ -70,10 +115,8 @@ def test_auth_failures_are_bounded_and_truncated(state: StateStore) -> None:
     assert len(row["detail"]) == 512
 
 
-def test_unknown_state_schema_is_refused(tmp_path: Path) -> None:
-    SQLiteStore(tmp_path / "p.db", create=True).close()
-    StateStore(tmp_path / "p.db").close()
-    with sqlite3.connect(tmp_path / "p.db") as conn:
-        conn.execute("UPDATE meta SET value = '9' WHERE key = 'state_schema'")
+def test_unknown_state_schema_is_refused(db: Db) -> None:
+    db.open().close()
+    db.sql("UPDATE meta SET value = '9' WHERE key = 'state_schema'")
     with pytest.raises(StoreError, match="expected state schema version 1"):
-        StateStore(tmp_path / "p.db")
+        db.open()
