@@ -360,6 +360,37 @@ class StateStore:
         """``(execution id, lease deadline ms)`` of every running execution."""
         return self._run(state_executions.running_leases)
 
+    def running_count(self, principal: str) -> int:
+        """How many executions of ``principal`` have status ``running``."""
+        return self._run(state_executions.running_count, principal)
+
+    def starts_after(self, principal: str, after: int) -> int:
+        """How many executions ``principal`` started after unix second ``after``."""
+        return self._run(state_executions.starts_after, principal, after)
+
+    def lapsed_executions(self, cutoff_ms: int) -> list[str]:
+        """Ids of the ``running`` or ``terminating`` executions whose stored lease had
+        lapsed at ``cutoff_ms``."""
+        return self._run(state_executions.lapsed_executions, cutoff_ms)
+
+    def renew_leases(self, rows: list[tuple[str, int, int]]) -> list[bool]:
+        """Extend leases ``(execution id, deadline ms, now ms)`` in one transaction, each
+        only while running and not lapsed at ``now``
+        (:func:`~proctor.store.state_executions.renew_leases`); which were extended.
+
+        Raises:
+            StoreError: the database failed (none was extended).
+        """
+        try:
+            with self._backend.transaction() as conn:
+                return state_executions.renew_leases(conn, rows)
+        except self._errors as e:
+            raise StoreError(f"cannot renew leases: {e}") from e
+
+    def mark_terminating(self, execution_id: str, reason: str) -> bool:
+        """Mark a ``running`` execution ``terminating``; ``False`` if it was not running."""
+        return self._run(state_executions.mark_terminating, execution_id, reason)
+
     # -- replay protection and failures -------------------------------------------
 
     write_nonces = staticmethod(state_requests.write_nonces)
@@ -368,6 +399,24 @@ class StateStore:
     def nonce_floor(self) -> int:
         """The latest time request nonces were forgotten at (0 if never)."""
         return self._run(state_requests.nonce_floor)
+
+    def claim_nonces(self, rows: list[tuple[str, str, int]], purge_before: int = 0) -> tuple[list[bool], int]:
+        """Claim request nonces ``(keyid, nonce, expires)`` in one transaction, for
+        governor processes that share the store
+        (:func:`~proctor.store.state_requests.claim_nonces`).
+
+        Returns:
+            Whether each was claimed (``False``: seen before, or older than the floor),
+            and the floor.
+
+        Raises:
+            StoreError: the database failed (none was claimed).
+        """
+        try:
+            with self._backend.transaction() as conn:
+                return state_requests.claim_nonces(conn, rows, purge_before)
+        except self._errors as e:
+            raise StoreError(f"cannot claim request nonces: {e}") from e
 
     def live_nonces(self, now: int) -> list[tuple[str, str, int]]:
         """The stored request nonces that have not expired at ``now``: ``(keyid, nonce,

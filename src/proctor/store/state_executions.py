@@ -39,6 +39,11 @@ __all__ = [
     "execution_summaries",
     "running_executions",
     "running_leases",
+    "running_count",
+    "starts_after",
+    "lapsed_executions",
+    "renew_leases",
+    "mark_terminating",
 ]
 
 EXECUTION_COLUMNS = frozenset({"status", "reason", "bundle", "indices", "lease_expires_ms", "ended"})
@@ -281,3 +286,62 @@ def running_leases(conn: Connection) -> list[tuple[str, int]]:
         "SELECT id, lease_expires_ms FROM executions WHERE status IN ('running', 'terminating')"
     ).fetchall()
     return [(str(i), int(e)) for i, e in rows]
+
+
+# -- several governor processes on one store (ADR 0016) ---------------------------------
+
+
+def running_count(conn: Connection, principal: str) -> int:
+    """How many executions of ``principal`` have status ``running``."""
+    row = conn.execute(
+        "SELECT count(*) FROM executions WHERE principal = ? AND status = 'running'", (principal,)
+    ).fetchone()
+    return int(row[0])
+
+
+def starts_after(conn: Connection, principal: str, after: int) -> int:
+    """How many executions ``principal`` started after unix second ``after``."""
+    row = conn.execute(
+        "SELECT count(*) FROM executions WHERE principal = ? AND started > ?", (principal, after)
+    ).fetchone()
+    return int(row[0])
+
+
+def lapsed_executions(conn: Connection, cutoff_ms: int) -> list[str]:
+    """Ids of the executions still ``running`` or ``terminating`` whose stored lease had
+    lapsed at ``cutoff_ms`` (ended before it), oldest lease first."""
+    rows = conn.execute(
+        "SELECT id FROM executions WHERE status IN ('running', 'terminating') AND lease_expires_ms < ? "
+        "ORDER BY lease_expires_ms",
+        (cutoff_ms,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def renew_leases(conn: Connection, rows: list[tuple[str, int, int]]) -> list[bool]:
+    """In the caller's transaction: extend leases ``(execution id, new deadline ms, now
+    ms)``, each only if the execution is still ``running`` and its stored lease has not
+    lapsed at ``now`` (a lapsed lease is never revived: the sweeper may be closing it).
+
+    Returns:
+        Whether each lease was extended (in order).
+    """
+    renewed = []
+    for execution_id, expires, now_ms in rows:
+        cursor = conn.execute(
+            "UPDATE executions SET lease_expires_ms = ? "
+            "WHERE id = ? AND status = 'running' AND lease_expires_ms >= ?",
+            (expires, execution_id, now_ms),
+        )
+        renewed.append(cursor.rowcount == 1)
+    return renewed
+
+
+def mark_terminating(conn: Connection, execution_id: str, reason: str) -> bool:
+    """Mark a ``running`` execution ``terminating`` with ``reason``; ``False`` (nothing
+    changed) if it is not running any more (it ended, or was revoked, meanwhile)."""
+    cursor = conn.execute(
+        "UPDATE executions SET status = 'terminating', reason = ? WHERE id = ? AND status = 'running'",
+        (reason, execution_id),
+    )
+    return cursor.rowcount == 1

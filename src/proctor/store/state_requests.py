@@ -25,6 +25,7 @@ from proctor.store.sql import Connection
 __all__ = [
     "MAX_AUTH_FAILURES",
     "write_nonces",
+    "claim_nonces",
     "live_nonces",
     "nonce_floor",
     "auth_failure_writer",
@@ -66,6 +67,45 @@ def write_nonces(conn: Connection, rows: list[tuple[str, str, int]], purge_befor
         raise
     except Exception as e:  # any backend's driver error: the caller keeps the rows on StoreError
         raise StoreError(f"cannot persist request nonces: {e}") from e
+
+
+def claim_nonces(
+    conn: Connection, rows: list[tuple[str, str, int]], purge_before: int = 0
+) -> tuple[list[bool], int]:
+    """In the caller's transaction: claim request nonces for several governor processes
+    that share the store (a nonce is claimed once, by whichever process saw it first).
+
+    First, with ``purge_before``, the nonces expired before it are dropped and the floor
+    raised to it (as :func:`write_nonces`). Then each ``(keyid, nonce, expires)`` is
+    claimed by an insert that does nothing on a conflict: it is refused if it is
+    stored already (a replay, on any process) or if it expires before the floor (its
+    twin may have been forgotten: the request is older than the window before the
+    floor, stale whatever the caller's clock says).
+
+    Returns:
+        Whether each row was claimed (in order), and the floor after the purge.
+    """
+    if purge_before:
+        conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('nonce_floor', ?) ON CONFLICT (key) DO UPDATE SET "
+            "value = CASE WHEN CAST(meta.value AS BIGINT) > CAST(excluded.value AS BIGINT) "
+            "THEN meta.value ELSE excluded.value END",
+            (str(purge_before),),
+        )
+    floor = nonce_floor(conn)
+    claimed = []
+    for keyid, nonce, expires in rows:
+        if expires < floor:
+            claimed.append(False)
+            continue
+        cursor = conn.execute(
+            "INSERT INTO nonces (keyid, nonce, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT (keyid, nonce) DO NOTHING",
+            (keyid, nonce, expires),
+        )
+        claimed.append(cursor.rowcount == 1)
+    return claimed, floor
 
 
 def live_nonces(conn: Connection, now: int) -> list[tuple[str, str, int]]:

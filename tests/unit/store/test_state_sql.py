@@ -321,6 +321,16 @@ def workout(state: StateStore) -> set[str]:
     assert (s.execution("ex_b")["lease_expires_ms"], s.execution("ex_z")) == (6000, None)
     assert s.running_executions() == [("ex_a", "alice")]
     assert s.running_leases() == [("ex_a", 5000)]
+    # Several governor processes on one store (ADR 0016): counts, sweeps, leases.
+    assert (s.running_count("alice"), s.running_count("bob")) == (1, 0)
+    assert (s.starts_after("alice", 99), s.starts_after("alice", 100)) == (2, 0)
+    assert (s.lapsed_executions(5000), s.lapsed_executions(5001)) == ([], ["ex_a"])
+    assert s.renew_leases([("ex_a", 7000, 5000), ("ex_b", 8000, 0), ("ex_a", 9000, 7001)]) == [
+        True,
+        False,  # ended
+        False,  # lapsed at 7001: never revived
+    ]
+    assert s.execution("ex_a")["lease_expires_ms"] == 7000
     shown = s.execution_summary("ex_a")
     assert (shown.action, shown.resource, shown.zone, shown.indices) == (
         "exec",
@@ -337,6 +347,7 @@ def workout(state: StateStore) -> set[str]:
     s.revocation_writer(RevocationRecord("execution", "ex_a", "why", "admin", "t", -1))(conn, index=12)
     s.put_revocation(RevocationRecord("warrant", "wr_a", "again", "admin", "t2", 13))
     assert s.execution("ex_a")["status"] == "terminating"
+    assert (s.mark_terminating("ex_a", "policy"), s.mark_terminating("ex_b", "policy")) == (False, False)
     assert s.revocation("warrant", "wr_a") == RevocationRecord("warrant", "wr_a", "again", "admin", "t2", 13)
     assert [r.target for r in s.revocations(since=11)] == ["ex_a", "wr_a"]
     assert (s.is_revoked("execution", "ex_a"), s.is_revoked("principal", "alice")) == (True, False)
@@ -353,6 +364,13 @@ def workout(state: StateStore) -> set[str]:
     assert sorted(s.live_nonces(0)) == [("ka", "n2", 200), ("kb", "n3", 300), ("kb", "n4", 400)]
     assert s.live_nonces(301) == [("kb", "n4", 400)]
     assert s.nonce_floor() == 150
+    # Claimed once across processes; older than the floor is refused; the floor goes up.
+    assert s.claim_nonces([("kc", "n5", 500), ("kb", "n4", 400), ("kc", "n6", 149)]) == (
+        [True, False, False],
+        150,
+    )
+    assert s.claim_nonces([("kc", "n7", 250)], 260) == ([False], 260)
+    assert sorted(s.live_nonces(0)) == [("kb", "n3", 300), ("kb", "n4", 400), ("kc", "n5", 500)]
     s.auth_failure_writer(1, "k" * 200, "unsigned", "d")(conn)
     s.auth_failure_writer(2, "k2", "stale", "d2")(conn)
     assert [(f["time"], f["keyid"]) for f in s.auth_failures()] == [(2, "k2"), (1, "k" * 128)]
