@@ -59,6 +59,7 @@ from proctor.lineage.tiles import TreeBuilder
 from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
 from proctor.store.locks import FileSequencer, Sequencer
+from proctor.store.open import open_log_store
 from proctor.store.sqlite import SQLiteStore
 
 _log = logging.getLogger("proctor.lineage")
@@ -134,20 +135,23 @@ class Log(GroupCommit):
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str], *, shared: bool = False, **options: Any) -> Log:
+    def open(
+        cls, data_dir: str | os.PathLike[str], *, shared: bool = False, store: str | None = None, **opts: Any
+    ) -> Log:
         """Open the log of a data directory made by ``proctor init``.
 
-        Reading needs nothing more; the first append takes the append lock. With
-        ``shared``, several processes that open the log this way take turns appending
-        (:mod:`proctor.store.locks`); without it the first keeps the lock.
+        Reading needs nothing more; the first append takes the append lock. With ``shared``, several
+        processes that open it so take turns appending (:mod:`proctor.store.locks`); without it the
+        first keeps the lock. ``store``: a PostgreSQL URL, else the directory's file (store.open).
 
         Raises:
             ConfigError: the directory is not initialised or is malformed.
             StoreError: the database cannot be opened.
         """
         dd = DataDir.open(data_dir)
-        store = SQLiteStore(dd.db_path)
-        return cls(store, dd.log_signer(), sequencer=FileSequencer(dd.lock_path, shared=shared), **options)
+        signer = dd.log_signer()  # before the store opens: a bad key leaves nothing open
+        st, seq = open_log_store(store, db_path=dd.db_path, lock_path=dd.lock_path, shared=shared)
+        return cls(st, signer, sequencer=seq, **opts)
 
     @classmethod
     def initialize(
