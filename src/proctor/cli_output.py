@@ -31,6 +31,7 @@ from proctor.exitcodes import ExitCode
 
 __all__ = [
     "DataOpt",
+    "StoreOpt",
     "JsonOpt",
     "ServerOpt",
     "GovernorOpt",
@@ -80,6 +81,19 @@ DataOpt = Annotated[
     typer.Option("--data", envvar="PROCTOR_DATA", metavar="DIR", help="Data directory.", show_default=True),
 ]
 """``--data``: the data directory (``PROCTOR_DATA``; default ``./.proctor``)."""
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="PROCTOR_STORE",
+        metavar="URL",
+        show_default=False,
+        help="The store: a postgresql:// URL (or PROCTOR_STORE); the data directory then holds "
+        "only keys and configuration. Without it, the data directory's own SQLite file.",
+    ),
+]
+"""``--store``: where the log and the state are (``PROCTOR_STORE``; :mod:`proctor.store.open`)."""
 
 JsonOpt = Annotated[
     bool,

@@ -188,9 +188,14 @@ def store_has_state(url: str | None, db_path: Path) -> bool:
     return pg_has_state(check_store_url(url))
 
 
-def migrate_state(url: str | None, *, db_path: Path, dry_run: bool = False) -> MigrationPlan:
+def migrate_state(url: str | None, db_path: Path | None = None, *, dry_run: bool = False) -> MigrationPlan:
     """``proctor migrate``: apply every pending step of the state schema, safe or not,
     in one transaction under the migration lock (:mod:`proctor.store.migrations`).
+
+    Args:
+        url: a ``postgresql://`` URL, or ``None`` for ``db_path``.
+        db_path: the data directory's SQLite file (without ``url``).
+        dry_run: report what would be applied, change nothing.
 
     The log must exist (``proctor init``); its own schema is checked, not changed.
 
@@ -200,6 +205,8 @@ def migrate_state(url: str | None, *, db_path: Path, dry_run: bool = False) -> M
         StoreConflictError: stored rows break a rule the migration adds.
     """
     if url is None:
+        if db_path is None:
+            raise StoreError("expected a store URL or a data directory's database, found neither")
         _require_file(db_path)
         SQLiteStore(db_path).close()  # the log's schema: there, and a version this proctor knows
         backend = SQLiteStateBackend(db_path)
