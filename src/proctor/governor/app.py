@@ -213,7 +213,7 @@ class GovernorApp(FastAPI):
             await _hold_back(exc)
         return refusal(exc, where=where)
 
-    def caller(
+    async def caller(
         self,
         method: str,
         target: str,
@@ -234,9 +234,10 @@ class GovernorApp(FastAPI):
         Raises:
             AuthenticationError: not signed, or not acceptably (401).
             QuotaError: over one of its request rates (429).
+            StoreError: shared mode, and the store could not claim the nonce (503).
         """
         try:
-            name = self.governor.authenticate(method, target, body, headers)
+            name = await self.governor.authenticate_async(method, target, body, headers)
         except AuthenticationError as e:
             self.metrics.auth_failures.labels(e.reason).inc()
             raise
@@ -261,7 +262,7 @@ class GovernorApp(FastAPI):
         """``POST /v1/revocations`` (admin): on the fast path, because a revocation's
         latency is how long a revoked execution keeps running."""
         governor = self.governor
-        name = self.caller("POST", target, headers, body)
+        name = await self.caller("POST", target, headers, body)
         if not governor.is_admin(name):
             raise PrincipalError(f"{name!r} is not an admin")
         asked = parse_body(RevocationBody, parse_json(body) if body else None)
@@ -276,7 +277,7 @@ class GovernorApp(FastAPI):
         """``POST /v1/executions/{id}/renew``: authenticate on the loop, re-verify in a
         worker thread (it reads the state and, when the policy changed, appends)."""
         governor = self.governor
-        name = self.caller("POST", target, headers, body)
+        name = await self.caller("POST", target, headers, body)
         parsed = parse_json(body) if body else None
         if parsed is not None:
             parse_body(RenewExecutionBody, parsed)
@@ -291,7 +292,7 @@ class GovernorApp(FastAPI):
         governor, metrics = self.governor, self.metrics
         if len(body) > MAX_BODY:
             raise BodyTooLargeError(f"expected a body of at most {MAX_BODY} bytes, found {len(body)}")
-        name = self.caller("POST", target, headers, body, persist=False, rates=(self.authorizations,))
+        name = await self.caller("POST", target, headers, body, persist=False, rates=(self.authorizations,))
         try:
             request = AuthorizeRequest.from_json(parse_json(body) if body else None)
         except (CanonicalizationError, RequestShapeError):
@@ -418,7 +419,9 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
 
     async def caller(request: Request) -> Caller:
         body = await request.body()  # through BoundedBody: refused once over MAX_BODY
-        name = app.caller(request.method, _target(request), combine_fields(request.scope["headers"]), body)
+        name = await app.caller(
+            request.method, _target(request), combine_fields(request.scope["headers"]), body
+        )
         return Caller(name, parse_json(body) if body else None)
 
     def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:

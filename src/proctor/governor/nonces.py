@@ -17,16 +17,28 @@ therefore keeps a *floor*, the latest time at which nonces were forgotten (persi
 with them, so a restart keeps it too), and the governor judges freshness against
 ``max(clock, floor)`` (:meth:`effective_now`): a request older than the window before the
 floor is stale even if the clock went back — refused, never replayed.
+
+Several processes on one store (``proctor serve --shared``, ADR 0016): memory is no
+longer the authority, only the first, cheap filter. A nonce this process has not seen
+is then *claimed* in the store (:meth:`NonceCache.claim`: an insert that does nothing on
+a conflict, batched with the other requests waiting, :class:`WriteBatcher`) before its
+request is served; no row inserted means another process saw it first, a replay. The
+floor is kept in the store too: every claim is refused if it expires before the stored
+floor, and a process's floor follows the stored one, so a process whose clock is behind
+another's judges freshness no earlier than the latest purge by any of them. The
+exclusive mode's path is unchanged (no claim, no thread).
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 from proctor.errors import StoreError
 from proctor.governor._flush import FlushClaim
+from proctor.governor.batching import WriteBatcher
 from proctor.store.state import StateStore
 
 __all__ = ["NonceCache"]
@@ -35,13 +47,21 @@ __all__ = ["NonceCache"]
 class NonceCache:
     """The live nonces, in memory, persisted in batches through the log writer."""
 
-    def __init__(self, state: StateStore, *, now: int) -> None:
+    def __init__(self, state: StateStore, *, now: int, shared: bool = False) -> None:
         """Load the nonces that are still live at ``now`` from the state store.
+
+        ``shared``: other governor processes serve the same store; every new nonce is
+        claimed there (:meth:`claim`) and none is persisted through the log writer.
 
         Raises:
             StoreError: the stored nonces cannot be read (the governor must not start
                 without them: a replay would pass).
         """
+        self._state = state
+        self._shared = shared
+        self._claims: WriteBatcher[tuple[str, str, int], bool] | None = None
+        if shared:
+            self._claims = WriteBatcher(self._claim_batch, name="nonce-claims")
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
         self._expiry: list[tuple[int, str, str]] = []
@@ -74,8 +94,50 @@ class NonceCache:
                 return False
             self._seen[key] = expires
             heapq.heappush(self._expiry, (expires, keyid, nonce))
-            self._unsaved.append((keyid, nonce, expires))
+            if not self._shared:  # shared: claimed in the store instead (claim)
+                self._unsaved.append((keyid, nonce, expires))
             return True
+
+    @property
+    def shared(self) -> bool:
+        """Whether nonces are claimed in a store other governor processes share."""
+        return self._shared
+
+    @property
+    def floor(self) -> int:
+        """The nonce floor as this process knows it (its own, or the store's if higher)."""
+        return self._floor
+
+    def claim(self, keyid: str, nonce: str, expires: int) -> Future[bool]:
+        """Shared mode: claim a nonce that :meth:`remember` accepted in the store, with the
+        other claims waiting (one transaction); the future says ``True`` if this process
+        claimed it, ``False`` if another did first or it expires before the stored floor,
+        or raises :class:`~proctor.errors.StoreError` (refuse the request).
+
+        Raises:
+            StoreError: not in shared mode.
+        """
+        if self._claims is None:
+            raise StoreError(
+                "expected a nonce cache shared with other governor processes, found an exclusive one"
+            )
+        return self._claims.submit((keyid, nonce, expires))
+
+    def _claim_batch(self, rows: list[tuple[str, str, int]]) -> list[bool]:
+        """One transaction for the claims waiting; purges with it once a second."""
+        with self._lock:
+            purge_before = self._purge_before
+        claimed, floor = self._state.claim_nonces(rows, purge_before)
+        with self._lock:
+            if self._purge_before == purge_before:
+                self._purge_before = 0
+            self._floor = max(self._floor, floor)
+        return claimed
+
+    def close(self) -> None:
+        """Stop claiming (shared mode): claims still queued are answered first."""
+        if self._claims is not None:
+            self._claims.close()
 
     def _purge(self, now: int) -> None:
         expiry, seen = self._expiry, self._seen

@@ -31,13 +31,12 @@ from typing import Any
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
-from proctor.authorization.requests import verify_request
 from proctor.config import load_config, write_default_config
 from proctor.datadir import DataDir
-from proctor.errors import AuthenticationError, ProctorError, StoreError
+from proctor.errors import ProctorError, StoreError
 from proctor.governor._events import principal_event, rfc3339
-from proctor.governor.access_log import PRINCIPAL
 from proctor.governor.admin import ADMIN, REVOCATION_KINDS, Administration
+from proctor.governor.authentication import Authenticator
 from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, DELEGATIONS_PER_PRINCIPAL, Authorizer
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
@@ -173,8 +172,14 @@ class Governor:
         warrant_ttl_s: int = DEFAULT_WARRANT_TTL_S,
         commit_linger_s: float = DEFAULT_COMMIT_LINGER_S,
         mint_helper: bool = False,
+        shared: bool = False,
     ) -> None:
         """Open the governor's log, state and keys.
+
+        ``shared``: other governor processes serve the same store (``proctor serve
+        --shared``, ADR 0016): the log is appended in turns, nonces are claimed in the
+        store, leases are read and renewed there, and trust changes recorded by the
+        others are followed.
 
         ``mint_helper``: mint warrants in a helper process (``proctor serve`` does), so
         that the event loop does not hold the GIL for them.
@@ -194,7 +199,8 @@ class Governor:
         self.quotas = self.config.quotas
         self.node = node
         self._clock = clock
-        self.log = Log.open(self.data.path, linger=commit_linger_s)
+        self.shared = shared
+        self.log = Log.open(self.data.path, linger=commit_linger_s, shared=shared)
         self.state = StateStore(self.data.db_path)
         warrant_key = PrincipalKey.load(self.data.path / "keys" / "warrant.key")
         self.minter: MintHelper | None = None
@@ -206,10 +212,13 @@ class Governor:
         self._sweeper: threading.Thread | None = None
         self.broadcaster = Broadcaster()
         self.counters = RateCounters(self.state)
-        self.nonces = NonceCache(self.state, now=int(self.now()))
+        self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
         # The collaborators, each given what it uses (no one reaches into another).
         self.trust, self.state_report = open_trust(self.data, self.log, self.state)
         self.recorder = Recorder(self.log, self.state, self.trust)
+        self.authenticator = Authenticator(
+            trust=self.trust, nonces=self.nonces, recorder=self.recorder, state=self.state, clock=self.now
+        )
         self.executions = Executions(
             state=self.state,
             log=self.log,
@@ -281,6 +290,7 @@ class Governor:
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join()
+        self.nonces.close()
         self.log.close()
         if self.minter is not None:
             self.minter.close()
@@ -318,41 +328,16 @@ class Governor:
     # -- authentication --------------------------------------------------------
 
     def authenticate(self, method: str, target: str, body: bytes, headers: Mapping[str, str]) -> str:
-        """The principal that signed this request (RFC 9421, see
-        :func:`proctor.authorization.requests.verify_request`).
+        """The principal that signed this request (:meth:`Authenticator.authenticate
+        <proctor.governor.authentication.Authenticator.authenticate>`, which lists what it raises)."""
+        return self.authenticator.authenticate(method, target, body, headers)
 
-        The nonce is checked against the in-memory replay cache and persisted with the
-        log writer's next transaction. A rejection is recorded (bounded table, not the
-        Merkle log) through the log writer too, so that a flood of bad requests never
-        waits on a write.
-
-        Raises:
-            AuthenticationError: unsigned, malformed, stale, unknown key, bad signature
-                or replayed; nothing else happens.
-        """
-        # Freshness is judged no earlier than the nonce floor: a clock that stepped back
-        # cannot reopen the window of a request whose nonce was forgotten (nonces.py).
-        now = self.nonces.effective_now(int(self.now()))
-        try:
-            name = verify_request(
-                method,
-                target,
-                body,
-                headers,
-                public_key_for=self.trust.public_key_for,
-                now=now,
-                remember_nonce=lambda keyid, nonce, expires: self.nonces.remember(
-                    keyid, nonce, expires, now=now
-                ),
-            )
-        except AuthenticationError as e:
-            keyid = headers.get("signature-input", "")[:128]
-            self.recorder.side_write(
-                self.state.auth_failure_writer(now, keyid, e.reason, f"{method} {target}: {e}")
-            )
-            raise
-        PRINCIPAL.set(name)  # for the access log: the verified name, never a claimed one
-        return name
+    async def authenticate_async(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str]
+    ) -> str:
+        """:meth:`authenticate` for an event loop (:meth:`Authenticator.authenticate_async
+        <proctor.governor.authentication.Authenticator.authenticate_async>`)."""
+        return await self.authenticator.authenticate_async(method, target, body, headers)
 
     def persist_nonces(self) -> None:
         """Queue the nonces not yet persisted for the log writer's next transaction
