@@ -48,7 +48,8 @@ from proctor.governor.startup import open_trust
 from proctor.governor.stream import Broadcaster
 from proctor.lineage.log import Log
 from proctor.policy import PolicyEngine
-from proctor.store.state import PrincipalRecord, StateStore
+from proctor.store.open import describe, open_stores
+from proctor.store.state import PrincipalRecord
 
 __all__ = [
     "ADMIN",
@@ -66,8 +67,16 @@ DEFAULT_WARRANT_TTL_S = 900
 DEFAULT_COMMIT_LINGER_S = 0.002
 
 
-def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -> dict[str, str]:
+def initialize(
+    data_dir: str | os.PathLike[str], *, origin: str | None = None, store: str | None = None
+) -> dict[str, str]:
     """``proctor init``: a data directory with the log, the admin key and the warrant key.
+
+    ``store``: a ``postgresql://`` URL (:mod:`proctor.store.open`): the log and the
+    state go into that database, which must hold no log yet, and the data directory
+    holds only keys and configuration. (The directory is built whole or not at all; a
+    database written before a later step failed keeps what was written: drop it, or
+    use another, before trying again.)
 
     Built whole or not at all (:meth:`DataDir.build`): everything is written into a
     fresh ``0700`` sibling directory and renamed into place only once complete, so a
@@ -78,7 +87,7 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
 
     Returns:
         ``{"data", "origin", "log_key", "admin_key", "warrant_key"}`` (public material
-        and paths).
+        and paths), and ``"store"`` (without its password) with ``store``.
 
     Raises:
         ConfigError: the target is a symlink, not empty or already initialised, the
@@ -89,14 +98,18 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
     with DataDir.build(root, origin=origin) as staged:
         write_default_config(staged.path)  # every setting at its default, documented
         keys = staged.keys_path
-        with Log.create(staged) as log:
+        stores = open_stores(
+            store, db_path=staged.db_path, lock_path=staged.lock_path, create=True, empty=True
+        )
+        with Log(stores.log, staged.log_signer(), sequencer=stores.sequencer) as log:
+            log.start_writing()  # the append lock; the empty tree signed
             admin = PrincipalKey.generate(ADMIN)
             admin.save(keys / "admin.key")
             warrant_root = PrincipalKey.generate("warrant-root")
             warrant_root.save(keys / "warrant.key")
             with (keys / "warrant.pub").open("x") as pub:  # exclusive: never an existing file
                 pub.write(warrant_root.public_key_b64 + "\n")
-            state = StateStore(staged.db_path)
+            state = stores.state
             try:
                 now = time.time()
                 # The warrant key is declared in the log, so that a receipt can prove which
@@ -132,13 +145,16 @@ def initialize(data_dir: str | os.PathLike[str], *, origin: str | None = None) -
             finally:
                 state.close()
             log_key = log.verifier_key()
-    return {
+    done = {
         "data": str(root),
         "origin": staged.origin,
         "log_key": log_key,
         "admin_key": str(root / "keys" / "admin.key"),
         "warrant_key": warrant_root.public_key_b64,
     }
+    if store is not None:
+        done["store"] = describe(store, staged.db_path)
+    return done
 
 
 class Governor:
@@ -173,8 +189,12 @@ class Governor:
         commit_linger_s: float = DEFAULT_COMMIT_LINGER_S,
         mint_helper: bool = False,
         shared: bool = False,
+        store: str | None = None,
     ) -> None:
         """Open the governor's log, state and keys.
+
+        ``store``: a ``postgresql://`` URL, where the log and the state are
+        (:mod:`proctor.store.open`); ``None``: the data directory's own file.
 
         ``shared``: other governor processes serve the same store (``proctor serve
         --shared``, ADR 0016): the log is appended in turns, nonces are claimed in the
@@ -200,8 +220,10 @@ class Governor:
         self.node = node
         self._clock = clock
         self.shared = shared
-        self.log = Log.open(self.data.path, linger=commit_linger_s, shared=shared)
-        self.state = StateStore(self.data.db_path)
+        self.store_url = store
+        stores = open_stores(store, db_path=self.data.db_path, lock_path=self.data.lock_path, shared=shared)
+        self.log = Log(stores.log, self.data.log_signer(), sequencer=stores.sequencer, linger=commit_linger_s)
+        self.state = stores.state
         warrant_key = PrincipalKey.load(self.data.path / "keys" / "warrant.key")
         self.minter: MintHelper | None = None
         if mint_helper:
@@ -214,7 +236,7 @@ class Governor:
         self.counters = RateCounters(self.state)
         self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
         # The collaborators, each given what it uses (no one reaches into another).
-        self.trust, self.state_report = open_trust(self.data, self.log, self.state)
+        self.trust, self.state_report = open_trust(self.data, self.log, self.state, store=store)
         self.recorder = Recorder(self.log, self.state, self.trust)
         self.authenticator = Authenticator(
             trust=self.trust, nonces=self.nonces, recorder=self.recorder, state=self.state, clock=self.now

@@ -20,6 +20,7 @@ from proctor.governor.state_audit import audit_state
 from proctor.governor.trust import TrustView
 from proctor.lineage.log import Log
 from proctor.policy import PolicyEngine
+from proctor.store.open import open_snapshot
 from proctor.store.state import StateStore
 
 __all__ = ["open_trust"]
@@ -27,10 +28,13 @@ __all__ = ["open_trust"]
 _SHOWN_DISCREPANCIES = 20
 
 
-def open_trust(data: DataDir, log: Log, state: StateStore) -> tuple[TrustView, StateReport | None]:
+def open_trust(
+    data: DataDir, log: Log, state: StateStore, *, store: str | None = None
+) -> tuple[TrustView, StateReport | None]:
     """Check the state tables against the log
     (:func:`~proctor.governor.state_audit.audit_state`) and load the active bundle the
-    check matched to the log.
+    check matched to the log; ``store``: the store's URL (:mod:`proctor.store.open`),
+    else the data directory's file.
 
     Returns:
         The trust view, and the check's report (``None`` if the check could not run;
@@ -39,7 +43,7 @@ def open_trust(data: DataDir, log: Log, state: StateStore) -> tuple[TrustView, S
     report: StateReport | None = None
     problem: str | None = None
     try:
-        report = audit_state(data.db_path, log.verifier)
+        report = audit_state(open_snapshot(store, data.db_path), log.verifier)
     except (ProctorError, ValueError) as e:
         problem = f"the state could not be checked against the log: {e}"
     if report is not None and not report.ok:

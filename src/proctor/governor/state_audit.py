@@ -51,11 +51,12 @@ _MARKER = re.compile(
 )
 
 
-def audit_state(db_path: str | Path, verifier: NoteVerifier) -> StateReport:
+def audit_state(db_path: str | Path | StateSnapshot, verifier: NoteVerifier) -> StateReport:
     """Check the state tables of ``db_path`` against its log, in one snapshot.
 
     Args:
-        db_path: the data directory's SQLite file.
+        db_path: the data directory's SQLite file, or a snapshot already open (any
+            store: :func:`proctor.store.open.open_snapshot`), which this closes.
         verifier: the log's checkpoint key.
 
     Returns:
@@ -67,7 +68,8 @@ def audit_state(db_path: str | Path, verifier: NoteVerifier) -> StateReport:
         StoreError: the database cannot be read, or a row holds a value of the wrong
             type where an integer belongs.
     """
-    with StateSnapshot(db_path) as snapshot:  # step 1
+    opened = db_path if isinstance(db_path, StateSnapshot) else StateSnapshot(db_path)
+    with opened as snapshot:  # step 1
         size = snapshot.tree_size()
         signed_size, root = _checkpoint(snapshot, verifier, size)
         return check_state(_events(snapshot, size, signed_size, root), snapshot.rows())
