@@ -10,27 +10,46 @@ serve --shared`` processes.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gov_exec import Clock, allow, start_body
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
-from proctor.errors import AuthenticationError
+from proctor.errors import AuthenticationError, ExecutionConflictError, ProctorError, QuotaError
+from proctor.governor.issuance import DEFAULT_LEASE_TTL_MS
 from proctor.governor.service import Governor
+
+
+def open_nodes(data: Path, count: int = 3, clock: Clock | None = None) -> list[Governor]:
+    extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+    return [Governor(data, node=f"node-{n}", shared=True, **extra) for n in "abcdef"[:count]]
 
 
 @pytest.fixture
 def nodes(gov_data: Path, governor: Governor) -> Iterator[list[Governor]]:
     """Three shared governors on the fixture's data directory (its own governor closed)."""
     governor.close()
-    opened = [Governor(gov_data, node=f"node-{n}", shared=True) for n in "abc"]
+    opened = open_nodes(gov_data)
     try:
         yield opened
     finally:
         for gov in opened:
             gov.close()
+
+
+def events(gov: Governor, kind: str) -> list[dict[str, Any]]:
+    found = [json.loads(gov.log.leaf(i)) for i in range(gov.log.size)]
+    return [e for e in found if e["type"] == kind]
+
+
+def start(gov: Governor, token: str, arg: str) -> str:
+    return str(gov.executions.start("alice", start_body(token, arg))["execution"])
 
 
 def test_a_nonce_used_on_one_process_is_refused_on_every_other(gov_data: Path, nodes: list[Governor]) -> None:
@@ -68,3 +87,108 @@ def test_a_nonce_claimed_concurrently_on_two_processes_is_accepted_once(
 
     answers = asyncio.run(everyone())
     assert sum(answers) == len(signed)  # each request once, on one of the two
+
+
+def test_an_execution_started_on_one_process_is_renewed_and_finished_on_another(
+    nodes: list[Governor],
+) -> None:
+    a, b, c = nodes
+    ex = start(a, allow(a, "failover"), "failover")
+    renewed = b.executions.renew("alice", ex, {})
+    assert renewed["ok"] is True
+    row = b.state.execution(ex)
+    assert row is not None
+    assert row["lease_expires_ms"] == renewed["lease_expires_ms"]  # written through
+    assert c.executions.renew("alice", ex, {})["ok"] is True
+    done = b.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
+    assert done["status"] == "completed"
+    with pytest.raises(ExecutionConflictError):  # ended once, whichever process is asked
+        a.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
+    assert c.executions.renew("alice", ex, {})["ok"] is False
+    assert len(events(a, "execution.completed")) == 1
+
+
+def test_a_renewal_on_another_process_sees_a_revocation(nodes: list[Governor]) -> None:
+    a, b, _ = nodes
+    ex = start(a, allow(a, "revoked"), "revoked")
+    a.revoke("execution", ex, reason="test", by="admin")
+    answer = b.executions.renew("alice", ex, {})
+    assert (answer["ok"], answer["terminate"]) == (False, "revoked")
+
+
+def test_the_sweeper_does_not_close_an_execution_another_process_renewed(
+    gov_data: Path, governor: Governor
+) -> None:
+    governor.close()
+    clock = Clock()
+    a, b, c = opened = open_nodes(gov_data, clock=clock)
+    try:
+        t0 = clock.now
+        ex = start(a, allow(a, "lease"), "lease")
+        ttl = DEFAULT_LEASE_TTL_MS / 1000
+        clock.now = t0 + 0.8 * ttl
+        assert b.executions.renew("alice", ex, {})["ok"] is True  # on B only: A never heard of it
+        clock.now = t0 + ttl + 2.0  # A's own lease of it lapsed, with the sweep's grace
+        assert a.executions.sweep() == []
+        row = a.state.execution(ex)
+        assert row is not None
+        assert row["status"] == "running"
+        clock.now = t0 + 1.8 * ttl + 2.0  # B's renewal lapsed too: any process closes it, once
+        closed = [c.executions.sweep(), a.executions.sweep(), b.executions.sweep()]
+        assert closed == [[ex], [], []]
+        assert [e["reason"] for e in events(a, "execution.terminated")] == ["supervisor-lost"]
+        assert b.executions.renew("alice", ex, {})["ok"] is False  # and never revived
+    finally:
+        for gov in opened:
+            gov.close()
+
+
+def concurrently(calls: list[Any]) -> list[Any]:
+    """Run the calls at once, in threads; their results or the exceptions they raised."""
+    results: list[Any] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except ProctorError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_max_running_holds_across_processes(gov_data: Path, governor: Governor) -> None:
+    tokens = [allow(governor, f"q{i}") for i in range(6)]
+    governor.close()
+    (gov_data / "config.toml").write_text("[quotas]\nmax_running = 2\n")
+    opened = open_nodes(gov_data)
+    try:
+        calls = [
+            (lambda gov=gov, token=token, i=i: start(gov, token, f"q{i}"))
+            for i, (token, gov) in enumerate(zip(tokens, opened * 2, strict=True))
+        ]
+        results = concurrently(calls)
+        started = [r for r in results if isinstance(r, str)]
+        refused = [r for r in results if isinstance(r, QuotaError)]
+        assert (len(started), len(refused)) == (2, 4), results
+        assert all(r.quota == "max_running" for r in refused)
+        assert opened[0].state.running_count("alice") == 2
+    finally:
+        for gov in opened:
+            gov.close()
+
+
+def test_a_warrant_starts_one_execution_across_processes(nodes: list[Governor]) -> None:
+    a, b, c = nodes
+    token = allow(a, "once")
+    results = concurrently([lambda gov=gov: start(gov, token, "once") for gov in (a, b, c)])
+    started = [r for r in results if isinstance(r, str)]
+    assert len(started) == 1, results
+    assert all(isinstance(r, ExecutionConflictError) for r in results if not isinstance(r, str)), results
+    assert len(events(a, "execution.started")) == 1

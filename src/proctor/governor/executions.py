@@ -18,11 +18,20 @@ machine over one execution's row, its lease and its single-use warrant. They sha
 per-execution claim that keeps two changes of one execution from both being recorded,
 and the rule that every transition commits with the event that explains it; that
 invariant is audited by reading every transition in one place.
+
+Several governor processes on one store (shared mode, ADR 0016): any of them may start,
+renew, finish or sweep any execution (an enforcer that fails over to another governor
+keeps its lease). Leases are read from the store and renewed through to it
+(:class:`~proctor.governor.registry.ExecutionRegistry`), and every change of status runs
+under the :class:`~proctor.governor.registry.TransitionLock`, re-reading the row under
+it, so that two processes never both record a start of one warrant, two ends of one
+execution, or a start past ``max_running``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,14 +54,14 @@ from proctor.errors import (  # ExecutionConflictError: defined there, re-export
 )
 from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
-from proctor.governor.registry import ExecutionRegistry, StartSlot
+from proctor.governor.registry import ExecutionRegistry, StartSlot, TransitionLock
 from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
 from proctor.lineage.log import Side
 from proctor.policy import Decision, PolicyEngine, PolicyRequest
 from proctor.policy.commitment import ArgumentOpening, reveal
 from proctor.store.state import StoredExecution, StoredWarrant
 from proctor.verification import check_measurement, measured_resource
-from proctor.verification.lease import lease_expiry_ms, lease_lapsed, sweep_cutoff_ms
+from proctor.verification.lease import lease_expiry_ms, lease_lapsed, millis, sweep_cutoff_ms
 from proctor.verification.recheck import ExecutionRecord, RenewalReport, Verdict, recheck
 
 if TYPE_CHECKING:
@@ -114,6 +123,7 @@ class Executions:
         warrant_public_key: bytes,
         suspend: Callable[[str], object],
         log_signer: Callable[[], NoteSigner],
+        transitions: TransitionLock | None = None,
     ) -> None:
         """Load the running executions from ``state``; keep what the transitions use.
 
@@ -134,6 +144,9 @@ class Executions:
             suspend: suspends a principal, recording its own event (the one governance
                 response a violation triggers here).
             log_signer: loads the log's checkpoint signing key, when a receipt is built.
+            transitions: shared mode (other governor processes serve ``state``): the
+                lock every change of status runs under, and the sign to read leases and
+                counts from the store; ``None``: this process is the only one.
         """
         self._state = state
         self._log = log
@@ -144,9 +157,23 @@ class Executions:
         self._warrant_public_key = warrant_public_key
         self._suspend = suspend
         self._log_signer = log_signer
+        self._transitions = transitions
         self.registry = ExecutionRegistry(
-            state.running_leases(), state.running_executions(), recorder.side_write
+            state.running_leases(),
+            state.running_executions(),
+            recorder.side_write,
+            shared=state if transitions is not None else None,
         )
+
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
+        """Shared mode: the transition lock, for one change of status; else nothing."""
+        return self._transitions.held() if self._transitions is not None else contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Stop what shared mode runs (the lease writer, the lock between processes)."""
+        self.registry.close()
+        if self._transitions is not None:
+            self._transitions.close()
 
     def running_count(self, principal: str) -> int:
         """How many executions of ``principal`` are running."""
@@ -181,39 +208,45 @@ class Executions:
             if not self.registry.claim(execution_id):
                 continue  # being finished right now
             try:
-                record = self._state.execution(execution_id)
-                if record is None or record["status"] not in ("running", "terminating"):
-                    self.registry.ended(execution_id)
-                    continue
-                expired_at = self.lease_expires_ms(record)
-                if not lease_lapsed(expired_at, cutoff):
-                    continue  # renewed meanwhile
-                event = {
-                    "v": 1,
-                    "type": "execution.terminated",
-                    "time": rfc3339(now),
-                    "node": self._node,
-                    "execution": execution_id,
-                    "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
-                    "reason": "supervisor-lost",
-                    "signal": "",
-                    "processes_killed": 0,
-                    "detail": f"the lease expired at {expired_at} ms with no renewal or finish "
-                    "from the enforcer",
-                    "stdout_digest": "",
-                    "stderr_digest": "",
-                    "parent": self._link(int(record["started_index"])),
-                }
-                ended = self._state.execution_update_writer(
-                    execution_id, status="terminated", reason="supervisor-lost", ended=int(now)
-                )
-                self._record(event, [ended])
-                self.registry.not_running(execution_id, str(record["principal"]))
-                self.registry.ended(execution_id)
-                closed.append(execution_id)
+                with self._turn():  # shared: another process may be closing it, or renewed it
+                    if self._sweep_one(execution_id, now, cutoff):
+                        closed.append(execution_id)
             finally:
                 self.registry.release(execution_id)
         return closed
+
+    def _sweep_one(self, execution_id: str, now: float, cutoff: int) -> bool:
+        """Close one lapsed execution, if it still is (read again: renewed or ended
+        meanwhile, by this process or another); whether it was closed."""
+        record = self._state.execution(execution_id)
+        if record is None or record["status"] not in ("running", "terminating"):
+            self.registry.ended(execution_id)
+            return False
+        expired_at = self.lease_expires_ms(record)
+        if not lease_lapsed(expired_at, cutoff):
+            return False  # renewed meanwhile
+        event = {
+            "v": 1,
+            "type": "execution.terminated",
+            "time": rfc3339(now),
+            "node": self._node,
+            "execution": execution_id,
+            "duration_ms": max(0, int(now * 1000) - int(record["started"]) * 1000),
+            "reason": "supervisor-lost",
+            "signal": "",
+            "processes_killed": 0,
+            "detail": f"the lease expired at {expired_at} ms with no renewal or finish from the enforcer",
+            "stdout_digest": "",
+            "stderr_digest": "",
+            "parent": self._link(int(record["started_index"])),
+        }
+        ended = self._state.execution_update_writer(
+            execution_id, status="terminated", reason="supervisor-lost", ended=int(now)
+        )
+        self._record(event, [ended])
+        self.registry.not_running(execution_id, str(record["principal"]))
+        self.registry.ended(execution_id)
+        return True
 
     def _link(self, index: int) -> dict[str, Any]:
         return {"index": index, "leaf_hash": base64.b64encode(self._log.leaf_hash(index)).decode()}
@@ -285,21 +318,23 @@ class Executions:
             )
         # 3. Single use: a warrant starts at most one execution. The claim covers the
         #    time until the row commits with the event; the row's uniqueness after.
+        #    (Shared mode: the transition lock covers the other processes' starts.)
         if not self.registry.claim(claims.warrant_id):
             raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
         try:
-            if not self._state.claim_warrant(claims.warrant_id):
-                raise ExecutionConflictError(
-                    f"warrant {claims.warrant_id} already started an execution (replayed)"
-                )
-            # 4. Quotas (proctor.governor.quotas): admitted and reserved in one step of
-            #    the registry before anything is recorded; refused, the warrant stays
-            #    unused. A start that is not recorded gives its slot back.
-            slot = self.registry.admit_start(principal, now_s, self._quotas.limits(principal))
-            try:
-                return self._started(principal, body, request.zone, verified, issued, now, slot=slot)
-            finally:
-                self.registry.abandon_start(slot)  # nothing once it started
+            with self._turn():
+                if not self._state.claim_warrant(claims.warrant_id):
+                    raise ExecutionConflictError(
+                        f"warrant {claims.warrant_id} already started an execution (replayed)"
+                    )
+                # 4. Quotas (proctor.governor.quotas): admitted and reserved in one step
+                #    of the registry before anything is recorded; refused, the warrant
+                #    stays unused. A start that is not recorded gives its slot back.
+                slot = self.registry.admit_start(principal, now_s, self._quotas.limits(principal))
+                try:
+                    return self._started(principal, body, request.zone, verified, issued, now, slot=slot)
+                finally:
+                    self.registry.abandon_start(slot)  # nothing once it started
         finally:
             self.registry.release(claims.warrant_id)
 
@@ -404,10 +439,21 @@ class Executions:
         verdict = self._recheck(record, body, now)
         if verdict.terminate is not None:
             self.registry.not_running(execution_id, principal)
-            self._state.update_execution(execution_id, status="terminating", reason=verdict.terminate)
+            # Only a running execution (not one that ended meanwhile, here or elsewhere).
+            self._state.mark_terminating(execution_id, verdict.terminate)
             return {"ok": False, "terminate": verdict.terminate, "detail": verdict.detail}
         expires = lease_expiry_ms(now, int(record["ttl_ms"]))
-        self.registry.set_lease(execution_id, expires)
+        if not self.registry.set_lease(execution_id, expires, now_ms=millis(now)):
+            # Shared mode: since it was read, another process ended or revoked it, or
+            # its stored lease lapsed (the sweeper's to close): never revived.
+            current = self._state.execution(execution_id)
+            if current is not None and current["status"] != "running":
+                return {
+                    "ok": False,
+                    "terminate": current["reason"] or "revoked",
+                    "detail": f"status {current['status']}",
+                }
+            return {"ok": False, "terminate": "lease-lost", "detail": "the lease expired before this renewal"}
         return {"ok": True, "lease_expires_ms": expires, "bundle": record["bundle"]}
 
     def presented(self, record: StoredExecution) -> VerifiedWarrant:
@@ -487,14 +533,23 @@ class Executions:
         if not self.registry.claim(execution_id):
             raise ExecutionConflictError(f"execution {execution_id} is already ending")
         try:
-            record = self._owned(principal, execution_id)
-            if record["status"] in ("completed", "terminated", "failed"):
-                raise ExecutionConflictError(f"execution {execution_id} already ended ({record['status']})")
-            return self._finished(record, body)
+            with self._turn():  # shared: read again under it (another process may have ended it)
+                record = self._owned(principal, execution_id)
+                if record["status"] in ("completed", "terminated", "failed"):
+                    raise ExecutionConflictError(
+                        f"execution {execution_id} already ended ({record['status']})"
+                    )
+                answer, responses, facts = self._finished(record, body)
         finally:
             self.registry.release(execution_id)
+        if responses:  # only now that the violation is on record (and no lock is held)
+            run_responses(responses, facts, suspend=self._suspend)
+        return answer
 
-    def _finished(self, record: StoredExecution, body: Any) -> dict[str, Any]:
+    def _finished(
+        self, record: StoredExecution, body: Any
+    ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """Record the end; the answer, and the governance responses to run with their facts."""
         execution_id = record["id"]
         outcome = _field(body, "outcome", str)
         now = self._clock()
@@ -564,7 +619,8 @@ class Executions:
         index = self._record(event, [ended])
         self.registry.ended(execution_id)
         self.registry.not_running(execution_id, str(record["principal"]))
-        if responses:  # only now that the violation is on record
+        facts: dict[str, Any] = {}
+        if responses:
             facts = {
                 "execution": execution_id,
                 "principal": record["principal"],
@@ -572,8 +628,7 @@ class Executions:
                 "reason": event["reason"],
                 "detail": event.get("detail", ""),
             }
-            run_responses(responses, facts, suspend=self._suspend)
-        return {"execution": execution_id, "log_index": index, "status": status}
+        return {"execution": execution_id, "log_index": index, "status": status}, responses, facts
 
     def receipt(self, execution_id: str) -> dict[str, Any]:
         """The execution's self-contained, offline-verifiable receipt

@@ -10,25 +10,49 @@ Starts are admitted here against the principal's quotas (:mod:`proctor.governor.
 the check and the reservation of a slot are one critical section under the registry's
 lock, and a reserved slot counts as running until its start is recorded (then it *is*
 running) or abandoned (then it is given back), so concurrent starts cannot overshoot.
+
+Several governor processes on one store (shared mode, ADR 0016): this process no longer
+renews every lease, so the store is the authority and the memory above only a cache of
+what this process did:
+
+- a lease is read from the execution's row (every renewal reads it anyway) and renewed
+  *through* to it (:meth:`ExecutionRegistry.set_lease`: a conditional update, batched
+  with the renewals waiting, applied only while the execution is ``running`` and its
+  stored lease has not lapsed), so no two processes disagree on whether it is alive,
+  and a lapsed lease is never revived behind a sweeper's back;
+- the sweeper's candidates are the stored leases that lapsed (any process's);
+- running and start counts are counted in the store. Every change of an execution's
+  status (start, finish, sweep) runs under :class:`TransitionLock`, a lock taken in
+  turns by the processes of one store and held until the change is durable, so a count
+  read under it, plus the starts this process has admitted and not yet recorded, is
+  exact: ``max_running`` and ``max_starts_per_minute`` hold across processes, a warrant
+  starts one execution, and an execution ends once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple
 
 from proctor.authorization.warrants import VerifiedWarrant
 from proctor.config import QuotaLimits
-from proctor.errors import StoreError
+from proctor.errors import LogLockedError, StoreError
 from proctor.governor._flush import FlushClaim
-from proctor.governor.counters import StartWindow
+from proctor.governor.batching import WriteBatcher
+from proctor.governor.counters import STARTS_WINDOW_S, StartWindow
 from proctor.governor.quotas import check_start
 from proctor.lineage.log import Side
+from proctor.store.locks import Sequencer
 from proctor.store.state import StateStore, StoredExecution
 from proctor.verification.lease import lease_lapsed
 
-__all__ = ["ExecutionRegistry", "StartSlot", "Usage"]
+__all__ = ["LEASE_WRITE_TIMEOUT_S", "ExecutionRegistry", "StartSlot", "TransitionLock", "Usage"]
+
+LEASE_WRITE_TIMEOUT_S = 10.0
+"""Shared mode: how long a renewal waits for the store to take its lease (then it fails)."""
 
 
 class Usage(NamedTuple):
@@ -66,6 +90,8 @@ class ExecutionRegistry:
         leases: list[tuple[str, int]],
         running: list[tuple[str, str]],
         side_write: Callable[[Side], None],
+        *,
+        shared: StateStore | None = None,
     ) -> None:
         """Load what the store says is running.
 
@@ -73,7 +99,14 @@ class ExecutionRegistry:
             leases: ``(execution id, lease deadline ms)`` of running executions.
             running: ``(execution id, principal)`` of running executions.
             side_write: queues a write for the log writer's next transaction.
+            shared: the store other governor processes share (shared mode: leases and
+                counts are read from it and leases renewed through to it); ``None``:
+                this process is the only one (exclusive mode).
         """
+        self._store = shared
+        self._renewals: WriteBatcher[tuple[str, int, int], bool] | None = None
+        if shared is not None:
+            self._renewals = WriteBatcher(shared.renew_leases, name="lease-renewals")
         self._lock = threading.Lock()
         self._side_write = side_write
         self._leases: dict[str, int] = dict(leases)
@@ -97,16 +130,24 @@ class ExecutionRegistry:
     # -- running counts ---------------------------------------------------------
 
     def running_count(self, principal: str) -> int:
-        """How many executions of ``principal`` are running."""
+        """How many executions of ``principal`` are running (shared: in the store)."""
+        if self._store is not None:
+            return self._store.running_count(principal)
         with self._lock:
             return len(self._running.get(principal, ()))
 
     def usage(self, principal: str, now: int) -> Usage:
-        """What ``principal`` holds at ``now`` (unix seconds), in one reading."""
+        """What ``principal`` holds at ``now`` (unix seconds), in one reading.
+
+        Shared mode: ``running`` is counted in the store (every process's), ``starting``
+        and ``starts_1m`` are this process's (the start itself checks them across
+        processes, :meth:`admit_start`).
+        """
+        stored = self._store.running_count(principal) if self._store is not None else None
         with self._lock:
             window = self._starts.get(principal)
             return Usage(
-                len(self._running.get(principal, ())),
+                len(self._running.get(principal, ())) if stored is None else stored,
                 self._starting.get(principal, 0),
                 window.count(now) if window is not None else 0,
             )
@@ -115,18 +156,29 @@ class ExecutionRegistry:
         """Admit one more start of ``principal`` under ``limits`` and reserve its slot,
         in one critical section (the slot counts as running until it is settled).
 
+        Shared mode: the caller holds the :class:`TransitionLock`, so the store's counts
+        (read here) plus this process's starts not yet recorded are every process's.
+
         Raises:
             QuotaError: the principal is at ``max_running`` (running and starting) or
                 at ``max_starts_per_minute``; nothing was reserved.
+            StoreError: shared, and the store cannot be read; nothing was reserved.
         """
+        stored: tuple[int, int] | None = None
+        if self._store is not None:
+            stored = (
+                self._store.running_count(principal),
+                self._store.starts_after(principal, now - STARTS_WINDOW_S),
+            )
         with self._lock:
             window = self._starts.get(principal)
-            refused = check_start(
-                limits,
-                principal,
-                running=len(self._running.get(principal, ())) + self._starting.get(principal, 0),
-                starts_1m=window.count(now) if window is not None else 0,
-            )
+            starting = self._starting.get(principal, 0)
+            if stored is None:
+                running = len(self._running.get(principal, ()))
+                starts_1m = window.count(now) if window is not None else 0
+            else:
+                running, starts_1m = stored[0], stored[1] + starting
+            refused = check_start(limits, principal, running=running + starting, starts_1m=starts_1m)
             if refused is not None:
                 raise refused
             if window is None:
@@ -186,14 +238,31 @@ class ExecutionRegistry:
 
     # -- leases -------------------------------------------------------------------
 
-    def set_lease(self, execution_id: str, expires_ms: int) -> None:
-        """Extend a lease; persisted with the log writer's next transaction."""
+    def set_lease(self, execution_id: str, expires_ms: int, *, now_ms: int) -> bool:
+        """Extend a lease; persisted with the log writer's next transaction.
+
+        Shared mode: written through to the store at once (with the renewals waiting),
+        only if the execution is still ``running`` and its stored lease has not lapsed
+        at ``now_ms``.
+
+        Returns:
+            Whether the lease was extended (always, in the exclusive mode).
+
+        Raises:
+            StoreError: shared, and the store did not take it (the lease is not extended).
+        """
+        if self._renewals is not None:
+            try:
+                return self._renewals.submit((execution_id, expires_ms, now_ms)).result(LEASE_WRITE_TIMEOUT_S)
+            except FutureTimeout as e:
+                raise StoreError(f"the store did not take the lease within {LEASE_WRITE_TIMEOUT_S} s") from e
         with self._lock:
             self._leases[execution_id] = expires_ms
             self._unsaved[execution_id] = expires_ms
             queue = self._flush.claim()
         if queue:
             self._side_write(self._persist_leases)
+        return True
 
     def _persist_leases(self, conn: Any, index: int = -1) -> None:
         with self._lock:
@@ -213,12 +282,18 @@ class ExecutionRegistry:
 
     def lease_deadline(self, execution_id: str, stored_ms: int) -> int:
         """The lease deadline of ``execution_id``: the one renewed in memory, else
-        ``stored_ms`` (its row's, which lags behind the memory)."""
+        ``stored_ms`` (its row's, which lags behind the memory). Shared mode: always
+        ``stored_ms`` (renewals are written through; any process may renew)."""
+        if self._store is not None:
+            return int(stored_ms)
         with self._lock:
             return self._leases.get(execution_id, int(stored_ms))
 
     def lapsed(self, cutoff_ms: int) -> list[str]:
-        """Executions whose lease had lapsed at ``cutoff_ms`` (:func:`lease_lapsed`)."""
+        """Executions whose lease had lapsed at ``cutoff_ms`` (:func:`lease_lapsed`);
+        shared mode: every process's, as stored."""
+        if self._store is not None:
+            return self._store.lapsed_executions(cutoff_ms)
         with self._lock:
             return [ex for ex, expires in self._leases.items() if lease_lapsed(expires, cutoff_ms)]
 
@@ -254,3 +329,50 @@ class ExecutionRegistry:
         """Give back a claim."""
         with self._lock:
             self._busy.discard(key)
+
+    def close(self) -> None:
+        """Stop writing leases through (shared mode; renewals queued are answered first)."""
+        if self._renewals is not None:
+            self._renewals.close()
+
+
+class TransitionLock:
+    """Shared mode: one change of an execution's status at a time, across the governor
+    processes of one store, held until the change is durable (module docstring).
+
+    A thread lock inside the process, and ``sequencer`` between processes: a lock taken
+    in turns (:class:`~proctor.store.locks.FileSequencer` with ``shared=True`` on a
+    data directory; on PostgreSQL an advisory lock). Exclusive mode needs none: the
+    registry's claims and counts are exact in one process.
+    """
+
+    def __init__(self, sequencer: Sequencer, *, timeout: float = 5.0) -> None:
+        """Args:
+        sequencer: the lock between processes (taken and given back for each change).
+        timeout: how long a change waits for it (then :class:`~proctor.errors.LogLockedError`).
+        """
+        self._sequencer = sequencer
+        self._timeout = timeout
+        self._local = threading.Lock()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for one change (both locks, released however the block ends).
+
+        Raises:
+            LogLockedError: another process held it past the timeout; nothing changed.
+        """
+        if not self._local.acquire(timeout=self._timeout):
+            raise LogLockedError(f"another change of an execution held the lock for {self._timeout} s")
+        try:
+            self._sequencer.acquire(self._timeout)
+            try:
+                yield
+            finally:
+                self._sequencer.release()
+        finally:
+            self._local.release()
+
+    def close(self) -> None:
+        """Free what the lock between processes holds."""
+        self._sequencer.close()

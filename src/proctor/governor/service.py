@@ -27,13 +27,13 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
 from proctor.config import load_config, write_default_config
 from proctor.datadir import DataDir
-from proctor.errors import ProctorError, StoreError
+from proctor.errors import ConfigError, ProctorError, StoreError
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor.admin import ADMIN, REVOCATION_KINDS, Administration
 from proctor.governor.authentication import Authenticator
@@ -44,12 +44,17 @@ from proctor.governor.issuance import WarrantIssuer
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.recorder import Recorder
+from proctor.governor.registry import TransitionLock
 from proctor.governor.startup import open_trust
 from proctor.governor.stream import Broadcaster
 from proctor.lineage.log import Log
 from proctor.policy import PolicyEngine
+from proctor.store.locks import FileSequencer
 from proctor.store.open import describe, open_stores
 from proctor.store.state import PrincipalRecord
+
+if TYPE_CHECKING:
+    from proctor.governor.cosigner import Cosigner
 
 __all__ = [
     "ADMIN",
@@ -157,6 +162,22 @@ def initialize(
     return done
 
 
+def _transition_lock(data: DataDir, store: str | None) -> TransitionLock:
+    """Shared mode: the lock every change of an execution's status takes in turns with
+    the other governor processes of the store (ADR 0016).
+
+    Raises:
+        ConfigError: a PostgreSQL store, whose nodes may be on other hosts: a lock file
+            here would exclude none of them (it needs an advisory lock of its own).
+    """
+    if store is not None:
+        raise ConfigError(
+            "expected the data directory's own store for a shared governor, found a PostgreSQL URL: "
+            "several nodes on PostgreSQL need the executions' lock in the database (not built yet)"
+        )
+    return TransitionLock(FileSequencer(data.path / "executions.lock", shared=True))
+
+
 class Governor:
     """The governor of one data directory (embedded SQLite store): the composition root
     of its collaborators, each built here and handed what it uses.
@@ -220,6 +241,7 @@ class Governor:
         self.node = node
         self._clock = clock
         self.shared = shared
+        transitions = _transition_lock(self.data, store) if shared else None  # before anything opens
         self.store_url = store
         stores = open_stores(store, db_path=self.data.db_path, lock_path=self.data.lock_path, shared=shared)
         self.log = Log(stores.log, self.data.log_signer(), sequencer=stores.sequencer, linger=commit_linger_s)
@@ -253,6 +275,7 @@ class Governor:
             # The governance response to a violation; the administration is built next.
             suspend=lambda name: self.admin.set_principal_status(name, "suspended", by="governance-response"),
             log_signer=self.data.log_signer,
+            transitions=transitions,
         )
         self.admin = Administration(
             trust=self.trust,
@@ -284,12 +307,22 @@ class Governor:
             clock=self.now,
             warrant_public_key=self.warrant_public_key,
         )
+        # Witnesses (ADR 0014): checkpoints cosigned in the background once serving
+        # (start_sweeper); an invalid [witnesses] table or policy file stops the governor here.
+        self.cosigner: Cosigner | None = None
+        if self.config.witnesses is not None:
+            from proctor.governor.cosigner import Cosigner  # noqa: PLC0415 - only with [witnesses]
+
+            self.cosigner = Cosigner.open(self.data, self.log, self.config.witnesses, store=store)
 
     # -- lifecycle -------------------------------------------------------------
 
     def start_sweeper(self, interval_s: float = 0.5) -> None:
         """Close lapsed executions in the background (``Executions.sweep``): a lease
-        that lapsed with no renewal or finish is recorded as ``supervisor-lost``."""
+        that lapsed with no renewal or finish is recorded as ``supervisor-lost``. With
+        witnesses, start the cosigner too (:mod:`proctor.governor.cosigner`)."""
+        if self.cosigner is not None:
+            self.cosigner.start()
         if self._sweeper is not None:
             return
 
@@ -312,7 +345,10 @@ class Governor:
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join()
+        if self.cosigner is not None:
+            self.cosigner.close()
         self.nonces.close()
+        self.executions.close()
         self.log.close()
         if self.minter is not None:
             self.minter.close()
@@ -345,6 +381,8 @@ class Governor:
         except ProctorError as e:
             checks["log"] = f"error: {e}"
         checks["policy"] = "ok" if self.trust.engine is not None else f"error: {self.trust.bundle_error}"
+        if self.cosigner is not None:  # a witness that reports a fork of this log stops the node
+            checks["witnesses"] = self.cosigner.readiness()
         return all(v == "ok" for v in checks.values()), checks
 
     # -- authentication --------------------------------------------------------
