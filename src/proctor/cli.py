@@ -28,7 +28,7 @@ import typer.main
 from typer.core import TyperArgument, TyperGroup
 
 from proctor import __version__
-from proctor.cli_output import DataOpt, JsonOpt, emit, fail, fields, ticks
+from proctor.cli_output import DataOpt, JsonOpt, StoreOpt, emit, fail, fields, ticks
 from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.errors import (
     ConfigError,
@@ -42,6 +42,7 @@ from proctor.errors import (
 from proctor.exitcodes import ExitCode
 from proctor.lineage.events import Event
 from proctor.lineage.log import Log
+from proctor.store.open import open_snapshot, store_has_state
 
 __all__ = ["app", "main", "EXIT_OK", "EXIT_VERIFY_FAILED", "EXIT_BAD_INPUT"]
 
@@ -179,9 +180,9 @@ def _exit_code(e: ProctorError) -> ExitCode:
     return ExitCode.BAD_INPUT
 
 
-def _open(data: Path) -> Log:
+def _open(data: Path, store: str | None = None) -> Log:
     try:
-        return Log.open(data)
+        return Log.open(data, store=store)
     except ProctorError as e:
         fail(_exit_code(e), f"error: {e}")
 
@@ -214,17 +215,20 @@ def _init(
             help="The log's origin (checkpoint first line); default proctor/HOST/RANDOM.",
         ),
     ] = None,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a data directory: log key, admin key, warrant key, database, signed empty log.
 
     The directory must not exist or be empty; it is built beside it and renamed into
-    place whole (mode 0700, keys 0600), so a failure leaves nothing behind.
+    place whole (mode 0700, keys 0600), so a failure leaves nothing behind. With
+    --store, the log and the state go into that PostgreSQL database (which must hold
+    no log yet) and the directory holds only keys and configuration.
     """
     from proctor.governor.service import initialize  # noqa: PLC0415 (keeps `proctor run` light)
 
     try:
-        result = initialize(data, origin=origin)
+        result = initialize(data, origin=origin, store=store)
     except ProctorError as e:
         fail(_exit_code(e), f"error: {e}")
     except OSError as e:  # initialize wraps these; an expected failure never shows a traceback
@@ -233,16 +237,16 @@ def _init(
 
 
 @log_app.command("key")
-def _log_key(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+def _log_key(data: DataOpt = DEFAULT_DATA_DIR, store: StoreOpt = None) -> None:
     """Print the log's verifier key (signed-note form: origin+keyid+base64)."""
-    with _open(data) as log:
+    with _open(data, store) as log:
         typer.echo(log.verifier_key())
 
 
 @log_app.command("checkpoint")
-def _log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
+def _log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR, store: StoreOpt = None) -> None:
     """Print the latest signed checkpoint (C2SP signed note)."""
-    with _open(data) as log:
+    with _open(data, store) as log:
         try:
             sys.stdout.write(log.checkpoint())
         except ProctorError as e:
@@ -253,10 +257,11 @@ def _log_checkpoint(data: DataOpt = DEFAULT_DATA_DIR) -> None:
 def _log_entry(
     index: Annotated[int, typer.Argument(metavar="INDEX", help="Entry index (0-based).")],
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print one entry: its index, leaf hash and event."""
-    with _open(data) as log:
+    with _open(data, store) as log:
         try:
             raw = log.leaf(index)
             leaf = log.leaf_hash(index)
@@ -280,10 +285,11 @@ def _log_proof(
         int | None, typer.Option("--size", metavar="N", help="Tree size; default the latest checkpoint's.")
     ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print an RFC 9162 inclusion proof as JSON."""
-    with _open(data) as log:
+    with _open(data, store) as log:
         try:
             emit(log.inclusion_proof(index, size), human=fields, json=json_out)
         except ProctorError as e:
@@ -298,10 +304,11 @@ def _log_consistency(
         typer.Option("--new", metavar="N", help="The newer tree size; default the latest checkpoint's."),
     ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print an RFC 9162 consistency proof as JSON."""
-    with _open(data) as log:
+    with _open(data, store) as log:
         try:
             emit(log.consistency_proof(old, new), human=fields, json=json_out)
         except ProctorError as e:
@@ -311,6 +318,7 @@ def _log_consistency(
 @log_app.command("verify")
 def _log_verify(
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
     witness_policy: Annotated[
         Path | None,
@@ -328,9 +336,15 @@ def _log_verify(
     Then, if the data directory holds governance state, check it against the log
     (:mod:`proctor.governor.state_audit`); exit 1 naming each row that disagrees.
     """
-    from proctor.governor.state_audit import audit_state, has_state  # noqa: PLC0415
+    from proctor.governor.state_audit import audit_state  # noqa: PLC0415
 
     witness_steps: list[tuple[bool, str]] = []
+    if store is not None and witness_policy is not None:
+        fail(
+            ExitCode.BAD_INPUT,
+            "error: --witness-policy reads cosignatures kept in the data directory's own database; "
+            "a --store database does not keep them yet",
+        )
 
     def show(out: dict[str, Any], state: str | None = None, state_ok: bool = True) -> None:
         if report.ok:
@@ -343,7 +357,7 @@ def _log_verify(
             steps.append((state_ok, state))
         emit(out, human=lambda _: ticks(steps), json=json_out)
 
-    with _open(data) as log:
+    with _open(data, store) as log:
         try:
             report = log.check_all()
         except ProctorError as e:
@@ -365,7 +379,9 @@ def _log_verify(
                 fail(ExitCode.VERIFY_FAILED, f"the log is not witnessed: {witness.detail}")
         try:
             db = DataDir.open(data).db_path
-            state = audit_state(db, log.verifier) if has_state(db) else None
+            state = (
+                audit_state(open_snapshot(store, db), log.verifier) if store_has_state(store, db) else None
+            )
         except ProctorError as e:
             out.update(ok=False, index=None, error=f"the state cannot be checked: {e}")
             show(out, f"state tables: cannot be checked: {e}", state_ok=False)
@@ -421,6 +437,7 @@ def _log_append(
         typer.Argument(metavar="FILE", help="File of JSON events, one per line ('-' for standard input)."),
     ] = "-",
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Append events (JSON Lines) atomically: one bad line rejects them all."""
@@ -438,7 +455,7 @@ def _log_append(
             fail(ExitCode.BAD_INPUT, f"error: line {n}: {e}")
     if not events:
         fail(ExitCode.BAD_INPUT, "error: expected at least one JSON event, found none")
-    with _open(data) as log:
+    with _open(data, store) as log:
         try:
             indices = log.append_many(events)
         except (EventError, LineageError, ConfigError) as e:

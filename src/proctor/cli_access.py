@@ -58,9 +58,12 @@ class AdminAccess:
 
 
 @contextmanager
-def admin_access(data: Path, server: str | None, key: Path | None) -> Iterator[AdminAccess]:
+def admin_access(
+    data: Path, server: str | None, key: Path | None, store: str | None = None
+) -> Iterator[AdminAccess]:
     """The governor at ``server`` reached with ``key``, or else the data directory ``data``
-    opened for an active admin's key; exits BAD_INPUT or UNAVAILABLE when neither can be."""
+    (its log and state in ``store``, a ``postgresql://`` URL, if given) opened for an
+    active admin's key; exits BAD_INPUT or UNAVAILABLE when neither can be."""
     try:
         if key is None:
             # The data directory's own key: only from a directory that passes the safety
@@ -74,7 +77,7 @@ def admin_access(data: Path, server: str | None, key: Path | None) -> Iterator[A
             yield AdminAccess(client, None, admin_key.name)
         return
     try:
-        governor = Governor(data)
+        governor = Governor(data, store=store)
     except ProctorError as e:
         exit_for(e)
     try:

@@ -28,6 +28,7 @@ from proctor.cli_output import (
     GovernorOpt,
     JsonOpt,
     ServerOpt,
+    StoreOpt,
     emit,
     fail,
     fields,
@@ -44,6 +45,7 @@ from proctor.exitcodes import ExitCode
 from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import DEFAULT_COMMIT_LINGER_S, Governor
+from proctor.store.open import describe
 
 __all__ = ["EXIT_DENIED", "EXIT_UNAVAILABLE", "register"]
 
@@ -71,6 +73,7 @@ def _attrs(pairs: list[str]) -> dict[str, str]:
 
 def _serve(
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8700,
     node: Annotated[
@@ -153,7 +156,9 @@ def _serve(
         limits = plan_limits(
             raise_fd_limit(), max_streams=max_streams, max_streams_per_principal=max_streams_per_principal
         )
-        governor = Governor(data, node=node, commit_linger_s=commit_linger_ms / 1000, mint_helper=mint_helper)
+        governor = Governor(
+            data, node=node, commit_linger_s=commit_linger_ms / 1000, mint_helper=mint_helper, store=store
+        )
     except ProctorError as e:
         exit_for(e)
     try:
@@ -179,7 +184,8 @@ def _serve(
         except ProctorError as e:
             exit_for(e)
         shown = f"[{host}]" if ":" in host else host
-        typer.echo(f"proctor: governor {node} on http://{shown}:{port} (data {data})", err=True)
+        where = f"data {data}" if store is None else f"data {data}, store {describe(store, data)}"
+        typer.echo(f"proctor: governor {node} on http://{shown}:{port} ({where})", err=True)
         serve(app, sock=sock, limits=limits, log_level=log_level.lower(), access_log=access_log)
     finally:
         governor.close()
@@ -203,6 +209,7 @@ def _principal_add(
         str, typer.Option("--zone", metavar="ZONE", help="The principal's zone (trust boundary).")
     ] = "",
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: KeyOpt = None,
     json_out: JsonOpt = False,
@@ -219,7 +226,7 @@ def _principal_add(
     if not valid_principal_name(name):
         fail(ExitCode.BAD_INPUT, f"error: expected a principal name of [A-Za-z0-9._-], found {name!r}")
     new_key = PrincipalKey.generate(name)
-    with admin_access(data, server, key) as admin:
+    with admin_access(data, server, key, store) as admin:
         try:
             if admin.client is not None:
                 body = {"name": name, "public_key": new_key.public_key_b64, "attrs": attrs, "zone": zone}
@@ -235,9 +242,15 @@ def _principal_add(
 
 
 def _set_status(
-    name: str, status: str, data: Path, server: str | None, key: Path | None, json_out: bool
+    name: str,
+    status: str,
+    data: Path,
+    store: str | None,
+    server: str | None,
+    key: Path | None,
+    json_out: bool,
 ) -> None:
-    with admin_access(data, server, key) as admin:
+    with admin_access(data, server, key, store) as admin:
         try:
             if admin.client is not None:
                 verb = "suspend" if status == "suspended" else "resume"
@@ -253,32 +266,38 @@ def _set_status(
 def _principal_suspend(
     name: NameArg,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: KeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Suspend a principal: every request it makes is denied."""
-    _set_status(name, "suspended", data, server, key, json_out)
+    _set_status(name, "suspended", data, store, server, key, json_out)
 
 
 @principal_app.command("resume")
 def _principal_resume(
     name: NameArg,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: KeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Resume a suspended principal."""
-    _set_status(name, "active", data, server, key, json_out)
+    _set_status(name, "active", data, store, server, key, json_out)
 
 
 @principal_app.command("list")
 def _principal_list(
-    data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, key: KeyOpt = None, json_out: JsonOpt = False
+    data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """List principals."""
-    with admin_access(data, server, key) as admin:
+    with admin_access(data, server, key, store) as admin:
         try:
             if admin.client is not None:
                 records = admin.client.json("GET", "/v1/principals")
@@ -381,6 +400,7 @@ def _revoke(
         ),
     ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: KeyOpt = None,
     json_out: JsonOpt = False,
@@ -397,7 +417,7 @@ def _revoke(
     kind, target = given[0]
     if successor is not None and kind != "principal":
         fail(ExitCode.BAD_INPUT, "error: --successor goes with --principal (the admin it succeeds)")
-    with admin_access(data, server, key) as admin:
+    with admin_access(data, server, key, store) as admin:
         try:
             if admin.client is not None:
                 body = {"kind": kind, "target": target, "reason": reason}

@@ -22,7 +22,18 @@ from urllib.parse import quote, urlencode
 import typer
 
 from proctor.cli_access import AdminAccess, admin_access, exit_for
-from proctor.cli_output import DataOpt, JsonOpt, ServerOpt, duration, emit, fail, fields, table, when
+from proctor.cli_output import (
+    DataOpt,
+    JsonOpt,
+    ServerOpt,
+    StoreOpt,
+    duration,
+    emit,
+    fail,
+    fields,
+    table,
+    when,
+)
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.errors import ProctorError
 from proctor.exitcodes import ExitCode
@@ -80,12 +91,13 @@ def _list(
         typer.Option("--limit", metavar="N", help=f"At most this many, newest first (1-{MAX_LIMIT})."),
     ] = DEFAULT_LIMIT,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: SignerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List executions: id, principal, resource, zone, status, start and lease."""
-    with admin_access(data, server, key) as access:
+    with admin_access(data, server, key, store) as access:
         try:
             if access.client is not None:
                 query = {"status": status, "limit": str(limit)}
@@ -104,12 +116,13 @@ def _list(
 def _show(
     execution: Annotated[str, typer.Argument(metavar="ID", help="Execution id (ex_…).")],
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: SignerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show one execution: its status, times, lease, warrant, bundle and log indices."""
-    with admin_access(data, server, key) as access:
+    with admin_access(data, server, key, store) as access:
         try:
             if access.client is not None:
                 doc = access.client.json("GET", f"/v1/executions/{quote(execution, safe='')}")

@@ -19,7 +19,7 @@ import typer
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.cli_access import AdminAccess, KeyOpt, admin_access, exit_for
-from proctor.cli_output import DataOpt, JsonOpt, ServerOpt, emit, fail, fields, table, ticks, when
+from proctor.cli_output import DataOpt, JsonOpt, ServerOpt, StoreOpt, emit, fail, fields, table, ticks, when
 from proctor.client import GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR, DataDir
 from proctor.errors import PolicyValidationError, ProctorError
@@ -96,6 +96,7 @@ def _policy_push(
         ),
     ] = None,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     server: ServerOpt = None,
     key: KeyOpt = None,
     json_out: JsonOpt = False,
@@ -111,7 +112,7 @@ def _policy_push(
         fail(ExitCode.BAD_INPUT, f"error: cannot load the admin key: {e}")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
-    with admin_access(data, server, key) as admin:
+    with admin_access(data, server, key, store) as admin:
         if version is None:
             version = max(int(time.time()), _active_version(admin) + 1)
         bundle = _bundle(source, version)
@@ -159,7 +160,11 @@ def _active_version(admin: AdminAccess) -> int:
 
 @policy_app.command("show")
 def _policy_show(
-    data: DataOpt = DEFAULT_DATA_DIR, server: ServerOpt = None, key: KeyOpt = None, json_out: JsonOpt = False
+    data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Print the active signed bundle (on a terminal: a summary of it, activation time included).
 
@@ -168,7 +173,7 @@ def _policy_show(
     bundle (``activated``) and the data directory's form reads from the stored bundles.
     """
     activated: str | None = None
-    with admin_access(data, server, key) as admin:
+    with admin_access(data, server, key, store) as admin:
         try:
             if admin.client is not None:
                 active = admin.client.json("GET", "/v1/policy")
@@ -220,6 +225,7 @@ def _policy_replay(
     ],
     since: Annotated[int, typer.Option("--since", metavar="INDEX", help="First log index to replay.")] = 0,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Re-evaluate logged decisions against another bundle; report which would change."""
@@ -234,13 +240,15 @@ def _policy_replay(
     total = 0
 
     from proctor.policy.commitment import ArgumentOpening, reveal  # noqa: PLC0415
-    from proctor.store.state import StateStore  # noqa: PLC0415
+    from proctor.store.open import open_stores  # noqa: PLC0415
 
     try:
-        with Log.open(data) as log:
-            # The log has each request's arguments as a commitment; the openings are in
-            # the data directory's private state.
-            state = StateStore(DataDir.open(data).db_path)
+        dd = DataDir.open(data)
+        # The log has each request's arguments as a commitment; the openings are in the
+        # private state (the data directory's file, or the --store database).
+        stores = open_stores(store, db_path=dd.db_path, lock_path=dd.lock_path)
+        state = stores.state
+        with Log(stores.log, dd.log_signer(), sequencer=stores.sequencer) as log:
             for index in range(max(since, 0), log.size):
                 event = Event.from_bytes(log.leaf(index)).data
                 if event.get("type") != "decision" or "request" not in event:
