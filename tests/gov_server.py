@@ -46,10 +46,15 @@ class GovernorServer:
         origin: str = "run.example/gov",
         config: str = "",
         serve_args: tuple[str, ...] = (),
+        store: str | None = None,
     ) -> None:
+        """``store``: a ``postgresql://`` URL: ``init``, ``principal add`` and ``policy
+        push`` get it as ``--store``, the server as ``PROCTOR_STORE`` (both forms tried)."""
         self.data = root / "data"
         self.serve_args = serve_args
-        cli("init", "--data", str(self.data), "--origin", origin)
+        self.store = store
+        at = ("--store", store) if store is not None else ()
+        cli("init", "--data", str(self.data), "--origin", origin, *at)
         if config:  # TOML appended to the data directory's config.toml
             with (self.data / "config.toml").open("a") as f:
                 f.write("\n" + config)
@@ -63,9 +68,10 @@ class GovernorServer:
             str(self.data / "alice.key"),
             "--data",
             str(self.data),
+            *at,
         )
         if policy is not None:
-            cli("policy", "push", str(policy), "--data", str(self.data))
+            cli("policy", "push", str(policy), "--data", str(self.data), *at)
         self.key = self.data / "alice.key"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -97,6 +103,7 @@ class GovernorServer:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=self._log,
+                env=os.environ | ({"PROCTOR_STORE": self.store} if self.store is not None else {}),
             )
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and self.proc.poll() is None:
