@@ -15,6 +15,13 @@ to edit. ``proctor init`` writes it with every setting at its default, commented
     [quotas.principals.ci-runner]   # overrides for one principal (others: the above)
     max_running = 256
 
+and, optionally, the witnesses that cosign the log's checkpoints (ADR 0014)::
+
+    [witnesses]
+    policy = "witnesses.txt"     # a C2SP tlog-policy file, relative to the data directory
+    interval_ms = 1000           # how often to submit the latest checkpoint (when it grew)
+    timeout_ms = 5000            # how long to wait for one witness's answer
+
 Invariants:
 
 1. A missing file means every default (data directories made before it existed keep
@@ -28,7 +35,10 @@ Invariants:
    and an override matches its principal ignoring case.
 3. Every admin is a principal like any other here: no one is exempt from a quota
    unless an override for that principal says so.
-4. Pure but for :func:`load_config` and :func:`write_default_config`; no clock.
+4. ``[witnesses]`` names its policy file; reading and checking that file is the
+   governor's (:mod:`proctor.governor.cosigner`), which refuses to start when it is
+   missing or invalid. Without the table, nothing is witnessed by the governor.
+5. Pure but for :func:`load_config` and :func:`write_default_config`; no clock.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ __all__ = [
     "Config",
     "QuotaConfig",
     "QuotaLimits",
+    "WitnessConfig",
     "load_config",
     "write_default_config",
 ]
@@ -117,14 +128,50 @@ class QuotaConfig:
 
 
 @dataclass(frozen=True)
+class WitnessConfig:
+    """The ``[witnesses]`` table: the governor has its checkpoints cosigned (ADR 0014).
+
+    Attributes:
+        policy: the witness policy file (C2SP tlog-policy), relative to the data
+            directory unless absolute.
+        interval_ms: how often the latest checkpoint is submitted, when the tree grew
+            since the last one that met the quorum (or that one has not yet).
+        timeout_ms: how long one witness's answer is waited for.
+    """
+
+    policy: str
+    interval_ms: int = 1000
+    timeout_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        """Raises:
+        ConfigError: an empty policy path, or a number outside its bounds.
+        """
+        if type(self.policy) is not str or not self.policy.strip() or "\x00" in self.policy:
+            raise ConfigError(
+                f"witnesses.policy: expected the path of a witness policy file, found {_kind(self.policy)} "
+                f"({self.policy!r:.80})"
+            )
+        for key, low, high in (("interval_ms", 100, 86_400_000), ("timeout_ms", 100, 60_000)):
+            value = getattr(self, key)
+            if type(value) is not int or not low <= value <= high:
+                raise ConfigError(
+                    f"witnesses.{key}: expected an integer from {low} to {high}, found {_kind(value)} "
+                    f"({value!r})"
+                )
+
+
+@dataclass(frozen=True)
 class Config:
     """A data directory's ``config.toml``.
 
     Attributes:
         quotas: the per-principal quotas.
+        witnesses: the witnesses that cosign the log's checkpoints, or ``None``.
     """
 
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    witnesses: WitnessConfig | None = None
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = CONFIG_FILE) -> Config:
@@ -141,11 +188,11 @@ class Config:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: expected TOML, found invalid text: {e}") from e
-        _known(doc, ("quotas",), source, "")
+        _known(doc, ("quotas", "witnesses"), source, "")
         quotas = doc.get("quotas", {})
         if type(quotas) is not dict:
             raise ConfigError(f"{source}: quotas: expected a table, found {_kind(quotas)}")
-        return cls(quotas=_quota_config(quotas, source))
+        return cls(quotas=_quota_config(quotas, source), witnesses=_witness_config(doc, source))
 
 
 def _kind(value: Any) -> str:
@@ -212,6 +259,23 @@ def _quota_config(table: Mapping[str, Any], source: str) -> QuotaConfig:
         spelled[key] = name
         overrides[key] = _limits(override, default, source, where)
     return QuotaConfig(default, overrides)
+
+
+def _witness_config(doc: Mapping[str, Any], source: str) -> WitnessConfig | None:
+    if "witnesses" not in doc:
+        return None
+    table = doc["witnesses"]
+    if type(table) is not dict:
+        raise ConfigError(f"{source}: witnesses: expected a table, found {_kind(table)}")
+    _known(table, ("policy", "interval_ms", "timeout_ms"), source, "witnesses")
+    if "policy" not in table:
+        raise ConfigError(
+            f"{source}: witnesses.policy: expected the path of a witness policy file, found none"
+        )
+    try:
+        return WitnessConfig(**table)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def load_config(data_dir: str | os.PathLike[str]) -> Config:
@@ -286,6 +350,18 @@ max_authorizations_per_second = {QuotaLimits.max_authorizations_per_second}
 # [quotas.principals.ci-runner]
 # max_running = 256
 # max_starts_per_minute = 3000
+
+# Witnesses (ADR 0014): the governor submits its latest checkpoint to every witness of
+# a C2SP tlog-policy file (the log, the witnesses' keys and URLs, the quorum) in the
+# background, stores their cosignatures, and serves receipts under the latest
+# checkpoint that meets the quorum once it covers the execution. A witness that is
+# down never delays an authorization; one that reports a fork makes /readyz answer 503.
+# A missing or invalid policy file stops the governor from starting.
+#
+# [witnesses]
+# policy = "witnesses.txt"   # relative to this directory, or absolute
+# interval_ms = 1000         # submit this often, when the tree grew (100..86400000)
+# timeout_ms = 5000          # wait this long for one witness (100..60000)
 """
 """What ``proctor init`` writes: every setting at its default, documented."""
 

@@ -76,7 +76,7 @@ def test_the_parsed_configuration_cannot_be_changed() -> None:
 
 
 INVALID = [
-    ("[quota]\n", "unknown key quota: expected one of quotas, found quota"),
+    ("[quota]\n", "unknown key quota: expected one of quotas, witnesses, found quota"),
     ("format = 1\n", "unknown key format"),
     ("[quotas]\nmax_runing = 4\n", "unknown key quotas.max_runing: expected one of max_running"),
     ('[quotas]\nmax_running = "4"\n', f"quotas.max_running: {RANGE}, found a string ('4')"),

@@ -474,7 +474,20 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
         if record is None or (record["principal"] != who.name and not governor.is_admin(who.name)):
             raise PrincipalError(f"no execution {execution_id!r} of {who.name!r}")
         try:
-            return governor.executions.receipt(execution_id)
+            if governor.cosigner is None:
+                return governor.executions.receipt(execution_id)
+            # With witnesses: proven under the latest witnessed checkpoint once it covers
+            # the execution, else under the latest (proctor.governor.receipts, ADR 0014).
+            from proctor.governor.receipts import execution_receipt as receipt_of  # noqa: PLC0415
+
+            witnessed = governor.cosigner.latest_witnessed()
+            return receipt_of(
+                execution_id,
+                state=governor.state,
+                log=governor.log,
+                log_signer=governor.data.log_signer,
+                witnessed=witnessed,
+            )
         except VerificationError as e:  # asked too early: a client's error, not the governor's
             if record["status"] not in ("running", "terminating"):
                 raise

@@ -40,3 +40,7 @@ class GovernorMetrics:
         )
         log_size = Gauge("proctor_log_size", "Entries in the lineage log.", registry=self.registry)
         log_size.set_function(lambda: governor.log.size)
+        if governor.cosigner is not None:  # witnessing: submissions, failures, witnessed size, lag, alarm
+            from proctor.governor.cosigner import CosignerMetrics  # noqa: PLC0415 - only with [witnesses]
+
+            self.registry.register(CosignerMetrics(governor.cosigner, governor.log))

@@ -2,7 +2,16 @@
 log: :mod:`proctor.receipts.build`; checking one is pure: :mod:`proctor.receipts.check`).
 
 The builder is handed the state, the log and the log's signing key, and nothing else of
-the governor (ADR 0012)."""
+the governor (ADR 0012); with witnesses, also the latest witnessed checkpoint
+(:mod:`proctor.governor.cosigner`).
+
+Which checkpoint a receipt is proven under (ADR 0014): the latest *witnessed* one —
+the signed note with its witnesses' cosignature lines, so that ``proctor verify
+--witness-policy`` passes (step 9) — when the governor has one and it already covers
+every event of the receipt (its size is beyond the largest index); otherwise the
+latest checkpoint, as without witnesses. The receipt says which by itself: its
+checkpoint carries cosignature lines or not. A receipt fetched again after the next
+cosigning round is proven under a witnessed checkpoint."""
 
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ from proctor.errors import PrincipalError
 from proctor.receipts import build_receipt
 
 if TYPE_CHECKING:
+    from proctor.governor.cosigner import WitnessedCheckpoint
     from proctor.lineage.log import Log
     from proctor.note import NoteSigner
     from proctor.store.state import StateStore
@@ -23,7 +33,12 @@ __all__ = ["execution_receipt"]
 
 
 def execution_receipt(
-    execution_id: str, *, state: StateStore, log: Log, log_signer: Callable[[], NoteSigner]
+    execution_id: str,
+    *,
+    state: StateStore,
+    log: Log,
+    log_signer: Callable[[], NoteSigner],
+    witnessed: WitnessedCheckpoint | None = None,
 ) -> dict[str, Any]:
     """The execution's self-contained, offline-verifiable receipt.
 
@@ -34,6 +49,8 @@ def execution_receipt(
         log: the lineage log the receipt proves its events in.
         log_signer: loads the log's checkpoint signing key (called once the rows are
             read, so an unknown execution is refused before any key is loaded).
+        witnessed: the latest checkpoint that met the witness policy's quorum, with
+            its cosignature lines; used when it covers every event (module docstring).
 
     Returns:
         The receipt, verified before it is returned (:func:`proctor.receipts.build_receipt`).
@@ -69,6 +86,9 @@ def execution_receipt(
         opening = state.opening(index)  # decisions only: other events have none
         if opening is not None:
             openings[index] = opening
+    # Under the witnessed checkpoint only when it covers every event proven (module docstring).
+    highest = max(indices + [key_index] + ([] if policy_index is None else [policy_index]))
+    checkpoint = witnessed.note if witnessed is not None and witnessed.size > highest else None
     return build_receipt(
         log,
         openings=openings,
@@ -78,4 +98,5 @@ def execution_receipt(
         signer=log_signer(),
         policy_bundle=bundle_doc,
         policy_index=policy_index,
+        checkpoint=checkpoint,
     )

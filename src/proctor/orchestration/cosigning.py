@@ -7,7 +7,8 @@ and stores each valid cosignature beside the checkpoint (the ``cosignatures`` ta
 the log's database). Steps per witness:
 
 1. ``old`` is the largest size this log holds a cosignature of that witness for (0
-   when none); the proof is the RFC 9162 consistency proof from ``old``.
+   when none; a caller that remembers it passes ``old_sizes``, sparing a read of every
+   stored cosignature); the proof is the RFC 9162 consistency proof from ``old``.
 2. On 409 the witness says which size it last cosigned: beyond this log's size, the
    log lost entries or another copy of it grew (reported, nothing retried); otherwise
    the request is sent again from that size (at most twice).
@@ -197,11 +198,13 @@ def _submit_one(
     checkpoint: Checkpoint,
     *,
     client: HTTPClient,
+    old: int | None = None,
 ) -> WitnessOutcome:
     name, url = witness.name, witness.url
     if not url:
         return WitnessOutcome(name, url, "no-url", 0, "the policy gives no URL for this witness")
-    old = _old_size(store, witness, checkpoint.size)
+    if old is None or not 0 <= old <= checkpoint.size:
+        old = _old_size(store, witness, checkpoint.size)
     status = 0
     for _attempt in range(_RETRIES + 1):
         proof = log.consistency_proof(old, checkpoint.size)["hashes"] if 0 < old < checkpoint.size else []
@@ -261,7 +264,12 @@ def _store_answer(
 
 
 def collect_cosignatures(
-    log: Log, store: SQLiteStore, policy: WitnessPolicy, *, client: HTTPClient
+    log: Log,
+    store: SQLiteStore,
+    policy: WitnessPolicy,
+    *,
+    client: HTTPClient,
+    old_sizes: Mapping[str, int] | None = None,
 ) -> CosignReport:
     """Submit the log's latest stored checkpoint to the policy's witnesses; store what they sign.
 
@@ -270,6 +278,9 @@ def collect_cosignatures(
         store: the log's database, where cosignatures are kept.
         policy: the witnesses (those with a URL are asked) and the quorum.
         client: the HTTP client (its timeouts apply to each witness).
+        old_sizes: policy witness name → the largest size it cosigned, as the caller
+            remembers it (a witness not named here, or a size beyond the checkpoint, is
+            looked up in ``store``). A wrong size costs one 409 round trip, no more.
 
     Returns:
         Each witness's outcome, and the quorum over the cosignatures now stored.
@@ -282,7 +293,8 @@ def collect_cosignatures(
     note, checkpoint = _latest_checkpoint(store, log.verifier)
     policy.check(note, log=log.verifier)  # the policy must accept this log's key
     outcomes = tuple(
-        _submit_one(log, store, w, note, checkpoint, client=client) for w in policy.witnesses.values()
+        _submit_one(log, store, w, note, checkpoint, client=client, old=(old_sizes or {}).get(w.name))
+        for w in policy.witnesses.values()
     )
     cosigned = cosigned_note(note, store.cosignatures(checkpoint.size))
     return CosignReport(checkpoint.size, outcomes, policy.check(cosigned, log=log.verifier), cosigned)
