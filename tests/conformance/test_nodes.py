@@ -19,10 +19,14 @@ from typing import Any
 import pytest
 
 from gov_exec import Clock, allow, start_body
+from gov_support import POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
-from proctor.errors import AuthenticationError, ExecutionConflictError, ProctorError, QuotaError
+from proctor.authorization.warrants import verify_warrant
+from proctor.errors import AuthenticationError, ExecutionConflictError, ProctorError, QuotaError, StoreError
+from proctor.governor.follower import FollowedBroadcaster, PollingSignal, TrustFollower
 from proctor.governor.issuance import DEFAULT_LEASE_TTL_MS
+from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import Governor
 
 
@@ -192,3 +196,101 @@ def test_a_warrant_starts_one_execution_across_processes(nodes: list[Governor]) 
     assert len(started) == 1, results
     assert all(isinstance(r, ExecutionConflictError) for r in results if not isinstance(r, str)), results
     assert len(events(a, "execution.started")) == 1
+
+
+# -- trust changes recorded by another process ------------------------------------------
+
+
+def followed(gov: Governor) -> TrustFollower:
+    assert gov.follower is not None
+    gov.follower.poll()  # what its thread does every few milliseconds, now
+    return gov.follower
+
+
+def test_a_suspension_on_one_process_is_enforced_by_every_other(nodes: list[Governor]) -> None:
+    a, b, _ = nodes
+    allow(b, "cached")  # alice is in B's principal cache, active
+    a.set_principal_status("alice", "suspended", by="admin")
+    followed(b)
+    record = b.principal("alice")
+    assert record is not None
+    assert record.status == "suspended"
+    denied = b.authorize("alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo",)))
+    assert not denied.allowed
+
+
+def test_a_policy_activated_on_one_process_decides_on_every_other(
+    gov_data: Path, nodes: list[Governor]
+) -> None:
+    a, b, c = nodes
+    pushed = a.push_policy(signed_bundle(gov_data, POLICIES / "basic", version=2), by="admin")
+    for other in (b, c):
+        followed(other)
+        assert other.engine is not None
+        assert other.engine.bundle_digest == pushed["bundle"]
+    a.revoke("policy", pushed["bundle"], reason="leaked", by="admin")
+    followed(b)
+    assert b.engine is None  # withdrawn everywhere: nothing decides until a newer bundle
+    assert not b.ready()[0]
+
+
+def test_every_process_streams_every_recorded_change_once_in_log_order(nodes: list[Governor]) -> None:
+    a, b, c = nodes
+    tokens = [allow(a, f"s{i}") for i in range(3)]
+    warrants = [verify(a, t) for t in tokens]
+
+    async def watch() -> list[list[dict[str, Any]]]:
+        queues = [gov.broadcaster.subscribe() for gov in nodes]
+        await asyncio.to_thread(a.revoke, "warrant", warrants[0], reason="r", by="admin")
+        await asyncio.to_thread(b.revoke, "warrant", warrants[1], reason="r", by="admin")
+        await asyncio.to_thread(c.revoke, "warrant", warrants[2], reason="r", by="admin")
+        seen: list[list[dict[str, Any]]] = []
+        for queue in queues:
+            got = [await asyncio.wait_for(queue.get(), 10) for _ in range(3)]
+            await asyncio.sleep(0.2)  # and nothing more (a second copy would be here by now)
+            assert queue.empty()
+            seen.append(got)
+        return seen
+
+    seen = asyncio.run(watch())
+    for got in seen:
+        assert [m["target"] for m in got] == warrants
+        assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+
+
+def verify(gov: Governor, token: str) -> str:
+    return verify_warrant(
+        token, root_public_key=gov.warrant_public_key, now=int(gov.now()), request=None
+    ).warrant_id
+
+
+def test_a_process_that_cannot_follow_the_others_stops_serving(nodes: list[Governor]) -> None:
+    a, _, _ = nodes
+    ex = start(a, allow(a, "lag"), "lag")
+    assert a.follower is not None
+    a.follower.close()  # its own follower would say it caught up: this one cannot read
+
+    def unreadable(start: int, end: int) -> list[tuple[int, bytes]]:
+        raise StoreError("the store cannot be read")
+
+    stuck = TrustFollower(
+        trust=a.trust,
+        state=a.state,
+        size=lambda: a.log.size + 1,  # something new, which it cannot read
+        entries=unreadable,
+        revoked_execution=a.executions.revoked,
+        admin_lock=a.recorder.admin_lock,
+        broadcaster=FollowedBroadcaster(PollingSignal()),
+        signal=PollingSignal(),
+        start=a.log.size,
+        stale_after=0.0,
+    )
+    assert stuck.follow() is False
+    assert a.trust.lagging is not None
+    assert not a.ready()[0]
+    denied = a.authorize("alice", AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo",)))
+    assert not denied.allowed
+    with pytest.raises(StoreError):  # not "revoked": the enforcer fails over, or its lease ends
+        a.executions.renew("alice", ex, {})
+    a.trust.set_lagging(None)
+    assert a.executions.renew("alice", ex, {})["ok"] is True

@@ -261,7 +261,11 @@ class Executions:
             PrincipalError: the warrant belongs to someone else, or the principal is not active.
             QuotaError: the principal is at ``max_running`` or ``max_starts_per_minute``
                 (HTTP 429); nothing was recorded and the warrant stays unused.
+            StoreError: shared mode, and this process's trust is behind the store's (503).
         """
+        lagging = self._trust.lagging
+        if lagging is not None:
+            raise StoreError(f"{lagging}; no execution starts here")
         token = _field(body, "warrant", str)
         measurement = _field(body, "measurement", dict)
         argv = body.get("argv", [])
@@ -423,11 +427,15 @@ class Executions:
 
         Raises:
             StoreError: the log cannot durably record now (a full disk): no lease is
-                renewed, so every execution dies when its lease ends (fail closed).
+                renewed, so every execution dies when its lease ends (fail closed);
+                or (shared mode) this process's trust is behind the store's.
         """
         failure = self._log.commit_failure
         if failure is not None:
             raise StoreError(f"the governor cannot durably record ({failure}); the lease is not renewed")
+        lagging = self._trust.lagging
+        if lagging is not None:  # shared: a revocation recorded elsewhere may not be known here
+            raise StoreError(f"{lagging}; the lease is not renewed here")
         record = self._owned(principal, execution_id)
         now = self._clock()
         if record["status"] != "running":

@@ -35,21 +35,29 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from proctor.authorization.warrants import VerifiedWarrant
 from proctor.config import QuotaLimits
-from proctor.errors import LogLockedError, StoreError
+from proctor.errors import ConfigError, LogLockedError, StoreError
 from proctor.governor._flush import FlushClaim
 from proctor.governor.batching import WriteBatcher
 from proctor.governor.counters import STARTS_WINDOW_S, StartWindow
 from proctor.governor.quotas import check_start
 from proctor.lineage.log import Side
-from proctor.store.locks import Sequencer
+from proctor.store.locks import FileSequencer, Sequencer
 from proctor.store.state import StateStore, StoredExecution
 from proctor.verification.lease import lease_lapsed
 
-__all__ = ["LEASE_WRITE_TIMEOUT_S", "ExecutionRegistry", "StartSlot", "TransitionLock", "Usage"]
+__all__ = [
+    "LEASE_WRITE_TIMEOUT_S",
+    "ExecutionRegistry",
+    "StartSlot",
+    "TransitionLock",
+    "Usage",
+    "transition_lock",
+]
 
 LEASE_WRITE_TIMEOUT_S = 10.0
 """Shared mode: how long a renewal waits for the store to take its lease (then it fails)."""
@@ -334,6 +342,23 @@ class ExecutionRegistry:
         """Stop writing leases through (shared mode; renewals queued are answered first)."""
         if self._renewals is not None:
             self._renewals.close()
+
+
+def transition_lock(data_path: Path, store: str | None) -> TransitionLock:
+    """Shared mode: the :class:`TransitionLock` of the governor processes serving the
+    data directory ``data_path`` (a lock file there).
+
+    Raises:
+        ConfigError: a PostgreSQL store (``store``), whose nodes may be on other hosts:
+            a lock file here would exclude none of them (it needs an advisory lock in
+            the database, which is not built yet).
+    """
+    if store is not None:
+        raise ConfigError(
+            "expected the data directory's own store for a shared governor, found a PostgreSQL URL: "
+            "several nodes on PostgreSQL need the executions' lock in the database (not built yet)"
+        )
+    return TransitionLock(FileSequencer(data_path / "executions.lock", shared=True))
 
 
 class TransitionLock:

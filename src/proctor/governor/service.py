@@ -33,23 +33,23 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.minter import MintHelper
 from proctor.config import load_config, write_default_config
 from proctor.datadir import DataDir
-from proctor.errors import ConfigError, ProctorError, StoreError
+from proctor.errors import ProctorError, StoreError
 from proctor.governor._events import principal_event, rfc3339
 from proctor.governor.admin import ADMIN, REVOCATION_KINDS, Administration
 from proctor.governor.authentication import Authenticator
 from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, DELEGATIONS_PER_PRINCIPAL, Authorizer
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
+from proctor.governor.follower import FollowedBroadcaster, PollingSignal, TrustFollower
 from proctor.governor.issuance import WarrantIssuer
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
 from proctor.governor.recorder import Recorder
-from proctor.governor.registry import TransitionLock
+from proctor.governor.registry import transition_lock
 from proctor.governor.startup import open_trust
 from proctor.governor.stream import Broadcaster
 from proctor.lineage.log import Log
 from proctor.policy import PolicyEngine
-from proctor.store.locks import FileSequencer
 from proctor.store.open import describe, open_stores
 from proctor.store.state import PrincipalRecord
 
@@ -162,22 +162,6 @@ def initialize(
     return done
 
 
-def _transition_lock(data: DataDir, store: str | None) -> TransitionLock:
-    """Shared mode: the lock every change of an execution's status takes in turns with
-    the other governor processes of the store (ADR 0016).
-
-    Raises:
-        ConfigError: a PostgreSQL store, whose nodes may be on other hosts: a lock file
-            here would exclude none of them (it needs an advisory lock of its own).
-    """
-    if store is not None:
-        raise ConfigError(
-            "expected the data directory's own store for a shared governor, found a PostgreSQL URL: "
-            "several nodes on PostgreSQL need the executions' lock in the database (not built yet)"
-        )
-    return TransitionLock(FileSequencer(data.path / "executions.lock", shared=True))
-
-
 class Governor:
     """The governor of one data directory (embedded SQLite store): the composition root
     of its collaborators, each built here and handed what it uses.
@@ -241,7 +225,7 @@ class Governor:
         self.node = node
         self._clock = clock
         self.shared = shared
-        transitions = _transition_lock(self.data, store) if shared else None  # before anything opens
+        transitions = transition_lock(self.data.path, store) if shared else None  # before anything opens
         self.store_url = store
         stores = open_stores(store, db_path=self.data.db_path, lock_path=self.data.lock_path, shared=shared)
         self.log = Log(stores.log, self.data.log_signer(), sequencer=stores.sequencer, linger=commit_linger_s)
@@ -254,9 +238,11 @@ class Governor:
         self.warrant_public_key = warrant_key.public_key
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self.broadcaster = Broadcaster()
+        signal = PollingSignal()  # shared: what wakes the follower (PostgreSQL: LISTEN/NOTIFY)
+        self.broadcaster = FollowedBroadcaster(signal) if shared else Broadcaster()
         self.counters = RateCounters(self.state)
         self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
+        followed_from = self.log.size if shared else 0  # shared: changes after it are followed
         # The collaborators, each given what it uses (no one reaches into another).
         self.trust, self.state_report = open_trust(self.data, self.log, self.state, store=store)
         self.recorder = Recorder(self.log, self.state, self.trust)
@@ -307,6 +293,21 @@ class Governor:
             clock=self.now,
             warrant_public_key=self.warrant_public_key,
         )
+        # Shared: the trust changes the other processes record reach this one (follower.py).
+        self.follower: TrustFollower | None = None
+        if isinstance(self.broadcaster, FollowedBroadcaster):
+            self.follower = TrustFollower(
+                trust=self.trust,
+                state=self.state,
+                size=lambda: self.log.size,
+                entries=stores.log.entries,
+                revoked_execution=self.executions.revoked,
+                admin_lock=self.recorder.admin_lock,
+                broadcaster=self.broadcaster,
+                signal=signal,
+                start=followed_from,
+            )
+            self.follower.start()
         # Witnesses (ADR 0014): checkpoints cosigned in the background once serving
         # (start_sweeper); an invalid [witnesses] table or policy file stops the governor here.
         self.cosigner: Cosigner | None = None
@@ -347,6 +348,8 @@ class Governor:
             self._sweeper.join()
         if self.cosigner is not None:
             self.cosigner.close()
+        if self.follower is not None:
+            self.follower.close()
         self.nonces.close()
         self.executions.close()
         self.log.close()

@@ -25,6 +25,12 @@ Invariants:
   every right away).
 - A principal read that raced with a write to its row is not kept: every write bumps
   the generation, and a read is cached only if the generation did not move.
+- Shared mode (ADR 0016): the :class:`~proctor.governor.follower.TrustFollower` tells
+  the view of the changes other processes recorded (the same notifications), and says
+  when it has fallen behind (:meth:`TrustView.set_lagging`): until it catches up,
+  ``state_problem`` says so (authorizations are denied, no one is admin, readiness
+  fails); warrants are *not* treated as revoked for it (renewals are refused instead,
+  with 503, so enforcers fail over rather than kill).
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ class ReadOnlyTrust(Protocol):
     @property
     def state_problem(self) -> str | None:
         """Why the state is not trusted, or ``None`` (:attr:`TrustView.state_problem`)."""
+
+    @property
+    def lagging(self) -> str | None:
+        """Why this process's trust may be behind the store's, or ``None`` (:attr:`TrustView.lagging`)."""
 
     @property
     def engine(self) -> PolicyEngine | None:
@@ -115,13 +125,25 @@ class TrustView:
         self._engine = engine if state_problem is None else None
         self._bundle_error = bundle_error
         self._state_problem = state_problem
+        self._lagging: str | None = None
 
     # -- the state as a whole --------------------------------------------------
 
     @property
     def state_problem(self) -> str | None:
-        """Why the state is not trusted (the governor then serves nothing), or ``None``."""
-        return self._state_problem
+        """Why the state is not trusted (the governor then serves nothing), or ``None``:
+        the check at start-up, or (shared mode) a follower that fell behind."""
+        return self._state_problem or self._lagging
+
+    @property
+    def lagging(self) -> str | None:
+        """Shared mode: why this process's trust may be behind the store's (its follower
+        fell behind), or ``None``."""
+        return self._lagging
+
+    def set_lagging(self, reason: str | None) -> None:
+        """The follower fell behind (``reason``), or caught up again (``None``)."""
+        self._lagging = reason
 
     # -- principals ------------------------------------------------------------
 
@@ -172,7 +194,7 @@ class TrustView:
         """Whether ``principal`` is an active admin (attribute ``role=admin``, neither
         suspended nor revoked since its last change); no one is while the state is
         untrusted."""
-        if self._state_problem is not None:
+        if self.state_problem is not None:
             return False
         record = self.principal(principal)
         return record is not None and record.status == "active" and record.attrs.get("role") == ADMIN
@@ -257,6 +279,12 @@ class TrustView:
         if self._state_problem is None:
             self._engine = engine
             self._bundle_error = None
+
+    def policy_failed(self, reason: str) -> None:
+        """The active bundle recorded by another process does not load here: nothing
+        decides (deny everything) until a newer bundle is activated."""
+        self._engine = None
+        self._bundle_error = reason
 
     def policy_withdrawn(self, digest: str) -> None:
         """Bundle ``digest`` was revoked: if it is the active one, nothing decides any
