@@ -36,7 +36,8 @@ def cli(*args: str, check: bool = True, timeout: float = 60, **kw: Any) -> subpr
 
 
 class GovernorServer:
-    """``proctor serve`` on a free loopback port, on a fresh data directory."""
+    """``proctor serve`` on a free loopback port, on a fresh data directory (or, with
+    ``beside``, on another server's: several ``proctor serve --shared`` on one store)."""
 
     def __init__(
         self,
@@ -47,12 +48,48 @@ class GovernorServer:
         config: str = "",
         serve_args: tuple[str, ...] = (),
         store: str | None = None,
+        beside: GovernorServer | None = None,
     ) -> None:
         """``store``: a ``postgresql://`` URL: ``init``, ``principal add`` and ``policy
-        push`` get it as ``--store``, the server as ``PROCTOR_STORE`` (both forms tried)."""
-        self.data = root / "data"
+        push`` get it as ``--store``, the server as ``PROCTOR_STORE`` (both forms tried).
+        ``beside``: serve that server's data directory (and store), already initialised."""
         self.serve_args = serve_args
-        self.store = store
+        self.data: Path = root / "data" if beside is None else beside.data
+        self.store: str | None = store if beside is None else beside.store
+        if beside is None:
+            self._prepare(policy, origin, config)
+        self.key = self.data / "alice.key"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "serve.err"  # the server's stderr
+        self._log = self.log_path.open("w")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @classmethod
+    def nodes(
+        cls,
+        root: Path,
+        count: int,
+        *,
+        policy: Path | None = None,
+        config: str = "",
+        extra: tuple[str, ...] = (),
+    ) -> list[GovernorServer]:
+        """``count`` ``proctor serve --shared`` on one fresh data directory, each on its
+        own port, named ``node-a``, ``node-b`` ... (``extra``: more ``serve`` options)."""
+        first = cls(
+            root / "node-a", policy=policy, config=config, serve_args=("--shared", "--node", "node-a", *extra)
+        )
+        return [first] + [
+            cls(root / f"node-{n}", beside=first, serve_args=("--shared", "--node", f"node-{n}", *extra))
+            for n in "bcdefgh"[: count - 1]
+        ]
+
+    def _prepare(self, policy: Path | None, origin: str, config: str) -> None:
+        """``proctor init`` a data directory with alice (``role=dev``) and ``policy``."""
+        store = self.store
         at = ("--store", store) if store is not None else ()
         cli("init", "--data", str(self.data), "--origin", origin, *at)
         if config:  # TOML appended to the data directory's config.toml
@@ -72,13 +109,6 @@ class GovernorServer:
         )
         if policy is not None:
             cli("policy", "push", str(policy), "--data", str(self.data), *at)
-        self.key = self.data / "alice.key"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / "serve.err"  # the server's stderr
-        self._log = self.log_path.open("w")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
 
     def start(self) -> None:
         """Start ``proctor serve`` and wait until *this* server answers.
@@ -131,7 +161,7 @@ class GovernorServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=30)  # --workers: the parent waits for its workers
             self.proc = None
         self._log.close()
 

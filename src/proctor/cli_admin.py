@@ -77,8 +77,28 @@ def _serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8700,
     node: Annotated[
-        str, typer.Option(metavar="NAME", help="This governor node's name (in every event).")
-    ] = "gov-1",
+        str | None,
+        typer.Option(metavar="NAME", help="This governor node's name, in every event (default: HOST:PID)."),
+    ] = None,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared/--exclusive",
+            metavar="",
+            show_default=True,
+            help="Serve the store together with other `proctor serve --shared` processes, each on its "
+            "own address: nonces, leases, running counts and trust changes go through the store "
+            "(ADR 0016). --exclusive: the only governor of its data directory.",
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Run N shared governor processes on this one address, under a parent that "
+            "supervises them and stops them all on SIGTERM.",
+        ),
+    ] = None,
     commit_linger_ms: Annotated[
         float,
         typer.Option(
@@ -136,8 +156,10 @@ def _serve(
     from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
     from proctor.governor.quotas import QuotaStreamSlots  # noqa: PLC0415
     from proctor.governor.server import (  # noqa: PLC0415
-        bind,
         configure_logging,
+        default_node,
+        hold_serving_mode,
+        listening_socket,
         plan_limits,
         raise_fd_limit,
         serve,
@@ -150,6 +172,19 @@ def _serve(
                 f"error: expected --commit-linger-ms between 0 and 100, found {commit_linger_ms}",
             )
         configure_logging(log_level.lower(), access_log=access_log)
+        if workers is not None:  # the parent: binds, starts the shared processes, supervises
+            from proctor.governor.workers import run_workers  # noqa: PLC0415
+
+            options: dict[str, object] = {"--data": data, "--store": store, "--host": host, "--port": port}
+            options |= {"--log-level": log_level, "--commit-linger-ms": commit_linger_ms}
+            options |= {
+                "--max-streams": max_streams,
+                "--max-streams-per-principal": max_streams_per_principal,
+            }
+            flags = ["--mint-helper" if mint_helper else "--no-mint-helper"]
+            flags += ["--access-log" if access_log else "--no-access-log"]
+            raise typer.Exit(run_workers(workers, options=options, flags=flags, node=node))
+        node = node or default_node()
         if max_streams_per_principal is None:  # the data directory's quota (the governor checks it)
             max_streams_per_principal = load_config(data).quotas.default.max_streams
         # Every descriptor the process may have, a reserve kept for its own files.
@@ -157,12 +192,18 @@ def _serve(
             raise_fd_limit(), max_streams=max_streams, max_streams_per_principal=max_streams_per_principal
         )
         governor = Governor(
-            data, node=node, commit_linger_s=commit_linger_ms / 1000, mint_helper=mint_helper, store=store
+            data,
+            node=node,
+            commit_linger_s=commit_linger_ms / 1000,
+            mint_helper=mint_helper,
+            store=store,
+            shared=shared,
         )
     except ProctorError as e:
         exit_for(e)
     try:
         try:
+            serving = hold_serving_mode(governor.data.path, shared=shared)  # never both kinds at once
             governor.log.start_writing()
         except ProctorError as e:
             fail(ExitCode.UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
@@ -180,13 +221,15 @@ def _serve(
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         try:
-            sock = bind(host, port)  # before the address is announced: a busy port fails here
+            sock = listening_socket(host, port)  # before the address is announced: a busy port fails here
         except ProctorError as e:
             exit_for(e)
         shown = f"[{host}]" if ":" in host else host
         where = f"data {data}" if store is None else f"data {data}, store {describe(store, data)}"
+        where += ", shared" if shared else ""
         typer.echo(f"proctor: governor {node} on http://{shown}:{port} ({where})", err=True)
         serve(app, sock=sock, limits=limits, log_level=log_level.lower(), access_log=access_log)
+        serving.close()
     finally:
         governor.close()
 

@@ -21,26 +21,37 @@ descriptor. So, before the application sees a request:
 - Event streams take at most half of the connections (:class:`StreamSlots` caps them in
   total and per principal), so the other half always remains for authorize, renew and
   revoke.
+
+Several processes (ADR 0016): ``proctor serve --shared`` processes serve one data
+directory together, and one ``proctor serve`` (exclusive, the default) serves it alone;
+:func:`hold_serving_mode` keeps the two kinds from ever serving one directory at once
+(an exclusive governor trusts its memory for nonces and leases, which the shared ones
+would not see). ``proctor serve --workers N`` (:mod:`proctor.governor.workers`) hands
+each of its shared processes the socket it bound (:func:`listening_socket`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
+import os
 import resource
 import signal
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-from proctor.errors import ConfigError
+from proctor.errors import ConfigError, LogLockedError
 from proctor.governor.access_log import ACCESS_LOGGER, AccessLog
 from proctor.governor.limits import MAX_HEAD_BYTES
 from proctor.governor.stream import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_PRINCIPAL, StreamSlots
 
 __all__ = [
+    "LISTEN_FD_ENV",
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_MAX_STREAMS_PER_PRINCIPAL",
     "LOG_LEVELS",
@@ -49,6 +60,9 @@ __all__ = [
     "bind",
     "bounded_protocol",
     "configure_logging",
+    "default_node",
+    "hold_serving_mode",
+    "listening_socket",
     "plan_limits",
     "raise_fd_limit",
     "serve",
@@ -265,6 +279,61 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
     sock.set_inheritable(True)
     return sock
+
+
+LISTEN_FD_ENV = "PROCTOR_LISTEN_FD"
+"""Set by ``proctor serve --workers`` for its processes: the descriptor of the listening
+socket they inherit (instead of binding one)."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket to serve on: the one inherited from ``proctor serve --workers`` (its
+    descriptor in :data:`LISTEN_FD_ENV`), else a new one (:func:`bind`).
+
+    Raises:
+        ConfigError: the address cannot be used, or the inherited descriptor is not a
+            listening TCP socket.
+    """
+    inherited = os.environ.pop(LISTEN_FD_ENV, None)
+    if inherited is None:
+        return bind(host, port)
+    try:
+        sock = socket.socket(fileno=int(inherited))
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except (ValueError, OSError) as e:
+        raise ConfigError(
+            f"{LISTEN_FD_ENV}: expected the descriptor of a listening socket, found {inherited!r}"
+        ) from e
+    if sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()
+        raise ConfigError(f"{LISTEN_FD_ENV}: expected a listening TCP socket, found descriptor {inherited}")
+    return sock
+
+
+def hold_serving_mode(data_path: Path, *, shared: bool) -> IO[bytes]:
+    """Declare how this process serves the data directory, for its whole life: a shared
+    ``flock`` on ``governors.lock`` for a shared governor, an exclusive one for an
+    exclusive governor. Keep the returned file open while serving.
+
+    Raises:
+        LogLockedError: a governor of the other kind serves the data directory (or an
+            exclusive one already does).
+    """
+    path = data_path / "governors.lock"
+    handle = open(path, "a+b")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        other = "an exclusive governor serves" if shared else "other governors serve"
+        hint = "" if shared else " (start each with --shared to serve it together)"
+        raise LogLockedError(f"{other} the data directory {data_path}{hint}") from None
+    return handle
+
+
+def default_node() -> str:
+    """The node name of a governor started without ``--node``: ``HOST:PID``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def configure_logging(level: str, *, access_log: bool) -> None:

@@ -242,7 +242,7 @@ class Governor:
         self.broadcaster = FollowedBroadcaster(signal) if shared else Broadcaster()
         self.counters = RateCounters(self.state)
         self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
-        followed_from = self.log.size if shared else 0  # shared: changes after it are followed
+        followed_from = stores.log.tree_size() if shared else 0  # shared: changes after it are followed
         # The collaborators, each given what it uses (no one reaches into another).
         self.trust, self.state_report = open_trust(self.data, self.log, self.state, store=store)
         self.recorder = Recorder(self.log, self.state, self.trust)
@@ -299,7 +299,7 @@ class Governor:
             self.follower = TrustFollower(
                 trust=self.trust,
                 state=self.state,
-                size=lambda: self.log.size,
+                size=stores.log.tree_size,  # committed (Log.size may count a commit in flight)
                 entries=stores.log.entries,
                 revoked_execution=self.executions.revoked,
                 admin_lock=self.recorder.admin_lock,
