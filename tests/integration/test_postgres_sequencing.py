@@ -1,5 +1,5 @@
 """Several writers on one log in PostgreSQL, taking turns with the sequencer lock as a
-session advisory lock (:class:`proctor.store.postgres.PgSequencer`, ADR 0015): one
+session advisory lock (:class:`proctor.store.locks_pg.PgSequencer`, ADR 0015): one
 tree, no gaps, no duplicate indices, every checkpoint consistent with every later one;
 and a writer whose session died (so the server released its lock) cannot fork the log.
 
@@ -20,7 +20,8 @@ from proctor.errors import LogAppendError, LogLockedError, StoreError
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.log import Log
 from proctor.lineage.proofs import ConsistencyProof
-from proctor.store.postgres import PgSequencer, PostgresLogStore
+from proctor.store.locks_pg import PgSequencer
+from proctor.store.postgres import PostgresLogStore
 
 pytestmark = pytest.mark.postgres
 

@@ -9,7 +9,7 @@ and the state tables in the data directory's ``proctor.db``, the sequencer lock 
 :class:`~proctor.store.state.StateStore` over
 :class:`~proctor.store.state_pg.PostgresStateBackend` borrowing the log store's pool
 (one pool per process), the sequencer lock a session advisory lock
-(:class:`~proctor.store.postgres.PgSequencer`). The data directory then holds only
+(:class:`~proctor.store.locks_pg.PgSequencer`). The data directory then holds only
 keys and configuration.
 
 The callers pass the data directory's file names (this layer does not read data
@@ -96,7 +96,8 @@ def open_log_store(
         if not create:
             _require_file(db_path)
         return SQLiteStore(db_path, create=create), FileSequencer(lock_path, shared=shared)
-    from proctor.store.postgres import PgSequencer, PostgresLogStore  # noqa: PLC0415
+    from proctor.store.locks_pg import PgSequencer  # noqa: PLC0415
+    from proctor.store.postgres import PostgresLogStore  # noqa: PLC0415
 
     dsn = check_store_url(url)
     return PostgresLogStore(dsn, create=create, pool_size=_POOL_SIZE), PgSequencer(dsn, shared=shared)
