@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,11 @@ def test_a_nonce_used_on_one_process_is_refused_on_every_other(gov_data: Path, n
         a.authenticate("GET", "/v1/executions", b"", captured)
     fresh = sign_request("GET", "/v1/executions", b"", alice, now=now)
     assert c.authenticate("GET", "/v1/executions", b"", fresh) == "alice"
+    # The refusals are recorded (in transactions of their own, not in the log writer's turn).
+    deadline = time.monotonic() + 10
+    while len([f for f in b.state.auth_failures() if f["reason"] == "replayed"]) < 3:
+        assert time.monotonic() < deadline, b.state.auth_failures()
+        time.sleep(0.01)
 
 
 def test_a_nonce_claimed_concurrently_on_two_processes_is_accepted_once(

@@ -10,8 +10,11 @@ waits on a write.
 Several governor processes on one store (shared mode, ADR 0016): a nonce new to this
 process is then claimed in the store before the request goes on, with the other
 claims waiting (one transaction); if another process claimed it first, the request is
-a replay and is refused here as on the process that saw it. In the exclusive mode the
-path is as before: memory only.
+a replay and is refused here as on the process that saw it. A rejection is then
+recorded in a transaction of its own, batched (:class:`~proctor.governor.batching.WriteBatcher`),
+not through the log writer: its turn may be another process's, and a flood of bad
+requests must never make the event loop wait for it. In the exclusive mode the path is
+as before: memory only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from proctor.authorization.requests import verify_request
 from proctor.errors import AuthenticationError, StoreError
 from proctor.governor.access_log import PRINCIPAL
+from proctor.governor.batching import WriteBatcher
 from proctor.governor.nonces import NonceCache
 from proctor.governor.recorder import Recorder
 from proctor.governor.trust import TrustView
@@ -60,6 +64,18 @@ class Authenticator:
         self._recorder = recorder
         self._state = state
         self._clock = clock
+        self._failures: WriteBatcher[tuple[int, str, str, str], None] | None = None
+        if nonces.shared:
+            self._failures = WriteBatcher(self._record_failures, name="auth-failures")
+
+    def _record_failures(self, rows: list[tuple[int, str, str, str]]) -> list[None]:
+        self._state.record_auth_failures(rows)
+        return [None] * len(rows)
+
+    def close(self) -> None:
+        """Record the rejections still queued, then stop (shared mode)."""
+        if self._failures is not None:
+            self._failures.close()
 
     def authenticate(self, method: str, target: str, body: bytes, headers: Mapping[str, str]) -> str:
         """The principal that signed this request.
@@ -154,4 +170,7 @@ class Authenticator:
         self, e: AuthenticationError, now: int, what: str, headers: Mapping[str, str]
     ) -> None:
         keyid = headers.get("signature-input", "")[:128]
+        if self._failures is not None:  # shared: not in the log writer's turn (module docstring)
+            self._failures.submit((now, keyid, e.reason, f"{what}: {e}"))  # a failure is ignored, as below
+            return
         self._recorder.side_write(self._state.auth_failure_writer(now, keyid, e.reason, f"{what}: {e}"))

@@ -56,6 +56,7 @@ from proctor.errors import LogIntegrityError, ProctorError
 from proctor.governor.stream import Broadcaster
 from proctor.governor.trust import TrustView
 from proctor.policy import PolicyEngine, SignedBundle
+from proctor.store.base import LogStore
 from proctor.store.state import StateStore
 
 __all__ = [
@@ -147,6 +148,33 @@ class FollowedBroadcaster(Broadcaster):
     def deliver(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every stream (the follower's call, in log order)."""
         super().publish(message)
+
+    def follow(
+        self,
+        trust: TrustView,
+        state: StateStore,
+        revoked_execution: Callable[[str], None],
+        admin_lock: threading.Lock,
+        *,
+        log_store: LogStore,
+        start: int,
+    ) -> TrustFollower:
+        """Start the :class:`TrustFollower` that publishes here, woken by this broadcaster's
+        signal, reading ``log_store`` from log size ``start`` (its committed size, not
+        the log writer's, which may count a commit in flight)."""
+        follower = TrustFollower(
+            trust=trust,
+            state=state,
+            size=log_store.tree_size,
+            entries=log_store.entries,
+            revoked_execution=revoked_execution,
+            admin_lock=admin_lock,
+            broadcaster=self,
+            signal=self._signal,
+            start=start,
+        )
+        follower.start()
+        return follower
 
 
 class TrustFollower:

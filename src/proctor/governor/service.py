@@ -21,11 +21,14 @@ No part imports this module, and no part reads another's private members.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,9 +205,7 @@ class Governor:
         (:mod:`proctor.store.open`); ``None``: the data directory's own file.
 
         ``shared``: other governor processes serve the same store (``proctor serve
-        --shared``, ADR 0016): the log is appended in turns, nonces are claimed in the
-        store, leases are read and renewed there, and trust changes recorded by the
-        others are followed.
+        --shared``, ADR 0016; the parts below say what changes).
 
         ``mint_helper``: mint warrants in a helper process (``proctor serve`` does), so
         that the event loop does not hold the GIL for them.
@@ -225,6 +226,7 @@ class Governor:
         self.node = node
         self._clock = clock
         self.shared = shared
+        self._offload = ThreadPoolExecutor(64, thread_name_prefix="proctor-authorize") if shared else None
         transitions = transition_lock(self.data.path, store) if shared else None  # before anything opens
         self.store_url = store
         stores = open_stores(store, db_path=self.data.db_path, lock_path=self.data.lock_path, shared=shared)
@@ -238,8 +240,8 @@ class Governor:
         self.warrant_public_key = warrant_key.public_key
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
-        signal = PollingSignal()  # shared: what wakes the follower (PostgreSQL: LISTEN/NOTIFY)
-        self.broadcaster = FollowedBroadcaster(signal) if shared else Broadcaster()
+        # Shared: recorded changes are published by the follower, woken by a poll on SQLite.
+        self.broadcaster = FollowedBroadcaster(PollingSignal()) if shared else Broadcaster()
         self.counters = RateCounters(self.state)
         self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
         followed_from = stores.log.tree_size() if shared else 0  # shared: changes after it are followed
@@ -296,18 +298,8 @@ class Governor:
         # Shared: the trust changes the other processes record reach this one (follower.py).
         self.follower: TrustFollower | None = None
         if isinstance(self.broadcaster, FollowedBroadcaster):
-            self.follower = TrustFollower(
-                trust=self.trust,
-                state=self.state,
-                size=stores.log.tree_size,  # committed (Log.size may count a commit in flight)
-                entries=stores.log.entries,
-                revoked_execution=self.executions.revoked,
-                admin_lock=self.recorder.admin_lock,
-                broadcaster=self.broadcaster,
-                signal=signal,
-                start=followed_from,
-            )
-            self.follower.start()
+            parts = (self.trust, self.state, self.executions.revoked, self.recorder.admin_lock)
+            self.follower = self.broadcaster.follow(*parts, log_store=stores.log, start=followed_from)
         # Witnesses (ADR 0014): checkpoints cosigned in the background once serving
         # (start_sweeper); an invalid [witnesses] table or policy file stops the governor here.
         self.cosigner: Cosigner | None = None
@@ -350,7 +342,10 @@ class Governor:
             self.cosigner.close()
         if self.follower is not None:
             self.follower.close()
+        self.authenticator.close()
         self.nonces.close()
+        if self._offload is not None:
+            self._offload.shutdown(wait=False, cancel_futures=True)
         self.executions.close()
         self.log.close()
         if self.minter is not None:
@@ -418,6 +413,10 @@ class Governor:
     async def authorize_async(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
         """:meth:`authorize` for an event loop (:meth:`Authorizer.authorize_async
         <proctor.governor.authorize.Authorizer.authorize_async>`)."""
+        if self._offload is not None:
+            # Shared: an append waits while another process has the log's turn: off the loop.
+            call = functools.partial(self.authorizer.authorize, principal, request)
+            return await asyncio.get_running_loop().run_in_executor(self._offload, call)
         return await self.authorizer.authorize_async(principal, request)
 
     # -- administration (Administration) -----------------------------------------
@@ -449,6 +448,11 @@ class Governor:
     ) -> dict[str, Any]:
         """:meth:`revoke` for the event loop (:meth:`Administration.revoke_async
         <proctor.governor.admin.Administration.revoke_async>`)."""
+        if self._offload is not None:  # shared: as authorize_async
+            call = functools.partial(
+                self.admin.revoke, kind, target, reason=reason, by=by, successor=successor
+            )
+            return await asyncio.get_running_loop().run_in_executor(self._offload, call)
         return await self.admin.revoke_async(kind, target, reason=reason, by=by, successor=successor)
 
     # -- what the governor trusts (TrustView) ------------------------------------

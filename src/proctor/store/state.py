@@ -424,6 +424,21 @@ class StateStore:
         the log writer, :class:`proctor.governor.nonces.NonceCache`.)"""
         return self._run(state_requests.live_nonces, now)
 
+    def record_auth_failures(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """Record rejected requests ``(time, keyid, reason, detail)`` in one transaction of
+        their own (shared mode: not through the log writer, whose turn may be another
+        process's; :func:`~proctor.store.state_requests.auth_failure_writer` each).
+
+        Raises:
+            StoreError: the database failed (none was recorded).
+        """
+        try:
+            with self._backend.transaction() as conn:
+                for row in rows:
+                    state_requests.auth_failure_writer(*row)(conn)
+        except self._errors as e:
+            raise StoreError(f"cannot record rejected requests: {e}") from e
+
     def auth_failures(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent rejected requests, newest first."""
         return self._run(state_requests.auth_failures, limit)

@@ -374,6 +374,8 @@ def workout(state: StateStore) -> set[str]:
     s.auth_failure_writer(1, "k" * 200, "unsigned", "d")(conn)
     s.auth_failure_writer(2, "k2", "stale", "d2")(conn)
     assert [(f["time"], f["keyid"]) for f in s.auth_failures()] == [(2, "k2"), (1, "k" * 128)]
+    s.record_auth_failures([(3, "k3", "replayed", "d3"), (4, "k4", "stale", "d4")])
+    assert [f["time"] for f in s.auth_failures(limit=2)] == [4, 3]
     s.close()
     return recording.used
 
