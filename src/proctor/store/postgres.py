@@ -68,6 +68,10 @@ _TILE_PAGE = 256  # tiles (up to 16 KiB each) per read
 _CHECKPOINT_PAGE = 1024
 
 
+class _HeadMoved(Exception):  # noqa: N818 - private control flow, never leaves this module
+    """The log head was not at the append's first index (the transaction rolls back)."""
+
+
 class PostgresLogStore:
     """A :class:`~proctor.store.base.LogStore` in a PostgreSQL database."""
 
@@ -228,41 +232,85 @@ class PostgresLogStore:
         """
         if self._closed:
             raise StoreError("the store is closed")
+        new_size = first_index + len(entries)
         try:
-            with self._pool.connection(timeout=self._timeout) as conn, conn.transaction():
-                conn.execute("SET LOCAL synchronous_commit = on")
-                row = conn.execute("SELECT tree_size FROM log_head FOR UPDATE").fetchone()
-                if row is None or int(row[0]) != first_index:
-                    found = None if row is None else row[0]
-                    raise StoreConflictError(
-                        f"expected the stored tree size to be {first_index}, found {found}"
-                    )
-                with conn.cursor() as cur:
-                    if entries:
-                        cur.executemany(
-                            "INSERT INTO entries (idx, data) VALUES (%s, %s)",
-                            list(zip(range(first_index, first_index + len(entries)), entries, strict=True)),
-                        )
-                    if tiles:
-                        cur.executemany(
-                            "INSERT INTO tiles (level, idx, width, hashes) VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT (level, idx) DO UPDATE "
-                            "SET width = EXCLUDED.width, hashes = EXCLUDED.hashes",
-                            [(t.level, t.index, t.width, t.data) for t in tiles],
-                        )
-                    cur.execute("UPDATE log_head SET tree_size = %s", (first_index + len(entries),))
-                adapter = PgConnection(conn)
-                for write in also:
-                    write(adapter)
+            with self._pool.connection(timeout=self._timeout) as conn:
+                try:
+                    self._append_on(conn, first_index, new_size, entries=entries, tiles=tiles, also=also)
+                except (_HeadMoved, psycopg.errors.UniqueViolation) as e:
+                    # Rolled back. Say why: another writer moved the head (the usual
+                    # case), or entries exist beyond the stored size (tampering).
+                    row = conn.execute("SELECT tree_size FROM log_head").fetchone()
+                    found = None if row is None else int(row[0])
+                    if found != first_index:
+                        raise StoreConflictError(
+                            f"expected the stored tree size to be {first_index}, found {found}"
+                        ) from None
+                    raise StoreError(
+                        f"append of {len(entries)} entries at {first_index} failed in {self._where}: "
+                        f"entries are stored beyond the tree size {found} ({self._reason(e)})"
+                    ) from e
         except StoreConflictError:
             raise
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, IntegrityViolation) as e:
+            # (A StoreError raised above is not caught here and goes out as it is.)
             # An integrity violation escaping an ``also`` write fails the append, as
             # sqlite3.IntegrityError (an sqlite3.Error) does in the SQLite store.
             raise StoreError(
                 f"append of {len(entries)} entries at {first_index} failed in {self._where}: "
                 f"{self._reason(e)}"
             ) from e
+
+    @staticmethod
+    def _append_on(
+        conn: psycopg.Connection[Any],
+        first_index: int,
+        new_size: int,
+        *,
+        entries: Sequence[bytes],
+        tiles: Sequence[Tile],
+        also: Sequence[Callable[[PgConnection], None]],
+    ) -> None:
+        """The append's transaction (module docstring, step 1), its statements sent in one
+        round trip (pipeline mode): the head row's update — which takes the row's lock and
+        moves the size only from ``first_index`` — then the entries and the tiles; then
+        the ``also`` writes and the commit.
+
+        Raises:
+            _HeadMoved: the head was not at ``first_index`` (nothing committed).
+        """
+        with conn.pipeline() as pipeline, conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
+            head = conn.execute(
+                "UPDATE log_head SET tree_size = %s WHERE tree_size = %s RETURNING tree_size",
+                (new_size, first_index),
+            )
+            # One statement per table whatever the row count (``executemany`` would open
+            # a nested pipeline, whose end is a round trip of its own).
+            if entries:
+                conn.execute(
+                    "INSERT INTO entries (idx, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+                    (list(range(first_index, new_size)), list(entries)),
+                )
+            if tiles:
+                conn.execute(
+                    "INSERT INTO tiles (level, idx, width, hashes) "
+                    "SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::integer[], %s::bytea[]) "
+                    "ON CONFLICT (level, idx) DO UPDATE "
+                    "SET width = EXCLUDED.width, hashes = EXCLUDED.hashes",
+                    (
+                        [t.level for t in tiles],
+                        [t.index for t in tiles],
+                        [t.width for t in tiles],
+                        [t.data for t in tiles],
+                    ),
+                )
+            pipeline.sync()
+            if head.fetchone() is None:
+                raise _HeadMoved
+            adapter = PgConnection(conn)
+            for write in also:
+                write(adapter)
 
     def entry(self, index: int) -> bytes | None:
         """The stored bytes of entry ``index``."""
@@ -316,7 +364,11 @@ class PostgresLogStore:
         if self._closed:
             raise StoreError("the store is closed")
         try:
-            with self._pool.connection(timeout=self._timeout) as conn, conn.transaction():
+            with (
+                self._pool.connection(timeout=self._timeout) as conn,
+                conn.pipeline(),  # one round trip
+                conn.transaction(),
+            ):
                 conn.execute("SET LOCAL synchronous_commit = off")
                 conn.execute(
                     "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
