@@ -10,7 +10,7 @@ record you hold is well-formed; a row that cannot be decoded is a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 __all__ = [
     "PrincipalRecord",
@@ -18,6 +18,8 @@ __all__ = [
     "ExecutionSummary",
     "StoredWarrant",
     "StoredExecution",
+    "NewExecution",
+    "AuthFailure",
 ]
 
 
@@ -123,3 +125,30 @@ class StoredExecution(TypedDict):
     started: int
     ended: int
     presented: str
+
+
+class NewExecution(TypedDict):
+    """A started execution as the governor records it (the insert of its row, committed
+    with its ``execution.started`` event): its status starts ``running``, and
+    ``started_index`` and the last of ``indices`` become that event's index."""
+
+    id: str
+    warrant: str
+    principal: str
+    bundle: str
+    request: str
+    started_index: int
+    indices: list[int]
+    lease_expires_ms: int
+    ttl_ms: int
+    started: int
+    presented: NotRequired[str]
+
+
+class AuthFailure(TypedDict):
+    """A rejected request, from the bounded ``auth_failures`` table."""
+
+    time: int
+    keyid: str
+    reason: str
+    detail: str

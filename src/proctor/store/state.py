@@ -55,7 +55,9 @@ from proctor.errors import StoreError
 from proctor.store import state_executions, state_policy, state_principals, state_requests, state_warrants
 from proctor.store._state_schema import STATE_SCHEMA_VERSION
 from proctor.store.records import (
+    AuthFailure,
     ExecutionSummary,
+    NewExecution,
     PrincipalRecord,
     RevocationRecord,
     StoredExecution,
@@ -301,7 +303,7 @@ class StateStore:
     execution_update_writer = staticmethod(state_executions.execution_update_writer)
     write_leases = staticmethod(state_executions.write_leases)
 
-    def start_execution(self, record: dict[str, Any]) -> bool:
+    def start_execution(self, record: NewExecution) -> bool:
         """Record a started execution on its own; ``False`` if its warrant already
         started one (the governor writes the row inside the log commit of its
         ``execution.started`` event instead: :meth:`execution_writer`)."""
@@ -439,6 +441,6 @@ class StateStore:
         except self._errors as e:
             raise StoreError(f"cannot record rejected requests: {e}") from e
 
-    def auth_failures(self, limit: int = 100) -> list[dict[str, Any]]:
+    def auth_failures(self, limit: int = 100) -> list[AuthFailure]:
         """The most recent rejected requests, newest first."""
         return self._run(state_requests.auth_failures, limit)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from proctor.errors import ProctorError, StoreError
-from proctor.store.records import ExecutionSummary, StoredExecution
+from proctor.store.records import ExecutionSummary, NewExecution, StoredExecution
 from proctor.store.sql import Connection
 
 __all__ = [
@@ -50,7 +50,7 @@ EXECUTION_COLUMNS = frozenset({"status", "reason", "bundle", "indices", "lease_e
 """The columns of an execution that may change after it started."""
 
 
-def execution_writer(record: dict[str, Any]) -> Callable[..., None]:
+def execution_writer(record: NewExecution) -> Callable[..., None]:
     """The insert of a started execution's row, to run inside the log commit of its
     ``execution.started`` event as ``write(conn, index=...)``: the index becomes its
     ``started_index`` and the last of its ``indices``. A second start of the same

@@ -17,9 +17,9 @@ subset, driver errors pass through unless said otherwise).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from proctor.errors import ProctorError, StoreError
+from proctor.store.records import AuthFailure
 from proctor.store.sql import Connection
 
 __all__ = [
@@ -136,7 +136,7 @@ def auth_failure_writer(now: int, keyid: str, reason: str, detail: str) -> Calla
     return write
 
 
-def auth_failures(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+def auth_failures(conn: Connection, limit: int = 100) -> list[AuthFailure]:
     """The most recent rejected requests, newest first: ``time``, ``keyid``, ``reason``
     and ``detail`` each."""
     rows = conn.execute(

@@ -13,6 +13,7 @@ import pytest
 from pg_support import pg_params
 from proctor.errors import StoreConflictError, StoreError
 from proctor.store.postgres import PostgresLogStore
+from proctor.store.records import NewExecution
 from proctor.store.sql import INTEGRITY_ERRORS
 from proctor.store.sqlite import SQLiteStore
 from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
@@ -165,7 +166,7 @@ def test_an_event_index_is_appended_to_the_indices_as_json_insert_did(
     state: StateStore, stored: list[int]
 ) -> None:
     conn = state._conn()
-    record = {
+    record: NewExecution = {
         "id": "ex_a", "warrant": "wr_a", "principal": "alice", "bundle": "", "request": "{}",
         "started_index": 0, "indices": stored, "lease_expires_ms": 0, "ttl_ms": 0, "started": 0,
     }  # fmt: skip
@@ -182,7 +183,7 @@ def test_an_event_index_is_appended_to_the_indices_as_json_insert_did(
 
 
 def test_a_summary_shows_the_requests_action_resource_and_zone_only(state: StateStore) -> None:
-    record = {
+    record: NewExecution = {
         "id": "ex_a", "warrant": "wr_a", "principal": "alice", "bundle": "", "started_index": 0,
         "request": '{"action":"exec","resource":"/bin/ls","args":["--secret"]}',
         "indices": [], "lease_expires_ms": 0, "ttl_ms": 0, "started": 0,
@@ -195,7 +196,7 @@ def test_a_summary_shows_the_requests_action_resource_and_zone_only(state: State
 
 
 def test_a_summary_of_a_request_that_is_not_json_is_a_store_error(state: StateStore) -> None:
-    record = {
+    record: NewExecution = {
         "id": "ex_a", "warrant": "wr_a", "principal": "alice", "bundle": "", "started_index": 0,
         "request": "{not json", "indices": [], "lease_expires_ms": 0, "ttl_ms": 0, "started": 0,
     }  # fmt: skip
