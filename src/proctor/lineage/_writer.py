@@ -443,8 +443,18 @@ class GroupCommit:
         for h in leaves:
             builder.append(h)
         tiles = builder.take_dirty()
+        # Invariant 2: the new tree head is signed now and stored in the entries' own
+        # transaction; it is handed out (``_latest``) only once that transaction commits.
+        checkpoint = (
+            (
+                builder.size,
+                sign_checkpoint(Checkpoint(self.origin, builder.size, builder.root()), self._signer),
+            )
+            if leaves
+            else None
+        )
         try:
-            self._store.append(first, raws, tiles, also=also)
+            self._store.append(first, raws, tiles, also=also, checkpoint=checkpoint)
         except BaseException as e:  # noqa: BLE001 - any failure means "not committed"
             builder.restore(state)
             error = LogAppendError(f"append of {len(raws)} entries at {first} not committed: {e}")
@@ -471,12 +481,9 @@ class GroupCommit:
         self._commit_failure = None
         for t in tiles:
             self._nodes.remember(t)
-        if leaves:
-            # Invariant 2: the entries are durable now; sign the new tree head.
-            note = sign_checkpoint(Checkpoint(self.origin, builder.size, builder.root()), self._signer)
+        if checkpoint is not None:
             with self._state_lock:
-                self._latest = (builder.size, note)
-            self._store_checkpoint(builder.size, note)
+                self._latest = checkpoint
         if broken:
             self._resequence()  # after the builder took this batch: the size is right
         for p, start in accepted:

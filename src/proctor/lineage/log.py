@@ -6,9 +6,9 @@ with a test named after it):
 1. An append is acknowledged only after its batch committed durably (SQLite WAL with
    ``synchronous=FULL``); a failed commit acknowledges nothing and leaves the log as
    it was.
-2. A checkpoint is signed only over entries that are already durable, and only by the
-   one process holding the append lock, from a tree state it checked against the
-   latest stored checkpoint: no two signed checkpoints can be inconsistent.
+2. A checkpoint is stored in its entries' transaction and handed out only once that
+   commits; it is signed by the one writer holding the lock, from a tree state checked
+   against the latest stored checkpoint: no two signed checkpoints can be inconsistent.
 3. Entries are canonical events (:mod:`proctor.lineage.events`); an event's parent
    link must name an earlier entry by its true leaf hash. Bad input is refused before
    anything is written.

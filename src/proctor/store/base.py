@@ -99,11 +99,14 @@ class LogStore(Protocol):
         tiles: Sequence[Tile],
         *,
         also: Sequence[Callable[[Any], None]] = (),
+        checkpoint: tuple[int, str] | None = None,
     ) -> None:
         """Commit ``entries`` at ``first_index…`` with the changed ``tiles``, durably.
 
         ``also`` are writes to run with the store's connection inside the same
         transaction (derived state rows); if one raises, nothing commits.
+        ``checkpoint`` is the signed checkpoint ``(size, note)`` of the tree these entries
+        make, stored in the same transaction (idempotent, as :meth:`put_checkpoint`).
         """
         ...
 

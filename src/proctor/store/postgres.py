@@ -19,7 +19,8 @@ Ordering and locking (the :class:`~proctor.store.base.LogStore` contract):
    view is stale fail instead of overwriting.
 2. Indices are never a SEQUENCE or IDENTITY: those are not transactional, so a rolled
    back append would leave a gap. The index is the locked head's size.
-3. Checkpoints are stored with ``synchronous_commit = off`` (a lost one is re-signed
+3. A batch's signed checkpoint commits in its transaction; one stored alone
+   (``put_checkpoint``) uses ``synchronous_commit = off`` (a lost one is re-signed
    byte-identically from durable entries, as the contract allows).
 4. Every psycopg or pool error is wrapped in :class:`StoreError`, and no message
    carries the DSN's password (:func:`proctor.store._pg.redact`).
@@ -218,8 +219,10 @@ class PostgresLogStore:
         tiles: Sequence[Tile],
         *,
         also: Sequence[Callable[[PgConnection], None]] = (),
+        checkpoint: tuple[int, str] | None = None,
     ) -> None:
-        """Commit entries, tiles and the new size in one durable transaction.
+        """Commit entries, tiles, the new size and its signed checkpoint in one durable
+        transaction.
 
         ``also`` are further writes that run on the same connection (a
         :class:`~proctor.store._pg.PgConnection`), inside the transaction, after the
@@ -236,7 +239,15 @@ class PostgresLogStore:
         try:
             with self._pool.connection(timeout=self._timeout) as conn:
                 try:
-                    self._append_on(conn, first_index, new_size, entries=entries, tiles=tiles, also=also)
+                    self._append_on(
+                        conn,
+                        first_index,
+                        new_size,
+                        entries=entries,
+                        tiles=tiles,
+                        also=also,
+                        checkpoint=checkpoint,
+                    )
                 except (_HeadMoved, psycopg.errors.UniqueViolation) as e:
                     # Rolled back. Say why: another writer moved the head (the usual
                     # case), or entries exist beyond the stored size (tampering).
@@ -270,6 +281,7 @@ class PostgresLogStore:
         entries: Sequence[bytes],
         tiles: Sequence[Tile],
         also: Sequence[Callable[[PgConnection], None]],
+        checkpoint: tuple[int, str] | None,
     ) -> None:
         """The append's transaction (module docstring, step 1), its statements sent in one
         round trip (pipeline mode): the head row's update — which takes the row's lock and
@@ -304,6 +316,11 @@ class PostgresLogStore:
                         [t.width for t in tiles],
                         [t.data for t in tiles],
                     ),
+                )
+            if checkpoint is not None:
+                conn.execute(
+                    "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
+                    checkpoint,
                 )
             pipeline.sync()
             if head.fetchone() is None:

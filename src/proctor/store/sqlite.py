@@ -104,8 +104,10 @@ class SQLiteStore:
         tiles: Sequence[Tile],
         *,
         also: Sequence[Callable[[sqlite3.Connection], None]] = (),
+        checkpoint: tuple[int, str] | None = None,
     ) -> None:
-        """Commit entries, tiles and the new size in one durable transaction.
+        """Commit entries, tiles, the new size and its signed checkpoint in one durable
+        transaction.
 
         ``also`` are further writes (state rows derived from these entries) that run
         inside the same transaction, after the entries: all commit or none does.
@@ -134,6 +136,11 @@ class SQLiteStore:
                 )
                 for write in also:
                     write(conn)
+                if checkpoint is not None:
+                    conn.execute(
+                        "INSERT INTO checkpoints (size, note) VALUES (?, ?) ON CONFLICT (size) DO NOTHING",
+                        checkpoint,
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -190,11 +190,13 @@ class FlakyStore(SQLiteStore):
         tiles: Sequence[Tile],
         *,
         also: Sequence[Callable[[Any], None]] = (),
+        checkpoint: tuple[int, str] | None = None,
     ) -> None:
-        self.calls.append(f"append {first_index}+{len(entries)}")
+        with_checkpoint = "" if checkpoint is None else f" with checkpoint {checkpoint[0]}"
+        self.calls.append(f"append {first_index}+{len(entries)}{with_checkpoint}")
         if self.fail_append:
             raise StoreError("disk full (simulated)")
-        super().append(first_index, entries, tiles, also=also)
+        super().append(first_index, entries, tiles, also=also, checkpoint=checkpoint)
 
     def put_checkpoint(self, size: int, note: str) -> None:
         self.calls.append(f"checkpoint {size}")
@@ -243,11 +245,24 @@ def test_unknown_state_after_failed_commit_refuses_all_appends(flaky: tuple[Log,
         log.append(ev(2))
 
 
-def test_checkpoint_is_signed_only_after_its_entries_are_durable(flaky: tuple[Log, FlakyStore]) -> None:
+def test_checkpoint_is_stored_in_its_entries_transaction(flaky: tuple[Log, FlakyStore]) -> None:
     log, store = flaky
     log.append_many([ev(0), ev(1), ev(2)])
     log.append(ev(3))
-    assert store.calls[-4:] == ["append 0+3", "checkpoint 3", "append 3+1", "checkpoint 4"]
+    assert store.calls[-2:] == ["append 0+3 with checkpoint 3", "append 3+1 with checkpoint 4"]
+    assert [size for size, _ in store.checkpoints()][-2:] == [3, 4]
+
+
+def test_a_failed_commit_stores_no_checkpoint_and_hands_none_out(flaky: tuple[Log, FlakyStore]) -> None:
+    log, store = flaky
+    log.append(ev(0))
+    before = list(store.checkpoints())
+    note = log.checkpoint()
+    store.fail_append = True
+    with pytest.raises(LogAppendError):
+        log.append(ev(1))
+    assert list(store.checkpoints()) == before
+    assert log.checkpoint() == note
 
 
 def test_second_writer_is_locked_out(data: Path) -> None:

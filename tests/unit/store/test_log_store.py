@@ -311,3 +311,21 @@ def test_sqlite_is_wal_and_full_sync(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     s.close()
+
+
+def test_a_checkpoint_commits_with_its_entries_or_not_at_all(log_store: LogStore, backend: Backend) -> None:
+    log_store.append(0, [b"a"], [tile(1)], checkpoint=(1, "cp 1"))
+    assert log_store.latest_checkpoint() == (1, "cp 1")
+    _side_table(backend)
+    backend.raw("INSERT INTO side (k) VALUES (?)", ("taken",))
+
+    def duplicate(conn: Any) -> None:
+        conn.execute("INSERT INTO side (k) VALUES (?)", ("taken",))
+
+    with pytest.raises(StoreError):
+        log_store.append(1, [b"b"], [tile(2)], also=[duplicate], checkpoint=(2, "cp 2"))
+    assert log_store.checkpoint_at(2) is None
+    with pytest.raises(StoreConflictError):
+        log_store.append(5, [b"x"], [tile(3)], checkpoint=(6, "cp 6"))
+    assert log_store.checkpoint_at(6) is None
+    assert list(log_store.checkpoints()) == [(1, "cp 1")]
