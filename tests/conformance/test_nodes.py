@@ -29,6 +29,7 @@ from proctor.governor.follower import FollowedBroadcaster, PollingSignal, TrustF
 from proctor.governor.issuance import DEFAULT_LEASE_TTL_MS
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import Governor
+from proctor.governor.stream import sse_stream
 
 
 def open_nodes(data: Path, count: int = 3, clock: Clock | None = None) -> list[Governor]:
@@ -300,3 +301,18 @@ def test_a_process_that_cannot_follow_the_others_stops_serving(nodes: list[Gover
         a.executions.renew("alice", ex, {})
     a.trust.set_lagging(None)
     assert a.executions.renew("alice", ex, {})["ok"] is True
+
+
+def test_an_unrecorded_revocation_still_reaches_every_stream(nodes: list[Governor]) -> None:
+    a, _, _ = nodes
+    seen: list[bytes] = []
+
+    async def watch() -> None:
+        frames = sse_stream(a.broadcaster, lambda since: [], since=10, keepalive=5.0)
+        assert b"live" in await anext(frames)
+        a.broadcaster.publish({"type": "revocation", "seq": -1, "kind": "execution", "target": "ex_x"})
+        seen.append(await asyncio.wait_for(anext(frames), 10))
+        await frames.aclose()
+
+    asyncio.run(watch())
+    assert b'"target":"ex_x"' in seen[0]

@@ -255,9 +255,12 @@ async def sse_stream(
                     return
                 yield b": keepalive\n\n"
                 continue
-            if int(message["seq"]) <= last:
-                continue
-            last = int(message["seq"])
+            seq = int(message["seq"])
+            if seq >= 0:  # a recorded change, in log order: each once
+                if seq <= last:
+                    continue
+                last = seq
+            # seq -1: a revocation the log could not record, applied anyway: always sent
             if visible is None or visible(message):
                 yield _frame(message)
     finally:
