@@ -316,3 +316,14 @@ def test_an_unrecorded_revocation_still_reaches_every_stream(nodes: list[Governo
 
     asyncio.run(watch())
     assert b'"target":"ex_x"' in seen[0]
+
+
+def test_rate_counters_count_the_warrants_every_process_issued(nodes: list[Governor]) -> None:
+    a, b, _ = nodes
+    now = int(b.now())
+    before = b.counters.counts("alice", now)["rate_1m"]  # B's window of alice, loaded
+    for i in range(3):
+        allow(a, f"rate{i}")
+    allow(b, "rate-b")
+    followed(b)
+    assert b.counters.counts("alice", int(b.now()))["rate_1m"] == before + 4

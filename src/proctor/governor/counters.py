@@ -6,8 +6,15 @@ since 00:00 UTC) from :class:`RateCounters`, and ``concurrency`` and ``starts_1m
 the execution registry, which counts starts in a :class:`StartWindow` per principal.
 Counting rows in SQL on every request grows with the history; these counters load a
 principal's recent issue times once and then move in memory, O(1) amortized per
-request. (With several governor nodes they will be kept in the shared store instead;
-one process per data directory keeps them exact here.)
+request. One process per data directory keeps them exact here.
+
+Several governor processes on one store (shared mode, ADR 0016): each process's windows
+count every process's warrants, itself included, as its trust follower reads their
+``warrant.issued`` events from the log (:meth:`RateCounters.observed`), a few
+milliseconds after they are recorded; the authorizer's own :meth:`RateCounters.issued`
+is then ignored (it would count its own twice). A window loaded from the store while the
+follower still had some of that principal's warrants to read counts those twice, once:
+an over-count, so a policy's rate limit is only ever stricter for it.
 """
 
 from __future__ import annotations
@@ -78,8 +85,13 @@ class RateCounters:
     many warrants the principal got.
     """
 
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateStore, *, followed: bool = False) -> None:
+        """Args:
+        state: where a principal's recent warrants are read on first use.
+        followed: shared mode: every warrant is counted through :meth:`observed`.
+        """
         self._state = state
+        self._followed = followed
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
 
@@ -103,7 +115,14 @@ class RateCounters:
             return window.counts(now, now - now % _DAY)
 
     def issued(self, principal: str, now: int) -> None:
-        """Count a warrant just issued to ``principal``."""
+        """Count a warrant just issued to ``principal`` (shared mode: the follower does)."""
+        if not self._followed:
+            self.observed(principal, now)
+
+    def observed(self, principal: str, at: int) -> None:
+        """Count a warrant issued to ``principal`` at unix second ``at``, by this process
+        or (shared mode, read from the log) another."""
+        now = at
         with self._lock:
             window = self._windows.get(principal)
             if window is None:

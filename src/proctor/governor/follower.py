@@ -14,7 +14,8 @@ latency as on A. :class:`TrustFollower` does that:
 2. When woken (:class:`ChangeSignal`) it reads the log's size; if the log grew, it
    reads the new entries in index order and parses only those whose canonical text
    names a trust change (``"type":"principal.changed"``, ``"revocation"``,
-   ``"policy.activated"``; RFC 8785 writes the member exactly so).
+   ``"policy.activated"``; RFC 8785 writes the member exactly so), or a warrant issued
+   (``"warrant.issued"``: the rate counters policies read count every process's).
 3. For each, in log order: a principal changed or revoked is forgotten from the cache
    (read again from the store on next use); a revoked execution stops counting as
    running; a revoked bundle is withdrawn if it is the active one. After the batch, if
@@ -46,6 +47,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -78,6 +80,7 @@ DEFAULT_STALE_AFTER_S = 2.0
 _PRINCIPAL = b'"type":"principal.changed"'
 _REVOCATION = b'"type":"revocation"'
 _POLICY = b'"type":"policy.activated"'
+_ISSUED = b'"type":"warrant.issued"'
 
 Message = dict[str, Any]
 
@@ -158,6 +161,7 @@ class FollowedBroadcaster(Broadcaster):
         *,
         log_store: LogStore,
         start: int,
+        issued: Callable[[str, int], None] | None = None,
     ) -> TrustFollower:
         """Start the :class:`TrustFollower` that publishes here, woken by this broadcaster's
         signal, reading ``log_store`` from log size ``start`` (its committed size, not
@@ -172,6 +176,7 @@ class FollowedBroadcaster(Broadcaster):
             broadcaster=self,
             signal=self._signal,
             start=start,
+            issued=issued,
         )
         follower.start()
         return follower
@@ -192,6 +197,7 @@ class TrustFollower:
         broadcaster: FollowedBroadcaster,
         signal: ChangeSignal,
         start: int,
+        issued: Callable[[str, int], None] | None = None,
         stale_after: float = DEFAULT_STALE_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -205,6 +211,8 @@ class TrustFollower:
         broadcaster: where the changes go to this process's event streams.
         signal: what wakes the follower.
         start: the log size up to which this process's trust is current.
+        issued: told of every warrant issued (principal, unix second), for the rate
+            counters policies read.
         stale_after: seconds behind before this process stops serving.
         clock: monotonic seconds.
         """
@@ -217,6 +225,7 @@ class TrustFollower:
         self._broadcaster = broadcaster
         self._signal = signal
         self._applied = start
+        self._issued = issued
         self._stale_after = stale_after
         self._clock = clock
         self._behind_since: float | None = None
@@ -295,6 +304,8 @@ class TrustFollower:
                 expected += 1
                 if _PRINCIPAL in raw or _REVOCATION in raw or _POLICY in raw:
                     activated |= self._apply(index, orjson.loads(raw), messages)
+                elif self._issued is not None and _ISSUED in raw:
+                    self._count(orjson.loads(raw))
             if expected != size:
                 raise LogIntegrityError(
                     f"expected entries up to {size}, found up to {expected}", index=expected
@@ -330,6 +341,19 @@ class TrustFollower:
             messages.append({"type": "policy", "seq": index, "bundle": str(event.get("bundle", ""))})
             return True
         return False
+
+    def _count(self, event: Any) -> None:
+        """A ``warrant.issued`` event: one more warrant of its principal, at its second."""
+        if self._issued is None or not isinstance(event, dict):
+            return
+        stamp, principal = event.get("time"), event.get("principal")
+        if type(stamp) is not str or type(principal) is not str:
+            return
+        try:
+            at = datetime.fromisoformat(stamp[:19]).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            return  # not one of ours (the log accepted it: canonical, but not our stamp)
+        self._issued(principal, int(at))
 
     def _sync_engine(self) -> None:
         """Install the store's active bundle unless the engine is as new (step 3)."""

@@ -242,7 +242,7 @@ class Governor:
         self._sweeper: threading.Thread | None = None
         # Shared: recorded changes are published by the follower, woken by a poll on SQLite.
         self.broadcaster = FollowedBroadcaster(PollingSignal()) if shared else Broadcaster()
-        self.counters = RateCounters(self.state)
+        self.counters = RateCounters(self.state, followed=shared)
         self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
         followed_from = stores.log.tree_size() if shared else 0  # shared: changes after it are followed
         # The collaborators, each given what it uses (no one reaches into another).
@@ -299,7 +299,9 @@ class Governor:
         self.follower: TrustFollower | None = None
         if isinstance(self.broadcaster, FollowedBroadcaster):
             parts = (self.trust, self.state, self.executions.revoked, self.recorder.admin_lock)
-            self.follower = self.broadcaster.follow(*parts, log_store=stores.log, start=followed_from)
+            self.follower = self.broadcaster.follow(
+                *parts, log_store=stores.log, start=followed_from, issued=self.counters.observed
+            )
         # Witnesses (ADR 0014): checkpoints cosigned in the background once serving
         # (start_sweeper); an invalid [witnesses] table or policy file stops the governor here.
         self.cosigner: Cosigner | None = None
