@@ -231,9 +231,10 @@ class ExecutionRegistry:
         with self._lock:
             if slot is not None:
                 self._settle(slot)
-            self._leases[execution_id] = lease_ms
             self._verified[execution_id] = verified
-            self._running.setdefault(principal, set()).add(execution_id)
+            if self._store is None:  # shared: leases and running counts are the store's
+                self._leases[execution_id] = lease_ms
+                self._running.setdefault(principal, set()).add(execution_id)
 
     def not_running(self, execution_id: str, principal: str) -> None:
         """The execution no longer counts as running (terminating or ended)."""
