@@ -110,8 +110,7 @@ class GroupCommit:
     hold_idle: float = 0.002
     """Shared sequencing: keep the lock this long after the last append drained."""
     hold_max: float = 0.02
-    """Shared sequencing: after holding the lock this long, give it back (once what was
-    sequenced is durable) so that waiting writers take their turn."""
+    """Shared sequencing: give the lock back after holding it this long (once durable)."""
     _batch_size: int
     _linger: float
     _always_linger: bool
