@@ -3,7 +3,7 @@ them serves any request, and none of them is fooled by what another one saw.
 
 Each test opens two or three governors in shared mode on one data directory, in this
 process (each has its own log writer, sequencer lock, state connections and caches, as
-separate processes would); ``tests/integration/test_nodes.py`` runs real ``proctor
+separate processes would); ``tests/integration/test_nodes_processes.py`` runs real ``proctor
 serve --shared`` processes.
 """
 
