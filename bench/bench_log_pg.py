@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
-from benchlib import cpu_s, pct  # noqa: E402
+from benchlib import cpu_s, decision_event, pct  # noqa: E402
 
 from pg_support import PgCluster  # noqa: E402
 from proctor.lineage.log import Log  # noqa: E402
@@ -45,29 +45,9 @@ from proctor.store.postgres import PostgresLogStore  # noqa: E402
 from proctor.store.sqlite import SQLiteStore  # noqa: E402
 
 
-def _event(n: int) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "type": "decision",
-        "time": "2026-12-03T13:00:00Z",
-        "request": "sha256:" + "ab" * 32,
-        "principal": "alice",
-        "action": "exec",
-        "resource": "/usr/bin/pg_dump",
-        "args": "sha256:" + "cd" * 32,
-        "decision": "allow",
-        "policies": ["policy0", "policy1"],
-        "obligations": [],
-        "bundle": "sha256:" + "ef" * 32,
-        "eval_us": 123,
-        "n": n,
-        "pad": "x" * 180,
-    }
-
-
 def _batches(log: Log, events: int) -> None:
     for start in range(0, events, 256):
-        log.append_many([_event(i) for i in range(start, min(events, start + 256))])
+        log.append_many([decision_event(i) for i in range(start, min(events, start + 256))])
 
 
 def _threads(n: int) -> Callable[[Log, int], list[float]]:
@@ -80,7 +60,7 @@ def _threads(n: int) -> Callable[[Log, int], list[float]]:
             mine = []
             for i in range(per):
                 t0 = time.perf_counter()
-                log.append(_event(t * per + i))
+                log.append(decision_event(t * per + i))
                 mine.append((time.perf_counter() - t0) * 1e6)
             with lock:
                 lat.extend(mine)

@@ -32,29 +32,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import pct
+from benchlib import decision_event, pct
 
 from proctor.lineage.log import Log
-
-
-def _event(writer: int, n: int) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "type": "decision",
-        "time": "2026-12-03T13:00:00Z",
-        "request": "sha256:" + "ab" * 32,
-        "principal": f"writer-{writer}",
-        "action": "exec",
-        "resource": "/usr/bin/pg_dump",
-        "args": "sha256:" + "cd" * 32,
-        "decision": "allow",
-        "policies": ["policy0", "policy1"],
-        "obligations": [],
-        "bundle": "sha256:" + "ef" * 32,
-        "eval_us": 123,
-        "n": n,
-        "pad": "x" * 180,
-    }
 
 
 def _writer(data: str, writer: int, count: int, threads: int, shared: bool, start: Any, out: Any) -> None:
@@ -69,7 +49,7 @@ def _writer(data: str, writer: int, count: int, threads: int, shared: bool, star
         mine = []
         for i in range(per_thread):
             t0 = time.perf_counter()
-            log.append(_event(writer, t * per_thread + i))
+            log.append(decision_event(t * per_thread + i, f"writer-{writer}"))
             mine.append((time.perf_counter() - t0) * 1e6)
         with lock:
             latencies.extend(mine)

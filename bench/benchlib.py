@@ -8,8 +8,9 @@ import math
 import os
 import resource
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["cpu_s", "pct", "settle"]
+__all__ = ["cpu_s", "decision_event", "pct", "settle"]
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -31,3 +32,24 @@ def settle() -> None:
     """Flush dirty pages so earlier phases' writeback does not land in the next timing."""
     os.sync()
     gc.collect()
+
+
+def decision_event(n: int, principal: str = "alice") -> dict[str, Any]:
+    """A ~580-byte ``decision`` event like the governor's (the log benchmarks' workload)."""
+    return {
+        "v": 1,
+        "type": "decision",
+        "time": "2026-12-03T13:00:00Z",
+        "request": "sha256:" + "ab" * 32,
+        "principal": principal,
+        "action": "exec",
+        "resource": "/usr/bin/pg_dump",
+        "args": "sha256:" + "cd" * 32,
+        "decision": "allow",
+        "policies": ["policy0", "policy1"],
+        "obligations": [],
+        "bundle": "sha256:" + "ef" * 32,
+        "eval_us": 123,
+        "n": n,
+        "pad": "x" * 180,
+    }
