@@ -8,6 +8,7 @@ database serialises them. Schema (version ``schema`` in ``meta``, as in SQLite):
     entries      (idx BIGINT PRIMARY KEY, data BYTEA)
     tiles        (level INTEGER, idx BIGINT, width INTEGER, hashes BYTEA, PRIMARY KEY (level, idx))
     checkpoints  (size BIGINT PRIMARY KEY, note TEXT)
+    cosignatures (size, name, key_id, timestamp, line)  created on first write (store.cosignatures)
 
 Ordering and locking (the :class:`~proctor.store.base.LogStore` contract):
 
@@ -40,6 +41,7 @@ import psycopg_pool
 from proctor.errors import StoreConflictError, StoreError
 from proctor.store._pg import PgConnection, redact
 from proctor.store.base import Tile
+from proctor.store.cosignatures import PG_COSIGNATURES, StoredCosignature
 from proctor.store.sql import IntegrityViolation
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresLogStore"]
@@ -424,6 +426,50 @@ class PostgresLogStore:
             if len(rows) < _CHECKPOINT_PAGE:
                 return
             after = int(rows[-1][0])
+
+    # -- cosignatures (proctor.store.cosignatures: the table, created on first write) ------
+
+    def put_cosignature(self, cosignature: StoredCosignature) -> None:
+        """Store a witness's cosignature durably; a later one by the same key replaces it.
+
+        The caller has verified it against the stored checkpoint of its size: the store
+        keeps bytes and does not know what they sign.
+        """
+        c = cosignature
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn, conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = on")
+                if conn.execute("SELECT to_regclass('cosignatures')").fetchone() in (None, (None,)):
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    conn.execute(PG_COSIGNATURES.encode())
+                conn.execute(
+                    "INSERT INTO cosignatures (size, name, key_id, timestamp, line) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (size, name, key_id) DO UPDATE "
+                    "SET timestamp = EXCLUDED.timestamp, line = EXCLUDED.line "
+                    "WHERE EXCLUDED.timestamp > cosignatures.timestamp",
+                    (c.size, c.name, c.key_id, c.timestamp, c.line),
+                )
+        except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as e:
+            raise StoreError(
+                f"cannot store the cosignature of {c.name} on size {c.size} in {self._where}: "
+                f"{self._reason(e)}"
+            ) from e
+
+    def cosignatures(self, size: int | None = None) -> list[StoredCosignature]:
+        """The stored cosignatures of the checkpoint of ``size`` (of every size if ``None``),
+        by size, then name, then key ID; none while the table does not exist."""
+        if not self._read("SELECT to_regclass('cosignatures') IS NOT NULL", (), "cosignatures")[0][0]:
+            return []
+        where, params = ("", ()) if size is None else ("WHERE size = %s ", (size,))
+        rows = self._read(
+            f"SELECT size, name, key_id, timestamp, line FROM cosignatures {where}"  # noqa: S608 - constant
+            "ORDER BY size, name, key_id",
+            params,
+            "cosignatures",
+        )
+        return [StoredCosignature(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), str(r[4])) for r in rows]
 
     def close(self) -> None:
         """Close every connection; later calls fail with :class:`StoreError`."""

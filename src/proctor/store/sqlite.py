@@ -10,11 +10,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from proctor.errors import StoreConflictError, StoreError
 from proctor.store._connections import ThreadConnections
 from proctor.store.base import Tile
+from proctor.store.cosignatures import StoredCosignature
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoredCosignature"]
 
@@ -36,16 +36,6 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     timestamp INTEGER NOT NULL, line TEXT NOT NULL,
     PRIMARY KEY (size, name, key_id)) WITHOUT ROWID
 """
-
-
-class StoredCosignature(NamedTuple):
-    """One witness's cosignature of the checkpoint of ``size``, as its note signature line."""
-
-    size: int
-    name: str
-    key_id: bytes
-    timestamp: int
-    line: str
 
 
 class SQLiteStore:

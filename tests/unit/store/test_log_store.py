@@ -21,6 +21,7 @@ from proctor.errors import StoreConflictError, StoreError
 from proctor.store import LogStore, SQLiteStore
 from proctor.store._pg import PgConnection
 from proctor.store.base import Tile
+from proctor.store.cosignatures import CosignatureStore, StoredCosignature
 from proctor.store.postgres import PostgresLogStore
 from proctor.store.sql import IntegrityViolation
 
@@ -329,3 +330,67 @@ def test_a_checkpoint_commits_with_its_entries_or_not_at_all(log_store: LogStore
         log_store.append(5, [b"x"], [tile(3)], checkpoint=(6, "cp 6"))
     assert log_store.checkpoint_at(6) is None
     assert list(log_store.checkpoints()) == [(1, "cp 1")]
+
+
+# -- cosignatures beside the checkpoints (proctor.store.cosignatures) -----------------
+
+
+def _cosig(size: int, name: str, ts: int, key_id: bytes = b"\x01\x02\x03\x04") -> StoredCosignature:
+    return StoredCosignature(size, name, key_id, ts, f"\u2014 {name} sig-{size}-{ts}\n")
+
+
+def test_cosignatures_are_stored_and_read_back_in_order(backend: Backend) -> None:
+    store = backend.open(create=True)
+    assert isinstance(store, CosignatureStore)
+    try:
+        assert store.cosignatures() == []  # the table does not exist yet: none, not an error
+        store.put_cosignature(_cosig(5, "w2", 100))
+        store.put_cosignature(_cosig(5, "w1", 100))
+        store.put_cosignature(_cosig(3, "w1", 90, key_id=b"\xff\xff\xff\xff"))
+        assert store.cosignatures() == [
+            _cosig(3, "w1", 90, key_id=b"\xff\xff\xff\xff"), _cosig(5, "w1", 100), _cosig(5, "w2", 100)
+        ]  # fmt: skip
+        assert store.cosignatures(5) == [_cosig(5, "w1", 100), _cosig(5, "w2", 100)]
+        assert store.cosignatures(4) == []
+    finally:
+        store.close()
+    reopened = backend.open()
+    try:
+        assert isinstance(reopened, CosignatureStore)
+        assert len(reopened.cosignatures()) == 3  # durable, and seen by another connection
+    finally:
+        reopened.close()
+
+
+def test_a_later_cosignature_replaces_an_older_one_never_the_reverse(backend: Backend) -> None:
+    store = backend.open(create=True)
+    assert isinstance(store, CosignatureStore)
+    try:
+        store.put_cosignature(_cosig(7, "w1", 200))
+        store.put_cosignature(_cosig(7, "w1", 150))  # older: ignored
+        assert store.cosignatures(7) == [_cosig(7, "w1", 200)]
+        store.put_cosignature(_cosig(7, "w1", 300))
+        assert store.cosignatures(7) == [_cosig(7, "w1", 300)]
+    finally:
+        store.close()
+
+
+def test_the_cosignatures_table_leaves_the_schema_version_alone(backend: Backend) -> None:
+    store = backend.open(create=True)
+    assert isinstance(store, CosignatureStore)
+    try:
+        store.put_cosignature(_cosig(1, "w1", 1))
+    finally:
+        store.close()
+    assert backend.raw("SELECT value FROM meta WHERE key = 'schema'", ()) == [("1",)]
+    backend.open().close()  # still opens
+
+
+def test_a_closed_store_refuses_cosignatures(backend: Backend) -> None:
+    store = backend.open(create=True)
+    assert isinstance(store, CosignatureStore)
+    store.close()
+    with pytest.raises(StoreError):
+        store.put_cosignature(_cosig(1, "w1", 1))
+    with pytest.raises(StoreError):
+        store.cosignatures()
