@@ -1,7 +1,8 @@
 """The state tables' schema on SQLite and its migrations (:mod:`proctor.store.state` uses them).
 
 :data:`SQLITE_STATE_SCHEMA` is the schema as numbered steps
-(:mod:`proctor.store.migrations`): version 1 is the tables below. Its ``settle`` hook
+(:mod:`proctor.store.migrations`): version 1 is the tables below; version 2 adds the
+``nodes`` table (:mod:`proctor.store.state_nodes`, the same DDL on PostgreSQL). Its ``settle`` hook
 completes, on every open, a database that was labelled version 1 before versioned
 migrations existed: such a database gets what was added to version 1 since it was
 written: tables (:data:`ADDED_TABLES`), columns (:data:`ADDED_COLUMNS`), the identity
@@ -17,10 +18,12 @@ from pathlib import Path
 
 from proctor.errors import StoreConflictError
 from proctor.store.migrations import Migration, Schema
+from proctor.store.state_nodes import NODES_DDL
 
 __all__ = [
     "ADDED_COLUMNS",
     "ADDED_TABLES",
+    "NODES_SUMMARY",
     "SCHEMA",
     "SQLITE_STATE_SCHEMA",
     "STATE_SCHEMA_VERSION",
@@ -28,7 +31,7 @@ __all__ = [
     "add_constraints",
 ]
 
-STATE_SCHEMA_VERSION = 1
+STATE_SCHEMA_VERSION = 2
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS principals (
@@ -137,6 +140,10 @@ def add_constraints(conn: sqlite3.Connection, path: str | Path) -> None:
         conn.execute(trigger)
 
 
+NODES_SUMMARY = "the nodes table: each governor node's zone, version, URL, heartbeat and log position"
+"""Step 2 on every backend (the DDL is common: :mod:`proctor.store.state_nodes`)."""
+
+
 def _settle_v1(conn: sqlite3.Connection, where: str) -> None:
     """Version 1 as it is now, on a database labelled 1 before (idempotent)."""
     add_columns(conn)
@@ -149,6 +156,10 @@ def _create_v1(conn: sqlite3.Connection, where: str) -> None:
     _settle_v1(conn, where)
 
 
+def _create_v2(conn: sqlite3.Connection, where: str) -> None:
+    conn.execute(NODES_DDL)
+
+
 SQLITE_STATE_SCHEMA: Schema[sqlite3.Connection] = Schema(
     "SQLite",
     (
@@ -159,6 +170,7 @@ SQLITE_STATE_SCHEMA: Schema[sqlite3.Connection] = Schema(
             safe=True,
             apply=_create_v1,
         ),
+        Migration(2, NODES_SUMMARY, safe=True, apply=_create_v2),
     ),
     settle=_settle_v1,
 )

@@ -43,6 +43,8 @@ Tables (schema version ``state_schema`` in ``meta``; DDL in
 - ``nonces``: (key id, nonce) → expiry, for replay protection of signed requests.
 - ``auth_failures``: a bounded record of rejected requests (not logged in the Merkle
   log, so that unauthenticated callers cannot grow it).
+- ``nodes``: the governor nodes serving the store, kept by their heartbeats
+  (:mod:`~proctor.store.state_nodes`; an operator's view, not derived from the log).
 """
 
 from __future__ import annotations
@@ -52,7 +54,14 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from proctor.errors import StoreError
-from proctor.store import state_executions, state_policy, state_principals, state_requests, state_warrants
+from proctor.store import (
+    state_executions,
+    state_nodes,
+    state_policy,
+    state_principals,
+    state_requests,
+    state_warrants,
+)
 from proctor.store._state_schema import STATE_SCHEMA_VERSION
 from proctor.store.records import (
     AuthFailure,
@@ -65,12 +74,14 @@ from proctor.store.records import (
 )
 from proctor.store.sql import INTEGRITY_ERRORS, Connection
 from proctor.store.state_backend import SQLiteStateBackend, StateBackend
+from proctor.store.state_nodes import NodeRecord
 from proctor.store.state_requests import MAX_AUTH_FAILURES
 
 __all__ = [
     "STATE_SCHEMA_VERSION",
     "MAX_AUTH_FAILURES",
     "ExecutionSummary",
+    "NodeRecord",
     "PrincipalRecord",
     "RevocationRecord",
     "StateStore",
@@ -444,3 +455,22 @@ class StateStore:
     def auth_failures(self, limit: int = 100) -> list[AuthFailure]:
         """The most recent rejected requests, newest first."""
         return self._run(state_requests.auth_failures, limit)
+
+    # -- governor nodes -------------------------------------------------------------
+
+    def put_node(self, record: NodeRecord, *, stale_before_ms: int) -> bool:
+        """Write this node's row (:func:`~proctor.store.state_nodes.put_node`); ``False``
+        if a live process of another instance holds the name. Raises StoreError."""
+        return self._run(state_nodes.put_node, record, stale_before_ms=stale_before_ms)
+
+    def stop_node(self, name: str, instance: str, now_ms: int) -> bool:
+        """Mark this instance's row ``stopped``; whether it was. Raises StoreError."""
+        return self._run(state_nodes.stop_node, name, instance, now_ms)
+
+    def node(self, name: str) -> NodeRecord | None:
+        """The row of node ``name``, if any. Raises StoreError."""
+        return self._run(state_nodes.node, name)
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node's row, by name. Raises StoreError (also for a malformed row)."""
+        return self._run(state_nodes.nodes)

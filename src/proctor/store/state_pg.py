@@ -4,7 +4,8 @@ The state store's queries run here unchanged (the common subset of
 :mod:`proctor.store.sql`, through :class:`~proctor.store._pg.PgConnection`); this module
 adds only what PostgreSQL says differently (ADR 0013, decision 3):
 
-1. **DDL** (:data:`PG_STATE_SCHEMA`, state schema version 1): the tables, columns,
+1. **DDL** (:data:`PG_STATE_SCHEMA`, state schema version 1; version 2 adds the
+   ``nodes`` table in the common subset, :mod:`proctor.store.state_nodes`): the tables, columns,
    keys and indexes of :mod:`proctor.store._state_schema`, with ``BIGINT`` for integers
    (SQLite's are 64-bit), an identity column for ``auth_failures.id``, and every text
    column ``COLLATE "C"``, so that text compares and sorts bytewise as SQLite's
@@ -44,9 +45,11 @@ import psycopg_pool
 
 from proctor.errors import StoreError
 from proctor.store._pg import PgConnection, redact
+from proctor.store._state_schema import NODES_SUMMARY
 from proctor.store.migrations import Migration, MigrationPlan, Schema, run_migrations
 from proctor.store.snapshot import StateSnapshot
 from proctor.store.sql import IntegrityViolation
+from proctor.store.state_nodes import NODES_DDL
 
 __all__ = [
     "PG_STATE_SCHEMA",
@@ -137,9 +140,15 @@ PG_STATE_SCHEMA: Schema[psycopg.Connection[Any]] = Schema(
             safe=True,
             apply=_create_v1,
         ),
+        Migration(2, NODES_SUMMARY, safe=True, apply=lambda conn, where: _run(conn, NODES_DDL)),
     ),
 )
-"""The state schema's steps on PostgreSQL (version 1: the tables of SQLite's version 1)."""
+"""The state schema's steps on PostgreSQL (version 1: the tables of SQLite's version 1;
+version 2: the ``nodes`` table, the same DDL as SQLite's)."""
+
+
+def _run(conn: psycopg.Connection[Any], statement: str) -> None:
+    conn.execute(statement.encode())
 
 
 class _Rows:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from proctor.store._pg import PgConnection
 from proctor.store.base import Tile
 from proctor.store.postgres import PostgresLogStore
 from proctor.store.sqlite import SQLiteStore
-from proctor.store.state import PrincipalRecord, RevocationRecord, StateStore
+from proctor.store.state import NodeRecord, PrincipalRecord, RevocationRecord, StateStore
 from proctor.store.state_pg import PostgresStateBackend
 
 STORE = Path(__file__).resolve().parents[3] / "src" / "proctor" / "store"
@@ -376,6 +377,23 @@ def workout(state: StateStore) -> set[str]:
     assert [(f["time"], f["keyid"]) for f in s.auth_failures()] == [(2, "k2"), (1, "k" * 128)]
     s.record_auth_failures([(3, "k3", "replayed", "d3"), (4, "k4", "stale", "d4")])
     assert [f["time"] for f in s.auth_failures(limit=2)] == [4, 3]
+
+    # Governor nodes (state_nodes): a name is its live instance's; a stale or stopped
+    # row is taken over; only its own instance stops a row.
+    b1 = NodeRecord("b", "i1", "eu", "1.0", "http://b", 10, 1000, 5, "serving")
+    a1 = NodeRecord("a", "i2", "", "1.0", "", 10, 1000, 7, "not ready", "log: error")
+    assert (s.put_node(b1, stale_before_ms=0), s.put_node(a1, stale_before_ms=0)) == (True, True)
+    assert s.put_node(replace(b1, instance="i3", heartbeat_ms=1500), stale_before_ms=999) is False
+    assert s.put_node(replace(b1, heartbeat_ms=2000, applied=9), stale_before_ms=0) is True
+    assert s.nodes() == [a1, replace(b1, heartbeat_ms=2000, applied=9)]
+    assert (s.node("a"), s.node("A")) == (a1, None)
+    assert (s.stop_node("b", "i3", 2500), s.stop_node("b", "i1", 2600)) == (False, True)
+    assert s.put_node(replace(b1, instance="i3", heartbeat_ms=2700), stale_before_ms=0) is True
+    assert s.put_node(replace(a1, instance="i4", heartbeat_ms=3000), stale_before_ms=1001) is True
+    assert [(n.name, n.instance, n.status) for n in s.nodes()] == [
+        ("a", "i4", "not ready"),
+        ("b", "i3", "serving"),
+    ]
     s.close()
     return recording.used
 
