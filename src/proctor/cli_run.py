@@ -43,6 +43,7 @@ from proctor.cli_output import (
 )
 from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
+from proctor.enforcement._failover import governor_urls
 from proctor.enforcement.supervisor import RunOptions, Supervisor
 from proctor.errors import ProctorError
 from proctor.exitcodes import ExitCode
@@ -56,12 +57,25 @@ LogKeyOpt = Annotated[
 ]
 
 
+RunServerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server",
+        envvar="PROCTOR_SERVER",
+        metavar="URL",
+        help="Governor URL (or PROCTOR_SERVER). Several governors of one deployment, comma-separated "
+        "or the option repeated: the enforcer fails over to the next when one does not answer in "
+        f"time. Without it: {DEFAULT_SERVER}.",
+    ),
+]
+
+
 def _run(
     key: KeyFileOpt,
     command: Annotated[
         list[str], typer.Argument(metavar="COMMAND", help="The command and its arguments (after --).")
     ],
-    server: GovernorOpt = DEFAULT_SERVER,
+    server: RunServerOpt = None,
     action: Annotated[str, typer.Option("--action", metavar="ACTION", help="exec (default).")] = "exec",
     resource: Annotated[
         str | None, typer.Option("--resource", metavar="RESOURCE", help="Default: the executable.")
@@ -82,6 +96,7 @@ def _run(
 ) -> None:
     """Run a command under governance: authorized first, verified throughout, killed when trust breaks."""
     try:
+        servers = governor_urls(server or [DEFAULT_SERVER])
         principal = PrincipalKey.load(key)
         root = base64.b64decode(warrant_key, validate=True) if warrant_key else None
     except (ProctorError, OSError, ValueError) as e:
@@ -89,7 +104,7 @@ def _run(
         typer.echo(f"proctor: error: {e}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
     options = RunOptions(
-        server=server,
+        server=",".join(servers),
         key=principal,
         action=action,
         resource=resource,

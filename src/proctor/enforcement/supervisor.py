@@ -40,12 +40,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import httpx
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant_bounds
-from proctor.client import GovernorClient, GovernorError
+from proctor.client import GovernorError
+from proctor.enforcement._failover import Governors, governor_urls
 from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
@@ -69,7 +69,11 @@ _CHUNK = 65536
 
 @dataclass
 class RunOptions:
-    """How ``proctor run`` governs one command."""
+    """How ``proctor run`` governs one command.
+
+    ``server`` is one governor URL, or several of one deployment separated by commas:
+    the enforcer fails over between them (:mod:`proctor.enforcement._failover`).
+    """
 
     server: str
     key: PrincipalKey
@@ -98,7 +102,7 @@ class Supervisor:
         self.argv = list(argv)
         self._out = stdout or sys.stdout.buffer
         self._err = stderr or sys.stderr.buffer
-        self._client = GovernorClient(options.server, options.key)
+        self._governors = Governors(governor_urls(options.server), options.key, on_note=self.say)
         self._kill_lock = threading.Lock()
         self._reason: str | None = None
         self._detail = ""
@@ -128,7 +132,7 @@ class Supervisor:
         try:
             return self._run()
         finally:
-            self._client.close()
+            self._governors.close()
 
     def _run(self) -> int:
         opts = self.options
@@ -158,7 +162,7 @@ class Supervisor:
             "executable_digest": digest,
         }
         try:
-            answer = self._client.authorize(request)
+            answer = self._governors.json("POST", "/v1/authorize", request)
         except GovernorError as e:
             self.say(f"authorization failed: {e}")
             return EXIT_DENIED
@@ -203,6 +207,11 @@ class Supervisor:
         except (WarrantError, GovernorError, IntegrityError, ValueError) as e:
             self.say(f"the warrant does not verify locally; nothing started: {e}")
             return EXIT_DENIED
+        try:  # every governor asked from now on is of the deployment that signed it
+            self._governors.trust(root)
+        except GovernorError as e:
+            self.say(f"no governor of this deployment answered; nothing started: {e}")
+            return EXIT_DENIED
         self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
         obligations = dict(claims.obligations)
         self._max_output = _int(obligations.get("max_output_bytes"))
@@ -219,7 +228,7 @@ class Supervisor:
             self.say(f"integrity check before start failed; nothing started: {e}")
             return EXIT_DENIED
         try:
-            started = self._client.json(
+            started = self._governors.json(
                 "POST",
                 "/v1/executions",
                 {
@@ -368,14 +377,20 @@ class Supervisor:
 
     def _renew_once(self, ttl: float) -> None:
         integrity_ok = self._integrity.recheck() if self._integrity is not None else True
-        sent = time.monotonic()
         body: dict[str, Any] = {"integrity": "ok" if integrity_ok else "violated"}
-        try:
-            answer = self._client.json(
-                "POST", f"/v1/executions/{self._execution}/renew", body, timeout=renewal_timeout_s(ttl)
+        try:  # any governor of the deployment, each attempt bounded, none past the lease's end
+            answered = self._governors.request(
+                "POST",
+                f"/v1/executions/{self._execution}/renew",
+                body,
+                timeout=renewal_timeout_s(ttl),
+                deadline=self._lease_deadline,
             )
-        except GovernorError as e:
-            if e.status in (403, 404):
+            answer, sent = answered.json(), answered.sent
+            if not isinstance(answer, dict):
+                raise GovernorError(f"expected a JSON object, found {type(answer).__name__}", status=0)
+        except (GovernorError, ValueError) as e:
+            if isinstance(e, GovernorError) and e.status in (403, 404):
                 self.kill("revoked", f"the governor refused the renewal: {e}")
             # Unreachable, or the request was not authenticated (a clock or key
             # problem, not a revocation): the lease deadline decides, and says why.
@@ -388,31 +403,10 @@ class Supervisor:
             self.kill(str(answer.get("terminate", "revoked")), str(answer.get("detail", "")))
 
     def _listen(self, since: int) -> None:
-        backoff = 0.1
-        while not self._done.is_set():
-            try:
-                # Signed with the principal's key (the stream carries only what it may
-                # see); the execution names whose warrant chain it follows. A long read
-                # timeout: the stream is idle between changes (the server sends keep-alive
-                # comments), and the lease, not this socket, bounds safety.
-                target = f"/v1/stream?since={since}&execution={self._execution}"
-                timeout = httpx.Timeout(5.0, read=30.0)
-                with self._client.stream(target, timeout=timeout) as response:
-                    backoff = 0.1
-                    data: list[str] = []
-                    for line in response.iter_lines():
-                        if self._done.is_set():
-                            return
-                        if line.startswith("data:"):
-                            data.append(line[5:].strip())
-                        elif line == "" and data:
-                            message = orjson.loads("".join(data))
-                            data = []
-                            since = max(since, int(message.get("seq", since)))
-                            self._on_message(message)
-            except (GovernorError, httpx.HTTPError, ValueError):  # refused (401/403/429) or cut
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        # Signed with the principal's key (the stream carries only what it may see); the
+        # execution names whose warrant chain it follows. It follows the governor asked
+        # first and resumes from the last seq seen; the lease, not the stream, bounds safety.
+        self._governors.follow(f"execution={self._execution}", since, self._on_message, self._done)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         if message.get("type") == "revocation":
@@ -460,14 +454,16 @@ class Supervisor:
         return thread
 
     def _warrant_key(self) -> bytes:
-        return base64.b64decode(self._client.text("/v1/warrant-key").strip(), validate=True)
+        return base64.b64decode(self._governors.text("/v1/warrant-key").strip(), validate=True)
 
     def _finish(self, body: dict[str, Any]) -> None:
-        # A few quick tries: when the governor is gone (the lease-lost case) the
-        # supervisor must not linger; the governor sees the lapsed lease anyway.
+        # A few quick tries (each through every governor): when they are gone (the
+        # lease-lost case) the supervisor must not linger; they see the lapsed lease anyway.
+        deadline = time.monotonic() + 6.5
         for attempt in range(3):
             try:
-                self._client.json("POST", f"/v1/executions/{self._execution}/finish", body, timeout=2.0)
+                target = f"/v1/executions/{self._execution}/finish"
+                self._governors.request("POST", target, body, timeout=2.0, deadline=deadline)
                 return
             except GovernorError as e:
                 if e.status and e.status < 500:
@@ -480,7 +476,7 @@ class Supervisor:
         if not self.options.receipt:
             return
         try:
-            receipt = self._client.json("GET", f"/v1/executions/{self._execution}/receipt")  # signed
+            receipt = self._governors.json("GET", f"/v1/executions/{self._execution}/receipt")  # signed
             with open(self.options.receipt, "wb") as f:
                 f.write(orjson.dumps(receipt, option=orjson.OPT_INDENT_2) + b"\n")
         except (ProctorError, OSError) as e:
