@@ -57,6 +57,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_admin": ("serve", "authorize", "revoke", "principal", "policy", "warrant"),
     "proctor.cli_run": ("run", "receipt", "verify"),
     "proctor.cli_executions": ("executions",),
+    "proctor.cli_nodes": ("nodes",),
     "proctor.cli_witness": ("witness",),
     "proctor.cli_store": ("migrate",),
 }
@@ -339,12 +340,6 @@ def _log_verify(
     from proctor.governor.state_audit import audit_state  # noqa: PLC0415
 
     witness_steps: list[tuple[bool, str]] = []
-    if store is not None and witness_policy is not None:
-        fail(
-            ExitCode.BAD_INPUT,
-            "error: --witness-policy reads cosignatures kept in the data directory's own database; "
-            "a --store database does not keep them yet",
-        )
 
     def show(out: dict[str, Any], state: str | None = None, state_ok: bool = True) -> None:
         if report.ok:
@@ -370,7 +365,7 @@ def _log_verify(
         if witness_policy is not None:
             from proctor.cli_witness import witnessed  # noqa: PLC0415 (loads the orchestration layer)
 
-            witness = witnessed(data, witness_policy)
+            witness = witnessed(data, witness_policy, store_url=store)
             out["witnessed"] = witness.to_json()
             witness_steps.append((witness.ok, f"witnesses: {witness.detail}"))
             if not witness.ok:
@@ -417,6 +412,7 @@ def _log_cosign(
         float, typer.Option("--timeout", metavar="SECONDS", help="How long to wait for each witness.")
     ] = 10.0,
     data: DataOpt = DEFAULT_DATA_DIR,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ask witnesses to cosign the latest checkpoint (C2SP tlog-witness); keep their cosignatures.
@@ -427,7 +423,7 @@ def _log_cosign(
     """
     from proctor.cli_witness import log_cosign  # noqa: PLC0415 (loads the orchestration layer)
 
-    log_cosign(data, witness_policy, timeout=timeout, json_out=json_out)
+    log_cosign(data, witness_policy, timeout=timeout, json_out=json_out, store_url=store)
 
 
 @log_app.command("append")

@@ -236,22 +236,30 @@ def _clear_alarms(
 # -- the log's side: proctor log cosign, proctor log verify --witness-policy ------------
 
 
-def log_cosign(data: Path, policy_path: Path, *, timeout: float, json_out: bool) -> None:
-    """``proctor log cosign``: submit the latest checkpoint to the policy's witnesses."""
+def log_cosign(
+    data: Path, policy_path: Path, *, timeout: float, json_out: bool, store_url: str | None = None
+) -> None:
+    """``proctor log cosign``: submit the latest checkpoint to the policy's witnesses.
+
+    ``store_url``: the log's PostgreSQL database (``--store``), else the data directory's file.
+    """
     import httpx  # noqa: PLC0415
 
     from proctor.datadir import DataDir  # noqa: PLC0415
     from proctor.lineage.log import Log  # noqa: PLC0415
-    from proctor.orchestration.cosigning import collect_cosignatures  # noqa: PLC0415
-    from proctor.store.sqlite import SQLiteStore  # noqa: PLC0415
+    from proctor.orchestration.cosigning import collect_cosignatures, open_witnessed_store  # noqa: PLC0415
 
     policy = read_policy(policy_path)
     if timeout <= 0:
         fail(ExitCode.BAD_INPUT, f"error: --timeout: expected a positive number of seconds, found {timeout}")
     try:
-        log = Log.open(data)
-        store = SQLiteStore(DataDir.open(data).db_path)
+        log = Log.open(data, store=store_url)
     except ProctorError as e:
+        fail(ExitCode.BAD_INPUT, f"error: {e}")
+    try:
+        store = open_witnessed_store(store_url, DataDir.open(data).db_path)
+    except ProctorError as e:
+        log.close()
         fail(ExitCode.BAD_INPUT, f"error: {e}")
     try:
         with httpx.Client(timeout=timeout) as client:
@@ -290,16 +298,16 @@ def log_cosign(data: Path, policy_path: Path, *, timeout: float, json_out: bool)
     )
 
 
-def witnessed(data: Path, policy_path: Path) -> WitnessedReport:
-    """``proctor log verify --witness-policy``: hold the log of ``data`` to the policy."""
+def witnessed(data: Path, policy_path: Path, *, store_url: str | None = None) -> WitnessedReport:
+    """``proctor log verify --witness-policy``: hold the log of ``data`` (in ``store_url``'s
+    PostgreSQL database when given) to the policy."""
     from proctor.datadir import DataDir  # noqa: PLC0415
-    from proctor.orchestration.cosigning import check_witnessed  # noqa: PLC0415
-    from proctor.store.sqlite import SQLiteStore  # noqa: PLC0415
+    from proctor.orchestration.cosigning import check_witnessed, open_witnessed_store  # noqa: PLC0415
 
     policy = read_policy(policy_path)
     try:
         data_dir = DataDir.open(data)
-        store = SQLiteStore(data_dir.db_path)
+        store = open_witnessed_store(store_url, data_dir.db_path)
     except ProctorError as e:
         fail(ExitCode.BAD_INPUT, f"error: {e}")
     try:

@@ -18,6 +18,7 @@ STORE_COMMANDS = [
     "principal add", "principal suspend", "principal resume", "principal list",
     "policy push", "policy show", "policy replay",
     "log key", "log checkpoint", "log entry", "log proof", "log consistency", "log verify", "log append",
+    "log cosign",
     "executions list", "executions show",
 ]  # fmt: skip
 

@@ -56,8 +56,13 @@ from proctor.config import WitnessConfig
 from proctor.datadir import check_unshared
 from proctor.errors import ConfigError, ProctorError, VerificationError
 from proctor.lineage.witness_policy import MAX_POLICY_BYTES, WitnessPolicy
-from proctor.orchestration.cosigning import CosignReport, collect_cosignatures, cosigned_note
-from proctor.store.sqlite import SQLiteStore, StoredCosignature
+from proctor.orchestration.cosigning import (
+    CosignReport,
+    collect_cosignatures,
+    cosigned_note,
+    open_witnessed_store,
+)
+from proctor.store.cosignatures import StoredCosignature, WitnessedLogStore
 
 if TYPE_CHECKING:
     from proctor.datadir import DataDir
@@ -130,7 +135,7 @@ class Cosigner:
         self,
         *,
         log: Log,
-        store: SQLiteStore,
+        store: WitnessedLogStore,
         policy: WitnessPolicy,
         interval_s: float,
         timeout_s: float,
@@ -188,17 +193,11 @@ class Cosigner:
 
         Raises:
             ConfigError: the policy file is missing or invalid, or not a policy for
-                this log (:func:`read_witness_policy`, :meth:`__init__`); or the log is
-                on PostgreSQL, which has no cosignatures table yet.
+                this log (:func:`read_witness_policy`, :meth:`__init__`).
             StoreError: the log's database cannot be opened.
         """
-        if store is not None:
-            raise ConfigError(
-                "[witnesses]: expected the data directory's own store, found a PostgreSQL URL: the "
-                "PostgreSQL log store keeps no cosignatures yet (ADR 0014)"
-            )
         policy = read_witness_policy(data.path, config)
-        database = SQLiteStore(data.db_path)
+        database = open_witnessed_store(store, data.db_path)
         try:
             return cls(
                 log=log,

@@ -30,18 +30,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from proctor.errors import NoteError, ProctorError, VerificationError
+from proctor.errors import NoteError, ProctorError, StoreError, VerificationError
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint
 from proctor.lineage.cosignature import Cosignature
 from proctor.lineage.log import Log
 from proctor.lineage.witness_policy import PolicyWitness, QuorumResult, WitnessPolicy
 from proctor.note import NoteVerifier, open_note
 from proctor.orchestration.witness import SIZE_CONTENT_TYPE
-from proctor.store.sqlite import SQLiteStore, StoredCosignature
+from proctor.store.cosignatures import StoredCosignature, WitnessedLogStore
+from proctor.store.sqlite import SQLiteStore
 
 __all__ = [
     "HTTPResponse",
@@ -52,6 +54,7 @@ __all__ = [
     "cosigned_note",
     "collect_cosignatures",
     "check_witnessed",
+    "open_witnessed_store",
 ]
 
 _RETRIES = 2
@@ -168,12 +171,33 @@ class WitnessedReport:
         }
 
 
+def open_witnessed_store(url: str | None, db_path: Path) -> WitnessedLogStore:
+    """The log's database, where cosignatures are kept: the PostgreSQL database at ``url``,
+    or the data directory's file ``db_path`` (``url`` ``None``).
+
+    Raises:
+        StoreError: it cannot be opened (no database, another schema version, an
+            unreachable server, a URL that is not PostgreSQL's: only its scheme is shown).
+    """
+    if url is None:
+        if not db_path.exists():
+            raise StoreError(
+                f"no database at {db_path}: this data directory has no store of its own; if its "
+                "store is PostgreSQL, name it with --store URL (or PROCTOR_STORE)"
+            )
+        return SQLiteStore(db_path)
+    from proctor.store.open import check_store_url  # noqa: PLC0415
+    from proctor.store.postgres import PostgresLogStore  # noqa: PLC0415 - psycopg only with a URL
+
+    return PostgresLogStore(check_store_url(url), pool_size=2)
+
+
 def cosigned_note(note: str, cosignatures: Sequence[StoredCosignature]) -> str:
     """A stored checkpoint note with its stored cosignature lines appended."""
     return note + "".join(c.line for c in cosignatures)
 
 
-def _latest_checkpoint(store: SQLiteStore, verifier: NoteVerifier) -> tuple[str, Checkpoint]:
+def _latest_checkpoint(store: WitnessedLogStore, verifier: NoteVerifier) -> tuple[str, Checkpoint]:
     latest = store.latest_checkpoint()
     if latest is None:
         raise VerificationError("the log holds no checkpoint")
@@ -181,7 +205,7 @@ def _latest_checkpoint(store: SQLiteStore, verifier: NoteVerifier) -> tuple[str,
     return note, open_checkpoint(note, verifier)
 
 
-def _old_size(store: SQLiteStore, witness: PolicyWitness, size: int) -> int:
+def _old_size(store: WitnessedLogStore, witness: PolicyWitness, size: int) -> int:
     sizes = [
         c.size
         for c in store.cosignatures()
@@ -192,7 +216,7 @@ def _old_size(store: SQLiteStore, witness: PolicyWitness, size: int) -> int:
 
 def _submit_one(
     log: Log,
-    store: SQLiteStore,
+    store: WitnessedLogStore,
     witness: PolicyWitness,
     note: str,
     checkpoint: Checkpoint,
@@ -241,7 +265,7 @@ def _submit_one(
 
 
 def _store_answer(
-    store: SQLiteStore, witness: PolicyWitness, checkpoint: Checkpoint, text: str, url: str
+    store: WitnessedLogStore, witness: PolicyWitness, checkpoint: Checkpoint, text: str, url: str
 ) -> WitnessOutcome:
     body = checkpoint.to_text()
     for line in text.splitlines():
@@ -265,7 +289,7 @@ def _store_answer(
 
 def collect_cosignatures(
     log: Log,
-    store: SQLiteStore,
+    store: WitnessedLogStore,
     policy: WitnessPolicy,
     *,
     client: HTTPClient,
@@ -300,7 +324,9 @@ def collect_cosignatures(
     return CosignReport(checkpoint.size, outcomes, policy.check(cosigned, log=log.verifier), cosigned)
 
 
-def check_witnessed(store: SQLiteStore, verifier: NoteVerifier, policy: WitnessPolicy) -> WitnessedReport:
+def check_witnessed(
+    store: WitnessedLogStore, verifier: NoteVerifier, policy: WitnessPolicy
+) -> WitnessedReport:
     """Hold the log in ``store`` to ``policy`` (steps 1-2 of the module docstring).
 
     Never raises for what it finds: a contradiction or a missing quorum is a report
