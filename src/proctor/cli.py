@@ -57,6 +57,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_admin": ("serve", "authorize", "revoke", "principal", "policy", "warrant"),
     "proctor.cli_run": ("run", "receipt", "verify"),
     "proctor.cli_executions": ("executions",),
+    "proctor.cli_nodes": ("nodes",),
     "proctor.cli_witness": ("witness",),
     "proctor.cli_store": ("migrate",),
 }

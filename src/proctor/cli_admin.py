@@ -91,6 +91,12 @@ def _serve(
             "(ADR 0016). --exclusive: the only governor of its data directory.",
         ),
     ] = False,
+    zone: Annotated[
+        str,
+        typer.Option(
+            metavar="ZONE", help="This node's zone, in /v1/nodes and proctor nodes (default: none)."
+        ),
+    ] = "",
     workers: Annotated[
         int | None,
         typer.Option(
@@ -154,6 +160,7 @@ def _serve(
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
     from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
+    from proctor.governor.nodes import heartbeat_while_serving  # noqa: PLC0415
     from proctor.governor.quotas import QuotaStreamSlots  # noqa: PLC0415
     from proctor.governor.server import (  # noqa: PLC0415
         configure_logging,
@@ -176,6 +183,7 @@ def _serve(
             from proctor.governor.workers import run_workers  # noqa: PLC0415
 
             options: dict[str, object] = {"--data": data, "--store": store, "--host": host, "--port": port}
+            options["--zone"] = verify_zone(zone)
             options |= {"--log-level": log_level, "--commit-linger-ms": commit_linger_ms}
             options |= {
                 "--max-streams": max_streams,
@@ -184,7 +192,7 @@ def _serve(
             flags = ["--mint-helper" if mint_helper else "--no-mint-helper"]
             flags += ["--access-log" if access_log else "--no-access-log"]
             raise typer.Exit(run_workers(workers, options=options, flags=flags, node=node))
-        node = node or default_node()
+        node, zone = node or default_node(), verify_zone(zone)
         if max_streams_per_principal is None:  # the data directory's quota (the governor checks it)
             max_streams_per_principal = load_config(data).quotas.default.max_streams
         # Every descriptor the process may have, a reserve kept for its own files.
@@ -228,7 +236,8 @@ def _serve(
         where = f"data {data}" if store is None else f"data {data}, store {describe(store, data)}"
         where += ", shared" if shared else ""
         typer.echo(f"proctor: governor {node} on http://{shown}:{port} ({where})", err=True)
-        serve(app, sock=sock, limits=limits, log_level=log_level.lower(), access_log=access_log)
+        with heartbeat_while_serving(governor, zone=zone, sock=sock, registry=app.metrics.registry):
+            serve(app, sock=sock, limits=limits, log_level=log_level.lower(), access_log=access_log)
         serving.close()
     finally:
         governor.close()

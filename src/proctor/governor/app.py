@@ -87,6 +87,7 @@ from proctor.governor.model import (
     StartExecutionBody,
     parse_body,
 )
+from proctor.governor.nodes import list_nodes
 from proctor.governor.quotas import RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
@@ -507,6 +508,12 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     def execution_show(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         # Its principal's or an admin's; for anyone else the same 404 as an unknown id.
         return show_execution(governor, who.name, execution_id)
+
+    @app.get("/v1/nodes")
+    def nodes(who: Annotated[Caller, Depends(caller)], zone: str | None = None) -> dict[str, Any]:
+        # Any active principal (enforcers may look for another governor): names, zones,
+        # URLs, heartbeats and lag of the nodes serving this store (governor/nodes.py).
+        return list_nodes(governor, who.name, zone=zone)
 
     @app.get("/v1/stream")
     async def stream(
