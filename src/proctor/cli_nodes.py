@@ -115,7 +115,7 @@ def _text(doc: dict[str, Any]) -> str:
         (
             n["node"],
             n["zone"] or "-",
-            n["status"] + (f" ({n['reason']})" if n.get("reason") else ""),
+            n["status"],
             n["version"],
             n["url"] or "-",
             f"{duration(n['heartbeat_age_ms'])} ago",
@@ -126,7 +126,8 @@ def _text(doc: dict[str, Any]) -> str:
     ]
     headers = ("node", "zone", "status", "version", "url", "heartbeat", "applied", "lag")
     shown = table([[printable(str(c)) for c in r] for r in rows], headers, empty="no nodes")
-    return f"{shown}\n(log size {doc['log_size']})"
+    reasons = [f"{printable(n['node'])}: {printable(n['reason'])}" for n in doc["nodes"] if n.get("reason")]
+    return "\n".join([shown, *reasons, f"(log size {doc['log_size']})"])
 
 
 def register(app: typer.Typer) -> None:
