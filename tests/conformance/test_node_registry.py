@@ -6,6 +6,8 @@ lag itself, and a second process cannot take a live node's name
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,33 @@ def test_a_node_that_stopped_cleanly_is_marked_stopped(governor: Governor, gov_d
     beat.close()
     (node,) = listed(create_app(governor), PrincipalKey.load(gov_data / "alice.key"))["nodes"]
     assert node["status"] == "stopped"
+
+
+def test_a_stuck_heartbeat_never_holds_up_a_shutdown_nor_overtakes_the_stopped_mark(
+    governor: Governor,
+) -> None:
+    inside, release = threading.Event(), threading.Event()
+    calls = [0]
+
+    def slow_after_the_first() -> tuple[bool, dict[str, str]]:
+        calls[0] += 1
+        if calls[0] > 1:  # the store answers slowly from now on
+            inside.set()
+            release.wait(60)
+        return governor.ready()
+
+    beat = heartbeat(governor, Clock(governor.now()), readiness=slow_after_the_first, interval_ms=10)
+    beat.start()
+    assert inside.wait(60)
+    beat.close(timeout_s=0.2)  # returns while the beat is stuck
+    row = governor.state.node("gov-a")
+    assert row is not None
+    assert row.status == "serving"
+    release.set()  # the stuck beat lands, then the stopped mark after it
+    deadline = time.monotonic() + 60
+    while (row := governor.state.node("gov-a")) is not None and row.status != "stopped":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.01)
 
 
 def test_a_node_whose_heartbeat_is_old_is_reported_stale_whatever_its_row_says(

@@ -44,7 +44,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from proctor import __version__
-from proctor.errors import PrincipalError, ProctorError, RequestShapeError
+from proctor.errors import PrincipalError, RequestShapeError
 from proctor.governor._events import rfc3339
 from proctor.governor.identity import verify_zone
 from proctor.store.state import NodeRecord, StateStore
@@ -205,20 +205,28 @@ class NodeHeartbeat:
             self.beat()
             while not self._stopping.wait(self._interval_s):
                 self.beat()
+            self._stop()  # on this thread: after its last beat, never overtaken by it
 
         self._thread = threading.Thread(target=run, name="proctor-node-heartbeat", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 3.0) -> None:
         """Stop beating and mark the row ``stopped`` (rule 2 of
-        :mod:`proctor.store.state_nodes`); a store that cannot be written is logged (the
-        row then turns ``stale``)."""
+        :mod:`proctor.store.state_nodes`), waiting at most ``timeout_s`` for it: a
+        store that cannot be written (or answers too slowly) does not hold a shutdown
+        up; it is logged, and the row then turns ``stale``."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        if self._thread is None:
+            self._stop()
+            return
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            _log.warning("node %r: the store did not take the stopped mark in time", self.node)
+
+    def _stop(self) -> None:
         try:
             self._state.stop_node(self.node, self.instance, self._now_ms())
-        except ProctorError as e:
+        except Exception as e:  # noqa: BLE001 - a store closed or gone under a late stop
             _log.warning("cannot mark node %r stopped: %s", self.node, e)
 
     def snapshot(self) -> tuple[int, int]:
