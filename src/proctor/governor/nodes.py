@@ -174,26 +174,26 @@ class NodeHeartbeat:
     def beat(self) -> bool:
         """Write the row once; whether it was written (a failure is logged and counted,
         never raised: rule 1)."""
+        error: str | None = None
         try:
             record = self.record()
-            written = self._state.put_node(record, stale_before_ms=record.heartbeat_ms - STALE_AFTER_MS)
-            error = (
-                None
-                if written
-                else (
+            if not self._state.put_node(record, stale_before_ms=record.heartbeat_ms - STALE_AFTER_MS):
+                error = (
                     f"another live process serves as node {self.node!r}: this one's heartbeat is refused "
                     "(give each governor process its own --node)"
                 )
-            )
         except Exception as e:  # noqa: BLE001 - the heartbeat must never die; it reports instead
             error = f"cannot record the heartbeat of node {self.node!r}: {e}"
         with self._lock:
             self.beats += 1
-            if error is not None:
-                self.failures += 1
-            self.last_error = error
-        if error is not None:
+            self.failures += error is not None
+            before, self.last_error = self.last_error, error
+            failures = self.failures
+        # Once per new trouble, and once a minute while it lasts (not a line per beat).
+        if error is not None and (error != before or failures % 60 == 1):
             _log.warning("%s", error)
+        elif error is None and before is not None:
+            _log.warning("node %r: its heartbeat is recorded again", self.node)
         return error is None
 
     def start(self) -> None:
