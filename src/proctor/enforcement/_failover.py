@@ -240,12 +240,12 @@ class Governors:
                 )
             except GovernorError as e:
                 if not _passed_over(e):
-                    self._answered(i)
+                    self._answered(i, failures)
                     raise
                 last = e
                 failures.append(f"{self.urls[i]}: {e}")
                 continue
-            self._answered(i)
+            self._answered(i, failures)
             return Answered(response, self.urls[i], sent)
         if last is None:
             raise GovernorError("no governor of this deployment answered in time", status=0)
@@ -277,25 +277,25 @@ class Governors:
                 return (i + k) % count
         return i
 
-    def _answered(self, i: int) -> None:
+    def _answered(self, i: int, failures: Sequence[str]) -> None:
         """Rule 4: ``i`` answered; ask it first from now on, and move the streams."""
+        self._move(i, only_from=None, why="; ".join(failures) or "it answered")
+
+    def passed_over(self, url: str, why: str) -> None:
+        """Ask the governor after ``url`` first, if ``url`` is asked first now (its event
+        stream failed, say)."""
+        i = self.urls.index(url)
+        self._move(self._next_after(i), only_from=i, why=why)
+
+    def _move(self, i: int, *, only_from: int | None, why: str) -> None:
         with self._lock:
-            before, self._first = self._first, i
+            before = self._first
+            if only_from is not None and before != only_from:
+                return
+            self._first = i
             stale = [s for s in self._streams.values() if s[0] != i]
         if before != i:
-            self._note(f"{self.urls[i]} answered in place of {self.urls[before]}; asked first from now on")
-        for _, sock in stale:
-            _shut(sock)
-
-    def passed_over(self, url: str) -> None:
-        """Ask the governor after ``url`` first (``url`` failed a stream, say)."""
-        with self._lock:
-            i = self.urls.index(url)
-            if self._first != i:
-                return
-            self._first = self._next_after(i)
-            nxt = self._first
-            stale = [s for s in self._streams.values() if s[0] != nxt]
+            self._note(f"{self.urls[i]} asked first from now on ({self.urls[before]}: {why})")
         for _, sock in stale:
             _shut(sock)
 
@@ -357,8 +357,8 @@ class Governors:
                             data = []
                             since = max(since, int(message.get("seq", since)))
                             on_message(message)
-            except (GovernorError, httpx.HTTPError, ValueError, OSError):  # refused (401/403/429) or cut
-                self.passed_over(url)
+            except (GovernorError, httpx.HTTPError, ValueError, OSError) as e:  # refused or cut
+                self.passed_over(url, f"event stream: {type(e).__name__}: {e}")
                 failures += 1
                 if failures >= len(self.urls):  # every governor tried: wait a little
                     stop.wait(backoff)
