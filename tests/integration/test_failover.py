@@ -26,10 +26,13 @@ from typing import Any, ClassVar
 
 import pytest
 
+from gov_exec import measured
 from gov_server import GovernorServer
+from gov_support import EXE
 from proc_support import alive, marked
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient
+from proctor.enforcement._failover import Governors
 from tcp_proxy import TcpProxy
 
 POLICIES = Path(__file__).parent / "policies"
@@ -254,3 +257,47 @@ def test_a_governor_of_another_deployment_in_the_list_cannot_keep_the_lease(
         run.stop()
         impostor.shutdown()
         impostor.server_close()
+
+
+def test_a_revocation_recorded_while_the_stream_switches_governors_is_not_missed(
+    nodes: list[GovernorServer], proxy: TcpProxy
+) -> None:
+    a, b = nodes
+    key = PrincipalKey.load(a.key)
+    request = {"action": "exec", "resource": "/bin/echo", "argv": ["echo", "s"], "executable_digest": EXE}
+    with GovernorClient(b.url, key, timeout=30) as c:
+        token = c.authorize(request)["warrant"]["token"]
+        body = {"warrant": token, **{k: request[k] for k in ("action", "resource", "argv")}}
+        started = c.json("POST", "/v1/executions", {**body, "measurement": measured()})
+        root = base64.b64decode(c.text("/v1/warrant-key").strip())
+    execution = str(started["execution"])
+    governors = Governors([proxy.url, b.url], key)
+    governors.trust(root)
+    revoked, stop = threading.Event(), threading.Event()
+
+    def on_message(message: dict[str, Any]) -> None:
+        if message.get("type") == "revocation" and message.get("target") == execution:
+            revoked.set()
+
+    follower = threading.Thread(
+        target=governors.follow,
+        args=(f"execution={execution}", int(started["log_index"]), on_message, stop),
+        daemon=True,
+    )
+    follower.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while not governors._streams and time.monotonic() < deadline:  # open on A, through the proxy
+            time.sleep(0.01)
+        assert governors._streams, "the event stream did not open on A"
+        proxy.drop()  # A goes silent with the stream open on it ...
+        revoke(b, execution)  # ... and the revocation is recorded meanwhile, through B
+        assert not revoked.is_set()  # A delivered nothing
+        # The next renewal finds A silent and B answering: the stream moves to B and
+        # resumes after the last seq it saw, so the revocation is replayed, not missed.
+        renewal = governors.request("POST", f"/v1/executions/{execution}/renew", {}, timeout=1.0)
+        assert renewal.url == b.url
+        assert revoked.wait(WAIT), "the revocation recorded while switching never arrived"
+    finally:
+        stop.set()
+        governors.close()
