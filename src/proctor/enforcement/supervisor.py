@@ -476,7 +476,8 @@ class Supervisor:
         if not self.options.receipt:
             return
         try:
-            receipt = self._governors.json("GET", f"/v1/executions/{self._execution}/receipt")  # signed
+            target = f"/v1/executions/{self._execution}/receipt"  # signed; all governors in 10 s
+            receipt = self._governors.json("GET", target, deadline=time.monotonic() + 10.0)
             with open(self.options.receipt, "wb") as f:
                 f.write(orjson.dumps(receipt, option=orjson.OPT_INDENT_2) + b"\n")
         except (ProctorError, OSError) as e:
