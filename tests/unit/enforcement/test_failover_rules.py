@@ -3,9 +3,15 @@ accepted, and how long each attempt may take before the lease's end (rule 3)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from gov_server import cli
+from proctor.authorization.keys import PrincipalKey
 from proctor.enforcement._failover import MIN_ATTEMPT_S, _attempt_timeout, governor_urls
+from proctor.exitcodes import ExitCode
 
 
 @pytest.mark.parametrize(
@@ -53,3 +59,18 @@ def test_each_attempt_gets_its_share_of_the_time_left_so_the_last_governor_is_as
     assert _attempt_timeout(1.0, deadline=10.1, now=10.0, left=1) == pytest.approx(0.1)
     assert _attempt_timeout(1.0, deadline=10.5, now=10.0, left=5) == pytest.approx(MIN_ATTEMPT_S)
     assert _attempt_timeout(1.0, deadline=None, now=10.0, left=3) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("option", "env"),
+    [(("--server", "127.0.0.1:8700"), {}), ((), {"PROCTOR_SERVER": "http://a:1,,http://b:2"})],
+    ids=["flag", "environment"],
+)
+def test_proctor_run_refuses_a_malformed_server_list_as_bad_input_before_asking_anyone(
+    tmp_path: Path, option: tuple[str, ...], env: dict[str, str]
+) -> None:
+    key = tmp_path / "alice.key"
+    PrincipalKey.generate("alice").save(key)
+    proc = cli("run", *option, "--key", str(key), "--", "true", check=False, env={**os.environ, **env})
+    assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
+    assert "--server: expected" in proc.stderr
