@@ -301,3 +301,31 @@ def test_a_revocation_recorded_while_the_stream_switches_governors_is_not_missed
     finally:
         stop.set()
         governors.close()
+
+
+def test_with_two_governors_silent_the_third_is_still_asked_before_the_lease_ends(tmp_path: Path) -> None:
+    # A 6 s lease: each of three attempts gets a third of the 4 s left at a renewal
+    # (rule 3), so the third governor has over a second to answer, however loaded the machine.
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    text = (POLICIES / "run" / "run.cedar").read_text().replace('@lease_ttl_s("2")', '@lease_ttl_s("6")')
+    (policy / "run.cedar").write_text(text)
+    a, b = GovernorServer.nodes(tmp_path / "nodes", 2, policy=policy)
+    first, second = TcpProxy(a.port), TcpProxy(a.port)
+    run = Enforcer(f"{first.url},{second.url},{b.url}", a.key)
+    try:
+        execution = run.started()
+        first.drop()
+        second.drop()
+        run.wait_for(re.escape(f"{b.url} asked first from now on ({first.url}: "))
+        time.sleep(2 * 6.0)  # two leases later, renewed through the third
+        assert run.proc.poll() is None, run.lines
+        revoke(b, execution)
+        assert run.exit_code() == 79
+        assert not any("lease-lost" in line for line in run.lines), run.lines
+    finally:
+        run.stop()
+        for front in (first, second):
+            front.close()
+        for server in (a, b):
+            server.stop()
