@@ -211,9 +211,12 @@ class Impostor(BaseHTTPRequestHandler):
     keys, and answers every renewal ``ok``."""
 
     asked: ClassVar[list[str]] = []
+    keys: ClassVar[bool] = True  # False: it has no keys to show (404), like any other web server
 
     def do_GET(self) -> None:
-        if self.path == "/v1/warrant-key":
+        if not Impostor.keys:
+            self._send(404, b'{"detail": "Not Found"}', "application/json")
+        elif self.path == "/v1/warrant-key":
             self._send(200, base64.b64encode(b"\x01" * 32) + b"\n", "text/plain")
         elif self.path == "/v1/log/key":
             self._send(200, b"other.example/log+01234567+AQIDBA==\n", "text/plain")
@@ -238,18 +241,23 @@ class Impostor(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.parametrize(
+    ("keys", "why"),
+    [(True, "its warrant key differs"), (False, "it refused to show its keys: HTTP 404")],
+    ids=["other-keys", "no-keys"],
+)
 def test_a_governor_of_another_deployment_in_the_list_cannot_keep_the_lease(
-    nodes: list[GovernorServer], proxy: TcpProxy
+    nodes: list[GovernorServer], proxy: TcpProxy, keys: bool, why: str
 ) -> None:
     impostor = HTTPServer(("127.0.0.1", 0), Impostor)
     threading.Thread(target=impostor.serve_forever, daemon=True).start()
-    Impostor.asked = []
+    Impostor.asked, Impostor.keys = [], keys
     run = Enforcer(f"{proxy.url},http://127.0.0.1:{impostor.server_port}", nodes[0].key)
     try:
         run.started()
         proxy.drop()  # only the impostor is left to answer
         assert run.exit_code() == 79
-        run.wait_for(r"is not a governor of this deployment \(its warrant key differs\)")
+        run.wait_for(re.escape(f"is not a governor of this deployment ({why})"))
         run.wait_for(r"terminated: lease-lost")
         assert not [p for p in Impostor.asked if p.endswith("/renew")], Impostor.asked
         assert run.tree() == []

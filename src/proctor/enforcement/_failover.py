@@ -167,17 +167,22 @@ class Governors:
 
     def _identify(self, i: int, timeout: float) -> bool:
         """Whether governor ``i`` is of the trusted deployment (rule 1); ``False`` marks
-        it foreign. Raises :class:`GovernorError` when it does not answer."""
+        it foreign. Raises :class:`GovernorError` when it does not answer (rule 2)."""
         if self._warrant_key is None or i in self._checked:
             return True
         client, started = self._clients[i], time.monotonic()
-        text = client.call("GET", "/v1/warrant-key", signed=False, timeout=timeout).text.strip()
+        try:
+            text = client.call("GET", "/v1/warrant-key", signed=False, timeout=timeout).text.strip()
+            left = max(timeout - (time.monotonic() - started), 0.05)
+            log_key = client.call("GET", "/v1/log/key", signed=False, timeout=left).text.strip()
+        except GovernorError as e:
+            if _passed_over(e):
+                raise
+            return self._foreign_one(i, f"it refused to show its keys: HTTP {e.status}")
         try:
             presented = base64.b64decode(text, validate=True)
         except ValueError:
             presented = b""
-        left = max(timeout - (time.monotonic() - started), 0.05)
-        log_key = client.call("GET", "/v1/log/key", signed=False, timeout=left).text.strip()
         with self._lock:
             same = hmac.compare_digest(presented, self._warrant_key)
             if same and self._log_key is None:
@@ -185,13 +190,14 @@ class Governors:
             if same and hmac.compare_digest(log_key.encode(), (self._log_key or "").encode()):
                 self._checked.add(i)
                 return True
+        return self._foreign_one(i, f"its {'log' if same else 'warrant'} key differs")
+
+    def _foreign_one(self, i: int, why: str) -> bool:
+        with self._lock:
             self._foreign.add(i)
             if self._first == i:
                 self._first = self._next_after(i)
-        what = "warrant key" if not same else "log key"
-        self._note(
-            f"{self.urls[i]} is not a governor of this deployment (its {what} differs); not asked again"
-        )
+        self._note(f"{self.urls[i]} is not a governor of this deployment ({why}); not asked again")
         return False
 
     # -- rules 2 and 3: fail-over with bounded attempts ----------------------------
