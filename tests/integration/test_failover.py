@@ -337,3 +337,29 @@ def test_with_two_governors_silent_the_third_is_still_asked_before_the_lease_end
             front.close()
         for server in (a, b):
             server.stop()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_an_enforcer_whose_governor_is_cut_off_renews_through_the_next(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    a = GovernorServer(
+        tmp_path / "a", policy=POLICIES / "run", store=pg_dsn, serve_args=("--shared", "--node", "node-a")
+    )
+    b = GovernorServer(tmp_path / "b", beside=a, serve_args=("--shared", "--node", "node-b"))
+    front = TcpProxy(a.port)
+    run = Enforcer(f"{front.url},{b.url}", a.key)
+    try:
+        execution = run.started()
+        front.drop()
+        run.wait_for(re.escape(f"{b.url} asked first from now on ({front.url}: "))
+        time.sleep(3 * TTL)
+        assert run.proc.poll() is None, run.lines
+        revoke(b, execution)
+        assert run.exit_code() == 79
+        run.wait_for(rf"execution {execution} terminated: revoked")
+    finally:
+        run.stop()
+        front.close()
+        for server in (b, a):
+            server.stop()
