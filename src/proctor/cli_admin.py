@@ -37,6 +37,7 @@ from proctor.cli_output import (
 )
 from proctor.cli_policy import policy_app
 from proctor.cli_warrant import warrant_app
+from proctor.cli_witness import ServeWitnessOpt, attach_witness, detach_witness
 from proctor.client import GovernorClient, GovernorError
 from proctor.config import load_config
 from proctor.datadir import DEFAULT_DATA_DIR
@@ -157,6 +158,7 @@ def _serve(
             case_sensitive=False,
         ),
     ] = "warning",
+    witness: ServeWitnessOpt = None,
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
     from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
@@ -183,7 +185,7 @@ def _serve(
             from proctor.governor.workers import run_workers  # noqa: PLC0415
 
             options: dict[str, object] = {"--data": data, "--store": store, "--host": host, "--port": port}
-            options["--zone"] = verify_zone(zone)
+            options["--zone"], options["--witness"] = verify_zone(zone), witness
             options |= {"--log-level": log_level, "--commit-linger-ms": commit_linger_ms}
             options |= {
                 "--max-streams": max_streams,
@@ -215,6 +217,7 @@ def _serve(
             governor.log.start_writing()
         except ProctorError as e:
             fail(ExitCode.UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir
+        attach_witness(witness, governor)  # proctor serve --witness DIR (governor.node_witness)
         governor.start_sweeper()
         slots = QuotaStreamSlots(
             governor.quotas, total=limits.max_streams, per_principal=limits.max_streams_per_principal
@@ -241,6 +244,7 @@ def _serve(
         serving.close()
     finally:
         governor.close()
+        detach_witness(governor)
 
 
 # -- principals ----------------------------------------------------------------------

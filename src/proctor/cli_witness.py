@@ -31,10 +31,20 @@ from proctor.exitcodes import ExitCode
 from proctor.orchestration.witness_dir import DEFAULT_WITNESS_DIR, WitnessDir
 
 if TYPE_CHECKING:
+    from proctor.governor.service import Governor
     from proctor.lineage.witness_policy import WitnessPolicy
     from proctor.orchestration.cosigning import WitnessedReport
 
-__all__ = ["DEFAULT_LISTEN", "read_policy", "log_cosign", "witnessed", "register"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "ServeWitnessOpt",
+    "read_policy",
+    "log_cosign",
+    "witnessed",
+    "attach_witness",
+    "detach_witness",
+    "register",
+]
 
 DEFAULT_LISTEN = "127.0.0.1:8710"
 
@@ -316,6 +326,43 @@ def witnessed(data: Path, policy_path: Path, *, store_url: str | None = None) ->
         fail(ExitCode.VERIFY_FAILED, f"witness verification failed: {e}")
     finally:
         store.close()
+
+
+# -- a governor node as a witness: proctor serve --witness DIR ---------------------------
+
+ServeWitnessOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--witness",
+        envvar="PROCTOR_WITNESS",
+        metavar="DIR",
+        help="Also witness this deployment's log with the witness directory DIR (proctor witness "
+        "init): C2SP add-checkpoint at /witness/add-checkpoint on this port; an inconsistency makes "
+        "the node not ready.",
+    ),
+]
+"""``proctor serve --witness DIR`` (declared here, used by :mod:`proctor.cli_admin`)."""
+
+
+def attach_witness(path: Path | None, governor: Governor) -> None:
+    """``proctor serve --witness DIR``: make ``governor`` a witness of its log (before its
+    app is built, which then serves the witness's routes); exits BAD_INPUT when the
+    directory is not a usable witness directory."""
+    if path is None:
+        return
+    from proctor.governor.node_witness import NodeWitness  # noqa: PLC0415
+
+    try:
+        governor.witness = NodeWitness.open(path, governor.log)
+    except ProctorError as e:
+        fail(ExitCode.BAD_INPUT, f"error: --witness {path}: {e}")
+    typer.echo(f"proctor: witness {governor.witness.name} at /witness (state {path})", err=True)
+
+
+def detach_witness(governor: Governor) -> None:
+    """Close the witness :func:`attach_witness` gave ``governor``, if any."""
+    if governor.witness is not None:
+        governor.witness.close()
 
 
 def register(app: typer.Typer) -> None:

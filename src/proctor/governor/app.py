@@ -87,6 +87,7 @@ from proctor.governor.model import (
     StartExecutionBody,
     parse_body,
 )
+from proctor.governor.node_witness import MOUNT as NODE_WITNESS_MOUNT
 from proctor.governor.nodes import list_nodes
 from proctor.governor.quotas import RequestRate
 from proctor.governor.service import Governor
@@ -429,6 +430,9 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
         if not governor.is_admin(who.name):
             raise PrincipalError(f"{who.name!r} is not an admin")
         return who
+
+    if governor.witness is not None:  # this node witnesses its deployment's log (governor.node_witness)
+        app.mount(NODE_WITNESS_MOUNT, governor.witness.app(metrics.registry))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -58,6 +58,7 @@ from proctor.store.state import PrincipalRecord
 
 if TYPE_CHECKING:
     from proctor.governor.cosigner import Cosigner
+    from proctor.governor.node_witness import NodeWitness
 
 __all__ = [
     "ADMIN",
@@ -305,6 +306,7 @@ class Governor:
         # Witnesses (ADR 0014): checkpoints cosigned in the background once serving
         # (start_sweeper); an invalid [witnesses] table or policy file stops the governor here.
         self.cosigner: Cosigner | None = None
+        self.witness: NodeWitness | None = None  # this node as a witness: proctor serve --witness DIR
         if self.config.witnesses is not None:
             from proctor.governor.cosigner import Cosigner  # noqa: PLC0415 - only with [witnesses]
 
@@ -381,8 +383,8 @@ class Governor:
         except ProctorError as e:
             checks["log"] = f"error: {e}"
         checks["policy"] = "ok" if self.trust.engine is not None else f"error: {self.trust.bundle_error}"
-        if self.cosigner is not None:  # a witness that reports a fork of this log stops the node
-            checks["witnesses"] = self.cosigner.readiness()
+        parts = {"witnesses": self.cosigner, "witness": self.witness}  # a fork seen stops the node
+        checks |= {name: part.readiness() for name, part in parts.items() if part is not None}
         return all(v == "ok" for v in checks.values()), checks
 
     # -- authentication --------------------------------------------------------

@@ -61,12 +61,12 @@ class WitnessApp:
         self.alarms = Counter(
             "proctor_witness_alarms", "Inconsistencies seen (forks, failed proofs).", registry=self.registry
         )
-        open_alarms = Gauge(
+        self.open_alarms = Gauge(
             "proctor_witness_open_alarms",
             "Alarms no operator has cleared (-1: the state cannot be read).",
             registry=self.registry,
         )
-        open_alarms.set_function(self._open_alarms)
+        self.open_alarms.set_function(self._open_alarms)
 
     def _open_alarms(self) -> float:
         try:
@@ -99,6 +99,11 @@ class WitnessApp:
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, str, bytes]:
         method, path = scope["method"], scope["path"]
+        # Mounted under a prefix (a governor node's /witness), the routes are below it:
+        # Starlette passes the whole path and the prefix as root_path.
+        root = scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root) :]
         if path == "/add-checkpoint":
             if method != "POST":
                 return 405, "text/plain", b"expected POST\n"
