@@ -28,6 +28,7 @@ from proctor.errors import (
     LogIntegrityError,
     NoteError,
     ProctorError,
+    StoreError,
 )
 from proctor.lineage._appends import STOP, Append, b64
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -469,6 +470,8 @@ class GroupCommit:
             try:
                 with self._state_lock:
                     self._resync()
+            except StoreError:
+                pass  # unreachable: the next commit tries again (the store refuses a stale index)
             except BaseException as again:  # noqa: BLE001 - state unknown, fail closed
                 # The stored state is unknown: refuse every further append.
                 with self._state_lock:

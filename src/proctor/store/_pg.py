@@ -1,5 +1,5 @@
 """PostgreSQL plumbing shared by the PostgreSQL stores: SQL in SQLite's dialect run
-through psycopg 3, and DSNs safe to print.
+through psycopg 3, DSNs safe to print, and the connection pool (:class:`StorePool`).
 
 The stores write their SQL once, in the common subset of SQLite and PostgreSQL with
 ``?`` placeholders (:mod:`proctor.store.sql`). :class:`PgConnection` runs that SQL on
@@ -22,17 +22,23 @@ a psycopg connection:
 from __future__ import annotations
 
 import functools
+import logging
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from proctor.errors import StoreError
 from proctor.store.sql import IntegrityViolation
 
-__all__ = ["PgConnection", "redact", "translate"]
+__all__ = ["PgConnection", "StorePool", "redact", "translate"]
+
+_log = logging.getLogger("proctor.store")
 
 # Statements that only read need no savepoint (they cannot violate a constraint).
 _READS = ("SELECT", "SHOW", "VALUES")
@@ -150,3 +156,112 @@ class PgConnection:
                 cur.executemany(query, [tuple(r) for r in rows])
         except psycopg.IntegrityError as e:
             raise IntegrityViolation(str(e).strip()) from e
+
+
+class StorePool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
+    """The stores' pool of autocommit connections: it replaces broken connections and
+    fails fast while the server is unreachable.
+
+    A plain ``psycopg_pool`` pool makes every caller wait its whole ``timeout`` (30 s)
+    for a connection while the server is down: authorizations, renewals and ``/readyz``
+    would all hang that long before failing. Here:
+
+    1. Each connection is checked before it is handed out
+       (:meth:`~psycopg_pool.ConnectionPool.check_connection`): one broken by a server
+       restart is discarded and a new one opened, so a restart fails no call once the
+       server is back.
+    2. A caller waits in slices of ``down_wait`` seconds. When a slice ends without a
+       connection, one direct connection attempt tells why: refused (the server is down
+       or unreachable) and the call fails at once, naming the database and the cause;
+       the server answers (every pooled connection is busy) and the caller waits on, up
+       to its timeout.
+    3. While the server is down the pool goes on reconnecting in the background with a
+       growing delay, giving up after ``reconnect_timeout``; a later caller makes it try
+       again at once, so the store is back within moments of the server.
+    4. The change from reachable to unreachable and back is logged once each (the
+       ``proctor.store`` logger), not per call; no message carries the password.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        name: str,
+        max_size: int,
+        timeout: float,
+        down_wait: float = 2.0,
+    ) -> None:
+        """A pool of at most ``max_size`` connections to ``dsn``, not yet open (``open``).
+
+        Args:
+            dsn: the database.
+            name: the pool's name in psycopg_pool's log.
+            max_size: the most connections it holds.
+            timeout: seconds a caller waits for a connection while the server answers
+                (and the connection timeout of each new connection).
+            down_wait: seconds a caller waits before the pool checks whether the
+                server answers at all (point 2).
+        """
+        if down_wait <= 0:
+            raise ValueError(f"expected down_wait > 0, found {down_wait}")
+        super().__init__(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=timeout,
+            reconnect_timeout=min(timeout, 5.0),
+            open=False,
+            name=name,
+        )
+        self._dsn = dsn
+        self.where = redact(dsn)
+        """The database, as messages name it (no password)."""
+        self.down_wait = down_wait
+        self._unreachable = threading.Event()
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the last caller that found no connection found the server refusing."""
+        return self._unreachable.is_set()
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """A checked connection (module docstring of the class, points 1 and 2).
+
+        Raises:
+            psycopg_pool.PoolTimeout: none within ``timeout`` (the pool's by default),
+                or the server refuses connections; the message names the database and
+                the cause.
+            psycopg_pool.PoolClosed: the pool is closed.
+        """
+        wait = self.timeout if timeout is None else timeout
+        start = time.monotonic()
+        deadline = start + wait
+        while True:
+            step = max(0.001, min(self.down_wait, deadline - time.monotonic()))
+            try:
+                conn = super().getconn(step)
+            except psycopg_pool.PoolTimeout as e:
+                refused = self._probe()
+                if refused is None and time.monotonic() < deadline:
+                    continue  # the server answers: the pool is busy, wait on
+                cause = refused or "the server answers, but every pooled connection is busy"
+                if refused is not None and not self._unreachable.is_set():
+                    self._unreachable.set()
+                    _log.warning("the store %s is unreachable: %s", self.where, refused)
+                raise psycopg_pool.PoolTimeout(
+                    f"no connection to {self.where} after {time.monotonic() - start:.1f} s: {cause}"
+                ) from e
+            if self._unreachable.is_set():
+                self._unreachable.clear()
+                _log.warning("the store %s is reachable again", self.where)
+            return conn
+
+    def _probe(self) -> str | None:
+        """``None`` if a direct connection succeeds, else why it failed."""
+        try:
+            with psycopg.connect(self._dsn, connect_timeout=max(1, round(self.down_wait))):
+                return None
+        except psycopg.Error as e:
+            return " ".join(str(e).split()) or type(e).__name__

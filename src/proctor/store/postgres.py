@@ -39,7 +39,7 @@ import psycopg
 import psycopg_pool
 
 from proctor.errors import StoreConflictError, StoreError
-from proctor.store._pg import PgConnection, redact
+from proctor.store._pg import PgConnection, StorePool, redact
 from proctor.store.base import Tile
 from proctor.store.cosignatures import PG_COSIGNATURES, StoredCosignature
 from proctor.store.sql import IntegrityViolation
@@ -117,22 +117,10 @@ class PostgresLogStore:
                 self._check_schema(first, create=create)
         except psycopg.Error as e:
             raise StoreError(f"cannot read or create the schema in {self._where}: {e}") from e
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            # Autocommit: a read is its own statement; appends open a transaction.
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
-            # A connection broken by a server restart is found and replaced before it
-            # is handed out, so one restart does not fail the next calls.
-            check=psycopg_pool.ConnectionPool.check_connection,
-            timeout=timeout,
-            # While the server is down the pool retries with a growing delay; giving up
-            # after a few seconds means the next call tries at once, so the store is
-            # back within moments of the server, not after a long backoff.
-            reconnect_timeout=min(timeout, 5.0),
-            open=False,
-            name="proctor-log",
+        # Autocommit connections (a read is its own statement; appends open a
+        # transaction), checked before use, failing fast while the server is down.
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = StorePool(
+            dsn, name="proctor-log", max_size=pool_size, timeout=timeout
         )
         try:
             self._pool.open(wait=True, timeout=timeout)

@@ -44,7 +44,7 @@ import psycopg
 import psycopg_pool
 
 from proctor.errors import StoreError
-from proctor.store._pg import PgConnection, redact
+from proctor.store._pg import PgConnection, StorePool, redact
 from proctor.store._state_schema import NODES_SUMMARY
 from proctor.store.migrations import Migration, MigrationPlan, Schema, run_migrations
 from proctor.store.snapshot import StateSnapshot
@@ -341,17 +341,7 @@ def _open_pool(
         psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(timeout))).close()
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to {where}: {str(e).strip()}") from e
-    pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
-        dsn,
-        min_size=1,
-        max_size=pool_size,
-        kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
-        check=psycopg_pool.ConnectionPool.check_connection,
-        timeout=timeout,
-        reconnect_timeout=min(timeout, 5.0),
-        open=False,
-        name="proctor-state",
-    )
+    pool = StorePool(dsn, name="proctor-state", max_size=pool_size, timeout=timeout)
     try:
         pool.open(wait=True, timeout=timeout)
     except psycopg.Error as e:

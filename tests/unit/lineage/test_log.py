@@ -181,6 +181,7 @@ class FlakyStore(SQLiteStore):
 
     fail_append = False
     fail_reads = False
+    land_then_fail = False  # the commit is durable, but its caller hears of a failure
     calls: list[str]
 
     def append(
@@ -197,6 +198,8 @@ class FlakyStore(SQLiteStore):
         if self.fail_append:
             raise StoreError("disk full (simulated)")
         super().append(first_index, entries, tiles, also=also, checkpoint=checkpoint)
+        if self.land_then_fail:
+            raise StoreError("connection lost after COMMIT was sent (simulated)")
 
     def put_checkpoint(self, size: int, note: str) -> None:
         self.calls.append(f"checkpoint {size}")
@@ -234,13 +237,47 @@ def test_failed_commit_acknowledges_nothing(flaky: tuple[Log, FlakyStore]) -> No
     assert log.check_all().ok
 
 
-def test_unknown_state_after_failed_commit_refuses_all_appends(flaky: tuple[Log, FlakyStore]) -> None:
+def test_a_store_unreachable_after_a_failed_commit_is_retried_not_given_up(
+    flaky: tuple[Log, FlakyStore],
+) -> None:
+    # The database went away: the commit and the reload after it fail. When it is back
+    # the log goes on from the stored state, without a restart.
     log, store = flaky
     log.append(ev(0))
     store.fail_append = store.fail_reads = True
     with pytest.raises(LogAppendError):
         log.append(ev(1))
     store.fail_append = store.fail_reads = False
+    assert log.append(ev(2)) == 1
+    assert log.check_all().ok
+
+
+def test_a_commit_that_landed_unacknowledged_is_never_overwritten(flaky: tuple[Log, FlakyStore]) -> None:
+    log, store = flaky
+    log.append(ev(0))
+    store.land_then_fail = store.fail_reads = True
+    with pytest.raises(LogAppendError):
+        log.append(ev(1))  # durable at 1, but its caller was told it failed
+    store.land_then_fail = store.fail_reads = False
+    # The writer still thinks the size is 1: the store's size check refuses that index,
+    # the writer reloads, and the next append goes after the landed entry.
+    with pytest.raises(LogAppendError, match="expected the stored tree size to be 1, found 2"):
+        log.append(ev(2))
+    assert log.append(ev(3)) == 2
+    assert log.check_all().ok
+
+
+def test_a_tree_that_contradicts_its_checkpoint_after_a_failed_commit_refuses_all_appends(
+    flaky: tuple[Log, FlakyStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, store = flaky
+    log.append(ev(0))
+    store.fail_append = True
+    monkeypatch.setattr(store, "latest_checkpoint", lambda: (1, "not a signed note\n"))
+    with pytest.raises(LogAppendError):
+        log.append(ev(1))
+    store.fail_append = False
+    monkeypatch.undo()
     with pytest.raises(LogAppendError, match="state unknown"):
         log.append(ev(2))
 
