@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from proctor.authorization.warrants import VerifiedWarrant
 from proctor.config import QuotaLimits
-from proctor.errors import ConfigError, LogLockedError, StoreError
+from proctor.errors import LogLockedError, StoreError
 from proctor.governor._flush import FlushClaim
 from proctor.governor.batching import WriteBatcher
 from proctor.governor.counters import STARTS_WINDOW_S, StartWindow
@@ -346,20 +346,22 @@ class ExecutionRegistry:
 
 
 def transition_lock(data_path: Path, store: str | None) -> TransitionLock:
-    """Shared mode: the :class:`TransitionLock` of the governor processes serving the
-    data directory ``data_path`` (a lock file there).
+    """Shared mode: the :class:`TransitionLock` of the governor processes serving one
+    store: a lock file in the data directory ``data_path`` (its processes are on this
+    host), or with a PostgreSQL ``store`` a session advisory lock in the database,
+    whose nodes may be on any host, each with its own data directory
+    (:func:`~proctor.store.locks_pg.pg_transition_lock`, which says what holds when
+    its session is lost). Nothing is opened until the first change.
 
     Raises:
-        ConfigError: a PostgreSQL store (``store``), whose nodes may be on other hosts:
-            a lock file here would exclude none of them (it needs an advisory lock in
-            the database, which is not built yet).
+        StoreError: ``store`` is not a PostgreSQL URL.
     """
-    if store is not None:
-        raise ConfigError(
-            "expected the data directory's own store for a shared governor, found a PostgreSQL URL: "
-            "several nodes on PostgreSQL need the executions' lock in the database (not built yet)"
-        )
-    return TransitionLock(FileSequencer(data_path / "executions.lock", shared=True))
+    if store is None:
+        return TransitionLock(FileSequencer(data_path / "executions.lock", shared=True))
+    from proctor.store.locks_pg import pg_transition_lock  # noqa: PLC0415 - psycopg only with a URL
+    from proctor.store.open import check_store_url  # noqa: PLC0415
+
+    return TransitionLock(pg_transition_lock(check_store_url(store)))
 
 
 class TransitionLock:

@@ -42,6 +42,7 @@ from proctor.errors import StoreConflictError, StoreError
 from proctor.store._pg import PgConnection, StorePool, redact
 from proctor.store.base import Tile
 from proctor.store.cosignatures import PG_COSIGNATURES, StoredCosignature
+from proctor.store.notify_pg import LOG_CHANNEL
 from proctor.store.sql import IntegrityViolation
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresLogStore"]
@@ -312,6 +313,8 @@ class PostgresLogStore:
                     "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
                     checkpoint,
                 )
+            # Every node's trust follower is woken once this commits (store/notify_pg.py).
+            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, str(new_size)))
             pipeline.sync()
             if head.fetchone() is None:
                 raise _HeadMoved

@@ -1,0 +1,176 @@
+"""Waking the trust follower of every governor node on PostgreSQL: ``LISTEN/NOTIFY``
+(:class:`PgNotifySignal`, a :class:`~proctor.governor.follower.ChangeSignal`).
+
+Every append to the log ``NOTIFY``s :data:`LOG_CHANNEL` inside its own transaction
+(:class:`~proctor.store.postgres.PostgresLogStore`), with the new tree size as payload.
+PostgreSQL delivers a notification only once its transaction commits, so a node woken
+by one reads a log that already holds the change; a rolled-back append wakes no one.
+
+A notification is a hint, never the record: the follower reads the log's committed size
+and the entries after the position it applied (ADR 0016, decision 4). So:
+
+1. :meth:`PgNotifySignal.wait` also returns after a safety interval
+   (:data:`SAFETY_POLL_S`) without any notification: one missed (the listening session
+   was down when it was sent; notifications are not queued for a session that is not
+   listening) is late by at most that interval, never lost.
+2. The listening session is a dedicated autocommit connection, served by a thread of
+   its own. When it drops, the thread reconnects with a growing delay (up to
+   :data:`MAX_BACKOFF_S`), ``LISTEN``s again, and then wakes the follower once: what was
+   committed while nobody listened is read in that round, from the follower's last
+   applied size.
+3. ``close`` stops the thread; a ``wait`` after it returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from proctor.store._pg import redact
+from proctor.store.locks_pg import dedicated_session
+
+__all__ = ["LOG_CHANNEL", "MAX_BACKOFF_S", "SAFETY_POLL_S", "PgNotifySignal"]
+
+_log = logging.getLogger("proctor.store")
+
+LOG_CHANNEL = "proctor_log"
+"""The channel every append to the log notifies (payload: the new tree size)."""
+SAFETY_POLL_S = 0.25
+"""How long :meth:`PgNotifySignal.wait` waits at most without a notification."""
+MAX_BACKOFF_S = 2.0
+"""The longest pause between two attempts to reconnect the listening session."""
+_FIRST_BACKOFF_S = 0.05
+_CLOSE_CHECK_S = 0.2  # how often the listening thread looks whether it should stop
+_CHANNEL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PgNotifySignal:
+    """Wakes the follower on a notification of ``channel``, on :meth:`wake`, or after
+    ``safety_poll`` seconds (module docstring). Thread-safe; the listening thread
+    starts at once."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        channel: str = LOG_CHANNEL,
+        safety_poll: float = SAFETY_POLL_S,
+        max_backoff: float = MAX_BACKOFF_S,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        """Start listening on ``channel`` in the database at ``dsn``.
+
+        Args:
+            dsn: the database (a libpq URI or ``key=value`` string).
+            channel: the channel (a lower-case SQL identifier).
+            safety_poll: the longest :meth:`wait` without a notification (seconds).
+            max_backoff: the longest pause between reconnection attempts (seconds).
+            connect_timeout: seconds to wait for each connection attempt.
+
+        Raises:
+            ValueError: a channel that is not a lower-case identifier, or an interval
+                that is not positive.
+        """
+        if not _CHANNEL_NAME.fullmatch(channel):
+            raise ValueError(f"expected a channel of lower-case letters, digits and _, found {channel!r}")
+        if safety_poll <= 0 or max_backoff <= 0:
+            raise ValueError(
+                f"expected positive intervals, found safety_poll={safety_poll}, max_backoff={max_backoff}"
+            )
+        self._dsn = dsn
+        self._where = redact(dsn)
+        self._channel = channel
+        self._safety_poll = safety_poll
+        self._max_backoff = max_backoff
+        self._connect_timeout = connect_timeout
+        self._woken = threading.Event()
+        self._closed = threading.Event()
+        self._listening = threading.Event()
+        self._sessions = 0
+        self._notifications = 0
+        self._thread = threading.Thread(target=self._listen, name="proctor-listen", daemon=True)
+        self._thread.start()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the listening session is up (else only the safety poll wakes)."""
+        return self._listening.is_set()
+
+    @property
+    def sessions(self) -> int:
+        """How many listening sessions were opened (1 + the reconnections)."""
+        return self._sessions
+
+    @property
+    def notifications(self) -> int:
+        """How many notifications were received."""
+        return self._notifications
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Wait until the listening session is up; whether it is."""
+        return self._listening.wait(timeout)
+
+    def wait(self, timeout: float) -> None:
+        """Return on a notification, on :meth:`wake`, or after ``timeout`` or the
+        safety interval, whichever comes first."""
+        if self._closed.is_set():
+            return
+        self._woken.wait(min(timeout, self._safety_poll))
+        self._woken.clear()
+
+    def wake(self) -> None:
+        """This process recorded a change: wake the follower now."""
+        self._woken.set()
+
+    def close(self) -> None:
+        """Stop listening; a :meth:`wait` returns at once from now on."""
+        self._closed.set()
+        self._woken.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=_CLOSE_CHECK_S + self._connect_timeout + 1)
+
+    def _listen(self) -> None:
+        """The listening thread: connect, ``LISTEN``, relay notifications; on any
+        failure reconnect after a pause that grows to ``max_backoff`` (step 2)."""
+        backoff = _FIRST_BACKOFF_S
+        while not self._closed.is_set():
+            try:
+                self._session()
+                backoff = _FIRST_BACKOFF_S  # it was up: the next failure retries soon
+            except psycopg.Error as e:
+                if self._listening.is_set() or backoff == _FIRST_BACKOFF_S:
+                    _log.warning(
+                        "not listening for log changes on %s (polling every %s s until back): %s",
+                        self._where,
+                        self._safety_poll,
+                        str(e).strip(),
+                    )
+                self._listening.clear()
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            except Exception:  # noqa: BLE001 - the thread must never die silently; it retries
+                _log.exception("the listening session on %s failed", self._where)
+                self._listening.clear()
+                self._closed.wait(self._max_backoff)
+
+    def _session(self) -> None:
+        """One listening session, until it fails (raises) or the signal closes."""
+        conn: psycopg.Connection[Any] = dedicated_session(
+            self._dsn, application_name="proctor-listen", connect_timeout=self._connect_timeout
+        )
+        with conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._sessions += 1
+            self._listening.set()
+            # Whatever committed while nobody listened is read in this round (step 2).
+            self._woken.set()
+            while not self._closed.is_set():
+                for _ in conn.notifies(timeout=_CLOSE_CHECK_S, stop_after=1):
+                    self._notifications += 1
+                    self._woken.set()
+        self._listening.clear()
