@@ -213,7 +213,7 @@ def _serve(
         exit_for(e)
     try:
         try:
-            serving = hold_serving_mode(governor.data.path, shared=shared)  # never both kinds at once
+            serving = hold_serving_mode(governor.data.path, shared=shared, store=store)  # never both kinds
             governor.log.start_writing()
         except ProctorError as e:
             fail(ExitCode.UNAVAILABLE, f"error: {e}")  # take the append lock now: one governor per data dir

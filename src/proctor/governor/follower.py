@@ -38,7 +38,10 @@ latency as on A. :class:`TrustFollower` does that:
 Wake-up: :class:`ChangeSignal` is an interface. On SQLite no notification crosses
 processes, so :class:`PollingSignal` wakes the follower every few milliseconds (a read
 of one ``meta`` row when nothing changed) and at once when this process recorded a
-change. A PostgreSQL store plugs ``LISTEN/NOTIFY`` in behind the same interface.
+change. A PostgreSQL store plugs ``LISTEN/NOTIFY`` in behind the same interface
+(:class:`~proctor.store.notify_pg.PgNotifySignal`: every append notifies on commit; a
+safety poll of 250 ms and a round after each reconnection cover a missed one);
+:func:`change_signal` picks the store's.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ __all__ = [
     "FollowedBroadcaster",
     "PollingSignal",
     "TrustFollower",
+    "change_signal",
 ]
 
 _log = logging.getLogger("proctor.governor")
@@ -128,6 +132,21 @@ class PollingSignal:
         """Stop sleeping."""
         self._closed = True
         self._woken.set()
+
+
+def change_signal(store: str | None) -> ChangeSignal:
+    """The wake-up of a shared governor's follower on ``store``: polling on the data
+    directory's SQLite file (``None``), ``LISTEN/NOTIFY`` on a PostgreSQL URL.
+
+    Raises:
+        StoreError: ``store`` is not a PostgreSQL URL.
+    """
+    if store is None:
+        return PollingSignal()
+    from proctor.store.notify_pg import PgNotifySignal  # noqa: PLC0415 - psycopg only with a URL
+    from proctor.store.open import check_store_url  # noqa: PLC0415
+
+    return PgNotifySignal(check_store_url(store))
 
 
 class FollowedBroadcaster(Broadcaster):

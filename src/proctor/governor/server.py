@@ -33,6 +33,7 @@ each of its shared processes the socket it bound (:func:`listening_socket`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -43,7 +44,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from proctor.errors import ConfigError, LogLockedError
 from proctor.governor.access_log import ACCESS_LOGGER, AccessLog
@@ -310,15 +311,19 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def hold_serving_mode(data_path: Path, *, shared: bool) -> IO[bytes]:
+def hold_serving_mode(data_path: Path, *, shared: bool, store: str | None = None) -> contextlib.ExitStack:
     """Declare how this process serves the data directory, for its whole life: a shared
     ``flock`` on ``governors.lock`` for a shared governor, an exclusive one for an
-    exclusive governor. Keep the returned file open while serving.
+    exclusive governor; with a PostgreSQL ``store``, the same claim in the database
+    (:class:`~proctor.store.locks_pg.PgServingMode`), whose nodes may be on other hosts,
+    each with its own data directory. Close the returned stack when done serving.
 
     Raises:
-        LogLockedError: a governor of the other kind serves the data directory (or an
-            exclusive one already does).
+        LogLockedError: a governor of the other kind serves the data directory or the
+            database (or an exclusive one already does).
+        StoreError: the database cannot be reached.
     """
+    held = contextlib.ExitStack()
     path = data_path / "governors.lock"
     handle = open(path, "a+b")  # noqa: SIM115 - held open for the life of the process
     try:
@@ -328,7 +333,16 @@ def hold_serving_mode(data_path: Path, *, shared: bool) -> IO[bytes]:
         other = "an exclusive governor serves" if shared else "other governors serve"
         hint = "" if shared else " (start each with --shared to serve it together)"
         raise LogLockedError(f"{other} the data directory {data_path}{hint}") from None
-    return handle
+    held.callback(handle.close)
+    if store is not None:
+        from proctor.store.locks_pg import PgServingMode  # noqa: PLC0415 - psycopg only with a URL
+
+        try:
+            held.callback(PgServingMode(store, shared=shared).close)
+        except BaseException:
+            held.close()
+            raise
+    return held
 
 
 def default_node() -> str:

@@ -43,7 +43,7 @@ from proctor.governor.authentication import Authenticator
 from proctor.governor.authorize import DEFAULT_LEASE_TTL_MS, DELEGATIONS_PER_PRINCIPAL, Authorizer
 from proctor.governor.counters import RateCounters
 from proctor.governor.executions import Executions
-from proctor.governor.follower import FollowedBroadcaster, PollingSignal, TrustFollower
+from proctor.governor.follower import FollowedBroadcaster, TrustFollower, change_signal
 from proctor.governor.issuance import WarrantIssuer
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
 from proctor.governor.nonces import NonceCache
@@ -241,8 +241,8 @@ class Governor:
         self.warrant_public_key = warrant_key.public_key
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
-        # Shared: recorded changes are published by the follower, woken by a poll on SQLite.
-        self.broadcaster = FollowedBroadcaster(PollingSignal()) if shared else Broadcaster()
+        # Shared: the follower publishes recorded changes (woken by polls; NOTIFY on PostgreSQL).
+        self.broadcaster = FollowedBroadcaster(change_signal(store)) if shared else Broadcaster()
         self.counters = RateCounters(self.state, followed=shared)
         self.nonces = NonceCache(self.state, now=int(self.now()), shared=shared)
         followed_from = stores.log.tree_size() if shared else 0  # shared: changes after it are followed
