@@ -273,7 +273,8 @@ def log_cosign(
         fail(ExitCode.BAD_INPUT, f"error: {e}")
     try:
         with httpx.Client(timeout=timeout) as client:
-            report = collect_cosignatures(log, store, policy, client=client)
+            signer = DataDir.open(data).log_signer()  # each request says it is from the log
+            report = collect_cosignatures(log, store, policy, client=client, signer=signer)
     except ProctorError as e:
         fail(
             ExitCode.VERIFY_FAILED if isinstance(e, VerificationError) else ExitCode.BAD_INPUT, f"error: {e}"

@@ -24,6 +24,7 @@ from proctor.governor.service import Governor
 from proctor.lineage.checkpoint import Checkpoint
 from proctor.lineage.cosignature import CosignerKey, cosignatures_in
 from proctor.note import open_note, sign_note
+from proctor.orchestration.witness import sign_submission
 from proctor.orchestration.witness_dir import WitnessDir
 
 
@@ -112,5 +113,32 @@ def test_a_fork_seen_by_a_node_witness_is_an_alarm_event_in_the_log_a_metric_and
         finally:
             state.close()
         assert governor.ready()[1]["witness"] == "ok"
+    finally:
+        governor.witness.close()  # type: ignore[union-attr]
+
+
+def test_a_replayed_checkpoint_with_a_garbage_proof_does_not_stop_a_node(
+    gov_data: Path, governor: Governor, tmp_path: Path
+) -> None:
+    _attach(governor, tmp_path)
+    try:
+        app = create_app(governor)
+        first = governor.log.checkpoint()
+        size = Checkpoint.from_text(open_note(first, [governor.log.verifier]).text).size
+        assert _add(app, 0, first)[0] == 200
+        governor.log.append({"v": 1, "type": "approval", "time": "2026-01-01T00:00:00Z", "tag": "x"})
+        published = governor.log.checkpoint()
+        garbage = ("A" * 43 + "=",)
+        status, text = _add(app, size, published, garbage)  # anyone can send this
+        assert status == 422, text
+        assert governor.ready()[1]["witness"] == "ok"  # no alarm: the node stays in rotation
+        # The same request from the log (signed with its key) is evidence: an alarm.
+        body = (f"old {size}\n{garbage[0]}\n\n" + published).encode()
+        signer = DataDir.open(gov_data).log_signer()
+        header = ("proctor-log-signature", sign_submission(signer, "node.example/witness", body))
+        answer = call(app, "POST", "/witness/add-checkpoint", body=body, headers=[header])
+        assert answer.status == 422
+        assert "inconsistent-proof" in answer.body.decode()
+        assert "error" in governor.ready()[1]["witness"]
     finally:
         governor.witness.close()  # type: ignore[union-attr]

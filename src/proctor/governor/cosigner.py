@@ -67,6 +67,7 @@ from proctor.store.cosignatures import StoredCosignature, WitnessedLogStore
 if TYPE_CHECKING:
     from proctor.datadir import DataDir
     from proctor.lineage.log import Log
+    from proctor.note import NoteSigner
 
 __all__ = ["ALARM_OUTCOMES", "Cosigner", "CosignerMetrics", "WitnessedCheckpoint", "read_witness_policy"]
 
@@ -139,6 +140,7 @@ class Cosigner:
         policy: WitnessPolicy,
         interval_s: float,
         timeout_s: float,
+        signer: NoteSigner | None = None,
     ) -> None:
         """Check the policy against the log; nothing is sent before :meth:`start`.
 
@@ -149,6 +151,8 @@ class Cosigner:
             policy: the witnesses and the quorum.
             interval_s: seconds between rounds.
             timeout_s: how long one witness's answer is waited for.
+            signer: the log's key, to say each submission is from the log (a witness
+                then raises an alarm on an inconsistent one; ``None``: anonymous).
 
         Raises:
             ConfigError: the policy does not accept this log's key, or none of its
@@ -167,6 +171,7 @@ class Cosigner:
         self._store = store
         self._policy = policy
         self._interval_s = interval_s
+        self._signer = signer
         self._client = httpx.Client(timeout=timeout_s)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -205,6 +210,7 @@ class Cosigner:
                 policy=policy,
                 interval_s=config.interval_ms / 1000,
                 timeout_s=config.timeout_ms / 1000,
+                signer=data.log_signer(),
             )
         except BaseException:
             database.close()
@@ -278,7 +284,12 @@ class Cosigner:
                 with self._lock:
                     self.submissions[w.name] = self.submissions.get(w.name, 0) + 1
         return collect_cosignatures(
-            self._log, self._store, self._policy, client=self._client, old_sizes=dict(self._cosigned)
+            self._log,
+            self._store,
+            self._policy,
+            client=self._client,
+            old_sizes=dict(self._cosigned),
+            signer=self._signer,
         )
 
     def _take(self, report: CosignReport) -> None:

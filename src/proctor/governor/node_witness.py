@@ -25,11 +25,13 @@ non-ready state — on any inconsistency"):
    ``proctor_witness_alarms_total``, ``proctor_witness_open_alarms``) are in the
    governor's ``/metrics`` too, with ``proctor_witness_alarm_log_failures_total``.
 
-Known limit: ``add-checkpoint`` is unauthenticated, as in the C2SP spec. The checkpoint
-must carry a valid signature by the log's key (step 3 of the witness), so nobody without
-the key can make a new checkpoint; but anyone can replay a published one with a garbage
-proof and raise an ``inconsistent-proof`` alarm (a false alarm; the witness keeps
-cosigning the honest log, ADR 0014 decision 5).
+False alarms: ``add-checkpoint`` is open to anyone, as in the C2SP spec, and the
+checkpoint must carry the log's signature (step 3 of the witness), so nobody without the
+log's key can have a new checkpoint cosigned. A bad proof raises an alarm only when the
+request says it is from the log (a ``Proctor-Log-Signature`` by the log's key, which the
+nodes' cosigners and ``proctor log cosign`` send); a published checkpoint replayed with
+a garbage proof by anyone else gets 422 and stops no node. Two roots for one size are
+always an alarm: both carry the log's signature.
 """
 
 from __future__ import annotations
@@ -71,9 +73,9 @@ class _RecordingWitness(Witness):
             registry=None,
         )
 
-    def add_checkpoint(self, body: bytes, *, now: float) -> WitnessAnswer:
+    def add_checkpoint(self, body: bytes, *, now: float, submitter: str | None = None) -> WitnessAnswer:
         """:meth:`Witness.add_checkpoint`, then the alarm's event into the deployment's log."""
-        answer = super().add_checkpoint(body, now=now)
+        answer = super().add_checkpoint(body, now=now, submitter=submitter)
         if answer.alarm is not None:
             self._record(answer.alarm)
         return answer

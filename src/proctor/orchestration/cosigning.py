@@ -40,8 +40,8 @@ from proctor.lineage.checkpoint import Checkpoint, open_checkpoint
 from proctor.lineage.cosignature import Cosignature
 from proctor.lineage.log import Log
 from proctor.lineage.witness_policy import PolicyWitness, QuorumResult, WitnessPolicy
-from proctor.note import NoteVerifier, open_note
-from proctor.orchestration.witness import SIZE_CONTENT_TYPE
+from proctor.note import NoteSigner, NoteVerifier, open_note
+from proctor.orchestration.witness import SIZE_CONTENT_TYPE, SUBMITTER_HEADER, sign_submission
 from proctor.store.cosignatures import StoredCosignature, WitnessedLogStore
 from proctor.store.sqlite import SQLiteStore
 
@@ -82,8 +82,8 @@ class HTTPResponse(Protocol):
 class HTTPClient(Protocol):
     """What :func:`collect_cosignatures` needs of an HTTP client (an ``httpx.Client``)."""
 
-    def post(self, url: str, *, content: bytes) -> HTTPResponse:
-        """``POST`` ``content`` to ``url``."""
+    def post(self, url: str, *, content: bytes, headers: Mapping[str, str]) -> HTTPResponse:
+        """``POST`` ``content`` to ``url`` with ``headers``."""
         ...
 
 
@@ -223,6 +223,7 @@ def _submit_one(
     *,
     client: HTTPClient,
     old: int | None = None,
+    signer: NoteSigner | None = None,
 ) -> WitnessOutcome:
     name, url = witness.name, witness.url
     if not url:
@@ -233,8 +234,10 @@ def _submit_one(
     for _attempt in range(_RETRIES + 1):
         proof = log.consistency_proof(old, checkpoint.size)["hashes"] if 0 < old < checkpoint.size else []
         body = f"old {old}\n" + "".join(f"{h}\n" for h in proof) + "\n" + note
+        raw = body.encode()
+        headers = {} if signer is None else {SUBMITTER_HEADER: sign_submission(signer, witness.key.name, raw)}
         try:
-            answer = client.post(url.rstrip("/") + "/add-checkpoint", content=body.encode())
+            answer = client.post(url.rstrip("/") + "/add-checkpoint", content=raw, headers=headers)
         except httpx.HTTPError as e:
             return WitnessOutcome(name, url, "unreachable", 0, f"no answer from {url}: {e}")
         status = answer.status_code
@@ -294,6 +297,7 @@ def collect_cosignatures(
     *,
     client: HTTPClient,
     old_sizes: Mapping[str, int] | None = None,
+    signer: NoteSigner | None = None,
 ) -> CosignReport:
     """Submit the log's latest stored checkpoint to the policy's witnesses; store what they sign.
 
@@ -305,6 +309,9 @@ def collect_cosignatures(
         old_sizes: policy witness name → the largest size it cosigned, as the caller
             remembers it (a witness not named here, or a size beyond the checkpoint, is
             looked up in ``store``). A wrong size costs one 409 round trip, no more.
+        signer: the log's key: each request then says it is from the log (the
+            ``Proctor-Log-Signature`` header), so a witness raises an alarm on a bad
+            proof it sends (an anonymous one only gets 422).
 
     Returns:
         Each witness's outcome, and the quorum over the cosignatures now stored.
@@ -317,7 +324,9 @@ def collect_cosignatures(
     note, checkpoint = _latest_checkpoint(store, log.verifier)
     policy.check(note, log=log.verifier)  # the policy must accept this log's key
     outcomes = tuple(
-        _submit_one(log, store, w, note, checkpoint, client=client, old=(old_sizes or {}).get(w.name))
+        _submit_one(
+            log, store, w, note, checkpoint, client=client, old=(old_sizes or {}).get(w.name), signer=signer
+        )
         for w in policy.witnesses.values()
     )
     cosigned = cosigned_note(note, store.cosignatures(checkpoint.size))

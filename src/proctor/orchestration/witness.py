@@ -14,7 +14,11 @@ c2sp.org/tlog-witness, "add-checkpoint":
    Otherwise 400.
 2. The origin (the checkpoint's first line) is a log this witness trusts: else 404.
 3. A signature by one of that log's keys verifies (others are ignored); a line by a
-   trusted key that does not verify, or no trusted signature: 403.
+   trusted key that does not verify, or no trusted signature: 403. A request that
+   carries a submitter signature (the ``Proctor-Log-Signature`` header,
+   :func:`sign_submission`: the log's key over this witness's name and the body's
+   SHA-256) is *from the log*; one whose signature verifies under none of the log's
+   keys: 403. Without the header the request is anonymous, as the spec allows.
 4. The body is a C2SP checkpoint of that origin: else 400. ``old`` is at most its
    size: else 400.
 5. ``old`` is the size of the latest checkpoint cosigned for the origin (0 if none):
@@ -24,8 +28,11 @@ c2sp.org/tlog-witness, "add-checkpoint":
 7. The proof is an RFC 9162 §2.1.4 consistency proof from the cosigned (size, root) to
    the new one (for equal sizes: no hashes and the same root): else 422 and an ALARM —
    a ``witness.alarm`` event, a counted metric, ``/readyz`` not ready until an
-   operator clears it. Two roots for one size are a ``fork``; a proof that fails from
-   the cosigned checkpoint is ``inconsistent-proof``.
+   operator clears it. Two roots for one size are a ``fork`` (evidence in itself: both
+   are signed by the log). A proof that fails from the cosigned checkpoint is
+   ``inconsistent-proof`` when the request is from the log; an anonymous one gets 422
+   without an alarm (``bad-proof``): anyone can replay a published checkpoint with a
+   garbage proof, and an alarm stops a node (false alarms, ADR 0014 addendum).
 8. The new checkpoint is recorded — atomically with the check of step 5, and durably —
    with a ``witness.cosigned`` event (:meth:`WitnessState.advance`); a record that moved
    meanwhile is a 409. Only then is it cosigned (tlog-cosignature/v1, Ed25519, the
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 import threading
@@ -48,13 +56,16 @@ from proctor.lineage.checkpoint import Checkpoint
 from proctor.lineage.cosignature import Cosigner, cosign
 from proctor.lineage.events import Event
 from proctor.lineage.merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
-from proctor.note import NoteSignature, open_note
+from proctor.note import NoteSignature, NoteSigner, NoteVerifier, open_note
 from proctor.orchestration.witness_state import LatestCheckpoint, WitnessState
 
 __all__ = [
     "MAX_BODY",
     "MAX_PROOF_LINES",
     "SIZE_CONTENT_TYPE",
+    "SUBMITTER_HEADER",
+    "submission_message",
+    "sign_submission",
     "AddCheckpointRequest",
     "WitnessAnswer",
     "Witness",
@@ -65,6 +76,9 @@ MAX_BODY = 16 << 10
 signatures fit), so that the evidence of an alarm fits in one 64 KiB event."""
 MAX_PROOF_LINES = 63
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
+SUBMITTER_HEADER = "proctor-log-signature"
+"""The request header that says the submitter holds the log's key (step 3); not C2SP."""
+_SUBMISSION = "proctor tlog-witness submission/v1\n"
 _TEXT = "text/plain; charset=utf-8"
 _OLD = re.compile(r"old (0|[1-9][0-9]{0,19})")
 
@@ -132,6 +146,19 @@ class WitnessAnswer:
     alarm: int | None = None
 
 
+def submission_message(witness: str, body: bytes) -> bytes:
+    """What a submitter signs with the log's key for ``witness`` (step 3): a fixed first
+    line (no checkpoint has it: a checkpoint's second line is its size), the witness's
+    name (an answer for one witness cannot be replayed to another) and the body's SHA-256."""
+    return f"{_SUBMISSION}{witness}\n{hashlib.sha256(body).hexdigest()}\n".encode()
+
+
+def sign_submission(signer: NoteSigner, witness: str, body: bytes) -> str:
+    """The :data:`SUBMITTER_HEADER` value for ``body`` sent to ``witness``: base64 of the
+    log key's Ed25519 signature over :func:`submission_message`."""
+    return base64.b64encode(signer.sign(submission_message(witness, body))).decode()
+
+
 def _refuse(status: int, outcome: str, message: str) -> WitnessAnswer:
     return WitnessAnswer(status, (message + "\n").encode(), _TEXT, outcome)
 
@@ -162,12 +189,13 @@ class Witness:
         """The witness's name (its key name)."""
         return self.cosigner.name
 
-    def add_checkpoint(self, body: bytes, *, now: float) -> WitnessAnswer:
+    def add_checkpoint(self, body: bytes, *, now: float, submitter: str | None = None) -> WitnessAnswer:
         """Answer one add-checkpoint request (steps 1-8 of the module docstring).
 
         Args:
             body: the request body.
             now: the current POSIX time (the cosignature's timestamp, in seconds).
+            submitter: the :data:`SUBMITTER_HEADER` value, if the request had one.
 
         Returns:
             The answer: 200 with the cosignature line, or the refusal the spec prescribes.
@@ -190,6 +218,11 @@ class Witness:
             opened = open_note(request.note, keys)
         except NoteError as e:
             return _refuse(403, "bad-signature", f"the checkpoint is not signed by the log: {e}")
+        from_log = submitter is not None
+        if submitter is not None and not self._from_log(keys, body, submitter):
+            return _refuse(
+                403, "bad-submitter", f"the {SUBMITTER_HEADER} header verifies under no key of the log"
+            )
         # Step 4
         try:
             checkpoint = Checkpoint.from_text(opened.text)
@@ -202,7 +235,15 @@ class Witness:
                 400, "malformed", f"old size {request.old_size} is beyond the checkpoint's {checkpoint.size}"
             )
         with self._lock:
-            return self._cosign(request, checkpoint, opened.text, opened.verified, now)
+            return self._cosign(request, checkpoint, opened.text, opened.verified, now, from_log=from_log)
+
+    def _from_log(self, keys: list[NoteVerifier], body: bytes, submitter: str) -> bool:
+        try:
+            signature = base64.b64decode(submitter, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        message = submission_message(self.name, body)
+        return any(key.verify(message, signature) for key in keys)
 
     def _cosign(
         self,
@@ -211,6 +252,8 @@ class Witness:
         text: str,
         log_signatures: tuple[NoteSignature, ...],
         now: float,
+        *,
+        from_log: bool,
     ) -> WitnessAnswer:
         origin = checkpoint.origin
         latest = self.state.latest(origin)
@@ -230,7 +273,16 @@ class Witness:
                     latest.size, checkpoint.size, latest.root, checkpoint.root_hash, request.proof
                 )
             except ProofError as e:
-                return self._alarm(latest, checkpoint, request, e, now)
+                fork = latest.size == checkpoint.size and e.reason == "root-mismatch"
+                if fork or from_log:
+                    return self._alarm(latest, checkpoint, request, e, now)
+                return _refuse(
+                    422,
+                    "bad-proof",
+                    f"no valid consistency proof from the cosigned size {latest.size} to {checkpoint.size}: "
+                    f"{e} (an anonymous request: no alarm is raised; proctor's submitters sign with the "
+                    f"log's key in {SUBMITTER_HEADER})",
+                )
         # Step 8
         timestamp = int(now)
         if timestamp <= 0:

@@ -3,7 +3,8 @@
 Routes (one plain ASGI application, no framework):
 
 - ``POST /add-checkpoint`` — the spec's call (:meth:`Witness.add_checkpoint`); the
-  body is read up to :data:`~proctor.orchestration.witness.MAX_BODY` bytes (more: 413).
+  body is read up to :data:`~proctor.orchestration.witness.MAX_BODY` bytes (more: 413);
+  a ``Proctor-Log-Signature`` header says the submitter holds the log's key.
 - ``GET /<hex SHA-256 of an origin>/checkpoint`` — the latest checkpoint cosigned for
   that log, with the log's signature(s) and the witness's cosignature (the spec's
   monitoring retrieval); 404 if none.
@@ -32,7 +33,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from proctor.errors import BodyTooLargeError, ConfigError, ProctorError
-from proctor.orchestration.witness import MAX_BODY, Witness, WitnessAnswer
+from proctor.orchestration.witness import MAX_BODY, SUBMITTER_HEADER, Witness, WitnessAnswer
 
 __all__ = ["WitnessApp", "parse_listen", "bind", "serve"]
 
@@ -108,8 +109,9 @@ class WitnessApp:
             if method != "POST":
                 return 405, "text/plain", b"expected POST\n"
             body = await _read_body(scope, receive)
+            submitter = _header(scope, SUBMITTER_HEADER)
             answer: WitnessAnswer = await asyncio.to_thread(
-                self.witness.add_checkpoint, body, now=self.clock()
+                self.witness.add_checkpoint, body, now=self.clock(), submitter=submitter
             )
             self.requests.labels(answer.outcome).inc()
             if answer.alarm is not None:
@@ -149,6 +151,16 @@ class WitnessApp:
             if hashlib.sha256(latest.origin.encode()).hexdigest() == origin_hash.lower():
                 return 200, "text/plain; charset=utf-8", latest.note.encode()
         return 404, "text/plain", b"no checkpoint cosigned for that log\n"
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    """The value of header ``name`` (lower case), if there is exactly one; several: ""
+    (which verifies as nothing)."""
+    wanted = name.encode()
+    values = [v for k, v in scope.get("headers", []) if k.lower() == wanted]
+    if not values:
+        return None
+    return values[0].decode("latin-1") if len(values) == 1 else ""
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes:

@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from proctor.datadir import DataDir
 from proctor.errors import StoreConflictError
 from proctor.lineage.cosignature import Cosignature, generate_cosigner
 from proctor.lineage.events import Event
 from proctor.lineage.log import Log
 from proctor.note import generate_signer, sign_note
-from proctor.orchestration.witness import MAX_PROOF_LINES, SIZE_CONTENT_TYPE, AddCheckpointRequest, Witness
+from proctor.orchestration.witness import (
+    MAX_PROOF_LINES,
+    SIZE_CONTENT_TYPE,
+    AddCheckpointRequest,
+    Witness,
+    sign_submission,
+)
 from proctor.orchestration.witness_state import WitnessState
 
 NOW = 1_800_000_000.5
@@ -143,12 +150,20 @@ def test_a_proof_from_size_zero_is_422(log: Log, witness: Witness) -> None:
     assert answer.alarm is None  # nothing was cosigned before: no evidence of anything
 
 
-def test_a_bad_proof_from_the_cosigned_checkpoint_is_422_and_an_alarm(log: Log, witness: Witness) -> None:
+def _from_log(tmp_path: Path, witness: Witness, body: bytes) -> str:
+    """The submitter header of ``body``: the log's key says the request is from the log."""
+    return sign_submission(DataDir.open(tmp_path / "log").log_signer(), witness.name, body)
+
+
+def test_a_bad_proof_from_the_cosigned_checkpoint_is_422_and_an_alarm(
+    tmp_path: Path, log: Log, witness: Witness
+) -> None:
     log.append(_event("a"))
     assert witness.add_checkpoint(_body(log, 0), now=NOW).status == 200
     old = log.checkpoint_size()
     log.append_many([_event("b"), _event("c")])
-    answer = witness.add_checkpoint(_body(log, old, proof=["A" * 43 + "="]), now=NOW)
+    body = _body(log, old, proof=["A" * 43 + "="])
+    answer = witness.add_checkpoint(body, now=NOW, submitter=_from_log(tmp_path, witness, body))
     assert (answer.status, answer.outcome) == (422, "inconsistent-proof")
     assert answer.alarm is not None
     [alarm] = witness.state.alarms(open_only=True)
@@ -181,11 +196,42 @@ def test_two_roots_for_one_size_are_a_fork_alarm(tmp_path: Path, log: Log, witne
         assert witness.add_checkpoint(_body(honest, size), now=NOW + 1).status == 200
 
 
-def test_alarms_stay_open_until_cleared_and_the_clearing_is_kept(log: Log, witness: Witness) -> None:
+def test_an_anonymous_bad_proof_is_422_without_an_alarm(tmp_path: Path, log: Log, witness: Witness) -> None:
+    # Anyone can replay a published checkpoint with a garbage proof: no alarm for that.
+    log.append(_event("a"))
+    assert witness.add_checkpoint(_body(log, 0), now=NOW).status == 200
+    old = log.checkpoint_size()
+    log.append(_event("b"))
+    answer = witness.add_checkpoint(_body(log, old, proof=["A" * 43 + "="]), now=NOW)
+    assert (answer.status, answer.outcome, answer.alarm) == (422, "bad-proof", None)
+    assert witness.state.open_alarm_count() == 0
+    latest = witness.state.latest("example.com/log")
+    assert latest is not None
+    assert latest.size == old  # nothing moved, nothing cosigned
+
+
+def test_a_submitter_signature_that_does_not_verify_is_403(
+    tmp_path: Path, log: Log, witness: Witness
+) -> None:
+    log.append(_event("a"))
+    body = _body(log, 0)
+    stranger = sign_submission(generate_signer("example.com/log"), witness.name, body)
+    elsewhere = sign_submission(DataDir.open(tmp_path / "log").log_signer(), "witness.example/other", body)
+    for submitter in (stranger, elsewhere, "not base64!", ""):
+        answer = witness.add_checkpoint(body, now=NOW, submitter=submitter)
+        assert (answer.status, answer.outcome) == (403, "bad-submitter"), submitter
+    assert witness.state.latest("example.com/log") is None
+    assert witness.add_checkpoint(body, now=NOW, submitter=_from_log(tmp_path, witness, body)).status == 200
+
+
+def test_alarms_stay_open_until_cleared_and_the_clearing_is_kept(
+    tmp_path: Path, log: Log, witness: Witness
+) -> None:
     log.append(_event("a"))
     witness.add_checkpoint(_body(log, 0), now=NOW)
     log.append(_event("b"))
-    witness.add_checkpoint(_body(log, 1, proof=["A" * 43 + "="]), now=NOW)
+    body = _body(log, 1, proof=["A" * 43 + "="])
+    witness.add_checkpoint(body, now=NOW, submitter=_from_log(tmp_path, witness, body))
     assert witness.state.open_alarm_count() == 1
     assert witness.state.clear_alarms(reason="looked at it", at="2026-01-02T00:00:00Z") == 1
     assert witness.state.open_alarm_count() == 0
