@@ -148,82 +148,105 @@ def kill_marked(marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+MODES = ["exclusive", "shared"]
+
+
+def governors(root: Path, dsn: str, mode: str, origin: str) -> list[GovernorServer]:
+    """One exclusive ``proctor serve`` on ``dsn``, or two ``--shared`` ones."""
+    if mode == "exclusive":
+        return [GovernorServer(root, policy=POLICIES / "run", origin=origin, store=dsn)]
+    first = GovernorServer(
+        root / "node-a", policy=POLICIES / "run", origin=origin, store=dsn,
+        serve_args=("--shared", "--node", "node-a"),
+    )  # fmt: skip
+    return [first, GovernorServer(root / "node-b", beside=first, serve_args=("--shared", "--node", "node-b"))]
+
+
 @dataclass
 class Outage:
-    """What the scenario saw (module docstring)."""
+    """What the scenario saw (module docstring); per governor where a list."""
 
+    mode: str
     dsn: str
     data: Path
     log_key: str
     answers: list[Answer] = field(default_factory=list)  # every authorization, in order
     before_receipt: Path | None = None
     during: list[Answer] = field(default_factory=list)
-    ready_during: tuple[int, dict[str, Any]] = (0, {})
+    ready_during: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     run_during: tuple[int, str] = (0, "")
     ran_during: bool = False
     tree_left: list[int] = field(default_factory=list)
     enforcer: tuple[int, str] = (0, "")
-    same_process_after: bool = False
-    ready_after: tuple[int, dict[str, Any]] = (0, {})
+    same_processes_after: bool = False
+    ready_after: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     after: list[Answer] = field(default_factory=list)
     run_after: tuple[int, str] = (0, "")
     serve_err: str = ""
 
 
-@pytest.fixture(scope="module")
-def outage(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
-    root = tmp_path_factory.mktemp("pg-outage")
+@pytest.fixture(scope="module", params=MODES)
+def outage(
+    request: pytest.FixtureRequest, pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Outage]:
+    mode: str = request.param
+    root = tmp_path_factory.mktemp(f"pg-outage-{mode}")
     name = pg_cluster.create_database()
     dsn = pg_cluster.dsn(name)
-    server = GovernorServer(root, policy=POLICIES / "run", origin="outage.example/gov", store=dsn)
-    seen = Outage(dsn, server.data, (server.data / "keys" / "log.pub").read_text().strip())
+    servers = governors(root, dsn, mode, "outage.example/gov")
+    server = servers[0]  # the enforcers' governor
+    seen = Outage(mode, dsn, server.data, (server.data / "keys" / "log.pub").read_text().strip())
     marker = "proctor-test-" + secrets.token_hex(6)
     enforcer: subprocess.Popen[str] | None = None
+    clients = [GovernorClient(s.url, PrincipalKey.load(server.key), timeout=WAIT) for s in servers]
     try:
-        assert server.proc is not None
-        pid = server.proc.pid
+        pids = [s.proc.pid if s.proc is not None else -1 for s in servers]
         # Before: a governed command with its receipt, and authorizations answered.
         seen.before_receipt = root / "before.json"
         done = run(server, "sh", "-c", "echo before", receipt=seen.before_receipt)
         out, err = done.communicate(timeout=WAIT)
         assert (done.returncode, out) == (0, "before\n"), err
-        with GovernorClient(server.url, PrincipalKey.load(server.key), timeout=WAIT) as client:
-            seen.answers += [authorize(client, f"before-{i}") for i in range(3)]
-            assert [a.kind for a in seen.answers] == ["allow"] * 3
-            # A long-running tree under a 2 s lease, renewed until the database goes.
-            enforcer = run(server, sys.executable, str(TREE), marker)
-            assert enforcer.stderr is not None
-            assert enforcer.stdout is not None
-            assert re.search(r"execution ex_\w+ started", enforcer.stderr.readline())
-            assert enforcer.stdout.readline().strip() == "ready"
-            time.sleep(1.0)  # a renewal or two went through
+        seen.answers += [authorize(c, f"before-{i}-{n}") for i in range(3) for n, c in enumerate(clients)]
+        assert {a.kind for a in seen.answers} == {"allow"}
+        # A long-running tree under a 2 s lease, renewed until the database goes.
+        enforcer = run(server, sys.executable, str(TREE), marker)
+        assert enforcer.stderr is not None
+        assert enforcer.stdout is not None
+        assert re.search(r"execution ex_\w+ started", enforcer.stderr.readline())
+        assert enforcer.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # a renewal or two went through
 
-            pg_cluster.stop()
-            try:
-                seen.during = [authorize(client, f"during-{i}") for i in range(2)]
-                seen.ready_during = readiness(server.url)
-                touched = root / "ran-during"
-                started = run(server, "sh", "-c", f"echo ran > {touched}")
-                out, err = started.communicate(timeout=WAIT)
-                seen.run_during = (started.returncode, err)
-                seen.ran_during = touched.exists()
-                seen.tree_left = wait_gone(marker)
-                enforcer.wait(timeout=WAIT)
-                seen.enforcer = (enforcer.returncode, enforcer.stderr.read())
-            finally:
-                pg_cluster.start()
-            seen.ready_after = wait_ready(server.url)
-            seen.same_process_after = server.proc is not None and server.proc.pid == pid
-            seen.same_process_after &= server.proc is not None and server.proc.poll() is None
-            seen.after = [authorize(client, f"after-{i}") for i in range(3)]
+        pg_cluster.stop()
+        try:
+            seen.during = [authorize(c, f"during-{i}-{n}") for i in range(2) for n, c in enumerate(clients)]
+            seen.ready_during = [readiness(s.url) for s in servers]
+            touched = root / "ran-during"
+            started = run(server, "sh", "-c", f"echo ran > {touched}")
+            out, err = started.communicate(timeout=WAIT)
+            seen.run_during = (started.returncode, err)
+            seen.ran_during = touched.exists()
+            seen.tree_left = wait_gone(marker)
+            enforcer.wait(timeout=WAIT)
+            seen.enforcer = (enforcer.returncode, enforcer.stderr.read())
+        finally:
+            pg_cluster.start()
+        seen.ready_after = [wait_ready(s.url) for s in servers]
+        seen.same_processes_after = all(
+            s.proc is not None and s.proc.pid == pid and s.proc.poll() is None
+            for s, pid in zip(servers, pids, strict=True)
+        )
+        seen.after = [authorize(c, f"after-{i}-{n}") for i in range(3) for n, c in enumerate(clients)]
         done = run(server, "sh", "-c", "echo after", receipt=root / "after.json")
         out, err = done.communicate(timeout=WAIT)
         seen.run_after = (done.returncode, out)
         seen.answers += seen.during + seen.after
-        server.stop()
-        seen.serve_err = server.log_path.read_text()
+        for s in servers:
+            s.stop()
+        seen.serve_err = "".join(s.log_path.read_text() for s in servers)
         yield seen
     finally:
+        for c in clients:
+            c.close()
         if enforcer is not None:
             if enforcer.poll() is None:
                 enforcer.kill()
@@ -234,7 +257,8 @@ def outage(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         kill_marked(marker)
         if not pg_cluster.running():
             pg_cluster.start()
-        server.stop()
+        for s in servers:
+            s.stop()
         pg_cluster.drop_database(name)
 
 
@@ -246,13 +270,14 @@ def test_without_its_database_a_governor_allows_nothing(outage: Outage) -> None:
 
 
 def test_without_its_database_a_governor_reports_not_ready_naming_the_store(outage: Outage) -> None:
-    status, body = outage.ready_during
-    assert status == 503, body
-    assert body["ready"] is False
-    store = body["checks"]["store"]
-    assert store.startswith("error: "), store
-    assert "dbname=" in store, store  # which database (its DSN, redacted)
-    assert "password=***" in store or ":***@" in store, store
+    assert outage.ready_during
+    for status, body in outage.ready_during:
+        assert status == 503, body
+        assert body["ready"] is False
+        store = body["checks"]["store"]
+        assert store.startswith("error: "), store
+        assert "dbname=" in store, store  # which database (its DSN, redacted)
+        assert "password=***" in store or ":***@" in store, store
 
 
 def test_without_its_database_no_execution_starts(outage: Outage) -> None:
@@ -269,10 +294,10 @@ def test_without_its_database_running_executions_die_at_lease_expiry(outage: Out
 
 
 def test_when_its_database_returns_a_governor_recovers_without_a_restart(outage: Outage) -> None:
-    status, body = outage.ready_after
-    assert status == 200, body
-    assert outage.same_process_after
-    assert [a.kind for a in outage.after] == ["allow"] * 3, outage.after
+    assert [status for status, _ in outage.ready_after] == [200] * len(outage.ready_after), outage.ready_after
+    assert outage.same_processes_after
+    assert outage.after
+    assert {a.kind for a in outage.after} == {"allow"}, outage.after
     assert outage.run_after == (0, "after\n")
 
 
@@ -290,21 +315,23 @@ def test_the_password_of_the_store_is_never_printed_during_an_outage(outage: Out
 
     secret = str(conninfo_to_dict(outage.dsn)["password"])
     assert secret not in outage.serve_err
-    assert secret not in json.dumps(outage.ready_during[1])
+    assert secret not in json.dumps(outage.ready_during)
     assert all(secret not in a.detail for a in outage.answers)
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_a_database_crash_mid_burst_loses_no_allow_that_was_answered(
-    pg_cluster: PgCluster, pg_dsn: str, tmp_path: Path
+    pg_cluster: PgCluster, pg_dsn: str, tmp_path: Path, mode: str
 ) -> None:
-    server = GovernorServer(tmp_path, policy=POLICIES / "run", origin="burst.example/gov", store=pg_dsn)
+    servers = governors(tmp_path, pg_dsn, mode, "burst.example/gov")
     answers: list[Answer] = []
     lock = threading.Lock()
     stop = threading.Event()
     crashed = threading.Event()
 
     def work(n: int) -> None:
-        with GovernorClient(server.url, PrincipalKey.load(server.key), timeout=WAIT) as client:
+        server = servers[n % len(servers)]
+        with GovernorClient(server.url, PrincipalKey.load(servers[0].key), timeout=WAIT) as client:
             i = 0
             while not stop.is_set():
                 got = authorize(client, f"burst-{n}-{i}")
@@ -339,18 +366,20 @@ def test_a_database_crash_mid_burst_loses_no_allow_that_was_answered(
         finally:
             pg_cluster.start()
         allowed_before = count("allow")
-        status, body = wait_ready(server.url)
-        assert status == 200, body
+        for server in servers:
+            status, body = wait_ready(server.url)
+            assert status == 200, body
         wait_for("allow", allowed_before + 12)  # and it authorizes again, by itself
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=WAIT)
-        server.stop()
+        for server in servers:
+            server.stop()
     assert count("deny") + count("error") >= 6, "the burst never met the outage"
     # Every allow carried its index; every failure was a deny or an error.
     assert all(a.index >= 0 for a in answers if a.kind == "allow")
     assert {a.kind for a in answers} <= {"allow", "deny", "error"}
     assert_acknowledged_are_logged(answers, pg_dsn)
-    verified = cli("log", "verify", "--data", str(server.data), "--store", pg_dsn, "--json")
+    verified = cli("log", "verify", "--data", str(servers[0].data), "--store", pg_dsn, "--json")
     assert json.loads(verified.stdout)["ok"] is True

@@ -192,7 +192,10 @@ class GroupCommit:
         sequencer = self._sequencer
         if sequencer is None:  # cannot happen: _shared says there is one
             raise LogAppendError("the log has no sequencer")
-        sequencer.acquire(self.sequencer_timeout)
+        try:
+            sequencer.acquire(self.sequencer_timeout)
+        except StoreError:  # its session may have died with a server restart: once more, on a new one
+            sequencer.acquire(self.sequencer_timeout)
         try:
             with self._state_lock:
                 self._resync()
