@@ -2,7 +2,8 @@
 proof from the last checkpoint it cosigned, cosigns, and refuses — with a
 ``witness.alarm`` event, a metric and a non-ready state — on any inconsistency").
 
-Three ``proctor serve --shared --witness DIR`` processes on one data directory, each
+Three ``proctor serve --shared --witness DIR`` processes on one data directory (and on
+one PostgreSQL database), each
 with its own witness key and state, each cosigning through its own cosigner with the
 policy "two of the three nodes" (``[witnesses]``). The log is witnessed by the nodes;
 with one node stopped the other two still make the quorum; a fork of the log (a copy
@@ -30,7 +31,7 @@ from gov_support import EXE
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient
 from proctor.store.sqlite import SQLiteStore
-from witness_support import append_events, fork_copy, log_key, write_policy
+from witness_support import append_events, fork_copy, write_policy
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,11 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 90.0) -> None:
         time.sleep(0.1)
 
 
-def _verify(data: Path, policy: Path) -> tuple[int, dict[str, Any]]:
-    done = cli("log", "verify", "--data", str(data), "--witness-policy", str(policy), "--json", check=False)
+def _verify(data: Path, policy: Path, store: str | None = None) -> tuple[int, dict[str, Any]]:
+    at = () if store is None else ("--store", store)
+    done = cli(
+        "log", "verify", "--data", str(data), "--witness-policy", str(policy), "--json", *at, check=False
+    )
     return done.returncode, json.loads(done.stdout)
 
 
@@ -57,12 +61,13 @@ def _authorize(server: GovernorServer, *argv: str) -> None:
         assert c.authorize(request)["decision"]["allow"]
 
 
-@pytest.fixture
-def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    """One data directory (alice, a policy), its fork copy, three witness directories, a
-    2-of-3 policy of the nodes' witnesses in ``[witnesses]``, and the three nodes."""
+def _deploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str | None) -> SimpleNamespace:
+    """One data directory (alice, a policy; its log and state in ``store`` if given), a
+    fork copy of it, three witness directories, a 2-of-3 policy of the nodes' witnesses in
+    ``[witnesses]``, and the three nodes."""
     data = tmp_path / "data"
-    cli("init", "--data", str(data), "--origin", "nodes.example/log")
+    at = () if store is None else ("--store", store)
+    cli("init", "--data", str(data), "--origin", "nodes.example/log", *at)
     cli(
         "principal",
         "add",
@@ -73,8 +78,9 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simp
         str(data / "alice.key"),
         "--data",
         str(data),
+        *at,
     )
-    cli("policy", "push", str(POLICIES / "run"), "--data", str(data))
+    cli("policy", "push", str(POLICIES / "run"), "--data", str(data), *at)
     fork = fork_copy(data, tmp_path / "fork")  # the same key; from here the two may grow apart
     ports = [gov_server.free_port() for _ in NAMES]
     witnesses = []
@@ -83,7 +89,8 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simp
         cli("witness", "init", "--data", str(wdir), "--name", f"{name}.nodes.example/witness")
         vkey = cli("witness", "key", "--data", str(wdir)).stdout.strip()
         witnesses.append((name, vkey, f"http://127.0.0.1:{port}/witness"))
-    policy = write_policy(data / "witnesses.txt", logs=[log_key(data)], witnesses=witnesses, quorum="two")
+    key = (data / "keys" / "log.pub").read_text().strip()
+    policy = write_policy(data / "witnesses.txt", logs=[key], witnesses=witnesses, quorum="two")
     policy.write_text(
         policy.read_text().replace("quorum two", "group two 2 " + " ".join(NAMES) + "\nquorum two")
     )
@@ -92,7 +99,7 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simp
     # Each node on the port its policy line names (chosen above; the server takes the next one).
     chosen = iter(ports)
     monkeypatch.setattr(gov_server, "free_port", lambda: next(chosen, 0) or gov_server.free_port())
-    home = cast(GovernorServer, SimpleNamespace(data=data, store=None))
+    home = cast(GovernorServer, SimpleNamespace(data=data, store=store))
     nodes = [
         GovernorServer(
             tmp_path / name,
@@ -103,16 +110,32 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simp
     ]
     monkeypatch.undo()
     assert [n.port for n in nodes] == ports
-    yield SimpleNamespace(data=data, fork=fork, policy=policy, nodes=nodes, witnesses=witnesses)
-    for node in nodes:
+    return SimpleNamespace(data=data, fork=fork, policy=policy, nodes=nodes, witnesses=witnesses, store=store)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    """Three nodes on one SQLite data directory (:func:`_deploy`)."""
+    deployed = _deploy(tmp_path, monkeypatch, None)
+    yield deployed
+    for node in deployed.nodes:
         node.stop()
 
 
-def test_three_nodes_witness_each_other_and_two_of_three_make_the_quorum(deployment: SimpleNamespace) -> None:
-    data, policy, (a, b, c) = deployment.data, deployment.policy, deployment.nodes
+@pytest.fixture
+def pg_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_dsn: str) -> Iterator[SimpleNamespace]:
+    """Three nodes on one PostgreSQL database (:func:`_deploy`)."""
+    deployed = _deploy(tmp_path, monkeypatch, pg_dsn)
+    yield deployed
+    for node in deployed.nodes:
+        node.stop()
+
+
+def _two_of_three(deployment: SimpleNamespace) -> None:
+    data, policy, store, (a, b, c) = deployment.data, deployment.policy, deployment.store, deployment.nodes
     _authorize(a, "one")
     _authorize(b, "two")
-    _wait("the log witnessed by two of the three nodes", lambda: _verify(data, policy)[0] == 0)
+    _wait("the log witnessed by two of the three nodes", lambda: _verify(data, policy, store)[0] == 0)
 
     # Each node cosigned, as a witness, at its own port.
     origin = hashlib.sha256(b"nodes.example/log").hexdigest()
@@ -131,10 +154,21 @@ def test_three_nodes_witness_each_other_and_two_of_three_make_the_quorum(deploym
     size = int(httpx.get(a.url + "/v1/log/checkpoint", timeout=30).text.split("\n")[1])
 
     def witnessed_now() -> bool:
-        code, report = _verify(data, policy)
+        code, report = _verify(data, policy, store)
         return code == 0 and report["witnessed"]["witnessed_size"] >= size
 
     _wait("the grown log witnessed by the two nodes left", witnessed_now)
+
+
+def test_three_nodes_witness_each_other_and_two_of_three_make_the_quorum(deployment: SimpleNamespace) -> None:
+    _two_of_three(deployment)
+
+
+@pytest.mark.postgres
+def test_three_nodes_on_postgresql_witness_each_other_and_two_of_three_make_the_quorum(
+    pg_deployment: SimpleNamespace,
+) -> None:
+    _two_of_three(pg_deployment)
 
 
 def test_a_fork_submitted_to_the_nodes_raises_an_alarm_in_the_log_a_metric_and_stops_readiness(
