@@ -17,6 +17,7 @@ import hashlib
 from pathlib import Path
 
 from asgi_support import call
+from gov_server import cli, free_port
 from proctor.datadir import DataDir
 from proctor.governor.app import create_app
 from proctor.governor.node_witness import NodeWitness
@@ -142,3 +143,13 @@ def test_a_replayed_checkpoint_with_a_garbage_proof_does_not_stop_a_node(
         assert "error" in governor.ready()[1]["witness"]
     finally:
         governor.witness.close()  # type: ignore[union-attr]
+
+
+def test_a_node_refuses_to_start_with_an_unusable_witness_directory(gov_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "not-a-witness").mkdir()
+    for where in (tmp_path / "missing", tmp_path / "not-a-witness"):
+        done = cli(
+            "serve", "--data", str(gov_data), "--port", str(free_port()), "--witness", str(where), check=False
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"--witness {where}" in done.stderr
