@@ -133,6 +133,17 @@ def wait_gone(marker: str) -> list[int]:
     return marked(marker)
 
 
+def settled_statuses(server: GovernorServer) -> list[str]:
+    """The executions' statuses once none is running (the sweeper closes lapsed leases)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        listed = server.admin("executions", "list", "--status", "all", "--json")
+        statuses = [e["status"] for e in json.loads(listed.stdout)["executions"]]
+        if "running" not in statuses or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.2)
+
+
 def run(server: GovernorServer, *command: str, receipt: Path | None = None) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "proctor", "run", "--server", server.url, "--key", str(server.key)]
     if receipt is not None:
@@ -182,6 +193,7 @@ class Outage:
     ready_after: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     after: list[Answer] = field(default_factory=list)
     run_after: tuple[int, str] = (0, "")
+    statuses_after: list[str] = field(default_factory=list)
     serve_err: str = ""
 
 
@@ -236,6 +248,7 @@ def outage(
             for s, pid in zip(servers, pids, strict=True)
         )
         seen.after = [authorize(c, f"after-{i}-{n}") for i in range(3) for n, c in enumerate(clients)]
+        seen.statuses_after = settled_statuses(server)
         done = run(server, "sh", "-c", "echo after", receipt=root / "after.json")
         out, err = done.communicate(timeout=WAIT)
         seen.run_after = (done.returncode, out)
@@ -291,6 +304,13 @@ def test_without_its_database_running_executions_die_at_lease_expiry(outage: Out
     code, err = outage.enforcer
     assert code == 79, err
     assert "lease-lost" in err
+
+
+def test_after_the_outage_no_execution_is_left_running(outage: Outage) -> None:
+    # The tree killed during the outage is closed in the store once it is back (the
+    # enforcer's report or the sweeper's lapsed lease), not left "running" for ever.
+    assert outage.statuses_after
+    assert "running" not in outage.statuses_after, outage.statuses_after
 
 
 def test_when_its_database_returns_a_governor_recovers_without_a_restart(outage: Outage) -> None:
