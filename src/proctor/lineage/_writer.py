@@ -125,7 +125,6 @@ class GroupCommit:
     _writer: threading.Thread | None
     _builder: TreeBuilder | None
     _latest: tuple[int, str] | None
-    _unstored: tuple[int, str] | None
     _failed: LogAppendError | None
 
     @property
@@ -170,17 +169,21 @@ class GroupCommit:
 
         Exclusive: it already is, from the first append on. Shared: take the sequencer
         lock if not held (and reload the right edge: another writer may have appended),
-        or, once held longer than ``hold_max``, give it back when what was sequenced is
-        durable and queue behind the other writers.
+        or, once held longer than ``hold_max`` while another writer waits, give it back
+        when what was sequenced is durable and queue behind the other writers.
 
         Raises:
             LogLockedError: another writer kept the lock past ``sequencer_timeout``.
             LogIntegrityError: the stored tree contradicts its signed checkpoint.
             StoreError: the store cannot be read.
         """
-        if not self._shared:
+        sequencer = self._sequencer
+        if sequencer is None or not sequencer.shared:
             return
         if self._holding and time.monotonic() - self._held_since > self.hold_max:
+            if not sequencer.contended():
+                self._held_since = time.monotonic()  # nobody waits: keep it, ask again later
+                return
             # Wait for this hold to end (not for the lock to be free: another of our
             # threads may take the next hold first, and then this one goes on in it).
             self._yielding = True
@@ -189,16 +192,14 @@ class GroupCommit:
                 self._released.wait()
         if self._holding:
             return
-        sequencer = self._sequencer
-        if sequencer is None:  # cannot happen: _shared says there is one
-            raise LogAppendError("the log has no sequencer")
         try:
             sequencer.acquire(self.sequencer_timeout)
         except StoreError:  # its session may have died with a server restart: once more, on a new one
             sequencer.acquire(self.sequencer_timeout)
         try:
             with self._state_lock:
-                self._resync()
+                if not self._unchanged():
+                    self._resync()
         except BaseException:
             sequencer.release()
             raise
@@ -235,9 +236,12 @@ class GroupCommit:
                 if self._holding:
                     self._release_sequencer()
 
-    def _release_lock(self) -> None:
-        if self._sequencer is not None:
-            self._sequencer.close()
+    def _unchanged(self) -> bool:
+        """Whether the store's size and latest checkpoint are this writer's (no reload)."""
+        builder, latest = self._builder, self._latest
+        if builder is None or latest is None:
+            return False
+        return self._store.tree_size() == builder.size and self._store.latest_checkpoint() == latest
 
     def _resync(self) -> None:
         """Load the right edge from the store and check it against the latest checkpoint.
@@ -493,14 +497,3 @@ class GroupCommit:
             self._resequence()  # after the builder took this batch: the size is right
         for p, start in accepted:
             p.resolve(list(range(start, start + len(p.events))))
-
-    def _store_checkpoint(self, size: int, note: str) -> None:
-        try:
-            if self._unstored is not None:
-                self._store.put_checkpoint(*self._unstored)
-                self._unstored = None
-            self._store.put_checkpoint(size, note)
-        except ProctorError:
-            # Entries are durable; the checkpoint is re-signed byte-identically on the
-            # next commit or open, so losing this row loses nothing.
-            self._unstored = (size, note)

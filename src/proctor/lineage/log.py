@@ -127,7 +127,6 @@ class Log(GroupCommit):
         self._writer: threading.Thread | None = None
         self._builder: TreeBuilder | None = None
         self._latest: tuple[int, str] | None = None
-        self._unstored: tuple[int, str] | None = None
         self._failed: LogAppendError | None = None
         self._commit_failure: LogAppendError | None = None
         self._closed = False
@@ -485,16 +484,15 @@ class Log(GroupCommit):
             raise LogClosedError("the log is closed")
 
     def close(self) -> None:
-        """Finish pending appends, store the last checkpoint, release the lock."""
+        """Finish pending appends (each stores its checkpoint), release the lock."""
         if self._closed:
             return
         writer = self._writer
         if writer is not None:
             self._queue.put(STOP)
             writer.join()
-            if self._unstored is not None:
-                self._store_checkpoint(*self._unstored)
         self._fail_waiting(LogClosedError("the log was closed"))
         self._closed = True
-        self._release_lock()
+        if self._sequencer is not None:
+            self._sequencer.close()
         self._store.close()

@@ -21,12 +21,21 @@ forking the log.
 
 :class:`FileSequencer` is the ``flock`` on the data directory's lock file. The
 PostgreSQL store has its own (a session advisory lock).
+
+Taking turns well needs two things of the lock (ADR 0016, "Scaling"): the holder must
+know whether anyone waits (:meth:`Sequencer.contended`), so that a busy writer alone
+keeps the lock instead of draining its pipeline every ``hold_max`` for nobody; and a
+waiter must get the lock as soon as it is given back, not at its next poll.
+:class:`FileSequencer` announces a waiter with a shared ``flock`` on a second file
+(``NAME.wait``), which the holder probes with a non-blocking exclusive one, and waits
+for the lock itself in a blocking ``flock`` (the kernel wakes it on release).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import time
+import threading
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -56,6 +65,12 @@ class Sequencer(Protocol):
         """Give the lock back (nothing if not held)."""
         ...
 
+    def contended(self) -> bool:
+        """Whether another writer is waiting for the lock now (the holder asks, to
+        decide whether to give it back). ``False`` when unsure costs a waiter at most
+        one more ``hold_max``; ``True`` when unsure costs the holder a hand-off."""
+        ...
+
     def close(self) -> None:
         """Release and free what the lock holds."""
         ...
@@ -63,12 +78,20 @@ class Sequencer(Protocol):
 
 class FileSequencer:
     """``flock`` on a lock file: between processes on one host (and between two
-    opens in one process, since each :class:`FileSequencer` opens its own file)."""
+    opens in one process, since each :class:`FileSequencer` opens its own file).
+
+    A shared sequencer announces that it waits with a shared ``flock`` on ``NAME.wait``
+    (:meth:`contended` probes it) and waits in a blocking ``flock`` on a thread of its
+    own, so that it wakes as soon as the lock is released; a wait that times out leaves
+    that thread to give back whatever it then gets (closing its own open of the file).
+    """
 
     def __init__(self, path: str | Path, *, shared: bool = False) -> None:
         self._path = Path(path)
+        self._wait_path = self._path.with_name(self._path.name + ".wait")
         self._shared = shared
         self._file: IO[bytes] | None = None
+        self._probe: IO[bytes] | None = None
         self._held = False
 
     @property
@@ -80,30 +103,79 @@ class FileSequencer:
             return
         if self._file is None:
             self._file = open(self._path, "a+b")  # noqa: SIM115 - kept open between holds
-        deadline = time.monotonic() + timeout
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LogLockedError(
-                        f"another process is appending to this log (lock {self._path} is held)"
-                    ) from None
-                # flock has no timed wait: poll, backing off to 5 ms.
-                time.sleep(pause)
-                pause = min(pause * 2, 0.005)
-                continue
-            self._held = True
-            return
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if timeout <= 0:
+                raise self._locked() from None
+            self._file.close()
+            self._file = None
+            self._file = self._wait(timeout)
+        self._held = True
+
+    def _locked(self) -> LogLockedError:
+        return LogLockedError(f"another process is appending to this log (lock {self._path} is held)")
+
+    def _wait(self, timeout: float) -> IO[bytes]:
+        """Wait for the lock (announced on ``NAME.wait``); the open file holding it.
+
+        ``flock`` has no timed wait, so a thread blocks in it on an open of its own;
+        if the wait times out first, that thread closes its open once it has the lock,
+        which gives the lock back at once.
+        """
+        with open(self._wait_path, "a+b") as waiting:
+            fcntl.flock(waiting.fileno(), fcntl.LOCK_SH)  # "a writer waits" (contended)
+            handle = open(self._path, "a+b")  # noqa: SIM115 - returned, or closed by the thread
+            got = threading.Event()
+            gate = threading.Lock()
+            abandoned = False
+
+            def take() -> None:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                except OSError:
+                    handle.close()
+                    return
+                with gate:
+                    if abandoned:
+                        handle.close()  # releases the lock this wait no longer wants
+                        return
+                    got.set()
+
+            threading.Thread(target=take, name="proctor-sequencer-wait", daemon=True).start()
+            got.wait(timeout)
+            with gate:
+                if got.is_set():
+                    return handle
+                abandoned = True
+            raise self._locked()
 
     def release(self) -> None:
         if self._held and self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
         self._held = False
 
+    def contended(self) -> bool:
+        """Whether a shared sequencer waits for the lock (holds ``NAME.wait`` shared)."""
+        if not self._shared:
+            return False
+        try:
+            if self._probe is None:
+                self._probe = open(self._wait_path, "a+b")  # noqa: SIM115 - kept open for probes
+            fcntl.flock(self._probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True  # cannot tell: hand the lock on rather than starve a waiter
+        fcntl.flock(self._probe.fileno(), fcntl.LOCK_UN)
+        return False
+
     def close(self) -> None:
         self.release()
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._probe is not None:
+            with contextlib.suppress(OSError):
+                self._probe.close()
+            self._probe = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,16 @@ class FlakyStore(SQLiteStore):
 
     def tree_size(self) -> int:
         if self.fail_reads:
+            self.calls.append("read refused")
             raise StoreError("database unreachable (simulated)")
         return super().tree_size()
+
+    def wait_for_refused_read(self) -> None:
+        """Wait until the writer's reload after a failed commit has been refused (the
+        caller hears of the failure before the writer reloads)."""
+        deadline = time.monotonic() + 30
+        while "read refused" not in self.calls and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 @pytest.fixture
@@ -247,6 +256,7 @@ def test_a_store_unreachable_after_a_failed_commit_is_retried_not_given_up(
     store.fail_append = store.fail_reads = True
     with pytest.raises(LogAppendError):
         log.append(ev(1))
+    store.wait_for_refused_read()
     store.fail_append = store.fail_reads = False
     assert log.append(ev(2)) == 1
     assert log.check_all().ok
@@ -258,6 +268,7 @@ def test_a_commit_that_landed_unacknowledged_is_never_overwritten(flaky: tuple[L
     store.land_then_fail = store.fail_reads = True
     with pytest.raises(LogAppendError):
         log.append(ev(1))  # durable at 1, but its caller was told it failed
+    store.wait_for_refused_read()
     store.land_then_fail = store.fail_reads = False
     # The writer still thinks the size is 1: the store's size check refuses that index,
     # the writer reloads, and the next append goes after the landed entry.
@@ -276,6 +287,11 @@ def test_a_tree_that_contradicts_its_checkpoint_after_a_failed_commit_refuses_al
     monkeypatch.setattr(store, "latest_checkpoint", lambda: (1, "not a signed note\n"))
     with pytest.raises(LogAppendError):
         log.append(ev(1))
+    # The caller hears of the failure before the writer reloads: wait for the reload
+    # to have read the contradicting checkpoint before the store is mended.
+    deadline = time.monotonic() + 30
+    while log.writer_error is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     store.fail_append = False
     monkeypatch.undo()
     with pytest.raises(LogAppendError, match="state unknown"):

@@ -183,6 +183,9 @@ class _NoLock:
     def release(self) -> None:
         return None
 
+    def contended(self) -> bool:
+        return False
+
     def close(self) -> None:
         return None
 
@@ -215,3 +218,33 @@ def test_exclusive_mode_still_refuses_a_second_writer(data: Path) -> None:
             second.sequencer_timeout = 0.1
             with pytest.raises(LogLockedError):
                 second.append(ev("second", 0))
+
+
+class _CountingSequencer(FileSequencer):
+    """A :class:`FileSequencer` that counts its acquisitions."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, shared=True)
+        self.taken = 0
+
+    def acquire(self, timeout: float) -> None:
+        self.taken += 1
+        super().acquire(timeout)
+
+
+def test_a_busy_writer_alone_keeps_the_lock(data: Path) -> None:
+    from proctor.datadir import DataDir
+    from proctor.store.sqlite import SQLiteStore
+
+    dd = DataDir.open(data)
+    sequencer = _CountingSequencer(data / "log.lock")
+    log = Log(SQLiteStore(dd.db_path), dd.log_signer(), sequencer=sequencer)
+    log.hold_max = 0.0  # it would yield on every append if yielding did not ask who waits
+    log.hold_idle = 60.0  # and never for being idle
+    try:
+        for i in range(30):
+            log.append(ev("alone", i))
+        assert sequencer.taken <= 2  # the start-up check, and the first append's hold
+    finally:
+        log.close()
+    check_one_tree(data, 30)
