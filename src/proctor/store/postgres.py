@@ -289,16 +289,18 @@ class PostgresLogStore:
                 (new_size, first_index),
             )
             # One statement per table whatever the row count (``executemany`` would open
-            # a nested pipeline, whose end is a round trip of its own).
+            # a nested pipeline, whose end is a round trip of its own); the arrays in
+            # binary (``%b``): hex-encoding the bytea on the client and decoding it on
+            # the server was half the client's CPU per entry (38 -> 18 µs, bench_log_pg).
             if entries:
                 conn.execute(
-                    "INSERT INTO entries (idx, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+                    "INSERT INTO entries (idx, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
                     (list(range(first_index, new_size)), list(entries)),
                 )
             if tiles:
                 conn.execute(
                     "INSERT INTO tiles (level, idx, width, hashes) "
-                    "SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::integer[], %s::bytea[]) "
+                    "SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::integer[], %b::bytea[]) "
                     "ON CONFLICT (level, idx) DO UPDATE "
                     "SET width = EXCLUDED.width, hashes = EXCLUDED.hashes",
                     (
