@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Revocation across governor nodes: a revocation issued on node A, until the process
+tree of an execution leased from node C is dead; three ``proctor serve --shared`` nodes
+on one PostgreSQL database (the follower woken by ``LISTEN/NOTIFY``) beside three on one
+SQLite data directory (the follower polling every 3 ms), side by side in one run, with
+the raw ``LISTEN/NOTIFY`` round trip between two connections as the yardstick.
+
+Run from the repository root (PostgreSQL's server binaries must be installed:
+``scripts/setup`` does it; as root the server runs as the ``postgres`` user)::
+
+    python bench/bench_revocation.py                # 30 trials per variant, ~3 minutes
+    python bench/bench_revocation.py --quick        # 5 trials per variant
+    python bench/bench_revocation.py --trials 100
+
+Each trial starts a real ``proctor run`` enforcer against node C running a process tree
+that tries to survive (``tests/integration/procs/tree.py``: a setsid child, a
+double-forked orphan, a fork loop), waits until the tree is up and its event stream to
+C is open, then an admin revokes the execution on node A (a signed ``POST
+/v1/revocations``). The clock runs from the call until every process of the tree is
+gone (polled every 0.2 ms); the table also shows the part after A answered (what the
+other node's follower, the stream and the enforcer's kill took). Variants alternate
+trial by trial, so a change in the machine's other load falls on both alike. The
+PostgreSQL nodes each have a data directory of their own (a copy of the keys one
+``proctor init --store`` wrote), as on separate hosts. The target (issue 12): p50 at
+most 15 ms and p99 at most 50 ms on loopback; with 30 trials the p99 is the slowest
+trial but one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any, cast
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+import psycopg  # noqa: E402
+from benchlib import pct  # noqa: E402
+
+from gov_server import GovernorServer  # noqa: E402
+from pg_support import PgCluster  # noqa: E402
+from proc_support import alive, marked  # noqa: E402
+from proctor.authorization.keys import PrincipalKey  # noqa: E402
+from proctor.client import GovernorClient  # noqa: E402
+
+POLICY = REPO / "tests" / "integration" / "policies" / "run"
+TREE = REPO / "tests" / "integration" / "procs" / "tree.py"
+TARGET_P50_MS, TARGET_P99_MS = 15.0, 50.0
+
+
+def sqlite_nodes(root: Path) -> list[GovernorServer]:
+    """Three shared governors on one SQLite data directory."""
+    return GovernorServer.nodes(root, 3, policy=POLICY)
+
+
+def pg_nodes(root: Path, dsn: str) -> list[GovernorServer]:
+    """Three shared governors on the database ``dsn``, each its own copy of the data directory."""
+    first = GovernorServer(
+        root / "node-a", policy=POLICY, store=dsn, serve_args=("--shared", "--node", "node-a")
+    )
+    servers = [first]
+    for n in "bc":
+        data = root / f"node-{n}" / "data"
+        shutil.copytree(first.data, data, ignore=shutil.ignore_patterns("*.lock"))
+        beside = cast(GovernorServer, types.SimpleNamespace(data=data, store=dsn))
+        servers.append(
+            GovernorServer(root / f"node-{n}", beside=beside, serve_args=("--shared", "--node", f"node-{n}"))
+        )
+    return servers
+
+
+def trial(nodes: list[GovernorServer]) -> tuple[float, float]:
+    """One revocation on A of an execution leased from C: (ms from the call until the
+    tree is dead, ms of it after A answered).
+
+    Raises:
+        RuntimeError: the enforcer or its tree did not start, or the tree survived.
+    """
+    a, c = nodes[0], nodes[2]
+    marker = "bench-revocation-" + secrets.token_hex(6)  # never "proctor": that tells the enforcer apart
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "run", "--server", c.url, "--key", str(c.key), "--",
+         sys.executable, str(TREE), marker],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert proc.stdout is not None
+        found = re.search(r"execution (ex_[a-z0-9]+) started", proc.stderr.readline())
+        if not found or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("proctor run did not start its tree")
+        deadline = time.monotonic() + 30
+        while len(marked(marker)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # its stream to C is open (it opens it before reporting the start)
+        tree = marked(marker, exclude=b"proctor")
+        if not tree:
+            raise RuntimeError("the process tree did not start")
+        with GovernorClient(a.url, PrincipalKey.load(a.data / "keys" / "admin.key"), timeout=30) as admin:
+            sent = time.perf_counter()
+            admin.json(
+                "POST", "/v1/revocations", {"kind": "execution", "target": found.group(1), "reason": "bench"}
+            )
+            answered = time.perf_counter()
+            deadline = time.monotonic() + 30
+            while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            dead = time.perf_counter()
+        proc.wait(timeout=30)
+        if marked(marker):
+            raise RuntimeError("processes of the tree survived the revocation")
+        return (dead - sent) * 1000, (dead - answered) * 1000
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        for pid in marked(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def notify_round_trips(dsn: str, count: int) -> list[float]:
+    """The yardstick: ms from ``NOTIFY`` (autocommit, on one connection) until another
+    connection that ``LISTEN``s receives it."""
+    times: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn, autocommit=True) as sender:
+        listener.execute("LISTEN bench_yardstick")
+        got = threading.Event()
+        stop = threading.Event()
+
+        def listen() -> None:
+            while not stop.is_set():
+                for _ in listener.notifies(timeout=0.2, stop_after=1):
+                    got.set()
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        for i in range(count):
+            got.clear()
+            sent = time.perf_counter()
+            sender.execute("SELECT pg_notify('bench_yardstick', %s)", (str(i),))
+            if not got.wait(30):
+                raise RuntimeError("a notification did not arrive")
+            times.append((time.perf_counter() - sent) * 1000)
+            time.sleep(0.002)
+        stop.set()
+        t.join(5)
+    return times
+
+
+def row(name: str, total: list[float], after: list[float] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "variant": name,
+        "trials": len(total),
+        "p50_ms": pct(total, 50),
+        "p99_ms": pct(total, 99),
+    }
+    if after is not None:
+        out |= {"after_answer_p50_ms": pct(after, 50), "after_answer_p99_ms": pct(after, 99)}
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], load: tuple[float, float]) -> None:
+    print(
+        f"\nRevocation on node A -> tree leased from node C dead (load average {load[0]:.2f} -> {load[1]:.2f})"
+    )
+    print(
+        f"{'variant':<34} {'trials':>6} {'p50 ms':>8} {'p99 ms':>8} {'after answer p50/p99 ms':>25}  target"
+    )
+    for r in rows:
+        after = (
+            f"{r['after_answer_p50_ms']:.1f} / {r['after_answer_p99_ms']:.1f}"
+            if "after_answer_p50_ms" in r
+            else "-"
+        )
+        met = ""
+        if "after_answer_p50_ms" in r:
+            ok = r["p50_ms"] <= TARGET_P50_MS and r["p99_ms"] <= TARGET_P99_MS
+            met = "met" if ok else "NOT met"
+        print(
+            f"{r['variant']:<34} {r['trials']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {after:>25}  {met}"
+        )
+    print(f"(target: p50 <= {TARGET_P50_MS:.0f} ms, p99 <= {TARGET_P99_MS:.0f} ms, from the call)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="5 trials per variant, 50 yardstick round trips")
+    ap.add_argument("--trials", type=int, help="revocations per variant (default 30, 5 quick)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args(argv)
+    trials = args.trials or (5 if args.quick else 30)
+    round_trips = 50 if args.quick else 300
+    root = Path(tempfile.mkdtemp(prefix="bench-revocation-"))
+    cluster = PgCluster()
+    load_before = os.getloadavg()[0]
+    variants: dict[str, list[GovernorServer]] = {}
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        cluster.start()
+        dsn = cluster.dsn(cluster.create_database())
+        variants["PostgreSQL, 3 nodes (NOTIFY)"] = pg_nodes(root / "pg", dsn)
+        variants["SQLite shared, 3 nodes (polling)"] = sqlite_nodes(root / "sqlite")
+        for name in variants:
+            results[name] = ([], [])
+        for i in range(trials):
+            for name, nodes in variants.items():  # alternate: the machine's load falls on both
+                total, after = trial(nodes)
+                results[name][0].append(total)
+                results[name][1].append(after)
+            print(f"trial {i + 1}/{trials}", file=sys.stderr, flush=True)
+        yardstick = notify_round_trips(dsn, round_trips)
+    finally:
+        for nodes in variants.values():
+            for server in nodes:
+                server.stop()
+        cluster.stop()
+        cluster.remove()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    rows = [row(name, total, after) for name, (total, after) in results.items()]
+    rows.append(row("yardstick: LISTEN/NOTIFY round trip", yardstick, None))
+    print_table(rows, (load_before, os.getloadavg()[0]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
