@@ -239,7 +239,8 @@ def _serve(
         where = f"data {data}" if store is None else f"data {data}, store {describe(store, data)}"
         where += ", shared" if shared else ""
         typer.echo(f"proctor: governor {node} on http://{shown}:{port} ({where})", err=True)
-        with heartbeat_while_serving(governor, zone=zone, sock=sock, registry=app.metrics.registry):
+        registry, share = app.metrics.registry, app.rate_share
+        with heartbeat_while_serving(governor, zone=zone, sock=sock, registry=registry, share=share):
             serve(app, sock=sock, limits=limits, log_level=log_level.lower(), access_log=access_log)
         serving.close()
     finally:

@@ -26,7 +26,7 @@ from proctor.config import QuotaConfig, QuotaLimits, load_config
 from proctor.errors import ConfigError, QuotaError
 from proctor.governor.app import create_app
 from proctor.governor.model import AuthorizeRequest
-from proctor.governor.quotas import RequestRate
+from proctor.governor.quotas import RateShare, RequestRate
 from proctor.governor.service import Governor
 
 
@@ -367,3 +367,32 @@ def test_a_rate_refusal_says_when_the_next_request_fits() -> None:
     assert abs(refusal.retry_after - 0.05) < 1e-9
     now[0] = 8.25 + refusal.retry_after + 1e-6
     assert rate.admit("alice") is None
+
+
+def test_nodes_sharing_a_rate_admit_at_most_the_limit_together() -> None:
+    # Three nodes, each with its own counters: a principal spreading its requests
+    # over all of them gets no more than its one limit a second in all.
+    now = [100.0]
+    quotas = QuotaConfig(QuotaLimits(max_authorizations_per_second=10))
+    share = RateShare()
+    share.set(3)
+    nodes = [
+        RequestRate(
+            quotas, "max_authorizations_per_second", what="requests", clock=lambda: now[0], share=share
+        )
+        for _ in range(3)
+    ]
+    admitted = sum(1 for _ in range(20) for node in nodes if node.admit("alice") is None)
+    assert admitted == 9  # floor(10 / 3) each
+    refusal = nodes[0].admit("alice")
+    assert refusal is not None
+    assert "this node's part of 10 shared by 3 nodes" in str(refusal)
+    # A node going away gives its part back to the others (at the next heartbeat).
+    share.set(2)
+    now[0] = 102.0
+    assert sum(1 for _ in range(20) for node in nodes[:2] if node.admit("alice") is None) == 10
+    # Never below one request a second per node, and never above the limit alone.
+    share.set(50)
+    assert share.of(10) == 1
+    share.set(0)
+    assert (share.nodes, share.of(10)) == (1, 10)

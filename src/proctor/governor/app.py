@@ -89,7 +89,7 @@ from proctor.governor.model import (
 )
 from proctor.governor.node_witness import MOUNT as NODE_WITNESS_MOUNT
 from proctor.governor.nodes import list_nodes
-from proctor.governor.quotas import RequestRate
+from proctor.governor.quotas import RateShare, RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
 from proctor.policy import PolicyBundle
@@ -125,9 +125,16 @@ class GovernorApp(FastAPI):
         self.governor = governor
         self.metrics = metrics
         self.streams = streams
-        self.requests = RequestRate(governor.quotas, "max_requests_per_second", what="signed requests")
+        # Shared mode: the node's heartbeat keeps the share (quotas invariant 7).
+        self.rate_share = RateShare()
+        self.requests = RequestRate(
+            governor.quotas, "max_requests_per_second", what="signed requests", share=self.rate_share
+        )
         self.authorizations = RequestRate(
-            governor.quotas, "max_authorizations_per_second", what="authorization requests"
+            governor.quotas,
+            "max_authorizations_per_second",
+            what="authorization requests",
+            share=self.rate_share,
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -25,8 +25,14 @@ Rules:
    says, and its lag (log size minus applied) is computed from the log size the
    reader itself read.
 
-The table is an operator's view: it decides nothing, and a process that can write
-the store can write anything in it (the store's credentials are the boundary).
+4. In shared mode the heartbeat also counts the live nodes (not stopped, heartbeat
+   fresh) into the process's :class:`~proctor.governor.quotas.RateShare`, so that the
+   nodes together admit each principal's per-second quota once, not once per node
+   (invariant 7 of :mod:`proctor.governor.quotas`). A beat that cannot read the table
+   keeps the last count.
+
+The table is otherwise an operator's view: it decides nothing else, and a process that
+can write the store can write anything in it (the store's credentials are the boundary).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from proctor import __version__
 from proctor.errors import PrincipalError, RequestShapeError
 from proctor.governor._events import rfc3339
 from proctor.governor.identity import verify_zone
+from proctor.governor.quotas import RateShare
 from proctor.store.state import NodeRecord, StateStore
 from proctor.store.state_nodes import MAX_REASON
 
@@ -60,6 +67,7 @@ __all__ = [
     "NodeMetrics",
     "heartbeat_while_serving",
     "list_nodes",
+    "live_nodes",
     "nodes_view",
 ]
 
@@ -85,6 +93,7 @@ class NodeHeartbeat:
         readiness: Callable[[], tuple[bool, dict[str, str]]],
         interval_ms: int = DEFAULT_INTERVAL_MS,
         clock: Callable[[], float] = time.time,
+        share: RateShare | None = None,
     ) -> None:
         """Args:
         state: the store the row goes in.
@@ -95,6 +104,7 @@ class NodeHeartbeat:
         readiness: ``/readyz``'s answer: ready, and each check's ``ok`` or error.
         interval_ms: between beats (1 to 60,000).
         clock: unix seconds.
+        share: set to the live nodes at each beat (rule 4); ``None``: not counted.
 
         Raises:
             RequestShapeError: a zone, name or interval not as described (the row
@@ -116,6 +126,7 @@ class NodeHeartbeat:
         self._readiness = readiness
         self._interval_s = interval_ms / 1000
         self._clock = clock
+        self._share = share
         self.started_ms = self._now_ms()
         self._lock = threading.Lock()
         self.beats = 0
@@ -126,7 +137,13 @@ class NodeHeartbeat:
 
     @classmethod
     def of(
-        cls, governor: Governor, *, zone: str, url: str, interval_ms: int = DEFAULT_INTERVAL_MS
+        cls,
+        governor: Governor,
+        *,
+        zone: str,
+        url: str,
+        interval_ms: int = DEFAULT_INTERVAL_MS,
+        share: RateShare | None = None,
     ) -> NodeHeartbeat:
         """The heartbeat of ``governor``'s process: its node name, state store and
         readiness; applied: its follower's position (shared), else its log's size.
@@ -145,6 +162,7 @@ class NodeHeartbeat:
             readiness=governor.ready,
             interval_ms=interval_ms,
             clock=governor.now,
+            share=share if governor.shared else None,
         )
 
     def _now_ms(self) -> int:
@@ -182,6 +200,8 @@ class NodeHeartbeat:
                     f"another live process serves as node {self.node!r}: this one's heartbeat is refused "
                     "(give each governor process its own --node)"
                 )
+            if error is None and self._share is not None:
+                self._share.set(live_nodes(self._state.nodes(), now_ms=record.heartbeat_ms))
         except Exception as e:  # noqa: BLE001 - the heartbeat must never die; it reports instead
             error = f"cannot record the heartbeat of node {self.node!r}: {e}"
         with self._lock:
@@ -256,20 +276,31 @@ class NodeMetrics(Collector):
         )
 
 
+def live_nodes(records: list[NodeRecord], *, now_ms: int, stale_after_ms: int = STALE_AFTER_MS) -> int:
+    """How many nodes are live at ``now_ms``: not stopped, heartbeat fresh (rule 4)."""
+    return sum(1 for r in records if r.status != "stopped" and now_ms - r.heartbeat_ms <= stale_after_ms)
+
+
 @contextmanager
 def heartbeat_while_serving(
-    governor: Governor, *, zone: str, sock: socket.socket, registry: CollectorRegistry
+    governor: Governor,
+    *,
+    zone: str,
+    sock: socket.socket,
+    registry: CollectorRegistry,
+    share: RateShare | None = None,
 ) -> Iterator[NodeHeartbeat]:
     """``proctor serve``: this node's heartbeat, its metrics in ``registry``, while the
     block serves on ``sock`` (its URL: the socket's address); the row marked
-    ``stopped`` when the block ends, however it ends.
+    ``stopped`` when the block ends, however it ends. Shared mode: ``share`` follows
+    the live nodes (rule 4).
 
     Raises:
         RequestShapeError: ``zone`` is not a zone.
     """
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    heartbeat = NodeHeartbeat.of(governor, zone=zone, url=f"http://{shown}:{port}")
+    heartbeat = NodeHeartbeat.of(governor, zone=zone, url=f"http://{shown}:{port}", share=share)
     registry.register(NodeMetrics(heartbeat))
     heartbeat.start()
     try:

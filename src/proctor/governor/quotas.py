@@ -39,6 +39,14 @@ Invariants:
    (``retry_after``), and the HTTP layer holds it back that long before answering (a
    tarpit costing the governor a timer, not CPU; at least a quarter second): a flood
    gets at most four refusals a second per connection.
+7. **Several governor processes share each rate** (shared mode, ADR 0016): a principal
+   could otherwise send its limit to every node. Each process admits
+   ``floor(limit / N)`` (at least 1), N being the nodes the store lists as live (not
+   stopped, heartbeat fresh: :class:`RateShare`, kept by the node's heartbeat), so the
+   nodes together admit at most the limit, whichever nodes a principal spreads its
+   requests over. Counting the nodes errs high (a node not ready still counts), which
+   only lowers each share; a node not yet listed (its first second) and limits below N
+   are the two ways the sum can exceed the limit, by at most one window of one node.
 
 Pure but for :class:`QuotaStreamSlots` and :class:`RequestRate` (a lock each);
 the rate's clock is injected.
@@ -55,7 +63,7 @@ from proctor.config import QuotaConfig, QuotaLimits
 from proctor.errors import QuotaError
 from proctor.governor.stream import StreamSlots
 
-__all__ = ["RequestRate", "QuotaStreamSlots", "check_start", "running_refusal"]
+__all__ = ["RateShare", "RequestRate", "QuotaStreamSlots", "check_start", "running_refusal"]
 
 
 def check_start(limits: QuotaLimits, principal: str, *, running: int, starts_1m: int) -> QuotaError | None:
@@ -140,9 +148,32 @@ class QuotaStreamSlots(StreamSlots):
             return super().acquire(principal)
 
 
+class RateShare:
+    """How many governor processes share each per-second quota (invariant 7): 1 for an
+    exclusive governor; in shared mode, the live nodes the store lists, set by the
+    node's heartbeat (:mod:`proctor.governor.nodes`). Thread-safe (one int)."""
+
+    def __init__(self) -> None:
+        self._nodes = 1
+
+    @property
+    def nodes(self) -> int:
+        """The processes sharing each quota (at least 1)."""
+        return self._nodes
+
+    def set(self, nodes: int) -> None:
+        """The live nodes as last read (below 1 counts as 1: this process serves)."""
+        self._nodes = max(1, int(nodes))
+
+    def of(self, limit: int) -> int:
+        """This process's part of ``limit``: ``floor(limit / nodes)``, at least 1."""
+        return max(1, limit // self._nodes)
+
+
 class RequestRate:
     """One per-second quota of every principal (``max_requests_per_second`` or
-    ``max_authorizations_per_second``), over a sliding one-second window.
+    ``max_authorizations_per_second``), over a sliding one-second window; this
+    process's part of it when several share it (:class:`RateShare`).
 
     The window is estimated from two fixed one-second windows, the current and the
     previous (the previous weighted by how much of it still lies in the last second),
@@ -151,13 +182,20 @@ class RequestRate:
     """
 
     def __init__(
-        self, quotas: QuotaConfig, quota: str, *, what: str, clock: Callable[[], float] = time.monotonic
+        self,
+        quotas: QuotaConfig,
+        quota: str,
+        *,
+        what: str,
+        clock: Callable[[], float] = time.monotonic,
+        share: RateShare | None = None,
     ) -> None:
         """Args:
         quotas: the configured quotas.
         quota: which field of :class:`~proctor.config.QuotaLimits` is the limit.
         what: what is counted, for the refusal's message ("signed requests").
         clock: monotonic seconds (tests step it).
+        share: the processes sharing the quota (default: this one alone).
 
         Raises:
             ValueError: ``quota`` is not a per-second quota.
@@ -168,6 +206,7 @@ class RequestRate:
         self._quotas = quotas
         self._what = what
         self._clock = clock
+        self.share = share or RateShare()
         self._windows: dict[str, tuple[int, int, int]] = {}  # name -> (second, previous, current)
         self._lock = threading.Lock()
 
@@ -177,7 +216,8 @@ class RequestRate:
         Returns:
             ``None`` to go on, or the refusal (not counted) for the caller to answer 429.
         """
-        limit: int = getattr(self._quotas.limits(principal), self.quota)
+        configured: int = getattr(self._quotas.limits(principal), self.quota)
+        limit = self.share.of(configured)
         now = self._clock()
         second = math.floor(now)
         with self._lock:
@@ -189,9 +229,11 @@ class RequestRate:
                 self._windows[principal] = (second, previous, current)
                 found = math.ceil(seen)
                 wait = _until_admitted(now - second, previous, current, limit)
+                nodes = self.share.nodes
+                shared = f", this node's part of {configured} shared by {nodes} nodes" if nodes > 1 else ""
                 return QuotaError(
                     f"quota {self.quota}: {principal!r} sent {found} {self._what} in the last "
-                    f"second (at most {limit}); send again in {wait:.3f} s",
+                    f"second (at most {limit}{shared}); send again in {wait:.3f} s",
                     quota=self.quota,
                     limit=limit,
                     found=found,
