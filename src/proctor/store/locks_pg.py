@@ -65,25 +65,33 @@ KEEPALIVES = {"keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count"
 
 
 def dedicated_session(dsn: str, *, application_name: str, connect_timeout: float) -> psycopg.Connection[Any]:
-    """An autocommit connection for a lock, with :data:`KEEPALIVES` on the client and
-    (as ``tcp_keepalives_*`` settings of the session) on the server, unless ``dsn``
-    sets them itself.
+    """An autocommit connection of its own (a lock's, the listener's), with
+    :data:`KEEPALIVES` on the client unless ``dsn`` sets them, and on the server as the
+    session's ``tcp_keepalives_*`` settings (``SET``, not a startup option, so a
+    connection pooler in session mode passes it).
 
     Raises:
         psycopg.Error: the connection failed (callers wrap it).
     """
     given = conninfo_to_dict(dsn)
-    params: dict[str, Any] = {"keepalives": 1}
-    params |= {k: v for k, v in KEEPALIVES.items() if k not in given}
-    server = " ".join(f"-c tcp_{k}={v}" for k, v in KEEPALIVES.items())
-    params["options"] = f"{given['options']} {server}" if given.get("options") else server
-    return psycopg.connect(
+    client = {"keepalives": 1} | {k: v for k, v in KEEPALIVES.items() if k not in given}
+    conn = psycopg.connect(
         dsn,
         autocommit=True,
         connect_timeout=max(1, round(connect_timeout)),
         application_name=application_name,
-        **params,
+        **client,
     )
+    try:
+        conn.execute(
+            "SELECT set_config('tcp_keepalives_idle', %s, false), "
+            "set_config('tcp_keepalives_interval', %s, false), set_config('tcp_keepalives_count', %s, false)",
+            tuple(str(KEEPALIVES[k]) for k in ("keepalives_idle", "keepalives_interval", "keepalives_count")),
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class PgAdvisoryLock:

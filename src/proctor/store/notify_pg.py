@@ -93,6 +93,7 @@ class PgNotifySignal:
         self._listening = threading.Event()
         self._sessions = 0
         self._notifications = 0
+        self._backoff = _FIRST_BACKOFF_S
         self._thread = threading.Thread(target=self._listen, name="proctor-listen", daemon=True)
         self._thread.start()
 
@@ -137,12 +138,11 @@ class PgNotifySignal:
     def _listen(self) -> None:
         """The listening thread: connect, ``LISTEN``, relay notifications; on any
         failure reconnect after a pause that grows to ``max_backoff`` (step 2)."""
-        backoff = _FIRST_BACKOFF_S
         while not self._closed.is_set():
             try:
                 self._session()
-                backoff = _FIRST_BACKOFF_S  # it was up: the next failure retries soon
             except psycopg.Error as e:
+                backoff = self._backoff
                 if self._listening.is_set() or backoff == _FIRST_BACKOFF_S:
                     _log.warning(
                         "not listening for log changes on %s (polling every %s s until back): %s",
@@ -152,7 +152,7 @@ class PgNotifySignal:
                     )
                 self._listening.clear()
                 self._closed.wait(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                self._backoff = min(backoff * 2, self._max_backoff)
             except Exception:  # noqa: BLE001 - the thread must never die silently; it retries
                 _log.exception("the listening session on %s failed", self._where)
                 self._listening.clear()
@@ -166,6 +166,7 @@ class PgNotifySignal:
         with conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             self._sessions += 1
+            self._backoff = _FIRST_BACKOFF_S  # it is up: after a failure, retry soon
             self._listening.set()
             # Whatever committed while nobody listened is read in this round (step 2).
             self._woken.set()
