@@ -74,7 +74,7 @@ def dedicated_session(dsn: str, *, application_name: str, connect_timeout: float
         psycopg.Error: the connection failed (callers wrap it).
     """
     given = conninfo_to_dict(dsn)
-    client = {"keepalives": 1} | {k: v for k, v in KEEPALIVES.items() if k not in given}
+    client: dict[str, Any] = {"keepalives": 1} | {k: v for k, v in KEEPALIVES.items() if k not in given}
     conn = psycopg.connect(
         dsn,
         autocommit=True,
