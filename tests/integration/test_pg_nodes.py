@@ -134,6 +134,25 @@ def test_a_nonce_used_on_node_a_is_refused_on_node_b(nodes: list[GovernorServer]
         assert answer.json()["reason"] == "replayed"
 
 
+def test_every_node_listens_for_changes_and_claims_the_database_shared(
+    nodes: list[GovernorServer], module_dsn: str
+) -> None:
+    with psycopg.connect(module_dsn, autocommit=True) as conn:
+        sessions: dict[str, int] = dict(
+            conn.execute(
+                "SELECT application_name, count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name IN ('proctor-listen', 'proctor-serving') "
+                "GROUP BY application_name"
+            ).fetchall()
+        )
+        shared_claims = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    assert sessions == {"proctor-listen": len(nodes), "proctor-serving": len(nodes)}
+    assert shared_claims == (len(nodes),)
+
+
 def test_a_revocation_on_node_a_kills_an_execution_leased_from_node_c(nodes: list[GovernorServer]) -> None:
     a, _, c = nodes
     marker = "pg-nodes-tree-" + secrets.token_hex(6)  # not "proctor": that is what tells the enforcer apart
