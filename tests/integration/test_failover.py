@@ -14,15 +14,17 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -346,7 +348,10 @@ def test_on_postgresql_an_enforcer_whose_governor_is_cut_off_renews_through_the_
     a = GovernorServer(
         tmp_path / "a", policy=POLICIES / "run", store=pg_dsn, serve_args=("--shared", "--node", "node-a")
     )
-    b = GovernorServer(tmp_path / "b", beside=a, serve_args=("--shared", "--node", "node-b"))
+    # B has a data directory of its own, a copy of A's keys and configuration (another host's).
+    shutil.copytree(a.data, tmp_path / "b" / "data", ignore=shutil.ignore_patterns("*.lock"))
+    other_host = cast(GovernorServer, types.SimpleNamespace(data=tmp_path / "b" / "data", store=a.store))
+    b = GovernorServer(tmp_path / "b", beside=other_host, serve_args=("--shared", "--node", "node-b"))
     front = TcpProxy(a.port)
     run = Enforcer(f"{front.url},{b.url}", a.key)
     try:
