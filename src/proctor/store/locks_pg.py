@@ -164,7 +164,10 @@ class PgAdvisoryLock:
                 conn.close()
 
     def acquire(self, timeout: float) -> None:
-        """Take the lock, waiting at most ``timeout`` seconds (0: try once).
+        """Take the lock, waiting at most ``timeout`` seconds (0: try once). A kept
+        session that turns out dead (the server restarted since it was last used) is
+        replaced at once, and the lock tried on the new one: only a new session that
+        fails is an error.
 
         Raises:
             LogLockedError: another process holds it (past the timeout).
@@ -172,25 +175,39 @@ class PgAdvisoryLock:
         """
         if self._held:
             return
+        kept = self._conn is not None and not (self._conn.closed or self._conn.broken)
         try:
-            conn = self._session()
-            if timeout <= 0:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
-                got = bool(row and row[0])
-            else:
-                wait = f"{max(1, round(timeout * 1000))}ms"
-                conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
-                try:
-                    conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
-                    got = True
-                except psycopg.errors.LockNotAvailable:
-                    got = False
+            got = self._take(timeout)
         except psycopg.Error as e:
             self._discard()
-            raise StoreError(f"cannot take {self._what} in {self._where}: {e}") from e
+            if not kept:
+                raise StoreError(f"cannot take {self._what} in {self._where}: {e}") from e
+            try:
+                got = self._take(timeout)
+            except psycopg.Error as again:
+                self._discard()
+                raise StoreError(f"cannot take {self._what} in {self._where}: {again}") from again
         if not got:
             raise LogLockedError(f"{self._busy} in {self._where} is held)")
         self._held = True
+
+    def _take(self, timeout: float) -> bool:
+        """One attempt on the session (opened if there is none); whether it got the lock.
+
+        Raises:
+            psycopg.Error: the session failed.
+        """
+        conn = self._session()
+        if timeout <= 0:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+            return bool(row and row[0])
+        wait = f"{max(1, round(timeout * 1000))}ms"
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+        except psycopg.errors.LockNotAvailable:
+            return False
+        return True
 
     def release(self) -> None:
         """Give the lock back (nothing if not held). If the session cannot say so, it

@@ -111,3 +111,20 @@ def test_lock_sessions_ask_the_server_for_keepalives(pg_dsn: str) -> None:
             row = conn.execute(f"SHOW tcp_{name}").fetchone()
             assert row is not None
             assert row[0] == f"{value}s" or row[0] == str(value), (name, row)
+
+
+def test_a_lock_whose_idle_session_the_server_ended_is_taken_on_a_new_session_at_once(pg_dsn: str) -> None:
+    # As after a database restart: the first change after it must not fail.
+    lock = pg_transition_lock(pg_dsn)
+    try:
+        lock.acquire(5)
+        lock.release()  # the session is kept between turns
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'proctor-transitions' AND datname = current_database()"
+            )
+        lock.acquire(5)
+        lock.release()
+    finally:
+        lock.close()
