@@ -192,10 +192,7 @@ class GroupCommit:
                 self._released.wait()
         if self._holding:
             return
-        try:
-            sequencer.acquire(self.sequencer_timeout)
-        except StoreError:  # its session may have died with a server restart: once more, on a new one
-            sequencer.acquire(self.sequencer_timeout)
+        sequencer.acquire(self.sequencer_timeout)
         try:
             with self._state_lock:
                 if not self._unchanged():
