@@ -17,7 +17,10 @@ The rules, numbered as the code cites them:
 3. Every attempt has its own timeout, and a call may carry a deadline (the lease's
    end): each attempt gets at most its share of the time left, so that the last
    governor still has time to answer before the lease ends; none starts after it.
-4. The governor that answered last is asked first. When it changes, event streams open
+4. An answer the caller does not accept (``accept`` raises
+   :class:`~proctor.errors.VerificationError`: a lease answer that is not signed for
+   this request, ADR 0017) is no answer: the next governor is asked, as in rule 2.
+5. The governor that answered last is asked first. When it changes, event streams open
    on another governor are shut down, and :meth:`Governors.follow` reopens them on the
    new one from the last sequence number seen (``?since=``): a revocation recorded
    while the enforcer switched is replayed, not missed.
@@ -44,6 +47,7 @@ import orjson
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient, GovernorError
+from proctor.errors import VerificationError
 
 __all__ = ["MIN_ATTEMPT_S", "STREAM_SILENCE_S", "Answered", "Governors", "governor_urls"]
 
@@ -52,7 +56,7 @@ MIN_ATTEMPT_S = 0.2
 STREAM_SILENCE_S = 15.0
 """Seconds an event stream may stay silent before it is given up: three of the
 governor's keep-alive periods (5 s). A governor that stops answering renewals is left
-sooner (rule 4)."""
+sooner (rule 5)."""
 _PASS_OVER = frozenset({429})
 
 
@@ -133,7 +137,7 @@ class Governors:
         self._timeout = timeout
         self._note = on_note
         self._lock = threading.Lock()
-        self._first = 0  # rule 4
+        self._first = 0  # rule 5
         self._foreign: set[int] = set()
         self._checked: set[int] = set()
         self._warrant_key: bytes | None = None
@@ -211,12 +215,15 @@ class Governors:
         signed: bool = True,
         timeout: float | None = None,
         deadline: float | None = None,
+        accept: Callable[[Answered], object] | None = None,
     ) -> Answered:
-        """Ask the governors in turn until one answers (rules 2, 3).
+        """Ask the governors in turn until one answers (rules 2, 3, 4).
 
         Args:
             timeout: seconds per attempt (default: the client's).
             deadline: ``time.monotonic()`` after which no attempt starts nor lasts.
+            accept: raises :class:`~proctor.errors.VerificationError` for an answer
+                that is to count as none (rule 4).
 
         Returns:
             The first answer that is not a pass-over (rule 2).
@@ -251,8 +258,17 @@ class Governors:
                 last = e
                 failures.append(f"{self.urls[i]}: {e}")
                 continue
+            answered = Answered(response, self.urls[i], sent)
+            if accept is not None:
+                try:
+                    accept(answered)
+                except VerificationError as e:  # rule 4: no answer from this one
+                    self._note(f"{self.urls[i]}: answer not accepted, asking the next governor: {e}")
+                    last = GovernorError(f"answer not accepted: {e}", status=0)
+                    failures.append(f"{self.urls[i]}: answer not accepted: {e}")
+                    continue
             self._answered(i, failures)
-            return Answered(response, self.urls[i], sent)
+            return answered
         if last is None:
             raise GovernorError("no governor of this deployment answered in time", status=0)
         raise GovernorError(
@@ -284,7 +300,7 @@ class Governors:
         return i
 
     def _answered(self, i: int, failures: Sequence[str]) -> None:
-        """Rule 4: ``i`` answered; ask it first from now on, and move the streams."""
+        """Rule 5: ``i`` answered; ask it first from now on, and move the streams."""
         self._move(i, only_from=None, why="; ".join(failures) or "it answered")
 
     def passed_over(self, url: str, why: str) -> None:
@@ -305,7 +321,7 @@ class Governors:
         for _, sock in stale:
             _shut(sock)
 
-    # -- rule 4: the event stream, on the governor asked first ----------------------
+    # -- rule 5: the event stream, on the governor asked first ----------------------
 
     @contextmanager
     def _stream(self, url: str, target: str, timeout: float) -> Iterator[httpx.Response]:
@@ -338,7 +354,7 @@ class Governors:
     ) -> None:
         """Read ``GET /v1/stream?since=N&QUERY`` until ``stop`` is set, on the governor
         asked first, reopening it from the last ``seq`` seen whenever it ends or moves
-        (rule 4).
+        (rule 5).
 
         Args:
             query: more query parameters (``execution=ex_…``).

@@ -46,6 +46,7 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant_bounds
 from proctor.client import GovernorError
 from proctor.enforcement._failover import Governors, governor_urls
+from proctor.enforcement._leases import LeaseCheck
 from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
@@ -113,6 +114,7 @@ class Supervisor:
         self._execution = ""
         self._warrants: set[str] = set()
         self._lease_deadline = 0.0
+        self._accept_renewal = LeaseCheck(b"", "", 0).renewal("")  # none until a verified start
         self._renew_error = ""
         self._integrity: IntegrityWatch | None = None
         self._digests = {"stdout": hashlib.sha256(), "stderr": hashlib.sha256()}
@@ -227,8 +229,9 @@ class Supervisor:
         except EnforcementError as e:
             self.say(f"integrity check before start failed; nothing started: {e}")
             return EXIT_DENIED
+        lease = LeaseCheck(root, claims.warrant_id, claims.lease_ttl_ms)  # signed answers only (ADR 0017)
         try:
-            started = self._governors.json(
+            started = self._governors.request(
                 "POST",
                 "/v1/executions",
                 {
@@ -241,13 +244,14 @@ class Supervisor:
                     "containment": list(containment.planned_backends(limits)),
                     "enforcer": opts.enforcer,
                 },
-            )
+                accept=lease.start,
+            ).json()
         except GovernorError as e:
             prepared.close()
             self.say(f"the governor refused to start the execution: {e}")
             return EXIT_DENIED
         self._execution = str(started["execution"])
-        ttl = enforcer_ttl_s(int(started["lease_ttl_ms"]))
+        ttl = enforcer_ttl_s(claims.lease_ttl_ms)  # the warrant's, not an unsigned answer's
         self._lease_deadline = lease_deadline(time.monotonic(), ttl)
         began = time.monotonic()
         try:
@@ -280,6 +284,7 @@ class Supervisor:
             self._thread(self._pump, self._contained.stderr, self._err, "stderr"),
         ]
         self._thread(self._watchdog, ttl)
+        self._accept_renewal = lease.renewal(self._execution)
         self._thread(self._renewer, ttl)
         self._thread(self._listen, int(started["log_index"]))
         max_duration = _int(obligations.get("max_duration_s"))
@@ -385,10 +390,9 @@ class Supervisor:
                 body,
                 timeout=renewal_timeout_s(ttl),
                 deadline=self._lease_deadline,
+                accept=self._accept_renewal,  # signed by the warrant key for this request (ADR 0017)
             )
             answer, sent = answered.json(), answered.sent
-            if not isinstance(answer, dict):
-                raise GovernorError(f"expected a JSON object, found {type(answer).__name__}", status=0)
         except (GovernorError, ValueError) as e:
             if isinstance(e, GovernorError) and e.status in (403, 404):
                 self.kill("revoked", f"the governor refused the renewal: {e}")

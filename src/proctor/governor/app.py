@@ -93,6 +93,7 @@ from proctor.governor.quotas import RateShare, RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
 from proctor.policy import PolicyBundle
+from proctor.verification.lease_answer import request_nonce
 
 __all__ = ["MAX_BODY", "Caller", "GovernorApp", "create_app"]
 
@@ -107,6 +108,8 @@ class Caller:
 
     name: str
     body: Any
+    nonce: str | None = None
+    """The verified request's nonce, that a signed lease answer is bound to (ADR 0017)."""
 
 
 class GovernorApp(FastAPI):
@@ -290,9 +293,8 @@ class GovernorApp(FastAPI):
         parsed = parse_json(body) if body else None
         if parsed is not None:
             parse_body(RenewExecutionBody, parsed)
-        return 200, orjson.dumps(
-            await run_in_threadpool(governor.executions.renew, name, execution_id, parsed)
-        )
+        renew = functools.partial(governor.executions.renew, nonce=_nonce(headers))
+        return 200, orjson.dumps(await run_in_threadpool(renew, name, execution_id, parsed))
 
     async def authorize_endpoint(
         self, target: str, headers: dict[str, str], body: bytes
@@ -364,6 +366,12 @@ def _target(request: Request) -> str:
     return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
+def _nonce(headers: Mapping[str, str]) -> str:
+    """The nonce of a request whose signature verified (its ``Signature-Input``), that
+    the signed lease answer is bound to (ADR 0017)."""
+    return request_nonce(headers.get("signature-input", ""))
+
+
 async def _hold_back(refusal: QuotaError) -> None:
     """Answer a rate refusal only once the principal may send again (its
     ``retry_after``), and no sooner than :data:`HOLD_BACK`: a flooding client's
@@ -428,10 +436,9 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
 
     async def caller(request: Request) -> Caller:
         body = await request.body()  # through BoundedBody: refused once over MAX_BODY
-        name = await app.caller(
-            request.method, _target(request), combine_fields(request.scope["headers"]), body
-        )
-        return Caller(name, parse_json(body) if body else None)
+        headers = combine_fields(request.scope["headers"])
+        name = await app.caller(request.method, _target(request), headers, body)
+        return Caller(name, parse_json(body) if body else None, _nonce(headers))
 
     def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if not governor.is_admin(who.name):
@@ -471,7 +478,7 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     @app.post("/v1/executions", status_code=201, openapi_extra=_body(StartExecutionBody))
     def start_execution(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         parse_body(StartExecutionBody, who.body)
-        return governor.executions.start(who.name, who.body)
+        return governor.executions.start(who.name, who.body, nonce=who.nonce)
 
     @app.post("/v1/executions/{execution_id}/finish", openapi_extra=_body(FinishExecutionBody))
     def finish_execution(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:

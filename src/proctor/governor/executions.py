@@ -62,6 +62,7 @@ from proctor.policy.commitment import ArgumentOpening, reveal
 from proctor.store.state import StoredExecution, StoredWarrant
 from proctor.verification import check_measurement, measured_resource
 from proctor.verification.lease import lease_expiry_ms, lease_lapsed, millis, sweep_cutoff_ms
+from proctor.verification.lease_answer import LEASE_SIG_FIELD, LeaseAnswer, sign_lease_answer
 from proctor.verification.recheck import ExecutionRecord, RenewalReport, Verdict, recheck
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class Executions:
         suspend: Callable[[str], object],
         log_signer: Callable[[], NoteSigner],
         transitions: TransitionLock | None = None,
+        lease_signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """Load the running executions from ``state``; keep what the transitions use.
 
@@ -147,6 +149,8 @@ class Executions:
             transitions: shared mode (other governor processes serve ``state``): the
                 lock every change of status runs under, and the sign to read leases and
                 counts from the store; ``None``: this process is the only one.
+            lease_signer: signs with the warrant key the start and renew answers to a
+                signed request (:mod:`proctor.verification.lease_answer`, ADR 0017).
         """
         self._state = state
         self._log = log
@@ -158,6 +162,7 @@ class Executions:
         self._suspend = suspend
         self._log_signer = log_signer
         self._transitions = transitions
+        self._lease_signer = lease_signer
         self.registry = ExecutionRegistry(
             state.running_leases(),
             state.running_executions(),
@@ -251,8 +256,11 @@ class Executions:
     def _link(self, index: int) -> dict[str, Any]:
         return {"index": index, "leaf_hash": base64.b64encode(self._log.leaf_hash(index)).decode()}
 
-    def start(self, principal: str, body: Any) -> dict[str, Any]:
+    def start(self, principal: str, body: Any, *, nonce: str | None = None) -> dict[str, Any]:
         """Verify the warrant against what the enforcer measured; record ``execution.started``.
+
+        The answer to a signed request (``nonce``: its nonce) carries ``lease_sig``
+        (:meth:`_signed`); an in-process call without one is answered unsigned.
 
         Raises:
             WarrantError: the warrant does not verify for this request, or does not
@@ -336,7 +344,8 @@ class Executions:
                 #    stays unused. A start that is not recorded gives its slot back.
                 slot = self.registry.admit_start(principal, now_s, self._quotas.limits(principal))
                 try:
-                    return self._started(principal, body, request.zone, verified, issued, now, slot=slot)
+                    started = self._started(principal, body, request.zone, verified, issued, now, slot=slot)
+                    return self._signed(started, "start", str(started["execution"]), nonce)
                 finally:
                     self.registry.abandon_start(slot)  # nothing once it started
         finally:
@@ -422,8 +431,13 @@ class Executions:
             raise PrincipalError(f"no execution {execution_id!r} of {principal!r}")
         return record
 
-    def renew(self, principal: str, execution_id: str, body: Any) -> dict[str, Any]:
+    def renew(
+        self, principal: str, execution_id: str, body: Any, *, nonce: str | None = None
+    ) -> dict[str, Any]:
         """Re-verify everything; extend the lease, or say why the execution must die.
+
+        Every answer names the lease's TTL and the warrant; the answer to a signed
+        request (``nonce``: its nonce) carries ``lease_sig`` (:meth:`_signed`).
 
         Raises:
             StoreError: the log cannot durably record now (a full disk): no lease is
@@ -437,6 +451,32 @@ class Executions:
         if lagging is not None:  # shared: a revocation recorded elsewhere may not be known here
             raise StoreError(f"{lagging}; the lease is not renewed here")
         record = self._owned(principal, execution_id)
+        answer = self._renewed(record, body)
+        answer["lease_ttl_ms"], answer["warrant"] = int(record["ttl_ms"]), str(record["warrant"])
+        return self._signed(answer, "renew", execution_id, nonce)
+
+    def _signed(
+        self, answer: dict[str, Any], kind: str, execution_id: str, nonce: str | None
+    ) -> dict[str, Any]:
+        """``answer`` with ``lease_sig``: the warrant key's signature binding it to the
+        request of ``nonce`` (:mod:`proctor.verification.lease_answer`, ADR 0017)."""
+        if nonce is None or self._lease_signer is None:
+            return answer
+        lease = LeaseAnswer(
+            execution=execution_id,
+            kind="start" if kind == "start" else "renew",
+            nonce=nonce,
+            ok=bool(answer.get("ok", True)),
+            terminate=str(answer.get("terminate", "")),
+            lease_expires_ms=int(answer.get("lease_expires_ms", 0)),
+            lease_ttl_ms=int(answer["lease_ttl_ms"]),
+            warrant=str(answer["warrant"]),
+        )
+        answer[LEASE_SIG_FIELD] = sign_lease_answer(lease, self._lease_signer)
+        return answer
+
+    def _renewed(self, record: StoredExecution, body: Any) -> dict[str, Any]:
+        execution_id, principal = record["id"], record["principal"]
         now = self._clock()
         if record["status"] != "running":
             return {

@@ -174,8 +174,7 @@ class Governor:
       public keys, revocations and the active engine, read-only to its readers;
     - :attr:`recorder` (:class:`~proctor.governor.recorder.Recorder`): appends events
       with their state writes; the admin lock and the event loops' wakers;
-    - :attr:`admin` (:class:`~proctor.governor.admin.Administration`): principals,
-      policy pushes, revocations;
+    - :attr:`admin` (:class:`~proctor.governor.admin.Administration`): principals, policy pushes, revocations;
     - :attr:`authorizer` (:class:`~proctor.governor.authorize.Authorizer`): decisions
       and warrants (minted by a :class:`~proctor.governor.issuance.WarrantIssuer`);
     - :attr:`executions` (:class:`~proctor.governor.executions.Executions`, with its
@@ -265,6 +264,7 @@ class Governor:
             suspend=lambda name: self.admin.set_principal_status(name, "suspended", by="governance-response"),
             log_signer=self.data.log_signer,
             transitions=transitions,
+            lease_signer=warrant_key.sign,  # start and renew answers (ADR 0017)
         )
         self.admin = Administration(
             trust=self.trust,
