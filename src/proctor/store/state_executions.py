@@ -90,12 +90,20 @@ def execution_update_writer(
 ) -> Callable[..., None]:
     """:func:`update_execution` inside the log commit of the event that changes it, as
     ``write(conn, index=...)``; with ``event_index`` the event's index is appended to
-    the execution's ``indices`` in the same statement.
+    the execution's ``indices`` in the same statement. An end (a ``status`` other than
+    running or terminating) applies only to a live execution: ``write`` raises
+    :class:`~proctor.errors.StoreError` (failing the commit) if it had ended already.
 
     Raises:
         StoreError: a field is not one of :data:`EXECUTION_COLUMNS`.
     """
     sql, params = _update(fields)
+    # An end is written once: only over a live execution, and a commit that finds it
+    # ended already fails whole (a node whose transition lock's session died while it
+    # changed the execution must not record a second end beside another node's).
+    ends = fields.get("status") not in (None, "running", "terminating")
+    if ends:
+        sql += " AND status IN ('running', 'terminating')"
 
     def write(conn: Connection, index: int = -1) -> None:
         if event_index and index >= 0:
@@ -107,7 +115,12 @@ def execution_update_writer(
                 (str(index), str(index), execution_id),
             )
         if sql:
-            conn.execute(sql, (*params, execution_id))
+            cursor = conn.execute(sql, (*params, execution_id))
+            if ends and cursor.rowcount != 1:
+                raise StoreError(
+                    f"expected execution {execution_id} running or terminating, found it ended "
+                    "(its end was recorded already)"
+                )
 
     return write
 

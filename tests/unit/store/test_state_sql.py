@@ -317,6 +317,8 @@ def workout(state: StateStore) -> set[str]:
     s.write_leases(conn, {"ex_a": 5000, "ex_b": 6000})
     s.update_execution("ex_b", status="completed", ended=120)
     s.write_leases(conn, {"ex_b": 9999})  # no longer running: left as it is
+    with pytest.raises(StoreError, match="found it ended"):  # an end is recorded once
+        s.execution_update_writer("ex_b", status="terminated", reason="revoked", ended=130)(conn, index=11)
     got = s.execution("ex_a")
     assert (got["indices"], got["bundle"], got["lease_expires_ms"]) == ([1, 2, 6, 8], "sha256:b", 5000)
     assert (s.execution("ex_b")["lease_expires_ms"], s.execution("ex_z")) == (6000, None)
