@@ -36,12 +36,26 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from proctor.errors import StoreError
 from proctor.store.sql import IntegrityViolation
 
-__all__ = ["PgConnection", "StorePool", "redact", "translate"]
+__all__ = ["KEEPALIVES", "PgConnection", "StorePool", "client_keepalives", "redact", "translate"]
 
 _log = logging.getLogger("proctor.store")
 
 # Statements that only read need no savepoint (they cannot violate a constraint).
 _READS = ("SELECT", "SHOW", "VALUES")
+
+
+KEEPALIVES = {"keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+"""TCP keepalives of every session (pooled, a lock's, the listener's): a peer silent for
+about 11 s (5 + 3 x 2) is dead. On a lock's session the server probes too (ADR 0016),
+and releases what the session held; on a pooled one the client stops waiting for a
+statement sent into a partition, and fails it."""
+
+
+def client_keepalives(dsn: str) -> dict[str, Any]:
+    """libpq's keepalive parameters for a connection to ``dsn``: :data:`KEEPALIVES`,
+    except those the DSN sets itself."""
+    given = conninfo_to_dict(dsn)
+    return {"keepalives": 1} | {k: v for k, v in KEEPALIVES.items() if k not in given}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,7 +222,7 @@ class StorePool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
             dsn,
             min_size=1,
             max_size=max_size,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))} | client_keepalives(dsn),
             check=psycopg_pool.ConnectionPool.check_connection,
             timeout=timeout,
             reconnect_timeout=min(timeout, 5.0),

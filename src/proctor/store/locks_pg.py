@@ -33,10 +33,9 @@ import logging
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from proctor.errors import LogLockedError, StoreError
-from proctor.store._pg import redact
+from proctor.store._pg import KEEPALIVES, client_keepalives, redact
 
 __all__ = [
     "KEEPALIVES",
@@ -59,10 +58,6 @@ TRANSITION_KEY = 0x70726F632D657865
 SERVING_KEY = 0x70726F632D737276
 """The serving mode (shared or exclusive): "proc-srv" in ASCII."""
 
-KEEPALIVES = {"keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
-"""TCP keepalives of a lock's session, on both ends: a peer silent for about 11 s
-(5 + 3 x 2) is dead, and the server releases what its session held."""
-
 
 def dedicated_session(dsn: str, *, application_name: str, connect_timeout: float) -> psycopg.Connection[Any]:
     """An autocommit connection of its own (a lock's, the listener's), with
@@ -73,8 +68,7 @@ def dedicated_session(dsn: str, *, application_name: str, connect_timeout: float
     Raises:
         psycopg.Error: the connection failed (callers wrap it).
     """
-    given = conninfo_to_dict(dsn)
-    client: dict[str, Any] = {"keepalives": 1} | {k: v for k, v in KEEPALIVES.items() if k not in given}
+    client = client_keepalives(dsn)
     conn = psycopg.connect(
         dsn,
         autocommit=True,

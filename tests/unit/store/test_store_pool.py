@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pg_support import PgCluster
-from proctor.store._pg import StorePool
+from proctor.store._pg import KEEPALIVES, StorePool
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -79,3 +79,13 @@ def test_a_busy_pool_whose_server_answers_says_so(pg_dsn: str) -> None:
 def test_a_pool_refuses_a_wait_of_zero(pg_dsn: str) -> None:
     with pytest.raises(ValueError, match="expected down_wait > 0, found 0"):
         StorePool(pg_dsn, name="test-bad", max_size=1, timeout=1.0, down_wait=0)
+
+
+def test_pooled_connections_probe_the_server_with_keepalives(pool: StorePool) -> None:
+    # A statement sent into a network partition fails after about 11 s of silence, not
+    # the operating system's two hours (D's outage residual).
+    with pool.connection() as conn:
+        params = conn.info.get_parameters()
+    assert params.get("keepalives") == "1"
+    for name, value in KEEPALIVES.items():
+        assert params.get(name) == str(value), (name, params)
