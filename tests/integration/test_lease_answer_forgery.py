@@ -53,7 +53,8 @@ class RewritingProxy:
     ``ok`` answer seen, signature and all; with ``push``, its expiry an hour out);
     ``rewritten`` (renewals forwarded, and the governor's answer, a signed refusal,
     turned into ``ok`` with a far expiry, signature kept). The event stream is always
-    answered 503: no pushed revocation reaches the enforcer, only its renewals decide.
+    answered 503 (or, with ``hang_streams``, held unanswered): no pushed revocation
+    reaches the enforcer, only its renewals decide.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -61,6 +62,9 @@ class RewritingProxy:
         proxy = self
         self.mode = "forward"
         self.push = False  # replayed: also push its expiry out (the signature then no longer matches)
+        self.hang_streams = False  # the event stream held unanswered instead of answered 503
+        self._closed = threading.Event()
+        self.start: str | None = None  # "unsigned": lease_sig dropped; "ttl": an hour's TTL, sig kept
         self.forged = 0
         self.last_ok: dict[str, Any] | None = None
         self._upstream = httpx.Client(base_url=upstream, timeout=30.0)
@@ -85,6 +89,8 @@ class RewritingProxy:
     def serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         """Answer one request as the current mode says."""
         if handler.path.startswith("/v1/stream"):  # hidden: only the renewals decide
+            if self.hang_streams:
+                self._closed.wait(WAIT)
             self._send(handler, 503, b'{"error": "unavailable", "message": "test proxy: no stream"}')
             return
         length = int(handler.headers.get("content-length") or 0)
@@ -102,6 +108,13 @@ class RewritingProxy:
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
         answer = self._upstream.request(method, handler.path, content=body, headers=headers)
         content = answer.content
+        if self.start is not None and method == "POST" and handler.path == "/v1/executions":
+            parsed = orjson.loads(content)
+            if self.start == "unsigned":
+                parsed.pop("lease_sig", None)
+            parsed["lease_ttl_ms"] = HOUR_MS
+            self._forge(handler, parsed)
+            return
         if renewal and answer.status_code == 200:
             parsed = orjson.loads(content)
             if parsed.get("ok") is True:
@@ -129,6 +142,7 @@ class RewritingProxy:
 
     def close(self) -> None:
         """Stop serving."""
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
         self._upstream.close()
@@ -206,3 +220,58 @@ def test_a_revoked_execution_dies_at_lease_end_although_the_governor_on_the_path
         for pid in marked(marker):  # only when the enforcer was killed: its orphans
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("start", ["unsigned", "ttl"], ids=["unsigned", "an-hours-ttl"])
+def test_a_start_answer_not_signed_for_its_request_starts_nothing(gov: GovernorServer, start: str) -> None:
+    proxy = RewritingProxy(gov.url)
+    proxy.start = start  # the answer claims a lease of an hour
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "proctor", "run", "--server", proxy.url, "--key", str(gov.key), "--",
+             "echo", "ran"],
+            capture_output=True, text=True, timeout=WAIT, check=False,
+        )  # fmt: skip
+    finally:
+        proxy.close()
+    assert proxy.forged == 1
+    assert done.returncode == 77, done.stderr
+    assert done.stdout == ""
+    assert "answer not accepted" in done.stderr
+
+
+def test_a_governor_whose_renewals_are_forged_is_passed_over_for_the_next(tmp_path: Path) -> None:
+    a, b = GovernorServer.nodes(tmp_path, 2, policy=POLICIES / "run")
+    proxy = RewritingProxy(a.url)
+    proxy.hang_streams = True  # A stays asked first until one of its answers is not accepted
+    marker = "lease-forgery-" + secrets.token_hex(6)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "run", "--server", f"{proxy.url},{b.url}", "--key", str(a.key),
+         "--", sys.executable, str(TREE), marker],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert run.stderr is not None
+    seen: list[str] = []
+    threading.Thread(target=lambda: [seen.append(line) for line in run.stderr or []], daemon=True).start()
+    moved = f"{b.url} asked first from now on ({proxy.url}: {proxy.url}: answer not accepted"
+    try:
+        deadline = time.monotonic() + WAIT
+        while proxy.last_ok is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proxy.mode = "unsigned"  # A's renewals forged from now on: no answer from A
+        while not any(moved in line for line in list(seen)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(moved in line for line in list(seen)), seen
+        time.sleep(2 * TTL)  # leases renewed through B
+        assert run.poll() is None, seen
+        assert marked(marker, exclude=b"proctor\x00run"), "the tree died although B renewed its lease"
+    finally:
+        run.kill()
+        run.wait(timeout=WAIT)
+        run.stderr.close()
+        proxy.close()
+        for pid in marked(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for server in (a, b):
+            server.stop()
