@@ -252,7 +252,7 @@ def test_a_governor_whose_renewals_are_forged_is_passed_over_for_the_next(tmp_pa
     )  # fmt: skip
     assert run.stderr is not None
     seen: list[str] = []
-    threading.Thread(target=lambda: [seen.append(line) for line in run.stderr or []], daemon=True).start()
+    threading.Thread(target=lambda: seen.extend(run.stderr or []), daemon=True).start()  # line by line
     moved = f"{b.url} asked first from now on ({proxy.url}: {proxy.url}: answer not accepted"
     try:
         deadline = time.monotonic() + WAIT
