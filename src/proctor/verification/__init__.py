@@ -9,6 +9,8 @@ that the governor and the enforcer both run on a running or starting execution.
   chain (itself, its ancestors, its principal since issue, its presented blocks).
 - :mod:`~proctor.verification.lease`: lease arithmetic, the governor's in unix
   milliseconds and the enforcer's on its monotonic clock.
+- :mod:`~proctor.verification.lease_answer`: the governor's signed answers to a start
+  or a renewal, and their verification by the enforcer (ADR 0017).
 """
 
 from proctor.verification.lease import (
