@@ -32,6 +32,11 @@ def allow(gov: Governor, *argv: str, principal: str = "alice", **extra: Any) -> 
     return result.warrant
 
 
+def echo_request(*argv: str) -> dict[str, Any]:
+    """The body of ``POST /v1/authorize`` for ``/bin/echo ARGV`` (the run policy allows it)."""
+    return {"action": "exec", "resource": "/bin/echo", "argv": ["echo", *argv], "executable_digest": EXE}
+
+
 def start_body(token: str, *argv: str, measurement: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body of ``POST /v1/executions`` for a warrant from :func:`allow`."""
     return {

@@ -13,11 +13,19 @@ from typing import Any
 
 import httpx
 
+from proctor.authorization.keys import PrincipalKey
+from proctor.client import GovernorClient
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def client_of(server: GovernorServer, key: Path | None = None) -> GovernorClient:
+    """A signed client of ``server`` as its principal (``key``: another principal's key)."""
+    return GovernorClient(server.url, PrincipalKey.load(key or server.key), timeout=30)
 
 
 def cli(*args: str, check: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:

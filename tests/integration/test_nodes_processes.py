@@ -22,18 +22,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from gov_exec import measured
+from gov_exec import echo_request, start_body
 from gov_server import GovernorServer, cli
-from gov_support import EXE
+from gov_server import client_of as client
 from proc_support import alive, marked
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
-from proctor.client import GovernorClient, GovernorError
+from proctor.client import GovernorError
 
 POLICIES = Path(__file__).parent / "policies"
 TREE = Path(__file__).parent / "procs" / "tree.py"
@@ -47,24 +46,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GovernorSer
     yield servers
     for server in servers:
         server.stop()
-
-
-def client(server: GovernorServer, key: Path | None = None) -> GovernorClient:
-    return GovernorClient(server.url, PrincipalKey.load(key or server.key), timeout=30)
-
-
-def echo_request(*argv: str) -> dict[str, Any]:
-    return {"action": "exec", "resource": "/bin/echo", "argv": ["echo", *argv], "executable_digest": EXE}
-
-
-def start_body(token: str, *argv: str) -> dict[str, Any]:
-    return {
-        "warrant": token,
-        "action": "exec",
-        "resource": "/bin/echo",
-        "argv": ["echo", *argv],
-        "measurement": measured(),
-    }
 
 
 def test_a_nonce_used_on_one_node_is_refused_on_every_other(nodes: list[GovernorServer]) -> None:

@@ -35,14 +35,14 @@ import httpx
 import psycopg
 import pytest
 
-from gov_exec import measured
+from gov_exec import echo_request, start_body
 from gov_server import GovernorServer, cli
-from gov_support import EXE
+from gov_server import client_of as client
 from pg_support import PgCluster
 from proc_support import alive, marked
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
-from proctor.client import GovernorClient, GovernorError
+from proctor.client import GovernorError
 from proctor.lineage.checkpoint import open_checkpoint
 from proctor.lineage.log import Log
 from proctor.lineage.proofs import ConsistencyProof
@@ -104,24 +104,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, module_dsn: str) -> Iterator
     yield servers
     for server in servers:
         server.stop()
-
-
-def client(server: GovernorServer, key: Path | None = None) -> GovernorClient:
-    return GovernorClient(server.url, PrincipalKey.load(key or server.key), timeout=30)
-
-
-def echo_request(*argv: str) -> dict[str, Any]:
-    return {"action": "exec", "resource": "/bin/echo", "argv": ["echo", *argv], "executable_digest": EXE}
-
-
-def start_body(token: str, *argv: str) -> dict[str, Any]:
-    return {
-        "warrant": token,
-        "action": "exec",
-        "resource": "/bin/echo",
-        "argv": ["echo", *argv],
-        "measurement": measured(),
-    }
 
 
 def test_a_nonce_used_on_node_a_is_refused_on_node_b(nodes: list[GovernorServer]) -> None:
