@@ -29,14 +29,10 @@ trial but one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,14 +47,10 @@ sys.path.insert(0, str(REPO / "tests"))
 import psycopg  # noqa: E402
 from benchlib import pct  # noqa: E402
 
-from gov_server import GovernorServer  # noqa: E402
+from gov_server import GovernorServer, revoke_across  # noqa: E402
 from pg_support import PgCluster  # noqa: E402
-from proc_support import alive, marked  # noqa: E402
-from proctor.authorization.keys import PrincipalKey  # noqa: E402
-from proctor.client import GovernorClient  # noqa: E402
 
 POLICY = REPO / "tests" / "integration" / "policies" / "run"
-TREE = REPO / "tests" / "integration" / "procs" / "tree.py"
 TARGET_P50_MS, TARGET_P99_MS = 15.0, 50.0
 
 
@@ -90,52 +82,8 @@ def trial(nodes: list[GovernorServer]) -> tuple[float, float]:
     Raises:
         RuntimeError: the enforcer or its tree did not start, or the tree survived.
     """
-    a, c = nodes[0], nodes[2]
-    marker = "bench-revocation-" + secrets.token_hex(6)  # never "proctor": that tells the enforcer apart
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proctor", "run", "--server", c.url, "--key", str(c.key), "--",
-         sys.executable, str(TREE), marker],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        assert proc.stdout is not None
-        found = re.search(r"execution (ex_[a-z0-9]+) started", proc.stderr.readline())
-        if not found or proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("proctor run did not start its tree")
-        deadline = time.monotonic() + 30
-        while len(marked(marker)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # its stream to C is open (it opens it before reporting the start)
-        tree = marked(marker, exclude=b"proctor")
-        if not tree:
-            raise RuntimeError("the process tree did not start")
-        with GovernorClient(a.url, PrincipalKey.load(a.data / "keys" / "admin.key"), timeout=30) as admin:
-            sent = time.perf_counter()
-            admin.json(
-                "POST", "/v1/revocations", {"kind": "execution", "target": found.group(1), "reason": "bench"}
-            )
-            answered = time.perf_counter()
-            deadline = time.monotonic() + 30
-            while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
-                time.sleep(0.0002)
-            dead = time.perf_counter()
-        proc.wait(timeout=30)
-        if marked(marker):
-            raise RuntimeError("processes of the tree survived the revocation")
-        return (dead - sent) * 1000, (dead - answered) * 1000
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        for pid in marked(marker):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+    total, after, _, _ = revoke_across(nodes[0], nodes[2], "bench-revocation-" + secrets.token_hex(6))
+    return total, after
 
 
 def notify_round_trips(dsn: str, count: int) -> list[float]:

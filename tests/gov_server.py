@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -176,3 +178,71 @@ class GovernorServer:
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """An admin command against this server."""
         return cli(*args, "--server", self.url, "--data", str(self.data), check=check)
+
+
+TREE = Path(__file__).parent / "integration" / "procs" / "tree.py"
+"""A process tree that tries to survive (a setsid child, a double-forked orphan, a fork loop)."""
+
+
+def revoke_across(a: GovernorServer, c: GovernorServer, marker: str) -> tuple[float, float, int, int]:
+    """Run :data:`TREE` under ``proctor run`` leased from node ``c``, then revoke it on node
+    ``a`` as its admin and wait for the tree to die.
+
+    ``marker`` tags the tree's processes; it must not contain "proctor" (that is what
+    tells the enforcer apart from the governed processes).
+
+    Returns:
+        ``(ms from the call until the tree is dead, ms of it after A answered, the
+        processes of the tree watched, proctor run's exit status)``.
+
+    Raises:
+        RuntimeError: the enforcer or its tree did not start, or the tree survived.
+    """
+    from proc_support import alive, marked
+
+    if "proctor" in marker:
+        raise ValueError(f"expected a marker without 'proctor', found {marker!r}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "run", "--server", c.url, "--key", str(c.key), "--",
+         sys.executable, str(TREE), marker],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        if proc.stderr is None or proc.stdout is None:
+            raise RuntimeError("proctor run has no pipes")
+        found = re.search(r"execution (ex_[a-z0-9]+) started", proc.stderr.readline())
+        if not found or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("proctor run did not start its tree")
+        deadline = time.monotonic() + 30
+        while len(marked(marker)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # its stream to C is open by now (it opens it before reporting the start)
+        tree = marked(marker, exclude=b"proctor")  # the governed processes, not the enforcer
+        if not tree:
+            raise RuntimeError("the process tree did not start")
+        with client_of(a, a.data / "keys" / "admin.key") as admin:
+            sent = time.perf_counter()
+            admin.json(
+                "POST", "/v1/revocations", {"kind": "execution", "target": found.group(1), "reason": "test"}
+            )
+            answered = time.perf_counter()
+            deadline = time.monotonic() + 30
+            while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            dead = time.perf_counter()
+        status = proc.wait(timeout=30)
+        if marked(marker):
+            raise RuntimeError("processes of the tree survived the revocation")
+        return (dead - sent) * 1000, (dead - answered) * 1000, len(tree), status
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        for pid in marked(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

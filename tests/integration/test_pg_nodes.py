@@ -18,12 +18,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 import types
@@ -36,10 +33,9 @@ import psycopg
 import pytest
 
 from gov_exec import echo_request, start_body
-from gov_server import GovernorServer, cli
+from gov_server import GovernorServer, cli, revoke_across
 from gov_server import client_of as client
 from pg_support import PgCluster
-from proc_support import alive, marked
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.client import GovernorError
@@ -49,7 +45,6 @@ from proctor.lineage.proofs import ConsistencyProof
 from proctor.store.postgres import PostgresLogStore
 
 POLICIES = Path(__file__).parent / "policies"
-TREE = Path(__file__).parent / "procs" / "tree.py"
 GO_MAIN = Path(__file__).resolve().parents[1] / "interop" / "go" / "main.go"
 GOCODE = Path("/usr/share/gocode")
 
@@ -137,55 +132,12 @@ def test_every_node_listens_for_changes_and_claims_the_database_shared(
 
 def test_a_revocation_on_node_a_kills_an_execution_leased_from_node_c(nodes: list[GovernorServer]) -> None:
     a, _, c = nodes
-    marker = "pg-nodes-tree-" + secrets.token_hex(6)  # not "proctor": that is what tells the enforcer apart
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proctor", "run", "--server", c.url, "--key", str(c.key), "--",
-         sys.executable, str(TREE), marker],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        assert proc.stdout is not None
-        found = re.search(r"execution (ex_[a-z0-9]+) started", proc.stderr.readline())
-        assert found, "proctor run did not start"
-        assert proc.stdout.readline().strip() == "ready"
-        deadline = time.monotonic() + 30
-        while len(marked(marker)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # its stream to C is open by now (it opens it before reporting the start)
-        tree = marked(marker, exclude=b"proctor")  # the governed processes, not the enforcer
-        assert tree
-        with client(a, a.data / "keys" / "admin.key") as admin:
-            sent = time.perf_counter()
-            admin.json(
-                "POST", "/v1/revocations", {"kind": "execution", "target": found.group(1), "reason": "test"}
-            )
-            answered = time.perf_counter()
-            deadline = time.monotonic() + 30
-            while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
-                time.sleep(0.0002)
-            dead = time.perf_counter()
-        proc.wait(timeout=30)
-        assert proc.returncode == 79
-        assert marked(marker) == [], "processes of the tree survived"
-        print(
-            f"\nPostgreSQL: revocation on node A -> tree leased from node C dead: {(dead - sent) * 1000:.1f} ms "
-            f"from the call ({(answered - sent) * 1000:.1f} ms of it the call itself, until A answered)"
-        )
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        for pid in marked(marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    total, after, watched, status = revoke_across(a, c, "pg-nodes-tree-" + secrets.token_hex(6))
+    assert watched >= 1
+    assert status == 79
+    print(
+        f"\nPostgreSQL: revocation on node A -> tree leased from node C dead: {total:.1f} ms from the call ({total - after:.1f} ms of it the call, until A answered)"
+    )
 
 
 def test_concurrent_authorizations_across_nodes_make_one_consistent_tree(
