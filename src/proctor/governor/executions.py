@@ -294,7 +294,7 @@ class Executions:
             resource=_field(body, "resource", str),
             args_digest=args_digest(arguments if isinstance(arguments, dict) else argv),
             zone=_field(body, "zone", str, default=""),
-            executable_digest=measured.digest if action == "exec" else "",
+            executable_digest=measured.digest if action == "exec" or measured.tool else "",
         )
         verified = verify_warrant_bounds(
             token,

@@ -8,3 +8,5 @@
 Both are clients of the governor, like the enforcer: they reach it only over HTTP
 (:mod:`proctor.client`) and import no governor code.
 """
+
+__all__: list[str] = []

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from proctor.errors import ProctorError
+from proctor.errors import IntegrityError, ProctorError
 from proctor.lineage.checkpoint import Checkpoint
 from proctor.lineage.events import Event
+from proctor.verification.measurement import measured_resource
 
 __all__ = [
     "DIGEST",
@@ -31,6 +32,7 @@ __all__ = [
     "bounded_str",
     "describe",
     "link_roles",
+    "measured_subject",
     "note_signatures_canonical",
     "outputs",
     "read_index",
@@ -126,6 +128,23 @@ def outputs(terminal: Entry) -> list[tuple[str, str]]:
     return found
 
 
+def measured_subject(measurement: dict[str, Any]) -> tuple[str, str]:
+    """What ran, as the Statement's first subject: the executable (its path and digest),
+    or for a tool call the tool (``server/tool`` and its definition digest)."""
+    if "tool" in measurement:
+        try:
+            tool = measured_resource(measurement)
+        except IntegrityError as e:
+            raise StepError(f"execution.started: {e}") from e
+        return tool.path, sha256_hex(tool.digest, "execution.started measurement.tool.definition_digest")
+    if type(measurement.get("executable")) is not str or not measurement["executable"]:
+        raise StepError("execution.started: expected measurement.executable, a path")
+    digest = sha256_hex(
+        measurement.get("executable_digest"), "execution.started measurement.executable_digest"
+    )
+    return str(measurement["executable"]), digest
+
+
 def link_roles(entries: Sequence[Entry], activated_index: int | None) -> Execution:
     """Step 5: give every event its role and check every parent link."""
     by_index = {e.index: e for e in entries}
@@ -162,10 +181,7 @@ def link_roles(entries: Sequence[Entry], activated_index: int | None) -> Executi
         e.follow(by_index, "execution.started")
         if e.index > terminal.index:
             raise StepError(f"{e.where} comes after the end of the execution")
-    measurement = started.field("measurement", dict)
-    if type(measurement.get("executable")) is not str or not measurement["executable"]:
-        raise StepError("execution.started: expected measurement.executable, a path")
-    sha256_hex(measurement.get("executable_digest"), "execution.started measurement.executable_digest")
+    measured_subject(started.field("measurement", dict))
     if terminal.kind == "execution.completed":
         terminal.field("exit_status", int)
     else:
@@ -218,8 +234,8 @@ def subjects_and_predicate(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """What the Statement must say, derived from the proven events."""
     started, end = ex.started.event.data, ex.terminal.event.data
-    m = started["measurement"]
-    subjects = [{"name": m["executable"], "digest": {"sha256": sha256_hex(m["executable_digest"], "")}}]
+    name, hex_digest = measured_subject(started["measurement"])
+    subjects = [{"name": name, "digest": {"sha256": hex_digest}}]
     subjects += [{"name": name, "digest": {"sha256": hex_}} for name, hex_ in outputs(ex.terminal)]
     outcome: dict[str, Any]
     if ex.terminal.kind == "execution.completed":

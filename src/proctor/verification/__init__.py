@@ -23,7 +23,14 @@ from proctor.verification.lease import (
     renewal_timeout_s,
     sweep_cutoff_ms,
 )
-from proctor.verification.measurement import MeasuredResource, check_measurement, measured_resource
+from proctor.verification.measurement import (
+    TOOL_ACTIONS,
+    MeasuredResource,
+    check_measurement,
+    measured_resource,
+    tool_definition_digest,
+    tool_measurement,
+)
 from proctor.verification.recheck import (
     RECHECK_REASONS,
     ExecutionRecord,
@@ -38,6 +45,7 @@ from proctor.verification.revocation import ChainLink, Revoked, find_revoked
 
 __all__ = [
     "RECHECK_REASONS",
+    "TOOL_ACTIONS",
     "ChainLink",
     "ExecutionRecord",
     "MeasuredResource",
@@ -59,4 +67,6 @@ __all__ = [
     "renewal_interval_s",
     "renewal_timeout_s",
     "sweep_cutoff_ms",
+    "tool_definition_digest",
+    "tool_measurement",
 ]

@@ -18,23 +18,49 @@ verifier (offline) all make:
    start anything);
 3. the warrant's resource equals the measured resource's path;
 4. the warrant's executable digest equals the measured resource's digest.
+
+A tool call (``mcp.call``, ``tool.call``) executes no file: what runs is a tool whose
+definition (name, description, input schema, and any other field the definition has)
+the gateway or SDK read before the call. Its measurement is ``{"tool": {"resource":
+"server/tool", "definition_digest": "sha256:<hex>"}}`` (:func:`tool_measurement`, the
+digest :func:`tool_definition_digest`), bound to the warrant's ``executable_digest``:
+
+5. a tool measurement is for a tool action only (an ``exec`` cannot start on one: step
+   1 of the exec rules needs measured files);
+6. a tool-action warrant that binds a definition digest starts only on a tool
+   measurement (measured files, or none, say nothing about the tool's definition);
+7. the warrant's resource equals the measured tool's resource;
+8. the warrant's definition digest, when it binds one, equals the measured one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proctor.canonical import canonicalize
 from proctor.errors import IntegrityError
 
-__all__ = ["MeasuredResource", "check_measurement", "measured_resource"]
+__all__ = [
+    "TOOL_ACTIONS",
+    "MeasuredResource",
+    "check_measurement",
+    "measured_resource",
+    "tool_definition_digest",
+    "tool_measurement",
+]
+
+TOOL_ACTIONS = ("mcp.call", "tool.call")
+"""The actions whose resource is a tool, measured by its definition digest."""
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _ROLES = ("executable", "interpreter", "script")
 _MAX_FILES = 8
+_MAX_RESOURCE = 512
 
 
 @dataclass(frozen=True)
@@ -45,11 +71,78 @@ class MeasuredResource:
         path: its absolute path, symlinks resolved.
         digest: ``sha256:<hex>`` of its content.
         interpreter: the path of the interpreter that runs it, ``""`` for none.
+        tool: the resource is a tool (``path`` its ``server/tool`` or name, ``digest``
+            its definition digest), not a file.
     """
 
     path: str
     digest: str
     interpreter: str = ""
+    tool: bool = False
+
+
+def tool_definition_digest(definition: Mapping[str, Any]) -> str:
+    """The digest a warrant binds for a tool: ``sha256:`` + hex SHA-256 of the RFC 8785
+    canonical JSON of the tool's definition.
+
+    Args:
+        definition: the tool's definition as JSON, at least ``name`` and
+            ``inputSchema``; ``description`` is ``""`` when absent, and every other
+            field present (``title``, ``annotations``, ``outputSchema``) is included.
+
+    Returns:
+        ``sha256:<64 hex>``.
+
+    Raises:
+        IntegrityError: no name or input schema, or not canonicalisable JSON.
+    """
+    if not isinstance(definition, Mapping):
+        raise IntegrityError(f"tool definition: expected an object, found {type(definition).__name__}")
+    name, schema = definition.get("name"), definition.get("inputSchema")
+    if type(name) is not str or not name or not isinstance(schema, Mapping):
+        raise IntegrityError(
+            f"tool definition: expected a name and an inputSchema object, found {sorted(definition)!r:.120}"
+        )
+    whole = {k: v for k, v in definition.items() if v is not None}
+    whole["description"] = whole.get("description") or ""
+    try:
+        data = canonicalize(whole)
+    except (TypeError, ValueError) as e:
+        raise IntegrityError(f"tool definition {name!r}: not canonical JSON: {e}") from e
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def tool_measurement(resource: str, definition_digest: str) -> dict[str, Any]:
+    """The measurement of one tool call (steps 5-8).
+
+    Args:
+        resource: the warrant's resource (``server/tool`` or a tool name).
+        definition_digest: :func:`tool_definition_digest` of the definition called.
+
+    Returns:
+        ``{"tool": {"resource", "definition_digest"}}``.
+    """
+    return {"tool": {"resource": resource, "definition_digest": definition_digest}}
+
+
+def _measured_tool(measurement: Mapping[str, Any]) -> MeasuredResource:
+    if set(measurement) != {"tool"}:
+        raise IntegrityError(
+            f"measurement: expected a tool measurement alone, found the keys {sorted(measurement)!r:.120}"
+        )
+    tool = measurement["tool"]
+    if type(tool) is not dict or set(tool) != {"resource", "definition_digest"}:
+        raise IntegrityError(
+            f"measurement.tool: expected {{resource, definition_digest}}, found {tool!r:.120}"
+        )
+    resource, digest = tool["resource"], tool["definition_digest"]
+    if type(resource) is not str or not 0 < len(resource) <= _MAX_RESOURCE:
+        raise IntegrityError(f"measurement.tool.resource: expected a tool name, found {resource!r:.80}")
+    if type(digest) is not str or _DIGEST.fullmatch(digest) is None:
+        raise IntegrityError(
+            f"measurement.tool.definition_digest: expected sha256:<64 hex>, found {digest!r:.80}"
+        )
+    return MeasuredResource(resource, digest, tool=True)
 
 
 def measured_resource(measurement: Any) -> MeasuredResource:
@@ -59,13 +152,16 @@ def measured_resource(measurement: Any) -> MeasuredResource:
         measurement: the measurement as JSON.
 
     Returns:
-        The script if one was measured, else the executable.
+        The script if one was measured, else the executable; for a tool measurement,
+        the tool (``tool=True``).
 
     Raises:
         IntegrityError: the measurement is not well-formed.
     """
     if not isinstance(measurement, Mapping):
         raise IntegrityError(f"measurement: expected an object, found {type(measurement).__name__}")
+    if "tool" in measurement:
+        return _measured_tool(measurement)
     files = measurement.get("files")
     if type(files) is not list or not 1 <= len(files) <= _MAX_FILES:
         raise IntegrityError(
@@ -104,7 +200,8 @@ def check_measurement(
 
     Args:
         measurement: the measurement as JSON.
-        action: the warrant's action (only ``exec`` is bound to a measurement).
+        action: the warrant's action (``exec`` and the tool actions are bound to a
+            measurement).
         resource: the warrant's resource.
         executable_digest: the warrant's executable digest.
 
@@ -116,6 +213,10 @@ def check_measurement(
             says what was expected and what was found.
     """
     found = measured_resource(measurement)  # step 1
+    if action in TOOL_ACTIONS:
+        return _check_tool(found, resource=resource, definition_digest=executable_digest)
+    if found.tool:  # step 5
+        raise IntegrityError(f"a tool measurement cannot start an {action!r}: it executes no file")
     if action != "exec":
         return found
     if not executable_digest:  # step 2
@@ -126,5 +227,24 @@ def check_measurement(
         raise IntegrityError(
             f"the warrant binds executable digest {executable_digest}, "
             f"but {found.path!r} measures {found.digest}"
+        )
+    return found
+
+
+def _check_tool(found: MeasuredResource, *, resource: str, definition_digest: str) -> MeasuredResource:
+    """Steps 6-8 for a tool-action warrant."""
+    if not found.tool:
+        if definition_digest:  # step 6
+            raise IntegrityError(
+                f"the warrant binds tool definition digest {definition_digest}, but the measurement "
+                "measures no tool definition"
+            )
+        return found
+    if resource != found.path:  # step 7
+        raise IntegrityError(f"the warrant is for tool {resource!r}, but the call measured {found.path!r}")
+    if definition_digest and not hmac.compare_digest(definition_digest, found.digest):  # step 8
+        raise IntegrityError(
+            f"the warrant binds tool definition digest {definition_digest}, "
+            f"but {found.path!r} was called with definition {found.digest}"
         )
     return found
