@@ -9,7 +9,19 @@ A ``permit`` policy may carry these annotations (Cedar annotation values are str
 ``@max_output_bytes("1048576")`` at most this many bytes of output         (integer ≥ 0)
 ``@lease_ttl_s("3")``         lease time-to-live in seconds                (integer ≥ 1)
 ``@no_network("true")``       no network access                            (true/false)
-``@approval_required("true")`` a human must approve before it runs         (true/false)
+``@approval("required")``     an admin must approve each call before a warrant is
+                              issued (:mod:`proctor.governor.approvals`); the only value
+``@approval_required("true")`` the older spelling of ``@approval("required")`` (true/false)
+``@approval_timeout_s("300")`` how long a requested approval waits for an admin, and is
+                              usable, before it expires (integer 1 to 604800; default 300;
+                              only beside ``@approval("required")``)
+``@rate("10/60s")``           at most N calls of this resource (tool, executable) by the
+                              principal in any W seconds
+``@budget("100/86400s")``     at most N calls by the principal, all resources together,
+                              in any W seconds
+``@blast_radius("5/60s")``    at most N *distinct* argument sets for this resource by the
+                              principal in any W seconds (repeating a call does not widen
+                              what it touches; a new target does)
 ``@on_violation("suspend")``  what the enforcer does when an obligation or the lease is
                               broken: ``terminate`` (the default), ``suspend``, or
                               ``webhook:<http(s) URL>``; several, comma-separated
@@ -18,6 +30,9 @@ A ``permit`` policy may carry these annotations (Cedar annotation values are str
 ============================  ==========================================================
 
 Integers are plain decimal digits without sign or leading zeros, at most 2**53 - 1.
+A call limit (``@rate``, ``@budget``, ``@blast_radius``) is ``N/Ws``: N from 1 and W
+from 1 to 31536000 (a year), both plain decimal; it is enforced by the governor at
+authorization, counted in the store (:mod:`proctor.governor.call_limits`).
 
 Besides these, a policy may carry ``@id("…")`` (its name in decisions; unique in a
 bundle) and ``@description("…")``. **Any other annotation is rejected** when the
@@ -28,7 +43,8 @@ obligation or ``@cross_zone`` on a ``forbid`` policy: a misspelt obligation
 When several permit policies determine an allow, their obligations combine most
 restrictively (:func:`combine_obligations`): the smallest of each limit, the OR of
 each flag, the union of the ``on_violation`` responses (a permit without
-``@on_violation`` contributes ``terminate``). An allow always carries
+``@on_violation`` contributes ``terminate``) and of each call limit (every one holds:
+``"10/60s,100/3600s"``). An allow always carries
 ``on_violation``; other keys only when some determining permit sets them.
 """
 
@@ -45,7 +61,15 @@ __all__ = [
     "LIMITS",
     "FLAGS",
     "ON_VIOLATION",
+    "CALL_LIMITS",
+    "APPROVAL",
+    "APPROVAL_TIMEOUT",
+    "DEFAULT_APPROVAL_TIMEOUT_S",
+    "MAX_APPROVAL_TIMEOUT_S",
+    "MAX_WINDOW_S",
     "DEFAULT_RESPONSE",
+    "CallLimit",
+    "call_limits",
     "KNOWN_ANNOTATIONS",
     "ObligationValue",
     "PolicyAnnotations",
@@ -66,10 +90,85 @@ LIMITS = {
 
 FLAGS = ("no_network", "approval_required")
 ON_VIOLATION = "on_violation"
+APPROVAL = "approval"
+"""``@approval("required")``: the obligation ``approval_required: true``."""
+APPROVAL_TIMEOUT = "approval_timeout_s"
+DEFAULT_APPROVAL_TIMEOUT_S = 300
+"""How long an approval waits and stays usable when no ``@approval_timeout_s`` says."""
+MAX_APPROVAL_TIMEOUT_S = 7 * 86400
+CALL_LIMITS = ("rate", "budget", "blast_radius")
+"""Call-limit obligations (``N/Ws``), enforced at authorization."""
+MAX_WINDOW_S = 365 * 86400
 DEFAULT_RESPONSE = "terminate"
-KNOWN_ANNOTATIONS = frozenset({"id", "description", "cross_zone", ON_VIOLATION, *LIMITS, *FLAGS})
+KNOWN_ANNOTATIONS = frozenset(
+    {
+        "id",
+        "description",
+        "cross_zone",
+        ON_VIOLATION,
+        APPROVAL,
+        APPROVAL_TIMEOUT,
+        *LIMITS,
+        *FLAGS,
+        *CALL_LIMITS,
+    }
+)
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_CALL_LIMIT = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,8})s")
+
+
+@dataclass(frozen=True)
+class CallLimit:
+    """One call limit: at most ``calls`` in any ``window_s`` seconds.
+
+    Attributes:
+        kind: ``rate``, ``budget`` or ``blast_radius``.
+        calls: N, at least 1.
+        window_s: W seconds, 1 to :data:`MAX_WINDOW_S`.
+    """
+
+    kind: str
+    calls: int
+    window_s: int
+
+    def __str__(self) -> str:
+        return f"{self.calls}/{self.window_s}s"
+
+
+def _call_limit(kind: str, value: str) -> CallLimit | str:
+    """Parse ``N/Ws``; the limit, or the problem."""
+    m = _CALL_LIMIT.fullmatch(value)
+    if m is None or int(m.group(2)) > MAX_WINDOW_S:
+        return (
+            f'@{kind}: expected "N/Ws" (N calls in any W seconds, N from 1, W from 1 to {MAX_WINDOW_S}, '
+            f'e.g. "10/60s"), found {value!r}'
+        )
+    return CallLimit(kind, int(m.group(1)), int(m.group(2)))
+
+
+def call_limits(obligations: Mapping[str, ObligationValue]) -> tuple[CallLimit, ...]:
+    """The call limits an allow's obligations carry (every one holds).
+
+    Raises:
+        ValueError: a call-limit obligation that is not a comma-separated list of
+            ``N/Ws`` (not from a compiled bundle: fail closed).
+    """
+    limits: list[CallLimit] = []
+    for kind in CALL_LIMITS:
+        value = obligations.get(kind)
+        if value is None:
+            continue
+        if type(value) is not str:
+            raise ValueError(f"obligation {kind}: expected a string of N/Ws limits, found {value!r}")
+        for item in value.split(","):
+            parsed = _call_limit(kind, item)
+            if not isinstance(parsed, CallLimit):
+                raise ValueError(parsed)  # noqa: TRY004 - a malformed value, not a wrong type
+            limits.append(parsed)
+    return tuple(limits)
+
+
 _WEBHOOK = re.compile(r"webhook:https?://[^\s,]+")
 
 
@@ -114,6 +213,12 @@ def read_annotations(
     obligations: dict[str, ObligationValue] = {}
     responses: tuple[str, ...] = (DEFAULT_RESPONSE,)
     cross_zone = False
+    if (
+        APPROVAL_TIMEOUT in annotations
+        and APPROVAL not in annotations
+        and "approval_required" not in annotations
+    ):
+        problems.append(f'@{APPROVAL_TIMEOUT}: only beside @approval("required") on the same policy')
     for name, raw in sorted(annotations.items()):
         value = raw if raw is not None else ""
         if name not in KNOWN_ANNOTATIONS:
@@ -126,7 +231,25 @@ def read_annotations(
         if effect != "permit":
             problems.append(f"@{name}: obligations and @cross_zone belong on permit policies, not {effect}")
             continue
-        if name in LIMITS:
+        if name == APPROVAL:
+            if value != "required":
+                problems.append(f'@{APPROVAL}: expected "required", found {value!r}')
+            else:
+                obligations["approval_required"] = True
+        elif name == APPROVAL_TIMEOUT:
+            if not _DECIMAL.fullmatch(value) or not 1 <= int(value) <= MAX_APPROVAL_TIMEOUT_S:
+                problems.append(
+                    f"@{name}: expected a decimal integer from 1 to {MAX_APPROVAL_TIMEOUT_S}, found {value!r}"
+                )
+            else:
+                obligations[name] = int(value)
+        elif name in CALL_LIMITS:
+            parsed = _call_limit(name, value)
+            if isinstance(parsed, str):
+                problems.append(parsed)
+            else:
+                obligations[name] = str(parsed)
+        elif name in LIMITS:
             least = LIMITS[name]
             if not _DECIMAL.fullmatch(value) or not least <= int(value) <= MAX_SAFE_INTEGER:
                 problems.append(
@@ -141,7 +264,8 @@ def read_annotations(
             elif name == "cross_zone":
                 cross_zone = flag
             else:
-                obligations[name] = flag
+                # @approval("required") and @approval_required("true") on one policy: true.
+                obligations[name] = bool(obligations.get(name, False)) or flag
         else:  # on_violation
             items = sorted({item.strip() for item in value.split(",")})
             bad = [i for i in items if i not in ("terminate", "suspend") and not _WEBHOOK.fullmatch(i)]
@@ -173,6 +297,10 @@ def combine_obligations(policies: Iterable[PolicyAnnotations]) -> dict[str, Obli
         for name, value in policy.obligations.items():
             if name in FLAGS:
                 combined[name] = bool(combined.get(name, False)) or bool(value)
+            elif name in CALL_LIMITS:
+                current = combined.get(name)
+                items = {str(value)} | (set(str(current).split(",")) if current is not None else set())
+                combined[name] = ",".join(sorted(items))
             else:
                 current = combined.get(name)
                 combined[name] = value if current is None else min(int(current), int(value))
