@@ -244,11 +244,11 @@ def read_annotations(
             else:
                 obligations[name] = int(value)
         elif name in CALL_LIMITS:
-            parsed = _call_limit(name, value)
-            if isinstance(parsed, str):
-                problems.append(parsed)
+            limit = _call_limit(name, value)
+            if isinstance(limit, str):
+                problems.append(limit)
             else:
-                obligations[name] = str(parsed)
+                obligations[name] = str(limit)
         elif name in LIMITS:
             least = LIMITS[name]
             if not _DECIMAL.fullmatch(value) or not least <= int(value) <= MAX_SAFE_INTEGER:
