@@ -1,10 +1,12 @@
 """Policy bundles: content-addressed, signed sets of Cedar policy files.
 
-A :class:`PolicyBundle` is Cedar policy files (name → text), a Cedar JSON schema and
-a version number. Its digest is ``"sha256:<hex>"`` of the RFC 8785 canonical JSON of
-``{"files": {...}, "schema": "...", "version": N}`` — exactly :meth:`PolicyBundle.to_json`
-— so the same content always has the same digest, and decisions name the bundle that
-made them by it.
+A :class:`PolicyBundle` is Cedar policy files (name → text), a Cedar JSON schema, a
+version number and, optionally, tool catalog fragments (``*.tools.json``, name → text;
+:mod:`proctor.policy.tool_catalog`, ADR 0018). Its digest is ``"sha256:<hex>"`` of the
+RFC 8785 canonical JSON of ``{"files": {...}, "schema": "...", "version": N}`` (plus
+``"tools": {...}`` when it carries catalogs) — exactly :meth:`PolicyBundle.to_json` — so
+the same content always has the same digest, and decisions name the bundle that made
+them by it; a bundle without catalogs has the digest it always had.
 
 A :class:`SignedBundle` carries an Ed25519 signature over a context prefix
 (:data:`BUNDLE_SIGNATURE_CONTEXT`) followed by the UTF-8 bytes of the digest string
@@ -39,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from proctor.canonical import MAX_SAFE_INTEGER, canonicalize
 from proctor.errors import BundleError, CanonicalizationError
 from proctor.policy.schema import DEFAULT_SCHEMA
+from proctor.policy.tool_catalog import TOOLS_FILE
 
 __all__ = [
     "SCHEMA_FILE",
@@ -76,6 +79,17 @@ def _check_files(files: Any) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def _check_tools(tools: Any) -> dict[str, str]:
+    if not isinstance(tools, Mapping):
+        raise BundleError(f"bundle.tools: expected an object of file name to text, found {tools!r}")
+    for name, text in tools.items():
+        if type(name) is not str or not TOOLS_FILE.fullmatch(name):
+            raise BundleError(f"bundle.tools: expected file names like filesystem.tools.json, found {name!r}")
+        if type(text) is not str:
+            raise BundleError(f"bundle.tools[{name!r}]: expected catalog text, found {type(text).__name__}")
+    return dict(sorted(tools.items()))
+
+
 @dataclass(frozen=True)
 class PolicyBundle:
     """Cedar policy files, their schema and a version, addressed by content.
@@ -85,6 +99,8 @@ class PolicyBundle:
         schema: Cedar JSON schema text (:data:`~proctor.policy.schema.DEFAULT_SCHEMA`
             by default).
         version: the bundle's version number, an integer ≥ 0.
+        tools: tool catalog fragments, file name (``*.tools.json``) to text; empty
+            by default.
 
     Raises:
         BundleError: on construction, when a field has the wrong shape.
@@ -93,6 +109,7 @@ class PolicyBundle:
     files: Mapping[str, str]
     schema: str = DEFAULT_SCHEMA
     version: int = 1
+    tools: Mapping[str, str] = field(default_factory=dict)
     _digest: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
@@ -104,6 +121,7 @@ class PolicyBundle:
                 f"bundle.version: expected an integer from 0 to {MAX_SAFE_INTEGER}, found {self.version!r}"
             )
         object.__setattr__(self, "files", MappingProxyType(files))
+        object.__setattr__(self, "tools", MappingProxyType(_check_tools(self.tools)))
         try:
             raw = canonicalize(self.to_json())
         except CanonicalizationError as e:
@@ -116,8 +134,12 @@ class PolicyBundle:
         return self._digest
 
     def to_json(self) -> dict[str, Any]:
-        """The bundle as a JSON object: ``{"files": {...}, "schema": ..., "version": ...}``."""
-        return {"files": dict(self.files), "schema": self.schema, "version": self.version}
+        """The bundle as a JSON object: ``{"files": {...}, "schema": ..., "version": ...}``,
+        and ``"tools": {...}`` only when it carries tool catalogs."""
+        doc: dict[str, Any] = {"files": dict(self.files), "schema": self.schema, "version": self.version}
+        if self.tools:
+            doc["tools"] = dict(self.tools)
+        return doc
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> PolicyBundle:
@@ -133,14 +155,20 @@ class PolicyBundle:
             BundleError: fields missing or unknown, or of the wrong type.
         """
         expected = {"files", "schema", "version"}
-        if not isinstance(doc, Mapping) or set(doc) != expected:
+        if not isinstance(doc, Mapping) or set(doc) - {"tools"} != expected:
             found = sorted(doc) if isinstance(doc, Mapping) else type(doc).__name__
-            raise BundleError(f"bundle: expected the fields {sorted(expected)}, found {found}")
-        return cls(files=doc["files"], schema=doc["schema"], version=doc["version"])
+            raise BundleError(f"bundle: expected the fields {sorted(expected)} (and tools), found {found}")
+        tools = doc.get("tools", {})
+        if "tools" in doc and not tools:
+            raise BundleError(
+                "bundle.tools: expected it left out when empty, found {} (one digest per content)"
+            )
+        return cls(files=doc["files"], schema=doc["schema"], version=doc["version"], tools=tools)
 
     @classmethod
     def from_directory(cls, path: str | os.PathLike[str], *, version: int) -> PolicyBundle:
-        """Read a bundle from a directory: every ``*.cedar`` file, and ``schema.json`` if present.
+        """Read a bundle from a directory: every ``*.cedar`` file, ``schema.json`` if
+        present, and every tool catalog fragment ``*.tools.json``.
 
         Other files and subdirectories are ignored. Files are read as UTF-8.
 
@@ -161,6 +189,7 @@ class PolicyBundle:
         except OSError as e:
             raise BundleError(f"{root}: expected a readable directory of *.cedar files, found: {e}") from e
         files: dict[str, str] = {}
+        tools: dict[str, str] = {}
         schema = DEFAULT_SCHEMA
         try:
             for entry in entries:
@@ -168,11 +197,13 @@ class PolicyBundle:
                     files[entry.name] = entry.read_text(encoding="utf-8")
                 elif entry.name == SCHEMA_FILE and entry.is_file():
                     schema = entry.read_text(encoding="utf-8")
+                elif entry.name.endswith(".tools.json") and entry.is_file():
+                    tools[entry.name] = entry.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise BundleError(f"{root}: cannot read a bundle file: {e}") from e
         if not files:
             raise BundleError(f"{root}: expected at least one *.cedar policy file, found none")
-        return cls(files=files, schema=schema, version=version)
+        return cls(files=files, schema=schema, version=version, tools=tools)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], *, version: int) -> PolicyBundle:

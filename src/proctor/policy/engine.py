@@ -4,10 +4,13 @@ Compiling (:meth:`PolicyEngine.compile`) is where a bundle is judged, and any pr
 stops it from becoming active:
 
 1. the schema has the shape proctor needs (:func:`read_schema`) and Cedar parses it;
+   a bundle with tool catalogs has its schema composed with them first
+   (:meth:`~proctor.policy.tool_catalog.ToolCatalog.compose`, ADR 0018);
 2. each file parses on its own (so a syntax error names its file, line and column:
    :mod:`proctor.policy._locate`);
 3. the bundle holds at least one policy, and no templates;
-4. every policy validates against the schema (``cedarpy.validate_policies``, strict);
+4. every policy validates against the schema (``cedarpy.validate_policies``, strict),
+   and, with tool catalogs, names no ``Proctor::Tool`` literal they do not declare;
 5. annotations are known and well-formed (:mod:`proctor.policy.obligations`), and
    ``@id`` names are unique;
 6. probe requests built exactly as :mod:`proctor.policy.context` builds them pass
@@ -20,6 +23,9 @@ Deciding (:meth:`PolicyEngine.decide`) never raises. The answer is allow only wh
 all of these hold, and deny otherwise, with the reason:
 
 - the request is well-formed (:func:`~proctor.policy.context.request_problem`);
+- with tool catalogs, an ``mcp.call`` names a catalogued tool with its catalogued
+  definition digest and arguments that fit its input schema (they become
+  ``context.tool``: :meth:`~proctor.policy.tool_catalog.ToolCatalog.tool_context`);
 - Cedar's decision is ``Allow`` — ``Deny`` and ``NoDecision`` deny;
 - Cedar reported no evaluation error. Cedar skips a policy whose condition errors,
   so an erroring ``forbid`` would otherwise let a ``permit`` through;
@@ -45,7 +51,7 @@ import orjson
 from proctor.errors import CanonicalizationError, PolicyError, PolicyValidationError
 from proctor.policy._locate import locate_parse_error
 from proctor.policy.bundle import PolicyBundle
-from proctor.policy.context import context_json, principal_entity_json, request_problem
+from proctor.policy.context import build_context, context_json, principal_entity_json, request_problem
 from proctor.policy.decision import Decision, safe_request_digest
 from proctor.policy.obligations import combine_obligations, read_annotations
 from proctor.policy.request import PolicyRequest
@@ -60,6 +66,8 @@ from proctor.policy.schema import (
     read_schema,
 )
 from proctor.policy.slices import CompiledPolicy, PolicySlices
+from proctor.policy.tool_catalog import ToolCatalog
+from proctor.policy.tool_types import ArgumentsMismatchError
 
 __all__ = ["ENTITY_CACHE_SIZE", "PolicyEngine"]
 
@@ -92,6 +100,9 @@ class PolicyEngine:
         bundle: the bundle it was compiled from.
         bundle_digest: that bundle's digest (every decision carries it).
         policies: the bundle's policies, in Cedar id order, with their parsed annotations.
+        catalog: the bundle's tool catalogs, or ``None`` when it carries none.
+        schema: the parsed schema the policies were validated against (composed with
+            the catalogs when there are some).
     """
 
     def __init__(
@@ -102,12 +113,15 @@ class PolicyEngine:
         info: SchemaInfo,
         policies: Sequence[CompiledPolicy],
         slices: PolicySlices,
+        catalog: ToolCatalog | None = None,
     ) -> None:
         # Use compile(); this only stores what compile checked.
         self.bundle = bundle
         self.bundle_digest = bundle.digest
         self.policies = tuple(policies)
         self._schema = schema
+        self.schema = schema
+        self.catalog = catalog
         self._info = info
         self._by_id = {p.policy_id: p for p in policies}
         self._slices = slices
@@ -134,9 +148,11 @@ class PolicyEngine:
         """
         if not isinstance(bundle, PolicyBundle):
             raise PolicyError(f"expected a PolicyBundle, found {type(bundle).__name__}")
-        info = read_schema(bundle.schema)
+        catalog = ToolCatalog.from_fragments(bundle.tools) if bundle.tools else None
+        schema_text = catalog.compose(bundle.schema) if catalog is not None else bundle.schema
+        info = read_schema(schema_text)
         try:
-            schema = cedarpy.Schema.from_json_str(bundle.schema)
+            schema = cedarpy.Schema.from_json_str(schema_text)
         except ValueError as e:
             raise PolicyValidationError(
                 "the bundle schema does not parse", diagnostics=(f"schema: {e}",)
@@ -181,6 +197,20 @@ class PolicyEngine:
             raise PolicyValidationError(
                 "policies do not validate against the schema", diagnostics=diagnostics
             )
+        if catalog is not None:
+            known = ", ".join(f"{s}/*" for s in sorted(catalog.servers))
+            unknown = [
+                f"{where(p)}: unknown tool Proctor::Tool::{t!r} (catalogued servers: {known})"
+                for p, t in catalog.unknown_tools(est)
+            ] + [
+                f"{where(p)}: {k} is not a declared tool or argument (a has-test on it is always false)"
+                for p, k in catalog.unknown_keys(est)
+            ]
+            if unknown:
+                raise PolicyValidationError(
+                    "policies name tools or arguments the bundle's tool catalogs do not declare",
+                    diagnostics=tuple(unknown),
+                )
         # 5. Annotations.
         policies: list[CompiledPolicy] = []
         seen: dict[str, str] = {}
@@ -197,12 +227,12 @@ class PolicyEngine:
             policies.append(CompiledPolicy(policy_id, name, doc["effect"], files[index], annotations, doc))
         if problems:
             raise PolicyValidationError("policy annotations are invalid", diagnostics=tuple(problems))
-        cls._probe(schema, info)
+        cls._probe(schema, info, typed_tools=catalog is not None)
         slices = PolicySlices(policies, action_groups=info.action_groups, sliced=sliced)
-        return cls(bundle=bundle, schema=schema, info=info, policies=policies, slices=slices)
+        return cls(bundle=bundle, schema=schema, info=info, policies=policies, slices=slices, catalog=catalog)
 
     @staticmethod
-    def _probe(schema: cedarpy.Schema, info: SchemaInfo) -> None:
+    def _probe(schema: cedarpy.Schema, info: SchemaInfo, *, typed_tools: bool) -> None:
         # 6. The context shape is fixed; only which args positions are present and the
         # sizes of the sets vary. Probe both extremes for every action.
         try:
@@ -228,11 +258,14 @@ class PolicyEngine:
                 counters=dict.fromkeys(COUNTERS, 1),
             )
             for probe in (fewest, most):
+                context = build_context(probe, 0)
+                if typed_tools and action == "mcp.call":
+                    context["tool"] = {}  # all optional; ToolCatalog.tool_context fills one
                 request = {
                     "principal": {"type": PRINCIPAL_TYPE, "id": "probe"},
                     "action": _ACTION_UIDS[action],
                     "resource": {"type": RESOURCE_TYPES[action], "id": probe.resource},
-                    "context": context_json(probe, 0),
+                    "context": orjson.dumps(context).decode(),
                 }
                 errors = cedarpy.is_authorized(request, empty, entities, schema).diagnostics.errors
                 if errors:
@@ -268,11 +301,20 @@ class PolicyEngine:
         if missing:
             names = ", ".join(sorted(missing))
             return self._deny(digest, f"denied: the principal lacks attributes the schema requires: {names}")
+        if self.catalog is not None and request.action == "mcp.call":
+            try:
+                context = build_context(request, now)
+                context["tool"] = self.catalog.tool_context(request)
+            except ArgumentsMismatchError as e:
+                return self._deny(digest, f"denied: the call does not fit the tool catalog: {e}", (str(e),))
+            context_text = orjson.dumps(context).decode()
+        else:
+            context_text = context_json(request, now)
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.principal},
             "action": _ACTION_UIDS[request.action],
             "resource": {"type": RESOURCE_TYPES[request.action], "id": request.resource},
-            "context": context_json(request, now),
+            "context": context_text,
         }
         try:
             entities = self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))

@@ -1,0 +1,1 @@
+"""The MCP governing gateway (issue 13): every tools/call authorized, bound and recorded."""
