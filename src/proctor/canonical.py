@@ -1,17 +1,42 @@
-"""Canonical JSON: RFC 8785 (JCS) over a restricted, I-JSON-safe subset.
+"""Canonical JSON: RFC 8785 (JCS) over an I-JSON-safe subset.
 
 Every hashed or signed JSON object in proctor is encoded here. The subset is:
-strings, integers within ±(2**53 - 1), booleans, null, arrays, and objects whose
-keys are ASCII strings. Inside that subset the output of ``orjson`` with sorted
-keys is byte-for-byte the RFC 8785 encoding (property-tested against the
-``rfc8785`` reference package in ``tests/unit/test_canonical.py``), and it
-is about fifty times faster. Values outside the subset are rejected rather than
-encoded, because each excluded kind is where JCS implementations disagree:
+strings, integers within ±(2**53 - 1), finite floats, booleans, null, arrays, and
+objects whose keys are ASCII strings, nested at most :data:`MAX_DEPTH` deep. Values
+outside it are rejected rather than encoded, because each excluded kind is where JCS
+implementations disagree or where readers would see another value:
 
-- floats (RFC 8785 §3.2.2.3 number serialisation; NaN and infinities are not JSON),
+- NaN and infinities (not JSON; RFC 8785 §3.2.2.3),
 - integers beyond 2**53 (I-JSON, RFC 7493 §2.2, and RFC 8785 §3.2.2.3),
 - non-ASCII object keys (RFC 8785 §3.2.3 sorts by UTF-16 code units, not code points),
 - lone surrogates in strings (RFC 8785 §3.2.2.2 requires valid Unicode).
+
+Encoding, two paths with the same output (ADR 0001):
+
+- Without floats, the output of ``orjson`` with sorted keys is byte-for-byte the
+  RFC 8785 encoding, and about fifty times faster than the reference. The check walk
+  stops at the first float and hands the value to the second path.
+- With floats, each float is written by :func:`number_text` (RFC 8785 §3.2.2.3:
+  ECMAScript ``Number::toString``, shortest round-trip digits, ``1.0`` → ``1``,
+  ``1e21`` → ``1e+21``, ``-0.0`` → ``0``) and spliced into orjson's output as a
+  pre-encoded fragment; strings, keys and their order are still orjson's.
+
+Both are property-tested byte-equal to the ``rfc8785`` reference package
+(``tests/unit/test_canonical.py``, ``tests/unit/test_canonical_numbers.py``).
+
+Parsing (:func:`loads`) accepts any JSON text of the subset, canonical or not, and one
+more rule: a number is accepted only if its canonical text denotes the same decimal
+value as the text received (a *lossless* number). ``0.7``, ``1.50``, ``1e2``, ``5e-324``
+pass; ``9007199254740993`` (read as …992), ``0.30000000000000000001`` (read as 0.3),
+``1e-400`` (read as 0) are refused, so that policy, which sees the canonical text, and
+a tool that parses the original text exactly can never see different numbers. An
+integer token beyond 2**53 that is lossless (``1152921504606847000``, the canonical
+text of the float 2**60) is read as that float, so canonical bytes always parse back
+to a value that re-encodes to the same bytes.
+
+``1.0`` and ``1`` encode alike (``1``), as RFC 8785 requires: digests and signatures
+over canonical bytes cannot tell them apart, and nothing in proctor may decide on the
+Python type of a number that came through here without saying so.
 
 A shared primitive at the bottom of the package tree: it imports nothing of proctor but
 :mod:`proctor.errors`, so that every layer (policy, warrants, lineage events) may use it.
@@ -19,20 +44,31 @@ A shared primitive at the bottom of the package tree: it imports nothing of proc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from proctor.errors import CanonicalizationError, EventSizeError
 
-__all__ = ["MAX_SAFE_INTEGER", "MAX_DEPTH", "canonicalize", "loads"]
+__all__ = ["MAX_SAFE_INTEGER", "MAX_DEPTH", "canonicalize", "loads", "number_text"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer magnitude accepted (I-JSON, RFC 7493 §2.2)."""
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted."""
+
+
+class _FloatSeen(Exception):  # noqa: N818 - a private signal, not an error
+    """The fast check met a float (or, parsing, an integer beyond 2**53): take the
+    second path, which checks the whole value again."""
+
+
+_FLOAT_SEEN = _FloatSeen()
 
 
 def _check(value: Any, path: str, depth: int) -> None:
@@ -60,13 +96,91 @@ def _check(value: Any, path: str, depth: int) -> None:
             _check(item, f"{path}[{i}]", depth + 1)
         return
     if kind is float:
-        raise CanonicalizationError(
-            f"{path}: expected an integer, string, boolean or null; found the "
-            f"non-integer number {value!r} (floats, NaN and infinities are not accepted)"
-        )
+        raise _FLOAT_SEEN
     raise CanonicalizationError(
-        f"{path}: expected a JSON string, integer, boolean, null, array or object; found {kind.__name__}"
+        f"{path}: expected a JSON string, number, boolean, null, array or object; found {kind.__name__}"
     )
+
+
+def number_text(value: float) -> str:
+    """The RFC 8785 §3.2.2.3 text of a finite float: ECMAScript ``Number::toString``.
+
+    ECMA-262 (Number::toString, radix 10): let ``s`` (``k`` digits) and ``n`` be such
+    that ``k`` is as small as possible and ``s * 10**(n - k)`` is the value; Python's
+    ``repr`` gives those shortest round-trip digits. Then:
+
+    1. ``k ≤ n ≤ 21``: the digits, then ``n - k`` zeros (``1e20`` → ``100000000000000000000``);
+    2. ``0 < n ≤ 21``: the digits with a point after the ``n``-th (``0.7``, ``123.45``);
+    3. ``-6 < n ≤ 0``: ``0.``, ``-n`` zeros, the digits (``0.000001``);
+    4. otherwise an exponent ``e+``/``e-`` ``|n - 1|`` after the first digit and, if
+       ``k > 1``, a point and the others (``1e+21``, ``1.5e-7``).
+
+    Zero (``-0.0`` included) is ``0``; a negative value is ``-`` and the text of its
+    magnitude.
+
+    Raises:
+        CanonicalizationError: NaN or an infinity.
+    """
+    if not math.isfinite(value):
+        raise CanonicalizationError(
+            f"expected a finite number, found {value!r} (NaN and infinities are not JSON)"
+        )
+    if value == 0:
+        return "0"
+    if value < 0:
+        return "-" + number_text(-value)
+    mantissa, _, exponent = repr(value).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    if whole != "0":
+        n = len(whole) + (int(exponent) if exponent else 0)
+        digits = (whole + fraction).rstrip("0")
+    else:  # 0.000123: repr writes values in [1e-4, 1) without an exponent
+        stripped = fraction.lstrip("0")
+        n = len(stripped) - len(fraction)
+        digits = stripped.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    sign = "+" if e >= 0 else "-"
+    head = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{head}e{sign}{abs(e)}"
+
+
+def _rebuilt(value: Any, path: str, depth: int, number: Callable[[Any, str], Any]) -> Any:
+    """``value`` checked whole, with each float and each integer beyond 2**53 replaced
+    by ``number(it, path)``; arrays and objects are copied, the rest kept."""
+    kind = type(value)
+    if kind is float or (kind is int and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER):
+        return number(value, path)
+    if kind is dict or kind is list:
+        if depth >= MAX_DEPTH:
+            raise CanonicalizationError(f"{path}: expected at most {MAX_DEPTH} levels of nesting")
+        if kind is list:
+            return [_rebuilt(item, f"{path}[{i}]", depth + 1, number) for i, item in enumerate(value)]
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise CanonicalizationError(
+                    f"{path}: expected object keys that are ASCII strings, found {key!r}"
+                )
+            out[key] = _rebuilt(item, f"{path}.{key}", depth + 1, number)
+        return out
+    _check(value, path, depth)  # a scalar (or a wrong kind): never a container here
+    return value
+
+
+def _fragment(value: Any, path: str) -> orjson.Fragment:
+    if type(value) is int:
+        raise CanonicalizationError(f"{path}: expected an integer within ±(2**53 - 1), found {value}")
+    try:
+        return orjson.Fragment(number_text(value))
+    except CanonicalizationError as e:
+        raise CanonicalizationError(f"{path}: {e}") from None
 
 
 def canonicalize(value: Mapping[str, Any] | Sequence[Any] | Any, *, limit: int | None = None) -> bytes:
@@ -80,10 +194,14 @@ def canonicalize(value: Mapping[str, Any] | Sequence[Any] | Any, *, limit: int |
         The canonical UTF-8 bytes.
 
     Raises:
-        CanonicalizationError: ``value`` lies outside the subset.
+        CanonicalizationError: ``value`` lies outside the subset (the message names
+            the path, what was expected and what was found).
         EventSizeError: the encoding is longer than ``limit``.
     """
-    _check(value, "$", 0)
+    try:
+        _check(value, "$", 0)
+    except _FloatSeen:
+        value = _rebuilt(value, "$", 0, _fragment)
     try:
         data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError) as e:  # lone surrogates, mostly
@@ -93,13 +211,42 @@ def canonicalize(value: Mapping[str, Any] | Sequence[Any] | Any, *, limit: int |
     return data
 
 
+# A JSON string (escapes included; Friedl's unrolled loop: linear, no backtracking), or a
+# number token. In text that parsed as JSON, digits outside strings belong to numbers.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9][0-9.eE+-]*', re.DOTALL)
+_SHORT_INTEGER = re.compile(rb"-?[0-9]{1,15}")
+
+
+def _check_lossless(raw: bytes) -> None:
+    """Refuse a number whose canonical text would denote another value than its text."""
+    for match in _TOKEN.finditer(raw):
+        token = match.group()
+        if token[0] == 0x22 or _SHORT_INTEGER.fullmatch(token):  # a string; an exact integer
+            continue
+        parsed = float(token)
+        if not math.isfinite(parsed) or Decimal(token.decode()) != Decimal(repr(parsed)):
+            shown = token.decode() if len(token) <= 40 else token[:40].decode() + "…"
+            read = number_text(parsed) if math.isfinite(parsed) else "an infinity"
+            raise CanonicalizationError(
+                "expected numbers that an IEEE 754 double holds as written (RFC 8785 §3.2.2.3, "
+                f"I-JSON), found {shown}, which would read as {read}"
+            )
+
+
+def _as_float(value: Any, _path: str) -> float:
+    return float(value)  # a lossless integer beyond 2**53 (checked on the text), or a float
+
+
 def loads(data: bytes | str, *, limit: int | None = None) -> Any:
     """Parse JSON text and check that it lies within the canonical subset.
 
-    The text itself need not be canonical; re-encode with :func:`canonicalize`.
+    The text itself need not be canonical; re-encode with :func:`canonicalize`. Numbers
+    must be lossless (module docstring); an integer token beyond 2**53 that is the
+    canonical text of a float is read as that float.
 
     Raises:
-        CanonicalizationError: not JSON, or outside the subset.
+        CanonicalizationError: not JSON, outside the subset, or a number that a double
+            does not hold as written.
         EventSizeError: longer than ``limit`` bytes.
     """
     raw = data.encode() if isinstance(data, str) else data
@@ -109,5 +256,11 @@ def loads(data: bytes | str, *, limit: int | None = None) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise CanonicalizationError(f"expected JSON text, found invalid JSON: {e}") from e
-    _check(value, "$", 0)
+    try:
+        _check(value, "$", 0)
+    except (_FloatSeen, CanonicalizationError):
+        # A float, or an integer beyond 2**53 that may be a float's canonical text: check
+        # every number on the text, then the whole value (which raises any other error).
+        _check_lossless(raw)
+        value = _rebuilt(value, "$", 0, _as_float)
     return value

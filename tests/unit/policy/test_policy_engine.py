@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -253,7 +254,7 @@ def test_fail_closed_exception_in_batch_denies_every_request_of_the_call(
         (PolicyRequest("", {"role": "", "zone": ""}, "exec", "/x", ("x",)), NOW, "principal"),
         (tool_request("fs/read", {"path": "/etc"}, argv=("x",)), NOW, "not argv"),
         (exec_request("pg_dump", "db1", arguments={"a": 1}), NOW, "not tool arguments"),
-        (tool_request("fs/read", {"t": 0.5}), NOW, "canonical"),
+        (tool_request("fs/read", {"t": math.nan}), NOW, "canonical"),
         (exec_request("pg_dump", "db1"), 1.5, "integer unix seconds"),
         (exec_request("pg_dump", "db1"), -1, "integer unix seconds"),
         (exec_request("pg_dump", "db1"), True, "integer unix seconds"),
@@ -272,7 +273,7 @@ def test_fail_closed_exception_in_batch_denies_every_request_of_the_call(
         "empty-principal",
         "argv-on-tool-call",
         "arguments-on-exec",
-        "float-argument",
+        "nan-argument",
         "float-now",
         "negative-now",
         "bool-now",
@@ -310,7 +311,7 @@ def test_deny_all_records_the_request_and_reason() -> None:
     decision = deny_all("no valid policy bundle", bundle_digest="sha256:00", request=request)
     assert decision == Decision(False, (), (), {}, "sha256:00", request.digest(), "no valid policy bundle")
     assert deny_all("x").request_digest == ""
-    bad = tool_request("fs/read", {"t": 0.5})
+    bad = tool_request("fs/read", {"t": math.nan})
     assert deny_all("x", request=bad).request_digest == ""
 
 
