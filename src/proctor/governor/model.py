@@ -173,11 +173,15 @@ class RevocationBody(_Body):
 
 
 class PolicyBundleBody(_ExactBody):
-    """A policy bundle: Cedar files, their schema, a version."""
+    """A policy bundle: Cedar files, their schema, a version, and any tool catalogs."""
 
     files: Annotated[dict[str, str], Field(description="file name (*.cedar) to Cedar policy text")]
     policy_schema: Annotated[str, Field(alias="schema", description="Cedar JSON schema text")]
     version: Annotated[int, Field(ge=0)]
+    tools: Annotated[
+        dict[str, str] | None,
+        Field(description="tool catalog fragments, file name (*.tools.json) to text (ADR 0018)"),
+    ] = None
 
 
 class SignedPolicyBody(_ExactBody):
