@@ -127,11 +127,11 @@ def test_a_governor_refuses_a_store_whose_state_schema_is_newer_than_it_knows(
 ) -> None:
     gov.stop()
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'state_schema'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'state_schema'")
     done = cli("serve", "--data", str(gov.data), "--store", pg_dsn, "--port", "0", check=False, timeout=60)
     assert done.returncode == 2
     assert (
-        "expected state schema version 2, found '3': the store was written by a newer proctor" in done.stderr
+        "expected state schema version 3, found '4': the store was written by a newer proctor" in done.stderr
     )
     assert password(pg_dsn) not in done.stderr
 

@@ -2,7 +2,9 @@
 
 :data:`SQLITE_STATE_SCHEMA` is the schema as numbered steps
 (:mod:`proctor.store.migrations`): version 1 is the tables below; version 2 adds the
-``nodes`` table (:mod:`proctor.store.state_nodes`, the same DDL on PostgreSQL). Its ``settle`` hook
+``nodes`` table (:mod:`proctor.store.state_nodes`, the same DDL on PostgreSQL); version 3 the
+``approvals`` and ``calls`` tables (:mod:`proctor.store.state_approvals`, the same DDL on
+PostgreSQL). Its ``settle`` hook
 completes, on every open, a database that was labelled version 1 before versioned
 migrations existed: such a database gets what was added to version 1 since it was
 written: tables (:data:`ADDED_TABLES`), columns (:data:`ADDED_COLUMNS`), the identity
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from proctor.errors import StoreConflictError
 from proctor.store.migrations import Migration, Schema
+from proctor.store.state_approvals import APPROVALS_DDL, APPROVALS_SUMMARY
 from proctor.store.state_nodes import NODES_DDL
 
 __all__ = [
@@ -31,7 +34,7 @@ __all__ = [
     "add_constraints",
 ]
 
-STATE_SCHEMA_VERSION = 2
+STATE_SCHEMA_VERSION = 3
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS principals (
@@ -160,6 +163,11 @@ def _create_v2(conn: sqlite3.Connection, where: str) -> None:
     conn.execute(NODES_DDL)
 
 
+def _create_v3(conn: sqlite3.Connection, where: str) -> None:
+    for statement in APPROVALS_DDL:
+        conn.execute(statement)
+
+
 SQLITE_STATE_SCHEMA: Schema[sqlite3.Connection] = Schema(
     "SQLite",
     (
@@ -171,6 +179,7 @@ SQLITE_STATE_SCHEMA: Schema[sqlite3.Connection] = Schema(
             apply=_create_v1,
         ),
         Migration(2, NODES_SUMMARY, safe=True, apply=_create_v2),
+        Migration(3, APPROVALS_SUMMARY, safe=True, apply=_create_v3),
     ),
     settle=_settle_v1,
 )

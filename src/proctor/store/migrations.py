@@ -3,10 +3,11 @@
 A backend's state schema is a :class:`Schema`: numbered steps (:class:`Migration`),
 step *N* taking a database from version *N - 1* to *N*. Version 0 is "no state
 tables" (an empty database, or a bare log); the version a database is at is
-``meta.state_schema``. Today each backend has two steps: version 1, the tables
+``meta.state_schema``. Today each backend has three steps: version 1, the tables
 (:data:`proctor.store._state_schema.SQLITE_STATE_SCHEMA`,
-:data:`proctor.store.state_pg.PG_STATE_SCHEMA`), and version 2, the ``nodes`` table
-(:mod:`proctor.store.state_nodes`), both safe.
+:data:`proctor.store.state_pg.PG_STATE_SCHEMA`), version 2, the ``nodes`` table
+(:mod:`proctor.store.state_nodes`), and version 3, the ``approvals`` and ``calls``
+tables (:mod:`proctor.store.state_approvals`), all safe.
 
 Rules (:func:`run_migrations`; each has a test named after it):
 

@@ -141,6 +141,14 @@ class StateStore:
         except self._errors as e:
             raise StoreError(f"{what}: {e}") from e
 
+    def run(
+        self, query: Callable[Concatenate[Connection, _P], _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run a query function of a ``state_*`` module (its first argument the
+        connection) on this thread's connection, autocommit, driver errors wrapped in
+        :class:`~proctor.errors.StoreError` (``state_approvals``, for one)."""
+        return self._run(query, *args, **kwargs)
+
     def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""
         self._run(lambda conn: conn.execute("SELECT 1").fetchone())

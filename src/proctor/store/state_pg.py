@@ -49,6 +49,7 @@ from proctor.store._state_schema import NODES_SUMMARY
 from proctor.store.migrations import Migration, MigrationPlan, Schema, run_migrations
 from proctor.store.snapshot import StateSnapshot
 from proctor.store.sql import IntegrityViolation
+from proctor.store.state_approvals import APPROVALS_DDL, APPROVALS_SUMMARY
 from proctor.store.state_nodes import NODES_DDL
 
 __all__ = [
@@ -141,14 +142,16 @@ PG_STATE_SCHEMA: Schema[psycopg.Connection[Any]] = Schema(
             apply=_create_v1,
         ),
         Migration(2, NODES_SUMMARY, safe=True, apply=lambda conn, where: _run(conn, NODES_DDL)),
+        Migration(3, APPROVALS_SUMMARY, safe=True, apply=lambda conn, where: _run(conn, *APPROVALS_DDL)),
     ),
 )
 """The state schema's steps on PostgreSQL (version 1: the tables of SQLite's version 1;
-version 2: the ``nodes`` table, the same DDL as SQLite's)."""
+version 2: the ``nodes`` table; version 3: ``approvals`` and ``calls``; the same DDL as SQLite's)."""
 
 
-def _run(conn: psycopg.Connection[Any], statement: str) -> None:
-    conn.execute(statement.encode())
+def _run(conn: psycopg.Connection[Any], *statements: str) -> None:
+    for statement in statements:
+        conn.execute(statement.encode())
 
 
 class _Rows:

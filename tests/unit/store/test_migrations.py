@@ -1,7 +1,8 @@
 """Versioned migrations of the state schema (:mod:`proctor.store.migrations`), on both
 backends, and ``proctor migrate``.
 
-The real schemas have two steps each (version 1, the tables; version 2, ``nodes``); the
+The real schemas have three steps each (version 1, the tables; version 2, ``nodes``; version 3,
+``approvals`` and ``calls``); the
 rules about later steps run on schemas made here: the real step 1, then a safe step (a
 column with a default) and a step that is not safe (it rewrites stored rows), in the SQL
 both databases run.
@@ -128,19 +129,22 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
     return _postgres(request.getfixturevalue("pg_dsn"))
 
 
-def test_each_backend_knows_state_schema_version_2() -> None:
-    assert SQLITE_STATE_SCHEMA.latest == PG_STATE_SCHEMA.latest == STATE_SCHEMA_VERSION == 2
+def test_each_backend_knows_state_schema_version_3() -> None:
+    assert SQLITE_STATE_SCHEMA.latest == PG_STATE_SCHEMA.latest == STATE_SCHEMA_VERSION == 3
     assert all(s.safe for s in SQLITE_STATE_SCHEMA.steps)
     assert all(s.safe for s in PG_STATE_SCHEMA.steps)
     assert SQLITE_STATE_SCHEMA.steps[1].summary == PG_STATE_SCHEMA.steps[1].summary
+    assert SQLITE_STATE_SCHEMA.steps[2].summary == PG_STATE_SCHEMA.steps[2].summary
 
 
 def test_a_version_1_store_gets_the_nodes_table_when_it_opens(db: Db) -> None:
-    # A store written before the nodes table: version 2 is safe, applied on open.
+    # A store written before the nodes table: versions 2 and 3 are safe, applied on open.
     assert db.version() == "1"
     StateStore(backend=db.backend(db.schema)).close()
-    assert db.version() == "2"
+    assert db.version() == "3"
     assert db.sql("SELECT name, instance, zone, applied, status FROM nodes") == []
+    assert db.sql("SELECT id, status FROM approvals") == []
+    assert db.sql("SELECT warrant, principal FROM calls") == []
 
 
 def test_migration_steps_are_numbered_without_gaps() -> None:
@@ -271,11 +275,11 @@ def test_proctor_migrate_applies_what_is_pending_and_a_dry_run_does_not(bare_log
     code, plan, _ = migrate("--data", str(bare_log), "--dry-run")
     assert code == 0
     assert (plan["found"], plan["version"], plan["applied"], plan["dry_run"]) == (0, 0, False, True)
-    assert [s["version"] for s in plan["pending"]] == [1, 2]
+    assert [s["version"] for s in plan["pending"]] == [1, 2, 3]
     code, plan, err = migrate("--data", str(bare_log))
     assert code == 0
-    assert (plan["found"], plan["version"], plan["applied"]) == (0, 2, True)
-    assert "applied step(s) 1, 2: state schema version 2" in err
+    assert (plan["found"], plan["version"], plan["applied"]) == (0, 3, True)
+    assert "applied step(s) 1, 2, 3: state schema version 3" in err
     code, plan, _ = migrate("--data", str(bare_log))
     assert (code, plan["pending"], plan["applied"]) == (0, [], False)
 
@@ -286,7 +290,7 @@ def test_proctor_migrate_refuses_a_newer_store_with_exit_2(bare_log: Path) -> No
         conn.execute("UPDATE meta SET value = '7' WHERE key = 'state_schema'")
     code, plan, err = migrate("--data", str(bare_log))
     assert (code, plan) == (2, None)
-    assert "expected state schema version 2, found '7': the store was written by a newer proctor" in err
+    assert "expected state schema version 3, found '7': the store was written by a newer proctor" in err
 
 
 def test_proctor_migrate_needs_a_log(tmp_path: Path) -> None:
@@ -303,7 +307,7 @@ def test_proctor_migrate_on_a_postgresql_store(pg_dsn: str, tmp_path: Path) -> N
     PostgresLogStore(pg_dsn, create=True).close()
     code, plan, err = migrate("--store", pg_dsn, "--data", str(tmp_path / "none"))
     assert code == 0, err
-    assert (plan["backend"], plan["found"], plan["version"], plan["applied"]) == ("PostgreSQL", 0, 2, True)
+    assert (plan["backend"], plan["found"], plan["version"], plan["applied"]) == ("PostgreSQL", 0, 3, True)
     assert "***" in plan["store"]
     password = str(psycopg.conninfo.conninfo_to_dict(pg_dsn)["password"])
     assert password not in plan["store"]

@@ -75,7 +75,7 @@ def test_the_postgresql_state_tables_have_the_sqlite_columns_and_keys(pg_dsn: st
     state_tables = set(lite) - {"meta", "entries", "tiles", "checkpoints", "cosignatures"}
     assert state_tables == {
         "principals", "bundles", "revocations", "warrants", "executions", "openings", "nonces", "auth_failures",
-        "nodes",
+        "nodes", "approvals", "calls",
     }  # fmt: skip
     for table in sorted(state_tables | {"meta"}):
         assert pg[table] == lite[table], table
@@ -199,16 +199,16 @@ def test_a_refused_postgresql_open_changes_nothing_and_closes_its_pool(pg_dsn: s
     PostgresLogStore(pg_dsn, create=True).close()
     StateStore(backend=PostgresStateBackend(pg_dsn)).close()
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'state_schema'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'state_schema'")
     backend = PostgresStateBackend(pg_dsn)
     with pytest.raises(
-        StoreError, match="expected state schema version 2, found '3': the store was written by a newer"
+        StoreError, match="expected state schema version 3, found '4': the store was written by a newer"
     ):
         StateStore(backend=backend)
     with pytest.raises(StoreError, match="closed"):
         backend.conn()
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'state_schema'").fetchone() == ("3",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'state_schema'").fetchone() == ("4",)
 
 
 def test_a_postgresql_state_error_never_shows_the_password(pg_cluster: PgCluster, pg_dsn: str) -> None:

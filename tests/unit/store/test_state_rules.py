@@ -223,7 +223,7 @@ def test_a_refused_open_closes_its_connections(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "p.db") as conn:
         conn.execute("UPDATE meta SET value = '9' WHERE key = 'state_schema'")
     backend = SQLiteStateBackend(tmp_path / "p.db")
-    with pytest.raises(StoreError, match="expected state schema version 2, found '9'"):
+    with pytest.raises(StoreError, match="expected state schema version 3, found '9'"):
         StateStore(backend=backend)
     with pytest.raises(StoreError, match="closed"):
         backend.conn()

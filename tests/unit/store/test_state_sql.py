@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from proctor.errors import StoreConflictError, StoreError
+from proctor.store import state_approvals
 from proctor.store._pg import PgConnection
 from proctor.store.base import Tile
 from proctor.store.postgres import PostgresLogStore
@@ -396,8 +397,46 @@ def workout(state: StateStore) -> set[str]:
         ("a", "i4", "not ready"),
         ("b", "i3", "serving"),
     ]
+    approvals_workout(s, conn)
     s.close()
     return recording.used
+
+
+def approvals_workout(s: Any, conn: Any) -> None:
+    """Approvals and calls (state_approvals, through ``run``): each move is one
+    conditional update, and only the first of two takes it."""
+    asked = state_approvals.StoredApproval(
+        "ap_1", "alice", "mcp.call", "fs/write", "sha256:a", "sha256:d", "prod", ("p1",),
+        "pending", 100, 400, 7, 8, "", 0, -1, "", -1,
+    )  # fmt: skip
+    state_approvals.approval_writer(asked)(conn, index=7)
+    got = s.run(state_approvals.approval, "ap_1")
+    assert (got.stored, got.decision_index, got.requested_index, got.policies) == ("pending", 7, 8, ("p1",))
+    assert (got.status_at(399), got.status_at(400)) == ("pending", "expired")
+    assert [a.id for a in s.run(state_approvals.approvals, status="pending", now=200)] == ["ap_1"]
+    assert s.run(state_approvals.approvals, status="expired", now=200) == []
+    assert [a.id for a in s.run(state_approvals.approvals, status="expired", now=500)] == ["ap_1"]
+    assert s.run(state_approvals.claim_decision, "ap_1", 400) is False  # expired
+    assert s.run(state_approvals.claim_decision, "ap_1", 200) is True
+    assert s.run(state_approvals.claim_decision, "ap_1", 200) is False  # taken
+    assert s.run(state_approvals.approval, "ap_1").status_at(200) == "pending"
+    state_approvals.decided_writer("ap_1", status="approved", by="root", at=201)(conn, index=9)
+    assert s.run(state_approvals.approval, "ap_1").status_at(200) == "approved"
+    assert s.run(state_approvals.claim_use, replace(got, args_digest="sha256:b"), 200) is False
+    assert s.run(state_approvals.claim_use, got, 200) is True
+    assert s.run(state_approvals.claim_use, got, 200) is False
+    assert s.run(state_approvals.release, "ap_1", "using") is True
+    assert s.run(state_approvals.claim_use, got, 200) is True
+    state_approvals.used_writer("ap_1", "w1")(conn, 11)
+    used = s.run(state_approvals.approval, "ap_1")
+    assert (used.status_at(900), used.warrant, used.used_index, used.decided_by) == ("used", "w1", 11, "root")
+    assert [a.id for a in s.run(state_approvals.approvals, status="used", now=900)] == ["ap_1"]
+    assert [a.id for a in s.run(state_approvals.approvals, status=None, now=900)] == ["ap_1"]
+    for i, digest in enumerate(("sha256:a", "sha256:a", "sha256:b")):
+        state_approvals.call_writer("alice", "fs/write", digest, 100 + i)(conn, 20 + i, f"w{i}")
+    assert s.run(state_approvals.count_calls, "alice", "fs/write", 101) == 2
+    assert s.run(state_approvals.distinct_arguments, "alice", "fs/write", 100, "sha256:c") == (2, False)
+    assert s.run(state_approvals.distinct_arguments, "alice", "fs/write", 102, "sha256:b") == (1, True)
 
 
 def public_names() -> set[str]:

@@ -118,5 +118,5 @@ def test_auth_failures_are_bounded_and_truncated(state: StateStore) -> None:
 def test_unknown_state_schema_is_refused(db: Db) -> None:
     db.open().close()
     db.sql("UPDATE meta SET value = '9' WHERE key = 'state_schema'")
-    with pytest.raises(StoreError, match="expected state schema version 2"):
+    with pytest.raises(StoreError, match="expected state schema version 3"):
         db.open()
