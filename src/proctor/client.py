@@ -1,7 +1,8 @@
 """A small client for the governor's HTTP API: signs every request with a principal key.
 
 Used by the enforcer (``proctor run``), the CLI (``proctor authorize``, ``proctor
-receipt``, admin commands with ``--server``) and, later, the SDK. Errors come back as
+receipt``, admin commands with ``--server``) and the SDK (:mod:`proctor.integrations.sdk`,
+which also uses :class:`AsyncGovernorClient`). Errors come back as
 :class:`GovernorError` with the HTTP status and the server's JSON error body.
 
 It sits at the top of the package, outside :mod:`proctor.governor`, and imports no
@@ -25,7 +26,7 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.errors import GovernorError  # defined there, re-exported here
 
-__all__ = ["GovernorError", "GovernorClient"]
+__all__ = ["GovernorError", "GovernorClient", "AsyncGovernorClient", "raise_for_answer"]
 
 
 class GovernorClient:
@@ -75,7 +76,7 @@ class GovernorClient:
                 response = self._http.request(method, target, content=data, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
             raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
-        _raise_for(response)
+        raise_for_answer(response)
         return response
 
     @contextmanager
@@ -95,7 +96,7 @@ class GovernorClient:
             ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    _raise_for(response)
+                    raise_for_answer(response)
                 yield response
         except httpx.HTTPError as e:
             raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
@@ -116,6 +117,56 @@ class GovernorClient:
         return self.call("GET", target, signed=False).text
 
 
+class AsyncGovernorClient:
+    """Signed calls to one governor from an event loop (``httpx.AsyncClient``); the
+    same requests, signatures and errors as :class:`GovernorClient`."""
+
+    def __init__(self, url: str, key: PrincipalKey | None, *, timeout: float = 10.0) -> None:
+        """Args:
+        url: the governor's base URL, e.g. ``http://127.0.0.1:8700``.
+        key: the principal key that signs requests (``None``: public reads only).
+        timeout: seconds per request.
+        """
+        self._key = key
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncGovernorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def call(
+        self, method: str, target: str, body: Any = None, *, signed: bool = True
+    ) -> httpx.Response:
+        """Send one request; raise :class:`GovernorError` on a non-2xx answer or when the
+        governor cannot be reached (status 0)."""
+        data = b"" if body is None else orjson.dumps(body)
+        headers = {"content-type": "application/json"} if body is not None else {}
+        if signed:
+            if self._key is None:
+                raise GovernorError("this call must be signed, and no key was given", status=0)
+            headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
+        try:
+            response = await self._http.request(method, target, content=data, headers=headers)
+        except httpx.HTTPError as e:
+            raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
+        raise_for_answer(response)
+        return response
+
+    async def json(self, method: str, target: str, body: Any = None, *, signed: bool = True) -> Any:
+        """Send one request and parse the JSON answer."""
+        return (await self.call(method, target, body, signed=signed)).json()
+
+    async def text(self, target: str) -> str:
+        """A public plain-text read (log key, checkpoint, warrant key)."""
+        return (await self.call("GET", target, signed=False)).text
+
+
 def _error_body(answer: Any) -> Any:
     """The error object of a governor's JSON error answer.
 
@@ -132,8 +183,12 @@ def _error_body(answer: Any) -> Any:
     return answer
 
 
-def _raise_for(response: httpx.Response) -> None:
-    """Raise :class:`GovernorError` for a non-2xx answer, with the server's message."""
+def raise_for_answer(response: httpx.Response) -> None:
+    """Raise :class:`GovernorError` for a non-2xx answer, with the server's message.
+
+    Raises:
+        GovernorError: the answer's status is 400 or more.
+    """
     if response.status_code < 400:
         return
     try:
@@ -146,3 +201,6 @@ def _raise_for(response: httpx.Response) -> None:
     # The server's own words; the status stays an attribute (exit codes use it), not text.
     text = str(message) if message else f"the governor answered HTTP {status} ({response.reason_phrase})"
     raise GovernorError(text, status=status, body=body)
+
+
+_raise_for = raise_for_answer  # the name tests/integration/test_http_errors.py imports

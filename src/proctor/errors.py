@@ -33,6 +33,8 @@ nothing else::
     │   └── StreamLimitError        no event stream slot is free
     ├── ExecutionConflictError      an execution cannot change as asked (replayed warrant, ended)
     ├── GovernorError               (client side) the governor refused, or could not be reached
+    ├── DeniedError                 (SDK) a governed call was not authorized; it did not run
+    ├── TerminatedError             (SDK) governance ended a governed call while it ran
     ├── EnforcementError            an execution cannot be started, contained or supervised
     │   └── IntegrityError          what would run (or runs) is not what was measured
     ├── PolicyError                 a policy bundle cannot be activated
@@ -84,6 +86,8 @@ __all__ = [
     "StreamLimitError",
     "ExecutionConflictError",
     "GovernorError",
+    "DeniedError",
+    "TerminatedError",
     "EnforcementError",
     "IntegrityError",
     "PolicyError",
@@ -278,6 +282,52 @@ class GovernorError(ProctorError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class DeniedError(ProctorError):
+    """(SDK, :mod:`proctor.integrations.sdk`.) A governed call was not authorized, so it
+    did not run: the policy denied it, or no warrant or lease could be had (the governor
+    refused or could not be reached, the arguments are not JSON). Failing closed: every
+    "no answer" is this error, never a call that runs.
+
+    Attributes:
+        reason: the decision's reason, or what went wrong instead.
+        policies: the ids of the policies that decided (a deny's forbids), if any.
+        tool: the governed tool's name (the request's resource).
+        decision: the governor's decision as JSON, when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        policies: tuple[str, ...] = (),
+        tool: str = "",
+        decision: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.policies = policies
+        self.tool = tool
+        self.decision = decision
+
+
+class TerminatedError(ProctorError):
+    """(SDK, :mod:`proctor.integrations.sdk`.) Governance ended a governed call while it
+    ran: its execution was revoked, its lease was refused or lost. An ``async`` call is
+    cancelled; a synchronous one cannot be stopped from outside, so its result is
+    withheld and this is raised when it returns.
+
+    Attributes:
+        execution: the execution's id.
+        reason: the governor's termination reason (``revoked``, ``lease-lost`` ...).
+    """
+
+    def __init__(self, message: str, *, execution: str, reason: str) -> None:
+        super().__init__(message)
+        self.execution = execution
+        self.reason = reason
 
 
 class EnforcementError(ProctorError):
