@@ -60,6 +60,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_nodes": ("nodes",),
     "proctor.cli_witness": ("witness",),
     "proctor.cli_store": ("migrate",),
+    "proctor.cli_gateway": ("gateway",),
 }
 
 

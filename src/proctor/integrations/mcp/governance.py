@@ -1,0 +1,290 @@
+"""The governor's side of a gateway session: each ``tools/call`` authorized, started,
+kept leased and finished over HTTP, as ``proctor run`` does for a command.
+
+Blocking calls (:class:`~proctor.enforcement._failover.Governors`, httpx), made on
+worker threads by the session (:mod:`proctor.integrations.mcp.session`). The rules,
+numbered as the code cites them:
+
+1. A call is authorized as action ``mcp.call`` on resource ``NAME/TOOL`` with its exact
+   arguments and the digest of the tool definition it is about to call
+   (``executable_digest``, bound into the warrant). Anything but an allow carrying a
+   warrant is a refusal, with the governor's reason.
+2. An allow that needs an approval (``approval.status == "pending"``) mints no warrant:
+   the gateway polls ``GET /v1/approvals/{id}`` until it is approved (then asks again
+   with the approval's id), denied, expired, or the approval timeout passes (a
+   refusal). Nothing the agent receives lets it approve.
+3. The warrant is verified locally against the trusted warrant key before anything is
+   started, for exactly this call (action, resource, arguments, definition digest).
+4. The execution is started with the tool measurement (:func:`tool_measurement`); the
+   start answer and every renewal answer must be signed by the warrant key for that
+   request (ADR 0017, :class:`~proctor.enforcement._leases.LeaseCheck`). A warrant
+   starts one execution; the governor refuses a second start.
+5. A renewal refused (``ok: false``, 403, 404) ends the call as the governor says; an
+   unreachable governor leaves the lease deadline to decide.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_digest
+from proctor.authorization.keys import PrincipalKey
+from proctor.authorization.warrants import verify_warrant_bounds
+from proctor.client import GovernorError
+from proctor.enforcement._failover import Governors, governor_urls
+from proctor.enforcement._leases import LeaseCheck
+from proctor.errors import IntegrityError, VerificationError, WarrantError
+from proctor.policy.decision import describe_denial
+from proctor.verification import (
+    check_measurement,
+    enforcer_ttl_s,
+    lease_deadline,
+    renewal_interval_s,
+    renewal_timeout_s,
+    tool_measurement,
+)
+
+__all__ = ["ACTION", "Grant", "Refusal", "Running", "ToolGovernance"]
+
+ACTION = "mcp.call"
+_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call that must not be forwarded, and why (words for the agent)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A verified warrant for one call (rule 3)."""
+
+    token: str
+    claims: WarrantClaims
+    expires: int
+    arguments: dict[str, Any]
+    digest: str
+
+
+@dataclass
+class Running:
+    """A started execution: its id, lease and when to renew it (monotonic seconds)."""
+
+    execution: str
+    grant: Grant
+    log_index: int
+    ttl: float
+    deadline: float
+    next_renewal: float
+    began: float = field(default_factory=time.monotonic)
+
+
+class ToolGovernance:
+    """Signed calls to the governors of one deployment for one gateway session.
+
+    Args:
+        server: one governor URL, or several of one deployment separated by commas.
+        key: the principal key the gateway acts as.
+        warrant_key: the trusted warrant key (raw Ed25519); ``None``: ask the governor.
+        approval_timeout: seconds to wait for an approval before refusing (rule 2).
+        enforcer: the name recorded as the execution's enforcer.
+        timeout: seconds per governor attempt.
+        on_note: told, in words, when a governor is passed over.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        key: PrincipalKey,
+        *,
+        warrant_key: bytes | None = None,
+        approval_timeout: float = 300.0,
+        enforcer: str = "proctor-gateway",
+        timeout: float = 5.0,
+        on_note: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        """Open the governor clients (no connection yet)."""
+        self.principal = key.name
+        self._governors = Governors(governor_urls(server), key, on_note=on_note, timeout=timeout)
+        self._root = warrant_key
+        self._approval_timeout = approval_timeout
+        self._enforcer = enforcer
+
+    def close(self) -> None:
+        """Close the connection pools."""
+        self._governors.close()
+
+    def _warrant_key(self) -> bytes:
+        if self._root is None:
+            root = base64.b64decode(self._governors.text("/v1/warrant-key").strip(), validate=True)
+            self._governors.trust(root)  # every governor asked from now on is of this deployment
+            self._root = root
+        return self._root
+
+    # -- rules 1-3 ------------------------------------------------------------------
+
+    def authorize(self, resource: str, arguments: dict[str, Any], digest: str) -> Grant | Refusal:
+        """Authorize one call and verify its warrant (rules 1-3); never raises."""
+        request: dict[str, Any] = {
+            "action": ACTION,
+            "resource": resource,
+            "arguments": arguments,
+            "executable_digest": digest,
+        }
+        try:
+            root = self._warrant_key()
+            answer = self._governors.json("POST", "/v1/authorize", request)
+            approval = answer.get("approval") if isinstance(answer, dict) else None
+            if isinstance(approval, dict) and "warrant" not in answer:
+                answer = self._approved(request, approval)  # rule 2
+                if isinstance(answer, Refusal):
+                    return answer
+        except (GovernorError, ValueError) as e:
+            return Refusal(f"refused: the governor could not authorize the call ({e})")
+        if not isinstance(answer, dict) or not answer.get("allow") or "warrant" not in answer:
+            decision = answer.get("decision", {}) if isinstance(answer, dict) else {}
+            return Refusal(
+                describe_denial(
+                    decision if isinstance(decision, dict) else {},
+                    principal=self.principal,
+                    action=ACTION,
+                    resource=resource,
+                )
+            )
+        try:
+            return self._verified(str(answer["warrant"]["token"]), root, resource, arguments, digest)
+        except (WarrantError, IntegrityError, KeyError, TypeError, ValueError) as e:
+            return Refusal(f"refused: the warrant does not verify locally: {e}")
+
+    def _approved(self, request: dict[str, Any], approval: dict[str, Any]) -> Any:
+        """Rule 2: wait for an admin's approval, then ask again with its id."""
+        ident = approval.get("id")
+        if type(ident) is not str or not ident.startswith("ap_"):
+            return Refusal(f"refused: the governor asked for an approval without an id ({approval!r:.80})")
+        deadline = time.monotonic() + self._approval_timeout
+        status = str(approval.get("status", ""))
+        while status == "pending":
+            if time.monotonic() >= deadline:
+                return Refusal(f"denied: approval {ident} was not given within {self._approval_timeout:g} s")
+            time.sleep(_POLL_S)
+            answer = self._governors.json("GET", f"/v1/approvals/{ident}")
+            status = str(answer.get("status", "")) if isinstance(answer, dict) else ""
+        if status != "approved":
+            return Refusal(f"denied: approval {ident} is {status or 'unknown'}")
+        return self._governors.json("POST", "/v1/authorize", {**request, "approval": ident})
+
+    def _verified(
+        self, token: str, root: bytes, resource: str, arguments: dict[str, Any], digest: str
+    ) -> Grant:
+        now = int(time.time())
+        zone = verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
+        verified = verify_warrant_bounds(
+            token,
+            root_public_key=root,
+            now=now,
+            request=WarrantRequest(
+                action=ACTION,
+                resource=resource,
+                args_digest=args_digest(arguments),
+                zone=zone,
+                executable_digest=digest,
+            ),
+        )
+        claims = verified.claims
+        check_measurement(
+            tool_measurement(resource, digest),
+            action=claims.action,
+            resource=claims.resource,
+            executable_digest=claims.executable_digest,
+        )
+        return Grant(token, claims, verified.expires, arguments, digest)
+
+    # -- rules 4 and 5 --------------------------------------------------------------
+
+    def start(self, grant: Grant) -> Running:
+        """Start the call's execution (rule 4).
+
+        Raises:
+            GovernorError: refused, or no governor answered validly.
+        """
+        claims = grant.claims
+        lease = LeaseCheck(self._warrant_key(), claims.warrant_id, claims.lease_ttl_ms)
+        body = {
+            "warrant": grant.token,
+            "action": claims.action,
+            "resource": claims.resource,
+            "arguments": grant.arguments,
+            "zone": claims.zone,
+            "measurement": tool_measurement(claims.resource, grant.digest),
+            "containment": [],
+            "enforcer": self._enforcer,
+        }
+        answered = self._governors.request("POST", "/v1/executions", body, accept=lease.start)
+        started = answered.json()
+        ttl = enforcer_ttl_s(claims.lease_ttl_ms)
+        return Running(
+            execution=str(started["execution"]),
+            grant=grant,
+            log_index=int(started["log_index"]),
+            ttl=ttl,
+            deadline=lease_deadline(answered.sent, ttl),
+            next_renewal=answered.sent + renewal_interval_s(ttl),
+        )
+
+    def renew(self, running: Running) -> str | None:
+        """Renew one lease (rule 5).
+
+        Returns:
+            ``None`` when renewed (or the governor was unreachable: the deadline stays),
+            else why the call must end: ``"revoked: …"`` or the governor's reason.
+        """
+        claims = running.grant.claims
+        lease = LeaseCheck(self._warrant_key(), claims.warrant_id, claims.lease_ttl_ms)
+        running.next_renewal = time.monotonic() + renewal_interval_s(running.ttl)
+        try:
+            answered = self._governors.request(
+                "POST",
+                f"/v1/executions/{running.execution}/renew",
+                {"integrity": "ok"},
+                timeout=renewal_timeout_s(running.ttl),
+                deadline=running.deadline,
+                accept=lease.renewal(running.execution),
+            )
+            answer = answered.json()
+        except (GovernorError, ValueError) as e:
+            if isinstance(e, GovernorError) and e.status in (403, 404):
+                return f"revoked: the governor refused the renewal: {e}"
+            return None
+        if isinstance(answer, dict) and answer.get("ok"):
+            running.deadline = lease_deadline(answered.sent, running.ttl)
+            return None
+        terminate = answer.get("terminate", "revoked") if isinstance(answer, dict) else "revoked"
+        detail = answer.get("detail", "") if isinstance(answer, dict) else ""
+        return f"{terminate}: {detail}"
+
+    def finish(self, running: Running, body: dict[str, Any]) -> str:
+        """Record how the call ended; returns ``""`` or why it could not be recorded."""
+        deadline = time.monotonic() + 6.5
+        for attempt in range(3):
+            try:
+                target = f"/v1/executions/{running.execution}/finish"
+                self._governors.request("POST", target, body, timeout=2.0, deadline=deadline)
+                return ""
+            except GovernorError as e:
+                if e.status and e.status < 500:
+                    return f"the governor refused to record the end of {running.execution}: {e}"
+                time.sleep(0.1 * (attempt + 1))
+        return f"could not record the end of {running.execution}: the governor is unreachable"
+
+    def follow(self, since: int, on_message: Callable[[dict[str, Any]], None], stop: Any) -> None:
+        """Follow this principal's trust changes (revocations, policy) until ``stop`` is set."""
+        try:
+            self._governors.follow("", since, on_message, stop)
+        except VerificationError:  # pragma: no cover - follow reports its own failures
+            return

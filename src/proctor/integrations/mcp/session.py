@@ -1,0 +1,477 @@
+"""One gateway session: an agent's MCP session forwarded to one upstream session, every
+``tools/call`` governed on the way.
+
+The rules, numbered as the code cites them:
+
+1. Every message is forwarded both ways (requests, responses, notifications,
+   cancellation, server-to-client requests) except ``tools/call``, which is forwarded
+   only once it is authorized and started (:mod:`~proctor.integrations.mcp.governance`).
+   The agent's request ids are renumbered on the way up, so that no agent message can
+   answer, or pose as, a request of the gateway's own.
+2. The definition a call is authorized for is the one the agent was shown: the tool as
+   the last ``tools/list`` answer forwarded to the agent described it (listed by the
+   gateway itself if the agent never listed). Before *each* call is forwarded the
+   gateway lists the upstream's tools again; a definition whose digest differs from
+   the warrant's is refused (it changed after it was shown and approved).
+3. A denial, an unreachable governor, an unknown tool, malformed arguments, or a
+   malformed or oversized answer from the upstream: the agent gets a tool result with
+   ``isError: true`` saying why, nothing unauthorized is forwarded, the session goes on.
+4. A started call holds a lease, renewed at a third of its TTL while it runs; a
+   revocation pushed on the event stream, a refused renewal or a lease that lapses
+   ends it: ``notifications/cancelled`` upstream, an error result to the agent, the
+   execution finished ``terminated`` with the reason. The upstream's late answer is
+   dropped.
+5. A call that ends is finished with its outcome (``completed``, or ``failed`` for an
+   ``isError`` result) and the digest of the RFC 8785 canonical JSON of its result,
+   after the agent has its answer; the session waits for every finish before it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from anyio.abc import TaskGroup
+
+from proctor.canonical import canonicalize
+from proctor.integrations.mcp.governance import Grant, Refusal, Running, ToolGovernance
+from proctor.integrations.mcp.wire import Channel, Malformed
+from proctor.verification import tool_definition_digest
+
+__all__ = ["GatewaySession", "error_result"]
+
+_MAX_PAGES = 64
+_LIST_TIMEOUT_S = 30.0
+_TICK_S = 0.05
+
+
+def error_result(request_id: Any, text: str) -> dict[str, Any]:
+    """A ``tools/call`` answer the agent can read: ``isError`` with the reason (rule 3)."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "result": {"content": [{"type": "text", "text": f"proctor: {text}"}], "isError": True},
+    }
+
+
+@dataclass
+class _Call:
+    """A governed call in flight."""
+
+    agent_id: Any
+    running: Running | None = None
+    answer: dict[str, Any] | None = None
+    ended: str = ""
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def end(self, why: str) -> None:
+        if not self.done.is_set():
+            self.ended = why
+            self.done.set()
+
+
+class GatewaySession:
+    """Forward one agent session to one upstream session, governing tool calls.
+
+    Args:
+        agent: the agent's side.
+        upstream: the upstream server's side.
+        governance: the governor calls of this session.
+        name: the server part of every resource (``NAME/TOOL``).
+        on_note: told, in words, what the gateway refused and why (stderr).
+    """
+
+    def __init__(
+        self,
+        agent: Channel,
+        upstream: Channel,
+        governance: ToolGovernance,
+        *,
+        name: str,
+        on_note: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        """Set up; nothing runs before :meth:`run`."""
+        self.agent, self.upstream, self.governance = agent, upstream, governance
+        self.name = name
+        self.note = on_note
+        self._ids = itertools.count(1)
+        self._up: dict[int, tuple[Any, str]] = {}  # upstream id -> (agent id, method)
+        self._own: dict[int, tuple[anyio.Event, list[Any]]] = {}
+        self._calls: dict[int, _Call] = {}  # upstream id -> governed call
+        self._shown: dict[str, str] = {}  # tool -> digest of the definition shown (rule 2)
+        self._finishing = 0
+        self._finished = anyio.Event()
+        self._stop = threading.Event()
+        self._following = False
+        self._token: Any = None
+        self._tg: TaskGroup | None = None
+
+    # -- the session -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forward until the agent or the upstream closes; then finish every call."""
+        self._token = anyio.lowlevel.current_token()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._from_upstream)
+                tg.start_soon(self._leases)
+                await self._from_agent()
+                tg.cancel_scope.cancel()
+        finally:
+            self._stop.set()
+            for call in list(self._calls.values()):
+                call.end("the session ended")
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                while self._finishing:
+                    await anyio.sleep(_TICK_S)
+
+    async def _from_agent(self) -> None:
+        while True:
+            try:
+                message = await self.agent.receive()
+            except anyio.EndOfStream:
+                return
+            if isinstance(message, Malformed):
+                self.note(f"refused a message from the agent: {message.reason}")
+                if message.id_hint is not None:
+                    await self.agent.send(_rpc_error(message.id_hint, -32600, message.reason))
+                continue
+            method = message.get("method")
+            if "id" in message and isinstance(method, str):
+                if method == "tools/call":
+                    self._spawn(self._governed, message)
+                else:
+                    await self._forward_request(message, method)
+            elif isinstance(method, str):
+                await self.upstream.send(self._notification_up(message))
+            else:  # an answer to a server-to-client request: its id is the upstream's
+                await self.upstream.send(message)
+
+    async def _forward_request(self, message: dict[str, Any], method: str) -> int:
+        up = next(self._ids)
+        self._up[up] = (message["id"], method)
+        await self.upstream.send({**message, "id": up})
+        return up
+
+    def _notification_up(self, message: dict[str, Any]) -> dict[str, Any]:
+        params = message.get("params")
+        if message.get("method") != "notifications/cancelled" or not isinstance(params, dict):
+            return message
+        wanted = params.get("requestId")
+        for up, (agent_id, _) in self._up.items():
+            if agent_id == wanted:
+                call = self._calls.get(up)
+                if call is not None:
+                    call.end("cancelled by the agent")
+                return {**message, "params": {**params, "requestId": up}}
+        return message
+
+    async def _from_upstream(self) -> None:
+        while True:
+            try:
+                message = await self.upstream.receive()
+            except anyio.EndOfStream:
+                self.note("the upstream server closed its side; ending the session")
+                for call in list(self._calls.values()):
+                    call.end("the upstream server closed")
+                self._stop.set()
+                if self._tg is not None:
+                    self._tg.cancel_scope.cancel()
+                return
+            if isinstance(message, Malformed):
+                await self._malformed(message)
+                continue
+            method = message.get("method")
+            if isinstance(method, str):  # a server-to-client request or notification
+                await self.agent.send(message)
+                continue
+            up = message.get("id")
+            if type(up) is not int:
+                self.note(f"dropped an answer to no request of this session (id {up!r:.40})")
+                continue
+            if up in self._own:
+                event, box = self._own.pop(up)
+                box.append(message)
+                event.set()
+                continue
+            if up in self._calls:
+                call = self._calls[up]
+                call.answer = message
+                call.end("")
+                continue
+            if up not in self._up:
+                self.note(f"dropped an answer to no request of this session (id {up})")
+                continue
+            agent_id, method = self._up.pop(up)
+            if method == "tools/list":
+                self._record_shown(message)
+            await self.agent.send({**message, "id": agent_id})
+
+    async def _malformed(self, message: Malformed) -> None:
+        self.note(f"refused a message from the upstream server: {message.reason}")
+        up = message.id_hint
+        if type(up) is not int:
+            return
+        if up in self._own:
+            event, box = self._own.pop(up)
+            box.append({"error": {"code": -32600, "message": message.reason}})
+            event.set()
+        elif up in self._calls:
+            self._calls[up].end(f"refused: the upstream server answered with {message.reason}")
+        elif up in self._up:
+            agent_id, _ = self._up.pop(up)
+            await self.agent.send(_rpc_error(agent_id, -32603, f"upstream sent {message.reason}"))
+
+    def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(func, *args)
+
+    # -- rule 2: the definitions shown and the live ones -------------------------------
+
+    def _record_shown(self, answer: dict[str, Any]) -> None:
+        result = answer.get("result")
+        tools = result.get("tools") if isinstance(result, dict) else None
+        if isinstance(tools, list):
+            self._shown.update(_digests(tools))
+
+    async def _request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        up = next(self._ids)
+        event, box = anyio.Event(), list[Any]()
+        self._own[up] = (event, box)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": up, "method": method}
+        if params is not None:
+            message["params"] = params
+        await self.upstream.send(message)
+        with anyio.move_on_after(_LIST_TIMEOUT_S):
+            await event.wait()
+        self._own.pop(up, None)
+        if not box:
+            raise LookupError(f"the upstream server did not answer {method} in {_LIST_TIMEOUT_S:g} s")
+        answer: dict[str, Any] = box[0]
+        if "result" not in answer or not isinstance(answer["result"], dict):
+            raise LookupError(f"the upstream server refused {method}: {answer.get('error')!r:.200}")
+        return answer
+
+    async def live_tools(self) -> dict[str, str]:
+        """Every tool the upstream lists now, with its definition digest (rule 2).
+
+        Raises:
+            LookupError: no well-formed answer.
+        """
+        found: dict[str, str] = {}
+        cursor: Any = None
+        for _ in range(_MAX_PAGES):
+            answer = await self._request("tools/list", {"cursor": cursor} if cursor else None)
+            result = answer["result"]
+            tools = result.get("tools")
+            if not isinstance(tools, list):
+                raise LookupError("the upstream's tools/list answer has no tools array")  # noqa: TRY004
+            found.update(_digests(tools))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                return found
+        raise LookupError(f"the upstream's tools/list has more than {_MAX_PAGES} pages")
+
+    # -- rules 1-5: one governed call --------------------------------------------------
+
+    async def _governed(self, message: dict[str, Any]) -> None:
+        agent_id = message["id"]
+        params = message.get("params")
+        tool = params.get("name") if isinstance(params, dict) else None
+        arguments = params.get("arguments", {}) if isinstance(params, dict) else None
+        if arguments is None:
+            arguments = {}
+        if type(tool) is not str or not tool or not isinstance(arguments, dict):
+            await self._refuse(agent_id, "refused: tools/call needs a tool name and an arguments object")
+            return
+        resource = f"{self.name}/{tool}"
+        try:
+            if tool not in self._shown:
+                self._shown.update(await self.live_tools())
+            shown = self._shown.get(tool)
+            if shown is None:
+                await self._refuse(agent_id, f"refused: the upstream server has no tool {tool!r}")
+                return
+            grant: Grant | Refusal = Refusal("")
+            live: dict[str, str] = {}
+
+            async def authorize() -> None:
+                nonlocal grant
+                grant = await anyio.to_thread.run_sync(self.governance.authorize, resource, arguments, shown)
+
+            async with anyio.create_task_group() as tg:  # the two round trips at once
+                tg.start_soon(authorize)
+                live = await self.live_tools()
+        except LookupError as e:
+            await self._refuse(agent_id, f"refused: cannot read the upstream's live tool definitions: {e}")
+            return
+        if isinstance(grant, Refusal):
+            await self._refuse(agent_id, grant.reason)
+            return
+        if live.get(tool) != grant.digest:  # rule 2
+            await self._refuse(
+                agent_id,
+                f"refused: the definition of {resource} changed after it was listed "
+                f"(authorized {grant.digest}, now {live.get(tool, 'absent')})",
+            )
+            return
+        try:
+            running = await anyio.to_thread.run_sync(self.governance.start, grant)
+        except Exception as e:  # noqa: BLE001 - whatever failed, nothing is forwarded
+            await self._refuse(agent_id, f"refused: the governor did not start the call: {e}")
+            return
+        await self._forward_call(message, running)
+
+    async def _forward_call(self, message: dict[str, Any], running: Running) -> None:
+        agent_id = message["id"]
+        self._follow(running.log_index)
+        up = next(self._ids)
+        call = _Call(agent_id, running)
+        self._calls[up] = call
+        self._up[up] = (agent_id, "tools/call")
+        self._finishing += 1
+        try:
+            try:
+                await self.upstream.send({**message, "id": up})
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+                call.end(f"refused: the upstream server cannot be written to ({e})")
+            await call.done.wait()
+        except anyio.get_cancelled_exc_class():  # the session ends: record how the call did
+            with anyio.CancelScope(shield=True):
+                await self._finish(running, _ended_body("the session ended during the call", running))
+            raise
+        finally:
+            self._calls.pop(up, None)
+            self._up.pop(up, None)
+        if call.answer is not None:
+            await self.agent.send({**call.answer, "id": agent_id})
+            body = _finish_body(call.answer, running)
+        else:  # rule 4 (or rule 3: a malformed answer; or the agent cancelled)
+            if not call.ended.startswith("cancelled by the agent"):
+                cancel = {"requestId": up, "reason": f"proctor: {call.ended}"}
+                await _quietly(self.upstream.send, _note("notifications/cancelled", cancel))
+                await _quietly(self.agent.send, error_result(agent_id, call.ended))
+            body = _ended_body(call.ended, running)
+        self._spawn(self._finish, running, body)
+
+    async def _finish(self, running: Running, body: dict[str, Any]) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                problem = await anyio.to_thread.run_sync(self.governance.finish, running, body)
+            if problem:
+                self.note(problem)
+        finally:
+            self._finishing -= 1
+
+    async def _refuse(self, agent_id: Any, reason: str) -> None:
+        self.note(reason)
+        await self.agent.send(error_result(agent_id, reason))
+
+    # -- rule 4: leases and the event stream -------------------------------------------
+
+    async def _leases(self) -> None:
+        while True:
+            await anyio.sleep(_TICK_S)
+            now = time.monotonic()
+            for call in list(self._calls.values()):
+                running = call.running
+                if running is None or call.done.is_set():
+                    continue
+                if now >= running.deadline:
+                    call.end("lease-lost: no successful lease renewal before the lease ended")
+                elif now >= running.next_renewal:
+                    running.next_renewal = now + running.ttl  # one renewal in flight at a time
+                    self._spawn(self._renew, call, running)
+
+    async def _renew(self, call: _Call, running: Running) -> None:
+        why = await anyio.to_thread.run_sync(self.governance.renew, running)
+        if why:
+            call.end(why)
+
+    def _follow(self, since: int) -> None:
+        if self._following:
+            return
+        self._following = True
+        thread = threading.Thread(
+            target=self.governance.follow, args=(since, self._pushed, self._stop), daemon=True
+        )
+        thread.start()
+
+    def _pushed(self, message: dict[str, Any]) -> None:
+        """On the follower thread: a trust change, handed to the event loop."""
+        try:
+            anyio.from_thread.run_sync(self._on_trust_change, message, token=self._token)
+        except RuntimeError:  # the loop has ended
+            self._stop.set()
+
+    def _on_trust_change(self, message: dict[str, Any]) -> None:
+        kind, target = message.get("kind"), message.get("target")
+        for call in list(self._calls.values()):
+            running = call.running
+            if running is None:
+                continue
+            if message.get("type") == "revocation" and (
+                (kind == "execution" and target == running.execution)
+                or (kind == "warrant" and target == running.grant.claims.warrant_id)
+                or (kind == "principal" and target == self.governance.principal)
+            ):
+                call.end(f"revoked: {kind} {target} was revoked")
+            else:  # a policy change may end it too: renew now
+                running.next_renewal = 0.0
+
+
+def _digests(tools: list[Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for tool in tools:
+        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+            try:
+                found[tool["name"]] = tool_definition_digest(tool)
+            except Exception:  # noqa: BLE001, S112 - a tool that cannot be measured cannot be called
+                continue
+    return found
+
+
+def _finish_body(answer: dict[str, Any], running: Running) -> dict[str, Any]:
+    result = answer.get("result")
+    try:
+        digest = (
+            "sha256:" + hashlib.sha256(canonicalize(result if result is not None else answer)).hexdigest()
+        )
+    except (TypeError, ValueError):
+        digest = ""
+    duration_ms = int((time.monotonic() - running.began) * 1000)
+    if isinstance(result, dict) and result.get("isError") is not True:
+        return {"outcome": "completed", "exit_status": 0, "stdout_digest": digest, "duration_ms": duration_ms}
+    why = "the tool answered isError" if isinstance(result, dict) else "the upstream answered an error"
+    return {"outcome": "failed", "reason": "tool-error", "detail": why, "stdout_digest": digest}
+
+
+def _ended_body(why: str, running: Running) -> dict[str, Any]:
+    reason = why.split(":", 1)[0]
+    if reason in ("revoked", "lease-lost", "policy", "expired"):
+        return {"outcome": "terminated", "reason": reason, "detail": why[:900]}
+    return {"outcome": "failed", "reason": "not-answered", "detail": why[:900]}
+
+
+def _note(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def _rpc_error(request_id: Any, code: int, text: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": f"proctor: {text}"}}
+
+
+async def _quietly(send: Callable[[dict[str, Any]], Any], message: dict[str, Any]) -> None:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await send(message)
