@@ -29,7 +29,7 @@ import marshal
 from collections.abc import Callable
 from typing import Any
 
-from proctor.errors import DeniedError, IntegrityError
+from proctor.errors import CanonicalizationError, DeniedError, IntegrityError
 from proctor.verification.measurement import tool_definition_digest
 
 __all__ = ["function_definition", "definition_digest", "named_definition"]
@@ -104,5 +104,5 @@ def definition_digest(definition: dict[str, Any]) -> str:
     """
     try:
         return tool_definition_digest(definition)
-    except IntegrityError as e:
+    except (IntegrityError, CanonicalizationError) as e:
         raise DeniedError(f"cannot measure the tool definition: {e}", reason="unmeasurable") from e

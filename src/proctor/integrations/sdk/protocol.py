@@ -35,7 +35,7 @@ from proctor.authorization.claims import args_digest
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import VerifiedWarrant, verify_warrant_bounds
 from proctor.canonical import canonicalize
-from proctor.errors import DeniedError, KeyFormatError, VerificationError, WarrantError
+from proctor.errors import CanonicalizationError, DeniedError, KeyFormatError, VerificationError, WarrantError
 from proctor.integrations.sdk.results import Authorization, Lease, Renewal
 from proctor.verification.lease_answer import verify_lease_answer
 
@@ -120,7 +120,7 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
         )
     try:
         canonicalize(dict(arguments))
-    except (TypeError, ValueError) as e:
+    except (CanonicalizationError, TypeError, ValueError) as e:
         raise DeniedError(
             f"arguments: expected canonical JSON values, found one that is not ({e}); nothing ran",
             reason="arguments",
@@ -131,7 +131,7 @@ def result_digest(value: Any) -> str:
     """``sha256:<hex>`` of a result (rule 4)."""
     try:
         data = canonicalize(value)
-    except (TypeError, ValueError):
+    except (CanonicalizationError, TypeError, ValueError):
         data = repr(value).encode("utf-8", "backslashreplace")
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
