@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from gov_server import GovernorServer
-
 from proctor.cli_run import receipt_timeline
 
 TOOLS_POLICY = """

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gov_server import client_of, free_port
-from sdk_support import SdkGovernor, receipt_events, start_sdk_governor
 
 import proctor
+from gov_server import client_of, free_port
 from proctor.client import GovernorError
 from proctor.integrations.sdk import Client, GovernedCall, function_definition
 from proctor.integrations.sdk.definition import definition_digest
 from proctor.verification.measurement import tool_measurement
+from sdk_support import SdkGovernor, receipt_events, start_sdk_governor
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,8 @@ def test_unreachable_governor_is_a_denial_and_nothing_runs(gov: SdkGovernor) -> 
         add(1)
     assert "no authorization from the governor" in str(denied.value)
     auth = nobody.authorize("add", arguments={"a": 1})
-    assert not auth.allowed and auth.warrant is None
+    assert not auth.allowed
+    assert auth.warrant is None
     with pytest.raises(proctor.DeniedError), proctor.governed(nobody, tool="add", arguments={"a": 1}):
         ran.append(2)
     assert ran == []
@@ -216,18 +217,22 @@ def test_exception_is_recorded_as_failed_and_raised(gov: SdkGovernor, alice: Cli
 
 def test_revocation_during_a_sync_call_withholds_its_result(gov: SdkGovernor, alice: Client) -> None:
     after: list[str] = []
-    with (
-        proctor.Client(gov.url, gov.admin) as admin,
-        pytest.raises(proctor.TerminatedError) as ended,
-        proctor.governed(alice, tool="slow", arguments={"seconds": 30}) as call,
-    ):
-        admin.revoke("execution", call.execution, reason="test")
-        deadline = time.monotonic() + 30
-        while not call.terminated and time.monotonic() < deadline:
-            time.sleep(0.05)  # the lease keeper's next renewal is refused
-        after.append(call.terminated)
-        call.result = "the result"
+    seen: list[GovernedCall] = []
+
+    def revoked_while_running(admin: Client) -> None:
+        with proctor.governed(alice, tool="slow", arguments={"seconds": 30}) as call:
+            seen.append(call)
+            admin.revoke("execution", call.execution, reason="test")
+            deadline = time.monotonic() + 30
+            while not call.terminated and time.monotonic() < deadline:
+                time.sleep(0.05)  # the lease keeper's next renewal is refused
+            after.append(call.terminated)
+            call.result = "the result"
+
+    with proctor.Client(gov.url, gov.admin) as admin, pytest.raises(proctor.TerminatedError) as ended:
+        revoked_while_running(admin)
     assert after == ["revoked"]
+    (call,) = seen
     assert ended.value.reason == "revoked"
     assert ended.value.execution == call.execution
     receipt = alice.receipt(call.execution)
