@@ -1,0 +1,203 @@
+"""The MCP gateway against the real ``@modelcontextprotocol/server-everything`` (a slow
+tool for revocation mid-call; streamable HTTP on both sides, float arguments) and a
+tool whose definition changes between the agent's list and its call.
+
+Rules (proctor.integrations.mcp.session): 2 (a definition changed after it was listed is
+refused before anything is forwarded), 4 (a revocation during a call cancels it
+upstream, answers the agent with an error and is recorded as the execution's end).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, TextContent
+
+from gov_server import GovernorServer, cli, client_of, free_port
+from mcp_support import agent, gateway_argv, mcp_server
+
+pytestmark = pytest.mark.slow
+
+WRAPPER = Path(__file__).parent / "procs" / "mcp_changing_tool.py"
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def bundle(directory: Path, name: str, upstream: list[str], cedar: str) -> Path:
+    directory.mkdir()
+    fragment = cli("gateway", "mcp", "schema", "--name", name, "--", *upstream).stdout
+    (directory / f"{name}.tools.json").write_text(fragment)
+    (directory / f"{name}.cedar").write_text(cedar)
+    return directory
+
+
+ALLOW_ALL = '@id("ev-all")\npermit(principal, action == Proctor::Action::"mcp.call", resource);\n'
+
+
+@pytest.fixture
+def everything(tmp_path: Path) -> Iterator[tuple[GovernorServer, list[str]]]:
+    upstream = mcp_server("everything")
+    governor = GovernorServer(tmp_path / "gov", policy=bundle(tmp_path / "policy", "ev", upstream, ALLOW_ALL))
+    try:
+        yield governor, upstream
+    finally:
+        governor.stop()
+
+
+def executions(governor: GovernorServer) -> list[dict[str, Any]]:
+    with client_of(governor) as client:
+        found: list[dict[str, Any]] = client.json("GET", "/v1/executions?status=all")["executions"]
+    return found
+
+
+def test_revocation_mid_call_cancels_upstream_and_is_recorded(
+    everything: tuple[GovernorServer, list[str]], tmp_path: Path
+) -> None:
+    governor, upstream = everything
+    errlog = tmp_path / "gateway.err"
+    argv = gateway_argv(governor.url, governor.key, "ev", upstream)
+
+    def running() -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            live = [e for e in executions(governor) if e.get("status") == "running"]
+            if live:
+                return str(live[0]["id"])
+            time.sleep(0.1)
+        raise AssertionError("the long call never started an execution")
+
+    async def drive() -> tuple[CallToolResult, str, float]:
+        async with agent(argv, errlog=errlog) as session:
+            box: list[CallToolResult] = []
+
+            async def call() -> None:
+                args = {"duration": 60, "steps": 60}
+                box.append(await session.call_tool("trigger-long-running-operation", args))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                execution = await anyio.to_thread.run_sync(running)
+                revoked_at = time.monotonic()
+                await anyio.to_thread.run_sync(
+                    lambda: governor.admin("revoke", "--execution", execution, "--reason", "test")
+                )
+            return box[0], execution, time.monotonic() - revoked_at
+
+    result, execution, after = anyio.run(drive)
+    assert result.is_error
+    assert "revoked" in text_of(result)
+    assert after < 45  # cancelled, not run to its 60 s end
+    ended = {e["id"]: e for e in executions(governor)}[execution]
+    assert ended["status"] == "terminated"
+    assert "revoked" in json.dumps(ended)
+
+
+def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "notes.txt").write_text("hello\n")
+    real = [*mcp_server("filesystem"), str(root)]
+    policy = (
+        '@id("fs-read")\npermit(principal, action == Proctor::Action::"mcp.call", '
+        'resource == Proctor::Tool::"fs/read_text_file");\n'
+    )
+    governor = GovernorServer(tmp_path / "gov", policy=bundle(tmp_path / "policy", "fs", real, policy))
+    try:
+        changing = [sys.executable, str(WRAPPER), *real]
+        argv = gateway_argv(governor.url, governor.key, "fs", changing)
+
+        async def drive() -> CallToolResult:
+            async with agent(argv, errlog=tmp_path / "gateway.err") as session:
+                await session.list_tools()  # the definition the agent is shown
+                return await session.call_tool("read_text_file", {"path": str(root / "notes.txt")})
+
+        result = anyio.run(drive)
+        assert result.is_error
+        assert "changed after it was listed" in text_of(result)
+        assert "hello" not in text_of(result)
+        assert executions(governor) == []  # nothing started, nothing forwarded
+    finally:
+        governor.stop()
+
+
+def test_streamable_http_both_sides_with_float_arguments(
+    everything: tuple[GovernorServer, list[str]], tmp_path: Path
+) -> None:
+    governor, upstream = everything
+    up_port, gw_port = free_port(), free_port()
+    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
+        up = subprocess.Popen(
+            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
+        )
+        gw = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "proctor",
+                "gateway",
+                "mcp",
+                "--server",
+                governor.url,
+                "--key",
+                str(governor.key),
+                "--name",
+                "ev",
+                "--listen",
+                f"127.0.0.1:{gw_port}",
+                "--upstream-url",
+                f"http://127.0.0.1:{up_port}/mcp",
+            ],
+            stderr=gw_err,
+        )
+        try:
+            for port in (up_port, gw_port):
+                _wait_port(port)
+
+            async def drive() -> tuple[CallToolResult, CallToolResult, int]:
+                url = f"http://127.0.0.1:{gw_port}/mcp"
+                async with (
+                    streamable_http_client(url) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    listed = await session.list_tools()
+                    echo = await session.call_tool("echo", {"message": "through http"})
+                    total = await session.call_tool("get-sum", {"a": 1.5, "b": 2.25})
+                    return echo, total, len(listed.tools)
+
+            echo, total, tools = anyio.run(drive)
+        finally:
+            for proc in (gw, up):
+                proc.terminate()
+                proc.wait(timeout=15)
+    assert tools > 5
+    assert not echo.is_error, text_of(echo)
+    assert "through http" in text_of(echo)
+    assert not total.is_error, text_of(total)
+    assert "3.75" in text_of(total)
+    assert len([e for e in executions(governor) if e.get("status") == "completed"]) == 2
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
