@@ -12,7 +12,8 @@ import threading
 
 def main() -> None:
     child = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert child.stdin is not None and child.stdout is not None
+    if child.stdin is None or child.stdout is None:
+        raise SystemExit("the child's pipes were not opened")
     lists: set[object] = set()
     seen = 0
 
@@ -26,7 +27,8 @@ def main() -> None:
         child.stdin.close()  # type: ignore[union-attr]
 
     threading.Thread(target=up, daemon=True).start()
-    for line in child.stdout:
+    for received in child.stdout:
+        line = received
         message = json.loads(line)
         if message.get("id") in lists and "result" in message:
             seen += 1
