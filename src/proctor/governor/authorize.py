@@ -18,6 +18,12 @@ counters and the nonce cache).
    row are queued right behind the decision: one commit, so nothing is authorized
    unrecorded. If the commit fails, the answer is deny; if minting fails, the decision
    is recorded alone (with ``warrant.failed`` from the helper) and the answer is deny.
+6. Call obligations, between the decision and its event (:meth:`Authorizer._gate`): an
+   allow over one of its call limits (:mod:`proctor.governor.call_limits`) is a deny;
+   an allow that requires approval mints nothing and records the approval asked for
+   (``approval.requested``) behind the decision, unless the request names an approved
+   approval for exactly it, which is claimed and then marked used in the warrant's
+   commit (:mod:`proctor.governor.approvals`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from proctor.config import QuotaConfig
 from proctor.errors import EventError, LineageError, LogAppendError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import digest, rfc3339
 from proctor.governor._fair import PerPrincipal
+from proctor.governor.approvals import Approvals, requires_approval
+from proctor.governor.call_limits import CallHold, CallLimits
 from proctor.governor.counters import RateCounters
 from proctor.governor.issuance import DEFAULT_LEASE_TTL_MS, Authorization, WarrantIssuer
 from proctor.governor.model import AuthorizeRequest, AuthorizeResult
@@ -51,12 +59,26 @@ from proctor.lineage.log import Deferred, Notify, Side
 from proctor.policy import Decision, PolicyRequest, deny_all
 from proctor.policy.commitment import ArgumentOpening, redact
 from proctor.store.state import StateStore
+from proctor.store.state_approvals import StoredApproval
 
-__all__ = ["DEFAULT_LEASE_TTL_MS", "DELEGATIONS_PER_PRINCIPAL", "Authorizer"]
+__all__ = ["DEFAULT_LEASE_TTL_MS", "DELEGATIONS_PER_PRINCIPAL", "Authorizer", "Gate"]
 
 DELEGATIONS_PER_PRINCIPAL = 2
 """Delegated authorizations (a parent warrant to verify) one principal may have in
 verification at once; more wait for their turn, off the event loop."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """What the call obligations made of a decision (:meth:`Authorizer._gate`)."""
+
+    decision: Decision
+    hold: CallHold | None = None
+    """The call counted against call limits until its warrant commits (or not)."""
+    asked: StoredApproval | None = None
+    """An approval to ask for (no warrant)."""
+    claimed: StoredApproval | None = None
+    """The approved approval this warrant uses (claimed; marked used in its commit)."""
 
 
 class Authorizer:
@@ -102,6 +124,9 @@ class Authorizer:
         self._clock = clock
         self._warrant_public_key = warrant_public_key
         self._delegations = PerPrincipal(DELEGATIONS_PER_PRINCIPAL)
+        self.approvals = Approvals(state, recorder=recorder, node=node, clock=clock)
+        """The approvals asked for, decided and used (routes ``/v1/approvals``)."""
+        self.calls = CallLimits(state)
 
     def authorize(self, principal: str, request: AuthorizeRequest) -> AuthorizeResult:
         """Decide on ``request`` by ``principal``; log it; issue a warrant on allow.
@@ -122,10 +147,11 @@ class Authorizer:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         notify = self._recorder.waker(loop).notifier(done)
-        if request.parent_warrant:
+        if request.parent_warrant or request.approval:
             # Verifying a presented warrant is the one costly step a caller controls:
             # never on the event loop, and at most a few at once per principal, so a
-            # principal that sends many waits behind itself, not others.
+            # principal that sends many waits behind itself, not others. (Using an
+            # approval claims it in the store: off the loop too.)
             async with self._delegations.slot(principal):
                 op = await loop.run_in_executor(None, self._begin, principal, request, notify)
         else:
@@ -145,9 +171,12 @@ class Authorizer:
         now_s = int(now)
         try:
             policy_request, decision, parent = self._decide(principal, request, now_s)
+            gate = self._gate(principal, request, policy_request, decision, now_s)
         except Exception as e:  # noqa: BLE001 - any failure while deciding is a deny (fail closed)
             policy_request, parent = None, None
             decision = deny_all(f"the decision failed ({type(e).__name__}: {e}); denied")
+            gate = Gate(decision)
+        decision = gate.decision
         # The log is public: it gets the request with its arguments committed, not shown
         # (proctor.policy.commitment); the opening commits privately with the event.
         opening = (
@@ -165,9 +194,19 @@ class Authorizer:
         # The answer names the same request digest as the log.
         decision = dataclasses.replace(decision, request_digest=str(event["request_digest"]))
         op = Authorization(principal, request, policy_request, decision, parent, now, now_s)
+        op.gate = gate
+        if gate.claimed is not None:
+            op.approval_id = gate.claimed.id
+            op.with_warrant.append(Approvals.used(gate.claimed.id))
+        if gate.hold is not None:
+            op.with_warrant.append(CallLimits.counted(gate.hold, now_s))
         side: list[Side] = [self._nonces.persist]
         if opening is not None:
             side.append(self._state.opening_writer(opening.to_json()))
+        asked = None
+        if gate.asked is not None:
+            asked, ask_row = self.approvals.requested(gate.asked, now)
+            side.append(ask_row)
 
         def warrant(index: int, leaf: bytes) -> dict[str, Any]:
             # A failure here (minting) is recorded as warrant.failed behind the
@@ -183,11 +222,12 @@ class Authorizer:
         def later(index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
             return self._issuer.mint_later(op, index, leaf, deferred)
 
-        helper = decision.allow and self._issuer.uses_helper
+        mint = decision.allow and asked is None
+        helper = mint and self._issuer.uses_helper
         try:
             op.pending = self._recorder.submit(
                 [event],
-                then=warrant if decision.allow and not helper else None,
+                then=asked if asked is not None else warrant if mint and not helper else None,
                 later=later if helper else None,
                 side=side,
                 notify=notify,
@@ -195,6 +235,50 @@ class Authorizer:
         except (LineageError, EventError, StoreError) as e:
             return self._unrecorded(op, e)
         return op
+
+    def _gate(
+        self,
+        principal: str,
+        request: AuthorizeRequest,
+        policy_request: PolicyRequest | None,
+        decision: Decision,
+        now_s: int,
+    ) -> Gate:
+        """Step 6: the call obligations of an allow. Raises (a deny) only before it
+        holds anything."""
+        if not decision.allow or policy_request is None:
+            return Gate(decision)
+        digest = args_digest(request.arguments if request.arguments is not None else request.argv)
+        bundle = decision.bundle_digest
+        hold = self.calls.check(principal, policy_request, digest, decision, now_s)
+        if isinstance(hold, str):
+            return Gate(deny_all(hold, bundle_digest=bundle, request=policy_request))
+        if not requires_approval(decision):
+            return Gate(decision, hold=hold)
+        wanted = self.approvals.new(principal, policy_request, decision, digest, now_s)
+        if not request.approval:
+            self.calls.release(hold)  # nothing is issued until it is approved
+            return Gate(decision, asked=wanted)
+        try:
+            claimed = self.approvals.claim_use(request.approval, wanted, now_s)
+        except BaseException:
+            self.calls.release(hold)
+            raise
+        if isinstance(claimed, str):
+            self.calls.release(hold)
+            return Gate(deny_all(claimed, bundle_digest=bundle, request=policy_request))
+        return Gate(decision, hold=hold, claimed=claimed)
+
+    def _settle(self, op: Authorization, *, issued: bool) -> None:
+        """After the commit (or its failure): the held call no longer needs holding
+        (its row committed, or it was not issued); a claimed approval whose warrant
+        was not issued is given back (no warrant uses it)."""
+        gate = op.gate
+        if not isinstance(gate, Gate):
+            return
+        self.calls.release(gate.hold)
+        if gate.claimed is not None and not issued:
+            self.approvals.release(gate.claimed.id, "using")
 
     def _finish(self, op: Authorization) -> AuthorizeResult:
         decision = op.decision
@@ -204,7 +288,20 @@ class Authorizer:
             return self._unrecorded(op, e)
         op.decision_index = indices[0]
         if not decision.allow:
+            self._settle(op, issued=False)
             return AuthorizeResult(decision, op.decision_index)
+        asked = op.gate.asked
+        if asked is not None:
+            if len(indices) < 2:  # the approval.requested event could not be built: deny
+                return self._not_issued(op, op.pending.then_error)
+            approval = {
+                "id": asked.id,
+                "status": "pending",
+                "expires_at": asked.expires,
+                "args_digest": asked.args_digest,
+                "log_index": indices[1],
+            }
+            return AuthorizeResult(decision, op.decision_index, approval=approval)
         claims = op.claims
         deferred = op.deferred
         if deferred is not None and deferred.used_fallback:
@@ -213,6 +310,7 @@ class Authorizer:
             return self._not_issued(op, deferred.error)
         if len(indices) < 2 or claims is None:
             return self._not_issued(op, op.mint_error or op.pending.then_error)
+        self._settle(op, issued=True)
         self._counters.issued(op.principal, op.now_s)
         return AuthorizeResult(
             decision,
@@ -224,8 +322,8 @@ class Authorizer:
             lease_ttl_ms=claims.lease_ttl_ms,
         )
 
-    @staticmethod
-    def _not_issued(op: Authorization, error: BaseException | None) -> AuthorizeResult:
+    def _not_issued(self, op: Authorization, error: BaseException | None) -> AuthorizeResult:
+        self._settle(op, issued=False)
         return AuthorizeResult(
             deny_all(
                 f"the warrant could not be issued and recorded ({error}); denied",
@@ -234,8 +332,8 @@ class Authorizer:
             op.decision_index,
         )
 
-    @staticmethod
-    def _unrecorded(op: Authorization, error: BaseException) -> AuthorizeResult:
+    def _unrecorded(self, op: Authorization, error: BaseException) -> AuthorizeResult:
+        self._settle(op, issued=False)
         return AuthorizeResult(
             deny_all(
                 f"the decision could not be recorded ({error}); nothing is authorized unrecorded",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from proctor.authorization.minter import MintHelper
@@ -33,7 +34,11 @@ from proctor.lineage.log import Append, Deferred, Side
 from proctor.policy import Decision, PolicyRequest
 from proctor.store.state import StateStore
 
-__all__ = ["DEFAULT_LEASE_TTL_MS", "VALIDITY_SKEW_S", "Authorization", "WarrantIssuer"]
+__all__ = ["DEFAULT_LEASE_TTL_MS", "VALIDITY_SKEW_S", "Authorization", "WarrantIssuer", "WarrantWrite"]
+
+WarrantWrite = Callable[[Any, int, str], None]
+"""A state write that commits with a warrant: ``write(conn, warrant.issued index, warrant id)``
+(an approval marked used, a call counted)."""
 
 DEFAULT_LEASE_TTL_MS = 5000
 VALIDITY_SKEW_S = MAX_FUTURE_SKEW
@@ -69,6 +74,12 @@ class Authorization:
     claims: WarrantClaims | None = None
     token: str = ""
     mint_error: BaseException | None = None
+    gate: Any = None
+    """What the call obligations made of the decision (:class:`~proctor.governor.authorize.Gate`)."""
+    approval_id: str = ""
+    """The approval this warrant uses (named in ``warrant.issued``), or ``""``."""
+    with_warrant: list[WarrantWrite] = dataclasses.field(default_factory=list)
+    """Writes that commit with the warrant only (not with a ``warrant.failed``)."""
 
 
 class WarrantIssuer:
@@ -166,8 +177,17 @@ class WarrantIssuer:
             "token_digest": digest(token.encode()),
             "parent": {"index": index, "leaf_hash": base64.b64encode(leaf).decode()},
         }
-        # Side writes get the append's first index (the decision's); warrant.issued follows.
-        return event, lambda conn, index: row(conn, index=index + 1)
+        if op.approval_id:
+            event["approval"] = op.approval_id
+        extra = list(op.with_warrant)
+
+        def write(conn: Any, index: int) -> None:
+            # Side writes get the append's first index (the decision's); warrant.issued follows.
+            row(conn, index=index + 1)
+            for more in extra:
+                more(conn, index + 1, claims.warrant_id)
+
+        return event, write
 
     def mint_here(self, op: Authorization, index: int, leaf: bytes) -> tuple[dict[str, Any], Side]:
         """Mint the warrant for the decision at ``index`` on this thread; its event and

@@ -40,6 +40,7 @@ __all__ = [
     "RevocationBody",
     "PolicyBundleBody",
     "SignedPolicyBody",
+    "ApprovalDecisionBody",
     "EmptyBody",
     "BODIES",
     "parse_body",
@@ -95,6 +96,13 @@ class AuthorizeBody(_ExactBody):
     ] = ""
     parent_warrant: Annotated[
         str, Field(max_length=16384, description="a warrant token this request is delegated under")
+    ] = ""
+    approval: Annotated[
+        str,
+        Field(
+            max_length=64,
+            description="the id of an approved approval (ap_...) for exactly this request, to use it once",
+        ),
     ] = ""
 
     @field_validator("action")
@@ -192,6 +200,12 @@ class SignedPolicyBody(_ExactBody):
     signature: Annotated[str, Field(description="Ed25519 signature, base64")]
 
 
+class ApprovalDecisionBody(_ExactBody):
+    """``POST /v1/approvals/{id}/approve`` and ``/deny`` (admin): why (the body may be omitted)."""
+
+    reason: Annotated[str, Field(max_length=500, description="why, for the log")] = ""
+
+
 class EmptyBody(_Body):
     """No fields: the body may be omitted (an object's members are ignored)."""
 
@@ -204,6 +218,7 @@ BODIES: tuple[type[BaseModel], ...] = (
     PrincipalBody,
     RevocationBody,
     SignedPolicyBody,
+    ApprovalDecisionBody,
     EmptyBody,
 )
 """Every request body model (the OpenAPI document's request body schemas)."""
@@ -245,6 +260,8 @@ class AuthorizeRequest:
         zone: the zone of the environment it would run in ("" = the principal's).
         executable_digest: ``sha256:<hex>`` of the measured executable, if known.
         parent_warrant: a warrant token this request is delegated under, if any.
+        approval: the id of an approved approval to use for it, if any
+            (:mod:`proctor.governor.approvals`).
     """
 
     action: str
@@ -255,6 +272,7 @@ class AuthorizeRequest:
     executable_digest: str = ""
     parent_warrant: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    approval: str = ""
 
     @classmethod
     def from_json(cls, doc: Any) -> AuthorizeRequest:
@@ -276,6 +294,7 @@ class AuthorizeRequest:
             zone=body.zone,
             executable_digest=body.executable_digest,
             parent_warrant=body.parent_warrant,
+            approval=body.approval,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -285,7 +304,7 @@ class AuthorizeRequest:
             out["argv"] = list(self.argv)
         if self.arguments is not None:
             out["arguments"] = dict(self.arguments)
-        for key in ("zone", "executable_digest", "parent_warrant"):
+        for key in ("zone", "executable_digest", "parent_warrant", "approval"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -293,7 +312,8 @@ class AuthorizeRequest:
 
 @dataclass(frozen=True)
 class AuthorizeResult:
-    """The governor's answer: the decision, where it was logged, and the warrant on allow."""
+    """The governor's answer: the decision, where it was logged, and the warrant on allow
+    (or, on an allow that waits for an approval, the approval asked for)."""
 
     decision: Decision
     log_index: int | None
@@ -302,6 +322,7 @@ class AuthorizeResult:
     warrant_index: int | None = None
     expires: int | None = None
     lease_ttl_ms: int | None = None
+    approval: Mapping[str, Any] | None = None
 
     @property
     def allowed(self) -> bool:
@@ -323,4 +344,6 @@ class AuthorizeResult:
                 "expires": self.expires,
                 "lease_ttl_ms": self.lease_ttl_ms,
             }
+        if self.approval is not None:
+            out["approval"] = dict(self.approval)
         return out

@@ -46,6 +46,8 @@ EVENT_TYPES = frozenset(
         "execution.completed",
         "revocation",
         "approval",
+        "approval.requested",
+        "approval.decided",
         "witness.cosigned",
         "witness.alarm",
         "key.declared",
