@@ -260,7 +260,8 @@ def test_openapi_documents_every_request_body(world: World) -> None:
             checked.append((method, path))
     assert ("post", "/v1/authorize") in checked
     assert ("put", "/v1/policy") in checked
-    assert len(checked) == 9, checked
+    assert ("post", "/v1/authorize/visible") in checked
+    assert len(checked) == 10, checked
     assert schemas["AuthorizeBody"]["required"] == ["action", "resource"]
     assert schemas["AuthorizeBody"]["additionalProperties"] is False
     assert "HTTPValidationError" not in schemas  # FastAPI's 422 shape is not what is sent

@@ -92,6 +92,7 @@ from proctor.governor.nodes import list_nodes
 from proctor.governor.quotas import RateShare, RequestRate
 from proctor.governor.service import Governor
 from proctor.governor.stream import EventStreams, StreamSlots
+from proctor.governor.visibility import VisibleBody, visible_tools
 from proctor.policy import PolicyBundle
 from proctor.verification.lease_answer import request_nonce
 
@@ -345,8 +346,10 @@ def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
 
 def _document(document: dict[str, Any]) -> None:
     """Add the body models and the error envelope to FastAPI's OpenAPI ``document``."""
+    models: tuple[type[BaseModel], ...] = (*BODIES, VisibleBody)
     _, defs = models_json_schema(
-        [(model, "validation") for model in BODIES], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in models],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(defs.get("$defs", {}))
@@ -474,6 +477,11 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     @app.post("/v1/revocations", openapi_extra=_body(RevocationBody))
     async def revoke(request: Request) -> Response:
         return await app.declared(request, app.revoke_endpoint)
+
+    @app.post("/v1/authorize/visible", openapi_extra=_body(VisibleBody))
+    def authorize_visible(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        # A dry decision over the caller's own rights (governor/visibility.py, ADR 0018).
+        return visible_tools(governor.trust, who.name, parse_body(VisibleBody, who.body))
 
     @app.post("/v1/executions", status_code=201, openapi_extra=_body(StartExecutionBody))
     def start_execution(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:

@@ -68,6 +68,7 @@ from proctor.policy.schema import (
 from proctor.policy.slices import CompiledPolicy, PolicySlices
 from proctor.policy.tool_catalog import ToolCatalog
 from proctor.policy.tool_types import ArgumentsMismatchError
+from proctor.policy.visibility import never_allowed
 
 __all__ = ["ENTITY_CACHE_SIZE", "PolicyEngine"]
 
@@ -364,9 +365,46 @@ class PolicyEngine:
         reason = f"allowed by permit polic{'y' if len(names) == 1 else 'ies'} {_names(names)}"
         return Decision(True, names, (), obligations, self.bundle_digest, digest, reason)
 
+    def _forbid_name(self, policy_id: str) -> str | None:
+        policy = self._by_id.get(policy_id)
+        return policy.name if policy is not None and policy.effect == "forbid" else None
+
     def _name(self, policy_id: str) -> str:
         policy = self._by_id.get(policy_id)
         return policy.name if policy is not None else policy_id
+
+    def never_allowed(
+        self, principal: str, attrs: Mapping[str, str], action: str, resource: str
+    ) -> str | None:
+        """Why a tool call is denied whatever its arguments and context, or ``None`` if
+        some might allow it (:mod:`proctor.policy.visibility`). Never raises: a failure
+        is a reason (the tool is hidden).
+
+        Args:
+            principal: the principal's name.
+            attrs: its attributes (``role`` and ``zone`` included).
+            action: ``mcp.call`` or ``tool.call``.
+            resource: ``server/tool``.
+        """
+        try:
+            if action not in ("mcp.call", "tool.call"):
+                return f"only tool actions are judged without their context, found {action!r}"
+            problem = request_problem(PolicyRequest(principal, attrs, action, resource), 0)
+            if problem is not None:
+                return f"malformed: {problem}"
+            missing = self._info.required_attrs.difference(attrs)
+            if missing:
+                return f"the principal lacks attributes the schema requires: {', '.join(sorted(missing))}"
+            if self.catalog is not None and action == "mcp.call":
+                server, _, tool = resource.partition("/")
+                if tool not in self.catalog.servers.get(server, {}):
+                    return "it is not in the policy bundle's tool catalogs"
+            entities = self._entities(principal, tuple(sorted(attrs.items())))
+            policies = self._slices.for_request(action, resource)
+            return never_allowed(policies, entities, principal, action, resource, forbids=self._forbid_name)
+        except BaseException as e:  # noqa: BLE001 -- fail closed: what cannot be judged is hidden
+            _reraise_interrupts(e)
+            return f"it could not be judged ({type(e).__name__}: {e})"
 
     def decide(self, request: PolicyRequest, *, now: int) -> Decision:
         """Decide one request. Never raises: any failure is a deny that says why.

@@ -15,17 +15,17 @@ a server's tools a principal could ever call (``POST /v1/authorize/visible``), s
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
-from proctor.canonical import canonicalize
 from proctor.errors import GovernorError, ProctorError
 from proctor.policy.tool_catalog import CATALOG_FORMAT, ToolCatalog
 from proctor.policy.tool_types import from_json_schema
+from proctor.verification import tool_definition_digest
 
 __all__ = [
     "VISIBLE_ROUTE",
@@ -45,6 +45,14 @@ VISIBLE_ROUTE = "/v1/authorize/visible"
 _DEFINITION_FIELDS_ALWAYS = ("name", "description", "inputSchema")
 
 
+class _RawTools(BaseModel):
+    """A ``tools/list`` result, each tool kept as the JSON object the server sent."""
+
+    model_config = ConfigDict(extra="allow")
+    tools: list[dict[str, Any]]
+    nextCursor: str | None = None  # noqa: N815 -- the wire's name
+
+
 def tool_definition(tool: Mapping[str, Any]) -> dict[str, Any]:
     """The object a tool's definition digest is taken over.
 
@@ -59,17 +67,18 @@ def tool_definition(tool: Mapping[str, Any]) -> dict[str, Any]:
         The definition object.
     """
     definition = {k: v for k, v in tool.items() if v is not None}
-    definition.setdefault("description", "")
+    definition["description"] = definition.get("description") or ""
     return definition
 
 
 def definition_digest(tool: Mapping[str, Any]) -> str:
-    """``sha256:`` and the hex SHA-256 of the RFC 8785 JSON of :func:`tool_definition`.
+    """``sha256:`` and the hex SHA-256 of the RFC 8785 JSON of :func:`tool_definition`:
+    :func:`proctor.verification.tool_definition_digest`, the digest the gateway binds.
 
     Raises:
-        CanonicalizationError: the definition holds values outside canonical JSON.
+        IntegrityError: no name or input schema, or values outside canonical JSON.
     """
-    return "sha256:" + hashlib.sha256(canonicalize(tool_definition(tool))).hexdigest()
+    return tool_definition_digest(tool)
 
 
 def catalog_fragment(server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -120,7 +129,7 @@ async def list_upstream_tools(
     """
     import anyio  # noqa: PLC0415 -- the MCP SDK loads only for this command
     from mcp.client.session import ClientSession  # noqa: PLC0415
-    from mcp.types import PaginatedRequestParams  # noqa: PLC0415
+    from mcp.types import ListToolsRequest, PaginatedRequestParams  # noqa: PLC0415
 
     if bool(command) == bool(url):
         raise ProctorError("expected the upstream as -- COMMAND… or --upstream-url URL (one of them)")
@@ -131,9 +140,11 @@ async def list_upstream_tools(
         cursor: str | None = None
         for _ in range(1000):
             params = PaginatedRequestParams(cursor=cursor) if cursor else None
-            page = await session.list_tools(params=params)
-            tools.extend(t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools)
-            cursor = page.next_cursor
+            # The tools as the server sent them (the SDK's Tool model drops fields it
+            # does not know): the digest must be the one the gateway takes of the wire.
+            page = await session.send_request(ListToolsRequest(params=params), _RawTools)
+            tools.extend(page.tools)
+            cursor = page.nextCursor
             if not cursor:
                 return tools
         raise ProctorError("the upstream's tools/list did not end after 1000 pages")
