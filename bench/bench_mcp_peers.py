@@ -1,0 +1,258 @@
+"""MCP gateways side by side: the latency each adds to a ``tools/call`` over a direct call
+to the real ``@modelcontextprotocol/server-filesystem``.
+
+    python bench/bench_mcp_peers.py [--calls N] [--quick] [--batch B]
+
+Rows, each one agent session driven by the official ``mcp`` SDK client (``.venv``):
+
+- stdio: direct (the server as a child), ``mcp-zero-trust-layer`` (``mcpzt wrap``), proctor
+  (``proctor gateway mcp ... -- node mcp-server-filesystem DIR`` against a real
+  ``proctor serve``: signed authorize round trip, Cedar with the server's tool catalog,
+  the durable log commit, the execution start and finish per call).
+- streamable HTTP: direct (the stdio server behind :func:`mcp_peers.run_bridge`; in both
+  protocol eras), ``mcp-airlock`` (HTTP only), ``mcp-zero-trust-layer`` (``mcpzt run``) and
+  proctor (``--listen ... --upstream-url``), all in front of that same bridge.
+
+Every gateway is configured to allow ``read_text_file`` under the served directory and
+nothing else. Each session is opened and warmed up first, then ``--calls`` calls per row are
+timed in rounds of ``--batch``, the rows interleaved round by round (A B C D A B C D ...) so
+that drift in the machine's other load falls on all of them. "added p50" is a row's p50
+minus the p50 of the direct row on the same transport and protocol revision. Peers are
+installed on first use into ``.bench/peers/`` (:mod:`mcp_peers`). Prints a table; asserts
+nothing, but stops on any call that does not succeed (a refusal would look fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import TextContent
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import mcp_peers as peers  # noqa: E402
+from benchlib import pct  # noqa: E402
+
+from gov_server import GovernorServer, cli  # noqa: E402
+
+CONTENT = "proctor bench " * 70 + "\n"  # ~1 KiB read per call
+
+
+@dataclass
+class Row:
+    """One gateway on one transport: how to open an agent session to it."""
+
+    name: str
+    transport: str
+    open: Callable[[], AbstractAsyncContextManager[Client]]
+    protocol: str = ""
+    ms: list[float] = field(default_factory=list)
+
+
+def stdio_session(argv: list[str], errlog: Path) -> Callable[[], AbstractAsyncContextManager[Client]]:
+    """An agent session over stdio with ``argv`` as its server (handshake era: the
+    filesystem server speaks only that)."""
+
+    @asynccontextmanager
+    async def open_() -> AsyncIterator[Client]:
+        params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+        with errlog.open("a") as err:
+            async with Client(stdio_client(params, errlog=err), mode="legacy", cache=None) as client:
+                yield client
+
+    return open_
+
+
+def http_session(
+    url: str, mode: str = "auto", headers: dict[str, str] | None = None
+) -> Callable[[], AbstractAsyncContextManager[Client]]:
+    """An agent session over streamable HTTP (``mode``: the SDK's, ``auto`` probes)."""
+
+    @asynccontextmanager
+    async def open_() -> AsyncIterator[Client]:
+        async with (
+            httpx2.AsyncClient(headers=headers or {}, timeout=60) as http,
+            Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client,
+        ):
+            yield client
+
+    return open_
+
+
+def proctor_policy(directory: Path, allowed: Path, upstream: list[str]) -> Path:
+    """The bundle: ``read_text_file`` under ``allowed`` permitted, with the server's live
+    tool catalog (``proctor gateway mcp schema``) so a policy naming an unknown tool or
+    argument would be refused at push."""
+    directory.mkdir(parents=True)
+    (directory / "fs.tools.json").write_text(
+        cli("gateway", "mcp", "schema", "--name", "filesystem", "--", *upstream).stdout
+    )
+    (directory / "fs.cedar").write_text(
+        '@id("fs-read")\n'
+        'permit(principal, action == Proctor::Action::"mcp.call", '
+        'resource == Proctor::Tool::"filesystem/read_text_file")\n'
+        "when { context.tool has read_text_file && "
+        f'context.tool.read_text_file.path like "{allowed}/*" }};\n'
+    )
+    return directory
+
+
+def gateway_argv(governor: GovernorServer, *tail: str) -> list[str]:
+    """``proctor gateway mcp`` as the governor's principal alice, naming the server ``filesystem``."""
+    return [sys.executable, "-m", "proctor", "gateway", "mcp", "--server", governor.url, "--key", str(governor.key),
+            "--name", "filesystem", *tail]  # fmt: skip
+
+
+def proctor_http_available() -> str | None:
+    """Why the gateway cannot serve streamable HTTP yet (None: it can)."""
+    try:
+        import proctor.integrations.mcp.http  # noqa: F401, PLC0415
+    except ImportError as e:
+        return f"proctor gateway mcp --listen is not built yet ({e})"
+    return None
+
+
+async def call_once(row: Row, client: Client, path: str) -> float:
+    started = time.perf_counter()
+    result = await client.call_tool("read_text_file", {"path": path})
+    elapsed = (time.perf_counter() - started) * 1000
+    text = "".join(c.text for c in result.content if isinstance(c, TextContent))
+    if result.is_error or text != CONTENT:
+        raise SystemExit(f"{row.name} ({row.transport}): the call did not succeed: {text[:300]!r}")
+    return elapsed
+
+
+async def drive(rows: list[Row], path: str, calls: int, batch: int, warmup: int) -> None:
+    async with AsyncExitStack() as stack:
+        clients: list[Client] = []
+        for row in rows:
+            client = await stack.enter_async_context(row.open())
+            row.protocol = client.protocol_version
+            for _ in range(warmup):
+                await call_once(row, client, path)
+            clients.append(client)
+        done = 0
+        while done < calls:
+            step = min(batch, calls - done)
+            for row, client in zip(rows, clients, strict=True):
+                for _ in range(step):
+                    row.ms.append(await call_once(row, client, path))
+            done += step
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def report(rows: list[Row], notes: list[str], load: tuple[float, ...]) -> None:
+    base = {(r.transport, r.protocol): statistics.median(r.ms) for r in rows if r.name == "direct"}
+    print(f"\nMCP tools/call read_text_file (~{len(CONTENT)} B), ms per call; n={len(rows[0].ms)} per row")
+    print(
+        f"{'gateway':<24} {'transport':<9} {'protocol':<11} {'p50':>7} {'p90':>7} {'p99':>7} {'added p50':>10}"
+    )
+    print("-" * 80)
+    for r in rows:
+        p50 = statistics.median(r.ms)
+        yard = base.get((r.transport, r.protocol))
+        added = "" if r.name == "direct" or yard is None else f"{p50 - yard:+.2f}"
+        print(f"{r.name:<24} {r.transport:<9} {r.protocol:<11} {p50:>7.2f} {pct(r.ms, 90):>7.2f} "
+              f"{pct(r.ms, 99):>7.2f} {added:>10}")  # fmt: skip
+    for note in notes:
+        print(f"note: {note}")
+    print(f"machine: {os.cpu_count()} cpus, {cpu_model()}; load average {load[0]:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="timed calls per row (default 200)")
+    parser.add_argument("--batch", type=int, default=10, help="calls per row per round (default 10)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls per row first (default 20)")
+    parser.add_argument("--quick", action="store_true", help="50 calls per row, 5 warm-up")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.warmup = 50, 5
+    load = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mcp-peers-"))
+    allowed = tmp / "root"
+    allowed.mkdir()
+    (allowed / "notes.txt").write_text(CONTENT)
+    upstream = peers.filesystem_argv(allowed)
+    errlog = tmp / "agents.err"
+    notes: list[str] = []
+    children: list[peers.Child] = []
+    governor: GovernorServer | None = None
+    try:
+        governor = GovernorServer(tmp / "gov", policy=proctor_policy(tmp / "policy", allowed, upstream))
+        rows = [
+            Row("direct", "stdio", stdio_session(upstream, errlog)),
+            Row("mcp-zero-trust-layer", "stdio", stdio_session(peers.zt_stdio_argv(upstream, allowed, tmp / "zt"), errlog)),
+            Row("proctor gateway", "stdio", stdio_session(gateway_argv(governor, "--", *upstream), errlog)),
+        ]  # fmt: skip
+        notes.append("mcp-airlock has no stdio transport (streamable HTTP only)")
+        bridge = peers.start_bridge(upstream, tmp / "bridge")
+        children.append(bridge)
+        airlock = peers.start_airlock(bridge.url, tmp / "airlock")
+        children.append(airlock)
+        zt = peers.start_zt_http(bridge.url, allowed, tmp / "zt")
+        children.append(zt)
+        rows += [
+            Row("direct", "http", http_session(bridge.url)),
+            Row("direct", "http", http_session(bridge.url, mode="legacy")),
+            Row("mcp-airlock", "http", http_session(airlock.url, headers={"X-Airlock-Principal": "bench"})),
+            Row("mcp-zero-trust-layer", "http", http_session(zt.url)),
+        ]
+        why = proctor_http_available()
+        if why is None:
+            port = peers.free_port()
+            listen = f"127.0.0.1:{port}"
+            argv = gateway_argv(governor, "--listen", listen, "--upstream-url", bridge.url)
+            gw = peers.spawn("proctor-http", argv, tmp / "proctor-http")
+            children.append(gw)
+            peers.wait_port(gw, port)
+            rows.append(Row("proctor gateway", "http", http_session(f"http://{listen}/mcp")))
+        else:
+            notes.append(f"proctor gateway over streamable HTTP skipped: {why}")
+        print(
+            f"{len(rows)} rows, {args.calls} calls each in rounds of {args.batch}; work dir {tmp}",
+            file=sys.stderr,
+        )
+        anyio.run(drive, rows, str(allowed / "notes.txt"), args.calls, args.batch, args.warmup)
+        report(rows, notes, load)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if governor is not None:
+            governor.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
