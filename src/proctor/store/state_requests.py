@@ -16,6 +16,7 @@ subset, driver errors pass through unless said otherwise).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 from proctor.errors import ProctorError, StoreError
@@ -82,9 +83,19 @@ def claim_nonces(
     twin may have been forgotten: the request is older than the window before the
     floor, stale whatever the caller's clock says).
 
+    On PostgreSQL the claim is :func:`proctor.store.nonces_pg.claim_nonces` (the same
+    rules in one round trip, its commit not waiting for its own flush: that module says
+    why a replay is still refused on every node and a claim is durable once its
+    request's effect is).
+
     Returns:
         Whether each row was claimed (in order), and the floor after the purge.
     """
+    if not isinstance(conn, sqlite3.Connection):
+        from proctor.store import nonces_pg  # noqa: PLC0415 - psycopg only with a URL
+
+        if nonces_pg.is_postgresql(conn):
+            return nonces_pg.claim_nonces(conn, rows, purge_before)
     if purge_before:
         conn.execute("DELETE FROM nonces WHERE expires < ?", (purge_before,))
         conn.execute(
