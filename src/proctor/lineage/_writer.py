@@ -195,8 +195,9 @@ class GroupCommit:
         sequencer.acquire(self.sequencer_timeout)
         try:
             with self._state_lock:
-                if not self._unchanged():
-                    self._resync()
+                head = self._read_head()
+                if not self._unchanged(head):
+                    self._resync(head)  # the head just read: no second round trip for it
         except BaseException:
             sequencer.release()
             raise
@@ -233,15 +234,22 @@ class GroupCommit:
                 if self._holding:
                     self._release_sequencer()
 
-    def _unchanged(self) -> bool:
-        """Whether the store's size and latest checkpoint are this writer's (no reload)."""
+    def _read_head(self) -> tuple[int, tuple[int, str] | None]:
+        """The store's size and latest checkpoint, read now (in that order)."""
+        return self._store.tree_size(), self._store.latest_checkpoint()
+
+    def _unchanged(self, head: tuple[int, tuple[int, str] | None]) -> bool:
+        """Whether ``head`` (:meth:`_read_head`) is this writer's (no reload)."""
         builder, latest = self._builder, self._latest
         if builder is None or latest is None:
             return False
-        return self._store.tree_size() == builder.size and self._store.latest_checkpoint() == latest
+        return head == (builder.size, latest)
 
-    def _resync(self) -> None:
+    def _resync(self, head: tuple[int, tuple[int, str] | None] | None = None) -> None:
         """Load the right edge from the store and check it against the latest checkpoint.
+
+        ``head``: the size and latest checkpoint, if the caller just read them under the
+        lock this writer holds (:meth:`_read_head`); else they are read here.
 
         Signs a checkpoint for the stored size if the latest one is older (the
         previous writer stopped between commit and storing it).
@@ -249,8 +257,7 @@ class GroupCommit:
         Raises:
             LogIntegrityError: the stored tree contradicts a signed checkpoint.
         """
-        size = self._store.tree_size()
-        latest = self._store.latest_checkpoint()
+        size, latest = self._read_head() if head is None else head
         cp: Checkpoint | None = None
         if latest is not None:
             cp = self._open_checkpoint(latest[1])

@@ -133,6 +133,7 @@ class PgAdvisoryLock:
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
         self._held = False
+        self._lock_timeout = ""  # the session's lock_timeout as last set ("" for a new session)
 
     @property
     def shared(self) -> bool:
@@ -147,6 +148,7 @@ class PgAdvisoryLock:
                 self._dsn, application_name=self._name, connect_timeout=self._connect_timeout
             )
             self._conn = conn
+            self._lock_timeout = ""
         return conn
 
     def _discard(self) -> None:
@@ -196,7 +198,9 @@ class PgAdvisoryLock:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
             return bool(row and row[0])
         wait = f"{max(1, round(timeout * 1000))}ms"
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
+        if wait != self._lock_timeout:  # once per session and timeout: a round trip saved per turn
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
+            self._lock_timeout = wait
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
         except psycopg.errors.LockNotAvailable:
