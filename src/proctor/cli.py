@@ -61,6 +61,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_witness": ("witness",),
     "proctor.cli_store": ("migrate",),
     "proctor.cli_gateway": ("gateway",),
+    "proctor.cli_approvals": ("approve", "approvals"),
 }
 
 

@@ -55,6 +55,7 @@ from proctor.errors import (
     BundleError,
     CanonicalizationError,
     ExecutionConflictError,
+    NoSuchTargetError,
     PrincipalError,
     ProctorError,
     QuotaError,
@@ -76,6 +77,7 @@ from proctor.governor.limits import MAX_BODY, BoundedBody, check_head, parse_jso
 from proctor.governor.metrics import GovernorMetrics
 from proctor.governor.model import (
     BODIES,
+    ApprovalDecisionBody,
     AuthorizeBody,
     AuthorizeRequest,
     EmptyBody,
@@ -534,6 +536,29 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     def execution_show(execution_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         # Its principal's or an admin's; for anyone else the same 404 as an unknown id.
         return show_execution(governor, who.name, execution_id)
+
+    # -- approvals (governor/approvals.py): the requester reads its own; admins list and decide
+
+    @app.get("/v1/approvals/{approval_id}")
+    def approval_show(approval_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        approvals = governor.authorizer.approvals
+        return approvals.show(approval_id, caller=who.name, admin=governor.is_admin(who.name))
+
+    @app.get("/v1/approvals")
+    def approvals_list(who: Annotated[Caller, Depends(admin)], status: str | None = None) -> dict[str, Any]:
+        return governor.authorizer.approvals.listed(status)
+
+    @app.post(
+        "/v1/approvals/{approval_id}/{verdict}", openapi_extra=_body(ApprovalDecisionBody, required=False)
+    )
+    def approval_decide(
+        approval_id: str, verdict: str, who: Annotated[Caller, Depends(admin)]
+    ) -> dict[str, Any]:
+        if verdict not in ("approve", "deny"):
+            raise NoSuchTargetError(f"expected /approve or /deny, found /{verdict:.20}")
+        asked = parse_body(ApprovalDecisionBody, who.body if who.body is not None else {})
+        approvals = governor.authorizer.approvals
+        return approvals.decide(approval_id, approve=verdict == "approve", by=who.name, reason=asked.reason)
 
     @app.get("/v1/nodes")
     def nodes(who: Annotated[Caller, Depends(caller)], zone: str | None = None) -> dict[str, Any]:
