@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gov_server import GovernorServer, client_of
+from gov_server import GovernorServer, cli, client_of
 from proctor.errors import GovernorError
 from proctor.integrations.mcp.schema import schema_command, visible_tools
 
@@ -48,14 +48,20 @@ def filesystem_server(root: Path) -> list[str]:
     return [node, str(script), str(root)]
 
 
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    served = tmp_path_factory.mktemp("served")
+    # The public command: proctor gateway mcp schema --name NAME -- UPSTREAM_CMD…
+    listed = cli("gateway", "mcp", "schema", "--name", "filesystem", "--", *filesystem_server(served))
+    found: dict[str, Any] = json.loads(listed.stdout)
+    return found
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[GovernorServer, Path, dict[str, Any]]]:
+def world(tmp_path: Path, catalog: dict[str, Any]) -> Iterator[tuple[GovernorServer, Path, dict[str, Any]]]:
     files = tmp_path / "files"
     files.mkdir()
     (files / "a.txt").write_text("hello\n")
-    out = io.StringIO()
-    assert schema_command(name="filesystem", command=filesystem_server(files), out=out) == 0
-    catalog = json.loads(out.getvalue())
     server = GovernorServer(tmp_path / "gov")
     try:
         server.admin("principal", "add", "bob", "--attr", "role=ops", "--out", str(server.data / "bob.key"))
@@ -180,3 +186,17 @@ def test_tools_list_hides_tools_the_principal_can_never_call(
     with client_of(server) as alice, pytest.raises(GovernorError) as refused:
         alice.json("POST", "/v1/authorize/visible", {"resources": ["filesystem/write_file"]}, signed=False)
     assert refused.value.status == 401
+
+
+def test_schema_command_fails_closed_on_an_unusable_upstream(tmp_path: Path) -> None:
+    err = io.StringIO()
+    missing = schema_command(
+        name="filesystem", command=[str(tmp_path / "no-such-server")], out=io.StringIO(), err=err
+    )
+    assert missing == 3
+    assert "cannot list the tools" in err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    bad_name = schema_command(name="file/system", command=filesystem_server(tmp_path), out=out, err=err)
+    assert bad_name == 2
+    assert out.getvalue() == ""
+    assert "no '/'" in err.getvalue()

@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from proctor.errors import GovernorError, ProctorError
+from proctor.exitcodes import ExitCode
 from proctor.policy.tool_catalog import CATALOG_FORMAT, ToolCatalog
 from proctor.policy.tool_types import from_json_schema
 from proctor.verification import tool_definition_digest
@@ -177,6 +178,7 @@ def schema_command(
     command: Sequence[str] = (),
     url: str | None = None,
     out: TextIO | None = None,
+    err: TextIO | None = None,
     timeout: float = 30.0,
 ) -> int:
     """The core of ``proctor gateway mcp schema``: print the catalog fragment of the upstream.
@@ -186,18 +188,27 @@ def schema_command(
         command: the upstream's command line (stdio), or
         url: its streamable HTTP URL.
         out: where to write the fragment (stdout by default).
+        err: where to write an error (stderr by default).
         timeout: seconds for listing.
 
     Returns:
-        0.
-
-    Raises:
-        ProctorError: the upstream could not be listed, or its catalog would be refused.
+        The exit code: 0; 3 (unavailable) when the upstream could not be listed;
+        2 (bad input) when its catalog would be refused (the reason is written to ``err``).
     """
     import anyio  # noqa: PLC0415
 
-    tools = anyio.run(lambda: list_upstream_tools(command=command, url=url, timeout=timeout))
-    fragment = catalog_fragment(name, tools)
+    errors = err or sys.stderr
+    try:
+        tools = anyio.run(lambda: list_upstream_tools(command=command, url=url, timeout=timeout))
+    except ProctorError as e:
+        errors.write(f"proctor: error: {e}\n")
+        return int(ExitCode.UNAVAILABLE)
+    try:
+        fragment = catalog_fragment(name, tools)
+    except ProctorError as e:
+        details = "".join(f"  {d}\n" for d in getattr(e, "diagnostics", ()))
+        errors.write(f"proctor: error: the upstream's tools make no usable catalog: {e}\n{details}")
+        return int(ExitCode.BAD_INPUT)
     text = orjson.dumps(fragment, option=orjson.OPT_INDENT_2).decode() + "\n"
     (out or sys.stdout).write(text)
     return 0
