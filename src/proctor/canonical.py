@@ -64,42 +64,83 @@ MAX_DEPTH = 32
 
 
 class _FloatSeen(Exception):  # noqa: N818 - a private signal, not an error
-    """The fast check met a float (or, parsing, an integer beyond 2**53): take the
-    second path, which checks the whole value again."""
+    """The fast check met a float: take the second path, which checks the whole value
+    again."""
 
 
 _FLOAT_SEEN = _FloatSeen()
 
 
-def _check(value: Any, path: str, depth: int) -> None:
+class _Refusal(Exception):  # noqa: N818 - private; becomes a CanonicalizationError
+    """A value outside the subset. The walk builds no path on its way down (that is
+    most of its cost); each level adds its step while the refusal passes back up."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.steps: list[str] = []
+
+    def error(self) -> CanonicalizationError:
+        """The error to raise, naming the path (``$.a[1].b``)."""
+        return CanonicalizationError(f"${''.join(reversed(self.steps))}: {self.message}")
+
+
+def _out_of_range(value: int) -> _Refusal:
+    return _Refusal(f"expected an integer within ±(2**53 - 1), found {value}")
+
+
+def _wrong_key(key: object) -> _Refusal:
+    return _Refusal(f"expected object keys that are ASCII strings, found {key!r}")
+
+
+_TOO_DEEP = f"expected at most {MAX_DEPTH} levels of nesting"
+
+
+def _check(value: Any, depth: int) -> None:
     # Exact type checks: bool is a subclass of int, and subclasses of str/dict may
     # serialise differently, so only the built-in types themselves are accepted.
+    # Strings, null, booleans and safe integers inside containers are passed over
+    # without a call (most values are those).
     kind = type(value)
     if kind is str or value is None or kind is bool:
         return
     if kind is int:
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return
-        raise CanonicalizationError(f"{path}: expected an integer within ±(2**53 - 1), found {value}")
-    if depth >= MAX_DEPTH:
-        raise CanonicalizationError(f"{path}: expected at most {MAX_DEPTH} levels of nesting")
+        raise _out_of_range(value)
     if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise _Refusal(_TOO_DEEP)
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
-                raise CanonicalizationError(
-                    f"{path}: expected object keys that are ASCII strings, found {key!r}"
-                )
-            _check(item, f"{path}.{key}", depth + 1)
+                raise _wrong_key(key)
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                continue
+            try:
+                _check(item, depth + 1)
+            except _Refusal as r:
+                r.steps.append(f".{key}")
+                raise
         return
     if kind is list:
+        if depth >= MAX_DEPTH:
+            raise _Refusal(_TOO_DEEP)
         for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]", depth + 1)
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            try:
+                _check(item, depth + 1)
+            except _Refusal as r:
+                r.steps.append(f"[{i}]")
+                raise
         return
     if kind is float:
         raise _FLOAT_SEEN
-    raise CanonicalizationError(
-        f"{path}: expected a JSON string, number, boolean, null, array or object; found {kind.__name__}"
-    )
+    raise _Refusal(f"expected a JSON string, number, boolean, null, array or object; found {kind.__name__}")
 
 
 def number_text(value: float) -> str:
@@ -127,9 +168,12 @@ def number_text(value: float) -> str:
         )
     if value == 0:
         return "0"
+    text = repr(value)
+    if "e" not in text and text[-2:] != ".0":
+        return text  # 1e-4 <= |value| < 1e16 with a fraction: repr already is rule 2 or 3
     if value < 0:
         return "-" + number_text(-value)
-    mantissa, _, exponent = repr(value).partition("e")
+    mantissa, _, exponent = text.partition("e")
     whole, _, fraction = mantissa.partition(".")
     if whole != "0":
         n = len(whole) + (int(exponent) if exponent else 0)
@@ -151,36 +195,58 @@ def number_text(value: float) -> str:
     return f"{head}e{sign}{abs(e)}"
 
 
-def _rebuilt(value: Any, path: str, depth: int, number: Callable[[Any, str], Any]) -> Any:
+def _rebuilt(value: Any, depth: int, number: Callable[[Any], Any]) -> Any:
     """``value`` checked whole, with each float and each integer beyond 2**53 replaced
-    by ``number(it, path)``; arrays and objects are copied, the rest kept."""
+    by ``number(it)``; arrays and objects are copied, the rest kept.
+
+    Raises:
+        _Refusal: a value outside the subset.
+    """
     kind = type(value)
     if kind is float or (kind is int and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER):
-        return number(value, path)
-    if kind is dict or kind is list:
-        if depth >= MAX_DEPTH:
-            raise CanonicalizationError(f"{path}: expected at most {MAX_DEPTH} levels of nesting")
-        if kind is list:
-            return [_rebuilt(item, f"{path}[{i}]", depth + 1, number) for i, item in enumerate(value)]
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii():
-                raise CanonicalizationError(
-                    f"{path}: expected object keys that are ASCII strings, found {key!r}"
-                )
-            out[key] = _rebuilt(item, f"{path}.{key}", depth + 1, number)
-        return out
-    _check(value, path, depth)  # a scalar (or a wrong kind): never a container here
-    return value
+        return number(value)
+    if kind is not dict and kind is not list:
+        _check(value, depth)  # a scalar, or a kind that is refused
+        return value
+    if depth >= MAX_DEPTH:
+        raise _Refusal(_TOO_DEEP)
+    if kind is list:
+        items: list[Any] = []
+        for i, item in enumerate(value):
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                items.append(item)
+                continue
+            try:
+                items.append(_rebuilt(item, depth + 1, number))
+            except _Refusal as r:
+                r.steps.append(f"[{i}]")
+                raise
+        return items
+    members: dict[str, Any] = {}
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            raise _wrong_key(key)
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            members[key] = item
+            continue
+        try:
+            members[key] = _rebuilt(item, depth + 1, number)
+        except _Refusal as r:
+            r.steps.append(f".{key}")
+            raise
+    return members
 
 
-def _fragment(value: Any, path: str) -> orjson.Fragment:
+def _fragment(value: Any) -> orjson.Fragment:
+    """A float as its canonical text, which orjson copies into its output as is."""
     if type(value) is int:
-        raise CanonicalizationError(f"{path}: expected an integer within ±(2**53 - 1), found {value}")
+        raise _out_of_range(value)
     try:
         return orjson.Fragment(number_text(value))
     except CanonicalizationError as e:
-        raise CanonicalizationError(f"{path}: {e}") from None
+        raise _Refusal(str(e)) from None
 
 
 def canonicalize(value: Mapping[str, Any] | Sequence[Any] | Any, *, limit: int | None = None) -> bytes:
@@ -199,9 +265,12 @@ def canonicalize(value: Mapping[str, Any] | Sequence[Any] | Any, *, limit: int |
         EventSizeError: the encoding is longer than ``limit``.
     """
     try:
-        _check(value, "$", 0)
-    except _FloatSeen:
-        value = _rebuilt(value, "$", 0, _fragment)
+        try:
+            _check(value, 0)
+        except _FloatSeen:
+            value = _rebuilt(value, 0, _fragment)
+    except _Refusal as r:
+        raise r.error() from None
     try:
         data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError) as e:  # lone surrogates, mostly
@@ -211,18 +280,26 @@ def canonicalize(value: Mapping[str, Any] | Sequence[Any] | Any, *, limit: int |
     return data
 
 
-# A JSON string (escapes included; Friedl's unrolled loop: linear, no backtracking), or a
-# number token. In text that parsed as JSON, digits outside strings belong to numbers.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9][0-9.eE+-]*', re.DOTALL)
-_SHORT_INTEGER = re.compile(rb"-?[0-9]{1,15}")
+# A JSON string (escapes included; Friedl's unrolled loop: linear, no backtracking).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Outside strings, in text that parsed as JSON, these runs are exactly the number tokens.
+_NUMBER = re.compile(rb"[-0-9][-+.0-9eE]*")
 
 
 def _check_lossless(raw: bytes) -> None:
-    """Refuse a number whose canonical text would denote another value than its text."""
-    for match in _TOKEN.finditer(raw):
-        token = match.group()
-        if token[0] == 0x22 or _SHORT_INTEGER.fullmatch(token):  # a string; an exact integer
-            continue
+    """Refuse a number whose canonical text would denote another value than its text.
+
+    Raises:
+        CanonicalizationError: the first such number, with what it would read as.
+    """
+    # Without an escaped quote (or an escaped backslash before a closing quote) every
+    # other quote opens a string, and splitting runs at C speed, unlike the regex.
+    escaped = b'\\"' in raw
+    outside = _STRING.sub(b"", raw) if escaped else b"".join(raw.split(b'"')[0::2])
+    for token in _NUMBER.findall(outside):
+        digits = token[1:] if token[0] == 0x2D else token  # "-"
+        if len(digits) <= 15 and digits.isdigit():
+            continue  # an integer a double holds exactly
         parsed = float(token)
         if not math.isfinite(parsed) or Decimal(token.decode()) != Decimal(repr(parsed)):
             shown = token.decode() if len(token) <= 40 else token[:40].decode() + "…"
@@ -231,10 +308,6 @@ def _check_lossless(raw: bytes) -> None:
                 "expected numbers that an IEEE 754 double holds as written (RFC 8785 §3.2.2.3, "
                 f"I-JSON), found {shown}, which would read as {read}"
             )
-
-
-def _as_float(value: Any, _path: str) -> float:
-    return float(value)  # a lossless integer beyond 2**53 (checked on the text), or a float
 
 
 def loads(data: bytes | str, *, limit: int | None = None) -> Any:
@@ -257,10 +330,13 @@ def loads(data: bytes | str, *, limit: int | None = None) -> Any:
     except orjson.JSONDecodeError as e:
         raise CanonicalizationError(f"expected JSON text, found invalid JSON: {e}") from e
     try:
-        _check(value, "$", 0)
-    except (_FloatSeen, CanonicalizationError):
+        _check(value, 0)
+    except (_FloatSeen, _Refusal):
         # A float, or an integer beyond 2**53 that may be a float's canonical text: check
         # every number on the text, then the whole value (which raises any other error).
         _check_lossless(raw)
-        value = _rebuilt(value, "$", 0, _as_float)
+        try:
+            value = _rebuilt(value, 0, float)
+        except _Refusal as r:
+            raise r.error() from None
     return value
