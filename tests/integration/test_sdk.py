@@ -11,6 +11,7 @@ its result; a long call keeps its lease.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -258,3 +259,43 @@ def test_a_key_file_path_is_a_key(gov: SdkGovernor, tmp_path: Path) -> None:
     with proctor.Client(gov.url, str(gov.alice)) as by_path:
         assert by_path.principal == "alice"
         assert by_path.authorize("add", arguments={"a": 1}).allowed
+
+
+def test_a_warrant_that_does_not_verify_under_the_pinned_key_starts_nothing(gov: SdkGovernor) -> None:
+    ran: list[int] = []
+    other_key = base64.b64encode(bytes(32)).decode()
+    with proctor.Client(gov.url, gov.alice, warrant_key=other_key) as pinned:
+
+        @proctor.governed(pinned, tool="add")
+        def add(a: int) -> int:
+            ran.append(a)
+            return a
+
+        with pytest.raises(proctor.DeniedError) as denied:
+            add(1)
+    assert denied.value.reason == "warrant"
+    assert ran == []
+
+
+def test_governor_gone_during_a_sync_call_withholds_its_result(tmp_path: Path) -> None:
+    server = start_sdk_governor(tmp_path)
+    gone = next(server)
+    seen: list[GovernedCall] = []
+    try:
+        with proctor.Client(gone.url, gone.alice, timeout=2) as alice:
+
+            def while_the_governor_dies() -> None:
+                with proctor.governed(alice, tool="slow", arguments={"seconds": 30}) as call:
+                    seen.append(call)
+                    gone.server.kill()
+                    deadline = time.monotonic() + 30
+                    while not call.terminated and time.monotonic() < deadline:
+                        time.sleep(0.05)  # no renewal answered: the 1 s lease runs out
+                    call.result = "the result"
+
+            with pytest.raises(proctor.TerminatedError) as ended:
+                while_the_governor_dies()
+    finally:
+        next(server, None)
+    assert ended.value.reason == "lease-lost"
+    assert seen[0].terminated == "lease-lost"

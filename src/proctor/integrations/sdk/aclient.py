@@ -11,7 +11,7 @@ from typing import Any
 from proctor.authorization.claims import args_digest
 from proctor.authorization.warrants import attenuate_warrant
 from proctor.client import AsyncGovernorClient
-from proctor.errors import DeniedError, GovernorError, VerificationError
+from proctor.errors import DeniedError, GovernorError, KeyFormatError, VerificationError
 from proctor.integrations.sdk.protocol import (
     KeyLike,
     accept_start,
@@ -117,7 +117,12 @@ class AsyncClient:
         """:meth:`Client.start`."""
         if not authorization.allowed or authorization.warrant is None:
             raise authorization.denial(resource)
-        key = await self.warrant_key()
+        try:
+            key = await self.warrant_key()
+        except (GovernorError, KeyFormatError) as e:
+            raise DeniedError(
+                f"{resource}: no warrant key to verify the warrant with: {e}", reason="start", tool=resource
+            ) from e
         verified = check_warrant(
             authorization.warrant,
             warrant_key=key,
@@ -158,7 +163,7 @@ class AsyncClient:
             nonce = request_nonce(response.request.headers.get("signature-input", ""))
             key = await self.warrant_key()
             return check_renewal(response.json(), nonce=nonce, lease=lease, warrant_key=key)
-        except (VerificationError, ValueError) as e:
+        except (VerificationError, KeyFormatError, ValueError) as e:
             raise GovernorError(f"renewal of {lease.execution}: not a valid answer: {e}", status=0) from e
 
     async def finish(

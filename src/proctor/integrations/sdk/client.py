@@ -29,7 +29,7 @@ from typing import Any
 from proctor.authorization.claims import args_digest
 from proctor.authorization.warrants import attenuate_warrant
 from proctor.client import GovernorClient
-from proctor.errors import DeniedError, GovernorError, VerificationError
+from proctor.errors import DeniedError, GovernorError, KeyFormatError, VerificationError
 from proctor.integrations.sdk.protocol import (
     KeyLike,
     accept_start,
@@ -175,7 +175,12 @@ class Client:
         """
         if not authorization.allowed or authorization.warrant is None:
             raise authorization.denial(resource)
-        key = self.warrant_key()
+        try:
+            key = self.warrant_key()
+        except (GovernorError, KeyFormatError) as e:
+            raise DeniedError(
+                f"{resource}: no warrant key to verify the warrant with: {e}", reason="start", tool=resource
+            ) from e
         verified = check_warrant(
             authorization.warrant,
             warrant_key=key,
@@ -220,7 +225,7 @@ class Client:
             response = self._http.call("POST", f"/v1/executions/{lease.execution}/renew", {})
             nonce = request_nonce(response.request.headers.get("signature-input", ""))
             return check_renewal(response.json(), nonce=nonce, lease=lease, warrant_key=self.warrant_key())
-        except (VerificationError, ValueError) as e:
+        except (VerificationError, KeyFormatError, ValueError) as e:
             raise GovernorError(f"renewal of {lease.execution}: not a valid answer: {e}", status=0) from e
 
     def finish(

@@ -31,6 +31,7 @@ function does not run, or, once it runs, a recorded end):
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 _APPROVAL_POLL_S = 0.5
+_log = logging.getLogger("proctor.sdk")
 
 
 @dataclass
@@ -169,8 +171,9 @@ class LeaseKeeper:
             sent = time.monotonic()
             try:
                 renewal = self._client.renew(self._lease)
-            except GovernorError:
-                continue  # no valid answer: the lease ends at its deadline unless one comes
+            except Exception as e:  # noqa: BLE001 - no valid answer: the lease ends at its deadline unless one comes
+                _log.warning("proctor: renewal of %s: %s", self._lease.execution, e)
+                continue
             if not renewal.ok:
                 self._call.end(renewal.terminate)
                 self._on_end()
@@ -264,7 +267,8 @@ async def keep_async(
         sent = time.monotonic()
         try:
             renewal = await client.renew(lease)
-        except GovernorError:
+        except Exception as e:  # noqa: BLE001 - no valid answer: the lease ends at its deadline unless one comes
+            _log.warning("proctor: renewal of %s: %s", lease.execution, e)
             continue
         if not renewal.ok:
             call.end(renewal.terminate)
