@@ -29,6 +29,12 @@ is this schema, in Cedar's JSON schema format; written in Cedar's schema syntax 
 
 :mod:`proctor.policy.context` documents how each context field is filled.
 
+A bundle that carries tool catalogs (``*.tools.json``, ADR 0018) has this schema
+composed with them (:meth:`~proctor.policy.tool_catalog.ToolCatalog.compose`):
+``mcp.call``'s context becomes ``ToolCallContext``, the record above plus
+``tool: { write_file?: {path: String, content: String}, … }``, the called tool's typed
+arguments under its name.
+
 A bundle may carry its own schema (``schema.json``) instead. The engine then requires,
 at compile time (:func:`read_schema` and the engine's probe requests):
 
