@@ -42,8 +42,11 @@ zone ``"prod"`` and ``now = 1767225600`` (2026-01-01T00:00:00Z, a Thursday)::
 - For ``mcp.call`` and ``tool.call``: ``arguments_json`` is the RFC 8785 canonical JSON
   of the arguments (``{"mode":"r","path":"/etc/hosts"}``: keys sorted, no spaces), for
   ``like "*\\"path\\":\\"/etc/*"``; ``arguments`` holds ``"name=value"`` for each
-  top-level string, integer or boolean argument (``"path=/etc/hosts"``, ``"n=3"``,
-  ``"dry_run=true"``), for ``context.arguments.contains("mode=r")``. Names containing
+  top-level string, number or boolean argument (``"path=/etc/hosts"``, ``"n=3"``,
+  ``"temperature=0.7"``, ``"dry_run=true"``), for ``context.arguments.contains("mode=r")``.
+  A number is written as in ``arguments_json`` (RFC 8785 §3.2.2.3, via
+  :func:`~proctor.canonical.number_text`): ``1.0`` gives ``"n=1"`` exactly as ``1`` does,
+  ``1e21`` gives ``"x=1e+21"``, ``1e-7`` ``"x=1e-7"``. Names containing
   ``=`` are left out of ``arguments`` (they would be ambiguous), as are nested values
   and nulls; all are in ``arguments_json``. For ``exec`` both are empty.
 
@@ -65,7 +68,7 @@ from typing import Any
 
 import orjson
 
-from proctor.canonical import MAX_SAFE_INTEGER, canonicalize
+from proctor.canonical import MAX_SAFE_INTEGER, canonicalize, number_text
 from proctor.policy.request import PolicyRequest
 from proctor.policy.schema import (
     ACTIONS,
@@ -190,6 +193,8 @@ def _argument_pairs(arguments: Mapping[str, Any]) -> list[str]:
             pairs.append(f"{name}={'true' if value else 'false'}")
         elif kind is int:
             pairs.append(f"{name}={value}")
+        elif kind is float:  # finite: canonicalize() refused NaN and infinities before
+            pairs.append(f"{name}={number_text(value)}")
     pairs.sort()
     return pairs
 
