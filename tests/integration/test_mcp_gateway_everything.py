@@ -117,7 +117,7 @@ def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path
     )
     governor = GovernorServer(tmp_path / "gov", policy=bundle(tmp_path / "policy", "fs", real, policy))
     try:
-        changing = [sys.executable, str(WRAPPER), *real]
+        changing = [sys.executable, str(WRAPPER), "change", *real]
         argv = gateway_argv(governor.url, governor.key, "fs", changing)
 
         async def drive() -> CallToolResult:
@@ -132,6 +132,53 @@ def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path
         assert executions(governor) == []  # nothing started, nothing forwarded
     finally:
         governor.stop()
+
+
+@pytest.mark.parametrize("mode", ["oversize", "malformed"])
+def test_upstream_oversized_or_malformed_answer_refused_session_survives(tmp_path: Path, mode: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "notes.txt").write_text("hello\n")
+    real = [*mcp_server("filesystem"), str(root)]
+    policy = (
+        '@id("fs-read")\npermit(principal, action == Proctor::Action::"mcp.call", '
+        'resource == Proctor::Tool::"fs/read_text_file");\n'
+    )
+    governor = GovernorServer(tmp_path / "gov", policy=bundle(tmp_path / "policy", "fs", real, policy))
+    try:
+        bad = [sys.executable, str(WRAPPER), mode, *real]
+        argv = gateway_argv(governor.url, governor.key, "fs", bad, "--max-message-bytes", str(1 << 20))
+        path = str(root / "notes.txt")
+
+        async def drive() -> tuple[CallToolResult, CallToolResult]:
+            with anyio.fail_after(120):
+                return await calls()
+
+        async def calls() -> tuple[CallToolResult, CallToolResult]:
+            async with agent(argv, errlog=tmp_path / "gateway.err") as session:
+                refused = await session.call_tool("read_text_file", {"path": path})
+                again = await session.call_tool("read_text_file", {"path": path})  # the session survives
+                return refused, again
+
+        refused, again = anyio.run(drive)
+        assert refused.is_error
+        assert "upstream" in text_of(refused)
+        assert not again.is_error, text_of(again)
+        assert "hello" in text_of(again)
+        statuses = sorted(e["status"] for e in _wait_ended(governor, 2))
+        assert statuses == ["completed", "failed"]
+    finally:
+        governor.stop()
+
+
+def _wait_ended(governor: GovernorServer, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ended = [e for e in executions(governor) if e.get("status") != "running"]
+        if len(ended) >= count:
+            return ended
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} ended executions, found {executions(governor)}")
 
 
 def test_streamable_http_both_sides_with_float_arguments(

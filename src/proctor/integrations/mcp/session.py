@@ -222,6 +222,14 @@ class GatewaySession:
         self.note(f"refused a message from the upstream server: {message.reason}")
         up = message.id_hint
         if type(up) is not int:
+            # It may have been the answer to any call in flight: none of them can be
+            # trusted to get its own, so each is refused (rule 3); the session goes on.
+            for call in list(self._calls.values()):
+                call.end(f"refused: the upstream server sent {message.reason} while the call was in flight")
+            for event, box in list(self._own.values()):
+                box.append({"error": {"code": -32600, "message": message.reason}})
+                event.set()
+            self._own.clear()
             return
         if up in self._own:
             event, box = self._own.pop(up)

@@ -81,7 +81,11 @@ def parse_message(line: bytes) -> Received:
 
 
 class LineFramer:
-    """Splits a byte stream into lines of at most ``max_bytes`` (rule 1)."""
+    """Splits a byte stream into lines of at most ``max_bytes`` (rule 1).
+
+    An oversized line is reported when its newline arrives, with the request id read
+    from its first or its last bytes (JSON puts ``id`` anywhere in the object).
+    """
 
     def __init__(self, max_bytes: int) -> None:
         """Args: max_bytes: the longest line kept."""
@@ -90,6 +94,8 @@ class LineFramer:
         self._max = max_bytes
         self._buffer = bytearray()
         self._discarding = False
+        self._hint: str | int | None = None
+        self._tail = b""
 
     def feed(self, data: bytes) -> list[bytes | Malformed]:
         """The complete lines (or refusals) ``data`` ends."""
@@ -105,18 +111,35 @@ class LineFramer:
         return out
 
     def _take(self, piece: bytes, out: list[bytes | Malformed], *, complete: bool) -> None:
-        if not self._discarding:
+        if self._discarding:
+            self._tail = (self._tail + piece)[-_HINT_WINDOW:]
+        else:
             self._buffer += piece
             if len(self._buffer) > self._max:
-                hint = _id_hint(bytes(self._buffer[:_HINT_WINDOW]))
-                out.append(Malformed(f"a message longer than {self._max} bytes", hint))
+                self._hint = _id_hint(bytes(self._buffer[:_HINT_WINDOW]))
+                self._tail = bytes(self._buffer[-_HINT_WINDOW:])
                 self._buffer.clear()
                 self._discarding = True
-        if complete:
-            if not self._discarding and self._buffer.strip():
-                out.append(bytes(self._buffer))
-            self._buffer.clear()
-            self._discarding = False
+        if not complete:
+            return
+        if self._discarding:
+            hint = self._hint if self._hint is not None else _last_id(self._tail)
+            out.append(Malformed(f"a message longer than {self._max} bytes", hint))
+            self._discarding, self._hint, self._tail = False, None, b""
+        elif self._buffer.strip():
+            out.append(bytes(self._buffer))
+        self._buffer.clear()
+
+
+def _last_id(tail: bytes) -> str | int | None:
+    found = list(_ID_HINT.finditer(tail))
+    if not found:
+        return None
+    try:
+        value = orjson.loads(found[-1].group(1))
+    except orjson.JSONDecodeError:
+        return None
+    return value if type(value) in (str, int) else None
 
 
 class Channel(Protocol):
