@@ -34,6 +34,7 @@ from proctor.errors import (
     CanonicalizationError,
     CheckpointError,
     ConfigError,
+    DeniedError,
     EnforcementError,
     EventError,
     EventSizeError,
@@ -62,6 +63,7 @@ from proctor.errors import (
     StoreError,
     StoreIntegrityError,
     StreamLimitError,
+    TerminatedError,
     VerificationError,
     WarrantError,
 )
@@ -156,6 +158,8 @@ STATUS: Mapping[type[ProctorError], Row] = {
     StoreConflictError: _UNAVAILABLE,
     StoreIntegrityError: _UNAVAILABLE,  # caught inside the store; here only if a rule was missed
     GovernorError: _UNAVAILABLE,  # the client's own error; a governor never raises it
+    DeniedError: _UNAVAILABLE,  # the SDK's own errors; a governor never raises them
+    TerminatedError: _UNAVAILABLE,
 }
 """Exception class to its answer. Looked up along the MRO: the most specific row wins."""
 
