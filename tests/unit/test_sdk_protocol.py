@@ -208,3 +208,18 @@ def test_import_proctor_loads_the_sdk_only_when_asked() -> None:
     assert before == []
     assert loaded
     assert governor_side == []
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.secret = object()  # not JSON: must not be bound
+
+    def write(self, name: str, text: str = "") -> int:
+        return len(text)
+
+
+def test_a_methods_object_is_not_an_argument() -> None:
+    notes = Notes()
+    assert bind_arguments(Notes.write, (notes, "a"), {}) == {"name": "a", "text": ""}
+    assert bind_arguments(notes.write, ("a",), {}) == {"name": "a", "text": ""}
+    assert list(function_definition(Notes.write, "write")["inputSchema"]["properties"]) == ["name", "text"]

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proctor.errors import CanonicalizationError, DeniedError, IntegrityError
+from proctor.integrations.sdk.protocol import receiver
 from proctor.verification.measurement import tool_definition_digest
 
 __all__ = ["function_definition", "definition_digest", "named_definition"]
@@ -65,7 +66,7 @@ def function_definition(fn: Callable[..., Any], tool: str) -> dict[str, Any]:
     """
     target = inspect.unwrap(fn)
     signature = inspect.signature(target)
-    params = list(signature.parameters.values())
+    params = [p for p in signature.parameters.values() if p.name != receiver(target)]
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {p.name: {} for p in params},

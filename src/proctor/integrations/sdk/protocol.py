@@ -6,8 +6,9 @@ read what it checks, so both behave the same.
 Rules, numbered as the code cites them:
 
 1. A call's arguments are its bound arguments (``inspect.signature(fn).bind``, defaults
-   applied; ``*args`` a list, ``**kwargs`` an object) and must be canonical JSON: what
-   cannot be digested cannot be bound into a warrant, so it does not run.
+   applied; ``*args`` a list, ``**kwargs`` an object; a method's ``self`` or ``cls`` left
+   out) and must be canonical JSON: what cannot be digested cannot be bound into a
+   warrant, so it does not run.
 2. Before anything starts, the warrant verifies under the governor's warrant key and
    covers exactly this call: action, resource, argument digest and definition digest
    (a warrant for other arguments or another definition starts nothing here, and the
@@ -51,6 +52,7 @@ __all__ = [
     "finish_body",
     "principal_key",
     "raw_warrant_key",
+    "receiver",
     "result_digest",
     "start_body",
 ]
@@ -102,10 +104,19 @@ def bind_arguments(
     bound.apply_defaults()
     arguments: dict[str, Any] = {}
     for name, value in bound.arguments.items():
+        if name == receiver(fn):
+            continue  # a method's object is not an argument of the call
         kind = bound.signature.parameters[name].kind
         arguments[name] = list(value) if kind is inspect.Parameter.VAR_POSITIONAL else value
     check_arguments(arguments)
     return arguments
+
+
+def receiver(fn: Callable[..., Any]) -> str:
+    """The name of a method's receiver parameter (a first parameter named ``self`` or
+    ``cls``), which is not among a call's arguments; ``""`` for none."""
+    params = list(inspect.signature(inspect.unwrap(fn)).parameters)
+    return params[0] if params and params[0] in ("self", "cls") else ""
 
 
 def check_arguments(arguments: Mapping[str, Any]) -> None:
