@@ -58,7 +58,7 @@ def _local(access: AdminAccess) -> Any:
     return governor
 
 
-def approve(
+def _approve(
     approval: Annotated[str, typer.Argument(metavar="ID", help="Approval id (ap_…).")],
     deny: Annotated[bool, typer.Option("--deny", help="Deny it instead (the requester is refused).")] = False,
     reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, for the log.")] = "",
@@ -150,5 +150,5 @@ def _list_text(doc: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add ``approve`` and ``approvals`` (``list``, ``show``) to the ``proctor`` app."""
-    app.command("approve")(approve)
+    app.command("approve")(_approve)
     app.add_typer(approvals_app, name="approvals")

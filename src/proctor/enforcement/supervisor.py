@@ -5,8 +5,8 @@ Steps (numbered as in ``docs/architecture.md``, "One ``proctor run``, from measu
 to receipt"):
 
 1. Measure: resolve the command and hash the executable and any script it runs.
-2. Authorize with the governor (argv and measurement in the request). Denied: exit 77,
-   nothing started.
+2. Authorize with the governor (argv and measurement in the request); a required
+   approval is waited for (``_approval``). Denied: exit 77, nothing started.
 3. Verify the warrant locally: signature, validity window, argv digest, measurement,
    zone. Any mismatch: exit 77, nothing started.
 4. Start under containment, executing the measured bytes (``prepare``), after the
@@ -45,7 +45,7 @@ import orjson
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant_bounds
 from proctor.client import GovernorError
-from proctor.enforcement._failover import Governors, governor_urls
+from proctor.enforcement._approval import ApprovingGovernors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
 from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
@@ -103,7 +103,7 @@ class Supervisor:
         self.argv = list(argv)
         self._out = stdout or sys.stdout.buffer
         self._err = stderr or sys.stderr.buffer
-        self._governors = Governors(governor_urls(options.server), options.key, on_note=self.say)
+        self._governors = ApprovingGovernors(governor_urls(options.server), options.key, on_note=self.say)
         self._kill_lock = threading.Lock()
         self._reason: str | None = None
         self._detail = ""
