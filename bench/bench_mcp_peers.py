@@ -64,8 +64,13 @@ class Row:
     name: str
     transport: str
     open: Callable[[], AbstractAsyncContextManager[Client]]
+    roots: list[int] = field(default_factory=list)
+    """The processes (with their descendants) whose CPU is this row's: a stdio row's are
+    the children its session spawns; an HTTP row's, the gateway's (and its governor's)."""
+    spawns: bool = False
     protocol: str = ""
     ms: list[float] = field(default_factory=list)
+    cpu_ms: float | None = None
 
 
 def stdio_session(argv: list[str], errlog: Path) -> Callable[[], AbstractAsyncContextManager[Client]]:
@@ -122,6 +127,13 @@ def gateway_argv(governor: GovernorServer, *tail: str) -> list[str]:
             "--name", "filesystem", *tail]  # fmt: skip
 
 
+def pid_of(server: GovernorServer) -> int:
+    """The governor's process id."""
+    if server.proc is None:
+        raise SystemExit("the governor is not running")
+    return server.proc.pid
+
+
 def proctor_http_available() -> str | None:
     """Why the gateway cannot serve streamable HTTP yet (None: it can)."""
     try:
@@ -141,15 +153,52 @@ async def call_once(row: Row, client: Client, path: str) -> float:
     return elapsed
 
 
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (field 3 on), or None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None and int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def tree_cpu_s(roots: list[int]) -> float:
+    """User + system CPU seconds of ``roots`` and all their descendants now."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0.0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or (fields := _stat(pid)) is None:
+            continue
+        seen.add(pid)
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+        todo.extend(children_of(pid))
+    return total
+
+
 async def drive(rows: list[Row], path: str, calls: int, batch: int, warmup: int) -> None:
     async with AsyncExitStack() as stack:
         clients: list[Client] = []
         for row in rows:
+            before = children_of(os.getpid())
             client = await stack.enter_async_context(row.open())
+            if row.spawns:
+                row.roots = sorted(children_of(os.getpid()) - before)
             row.protocol = client.protocol_version
             for _ in range(warmup):
                 await call_once(row, client, path)
             clients.append(client)
+        await anyio.sleep(0.5)  # the warm-up's trailing work (proctor's finishes) done
+        cpu0 = [tree_cpu_s(row.roots) for row in rows]
         done = 0
         while done < calls:
             step = min(batch, calls - done)
@@ -157,6 +206,9 @@ async def drive(rows: list[Row], path: str, calls: int, batch: int, warmup: int)
                 for _ in range(step):
                     row.ms.append(await call_once(row, client, path))
             done += step
+        await anyio.sleep(0.5)
+        for row, start in zip(rows, cpu0, strict=True):
+            row.cpu_ms = (tree_cpu_s(row.roots) - start) * 1000 / calls if row.roots else None
 
 
 def cpu_model() -> str:
@@ -170,18 +222,26 @@ def cpu_model() -> str:
 
 
 def report(rows: list[Row], notes: list[str], load: tuple[float, ...]) -> None:
+    """The table: latency per call, the p50 added over direct, and the CPU the row's own
+    processes spent per call (``cpu ms``; the client's is not counted, nor the HTTP
+    bridge's, which every HTTP row shares; "added cpu" over the direct stdio server's)."""
     base = {(r.transport, r.protocol): statistics.median(r.ms) for r in rows if r.name == "direct"}
+    stdio_cpu = next((r.cpu_ms for r in rows if r.name == "direct" and r.transport == "stdio"), None)
     print(f"\nMCP tools/call read_text_file (~{len(CONTENT)} B), ms per call; n={len(rows[0].ms)} per row")
-    print(
-        f"{'gateway':<24} {'transport':<9} {'protocol':<11} {'p50':>7} {'p90':>7} {'p99':>7} {'added p50':>10}"
-    )
-    print("-" * 80)
+    print(f"{'gateway':<22} {'transport':<9} {'protocol':<10} {'p50':>7} {'p90':>7} {'p99':>7} "
+          f"{'added p50':>9} {'cpu ms':>7} {'added cpu':>9}")  # fmt: skip
+    print("-" * 96)
     for r in rows:
         p50 = statistics.median(r.ms)
         yard = base.get((r.transport, r.protocol))
         added = "" if r.name == "direct" or yard is None else f"{p50 - yard:+.2f}"
-        print(f"{r.name:<24} {r.transport:<9} {r.protocol:<11} {p50:>7.2f} {pct(r.ms, 90):>7.2f} "
-              f"{pct(r.ms, 99):>7.2f} {added:>10}")  # fmt: skip
+        cpu = "" if r.cpu_ms is None else f"{r.cpu_ms:.2f}"
+        extra = r.cpu_ms if r.transport == "http" else None
+        if r.transport == "stdio" and r.name != "direct" and r.cpu_ms is not None and stdio_cpu is not None:
+            extra = r.cpu_ms - stdio_cpu
+        added_cpu = "" if extra is None else f"{extra:+.2f}"
+        print(f"{r.name:<22} {r.transport:<9} {r.protocol:<10} {p50:>7.2f} {pct(r.ms, 90):>7.2f} "
+              f"{pct(r.ms, 99):>7.2f} {added:>9} {cpu:>7} {added_cpu:>9}")  # fmt: skip
     for note in notes:
         print(f"note: {note}")
     print(f"machine: {os.cpu_count()} cpus, {cpu_model()}; load average {load[0]:.2f} before, "
@@ -207,13 +267,16 @@ def main() -> None:
     errlog = tmp / "agents.err"
     notes: list[str] = []
     children: list[peers.Child] = []
-    governor: GovernorServer | None = None
+    governors: list[GovernorServer] = []
     try:
-        governor = GovernorServer(tmp / "gov", policy=proctor_policy(tmp / "policy", allowed, upstream))
+        policy = proctor_policy(tmp / "policy", allowed, upstream)
+        governors.append(GovernorServer(tmp / "gov-stdio", policy=policy))  # one each: CPU apart
+        governors.append(GovernorServer(tmp / "gov-http", policy=policy))
+        governor, governor_http = governors
         rows = [
-            Row("direct", "stdio", stdio_session(upstream, errlog)),
-            Row("mcp-zero-trust-layer", "stdio", stdio_session(peers.zt_stdio_argv(upstream, allowed, tmp / "zt"), errlog)),
-            Row("proctor gateway", "stdio", stdio_session(gateway_argv(governor, "--", *upstream), errlog)),
+            Row("direct", "stdio", stdio_session(upstream, errlog), spawns=True),
+            Row("mcp-zero-trust-layer", "stdio", stdio_session(peers.zt_stdio_argv(upstream, allowed, tmp / "zt"), errlog), spawns=True),
+            Row("proctor gateway", "stdio", stdio_session(gateway_argv(governor, "--", *upstream), errlog), [pid_of(governor)], spawns=True),
         ]  # fmt: skip
         notes.append("mcp-airlock has no stdio transport (streamable HTTP only)")
         bridge = peers.start_bridge(upstream, tmp / "bridge")
@@ -225,18 +288,26 @@ def main() -> None:
         rows += [
             Row("direct", "http", http_session(bridge.url)),
             Row("direct", "http", http_session(bridge.url, mode="legacy")),
-            Row("mcp-airlock", "http", http_session(airlock.url, headers={"X-Airlock-Principal": "bench"})),
-            Row("mcp-zero-trust-layer", "http", http_session(zt.url)),
+            Row(
+                "mcp-airlock",
+                "http",
+                http_session(airlock.url, headers={"X-Airlock-Principal": "bench"}),
+                [airlock.proc.pid],
+            ),
+            Row("mcp-zero-trust-layer", "http", http_session(zt.url), [zt.proc.pid]),
         ]
         why = proctor_http_available()
         if why is None:
             port = peers.free_port()
             listen = f"127.0.0.1:{port}"
-            argv = gateway_argv(governor, "--listen", listen, "--upstream-url", bridge.url)
+            argv = gateway_argv(governor_http, "--listen", listen, "--upstream-url", bridge.url)
             gw = peers.spawn("proctor-http", argv, tmp / "proctor-http")
             children.append(gw)
             peers.wait_port(gw, port)
-            rows.append(Row("proctor gateway", "http", http_session(f"http://{listen}/mcp")))
+            url = f"http://{listen}/mcp"
+            rows.append(
+                Row("proctor gateway", "http", http_session(url), [gw.proc.pid, pid_of(governor_http)])
+            )
         else:
             notes.append(f"proctor gateway over streamable HTTP skipped: {why}")
         print(
@@ -248,8 +319,8 @@ def main() -> None:
     finally:
         for child in reversed(children):
             child.stop()
-        if governor is not None:
-            governor.stop()
+        for server in governors:
+            server.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
