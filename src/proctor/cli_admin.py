@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from proctor.authorization.keys import PrincipalKey, valid_principal_name
+from proctor.canonical import loads
 from proctor.cli_access import KeyOpt, admin_access, error_code, exit_for
 from proctor.cli_output import (
     DataOpt,
@@ -41,7 +41,7 @@ from proctor.cli_witness import ServeWitnessOpt, attach_witness, detach_witness
 from proctor.client import GovernorClient, GovernorError
 from proctor.config import load_config
 from proctor.datadir import DEFAULT_DATA_DIR
-from proctor.errors import ProctorError
+from proctor.errors import CanonicalizationError, ProctorError
 from proctor.exitcodes import ExitCode
 from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import AuthorizeRequest
@@ -402,8 +402,10 @@ def _authorize(
     doc: dict[str, Any] = {"action": action, "resource": resource, "argv": list(argv or [])}
     if context:
         try:
-            extra = json.loads(context)
-        except ValueError as e:
+            # The governor's own parser: NaN, Infinity and numbers a double does not hold
+            # as written are refused here (JSON encoders would send NaN as null).
+            extra = loads(context)
+        except CanonicalizationError as e:
             fail(ExitCode.BAD_INPUT, f"error: --context: expected JSON: {e}")
         if not isinstance(extra, dict):
             fail(ExitCode.BAD_INPUT, "error: --context: expected a JSON object")

@@ -15,7 +15,12 @@ Invariants:
   (``Connection: close``): the server stops reading what nobody will use.
 - JSON bodies are refused (422) when they are not in the canonical subset, and when an
   object names a member twice (I-JSON, RFC 7493 §2.3): parsers disagree on which one
-  wins, so the one that was signed and the one that is acted on could differ.
+  wins, so the one that was signed and the one that is acted on could differ. Numbers
+  with fractions are accepted when a double holds them as written
+  (:func:`proctor.canonical.loads`); ``9007199254740993`` or ``0.30000000000000000001``
+  are refused, for the same reason. The body models are strict (``1.0`` is no integer
+  there); a float reaches only the fields they leave open (tool arguments, measurements,
+  the lenient fields of ADR 0011, whose code takes an integer only by ``type(x) is int``).
 
 Pure but for the ASGI ``receive`` it wraps; no clock.
 """
