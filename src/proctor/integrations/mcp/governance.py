@@ -33,7 +33,7 @@ from typing import Any
 
 from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_digest
 from proctor.authorization.keys import PrincipalKey
-from proctor.authorization.warrants import verify_warrant_bounds
+from proctor.authorization.warrants import VerifiedWarrant, verify_warrant_bounds
 from proctor.client import GovernorError
 from proctor.enforcement._failover import Governors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
@@ -115,6 +115,7 @@ class ToolGovernance:
         self._root = warrant_key
         self._approval_timeout = approval_timeout
         self._enforcer = enforcer
+        self._zone = ""
 
     def close(self) -> None:
         """Close the connection pools."""
@@ -183,19 +184,29 @@ class ToolGovernance:
         self, token: str, root: bytes, resource: str, arguments: dict[str, Any], digest: str
     ) -> Grant:
         now = int(time.time())
-        zone = verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
-        verified = verify_warrant_bounds(
-            token,
-            root_public_key=root,
-            now=now,
-            request=WarrantRequest(
-                action=ACTION,
-                resource=resource,
-                args_digest=args_digest(arguments),
-                zone=zone,
-                executable_digest=digest,
-            ),
-        )
+
+        def verify(zone: str) -> VerifiedWarrant:
+            return verify_warrant_bounds(
+                token,
+                root_public_key=root,
+                now=now,
+                request=WarrantRequest(
+                    action=ACTION,
+                    resource=resource,
+                    args_digest=args_digest(arguments),
+                    zone=zone,
+                    executable_digest=digest,
+                ),
+            )
+
+        # The warrant names the zone the governor evaluated (the principal's): the one
+        # the last warrant named is tried first, and read from this one if it differs.
+        try:
+            verified = verify(self._zone)
+        except WarrantError:
+            zone = verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
+            verified = verify(zone)
+        self._zone = verified.claims.zone
         claims = verified.claims
         check_measurement(
             tool_measurement(resource, digest),

@@ -41,6 +41,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import orjson
 from anyio.abc import TaskGroup
 
 from proctor.canonical import canonicalize
@@ -439,14 +440,28 @@ class GatewaySession:
                 running.next_renewal = 0.0
 
 
+_DIGEST_CACHE: dict[bytes, str] = {}
+_DIGEST_CACHE_MAX = 4096
+
+
 def _digests(tools: list[Any]) -> dict[str, str]:
+    """Each tool's definition digest; a definition seen before (byte for byte, keys
+    sorted) is not canonicalized again: the re-list before each call stays cheap."""
     found: dict[str, str] = {}
     for tool in tools:
-        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-            try:
-                found[tool["name"]] = tool_definition_digest(tool)
-            except Exception:  # noqa: BLE001, S112 - a tool that cannot be measured cannot be called
-                continue
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        try:
+            key = orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)
+            digest = _DIGEST_CACHE.get(key)
+            if digest is None:
+                digest = tool_definition_digest(tool)
+                if len(_DIGEST_CACHE) >= _DIGEST_CACHE_MAX:
+                    _DIGEST_CACHE.clear()
+                _DIGEST_CACHE[key] = digest
+            found[tool["name"]] = digest
+        except Exception:  # noqa: BLE001, S112 - a tool that cannot be measured cannot be called
+            continue
     return found
 
 
