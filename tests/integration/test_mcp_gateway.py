@@ -118,6 +118,7 @@ def test_gateway_authorizes_each_call_read_allowed_write_refused_receipts_verify
 
     read, write, names = anyio.run(drive)
     assert "read_text_file" in names
+    assert "write_file" not in names  # tools/list hides what the principal can never call
     assert not read.is_error, text_of(read)
     assert "hello from the allowed directory" in text_of(read)
     assert write.is_error

@@ -38,6 +38,7 @@ from proctor.client import GovernorError
 from proctor.enforcement._failover import Governors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
 from proctor.errors import IntegrityError, VerificationError, WarrantError
+from proctor.integrations.mcp.schema import visible_tools
 from proctor.policy.decision import describe_denial
 from proctor.verification import (
     check_measurement,
@@ -116,6 +117,7 @@ class ToolGovernance:
         self._approval_timeout = approval_timeout
         self._enforcer = enforcer
         self._zone = ""
+        self._note = on_note
 
     def close(self) -> None:
         """Close the connection pools."""
@@ -292,6 +294,15 @@ class ToolGovernance:
                     return f"the governor refused to record the end of {running.execution}: {e}"
                 time.sleep(0.1 * (attempt + 1))
         return f"could not record the end of {running.execution}: the governor is unreachable"
+
+    def visible(self, server: str, tools: list[str]) -> frozenset[str]:
+        """The tools of ``server`` this principal could ever call (``tools/list`` shows only
+        those); none when the governor cannot say (fail closed: calls are refused anyway)."""
+        try:
+            return visible_tools(self._governors, server, tools)
+        except (GovernorError, ValueError) as e:
+            self._note(f"tools/list: the governor could not say which tools are visible, showing none: {e}")
+            return frozenset()
 
     def follow(self, since: int, on_message: Callable[[dict[str, Any]], None], stop: Any) -> None:
         """Follow this principal's trust changes (revocations, policy) until ``stop`` is set."""

@@ -8,7 +8,9 @@ The rules, numbered as the code cites them:
    only once it is authorized and started (:mod:`~proctor.integrations.mcp.governance`).
    The agent's request ids are renumbered on the way up, so that no agent message can
    answer, or pose as, a request of the gateway's own.
-2. The definition a call is authorized for is the one the agent was shown: the tool as
+2. ``tools/list`` shows the agent only the tools its principal could ever call (the
+   governor says which: ``POST /v1/authorize/visible``; none when it cannot say). The
+   definition a call is authorized for is the one the agent was shown: the tool as
    the last ``tools/list`` answer forwarded to the agent described it (listed by the
    gateway itself if the agent never listed). Before *each* call is forwarded the
    gateway lists the upstream's tools again; a definition whose digest differs from
@@ -215,8 +217,9 @@ class GatewaySession:
                 self.note(f"dropped an answer to no request of this session (id {up})")
                 continue
             agent_id, method = self._up.pop(up)
-            if method == "tools/list":
-                self._record_shown(message)
+            if method == "tools/list" and isinstance(message.get("result"), dict):
+                self._spawn(self._list_answer, message, agent_id)
+                continue
             await self.agent.send({**message, "id": agent_id})
 
     async def _malformed(self, message: Malformed) -> None:
@@ -248,11 +251,17 @@ class GatewaySession:
 
     # -- rule 2: the definitions shown and the live ones -------------------------------
 
-    def _record_shown(self, answer: dict[str, Any]) -> None:
-        result = answer.get("result")
-        tools = result.get("tools") if isinstance(result, dict) else None
+    async def _list_answer(self, answer: dict[str, Any], agent_id: Any) -> None:
+        """A ``tools/list`` answer for the agent: only the tools its principal could ever
+        call, whose definitions are then the ones shown (rule 2)."""
+        result = dict(answer["result"])
+        tools = result.get("tools")
         if isinstance(tools, list):
-            self._shown.update(_digests(tools))
+            names = [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+            visible = await anyio.to_thread.run_sync(self.governance.visible, self.name, names)
+            result["tools"] = [t for t in tools if isinstance(t, dict) and t.get("name") in visible]
+            self._shown.update(_digests(result["tools"]))
+        await self.agent.send({**answer, "result": result, "id": agent_id})
 
     async def _request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         up = next(self._ids)
