@@ -30,7 +30,13 @@ from proctor.governor.service import Governor
 
 POLICIES = Path(__file__).parents[1] / "integration" / "policies"
 CHUNK = 64 << 10
-PARAMS = {"execution_id": "ex_1", "name": "alice", "index": "0"}
+PARAMS = {
+    "execution_id": "ex_1",
+    "name": "alice",
+    "index": "0",
+    "approval_id": "ap_" + "a" * 24,
+    "verdict": "approve",
+}
 
 
 def every_route(app: GovernorApp) -> list[tuple[str, str]]:
@@ -261,6 +267,8 @@ BAD_PARAMS = {
     "execution_id": ["x" * 300, "ex_%00", "..", "ex_nobody"],
     "name": ["nobody", "admin", "a%20b", "x" * 300],
     "index": ["-1", "99999999999999999999999", "abc"],
+    "approval_id": ["x" * 300, "ap_%00", "..", "ap_nobody"],
+    "verdict": ["deny", "approve2", "x" * 300],
 }
 BAD_QUERIES = [
     "?since=99999999999999999999999",
@@ -271,6 +279,7 @@ BAD_QUERIES = [
     "?index=99999999999999999999999&size=-4",
     "?old=5&new=1",
     "?old=-1",
+    "?status=nonsense",
 ]
 
 
