@@ -32,14 +32,16 @@ refused when it opens, since nothing it acknowledged would survive a crash.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg import pq
 
 from proctor.errors import StoreConflictError, StoreError
-from proctor.store._pg import PgConnection, StorePool, redact
+from proctor.store._pg import PgConnection, StorePool, redact, translate
 from proctor.store.base import Tile
 from proctor.store.cosignatures import PG_COSIGNATURES, StoredCosignature
 from proctor.store.notify_pg import LOG_CHANNEL
@@ -68,12 +70,49 @@ _SCHEMA = (
 _SCHEMA_LOCK = 0x70726F63746F72
 
 _PAGE = 4096  # entries per read
+_READS = ("SELECT", "SHOW", "VALUES")  # as store/_pg.py: no savepoint for a read
 _TILE_PAGE = 256  # tiles (up to 16 KiB each) per read
 _CHECKPOINT_PAGE = 1024
 
 
 class _HeadMoved(Exception):  # noqa: N818 - private control flow, never leaves this module
     """The log head was not at the append's first index (the transaction rolls back)."""
+
+
+class _AppendConnection(PgConnection):
+    """What an append's ``also`` writes run on: :class:`~proctor.store._pg.PgConnection`
+    with its savepoint per write statement (``store/_pg.py``, point 3: code written for
+    both databases may catch a constraint violation and go on) sent in the statement's
+    own round trip — ``SAVEPOINT``, the statement, ``RELEASE`` in one pipeline — instead
+    of three. A failed statement is rolled back to its savepoint (one more round trip,
+    only then) and raised as before (:class:`~proctor.store.sql.IntegrityViolation` for a
+    constraint). These statements are never prepared: a prepared statement skipped in
+    an aborted pipeline would stay in psycopg's cache (``executemany`` keeps the
+    parent's way).
+    """
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement with ``?`` placeholders in the append's transaction.
+
+        Raises:
+            IntegrityViolation: a constraint refused it (the transaction goes on).
+            psycopg.Error: any other driver error.
+        """
+        if sql.lstrip().upper().startswith(_READS):
+            return super().execute(sql, params)  # no savepoint, as the parent
+        raw = self.raw
+        cur = raw.cursor()
+        try:
+            with raw.pipeline():
+                raw.execute("SAVEPOINT proctor_write", prepare=False)
+                cur.execute(translate(sql), tuple(params), prepare=False)
+                raw.execute("RELEASE SAVEPOINT proctor_write", prepare=False)
+        except psycopg.Error as e:
+            raw.execute("ROLLBACK TO SAVEPOINT proctor_write", prepare=False)
+            if isinstance(e, psycopg.IntegrityError):
+                raise IntegrityViolation(str(e).strip()) from e
+            raise
+        return cur
 
 
 class PostgresLogStore:
@@ -274,55 +313,82 @@ class PostgresLogStore:
         also: Sequence[Callable[[PgConnection], None]],
         checkpoint: tuple[int, str] | None,
     ) -> None:
-        """The append's transaction (module docstring, step 1), its statements sent in one
-        round trip (pipeline mode): the head row's update — which takes the row's lock and
-        moves the size only from ``first_index`` — then the entries and the tiles; then
-        the ``also`` writes and the commit.
+        """The append's transaction (module docstring, step 1) in as few round trips as
+        the ``also`` writes allow: ``BEGIN``, the head row's update — which takes the
+        row's lock and moves the size only from ``first_index`` — the entries, the tiles,
+        the checkpoint and the notification in one (pipeline mode); then each ``also``
+        statement in one (:class:`_AppendConnection`: its savepoint in the same round
+        trip); then ``COMMIT``. (With ``conn.transaction()`` in the pipeline and a round
+        trip for each savepoint, a revocation's append took twelve round trips; now
+        five, the pool's check included.) Any failure rolls the transaction back before
+        it is raised, so the connection is idle again for the caller's diagnosis and the
+        pool; a transaction that a caught failure left aborted is never taken for
+        committed (PostgreSQL answers its ``COMMIT`` with a ``ROLLBACK``).
 
         Raises:
             _HeadMoved: the head was not at ``first_index`` (nothing committed).
         """
-        with conn.pipeline() as pipeline, conn.transaction():
-            conn.execute("SET LOCAL synchronous_commit = on")
-            head = conn.execute(
-                "UPDATE log_head SET tree_size = %s WHERE tree_size = %s RETURNING tree_size",
-                (new_size, first_index),
-            )
-            # One statement per table whatever the row count (``executemany`` would open
-            # a nested pipeline, whose end is a round trip of its own); the arrays in
-            # binary (``%b``): hex-encoding the bytea on the client and decoding it on
-            # the server was half the client's CPU per entry (38 -> 18 µs, bench_log_pg).
-            if entries:
-                conn.execute(
-                    "INSERT INTO entries (idx, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
-                    (list(range(first_index, new_size)), list(entries)),
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute("SET LOCAL synchronous_commit = on")
+                head = conn.execute(
+                    "UPDATE log_head SET tree_size = %s WHERE tree_size = %s RETURNING tree_size",
+                    (new_size, first_index),
                 )
-            if tiles:
-                conn.execute(
-                    "INSERT INTO tiles (level, idx, width, hashes) "
-                    "SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::integer[], %b::bytea[]) "
-                    "ON CONFLICT (level, idx) DO UPDATE "
-                    "SET width = EXCLUDED.width, hashes = EXCLUDED.hashes",
-                    (
-                        [t.level for t in tiles],
-                        [t.index for t in tiles],
-                        [t.width for t in tiles],
-                        [t.data for t in tiles],
-                    ),
-                )
-            if checkpoint is not None:
-                conn.execute(
-                    "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
-                    checkpoint,
-                )
-            # Every node's trust follower is woken once this commits (store/notify_pg.py).
-            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, str(new_size)))
-            pipeline.sync()
+                # One statement per table whatever the row count (``executemany`` would
+                # open a nested pipeline, whose end is a round trip of its own); the
+                # arrays in binary (``%b``): hex-encoding the bytea on the client and
+                # decoding it on the server was half the client's CPU per entry (38 ->
+                # 18 µs, bench_log_pg).
+                if entries:
+                    conn.execute(
+                        "INSERT INTO entries (idx, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
+                        (list(range(first_index, new_size)), list(entries)),
+                    )
+                if tiles:
+                    conn.execute(
+                        "INSERT INTO tiles (level, idx, width, hashes) "
+                        "SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::integer[], %b::bytea[]) "
+                        "ON CONFLICT (level, idx) DO UPDATE "
+                        "SET width = EXCLUDED.width, hashes = EXCLUDED.hashes",
+                        (
+                            [t.level for t in tiles],
+                            [t.index for t in tiles],
+                            [t.width for t in tiles],
+                            [t.data for t in tiles],
+                        ),
+                    )
+                if checkpoint is not None:
+                    conn.execute(
+                        "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
+                        checkpoint,
+                    )
+                # Every node's trust follower is woken once this commits (store/notify_pg.py).
+                conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, str(new_size)))
+            # Leaving pipeline mode synced it (an explicit sync first would cost one more).
             if head.fetchone() is None:
                 raise _HeadMoved
-            adapter = PgConnection(conn)
+            adapter = _AppendConnection(conn)
             for write in also:
                 write(adapter)
+            # A write that caught a failed statement without a savepoint (a read) and
+            # went on leaves the transaction aborted, and PostgreSQL answers COMMIT of an
+            # aborted transaction with a ROLLBACK, not an error: never take that for a
+            # commit (acknowledged would not be durable).
+            if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+                raise StoreError("a write of the append failed and was not raised; nothing was committed")
+            done = conn.execute("COMMIT").statusmessage
+            if done != "COMMIT":
+                raise StoreError(
+                    f"expected the append's COMMIT to commit, found {done!r}; nothing was committed"
+                )
+        except BaseException:
+            # rollback(), not a ROLLBACK statement: it also forgets the statements
+            # psycopg prepared in the rolled-back transaction.
+            with contextlib.suppress(psycopg.Error):  # a broken connection: the pool drops it
+                conn.rollback()
+            raise
 
     def entry(self, index: int) -> bytes | None:
         """The stored bytes of entry ``index``."""

@@ -6,16 +6,17 @@ The contract both stores share is tested in ``test_log_store.py``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 
 from pg_support import PgCluster
-from proctor.errors import StoreError
+from proctor.errors import StoreError, StoreIntegrityError
 from proctor.store.base import Tile
 from proctor.store.postgres import PostgresLogStore
 
@@ -175,3 +176,64 @@ def test_postgres_acknowledged_appends_survive_a_server_crash(pg_cluster: PgClus
         assert list(again.entries(0, 10)) == [(0, b"a"), (1, b"b"), (2, b"c")]
     finally:
         again.close()
+
+
+def test_postgres_an_append_whose_write_swallowed_a_failure_commits_nothing(
+    store: PostgresLogStore, pg_dsn: str
+) -> None:
+    """A read runs without a savepoint: a write that catches its failure and goes on
+    leaves the transaction aborted, and PostgreSQL answers COMMIT with a ROLLBACK — the
+    append must fail, never be acknowledged with nothing stored."""
+
+    def swallows(conn: Any) -> None:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT 1 / 0").fetchone()
+
+    with pytest.raises(StoreError, match="nothing was committed"):
+        store.append(0, [b"a"], [tile(1)], also=[swallows])
+    assert store.tree_size() == 0
+    assert sql(pg_dsn, "SELECT count(*) FROM entries") == [(0,)]
+    store.append(0, [b"a"], [tile(1)])  # the connection went back to the pool usable
+    assert list(store.entries(0, 10)) == [(0, b"a")]
+
+
+def test_postgres_a_write_goes_on_after_a_caught_violation_many_times(
+    store: PostgresLogStore, pg_dsn: str
+) -> None:
+    """The writes' savepoints ride in their statements' round trips; a violation rolls
+    back to its own savepoint only. Enough appends that psycopg would prepare the
+    statements (its threshold is 5): none is, so an aborted pipeline leaves no stale
+    prepared statement behind."""
+    sql(pg_dsn, "CREATE TABLE side (k TEXT PRIMARY KEY)")
+    caught: list[BaseException] = []
+
+    def write(n: int) -> Callable[[Any], None]:
+        def run(conn: Any) -> None:
+            conn.execute("INSERT INTO side (k) VALUES (?)", (f"row{n}",))
+            try:
+                conn.execute("INSERT INTO side (k) VALUES (?)", ("row0",))
+            except StoreIntegrityError as e:
+                caught.append(e)
+            conn.execute("INSERT INTO side (k) VALUES (?) ON CONFLICT (k) DO NOTHING", (f"after{n}",))
+
+        return run
+
+    for n in range(8):
+        store.append(n, [b"e%d" % n], [tile(n + 1)], also=[write(n)])
+    assert len(caught) == 8
+    assert store.tree_size() == 8
+    assert sql(pg_dsn, "SELECT count(*) FROM side") == [(16,)]
+
+
+def test_postgres_a_failed_write_fails_its_append_with_its_own_error(store: PostgresLogStore) -> None:
+    def clashes(conn: Any) -> None:
+        try:
+            conn.execute("INSERT INTO log_head (id, tree_size) VALUES (TRUE, 0)")
+        except StoreIntegrityError as e:
+            raise StoreError(f"the write's own message: {e}") from e
+
+    with pytest.raises(StoreError, match=r"the write's own message: .*duplicate key"):
+        store.append(0, [b"a"], [tile(1)], also=[clashes])
+    assert store.tree_size() == 0
+    store.append(0, [b"b"], [tile(1, 2)])
+    assert list(store.entries(0, 10)) == [(0, b"b")]
