@@ -2,7 +2,8 @@
 real governor (``proctor serve``) and the real CLI.
 
 Rules, each a test named after it: a float argument is authorizable, startable and
-finishable, and its receipt verifies offline (``proctor verify --replay``); the logged
+finishable, its stored request is re-evaluated at a renewal under a new bundle, and
+its receipt verifies offline (``proctor verify --replay``); the logged
 decision commits to the arguments with the float and the receipt's opening reveals it;
 ``proctor log verify`` passes over such a log, and an event holding floats is stored as
 its RFC 8785 bytes (the reference's leaf hash) and verifies; policy decides on the float's canonical
@@ -31,6 +32,7 @@ from gov_server import GovernorServer, cli, client_of
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.authorization.warrants import inspect_warrant
+from proctor.cli_run import receipt_timeline
 from proctor.lineage.merkle import leaf_hash
 from proctor.policy.commitment import ArgumentOpening
 from proctor.verification.measurement import tool_definition_digest, tool_measurement
@@ -116,6 +118,13 @@ def test_float_arguments_are_authorized_run_and_receipted_end_to_end(
             },
         )
         execution = started["execution"]
+        # A new bundle: the renewal re-evaluates the stored request, floats included.
+        newer = tmp_path / "policy"
+        newer.mkdir()
+        (newer / "tools.cedar").write_text(POLICY + "\n// the same rules, pushed again\n")
+        gov.admin("policy", "push", str(newer))
+        renewed = alice.json("POST", f"/v1/executions/{execution}/renew", {})
+        assert renewed["ok"] is True, renewed
         result = {"text": "hello", "logprob": -0.25}
         alice.json(
             "POST",
@@ -143,6 +152,8 @@ def test_float_arguments_are_authorized_run_and_receipted_end_to_end(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     audited = cli("log", "verify", "--data", str(gov.data), check=False)
     assert audited.returncode == 0, audited.stdout + audited.stderr
+    events = {e["type"]: e["event"] for e in receipt_timeline(receipt)["events"]}
+    assert events["execution.verified"]["result"] == "allowed"  # re-evaluated at the renewal
 
 
 def test_float_arguments_policy_decides_on_the_canonical_text(gov: GovernorServer) -> None:
