@@ -16,7 +16,9 @@ Rows, each one agent session driven by the official ``mcp`` SDK client (``.venv`
 Every gateway is configured to allow ``read_text_file`` under the served directory and
 nothing else. Each session is opened and warmed up first, then ``--calls`` calls per row are
 timed in rounds of ``--batch``, the rows interleaved round by round (A B C D A B C D ...) so
-that drift in the machine's other load falls on all of them. "added p50" is a row's p50
+that drift in the machine's other load falls on all of them. Then each row alone makes
+``--calls`` more calls back to back, for the CPU its own processes spend per call (Linux
+``/proc``; the client's is not counted, nor the HTTP bridge's). "added p50" is a row's p50
 minus the p50 of the direct row on the same transport and protocol revision. Peers are
 installed on first use into ``.bench/peers/`` (:mod:`mcp_peers`). Prints a table; asserts
 nothing, but stops on any call that does not succeed (a refusal would look fast).
@@ -71,6 +73,7 @@ class Row:
     protocol: str = ""
     ms: list[float] = field(default_factory=list)
     cpu_ms: float | None = None
+    cpu_parts: list[float] = field(default_factory=list)  # per root, in ``roots`` order
 
 
 def stdio_session(argv: list[str], errlog: Path) -> Callable[[], AbstractAsyncContextManager[Client]]:
@@ -192,13 +195,11 @@ async def drive(rows: list[Row], path: str, calls: int, batch: int, warmup: int)
             before = children_of(os.getpid())
             client = await stack.enter_async_context(row.open())
             if row.spawns:
-                row.roots = sorted(children_of(os.getpid()) - before)
+                row.roots += sorted(children_of(os.getpid()) - before)
             row.protocol = client.protocol_version
             for _ in range(warmup):
                 await call_once(row, client, path)
             clients.append(client)
-        await anyio.sleep(0.5)  # the warm-up's trailing work (proctor's finishes) done
-        cpu0 = [tree_cpu_s(row.roots) for row in rows]
         done = 0
         while done < calls:
             step = min(batch, calls - done)
@@ -206,9 +207,20 @@ async def drive(rows: list[Row], path: str, calls: int, batch: int, warmup: int)
                 for _ in range(step):
                     row.ms.append(await call_once(row, client, path))
             done += step
-        await anyio.sleep(0.5)
-        for row, start in zip(rows, cpu0, strict=True):
-            row.cpu_ms = (tree_cpu_s(row.roots) - start) * 1000 / calls if row.roots else None
+        # CPU: each row alone, its calls back to back, so that the idle processes' own
+        # ticking (a governor, a gateway: about 4 ms/s each here) adds little per call
+        for row, client in zip(rows, clients, strict=True):
+            if not row.roots:
+                continue
+            await anyio.sleep(0.3)  # the previous row's trailing work (proctor's finishes) done
+            start = [tree_cpu_s([pid]) for pid in row.roots]
+            for _ in range(calls):
+                await call_once(row, client, path)
+            await anyio.sleep(0.3)
+            row.cpu_parts = [
+                (tree_cpu_s([pid]) - s) * 1000 / calls for pid, s in zip(row.roots, start, strict=True)
+            ]
+            row.cpu_ms = sum(row.cpu_parts)
 
 
 def cpu_model() -> str:
@@ -221,7 +233,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def report(rows: list[Row], notes: list[str], load: tuple[float, ...]) -> None:
+def report(rows: list[Row], notes: list[str], load: tuple[float, ...], pid_names: dict[int, str]) -> None:
     """The table: latency per call, the p50 added over direct, and the CPU the row's own
     processes spent per call (``cpu ms``; the client's is not counted, nor the HTTP
     bridge's, which every HTTP row shares; "added cpu" over the direct stdio server's)."""
@@ -242,6 +254,13 @@ def report(rows: list[Row], notes: list[str], load: tuple[float, ...]) -> None:
         added_cpu = "" if extra is None else f"{extra:+.2f}"
         print(f"{r.name:<22} {r.transport:<9} {r.protocol:<10} {p50:>7.2f} {pct(r.ms, 90):>7.2f} "
               f"{pct(r.ms, 99):>7.2f} {added:>9} {cpu:>7} {added_cpu:>9}")  # fmt: skip
+    for r in rows:
+        if len(r.cpu_parts) > 1:
+            parts = ", ".join(
+                f"{pid_names.get(pid, str(pid))} {ms:.2f}"
+                for pid, ms in zip(r.roots, r.cpu_parts, strict=True)
+            )
+            print(f"cpu ms of {r.name} ({r.transport}): {parts}")
     for note in notes:
         print(f"note: {note}")
     print(f"machine: {os.cpu_count()} cpus, {cpu_model()}; load average {load[0]:.2f} before, "
@@ -315,7 +334,10 @@ def main() -> None:
             file=sys.stderr,
         )
         anyio.run(drive, rows, str(allowed / "notes.txt"), args.calls, args.batch, args.warmup)
-        report(rows, notes, load)
+        names = {pid: "gateway (and its upstream)" for r in rows if r.spawns for pid in r.roots}
+        names.update({c.proc.pid: "gateway" for c in children})
+        names.update({pid_of(g): "governor" for g in governors})
+        report(rows, notes, load, names)
     finally:
         for child in reversed(children):
             child.stop()
