@@ -104,6 +104,15 @@ def test_revocation_mid_call_cancels_upstream_and_is_recorded(
     ended = {e["id"]: e for e in executions(governor)}[execution]
     assert ended["status"] == "terminated"
     assert "revoked" in json.dumps(ended)
+    # Recorded: the termination is in a receipt that verifies offline.
+    out = tmp_path / "receipt.json"
+    cli("receipt", execution, "--server", governor.url, "--key", str(governor.key), "--out", str(out))
+    log_key = cli("log", "key", "--data", str(governor.data)).stdout.strip()
+    report = json.loads(cli("verify", str(out), "--log-key", log_key, "--json").stdout)
+    assert report["ok"], report
+    shown = json.loads(cli("receipt", "show", str(out), "--json").stdout)
+    assert shown["outcome"] == "terminated"
+    assert '"reason": "revoked"' in json.dumps(shown)
 
 
 def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path) -> None:
