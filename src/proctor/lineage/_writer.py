@@ -235,7 +235,12 @@ class GroupCommit:
                     self._release_sequencer()
 
     def _read_head(self) -> tuple[int, tuple[int, str] | None]:
-        """The store's size and latest checkpoint, read now (in that order)."""
+        """The store's size and latest checkpoint, read now (in that order; in one round
+        trip where the store can, as PostgreSQL's ``head``)."""
+        read = getattr(self._store, "head", None)
+        if read is not None:
+            head: tuple[int, tuple[int, str] | None] = read()
+            return head
         return self._store.tree_size(), self._store.latest_checkpoint()
 
     def _unchanged(self, head: tuple[int, tuple[int, str] | None]) -> bool:

@@ -41,7 +41,8 @@ import psycopg_pool
 from psycopg import pq
 
 from proctor.errors import StoreConflictError, StoreError
-from proctor.store._pg import PgConnection, StorePool, redact, translate
+from proctor.store._pg import PgConnection, StorePool, redact
+from proctor.store._pg_append import AppendConnection
 from proctor.store.base import Tile
 from proctor.store.cosignatures import PG_COSIGNATURES, StoredCosignature
 from proctor.store.notify_pg import LOG_CHANNEL
@@ -70,49 +71,12 @@ _SCHEMA = (
 _SCHEMA_LOCK = 0x70726F63746F72
 
 _PAGE = 4096  # entries per read
-_READS = ("SELECT", "SHOW", "VALUES")  # as store/_pg.py: no savepoint for a read
 _TILE_PAGE = 256  # tiles (up to 16 KiB each) per read
 _CHECKPOINT_PAGE = 1024
 
 
 class _HeadMoved(Exception):  # noqa: N818 - private control flow, never leaves this module
     """The log head was not at the append's first index (the transaction rolls back)."""
-
-
-class _AppendConnection(PgConnection):
-    """What an append's ``also`` writes run on: :class:`~proctor.store._pg.PgConnection`
-    with its savepoint per write statement (``store/_pg.py``, point 3: code written for
-    both databases may catch a constraint violation and go on) sent in the statement's
-    own round trip — ``SAVEPOINT``, the statement, ``RELEASE`` in one pipeline — instead
-    of three. A failed statement is rolled back to its savepoint (one more round trip,
-    only then) and raised as before (:class:`~proctor.store.sql.IntegrityViolation` for a
-    constraint). These statements are never prepared: a prepared statement skipped in
-    an aborted pipeline would stay in psycopg's cache (``executemany`` keeps the
-    parent's way).
-    """
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        """Run one statement with ``?`` placeholders in the append's transaction.
-
-        Raises:
-            IntegrityViolation: a constraint refused it (the transaction goes on).
-            psycopg.Error: any other driver error.
-        """
-        if sql.lstrip().upper().startswith(_READS):
-            return super().execute(sql, params)  # no savepoint, as the parent
-        raw = self.raw
-        cur = raw.cursor()
-        try:
-            with raw.pipeline():
-                raw.execute("SAVEPOINT proctor_write", prepare=False)
-                cur.execute(translate(sql), tuple(params), prepare=False)
-                raw.execute("RELEASE SAVEPOINT proctor_write", prepare=False)
-        except psycopg.Error as e:
-            raw.execute("ROLLBACK TO SAVEPOINT proctor_write", prepare=False)
-            if isinstance(e, psycopg.IntegrityError):
-                raise IntegrityViolation(str(e).strip()) from e
-            raise
-        return cur
 
 
 class PostgresLogStore:
@@ -242,6 +206,21 @@ class PostgresLogStore:
             raise StoreError(f"expected one log_head row in {self._where}, found {len(rows)}")
         return int(rows[0][0])
 
+    def head(self) -> tuple[int, tuple[int, str] | None]:
+        """The tree size and the latest checkpoint, read in one statement (one snapshot,
+        one round trip): what a writer checks when its turn to append begins (ADR 0015;
+        :class:`~proctor.lineage._writer.GroupCommit` uses it where a store has it)."""
+        rows = self._read(
+            "SELECT h.tree_size, c.size, c.note FROM log_head h LEFT JOIN LATERAL "
+            "(SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1) c ON true",
+            (),
+            "the log head",
+        )
+        if len(rows) != 1:
+            raise StoreError(f"expected one log_head row in {self._where}, found {len(rows)}")
+        size, latest, note = rows[0]
+        return int(size), None if latest is None else (int(latest), str(note))
+
     def append(
         self,
         first_index: int,
@@ -317,7 +296,7 @@ class PostgresLogStore:
         the ``also`` writes allow: ``BEGIN``, the head row's update — which takes the
         row's lock and moves the size only from ``first_index`` — the entries, the tiles,
         the checkpoint and the notification in one (pipeline mode); then each ``also``
-        statement in one (:class:`_AppendConnection`: its savepoint in the same round
+        statement in one (:class:`AppendConnection`: its savepoint in the same round
         trip); then ``COMMIT``. (With ``conn.transaction()`` in the pipeline and a round
         trip for each savepoint, a revocation's append took twelve round trips; now
         five, the pool's check included.) Any failure rolls the transaction back before
@@ -369,7 +348,7 @@ class PostgresLogStore:
             # Leaving pipeline mode synced it (an explicit sync first would cost one more).
             if head.fetchone() is None:
                 raise _HeadMoved
-            adapter = _AppendConnection(conn)
+            adapter = AppendConnection(conn)
             for write in also:
                 write(adapter)
             # A write that caught a failed statement without a savepoint (a read) and

@@ -237,3 +237,12 @@ def test_postgres_a_failed_write_fails_its_append_with_its_own_error(store: Post
     assert store.tree_size() == 0
     store.append(0, [b"b"], [tile(1, 2)])
     assert list(store.entries(0, 10)) == [(0, b"b")]
+
+
+def test_postgres_head_is_the_size_and_latest_checkpoint_in_one_read(store: PostgresLogStore) -> None:
+    assert store.head() == (0, None)
+    store.append(0, [b"a", b"b"], [tile(2)], checkpoint=(2, "two"))
+    store.put_checkpoint(1, "one")
+    assert store.head() == (2, (2, "two")) == (store.tree_size(), store.latest_checkpoint())
+    store.append(2, [b"c"], [tile(3)])  # no checkpoint of its own yet
+    assert store.head() == (3, (2, "two"))
