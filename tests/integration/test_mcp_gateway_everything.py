@@ -257,3 +257,34 @@ def _wait_port(port: int) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_resources_prompts_and_progress_notifications_are_forwarded(
+    everything: tuple[GovernorServer, list[str]], tmp_path: Path
+) -> None:
+    governor, upstream = everything
+    argv = gateway_argv(governor.url, governor.key, "ev", upstream)
+    progress: list[float] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async def drive() -> tuple[int, str, int, str, CallToolResult]:
+        async with agent(argv, errlog=tmp_path / "gateway.err") as session:
+            await session.send_ping()
+            prompts = (await session.list_prompts()).prompts
+            prompt = await session.get_prompt(prompts[0].name) if not prompts[0].arguments else None
+            resources = (await session.list_resources()).resources
+            read = await session.read_resource(resources[0].uri)
+            long = await session.call_tool(
+                "trigger-long-running-operation", {"duration": 1, "steps": 2}, progress_callback=on_progress
+            )
+            return len(prompts), repr(prompt), len(resources), repr(read.contents[0])[:200], long
+
+    prompts, prompt, resources, read, long = anyio.run(drive)
+    assert prompts > 0
+    assert prompt
+    assert resources > 0
+    assert read
+    assert not long.is_error, text_of(long)
+    assert progress  # the upstream's notifications/progress reached the agent
