@@ -245,6 +245,16 @@ BAD_BODIES = [
     b"[" * 3000 + b"]" * 3000,
     b'{"x":1.5}',
     b'{"x":1e400}',
+    b'{"x":9007199254740993}',
+    # Floats are JSON now (ADR 0001): where an integer or a string is taken, they are refused.
+    b'{"outcome":"completed","exit_status":0.0,"processes_killed":1.5,"resource_usage":{"cpu_ms":2.5}}',
+    b'{"outcome":"terminated","reason":"revoked","signal":1e21,"detail":-0.0,"processes_killed":2.0}',
+    b'{"integrity":1.0,"integrity_detail":0.5}',
+    b'{"action":"mcp.call","resource":"a/b","arguments":{"t":0.7,"n":[1e-7,1e300]},"zone":0.5}',
+    b'{"warrant":"x","measurement":{"tool":{"resource":"a/b","definition_digest":0.5}},"action":"mcp.call",'
+    b'"resource":"a/b","arguments":{"t":0.7},"containment":[1.5],"enforcer":2.5}',
+    b'{"name":"carol","public_key":"AAAA","attrs":{"role":0.5},"zone":1.0}',
+    b'{"bundle":{"files":{"a.cedar":""},"schema":"","version":1.0},"signer":"admin","signature":""}',
     b'{"x":123456789012345678901234567890}',
     b'{"\\u0000":"\\ud800"}',
     b'{"kind":1,"target":[],"reason":{}}',

@@ -3,7 +3,8 @@ real governor (``proctor serve``) and the real CLI.
 
 Rules, each a test named after it: a float argument is authorizable, startable and
 finishable, its stored request is re-evaluated at a renewal under a new bundle, and
-its receipt verifies offline (``proctor verify --replay``); the logged
+a float where the governor takes an integer (``exit_status: 0.0``) is refused, not
+taken for the integer it equals, and its receipt verifies offline (``proctor verify --replay``); the logged
 decision commits to the arguments with the float and the receipt's opening reveals it;
 ``proctor log verify`` passes over such a log, and an event holding floats is stored as
 its RFC 8785 bytes (the reference's leaf hash) and verifies; policy decides on the float's canonical
@@ -33,6 +34,7 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.authorization.warrants import inspect_warrant
 from proctor.cli_run import receipt_timeline
+from proctor.client import GovernorError
 from proctor.lineage.merkle import leaf_hash
 from proctor.policy.commitment import ArgumentOpening
 from proctor.verification.measurement import tool_definition_digest, tool_measurement
@@ -126,6 +128,13 @@ def test_float_arguments_are_authorized_run_and_receipted_end_to_end(
         renewed = alice.json("POST", f"/v1/executions/{execution}/renew", {})
         assert renewed["ok"] is True, renewed
         result = {"text": "hello", "logprob": -0.25}
+        # A float where an integer is taken is refused, never taken for the integer it equals.
+        with pytest.raises(GovernorError) as refused:
+            alice.json(
+                "POST", f"/v1/executions/{execution}/finish", {"outcome": "completed", "exit_status": 0.0}
+            )
+        assert refused.value.status == 422
+        assert "exit_status: expected int, found float" in str(refused.value)
         alice.json(
             "POST",
             f"/v1/executions/{execution}/finish",
@@ -133,6 +142,7 @@ def test_float_arguments_are_authorized_run_and_receipted_end_to_end(
                 "outcome": "completed",
                 "exit_status": 0,
                 "stdout_digest": "sha256:" + hashlib.sha256(orjson.dumps(result)).hexdigest(),
+                "resource_usage": {"cpu_ms": 2.5, "rss_kb": 3},
             },
         )
         receipt = alice.json("GET", f"/v1/executions/{execution}/receipt")
@@ -154,6 +164,7 @@ def test_float_arguments_are_authorized_run_and_receipted_end_to_end(
     assert audited.returncode == 0, audited.stdout + audited.stderr
     events = {e["type"]: e["event"] for e in receipt_timeline(receipt)["events"]}
     assert events["execution.verified"]["result"] == "allowed"  # re-evaluated at the renewal
+    assert events["execution.completed"]["resource_usage"] == {"rss_kb": 3}  # integers only
 
 
 def test_float_arguments_policy_decides_on_the_canonical_text(gov: GovernorServer) -> None:
