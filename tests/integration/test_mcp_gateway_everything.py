@@ -264,10 +264,10 @@ def test_resources_prompts_and_progress_notifications_are_forwarded(
 ) -> None:
     governor, upstream = everything
     argv = gateway_argv(governor.url, governor.key, "ev", upstream)
-    progress: list[float] = []
+    seen: list[float] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append(done)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
 
     async def drive() -> tuple[int, str, int, str, CallToolResult]:
         async with agent(argv, errlog=tmp_path / "gateway.err") as session:
@@ -287,4 +287,4 @@ def test_resources_prompts_and_progress_notifications_are_forwarded(
     assert resources > 0
     assert read
     assert not long.is_error, text_of(long)
-    assert progress  # the upstream's notifications/progress reached the agent
+    assert seen  # the upstream's notifications/progress reached the agent
