@@ -301,7 +301,10 @@ def _check_lossless(raw: bytes) -> None:
         if len(digits) <= 15 and digits.isdigit():
             continue  # an integer a double holds exactly
         parsed = float(token)
-        if not math.isfinite(parsed) or Decimal(token.decode()) != Decimal(repr(parsed)):
+        shortest = repr(parsed)
+        if shortest.encode() == token:
+            continue  # written as its shortest round-trip digits: exact by construction
+        if not math.isfinite(parsed) or Decimal(token.decode()) != Decimal(shortest):
             shown = token.decode() if len(token) <= 40 else token[:40].decode() + "…"
             read = number_text(parsed) if math.isfinite(parsed) else "an infinity"
             raise CanonicalizationError(
