@@ -106,7 +106,12 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         up_port, gw_port = free_port(), free_port()
         devnull = open(os.devnull, "w")  # noqa: SIM115 - closed with the processes
         procs.append(
-            subprocess.Popen([*ev, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=devnull)
+            subprocess.Popen(
+                [*ev, "streamableHttp"],
+                env=os.environ | {"PORT": str(up_port)},
+                stdout=devnull,
+                stderr=devnull,
+            )
         )
         gateway = [
             sys.executable, "-m", "proctor", "gateway", "mcp", "--server", governor.url,
