@@ -248,6 +248,7 @@ class TrustFollower:
         self._stale_after = stale_after
         self._clock = clock
         self._behind_since: float | None = None
+        self._false_hint = 0
         self._round = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -309,22 +310,25 @@ class TrustFollower:
             LogIntegrityError: an entry is missing.
         """
         with self._round:
-            size = self._size()
+            # The size a notification announced, if ahead: the entries are read up to it
+            # without first reading the size (a round trip less between another node's
+            # commit and this node's streams). It is a hint: committed before it was
+            # delivered, but anyone connected may NOTIFY, so if the entries stop short
+            # of it the stored size decides, as without a hint.
+            hinted = self._announced()
+            if hinted <= self._false_hint:
+                hinted = 0  # one that ran ahead of the log before is not used again
+            size = hinted if hinted > self._applied else self._size()
             if size <= self._applied:
                 return self._applied
             messages: list[Message] = []
-            activated = False
-            expected = self._applied
-            for index, raw in self._entries(self._applied, size):
-                if index != expected:
-                    raise LogIntegrityError(
-                        f"expected entry {expected} of the log, found {index}", index=expected
-                    )
-                expected += 1
-                if _PRINCIPAL in raw or _REVOCATION in raw or _POLICY in raw:
-                    activated |= self._apply(index, orjson.loads(raw), messages)
-                elif self._issued is not None and _ISSUED in raw:
-                    self._count(orjson.loads(raw))
+            revoked: list[str] = []
+            expected, activated = self._read(self._applied, size, messages, revoked)
+            if expected != size and size == hinted:
+                self._false_hint = hinted
+                size = max(self._size(), expected)
+                more, again = self._read(expected, size, messages, revoked)
+                expected, activated = more, activated or again
             if expected != size:
                 raise LogIntegrityError(
                     f"expected entries up to {size}, found up to {expected}", index=expected
@@ -333,11 +337,45 @@ class TrustFollower:
                 self._sync_engine()
             for message in messages:
                 self._broadcaster.deliver(message)
+            # After the streams heard: marking an execution no longer running reads its
+            # row (its principal's count); until then the count is one too high, which
+            # refuses a start rather than admitting one. The kill does not wait for it.
+            for execution_id in revoked:
+                self._revoked_execution(execution_id)
             self._applied = size
             return size
 
-    def _apply(self, index: int, event: Any, messages: list[Message]) -> bool:
-        """One change (step 3); whether it activated a bundle."""
+    def _announced(self) -> int:
+        """The log size the latest notification announced (0: none, or a signal that
+        does not say, as :class:`PollingSignal`)."""
+        announced = getattr(self._signal, "announced", 0)
+        return announced if type(announced) is int else 0
+
+    def _read(self, start: int, end: int, messages: list[Message], revoked: list[str]) -> tuple[int, bool]:
+        """Apply the entries stored in ``[start, end)`` (step 3), contiguous from
+        ``start``; the index after the last one read, and whether one activated a
+        bundle.
+
+        Raises:
+            LogIntegrityError: an entry is out of order.
+        """
+        activated = False
+        expected = start
+        for index, raw in self._entries(start, end):
+            if index != expected:
+                raise LogIntegrityError(
+                    f"expected entry {expected} of the log, found {index}", index=expected
+                )
+            expected += 1
+            if _PRINCIPAL in raw or _REVOCATION in raw or _POLICY in raw:
+                activated |= self._apply(index, orjson.loads(raw), messages, revoked)
+            elif self._issued is not None and _ISSUED in raw:
+                self._count(orjson.loads(raw))
+        return expected, activated
+
+    def _apply(self, index: int, event: Any, messages: list[Message], revoked: list[str]) -> bool:
+        """One change (step 3); whether it activated a bundle. A revoked execution is
+        added to ``revoked``, marked once the streams heard (:meth:`poll`)."""
         if not isinstance(event, dict):
             return False
         kind = event.get("type")
@@ -351,7 +389,7 @@ class TrustFollower:
             if what == "principal":
                 self._trust.forget_principal(which)
             elif what == "execution":
-                self._revoked_execution(which)
+                revoked.append(which)
             elif what == "policy":
                 with self._admin_lock:
                     self._trust.policy_withdrawn(which)

@@ -19,6 +19,11 @@ and the entries after the position it applied (ADR 0016, decision 4). So:
    committed while nobody listened is read in that round, from the follower's last
    applied size.
 3. ``close`` stops the thread; a ``wait`` after it returns at once.
+4. :attr:`PgNotifySignal.announced` is the largest tree size a notification carried: the
+   follower reads the entries up to it without reading the size first (a round trip
+   less on the way from another node's commit to this node's streams), and falls back
+   to the stored size when the entries stop short of it (anyone connected to the
+   database may ``NOTIFY``: a payload is never the record).
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class PgNotifySignal:
         self._listening = threading.Event()
         self._sessions = 0
         self._notifications = 0
+        self._announced = 0
         self._backoff = _FIRST_BACKOFF_S
         self._thread = threading.Thread(target=self._listen, name="proctor-listen", daemon=True)
         self._thread.start()
@@ -106,6 +112,11 @@ class PgNotifySignal:
     def sessions(self) -> int:
         """How many listening sessions were opened (1 + the reconnections)."""
         return self._sessions
+
+    @property
+    def announced(self) -> int:
+        """The largest log size a notification carried (0 if none did); a hint (step 4)."""
+        return self._announced
 
     @property
     def notifications(self) -> int:
@@ -171,7 +182,10 @@ class PgNotifySignal:
             # Whatever committed while nobody listened is read in this round (step 2).
             self._woken.set()
             while not self._closed.is_set():
-                for _ in conn.notifies(timeout=_CLOSE_CHECK_S, stop_after=1):
+                for notification in conn.notifies(timeout=_CLOSE_CHECK_S, stop_after=1):
                     self._notifications += 1
+                    payload = notification.payload
+                    if 0 < len(payload) <= 19 and payload.isascii() and payload.isdigit():  # a BIGINT
+                        self._announced = max(self._announced, int(payload))
                     self._woken.set()
         self._listening.clear()

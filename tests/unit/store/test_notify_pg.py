@@ -136,3 +136,16 @@ def test_without_a_listening_session_the_safety_poll_still_wakes(pg_dsn: str) ->
 def test_a_signal_refuses_a_bad_channel_or_interval(channel: str, safety_poll: float) -> None:
     with pytest.raises(ValueError, match="expected"):
         PgNotifySignal("postgresql://unused", channel=channel, safety_poll=safety_poll)
+
+
+def test_announced_is_the_largest_size_notified_and_ignores_other_payloads(
+    store: PostgresLogStore, signal: PgNotifySignal, pg_dsn: str
+) -> None:
+    assert signal.announced == 0
+    store.append(0, [b"a", b"b"], [tile(2)])
+    assert until(lambda: signal.announced == 2)
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        for payload in ("abc", "²", "-5", "1" * 20, "1"):  # not a size, too long, smaller
+            other.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, payload))
+    store.append(2, [b"c"], [tile(3)])
+    assert until(lambda: signal.announced == 3)
