@@ -118,16 +118,21 @@ class ToolGovernance:
         self._enforcer = enforcer
         self._zone = ""
         self._note = on_note
+        self._trusted = False
 
     def close(self) -> None:
         """Close the connection pools."""
         self._governors.close()
 
     def _warrant_key(self) -> bytes:
-        if self._root is None:
-            root = base64.b64decode(self._governors.text("/v1/warrant-key").strip(), validate=True)
+        if not self._trusted:
+            root = self._root
+            if root is None:
+                root = base64.b64decode(self._governors.text("/v1/warrant-key").strip(), validate=True)
             self._governors.trust(root)  # every governor asked from now on is of this deployment
-            self._root = root
+            self._root, self._trusted = root, True
+        if self._root is None:  # pragma: no cover - set above
+            raise GovernorError("no warrant key", status=0)
         return self._root
 
     # -- rules 1-3 ------------------------------------------------------------------
