@@ -26,14 +26,18 @@ numbered as the code cites them:
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_digest
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import VerifiedWarrant, verify_warrant_bounds
+from proctor.canonical import canonicalize
 from proctor.client import GovernorError
 from proctor.enforcement._failover import Governors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
@@ -46,10 +50,20 @@ from proctor.verification import (
     lease_deadline,
     renewal_interval_s,
     renewal_timeout_s,
+    tool_definition_digest,
     tool_measurement,
 )
 
-__all__ = ["ACTION", "Grant", "Refusal", "Running", "ToolGovernance"]
+__all__ = [
+    "ACTION",
+    "Grant",
+    "Refusal",
+    "Running",
+    "ToolGovernance",
+    "definition_digests",
+    "ended_body",
+    "finish_body",
+]
 
 ACTION = "mcp.call"
 _POLL_S = 0.25
@@ -315,3 +329,54 @@ class ToolGovernance:
             self._governors.follow("", since, on_message, stop)
         except VerificationError:  # pragma: no cover - follow reports its own failures
             return
+
+
+_DIGEST_CACHE: dict[bytes, str] = {}
+_DIGEST_CACHE_MAX = 4096
+
+
+def definition_digests(tools: list[Any]) -> dict[str, str]:
+    """Each tool's definition digest; a definition seen before (byte for byte, keys
+    sorted) is not canonicalized again: the re-list before each call stays cheap."""
+    found: dict[str, str] = {}
+    for tool in tools:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        try:
+            key = orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)
+            digest = _DIGEST_CACHE.get(key)
+            if digest is None:
+                digest = tool_definition_digest(tool)
+                if len(_DIGEST_CACHE) >= _DIGEST_CACHE_MAX:
+                    _DIGEST_CACHE.clear()
+                _DIGEST_CACHE[key] = digest
+            found[tool["name"]] = digest
+        except Exception:  # noqa: BLE001, S112 - a tool that cannot be measured cannot be called
+            continue
+    return found
+
+
+def finish_body(answer: dict[str, Any], running: Running) -> dict[str, Any]:
+    """The finish of a call the upstream answered: ``completed``, or ``failed`` for an
+    ``isError`` result or an error; ``stdout_digest`` the RFC 8785 digest of the result."""
+    result = answer.get("result")
+    try:
+        digest = (
+            "sha256:" + hashlib.sha256(canonicalize(result if result is not None else answer)).hexdigest()
+        )
+    except (TypeError, ValueError):
+        digest = ""
+    duration_ms = int((time.monotonic() - running.began) * 1000)
+    if isinstance(result, dict) and result.get("isError") is not True:
+        return {"outcome": "completed", "exit_status": 0, "stdout_digest": digest, "duration_ms": duration_ms}
+    why = "the tool answered isError" if isinstance(result, dict) else "the upstream answered an error"
+    return {"outcome": "failed", "reason": "tool-error", "detail": why, "stdout_digest": digest}
+
+
+def ended_body(why: str, running: Running) -> dict[str, Any]:
+    """The finish of a call that ended unanswered: ``terminated`` with the governance
+    reason (revoked, lease-lost, policy, expired), else ``failed``."""
+    reason = why.split(":", 1)[0]
+    if reason in ("revoked", "lease-lost", "policy", "expired"):
+        return {"outcome": "terminated", "reason": reason, "detail": why[:900]}
+    return {"outcome": "failed", "reason": "not-answered", "detail": why[:900]}

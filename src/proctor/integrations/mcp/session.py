@@ -31,7 +31,6 @@ The rules, numbered as the code cites them:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import threading
 import time
@@ -43,13 +42,18 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-import orjson
 from anyio.abc import TaskGroup
 
-from proctor.canonical import canonicalize
-from proctor.integrations.mcp.governance import Grant, Refusal, Running, ToolGovernance
+from proctor.integrations.mcp.governance import (
+    Grant,
+    Refusal,
+    Running,
+    ToolGovernance,
+    definition_digests,
+    ended_body,
+    finish_body,
+)
 from proctor.integrations.mcp.wire import Channel, Malformed
-from proctor.verification import tool_definition_digest
 
 __all__ = ["GatewaySession", "error_result"]
 
@@ -260,7 +264,7 @@ class GatewaySession:
             names = [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
             visible = await anyio.to_thread.run_sync(self.governance.visible, self.name, names)
             result["tools"] = [t for t in tools if isinstance(t, dict) and t.get("name") in visible]
-            self._shown.update(_digests(result["tools"]))
+            self._shown.update(definition_digests(result["tools"]))
         await self.agent.send({**answer, "result": result, "id": agent_id})
 
     async def _request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -295,7 +299,7 @@ class GatewaySession:
             tools = result.get("tools")
             if not isinstance(tools, list):
                 raise LookupError("the upstream's tools/list answer has no tools array")  # noqa: TRY004
-            found.update(_digests(tools))
+            found.update(definition_digests(tools))
             cursor = result.get("nextCursor")
             if not cursor:
                 return found
@@ -367,20 +371,20 @@ class GatewaySession:
             await call.done.wait()
         except anyio.get_cancelled_exc_class():  # the session ends: record how the call did
             with anyio.CancelScope(shield=True):
-                await self._finish(running, _ended_body("the session ended during the call", running))
+                await self._finish(running, ended_body("the session ended during the call", running))
             raise
         finally:
             self._calls.pop(up, None)
             self._up.pop(up, None)
         if call.answer is not None:
             await self.agent.send({**call.answer, "id": agent_id})
-            body = _finish_body(call.answer, running)
+            body = finish_body(call.answer, running)
         else:  # rule 4 (or rule 3: a malformed answer; or the agent cancelled)
             if not call.ended.startswith("cancelled by the agent"):
                 cancel = {"requestId": up, "reason": f"proctor: {call.ended}"}
                 await _quietly(self.upstream.send, _note("notifications/cancelled", cancel))
                 await _quietly(self.agent.send, error_result(agent_id, call.ended))
-            body = _ended_body(call.ended, running)
+            body = ended_body(call.ended, running)
         self._spawn(self._finish, running, body)
 
     async def _finish(self, running: Running, body: dict[str, Any]) -> None:
@@ -447,53 +451,6 @@ class GatewaySession:
                 call.end(f"revoked: {kind} {target} was revoked")
             else:  # a policy change may end it too: renew now
                 running.next_renewal = 0.0
-
-
-_DIGEST_CACHE: dict[bytes, str] = {}
-_DIGEST_CACHE_MAX = 4096
-
-
-def _digests(tools: list[Any]) -> dict[str, str]:
-    """Each tool's definition digest; a definition seen before (byte for byte, keys
-    sorted) is not canonicalized again: the re-list before each call stays cheap."""
-    found: dict[str, str] = {}
-    for tool in tools:
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            continue
-        try:
-            key = orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)
-            digest = _DIGEST_CACHE.get(key)
-            if digest is None:
-                digest = tool_definition_digest(tool)
-                if len(_DIGEST_CACHE) >= _DIGEST_CACHE_MAX:
-                    _DIGEST_CACHE.clear()
-                _DIGEST_CACHE[key] = digest
-            found[tool["name"]] = digest
-        except Exception:  # noqa: BLE001, S112 - a tool that cannot be measured cannot be called
-            continue
-    return found
-
-
-def _finish_body(answer: dict[str, Any], running: Running) -> dict[str, Any]:
-    result = answer.get("result")
-    try:
-        digest = (
-            "sha256:" + hashlib.sha256(canonicalize(result if result is not None else answer)).hexdigest()
-        )
-    except (TypeError, ValueError):
-        digest = ""
-    duration_ms = int((time.monotonic() - running.began) * 1000)
-    if isinstance(result, dict) and result.get("isError") is not True:
-        return {"outcome": "completed", "exit_status": 0, "stdout_digest": digest, "duration_ms": duration_ms}
-    why = "the tool answered isError" if isinstance(result, dict) else "the upstream answered an error"
-    return {"outcome": "failed", "reason": "tool-error", "detail": why, "stdout_digest": digest}
-
-
-def _ended_body(why: str, running: Running) -> dict[str, Any]:
-    reason = why.split(":", 1)[0]
-    if reason in ("revoked", "lease-lost", "policy", "expired"):
-        return {"outcome": "terminated", "reason": reason, "detail": why[:900]}
-    return {"outcome": "failed", "reason": "not-answered", "detail": why[:900]}
 
 
 def _note(method: str, params: dict[str, Any]) -> dict[str, Any]:
