@@ -25,6 +25,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from proctor.cli_output import server_option
+from proctor.errors import ProctorError
 from proctor.exitcodes import ExitCode
 
 __all__ = ["register"]
@@ -93,7 +94,7 @@ def _mcp(
     try:
         principal = PrincipalKey.load(key)
         root = base64.b64decode(warrant_key, validate=True) if warrant_key else None
-    except (OSError, ValueError) as e:
+    except (ProctorError, OSError, ValueError) as e:
         _bad(f"cannot load the key: {e}")
     default_name = os.path.basename(argv[0]) if argv else "upstream"
     options = GatewayOptions(

@@ -182,3 +182,19 @@ def _decisions(fs: FsSetup) -> list[dict[str, Any]]:
         if event.get("type") == "decision":
             found.append(event)
     return found
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--", "node", "x"),
+        ("--server", "http://127.0.0.1:9", "--key", "/nonexistent", "--", "node", "x"),
+        ("--server", "http://127.0.0.1:9", "--key", "/etc/hostname", "--listen", "127.0.0.1:1", "--", "node"),
+    ],
+    ids=["no-server-or-key", "unreadable-key", "listen-with-a-command"],
+)
+def test_gateway_bad_arguments_exit_bad_input_without_traceback(args: tuple[str, ...]) -> None:
+    proc = cli("gateway", "mcp", *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("proctor: error:")
