@@ -11,6 +11,7 @@ Run from the repository root (PostgreSQL's server binaries must be installed:
     python bench/bench_revocation.py                # 30 trials per variant, ~3 minutes
     python bench/bench_revocation.py --quick        # 5 trials per variant
     python bench/bench_revocation.py --trials 100
+    python bench/bench_revocation.py --baseline HEAD~3   # also that revision's PostgreSQL nodes
 
 Each trial starts a real ``proctor run`` enforcer against node C running a process tree
 that tries to survive (``tests/integration/procs/tree.py``: a setsid child, a
@@ -24,20 +25,31 @@ PostgreSQL nodes each have a data directory of their own (a copy of the keys one
 ``proctor init --store`` wrote), as on separate hosts. The target (issue 12): p50 at
 most 15 ms and p99 at most 50 ms on loopback; with 30 trials the p99 is the slowest
 trial but one.
+
+``--baseline REV`` adds three PostgreSQL nodes running the governor of another git
+revision (its ``src/`` from ``git archive``, first on their ``PYTHONPATH``; the enforcer
+and the client are this tree's), alternating with the others trial by trial: on a
+machine shared with other work, a change is measured against its baseline under the
+same load, which figures from separate runs are not.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -73,6 +85,37 @@ def pg_nodes(root: Path, dsn: str) -> list[GovernorServer]:
             GovernorServer(root / f"node-{n}", beside=beside, serve_args=("--shared", "--node", f"node-{n}"))
         )
     return servers
+
+
+def baseline_src(rev: str, root: Path) -> Path:
+    """The ``src/`` directory of git revision ``rev``, extracted under ``root``.
+
+    Raises:
+        subprocess.CalledProcessError: ``rev`` is not a revision of this repository.
+    """
+    tar = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "src"], check=True, capture_output=True
+    ).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(root, filter="data")
+    return root / "src"
+
+
+@contextlib.contextmanager
+def python_path(first: Path | None) -> Iterator[None]:
+    """Child processes started inside import ``first`` before the installed proctor."""
+    if first is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(first) + (os.pathsep + before if before else "")
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def trial(nodes: list[GovernorServer]) -> tuple[float, float]:
@@ -156,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, help="revocations per variant (default 30, 5 quick)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--baseline", metavar="REV", help="also run PostgreSQL nodes of this git revision")
     args = ap.parse_args(argv)
     trials = args.trials or (5 if args.quick else 30)
     round_trips = 50 if args.quick else 300
@@ -167,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.start()
         dsn = cluster.dsn(cluster.create_database())
+        if args.baseline:
+            src = baseline_src(args.baseline, root / "baseline")
+            with python_path(src):
+                name = f"PostgreSQL, 3 nodes, {args.baseline}"
+                variants[name] = pg_nodes(root / "pg-baseline", cluster.dsn(cluster.create_database()))
         variants["PostgreSQL, 3 nodes (NOTIFY)"] = pg_nodes(root / "pg", dsn)
         variants["SQLite shared, 3 nodes (polling)"] = sqlite_nodes(root / "sqlite")
         for name in variants:
