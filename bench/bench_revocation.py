@@ -167,7 +167,19 @@ def row(name: str, total: list[float], after: list[float] | None) -> dict[str, A
     }
     if after is not None:
         out |= {"after_answer_p50_ms": pct(after, 50), "after_answer_p99_ms": pct(after, 99)}
+    out["ms"] = [round(t, 2) for t in total]  # each trial, in the order run (--json)
     return out
+
+
+def paired(baseline: list[float], tree: list[float]) -> str:
+    """Trial by trial (run back to back, so under about the same load): how often this
+    tree's nodes were faster than the baseline's, and the median of the differences."""
+    diffs = sorted(b - t for b, t in zip(baseline, tree, strict=True))
+    faster = sum(1 for d in diffs if d > 0)
+    return (
+        f"paired with the baseline: this tree faster in {faster} of {len(diffs)} trials, "
+        f"median difference {diffs[len(diffs) // 2]:.1f} ms"
+    )
 
 
 def print_table(rows: list[dict[str, Any]], load: tuple[float, float]) -> None:
@@ -238,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row(name, total, after) for name, (total, after) in results.items()]
     rows.append(row("yardstick: LISTEN/NOTIFY round trip", yardstick, None))
     print_table(rows, (load_before, os.getloadavg()[0]))
+    if args.baseline and len(results) > 2:
+        (base, _), (ours, _) = list(results.values())[:2]
+        print(paired(base, ours))
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
