@@ -402,9 +402,7 @@ def _authorize(
     doc: dict[str, Any] = {"action": action, "resource": resource, "argv": list(argv or [])}
     if context:
         try:
-            # The governor's own parser: NaN, Infinity and numbers a double does not hold
-            # as written are refused here (JSON encoders would send NaN as null).
-            extra = loads(context)
+            extra = loads(context)  # the governor's parser: NaN (sent as null) and lossy numbers refused
         except CanonicalizationError as e:
             fail(ExitCode.BAD_INPUT, f"error: --context: expected JSON: {e}")
         if not isinstance(extra, dict):
