@@ -37,6 +37,7 @@ nothing else::
     ├── TerminatedError             (SDK) governance ended a governed call while it ran
     ├── EnforcementError            an execution cannot be started, contained or supervised
     │   └── IntegrityError          what would run (or runs) is not what was measured
+    ├── ArgumentsMismatchError      a tool call's arguments do not fit its catalogued schema (a deny)
     ├── PolicyError                 a policy bundle cannot be activated
     │   ├── PolicyValidationError   policies do not parse or validate against the schema
     │   └── BundleError             a bundle is malformed, or its signature or digest is wrong
@@ -86,6 +87,7 @@ __all__ = [
     "StreamLimitError",
     "ExecutionConflictError",
     "GovernorError",
+    "ArgumentsMismatchError",
     "DeniedError",
     "TerminatedError",
     "EnforcementError",
@@ -282,6 +284,14 @@ class GovernorError(ProctorError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class ArgumentsMismatchError(ProctorError, ValueError):
+    """A tool call's arguments do not fit the tool's catalogued input schema.
+
+    Raised while the policy engine builds the typed ``context.tool``; the engine turns it
+    into a deny naming the mismatch, so a governor never answers it as an error.
+    """
 
 
 class DeniedError(ProctorError):

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from proctor.errors import (
+    ArgumentsMismatchError,
     AuthenticationError,
     BodyTooLargeError,
     BundleError,
@@ -158,6 +159,7 @@ STATUS: Mapping[type[ProctorError], Row] = {
     StoreConflictError: _UNAVAILABLE,
     StoreIntegrityError: _UNAVAILABLE,  # caught inside the store; here only if a rule was missed
     GovernorError: _UNAVAILABLE,  # the client's own error; a governor never raises it
+    ArgumentsMismatchError: _UNAVAILABLE,  # the engine turns it into a deny; never answered
     DeniedError: _UNAVAILABLE,  # the SDK's own errors; a governor never raises them
     TerminatedError: _UNAVAILABLE,
 }

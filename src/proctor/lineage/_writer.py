@@ -9,6 +9,12 @@ sequence restarts from the durable size, so nothing is ever committed at an inde
 than the one its caller was given. This module guards invariants 1 and 2 of
 :mod:`proctor.lineage.log` (acknowledge only what is durable; sign only what is
 durable, from a tree state checked against the latest checkpoint).
+
+Why one module: the writer thread, the shared turn (take the sequencer, resync, append,
+release) and recovery after a failed commit all move the same three pieces of state (the
+pending queue, the next index, the tree) under one lock; split across modules, each
+would reach into the others' private state and the invariants above could no longer be
+read in one place.
 """
 
 from __future__ import annotations

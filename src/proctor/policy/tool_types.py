@@ -38,7 +38,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from proctor.canonical import canonicalize
-from proctor.errors import CanonicalizationError
+from proctor.errors import ArgumentsMismatchError, CanonicalizationError  # re-exported here
 
 __all__ = [
     "MAX_DEPTH",
@@ -58,10 +58,6 @@ DECIMAL_MAX = Decimal("922337203685477.5807")
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _SCALARS = {"string": "String", "integer": "Long", "number": "decimal", "boolean": "Bool"}
-
-
-class ArgumentsMismatchError(ValueError):
-    """A tool call's arguments do not fit the tool's input schema (the call is denied)."""
 
 
 def decimal_text(value: int | float, where: str) -> str:

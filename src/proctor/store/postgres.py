@@ -28,6 +28,11 @@ Ordering and locking (the :class:`~proctor.store.base.LogStore` contract):
 
 The server must run with ``fsync = on``: a store over a server that does not is
 refused when it opens, since nothing it acknowledged would survive a crash.
+
+Why one module: it is the one implementation of the ``LogStore`` interface on
+PostgreSQL, method for method beside ``store.sqlite``; the append's pipelined round trips
+already live in ``store._pg_append`` and the connection handling in ``store._pg``, and
+what remains are the interface's methods, which read best next to the schema above.
 """
 
 from __future__ import annotations
