@@ -36,16 +36,14 @@ from proctor.integrations.sdk.protocol import (
     authorize_body,
     check_arguments,
     check_renewal,
-    check_warrant,
     finish_body,
+    prepare_start,
     principal_key,
     raw_warrant_key,
-    start_body,
 )
 from proctor.integrations.sdk.results import Approval, Authorization, Finished, Lease, Renewal
 from proctor.receipts.check import ReceiptReport, check_receipt
 from proctor.verification.lease_answer import request_nonce
-from proctor.verification.measurement import tool_measurement
 
 __all__ = ["Client"]
 
@@ -181,7 +179,7 @@ class Client:
             raise DeniedError(
                 f"{resource}: no warrant key to verify the warrant with: {e}", reason="start", tool=resource
             ) from e
-        verified = check_warrant(
+        verified, body = prepare_start(
             authorization.warrant,
             warrant_key=key,
             now=int(time.time()),
@@ -189,13 +187,6 @@ class Client:
             resource=resource,
             arguments=arguments,
             definition_digest=definition_digest,
-        )
-        body = start_body(
-            authorization.warrant,
-            action=action,
-            resource=resource,
-            arguments=arguments,
-            measurement=tool_measurement(resource, definition_digest),
         )
         try:
             response = self._http.call("POST", "/v1/executions", body)

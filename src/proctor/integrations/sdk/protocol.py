@@ -39,6 +39,7 @@ from proctor.canonical import canonicalize
 from proctor.errors import CanonicalizationError, DeniedError, KeyFormatError, VerificationError, WarrantError
 from proctor.integrations.sdk.results import Authorization, Lease, Renewal
 from proctor.verification.lease_answer import verify_lease_answer
+from proctor.verification.measurement import tool_measurement
 
 __all__ = [
     "KeyLike",
@@ -222,6 +223,41 @@ def check_warrant(
                 tool=resource,
             )
     return verified
+
+
+def prepare_start(
+    warrant: str,
+    *,
+    warrant_key: bytes,
+    now: int,
+    action: str,
+    resource: str,
+    arguments: Mapping[str, Any],
+    definition_digest: str,
+) -> tuple[VerifiedWarrant, dict[str, Any]]:
+    """The warrant checked against this call (:func:`check_warrant`), and the body of the
+    ``POST /v1/executions`` that starts it, measured as the tool ``definition_digest``.
+
+    Raises:
+        DeniedError: (reason ``warrant``) the warrant does not cover exactly this call.
+    """
+    verified = check_warrant(
+        warrant,
+        warrant_key=warrant_key,
+        now=now,
+        action=action,
+        resource=resource,
+        arguments=arguments,
+        definition_digest=definition_digest,
+    )
+    body = start_body(
+        warrant,
+        action=action,
+        resource=resource,
+        arguments=arguments,
+        measurement=tool_measurement(resource, definition_digest),
+    )
+    return verified, body
 
 
 def finish_body(outcome: str, *, result_digest: str, reason: str, detail: str) -> dict[str, Any]:
