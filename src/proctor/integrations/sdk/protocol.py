@@ -51,6 +51,7 @@ __all__ = [
     "check_start",
     "check_warrant",
     "finish_body",
+    "prepare_start",
     "principal_key",
     "raw_warrant_key",
     "receiver",
