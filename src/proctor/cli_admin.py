@@ -161,6 +161,7 @@ def _serve(
     witness: ServeWitnessOpt = None,
 ) -> None:
     """Run the governor (HTTP API, OpenAPI at /docs, /healthz, /readyz, /metrics)."""
+    from proctor.console import mount as mount_pages  # noqa: PLC0415 - only this command serves them
     from proctor.governor.app import create_app  # noqa: PLC0415 - only this command needs the server
     from proctor.governor.nodes import heartbeat_while_serving  # noqa: PLC0415
     from proctor.governor.quotas import QuotaStreamSlots  # noqa: PLC0415
@@ -223,6 +224,7 @@ def _serve(
             governor.quotas, total=limits.max_streams, per_principal=limits.max_streams_per_principal
         )
         app = create_app(governor, streams=slots)
+        mount_pages(app)  # the console, proof viewer, lineage explorer, health page, /docs
         # Everything loaded so far lives as long as the process: keep it out of the
         # cyclic collector's passes, which would otherwise walk it every time, and
         # collect the young generation less often (each request allocates hundreds of

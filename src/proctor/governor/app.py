@@ -412,6 +412,10 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
         metrics,
         EventStreams(governor, streams if streams is not None else StreamSlots()),
         title="proctor governor",
+        # The API reference is a page of proctor.console (/docs), its assets served
+        # locally: FastAPI's own loads Swagger UI from a CDN, and fails offline.
+        docs_url=None,
+        redoc_url=None,
         version=__version__,
         description="Execution governance: authorize, record, prove.",
     )
