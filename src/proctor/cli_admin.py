@@ -202,13 +202,9 @@ def _serve(
         limits = plan_limits(
             raise_fd_limit(), max_streams=max_streams, max_streams_per_principal=max_streams_per_principal
         )
+        linger = commit_linger_ms / 1000
         governor = Governor(
-            data,
-            node=node,
-            commit_linger_s=commit_linger_ms / 1000,
-            mint_helper=mint_helper,
-            store=store,
-            shared=shared,
+            data, node=node, commit_linger_s=linger, mint_helper=mint_helper, store=store, shared=shared
         )
     except ProctorError as e:
         exit_for(e)
