@@ -62,6 +62,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
     "proctor.cli_store": ("migrate",),
     "proctor.cli_gateway": ("gateway",),
     "proctor.cli_approvals": ("approve", "approvals"),
+    "proctor.cli_console": ("console",),
 }
 
 
