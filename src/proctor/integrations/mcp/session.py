@@ -7,7 +7,9 @@ The rules, numbered as the code cites them:
    cancellation, server-to-client requests) except ``tools/call``, which is forwarded
    only once it is authorized and started (:mod:`~proctor.integrations.mcp.governance`).
    The agent's request ids are renumbered on the way up, so that no agent message can
-   answer, or pose as, a request of the gateway's own.
+   answer, or pose as, a request of the gateway's own. An agent's cancellation goes up
+   renumbered; one of a ``tools/call`` not yet forwarded stops it there (an execution
+   already started is finished ``cancelled``); one naming nothing in flight is dropped.
 2. ``tools/list`` shows the agent only the tools its principal could ever call (the
    governor says which: ``POST /v1/authorize/visible``; none when it cannot say). The
    definition a call is authorized for is the one the agent was shown: the tool as
@@ -24,8 +26,9 @@ The rules, numbered as the code cites them:
    execution finished ``terminated`` with the reason. The upstream's late answer is
    dropped.
 5. A call that ends is finished with its outcome (``completed``, or ``failed`` for an
-   ``isError`` result) and the digest of the RFC 8785 canonical JSON of its result,
-   after the agent has its answer; the session waits for every finish before it ends.
+   ``isError`` result) and the RFC 8785 digest of its result, after the agent has its
+   answer (``_meta`` ``proctor/execution`` added: whose receipt to fetch); the session
+   waits for every finish before it ends.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ __all__ = ["GatewaySession", "error_result"]
 _MAX_PAGES = 64
 _LIST_TIMEOUT_S = 30.0
 _TICK_S = 0.05
+_CANCELLED = "cancelled by the agent"
 
 
 def error_result(request_id: Any, text: str) -> dict[str, Any]:
@@ -115,9 +119,9 @@ class GatewaySession:
         self._up: dict[int, tuple[Any, str]] = {}  # upstream id -> (agent id, method)
         self._own: dict[int, tuple[anyio.Event, list[Any]]] = {}
         self._calls: dict[int, _Call] = {}  # upstream id -> governed call
+        self._held: dict[Any, bool] = {}  # agent id of a call not yet forwarded -> cancelled
         self._shown: dict[str, str] = {}  # tool -> digest of the definition shown (rule 2)
         self._finishing = 0
-        self._finished = anyio.Event()
         self._stop = threading.Event()
         self._following = False
         self._token: Any = None
@@ -157,11 +161,13 @@ class GatewaySession:
             method = message.get("method")
             if "id" in message and isinstance(method, str):
                 if method == "tools/call":
+                    self._held[message["id"]] = False
                     self._spawn(self._governed, message)
                 else:
                     await self._forward_request(message, method)
             elif isinstance(method, str):
-                await self.upstream.send(self._notification_up(message))
+                if (up_message := self._notification_up(message)) is not None:
+                    await self.upstream.send(up_message)
             else:  # an answer to a server-to-client request: its id is the upstream's
                 await self.upstream.send(message)
 
@@ -171,7 +177,8 @@ class GatewaySession:
         await self.upstream.send({**message, "id": up})
         return up
 
-    def _notification_up(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _notification_up(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """For the upstream (rule 1); ``None``: a cancellation of nothing forwarded."""
         params = message.get("params")
         if message.get("method") != "notifications/cancelled" or not isinstance(params, dict):
             return message
@@ -180,9 +187,11 @@ class GatewaySession:
             if agent_id == wanted:
                 call = self._calls.get(up)
                 if call is not None:
-                    call.end("cancelled by the agent")
+                    call.end(_CANCELLED)
                 return {**message, "params": {**params, "requestId": up}}
-        return message
+        if type(wanted) in (str, int) and wanted in self._held:
+            self._held[wanted] = True  # stopped before it is forwarded (rule 1)
+        return None  # else it names no request in flight: dropped
 
     async def _from_upstream(self) -> None:
         while True:
@@ -308,6 +317,12 @@ class GatewaySession:
     # -- rules 1-5: one governed call --------------------------------------------------
 
     async def _governed(self, message: dict[str, Any]) -> None:
+        try:
+            await self._govern(message)
+        finally:
+            self._held.pop(message["id"], None)
+
+    async def _govern(self, message: dict[str, Any]) -> None:
         agent_id = message["id"]
         params = message.get("params")
         tool = params.get("name") if isinstance(params, dict) else None
@@ -348,15 +363,22 @@ class GatewaySession:
                 f"(authorized {grant.digest}, now {live.get(tool, 'absent')})",
             )
             return
+        if self._held.get(agent_id):  # rule 1: cancelled while it was being authorized
+            return
         try:
             running = await anyio.to_thread.run_sync(self.governance.start, grant)
         except Exception as e:  # noqa: BLE001 - whatever failed, nothing is forwarded
             await self._refuse(agent_id, f"refused: the governor did not start the call: {e}")
             return
-        await self._forward_call(message, running)
+        if not self._held.get(agent_id):
+            await self._forward_call(message, running)
+            return
+        self._finishing += 1  # cancelled while it was being started: never forwarded
+        self._spawn(self._finish, running, _ended(f"{_CANCELLED} before it was forwarded", running))
 
     async def _forward_call(self, message: dict[str, Any], running: Running) -> None:
         agent_id = message["id"]
+        self._held.pop(agent_id, None)  # from here a cancellation names its upstream id
         self._follow(running.log_index)
         up = next(self._ids)
         call = _Call(agent_id, running)
@@ -377,14 +399,18 @@ class GatewaySession:
             self._calls.pop(up, None)
             self._up.pop(up, None)
         if call.answer is not None:
-            await self.agent.send({**call.answer, "id": agent_id})
+            answer, result = {**call.answer, "id": agent_id}, call.answer.get("result")
+            if isinstance(result, dict):  # rule 5: the id of the receipt, in the result's _meta
+                meta: dict[str, Any] = m if isinstance(m := result.get("_meta"), dict) else {}
+                answer["result"] = {**result, "_meta": {**meta, "proctor/execution": running.execution}}
+            await self.agent.send(answer)
             body = finish_body(call.answer, running)
         else:  # rule 4 (or rule 3: a malformed answer; or the agent cancelled)
-            if not call.ended.startswith("cancelled by the agent"):
+            if not call.ended.startswith(_CANCELLED):
                 cancel = {"requestId": up, "reason": f"proctor: {call.ended}"}
                 await _quietly(self.upstream.send, _note("notifications/cancelled", cancel))
                 await _quietly(self.agent.send, error_result(agent_id, call.ended))
-            body = ended_body(call.ended, running)
+            body = _ended(call.ended, running)
         self._spawn(self._finish, running, body)
 
     async def _finish(self, running: Running, body: dict[str, Any]) -> None:
@@ -398,7 +424,8 @@ class GatewaySession:
 
     async def _refuse(self, agent_id: Any, reason: str) -> None:
         self.note(reason)
-        await self.agent.send(error_result(agent_id, reason))
+        if not self._held.get(agent_id):  # a cancelled request gets no answer
+            await self.agent.send(error_result(agent_id, reason))
 
     # -- rule 4: leases and the event stream -------------------------------------------
 
@@ -451,6 +478,13 @@ class GatewaySession:
                 call.end(f"revoked: {kind} {target} was revoked")
             else:  # a policy change may end it too: renew now
                 running.next_renewal = 0.0
+
+
+def _ended(why: str, running: Running) -> dict[str, Any]:
+    """An unanswered call's finish (rule 4); the agent's cancellation: ``failed``, ``cancelled``."""
+    if why.startswith(_CANCELLED):
+        return {"outcome": "failed", "reason": "cancelled", "detail": why[:900]}
+    return ended_body(why, running)
 
 
 def _note(method: str, params: dict[str, Any]) -> dict[str, Any]:
