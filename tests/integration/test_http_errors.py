@@ -261,7 +261,8 @@ def test_openapi_documents_every_request_body(world: World) -> None:
     assert ("post", "/v1/authorize") in checked
     assert ("put", "/v1/policy") in checked
     assert ("post", "/v1/authorize/visible") in checked
-    assert len(checked) == 11, checked  # with POST /v1/approvals/{approval_id}/{verdict}
+    assert ("post", "/v1/authorize/start") in checked
+    assert len(checked) == 12, checked  # with POST /v1/approvals/{approval_id}/{verdict}
     assert schemas["AuthorizeBody"]["required"] == ["action", "resource"]
     assert schemas["AuthorizeBody"]["additionalProperties"] is False
     assert "HTTPValidationError" not in schemas  # FastAPI's 422 shape is not what is sent

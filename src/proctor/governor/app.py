@@ -63,6 +63,8 @@ from proctor.errors import (
     RequestShapeError,
     VerificationError,
 )
+from proctor.governor.authorize_start import PATH as AUTHORIZE_START
+from proctor.governor.authorize_start import authorize_start_endpoint
 from proctor.governor.boundary import (
     INTERNAL,
     INTERNAL_BODY,
@@ -80,6 +82,7 @@ from proctor.governor.model import (
     ApprovalDecisionBody,
     AuthorizeBody,
     AuthorizeRequest,
+    AuthorizeStartBody,
     EmptyBody,
     FinishExecutionBody,
     PrincipalBody,
@@ -159,6 +162,8 @@ class GovernorApp(FastAPI):
             handler: Handler | None
             if path == "/v1/authorize":
                 handler = self.authorize_endpoint
+            elif path == AUTHORIZE_START:
+                handler = functools.partial(authorize_start_endpoint, self)
             elif (m := _RENEW.fullmatch(path)) is not None:
                 handler = functools.partial(self.renew_endpoint, m.group(1))
             elif path == "/v1/revocations":
@@ -475,6 +480,10 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     @app.post("/v1/authorize", openapi_extra=_body(AuthorizeBody))
     async def authorize(request: Request) -> Response:
         return await app.declared(request, app.authorize_endpoint)
+
+    @app.post(AUTHORIZE_START, openapi_extra=_body(AuthorizeStartBody))
+    async def authorize_start(request: Request) -> Response:
+        return await app.declared(request, functools.partial(authorize_start_endpoint, app))
 
     @app.post("/v1/executions/{execution_id}/renew", openapi_extra=_body(RenewExecutionBody, required=False))
     async def renew_execution(execution_id: str, request: Request) -> Response:

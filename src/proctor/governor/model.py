@@ -34,6 +34,8 @@ __all__ = [
     "MAX_ARGV",
     "AuthorizeBody",
     "StartExecutionBody",
+    "StartPlanBody",
+    "AuthorizeStartBody",
     "RenewExecutionBody",
     "FinishExecutionBody",
     "PrincipalBody",
@@ -133,6 +135,28 @@ class StartExecutionBody(_Body):
     enforcer: Annotated[Any, _lenient(_STRING), Field(description="the enforcer's name")] = None
 
 
+class StartPlanBody(_ExactBody):
+    """The ``start`` part of ``POST /v1/authorize/start``: what ``POST /v1/executions``
+    carries besides what the authorization already names (ADR 0019)."""
+
+    measurement: Annotated[
+        dict[str, Any], Field(description="what the enforcer measured (proctor.verification)")
+    ]
+    containment: Annotated[
+        Any,
+        _lenient({"type": "array", "items": _STRING}),
+        Field(description="containment backends planned (at most 16 strings kept)"),
+    ] = None
+    enforcer: Annotated[Any, _lenient(_STRING), Field(description="the enforcer's name")] = None
+
+
+class AuthorizeStartBody(_ExactBody):
+    """``POST /v1/authorize/start``: authorize, and on allow start at once (ADR 0019)."""
+
+    authorize: Annotated[AuthorizeBody, Field(description="the POST /v1/authorize body")]
+    start: Annotated[StartPlanBody, Field(description="the start, once the warrant is minted")]
+
+
 class RenewExecutionBody(_Body):
     """``POST /v1/executions/{id}/renew``: the enforcer's own check (the body may be omitted)."""
 
@@ -213,6 +237,7 @@ class EmptyBody(_Body):
 BODIES: tuple[type[BaseModel], ...] = (
     AuthorizeBody,
     StartExecutionBody,
+    AuthorizeStartBody,
     RenewExecutionBody,
     FinishExecutionBody,
     PrincipalBody,

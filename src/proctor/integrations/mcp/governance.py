@@ -53,6 +53,7 @@ from proctor.verification import (
     tool_definition_digest,
     tool_measurement,
 )
+from proctor.verification.lease_answer import request_nonce, verify_lease_answer
 
 __all__ = [
     "ACTION",
@@ -63,9 +64,11 @@ __all__ = [
     "definition_digests",
     "ended_body",
     "finish_body",
+    "not_forwarded_body",
 ]
 
 ACTION = "mcp.call"
+AUTHORIZE_START = "/v1/authorize/start"
 _POLL_S = 0.25
 
 
@@ -133,6 +136,7 @@ class ToolGovernance:
         self._zone = ""
         self._note = on_note
         self._trusted = False
+        self._combined = True  # the governor offers POST /v1/authorize/start (ADR 0019)
 
     def close(self) -> None:
         """Close the connection pools."""
@@ -153,15 +157,74 @@ class ToolGovernance:
 
     def authorize(self, resource: str, arguments: dict[str, Any], digest: str) -> Grant | Refusal:
         """Authorize one call and verify its warrant (rules 1-3); never raises."""
-        request: dict[str, Any] = {
-            "action": ACTION,
-            "resource": resource,
-            "arguments": arguments,
-            "executable_digest": digest,
-        }
+        request = _request(resource, arguments, digest)
         try:
             root = self._warrant_key()
             answer = self._governors.json("POST", "/v1/authorize", request)
+        except (GovernorError, ValueError) as e:
+            return Refusal(f"refused: the governor could not authorize the call ({e})")
+        return self._granted(answer, request, root)
+
+    def authorize_start(self, resource: str, arguments: dict[str, Any], digest: str) -> Running | Refusal:
+        """Rules 1-4 in one round trip (``POST /v1/authorize/start``, ADR 0019): the
+        warrant verified locally for exactly this call, the start answer signed by the
+        warrant key for this request; never raises. A governor without that route is
+        asked in two requests from then on (:meth:`authorize`, :meth:`start`); an allow
+        that waits for an approval is started once approved (rule 2)."""
+        if not self._combined:
+            return self._one_by_one(resource, arguments, digest)
+        request = _request(resource, arguments, digest)
+        measurement = tool_measurement(resource, digest)
+        plan = {"measurement": measurement, "containment": [], "enforcer": self._enforcer}
+        try:
+            root = self._warrant_key()
+            answered = self._governors.request("POST", AUTHORIZE_START, {"authorize": request, "start": plan})
+            answer = answered.json()
+        except GovernorError as e:
+            if e.status in (404, 405):  # an older governor: no such route
+                self._combined = False
+                return self._one_by_one(resource, arguments, digest)
+            return Refusal(f"refused: the governor could not authorize and start the call ({e})")
+        except ValueError as e:
+            return Refusal(f"refused: the governor's answer is not JSON ({e})")
+        authorization = answer.get("authorization") if isinstance(answer, dict) else None
+        started = answer.get("execution") if isinstance(answer, dict) else None
+        grant = self._granted(authorization, request, root)
+        if isinstance(grant, Refusal):
+            if isinstance(started, dict):  # started, but not for a warrant that verifies here
+                self.finish(_Unverified(started), not_forwarded_body(grant.reason))
+            return grant
+        if started is None:  # allowed once approved (rule 2): started now
+            return self._started(grant)
+        try:
+            claims = grant.claims
+            verify_lease_answer(
+                started,
+                kind="start",
+                execution=str(started.get("execution")) if isinstance(started, dict) else "",
+                nonce=request_nonce(answered.response.request.headers.get("signature-input", "")),
+                warrant=claims.warrant_id,
+                lease_ttl_ms=claims.lease_ttl_ms,
+                warrant_key=root,
+            )
+            return self._running(grant, started, answered.sent)
+        except (VerificationError, KeyError, TypeError, ValueError) as e:
+            return Refusal(f"refused: the governor's start answer does not verify: {e}")
+
+    def _one_by_one(self, resource: str, arguments: dict[str, Any], digest: str) -> Running | Refusal:
+        grant = self.authorize(resource, arguments, digest)
+        return grant if isinstance(grant, Refusal) else self._started(grant)
+
+    def _started(self, grant: Grant) -> Running | Refusal:
+        try:
+            return self.start(grant)
+        except Exception as e:  # noqa: BLE001 - whatever failed, nothing is forwarded
+            return Refusal(f"refused: the governor did not start the call: {e}")
+
+    def _granted(self, answer: Any, request: dict[str, Any], root: bytes) -> Grant | Refusal:
+        """An authorization answer made a verified grant (rules 1-3), or why not."""
+        resource, arguments, digest = request["resource"], request["arguments"], request["executable_digest"]
+        try:
             approval = answer.get("approval") if isinstance(answer, dict) else None
             if isinstance(approval, dict) and "warrant" not in answer:
                 answer = self._approved(request, approval)  # rule 2
@@ -258,15 +321,18 @@ class ToolGovernance:
             "enforcer": self._enforcer,
         }
         answered = self._governors.request("POST", "/v1/executions", body, accept=lease.start)
-        started = answered.json()
-        ttl = enforcer_ttl_s(claims.lease_ttl_ms)
+        return self._running(grant, answered.json(), answered.sent)
+
+    @staticmethod
+    def _running(grant: Grant, started: dict[str, Any], sent: float) -> Running:
+        ttl = enforcer_ttl_s(grant.claims.lease_ttl_ms)
         return Running(
             execution=str(started["execution"]),
             grant=grant,
             log_index=int(started["log_index"]),
             ttl=ttl,
-            deadline=lease_deadline(answered.sent, ttl),
-            next_renewal=answered.sent + renewal_interval_s(ttl),
+            deadline=lease_deadline(sent, ttl),
+            next_renewal=sent + renewal_interval_s(ttl),
         )
 
     def renew(self, running: Running) -> str | None:
@@ -300,7 +366,7 @@ class ToolGovernance:
         detail = answer.get("detail", "") if isinstance(answer, dict) else ""
         return f"{terminate}: {detail}"
 
-    def finish(self, running: Running, body: dict[str, Any]) -> str:
+    def finish(self, running: Running | _Unverified, body: dict[str, Any]) -> str:
         """Record how the call ended; returns ``""`` or why it could not be recorded."""
         deadline = time.monotonic() + 6.5
         for attempt in range(3):
@@ -329,6 +395,28 @@ class ToolGovernance:
             self._governors.follow("", since, on_message, stop)
         except VerificationError:  # pragma: no cover - follow reports its own failures
             return
+
+
+@dataclass(frozen=True)
+class _Unverified:
+    """An execution the governor says it started for a call that is refused here."""
+
+    started: dict[str, Any]
+
+    @property
+    def execution(self) -> str:
+        return str(self.started.get("execution", ""))
+
+
+def _request(resource: str, arguments: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The authorization request of one call (rule 1)."""
+    return {"action": ACTION, "resource": resource, "arguments": arguments, "executable_digest": digest}
+
+
+def not_forwarded_body(why: str) -> dict[str, Any]:
+    """The finish of a started call that was never forwarded (its tool definition
+    changed, say): ``failed``, reason ``not-forwarded``."""
+    return {"outcome": "failed", "reason": "not-forwarded", "detail": why[:900]}
 
 
 _DIGEST_CACHE: dict[bytes, str] = {}

@@ -1,0 +1,95 @@
+"""``POST /v1/authorize/start``: authorize a call and start its execution in one signed
+request (ADR 0019), for an enforcer that would send ``POST /v1/authorize`` and then
+``POST /v1/executions`` at once (the MCP gateway, per ``tools/call``).
+
+It is exactly those two requests, run by the governor one after the other for one
+signature, so that a tool call pays one round trip to the governor instead of two.
+The rules, numbered as the code cites them:
+
+1. The request is authenticated once, counts once against the principal's request rate
+   and against its authorization rate, and its nonce is spent by the authorization's
+   commit (as ``POST /v1/authorize``'s is).
+2. The authorization is ``POST /v1/authorize``'s (:meth:`Governor.authorize_async`):
+   the same decision, obligations, warrant and commit. A deny, or an allow that waits
+   for an approval, is answered as it is, with nothing started.
+3. An allow's warrant is then presented to :meth:`Executions.start` with the
+   measurement of the body's ``start`` part and the authorized request's own action,
+   resource, arguments and zone: the warrant is verified against what was measured,
+   used once, and the start is recorded in its own commit, as a separate
+   ``POST /v1/executions`` would be. Its answer is signed by the warrant key for this
+   request's nonce (ADR 0017): the enforcer checks it as a start answer.
+4. A start that is refused (replay, quota, a measurement the warrant does not cover)
+   refuses the whole request with the start's error; the warrant it minted is never
+   handed out, so it cannot be used (and it is recorded, like any warrant).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi.concurrency import run_in_threadpool
+
+from proctor.errors import BodyTooLargeError, CanonicalizationError, RequestShapeError
+from proctor.governor.limits import MAX_BODY, parse_json
+from proctor.governor.model import AuthorizeRequest, AuthorizeStartBody, parse_body
+from proctor.verification.lease_answer import request_nonce
+
+if TYPE_CHECKING:
+    from proctor.governor.app import GovernorApp
+
+__all__ = ["PATH", "authorize_start_endpoint"]
+
+PATH = "/v1/authorize/start"
+
+
+async def authorize_start_endpoint(
+    app: GovernorApp, target: str, headers: dict[str, str], body: bytes
+) -> tuple[int, bytes]:
+    """``POST /v1/authorize/start`` (rules 1-4): (status, JSON body).
+
+    The answer: ``{"authorization": <the POST /v1/authorize answer>}``, with
+    ``"execution": <the POST /v1/executions answer>`` when the call was allowed and
+    started.
+
+    Raises:
+        BodyTooLargeError, AuthenticationError, QuotaError, RequestShapeError: as
+            ``POST /v1/authorize`` (nothing decided).
+        WarrantError, ExecutionConflictError, PrincipalError, QuotaError, StoreError:
+            the start was refused (rule 4).
+    """
+    governor, metrics = app.governor, app.metrics
+    if len(body) > MAX_BODY:
+        raise BodyTooLargeError(f"expected a body of at most {MAX_BODY} bytes, found {len(body)}")
+    name = await app.caller("POST", target, headers, body, persist=False, rates=(app.authorizations,))
+    try:  # rule 1: a refused body's nonce stays spent
+        doc = parse_json(body) if body else None
+        asked = parse_body(AuthorizeStartBody, doc)
+        request = AuthorizeRequest.from_body(asked.authorize)
+    except (CanonicalizationError, RequestShapeError):
+        governor.persist_nonces()
+        raise
+    started = time.perf_counter()
+    result = await governor.authorize_async(name, request)  # rule 2
+    metrics.latency.observe(time.perf_counter() - started)
+    (metrics.allowed if result.allowed else metrics.denied).inc()
+    answer: dict[str, Any] = {"authorization": result.to_json()}
+    if not result.allowed or not result.warrant:
+        return 200, orjson.dumps(answer)
+    record = governor.trust.principal(name)
+    start = {  # rule 3: what POST /v1/executions would have carried
+        "warrant": result.warrant,
+        "action": request.action,
+        "resource": request.resource,
+        "argv": list(request.argv),
+        "arguments": request.arguments,
+        # the zone the decision was made for (Authorizer._decide): the warrant's
+        "zone": request.zone or (record.zone if record is not None else ""),
+        "measurement": asked.start.measurement,
+        "containment": asked.start.containment if asked.start.containment is not None else [],
+        "enforcer": asked.start.enforcer if asked.start.enforcer is not None else "",
+    }
+    nonce = request_nonce(headers.get("signature-input", ""))
+    answer["execution"] = await run_in_threadpool(governor.executions.start, name, start, nonce=nonce)
+    return 200, orjson.dumps(answer)

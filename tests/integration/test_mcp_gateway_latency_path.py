@@ -1,0 +1,181 @@
+"""``POST /v1/authorize/start`` (ADR 0019) and the gateway's one-round-trip call path,
+against a real governor (``proctor serve``).
+
+Rules (proctor.governor.authorize_start, proctor.integrations.mcp.governance): one
+signed request authorizes and starts; the warrant is still minted, bound to the tool
+definition, verified by the gateway and used once; the start answer is signed for the
+request; a deny starts nothing; a measurement the warrant does not cover starts nothing
+and hands out no warrant; a governor without the route is asked in two requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gov_server import GovernorServer, client_of
+from proctor.authorization.keys import PrincipalKey
+from proctor.client import GovernorError
+from proctor.enforcement._failover import Governors
+from proctor.integrations.mcp.governance import Refusal, Running, ToolGovernance
+from proctor.verification import tool_measurement
+
+pytestmark = pytest.mark.slow
+
+DIGEST = "sha256:" + hashlib.sha256(b"read definition").hexdigest()
+OTHER = "sha256:" + hashlib.sha256(b"another definition").hexdigest()
+POLICY = (
+    '@id("fs-read")\n'
+    'permit(principal, action == Proctor::Action::"mcp.call", resource == Proctor::Tool::"fs/read");\n'
+    '@id("fs-no-write")\n'
+    'forbid(principal, action == Proctor::Action::"mcp.call", resource == Proctor::Tool::"fs/write");\n'
+)
+
+
+@pytest.fixture(scope="module")
+def governor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GovernorServer]:
+    root = tmp_path_factory.mktemp("latency-path")
+    policy = root / "policy"
+    policy.mkdir()
+    (policy / "fs.cedar").write_text(POLICY)
+    server = GovernorServer(root / "gov", policy=policy)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Counted(Governors):
+    """The real fail-over client, counting the requests it sends by target."""
+
+    sent: list[str]
+
+    def request(self, method: str, target: str, body: Any = None, **kw: Any) -> Any:
+        self.sent.append(f"{method} {target}")
+        return super().request(method, target, body, **kw)
+
+
+@pytest.fixture
+def governance(governor: GovernorServer) -> Iterator[ToolGovernance]:
+    tools = ToolGovernance(governor.url, PrincipalKey.load(governor.key))
+    counted = Counted(tools._governors.urls, PrincipalKey.load(governor.key))
+    counted.sent = []
+    tools._governors.close()
+    tools._governors = counted
+    try:
+        yield tools
+    finally:
+        tools.close()
+
+
+def sent(tools: ToolGovernance) -> list[str]:
+    governors = tools._governors
+    assert isinstance(governors, Counted)
+    return governors.sent
+
+
+def test_an_allowed_call_is_authorized_and_started_in_one_request(
+    governance: ToolGovernance, governor: GovernorServer
+) -> None:
+    governance._warrant_key()  # fetched once per session, before any call
+    sent(governance).clear()
+    running = governance.authorize_start("fs/read", {"path": "/srv/a", "t": 0.7}, DIGEST)
+    assert isinstance(running, Running), running
+    assert sent(governance) == ["POST /v1/authorize/start"]
+    claims = running.grant.claims
+    assert claims.executable_digest == DIGEST  # the definition is bound into the warrant
+    assert claims.resource == "fs/read"
+    with client_of(governor) as client:
+        shown = client.json("GET", f"/v1/executions/{running.execution}")
+        assert shown["status"] == "running"
+        # The warrant is used once: presenting it again starts nothing.
+        with pytest.raises(GovernorError) as replay:
+            client.json(
+                "POST",
+                "/v1/executions",
+                {
+                    "warrant": running.grant.token,
+                    "action": "mcp.call",
+                    "resource": "fs/read",
+                    "arguments": {"path": "/srv/a", "t": 0.7},
+                    "zone": claims.zone,
+                    "measurement": tool_measurement("fs/read", DIGEST),
+                },
+            )
+        assert replay.value.status == 409
+    assert governance.finish(running, {"outcome": "completed", "exit_status": 0}) == ""
+    with client_of(governor) as client:
+        receipt = client.json("GET", f"/v1/executions/{running.execution}/receipt")
+        assert receipt  # the call has its receipt, as with two requests
+
+
+def test_a_denied_call_starts_nothing(governance: ToolGovernance, governor: GovernorServer) -> None:
+    with client_of(governor) as client:
+        before = client.json("GET", "/v1/executions")
+    refused = governance.authorize_start("fs/write", {"path": "/srv/a"}, DIGEST)
+    assert isinstance(refused, Refusal)
+    assert "denied" in refused.reason
+    assert "fs-no-write" in refused.reason
+    with client_of(governor) as client:
+        assert client.json("GET", "/v1/executions") == before
+
+
+def test_a_measurement_the_warrant_does_not_cover_starts_nothing(governor: GovernorServer) -> None:
+    body = {
+        "authorize": {
+            "action": "mcp.call",
+            "resource": "fs/read",
+            "arguments": {"path": "/srv/a"},
+            "executable_digest": DIGEST,
+        },
+        "start": {"measurement": tool_measurement("fs/read", OTHER), "enforcer": "test"},
+    }
+    with client_of(governor) as client:
+        with pytest.raises(GovernorError) as refused:
+            client.json("POST", "/v1/authorize/start", body)
+        assert refused.value.status == 403
+        assert refused.value.body["error"] == "warrant-rejected"
+        assert "authorization" not in refused.value.body  # no warrant is handed out
+        assert "token" not in str(refused.value.body)
+
+
+def test_an_unknown_member_in_the_start_part_is_refused(governor: GovernorServer) -> None:
+    body = {
+        "authorize": {"action": "mcp.call", "resource": "fs/read", "executable_digest": DIGEST},
+        "start": {"measurement": tool_measurement("fs/read", DIGEST), "enforcr": "typo"},
+    }
+    with client_of(governor) as client, pytest.raises(GovernorError) as refused:
+        client.json("POST", "/v1/authorize/start", body)
+    assert refused.value.status == 422  # the boundary's answer to a body its model refuses
+    assert "enforcr" in str(refused.value)
+
+
+def test_a_governor_without_the_route_is_asked_in_two_requests(
+    governance: ToolGovernance, governor: GovernorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An older governor answers 404 (no such route); the gateway then asks as before.
+    monkeypatch.setattr("proctor.integrations.mcp.governance.AUTHORIZE_START", "/v1/no-such-route")
+    governance._warrant_key()
+    sent(governance).clear()
+    running = governance.authorize_start("fs/read", {"path": "/srv/b"}, DIGEST)
+    assert isinstance(running, Running), running
+    assert sent(governance) == ["POST /v1/no-such-route", "POST /v1/authorize", "POST /v1/executions"]
+    sent(governance).clear()
+    again = governance.authorize_start("fs/read", {"path": "/srv/c"}, DIGEST)
+    assert isinstance(again, Running)
+    assert sent(governance) == ["POST /v1/authorize", "POST /v1/executions"]
+    for started in (running, again):
+        assert governance.finish(started, {"outcome": "completed", "exit_status": 0}) == ""
+
+
+def test_the_route_is_in_the_openapi_document(governor: GovernorServer) -> None:
+    with client_of(governor) as client:
+        document = client.json("GET", "/openapi.json", signed=False)
+    operation = document["paths"]["/v1/authorize/start"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/AuthorizeStartBody"
+    }
+    assert set(document["components"]["schemas"]["AuthorizeStartBody"]["required"]) == {"authorize", "start"}
