@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["BOX_H", "BOX_W", "Ancestry", "Edge", "Node", "Row", "lay_out"]
 
-BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN, INDENT = 270, 64, 40, 30, 12, 28
+BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN, INDENT = 270, 64, 64, 30, 12, 28
 """The drawing's geometry, in SVG user units."""
 
 

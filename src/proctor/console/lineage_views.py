@@ -131,7 +131,8 @@ def _summary(event: dict[str, Any]) -> str:
         text = f"warrant {get('warrant')} for decision {get('decision_index')}{parent}"
     elif kind == "execution.started":
         blocks = f", {get('attenuations')} attenuation block(s)" if get("attenuations") else ""
-        text = f"{get('execution')} under {get('warrant')} in zone {get('zone', '')!s}{blocks}"
+        zone = f" in zone {get('zone')}" if get("zone") else ""
+        text = f"{get('execution')} under {get('warrant')}{zone}{blocks}"
     elif kind == "execution.completed":
         text = f"{get('execution')} completed, exit status {get('exit_status')}, {get('duration_ms')} ms"
     elif kind == "execution.terminated":
