@@ -40,6 +40,8 @@ class Action:
     effect: str
     target: str
     danger: bool = True
+    reason: bool = True
+    """Whether the event records a reason (a suspension or resumption records none)."""
 
 
 ACTIONS: dict[str, Action] = {
@@ -66,12 +68,14 @@ ACTIONS: dict[str, Action] = {
         "suspends principal {target}: it loses every right (no decision, start or renewal "
         "succeeds, its console session ends) until an admin resumes it.",
         "principal name",
+        reason=False,
     ),
     "resume": Action(
         "Resume",
         "resumes principal {target}: its rights are those of its attributes again.",
         "principal name",
         danger=False,
+        reason=False,
     ),
     "approve": Action(
         "Approve",

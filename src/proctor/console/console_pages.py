@@ -250,17 +250,18 @@ async def act(request: Request) -> Response:
         return posted
     session, form = posted
     action, target, reason = form.get("action", ""), form.get("target", ""), form.get("reason", "")[:500]
+    label = ACTIONS[action].label if action in ACTIONS else action
     governor = request.app.state.governor
     try:
         done = await run_in_threadpool(
             perform, governor, action, target, reason=reason or "console", by=session.principal
         )
     except ProctorError as e:
-        failed: dict[str, Any] = {"action": action, "target": target, "error": str(e), "done": None}
+        failed: dict[str, Any] = {"label": label, "target": target, "error": str(e), "done": None}
         return _page(request, "console_done.html", failed, status=refusal(e)[0])
     event = orjson.dumps(done.event, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
     context: dict[str, Any] = {
-        "action": action,
+        "label": label,
         "target": target,
         "error": "",
         "done": done,

@@ -47,7 +47,16 @@
     // Keep the focused link's place: skip a rebuild while focus is inside this table.
     if (body.contains(document.activeElement)) return;
     body.replaceChildren(...fresh);
+    label(body);
   };
+  // Each cell names its column (data-label), for the narrow layout where rows stack.
+  const label = (body) => {
+    const names = [...body.closest("table").querySelectorAll("thead th")].map((th) => th.textContent);
+    for (const tr of body.rows) {
+      [...tr.cells].forEach((cell, i) => { if (!cell.colSpan || cell.colSpan === 1) cell.dataset.label = names[i] || ""; });
+    }
+  };
+  document.querySelectorAll("table.stack tbody").forEach(label);
   const render = (data) => {
     fill("executions", data.executions, "Nothing is running.", 8, (tr, e) => cells(tr, [
       e.principal, e.action, td([e.resource], "mono"), e.zone,
