@@ -139,8 +139,8 @@ class GatewayTool:
     """One MCP tool reached through ``proctor gateway mcp``, called like a governed function.
 
     A result the gateway wrote (``isError``, text ``proctor: denied: …`` or ``proctor:
-    refused: …``) is a :class:`proctor.DeniedError`: the call was never forwarded. Any
-    other ``isError`` result is the tool's own failure.
+    refused: …``, no execution in ``_meta``) is a :class:`proctor.DeniedError`: the call
+    was never forwarded. Any other ``isError`` result is the tool's own failure.
     """
 
     def __init__(self, portal: BlockingPortal, session: ClientSession, name: str) -> None:
@@ -156,11 +156,13 @@ class GatewayTool:
         """Call the tool; its text result and the execution the gateway started for it."""
         result = self.portal.call(self.session.call_tool, self.name, arguments)
         text = "\n".join(getattr(c, "text", "") for c in result.content)
+        execution = str((result.meta or {}).get("proctor/execution", ""))
         if result.is_error:
-            if text.startswith(("proctor: denied", "proctor: refused")):
+            # Only the gateway answers without an execution: the upstream cannot pose as it.
+            if not execution and text.startswith(("proctor: denied", "proctor: refused")):
                 raise proctor.DeniedError(text, reason=text.removeprefix("proctor: "), tool=self.name)
             raise RuntimeError(f"the tool failed: {text}")
-        return text, GatewayCall(str((result.meta or {}).get("proctor/execution", "")))
+        return text, GatewayCall(execution)
 
 
 @asynccontextmanager

@@ -1,13 +1,17 @@
 """The MCP gateway forwards what it does not govern, in front of the real
 ``@modelcontextprotocol/server-everything``: requests the upstream makes of the agent
 during a governed call (``sampling/createMessage``, ``elicitation/create``,
-``roots/list``) reach the agent, and the agent's answers reach the upstream; and the
-agent's ``notifications/cancelled`` for a call in flight is forwarded upstream and ends
-the call's execution (nothing left running, no lease held).
+``roots/list``) reach the agent, and the agent's answers reach the upstream (stdio and
+streamable HTTP); the agent's ``notifications/cancelled`` for a call in flight is
+forwarded upstream and ends the call's execution, recorded ``failed``/``cancelled``
+(nothing left running, no lease held; stdio and HTTP); one for a call still waiting for
+its authorization stops it: never forwarded, and no cancellation in the agent's
+numbering reaches the upstream.
 
 Rules (proctor.integrations.mcp.session): 1 (everything but ``tools/call`` is forwarded
 both ways, server-to-client requests included; a cancellation is forwarded under the
-upstream id of the request it names), 5 (a call that ends is finished with its outcome).
+upstream id of the request it names, or stops a call not yet forwarded), 5 (a call that
+ends is finished with its outcome; the agent learns its execution from ``_meta``).
 """
 
 from __future__ import annotations
@@ -301,6 +305,13 @@ def test_agent_cancellation_of_a_call_in_flight_is_forwarded_and_ends_its_execut
     # The execution ended (no lease left held), recorded as the agent's cancellation.
     ended = {e["id"]: e for e in wait_ended(governor, 1)}[execution]
     assert ended["status"] == "failed"
+    # outcome failed, reason cancelled
+    assert "cancelled (cancelled by the agent)" in recorded_end(governor, execution, tmp_path)
+    assert not after.is_error, text_of(after)  # the session goes on
+
+
+def recorded_end(governor: GovernorServer, execution: str, tmp_path: Path) -> str:
+    """The summary of the execution's end in its receipt, which verifies offline."""
     out = tmp_path / "receipt.json"
     cli("receipt", execution, "--server", governor.url, "--key", str(governor.key), "--out", str(out))
     log_key = cli("log", "key", "--data", str(governor.data)).stdout.strip()
@@ -308,8 +319,7 @@ def test_agent_cancellation_of_a_call_in_flight_is_forwarded_and_ends_its_execut
     shown = json.loads(cli("receipt", "show", str(out), "--json").stdout)
     ends = [e["summary"] for e in shown["events"] if e["type"] == "execution.terminated"]
     assert len(ends) == 1
-    assert "cancelled (cancelled by the agent)" in ends[0]  # outcome failed, reason cancelled
-    assert not after.is_error, text_of(after)
+    return str(ends[0])
 
 
 def _pending_approval(governor: GovernorServer) -> str:
@@ -369,3 +379,65 @@ def _approved_decision(governor: GovernorServer) -> None:
                 return
         time.sleep(0.2)
     raise AssertionError("the approved call was never authorized again")
+
+
+def test_agent_cancellation_over_streamable_http_ends_the_execution(
+    everything: tuple[GovernorServer, list[str]], tmp_path: Path
+) -> None:
+    governor, upstream = everything
+    up_port, gw_port = free_port(), free_port()
+    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
+        up = subprocess.Popen(
+            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
+        )
+        gw = subprocess.Popen(
+            [
+                *gateway_argv(governor.url, governor.key, "ev", [])[:-1],
+                "--listen",
+                f"127.0.0.1:{gw_port}",
+                "--upstream-url",
+                f"http://127.0.0.1:{up_port}/mcp",
+            ],
+            stderr=gw_err,
+        )
+        try:
+            for port in (up_port, gw_port):
+                _wait_port(port)
+
+            def running() -> str:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    live = [e for e in executions(governor) if e.get("status") == "running"]
+                    if live:
+                        return str(live[0]["id"])
+                    time.sleep(0.1)
+                raise AssertionError("the long call never started an execution")
+
+            async def drive() -> tuple[str, CallToolResult]:
+                url = f"http://127.0.0.1:{gw_port}/mcp"
+                async with (
+                    streamable_http_client(url) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    with anyio.CancelScope() as scope:
+
+                        async def call() -> None:
+                            args = {"duration": 60, "steps": 60}
+                            await session.call_tool("trigger-long-running-operation", args)
+
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(call)
+                            execution = await anyio.to_thread.run_sync(running)
+                            scope.cancel()
+                    return execution, await session.call_tool("get-sum", {"a": 1, "b": 2})
+
+            execution, after = anyio.run(drive)
+            ended = {e["id"]: e for e in wait_ended(governor, 2)}
+        finally:
+            for proc in (gw, up):
+                proc.terminate()
+                proc.wait(timeout=15)
+    assert not after.is_error, text_of(after)
+    assert ended[execution]["status"] == "failed"
+    assert "cancelled (cancelled by the agent)" in recorded_end(governor, execution, tmp_path)
