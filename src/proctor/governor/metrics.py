@@ -1,10 +1,20 @@
-"""The governor's Prometheus metrics (``GET /metrics``)."""
+"""The governor's Prometheus metrics (``GET /metrics``).
+
+The health page (:mod:`proctor.console.health_pages`) shows these same numbers, read
+from this registry; a number it shows is a metric here first.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from proctor.errors import ProctorError
 
 if TYPE_CHECKING:
     from proctor.governor.service import Governor
@@ -40,7 +50,72 @@ class GovernorMetrics:
         )
         log_size = Gauge("proctor_log_size", "Entries in the lineage log.", registry=self.registry)
         log_size.set_function(lambda: governor.log.size)
+        leases = Gauge(
+            "proctor_active_leases",
+            "Executions running under a lease (the store's count).",
+            registry=self.registry,
+        )
+        leases.set_function(lambda: _or_nan(lambda: len(governor.state.running_leases())))
+        age = Gauge(
+            "proctor_checkpoint_age_seconds",
+            "Seconds since the newest entry the latest signed checkpoint covers was recorded.",
+            registry=self.registry,
+        )
+        age.set_function(lambda: _or_nan(lambda: _checkpoint_age(governor)))
+        lag = Gauge(
+            "proctor_trust_lag_entries",
+            "Log entries (revocations among them) recorded by other nodes and not yet applied here.",
+            registry=self.registry,
+        )
+        lag.set_function(lambda: _or_nan(lambda: _trust_lag(governor)[0]))
+        lag_s = Gauge(
+            "proctor_trust_lag_seconds",
+            "Seconds the oldest of those entries has waited to be applied here (0: none waits).",
+            registry=self.registry,
+        )
+        lag_s.set_function(lambda: _or_nan(lambda: _trust_lag(governor)[1]))
         if governor.cosigner is not None:  # witnessing: submissions, failures, witnessed size, lag, alarm
             from proctor.governor.cosigner import CosignerMetrics  # noqa: PLC0415 - only with [witnesses]
 
             self.registry.register(CosignerMetrics(governor.cosigner, governor.log))
+
+
+def _or_nan(read: Callable[[], float]) -> float:
+    """``read()``, or NaN when the store or log cannot answer (a scrape never fails on it)."""
+    try:
+        return float(read())
+    except (ProctorError, ValueError, TypeError, KeyError):
+        return math.nan
+
+
+def _entry_time(governor: Governor, index: int) -> float:
+    """Unix seconds of log entry ``index`` (its ``time``).
+
+    Raises:
+        TypeError: the entry has no ``time`` string.
+        ValueError: its ``time`` is not RFC 3339.
+    """
+    text = orjson.loads(governor.log.leaf(index)).get("time")
+    if not isinstance(text, str):
+        raise TypeError(f"expected an RFC 3339 time in entry {index}, found {text!r}")
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _checkpoint_age(governor: Governor) -> float:
+    """Seconds since the newest entry of the latest checkpoint was recorded (0 when empty)."""
+    size = governor.log.checkpoint_size()
+    return 0.0 if size == 0 else max(0.0, governor.now() - _entry_time(governor, size - 1))
+
+
+def _trust_lag(governor: Governor) -> tuple[int, float]:
+    """Entries recorded and not yet applied by this process's follower (shared mode;
+    ``(0, 0.0)`` exclusive: it applies every change as it records it), and how long the
+    oldest of them has waited."""
+    follower = governor.follower
+    if follower is None:
+        return 0, 0.0
+    applied = follower.applied
+    behind = max(0, governor.log.size - applied)
+    if behind == 0:
+        return 0, 0.0
+    return behind, max(0.0, governor.now() - _entry_time(governor, applied))
