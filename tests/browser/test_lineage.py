@@ -134,7 +134,9 @@ def test_explorer_shows_a_subagents_timeline_and_ancestry(world: World, page: An
     assert "(delegated)" in listed
     assert "(started)" in listed
     screenshot(page, "lineage-execution")
-    page.screenshot(path=str(ARTIFACTS / "lineage-execution-1280.png"))  # the viewport (docs/images)
+    # The viewport (docs/images): the end of the timeline and the graph.
+    page.evaluate("window.scrollTo(0, document.getElementById('ancestry').offsetTop - 260)")
+    page.screenshot(path=str(ARTIFACTS / "lineage-execution-1280.png"))
     assert aborted == []
     assert errors == []
 

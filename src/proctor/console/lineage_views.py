@@ -200,10 +200,11 @@ def browse(
     Raises:
         LogIntegrityError: the index named a leaf the log does not back (rebuilt).
     """
+    reach = index.refresh()  # also starts the background catch-up on a fresh index
     size = log.size
     covered: int | None = None
     if query.needs_index or query.since is not None or query.until is not None:
-        covered = index.refresh()
+        covered = reach
         leaves = index.search(query, below=before, above=after, limit=limit + 1)
         checked: Query | None = query
     else:
