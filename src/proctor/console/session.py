@@ -55,6 +55,7 @@ import os
 import re
 import secrets
 import weakref
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,7 +67,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proctor.authorization.keys import PrincipalKey, valid_principal_name
-from proctor.errors import AuthenticationError, PrincipalError, ProctorError
+from proctor.errors import AuthenticationError, PrincipalError, ProctorError, StoreError
 
 if TYPE_CHECKING:
     from proctor.governor.service import Governor
@@ -332,7 +333,10 @@ def _claim_once(governor: Governor, what: str, expires: int, now: int) -> None:
     nonces = governor.nonces
     fresh = nonces.remember("console", what, expires, now=now)
     if fresh and nonces.shared:
-        fresh = nonces.claim("console", what, expires).result(timeout=10)
+        try:
+            fresh = nonces.claim("console", what, expires).result(timeout=10)
+        except FutureTimeout as e:  # refused, as a signed request would be (authentication.py)
+            raise StoreError("the store did not claim the sign-in within 10 s") from e
     governor.persist_nonces()
     if not fresh:
         raise AuthenticationError("this challenge or token was used already: sign in anew", reason="replayed")
