@@ -21,6 +21,8 @@ from browser_support import NARROW, local_only, screenshot, watch_errors
 from gov_server import GovernorServer
 from proctor.canonical import canonicalize
 from proctor.lineage.cosignature import cosign, generate_cosigner
+from proctor.lineage.witness_policy import WitnessPolicy
+from proctor.receipts import check_receipt
 
 pytestmark = pytest.mark.slow
 
@@ -61,17 +63,17 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
     server = GovernorServer(root / "gov", policy=POLICY)
     try:
         key = httpx.get(server.url + "/v1/log/key", timeout=10).text.strip()
-        assert finished(proctor_run(server, root / "plain.json", "/bin/echo", "hi"))[0] == 0
+        long = proctor_run(server, root / "long.json", "sleep", "60")
+        plain = proctor_run(server, root / "plain.json", "/bin/echo", "hi")
         # What a principal chose lands in the log: here the path of what ran.
         where = root / "<script>alert(1)<" / "script>"
         where.mkdir(parents=True)
         shutil.copy("/bin/echo", where / "echo")
-        code, err = finished(
-            proctor_run(server, root / "xss.json", str(where / "echo"), "<script>alert(2)</script>")
-        )
-        assert code == 0, err
-        # Four policy pushes while it runs: four execution.verified events, then a revoke.
-        long = proctor_run(server, root / "long.json", "sleep", "60")
+        xss = proctor_run(server, root / "xss.json", str(where / "echo"), "<script>alert(2)</script>")
+        for proc in (plain, xss):
+            code, err = finished(proc)
+            assert code == 0, err
+        # Four policy pushes while the long one runs: four execution.verified events, then a revoke.
         assert long.stderr is not None
         execution = re.search(r"execution (ex_\w+) started", long.stderr.readline())
         assert execution, "the long execution did not start"
@@ -80,10 +82,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
         server.admin("revoke", "--execution", execution.group(1))
         assert finished(long)[0] == 79
         # A witness cosigns the plain receipt's checkpoint (c2sp.org/tlog-cosignature).
-        plain = json.loads((root / "plain.json").read_text())
-        note = plain["checkpoint"]
+        doc = json.loads((root / "plain.json").read_text())
+        note = doc["checkpoint"]
         w1, w2 = generate_cosigner("w1.example"), generate_cosigner("w2.example")
-        plain["checkpoint"] = (
+        doc["checkpoint"] = (
             note + cosign(note[: note.rfind("\n\n") + 1], w1, timestamp=COSIGNED_AT).to_line()
         )
         witnesses = f"witness w1 {w1.verifier.to_string()}\nwitness w2 {w2.verifier.to_string()}\n"
@@ -91,7 +93,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
             server=server,
             root=root,
             key=key,
-            plain=json.dumps(plain, indent=1),
+            plain=json.dumps(doc, indent=1),
             long=(root / "long.json").read_text(),
             xss=(root / "xss.json").read_text(),
             witness_policy=witnesses + "quorum w1\n",
@@ -171,6 +173,15 @@ def missing_statement(doc: dict[str, Any]) -> None:
     del doc["statement"]
 
 
+def index_spelled_as_float(doc: dict[str, Any]) -> None:
+    doc["events"][0]["leaf_index"] = float(doc["events"][0]["leaf_index"])  # "0.0": the same number
+
+
+def salt_without_padding(doc: dict[str, Any]) -> None:
+    opening = doc["openings"][0]["opening"]
+    opening["salt"] = opening["salt"].rstrip("=")  # the same 16 bytes, spelled loosely
+
+
 TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "checkpoint-signature": checkpoint_signature,
     "inclusion-proof-hash": inclusion_hash,
@@ -181,6 +192,8 @@ TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "policy-bundle": policy_bundle,
     "log-key-copy": log_key_copy,
     "shape": missing_statement,
+    "index-spelled-as-float": index_spelled_as_float,
+    "opening-salt-unpadded": salt_without_padding,
 }
 
 
@@ -188,6 +201,15 @@ def tampered(text: str, how: Callable[[dict[str, Any]], None]) -> str:
     doc = _doc(text)
     how(doc)
     return json.dumps(doc)
+
+
+def checked(made: Made, receipts: dict[str, str], policy: str | None = None) -> dict[str, int | None]:
+    """What ``proctor verify`` runs (``check_receipt``), in process: the failing step, or None."""
+    witnesses = None if policy is None else WitnessPolicy.from_text(policy)
+    return {
+        name: check_receipt(text, log_key=made.key, witness_policy=witnesses).to_json()["failed"]
+        for name, text in receipts.items()
+    }
 
 
 def proctor_verify(made: Made, receipts: dict[str, str], policy: str | None = None) -> dict[str, int | None]:
@@ -241,7 +263,12 @@ def test_a_real_receipt_verifies_in_the_browser_and_each_tamper_fails_at_the_ste
     errors = watch_errors(page)
     page.goto(made.server.url + "/proofs")
     receipts = {"valid": made.plain, **{n: tampered(made.plain, how) for n, how in TAMPERS.items()}}
-    expected = proctor_verify(made, receipts)
+    expected = checked(made, receipts)
+    # The command itself, on two of the same files, says the same.
+    assert proctor_verify(made, {n: receipts[n] for n in ("valid", "warrant-signature")}) == {
+        "valid": None,
+        "warrant-signature": 6,
+    }
     assert expected["valid"] is None
     assert set(expected.values()) >= {None, 1, 2, 3, 4, 6, 7, 8}
     found = {}
@@ -272,10 +299,14 @@ def test_witness_quorum_is_checked_like_proctor_verify_witness_policy(made: Made
         "forged-cosignature": (json.dumps(forged), made.witness_policy),
     }
     for case, (text, policy) in cases.items():
-        expected = proctor_verify(made, {case: text}, policy)[case]
+        expected = checked(made, {case: text}, policy)[case]
         verdict = verify(page, text, made.key, policy)
         assert verdict["failed"] == expected, (case, verdict["steps"])
         assert expected == (None if case == "met" else 9)
+    # A policy that does not parse is bad input: nothing is checked (proctor verify exits 2).
+    page.fill("#witness-policy", "quorum nobody\n")
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_selector("#verdict:has-text('Not checked: the witness policy does not parse')")
     # A checkpoint alone: its signature, then its witnesses.
     note = _doc(made.plain)["checkpoint"]
     assert verify(page, note, made.key, made.witness_policy)["ok"] is True

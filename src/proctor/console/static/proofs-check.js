@@ -39,8 +39,9 @@
     }
     return v;
   };
-  const readIndex = (v, what) => {
-    if (!Number.isInteger(v) || v < 0 || v > MAX_INDEX) throw new StepError(`${what}: expected a log index in [0, 2**53), found ${short(v, 40)}`);
+  const readIndex = (holder, key, what) => {
+    const v = holder[key];
+    if (!P.isInt(holder, key) || v < 0 || v > MAX_INDEX) throw new StepError(`${what}: expected a log index in [0, 2**53), found ${short(v, 40)}`);
     return v;
   };
   const sha256Hex = (v, where) => {
@@ -173,7 +174,7 @@
     if (args !== null && !isObj(args)) throw new StepError("opening.arguments: expected an object or null");
     let raw;
     try {
-      raw = typeof salt === "string" ? Uint8Array.from(atob(salt), (c) => c.charCodeAt(0)) : new Uint8Array(0);
+      raw = typeof salt === "string" ? P.b64decodeLoose(salt) : new Uint8Array(0);
     } catch (e) {
       throw new StepError("opening.salt: expected base64");
     }
@@ -211,7 +212,7 @@
       if (raw.length > MAX_RECEIPT_BYTES) throw new StepError(`expected at most ${MAX_RECEIPT_BYTES} bytes of receipt, found ${raw.length}`);
       let doc;
       try {
-        doc = JSON.parse(this.text);
+        doc = P.parseReceiptText(this.text);
       } catch (e) {
         throw new StepError(`expected JSON text: ${e.message}`);
       }
@@ -220,13 +221,13 @@
       const missing = KEYS.filter((k) => !keys.includes(k));
       const unknown = keys.filter((k) => !KEYS.includes(k) && !OPTIONAL.includes(k)).sort();
       if (missing.length || unknown.length) throw new StepError(`expected the keys ${short(KEYS, 200)} (and optionally ${short(OPTIONAL, 80)}), found missing ${short(missing, 80)} and unknown ${short(unknown, 80)}`);
-      if (doc.v !== 1) throw new StepError(`v: expected receipt format 1, found ${short(doc.v, 40)}`);
+      if (!P.isInt(doc, "v") || doc.v !== 1) throw new StepError(`v: expected receipt format 1, found ${short(doc.v, 40)}`);
       boundedStr(doc.checkpoint, "checkpoint", 32 << 10);
       boundedStr(doc.log_key, "log_key", 1024);
       const events = boundedList(doc.events, "events", 1, MAX_RECEIPT_EVENTS);
       events.forEach((ev, i) => {
         if (!isObj(ev) || Object.keys(ev).sort().join() !== "hashes,leaf,leaf_index") throw new StepError(`events[${i}]: expected exactly leaf_index, leaf and hashes, found ${short(ev, 80)}`);
-        readIndex(ev.leaf_index, `events[${i}].leaf_index`);
+        readIndex(ev, "leaf_index", `events[${i}].leaf_index`);
         boundedStr(ev.leaf, `events[${i}].leaf`, MAX_LEAF_CHARS);
         boundedList(ev.hashes, `events[${i}].hashes`, 0, 64).forEach((h, j) => boundedStr(h, `events[${i}].hashes[${j}]`, 44));
       });
@@ -236,11 +237,11 @@
         const p = doc.policy;
         if (!isObj(p) || Object.keys(p).sort().join() !== "activated_index,bundle") throw new StepError(`policy: expected exactly bundle and activated_index, found ${short(p, 80)}`);
         if (!isObj(p.bundle)) throw new StepError("policy.bundle: expected a policy bundle object");
-        readIndex(p.activated_index, "policy.activated_index");
+        readIndex(p, "activated_index", "policy.activated_index");
       }
       boundedList(doc.openings ?? [], "openings", 0, MAX_WARRANT_CHAIN).forEach((item, i) => {
         if (!isObj(item) || Object.keys(item).sort().join() !== "index,opening") throw new StepError(`openings[${i}]: expected exactly index and opening, found ${short(item, 80)}`);
-        readIndex(item.index, `openings[${i}].index`);
+        readIndex(item, "index", `openings[${i}].index`);
         this.openings.set(item.index, item.opening);
       });
       this.doc = doc;
@@ -418,6 +419,15 @@
    * failed, execution}. Never throws: any failure is the failing step.
    */
   P.checkReceipt = async function (text, logKey, witnessPolicy) {
+    // As `proctor verify --witness-policy FILE`: a policy that does not parse is bad
+    // input, refused before any step runs.
+    if (witnessPolicy) {
+      try {
+        await P.parseWitnessPolicy(witnessPolicy);
+      } catch (e) {
+        return { ok: false, steps: [], failed: null, execution: null, events: [], error: e.message };
+      }
+    }
     const c = new Checker(text, logKey, witnessPolicy || null);
     const steps = [c.shape, c.logKeyStep, c.checkpoint, c.inclusion, c.linkage, c.warrantChain, c.statement, c.replay, c.witnesses];
     const done = [];

@@ -186,7 +186,7 @@
         return JSON.stringify(v);
       case "string":
         // RFC 8785 §3.2.2.2: valid Unicode only (no lone surrogates).
-        if (/[\ud800-\udbff](?![\udc00-\udfff])|(?:[^\ud800-\udbff]|^)[\udc00-\udfff]/.test(v)) {
+        if (typeof v.isWellFormed === "function" ? !v.isWellFormed() : /[\ud800-\udbff](?![\udc00-\udfff])|(?:[^\ud800-\udbff]|^)[\udc00-\udfff]/.test(v)) {
           throw new StepError(`${where}: a lone surrogate in a string`);
         }
         return JSON.stringify(v);
@@ -222,6 +222,22 @@
       throw new StepError(`${what}: expected JSON text: ${e.message}`);
     }
   };
+
+  // Numbers spelled as floats ("3.0", "3e0") in the receipt text: Python reads them as
+  // floats and refuses them where an integer is expected; JSON.parse cannot tell, so the
+  // reviver notes them from their source text (where the browser gives it, ES2025).
+  const spelled = new WeakMap();
+  P.parseReceiptText = function (text) {
+    return JSON.parse(text, function (key, value, context) {
+      if (typeof value === "number" && context && typeof context.source === "string" && /[.eE]/.test(context.source)) {
+        if (!spelled.has(this)) spelled.set(this, new Set());
+        spelled.get(this).add(key);
+      }
+      return value;
+    });
+  };
+  /** Whether holder[key] is an integer as Python would read it (not spelled as a float). */
+  P.isInt = (holder, key) => Number.isInteger(holder[key]) && !(spelled.has(holder) && spelled.get(holder).has(String(key)));
 
   P.sha256Hex = async (bytes) => P.hex(await P.sha256(bytes));
 })((globalThis.ProctorProofs = globalThis.ProctorProofs || {}));

@@ -46,9 +46,8 @@
     if (!/^[0-9a-fA-F]{8}$/.test(idHex)) throw new StepError(`${what}: expected an 8-hex-digit key ID, found ${short(idHex, 20)}`);
     let data;
     try {
-      data = P.b64decode(t.slice(b + 1), what);
+      data = lenientB64(t.slice(b + 1)); // note.py: any base64 that decodes (validate=True)
     } catch (e) {
-      // note.py accepts any base64 that decodes; refuse only what does not decode.
       throw new StepError(`${what}: expected base64 key data`);
     }
     if (data.length !== 33 || data[0] !== type) {
@@ -118,6 +117,7 @@
     return { text, verified, unverified };
   };
 
+  P.b64decodeLoose = lenientB64;
   function lenientB64(text) {
     // Python's base64.b64decode(validate=True): the alphabet and correct padding.
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) throw new Error("not base64");
@@ -342,7 +342,7 @@
     };
     names(doc.files, /^[A-Za-z0-9][A-Za-z0-9._-]*\.cedar$/, "files");
     if (typeof doc.schema !== "string" || !doc.schema.trim()) throw new StepError("bundle.schema: expected Cedar JSON schema text");
-    if (!Number.isInteger(doc.version) || doc.version < 0 || doc.version > P.MAX_SAFE) throw new StepError("bundle.version: expected an integer from 0 to 2**53-1");
+    if (!P.isInt(doc, "version") || doc.version < 0 || doc.version > P.MAX_SAFE) throw new StepError("bundle.version: expected an integer from 0 to 2**53-1");
     const body = { files: doc.files, schema: doc.schema, version: doc.version };
     if ("tools" in doc) {
       names(doc.tools, /^[A-Za-z0-9][A-Za-z0-9._-]*\.tools\.json$/, "tools");

@@ -80,6 +80,23 @@
       events.append(tr);
     }
     $("events-section").hidden = !(report.events && report.events.length);
+    // The verdict gets the focus: a keyboard or screen-reader user lands on it.
+    verdict.focus();
+  }
+
+  // Bad input (as proctor verify's exit 2): nothing was checked.
+  function refuse(message) {
+    const verdict = $("verdict");
+    verdict.textContent = message;
+    verdict.className = "notice bad";
+    verdict.dataset.ok = "false";
+    verdict.dataset.failed = "";
+    $("steps").replaceChildren();
+    $("timing").textContent = "";
+    $("events").replaceChildren();
+    $("events-section").hidden = true;
+    $("result").hidden = false;
+    verdict.focus();
   }
 
   $("verify-form").addEventListener("submit", async (e) => {
@@ -94,7 +111,8 @@
       const receipt = text.trimStart().startsWith("{");
       const t0 = performance.now();
       const report = receipt ? await P.checkReceipt(text, key, policy) : await P.checkCheckpoint(text, key, policy);
-      show(report, performance.now() - t0, receipt ? "receipt" : "checkpoint");
+      if (report.error) refuse(`Not checked: the witness policy does not parse: ${report.error}`);
+      else show(report, performance.now() - t0, receipt ? "receipt" : "checkpoint");
     } finally {
       button.disabled = false;
     }
