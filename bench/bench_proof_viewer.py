@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 import httpx  # noqa: E402
 from benchlib import pct  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 from gov_server import GovernorServer  # noqa: E402
 from proctor.receipts import check_receipt  # noqa: E402
@@ -97,16 +98,23 @@ def receipt(server: GovernorServer, root: Path) -> Path:
 def row(name: str, times: list[float]) -> dict[str, Any]:
     """One table row: the run count and the percentiles, in ms."""
     ordered = sorted(times)
-    return {"row": name, "n": len(times), "p50": pct(ordered, 50), "p95": pct(ordered, 95), "max": ordered[-1]}
+    return {
+        "row": name,
+        "n": len(times),
+        "p50": pct(ordered, 50),
+        "p95": pct(ordered, 95),
+        "max": ordered[-1],
+    }
 
 
 def main() -> None:
     """Measure and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=200, help="verifications per row (default 200)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     ns = parser.parse_args()
-    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="bench-proofs-") as tmp:
         root = Path(tmp)
