@@ -251,3 +251,37 @@ def test_console_token_refuses_a_bad_ttl(server: GovernorServer, tmp_path: Path)
         done = cli("console", "token", "--ttl", ttl, "--data", str(server.data), check=False)
         assert done.returncode == 2, ttl
         assert "--ttl" in done.stderr
+
+
+def test_console_sessions_and_single_use_hold_across_worker_processes(tmp_path: Path) -> None:
+    """``proctor serve --workers 2``: each connection goes to either process; a challenge
+    from one is answered at the other, a session works on both, and a token or a
+    challenge used at one is refused at the other (claimed in the store)."""
+    gov = GovernorServer(tmp_path / "workers", serve_args=("--workers", "2"))
+    try:
+        key = admin_key(gov)
+        cookies = []
+        for n in range(6):  # new connections: the kernel spreads them over the workers
+            c = httpx.get(gov.url + "/console/signin/challenge").json()
+            signed = statement(
+                key.name,
+                c["session_expires"],
+                b64url(bytes([n]) * 16),
+                origin=c["origin"],
+                challenge=c["challenge"],
+            )
+            token = f"pcs1.{b64url(signed)}.{b64url(key.sign(signed))}"
+            first = post(gov, "/console/signin", {"token": token})
+            assert first.status_code == 303, first.text
+            cookies.append(first.cookies[COOKIE])
+            for _ in range(3):
+                assert post(gov, "/console/signin", {"token": token}).status_code == 401
+        token = issue_token(key, ttl_s=600, now=time.time())
+        assert post(gov, "/console/signin", {"token": token}).status_code == 303
+        for _ in range(5):
+            assert post(gov, "/console/signin", {"token": token}).status_code == 401
+        for cookie in cookies:
+            for _ in range(3):
+                assert get(gov, "/console/live.json", cookie=cookie).status_code == 200
+    finally:
+        gov.stop()
