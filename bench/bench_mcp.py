@@ -1,7 +1,7 @@
 """The latency ``proctor gateway mcp`` adds to a ``tools/call`` over a direct call to the
 same upstream, on stdio and on streamable HTTP.
 
-    python bench/bench_mcp.py [--calls N] [--batch B] [--quick]
+    python bench/bench_mcp.py [--calls N] [--batch B] [--quick] [--baseline-src DIR]
 
 Rows, each one agent session driven by the official ``mcp`` SDK client:
 
@@ -57,9 +57,16 @@ POLICY = (
 )
 
 
+LIFTED = (  # one agent session calls back to back: the default request rates (200 signed
+    # requests, 100 authorizations a second per principal) would refuse it, not slow it
+    "[quotas.principals.alice]\nmax_requests_per_second = 100000\n"
+    "max_authorizations_per_second = 100000\nmax_starts_per_minute = 1000000\n"
+)
+
+
 @asynccontextmanager
-async def stdio_session(argv: list[str]) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+async def stdio_session(argv: list[str], env: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ) | (env or {}))
     with open(os.devnull, "w") as err:
         async with stdio_client(params, errlog=err) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
@@ -100,7 +107,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     (policy / "fs.tools.json").write_text(cli("gateway", "mcp", "schema", "--name", "fs", "--", *fs).stdout)
     (policy / "ev.tools.json").write_text(cli("gateway", "mcp", "schema", "--name", "ev", "--", *ev).stdout)
     (policy / "bench.cedar").write_text(POLICY)
-    governor = GovernorServer(work / "gov", policy=policy)
+    governor = GovernorServer(work / "gov", policy=policy, config=LIFTED)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         up_port, gw_port = free_port(), free_port()
@@ -127,6 +134,18 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
                 "stdio direct": await stack.enter_async_context(stdio_session(fs)),
                 "stdio gateway": await stack.enter_async_context(
                     stdio_session(gateway_argv(governor.url, governor.key, "fs", fs))
+                ),
+                **(
+                    {
+                        "stdio gateway (baseline)": await stack.enter_async_context(
+                            stdio_session(
+                                gateway_argv(governor.url, governor.key, "fs", fs),
+                                {"PYTHONPATH": str(Path(args.baseline_src).resolve())},
+                            )
+                        )
+                    }
+                    if args.baseline_src
+                    else {}
                 ),
                 "http direct": await stack.enter_async_context(
                     http_session(f"http://127.0.0.1:{up_port}/mcp")
@@ -192,6 +211,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="calls per row before the next row's")
     parser.add_argument("--warmup", type=int, default=30, help="untimed calls per row first")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 calls per row")
+    parser.add_argument(
+        "--baseline-src",
+        default="",
+        help="another revision's src/ (git archive REV src | tar -x -C DIR): one more stdio row, "
+        "its gateway, against the same governor, interleaved with the others",
+    )
     args = parser.parse_args()
     if args.quick:
         args.calls, args.batch, args.warmup = 40, 10, 5

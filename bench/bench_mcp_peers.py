@@ -56,6 +56,12 @@ from benchlib import pct  # noqa: E402
 
 from gov_server import GovernorServer, cli  # noqa: E402
 
+LIFTED = (  # one agent session calls back to back: the default request rates (200 signed
+    # requests, 100 authorizations a second per principal) would refuse it, not slow it
+    "[quotas.principals.alice]\nmax_requests_per_second = 100000\n"
+    "max_authorizations_per_second = 100000\nmax_starts_per_minute = 1000000\n"
+)
+
 CONTENT = "proctor bench " * 70 + "\n"  # ~1 KiB read per call
 
 
@@ -289,8 +295,9 @@ def main() -> None:
     governors: list[GovernorServer] = []
     try:
         policy = proctor_policy(tmp / "policy", allowed, upstream)
-        governors.append(GovernorServer(tmp / "gov-stdio", policy=policy))  # one each: CPU apart
-        governors.append(GovernorServer(tmp / "gov-http", policy=policy))
+        # one each: CPU apart
+        governors.append(GovernorServer(tmp / "gov-stdio", policy=policy, config=LIFTED))
+        governors.append(GovernorServer(tmp / "gov-http", policy=policy, config=LIFTED))
         governor, governor_http = governors
         rows = [
             Row("direct", "stdio", stdio_session(upstream, errlog), spawns=True),

@@ -65,6 +65,7 @@ __all__ = [
     "ended_body",
     "finish_body",
     "not_forwarded_body",
+    "unforwardable",
 ]
 
 ACTION = "mcp.call"
@@ -165,14 +166,19 @@ class ToolGovernance:
             return Refusal(f"refused: the governor could not authorize the call ({e})")
         return self._granted(answer, request, root)
 
-    def authorize_start(self, resource: str, arguments: dict[str, Any], digest: str) -> Running | Refusal:
+    def authorize_start(
+        self, resource: str, arguments: dict[str, Any], digest: str, *, go: Callable[[], bool] = lambda: True
+    ) -> Running | Refusal:
         """Rules 1-4 in one round trip (``POST /v1/authorize/start``, ADR 0019): the
         warrant verified locally for exactly this call, the start answer signed by the
         warrant key for this request; never raises. A governor without that route is
         asked in two requests from then on (:meth:`authorize`, :meth:`start`); an allow
-        that waits for an approval is started once approved (rule 2)."""
+        that waits for an approval is started once approved (rule 2) if ``go()`` still
+        says so then; else ``Refusal("")`` (the agent gave up on it)."""
+        if not go():
+            return Refusal("")
         if not self._combined:
-            return self._one_by_one(resource, arguments, digest)
+            return self._one_by_one(resource, arguments, digest, go)
         request = _request(resource, arguments, digest)
         measurement = tool_measurement(resource, digest)
         plan = {"measurement": measurement, "containment": [], "enforcer": self._enforcer}
@@ -183,7 +189,7 @@ class ToolGovernance:
         except GovernorError as e:
             if e.status in (404, 405):  # an older governor: no such route
                 self._combined = False
-                return self._one_by_one(resource, arguments, digest)
+                return self._one_by_one(resource, arguments, digest, go)
             return Refusal(f"refused: the governor could not authorize and start the call ({e})")
         except ValueError as e:
             return Refusal(f"refused: the governor's answer is not JSON ({e})")
@@ -195,7 +201,7 @@ class ToolGovernance:
                 self.finish(_Unverified(started), not_forwarded_body(grant.reason))
             return grant
         if started is None:  # allowed once approved (rule 2): started now
-            return self._started(grant)
+            return self._started(grant) if go() else Refusal("")
         try:
             claims = grant.claims
             verify_lease_answer(
@@ -211,9 +217,13 @@ class ToolGovernance:
         except (VerificationError, KeyError, TypeError, ValueError) as e:
             return Refusal(f"refused: the governor's start answer does not verify: {e}")
 
-    def _one_by_one(self, resource: str, arguments: dict[str, Any], digest: str) -> Running | Refusal:
+    def _one_by_one(
+        self, resource: str, arguments: dict[str, Any], digest: str, go: Callable[[], bool]
+    ) -> Running | Refusal:
         grant = self.authorize(resource, arguments, digest)
-        return grant if isinstance(grant, Refusal) else self._started(grant)
+        if isinstance(grant, Refusal):
+            return grant
+        return self._started(grant) if go() else Refusal("")
 
     def _started(self, grant: Grant) -> Running | Refusal:
         try:
@@ -417,6 +427,19 @@ def not_forwarded_body(why: str) -> dict[str, Any]:
     """The finish of a started call that was never forwarded (its tool definition
     changed, say): ``failed``, reason ``not-forwarded``."""
     return {"outcome": "failed", "reason": "not-forwarded", "detail": why[:900]}
+
+
+def unforwardable(live: dict[str, str] | LookupError, tool: str, resource: str, digest: str) -> str:
+    """Why a started call must not be forwarded after the re-list (the live definitions,
+    or why they could not be read), or ``""``: its definition is the warrant's."""
+    if isinstance(live, LookupError):
+        return f"refused: cannot read the upstream's live tool definitions: {live}"
+    if live.get(tool) != digest:
+        return (
+            f"refused: the definition of {resource} changed after it was listed "
+            f"(authorized {digest}, now {live.get(tool, 'absent')})"
+        )
+    return ""
 
 
 _DIGEST_CACHE: dict[bytes, str] = {}

@@ -16,7 +16,7 @@ The rules, numbered as the code cites them:
    the last ``tools/list`` answer forwarded to the agent described it (listed by the
    gateway itself if the agent never listed). Before *each* call is forwarded the
    gateway lists the upstream's tools again; a definition whose digest differs from
-   the warrant's is refused (it changed after it was shown and approved).
+   the warrant's is refused before anything is started (it changed after it was shown).
 3. A denial, an unreachable governor, an unknown tool, malformed arguments, or a
    malformed or oversized answer from the upstream: the agent gets a tool result with
    ``isError: true`` saying why, nothing unauthorized is forwarded, the session goes on.
@@ -34,6 +34,7 @@ The rules, numbered as the code cites them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 import time
@@ -48,13 +49,13 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from proctor.integrations.mcp.governance import (
-    Grant,
     Refusal,
     Running,
     ToolGovernance,
     definition_digests,
     ended_body,
     finish_body,
+    unforwardable,
 )
 from proctor.integrations.mcp.wire import Channel, Malformed
 
@@ -340,35 +341,25 @@ class GatewaySession:
             if shown is None:
                 await self._refuse(agent_id, f"refused: the upstream server has no tool {tool!r}")
                 return
-            grant: Grant | Refusal = Refusal("")
-            live: dict[str, str] = {}
-
-            async def authorize() -> None:
-                nonlocal grant
-                grant = await anyio.to_thread.run_sync(self.governance.authorize, resource, arguments, shown)
-
-            async with anyio.create_task_group() as tg:  # the two round trips at once
-                tg.start_soon(authorize)
-                live = await self.live_tools()
+            live = await self.live_tools()  # rule 2: before anything is started
         except LookupError as e:
             await self._refuse(agent_id, f"refused: cannot read the upstream's live tool definitions: {e}")
             return
-        if isinstance(grant, Refusal):
-            await self._refuse(agent_id, grant.reason)
+        if why := unforwardable(live, tool, resource, shown):
+            await self._refuse(agent_id, why)
             return
-        if live.get(tool) != grant.digest:  # rule 2
-            await self._refuse(
-                agent_id,
-                f"refused: the definition of {resource} changed after it was listed "
-                f"(authorized {grant.digest}, now {live.get(tool, 'absent')})",
+        running = await anyio.to_thread.run_sync(  # one request authorizes and starts (ADR 0019)
+            functools.partial(
+                self.governance.authorize_start,
+                resource,
+                arguments,
+                shown,
+                go=lambda: not self._held.get(agent_id),
             )
-            return
-        if self._held.get(agent_id):  # rule 1: cancelled while it was being authorized
-            return
-        try:
-            running = await anyio.to_thread.run_sync(self.governance.start, grant)
-        except Exception as e:  # noqa: BLE001 - whatever failed, nothing is forwarded
-            await self._refuse(agent_id, f"refused: the governor did not start the call: {e}")
+        )
+        if isinstance(running, Refusal):
+            if running.reason:  # none: cancelled by the agent before it started (rule 1)
+                await self._refuse(agent_id, running.reason)
             return
         if not self._held.get(agent_id):
             await self._forward_call(message, running)
