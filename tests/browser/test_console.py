@@ -105,8 +105,12 @@ def test_console_revoke_kills_a_real_running_execution(server: GovernorServer, p
             f"/lineage?index={index}"
         )
         screenshot(page, "console-done")
-        # The real child dies: proctor run exits once its tree is killed.
+        # The real child dies: proctor run exits once its tree is killed, and the
+        # execution's timeline (linked from the result) ends with its termination.
         job.wait(timeout=60)
+        page.get_by_role("link", name="its timeline").click()
+        page.get_by_text("execution.terminated").first.wait_for(timeout=30_000)
+        screenshot(page, "console-revoked-timeline")
         page.goto(server.url + "/console")
         page.locator("#rows-executions", has_text="Nothing is running.").wait_for(timeout=30_000)
     finally:

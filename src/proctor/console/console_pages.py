@@ -23,7 +23,7 @@ this session's CSRF token is refused with 403, a page saying why. Every POST
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import orjson
 from fastapi import APIRouter
@@ -267,5 +267,6 @@ async def act(request: Request) -> Response:
         "done": done,
         "event": event,
         "lineage": f"/lineage?index={done.index}",
+        "timeline": f"/lineage/executions/{quote(target, safe='')}" if action == "revoke-execution" else "",
     }
     return _page(request, "console_done.html", context)

@@ -14,6 +14,11 @@
     a.href = `/console/confirm?${new URLSearchParams({ action, target })}`;
     return a;
   };
+  const timeline = (id) => {
+    const a = el("a", id);
+    a.href = `/lineage/executions/${encodeURIComponent(id)}`;
+    return a;
+  };
   const cells = (row, values) => {
     for (const v of values) {
       if (v instanceof Node) row.append(v);
@@ -60,7 +65,7 @@
   const render = (data) => {
     fill("executions", data.executions, "Nothing is running.", 8, (tr, e) => cells(tr, [
       e.principal, e.action, td([e.resource], "mono"), e.zone,
-      `${((e.lease_age_ms || 0) / 1000).toFixed(1)} s`, e.status, td([e.id], "mono"),
+      `${((e.lease_age_ms || 0) / 1000).toFixed(1)} s`, e.status, td([timeline(e.id)], "mono"),
       td([act("revoke-execution", e.id, "Revoke execution"), act("revoke-warrant", e.warrant, "Revoke warrant")], "actions"),
     ]));
     fill("approvals", data.approvals, "No approval is waiting.", 6, (tr, a) => cells(tr, [
