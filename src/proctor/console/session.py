@@ -228,20 +228,22 @@ def verify_session(token: str, governor: Governor, *, origin: str, now: float) -
             f"expected a session expiring within {MAX_SESSION_S} s, found {expires - int(now)} s",
             reason="stale",
         )
-    if fields["origin"] != "-" and not hmac.compare_digest(fields["origin"], origin):  # Step 3
+    if fields["origin"] not in ("-", origin):  # Step 3 (an origin is no secret)
         raise AuthenticationError(
             f"the session is bound to {fields['origin']!r}, not {origin!r}", reason="origin"
         )
     principal = fields["principal"]  # Step 4
     public = governor.public_key_for(principal)
+    # An unknown principal and a bad signature are refused alike (no existence oracle).
+    refused = AuthenticationError(
+        f"the session's signature does not verify for {principal!r}", reason="signature"
+    )
     if public is None:
-        raise AuthenticationError(f"no key for principal {principal!r}", reason="unknown-key")
+        raise refused
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, signed)
     except InvalidSignature as e:
-        raise AuthenticationError(
-            f"the session's signature does not verify for {principal!r}", reason="signature"
-        ) from e
+        raise refused from e
     if not governor.is_admin(principal):
         raise PrincipalError(f"{principal!r} is not an active admin")
     return Session(principal, expires, fields["id"], fields["origin"], fields["challenge"], token)
