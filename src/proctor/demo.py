@@ -22,8 +22,14 @@ key files (the demo runs exactly those lines), and what happened, in full.
 3. As an outsider, with nothing but the log's verifier key: a tampered receipt fails
    (naming the step), the log is consistent across the run, a full audit passes.
 4. With ``keep`` the governor keeps running (a session of its own, its output in a file)
-   and every file stays; the demo prints where, what to try next and how to stop it.
-   Without it the governor is stopped, and a temporary directory removed if all held.
+   and every file stays, and a long job (``sleep 3600``) runs under it, also in a session
+   of its own, for a person to revoke from the console and watch die; the demo prints
+   the pages' URLs, the job's execution id, how to sign in, what to try next and how to
+   stop it all. Without it the governor is stopped, and a temporary directory removed
+   if all held.
+
+The governor's web pages (console, proof viewer, lineage explorer, health, API
+reference) are printed with its URL as soon as it answers.
 
 A scene that does not go as described (a timeout included) fails the demo: it exits
 VERIFY_FAILED and keeps its files.
@@ -64,13 +70,13 @@ from proctor.policy.bundle import SignedBundle
 from proctor.policy.source import policy_source
 from proctor.receipts import check_receipt
 
-__all__ = ["run_demo"]
+__all__ = ["LONG_JOB", "PAGES", "run_demo"]
 
 POLICY = """\
-// Agents with the dev role may run shell jobs, leased for 3 s at a time.
+// Agents with the dev role may run shell jobs, leased for 3 s at a time, an hour at most.
 @id("dev-shell")
 @lease_ttl_s("3")
-@max_duration_s("120")
+@max_duration_s("3600")
 permit (principal, action == Proctor::Action::"exec", resource)
 when { principal.role == "dev" && context.argc <= 8 };
 
@@ -81,6 +87,16 @@ when { context.command_line like "rm -r*" };
 """
 
 _TIMEOUT_S = 60.0
+#: The governor's web pages (proctor.console), printed with its URL.
+PAGES = (
+    ("console", "/console"),
+    ("proof viewer", "/proofs"),
+    ("lineage", "/lineage"),
+    ("health", "/health"),
+    ("API reference", "/docs"),
+)
+#: The job ``--keep`` leaves running, for a person to revoke.
+LONG_JOB = ("sleep", "3600")
 _SCENES = 4
 _INDENT = "    "
 
@@ -269,6 +285,8 @@ class _Demo:
                 if _answers(url, own_key, server):
                     self.url, self.log_key = url, own_key
                     self.console.print(f"governor on {url} (pid {server.pid})")
+                    for label, path in PAGES:
+                        self.say(f"{label + ':':<15}{url}{path}", _INDENT)
                     return server
                 _stop(server)
         return None
@@ -491,7 +509,45 @@ class _Demo:
         self.console.print(f"full audit of the stored log: {'intact' if report.ok else report.error}")
         self.ok &= report.ok
 
-    def kept(self, pid: int, *, data_given: bool) -> None:
+    def long_job(self) -> tuple[int, str] | None:
+        """``--keep``: start :data:`LONG_JOB` under the governor, in a session of its own
+        (it outlives the demo), output in a file; its pid and execution id once started."""
+        output = self.base / "long-job.log"
+        argv = self.command(*self.run_args, "--", *LONG_JOB)
+        with output.open("ab") as out:
+            job = subprocess.Popen(  # noqa: S603 - our own CLI, with our own arguments
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        deadline = time.monotonic() + _TIMEOUT_S
+        while time.monotonic() < deadline and job.poll() is None:
+            match = re.search(r"execution (ex_[a-z0-9]+) started", output.read_text(errors="replace"))
+            if match is not None:
+                return job.pid, match.group(1)
+            time.sleep(0.1)
+        self.ok = False
+        if job.poll() is None:
+            _stop(job)
+        self.say(f"the long job did not start ({_exit(job.returncode)}); its output:")
+        self.say(output.read_text(errors="replace")[-2000:], _INDENT)
+        return None
+
+    def revoke_job(self, job: tuple[int, str]) -> None:
+        """How to revoke the long job from the console (and from a terminal)."""
+        pid, execution = job
+        c, data = self.console, ["--data", str(self.root)]
+        c.print(f"\n[bold]a long job runs under the governor: execution {execution}[/bold]")
+        where = f"pid {pid}, output in {self.base / 'long-job.log'}"
+        self.say(f"{shlex.join(LONG_JOB)} through proctor run ({where})", _INDENT)
+        c.print("[bold]revoke it from the console and watch it die[/bold]:")
+        self.say(f"1. open {self.url}/console/signin; sign in with the token this prints:", _INDENT)
+        self.say(shlex.join(self.command("console", "token", *data)), _INDENT * 2)
+        self.say(f"2. in {self.url}/console, revoke execution {execution}: proctor run exits 79", _INDENT)
+        self.say(f"3. {self.url}/lineage shows its timeline; {self.url}/health its lease gone", _INDENT)
+        self.say("or from a terminal:", _INDENT)
+        revoke = ["revoke", "--execution", execution, "--reason", "demo", *self.admin_args]
+        self.say(shlex.join(self.command(*revoke)), _INDENT * 2)
+
+    def kept(self, pid: int, *, data_given: bool, job: int | None = None) -> None:
         """What is left running, where, what to try and how to stop it."""
         c, key, log_key = self.console, str(self.agent_key), str(self.log_pub)
         c.print(f"\n[bold]the governor keeps running (--keep), pid {pid}[/bold]")
@@ -521,6 +577,8 @@ class _Demo:
             self.say(f"# {comment}", _INDENT)
             self.say(shlex.join(self.command(*args)), _INDENT)
         c.print("[bold]stop it[/bold] (and remove its files):")
+        if job is not None:
+            self.say(f"kill {job}", _INDENT)  # the long job first (revoked: gone already)
         self.say(f"kill {pid}", _INDENT)
         remove = [str(self.base)] if not data_given else [str(self.root), str(self.base)]
         self.say(shlex.join(["rm", "-rf", *remove]), _INDENT)
@@ -552,6 +610,7 @@ def run_demo(data: Path | None, *, keep: bool = False) -> ExitCode:
         demo.say((base / "governor.log").read_text(errors="replace")[-4000:], _INDENT)
         return ExitCode.VERIFY_FAILED
     kept = False
+    job: tuple[int, str] | None = None
     try:
         demo.allowed()
         demo.denied()
@@ -559,6 +618,7 @@ def run_demo(data: Path | None, *, keep: bool = False) -> ExitCode:
         demo.tampered()
         if keep:
             demo.audit(first_size)  # the log as the running governor has it
+            job = demo.long_job()
             kept = True
     finally:
         if not kept:  # an error on the way stops it even with keep: nothing is left unannounced
@@ -566,7 +626,9 @@ def run_demo(data: Path | None, *, keep: bool = False) -> ExitCode:
     if not kept:
         demo.audit(first_size)  # the log as the stopped governor left it
     else:
-        demo.kept(server.pid, data_given=data is not None)
+        if job is not None:
+            demo.revoke_job(job)
+        demo.kept(server.pid, data_given=data is not None, job=job[0] if job is not None else None)
     ok = demo.ok
     console.print("[bold green]demo: OK[/bold green]" if ok else "[bold red]demo: FAILED[/bold red]")
     if data is None and ok and not kept:

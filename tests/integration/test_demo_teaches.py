@@ -111,6 +111,14 @@ def kept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kept]:
         assert found is not None, done.stdout
         yield Kept(done.stdout, data, found.group(1), pid)
     finally:
+        job = re.search(r"through proctor run \(pid (\d+),", done.stdout)  # the long job --keep leaves
+        job_pid = int(job.group(1)) if job is not None else 0
+        if (
+            job_pid
+            and not _gone(job_pid)
+            and b"run" in Path(f"/proc/{job_pid}/cmdline").read_bytes().split(b"\0")
+        ):
+            os.kill(job_pid, signal.SIGTERM)
         if pid:
             # Only the governor this demo started: `proctor serve` on this data directory.
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if not _gone(pid) else []
