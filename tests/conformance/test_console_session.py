@@ -5,6 +5,8 @@ for its origin; anything else is refused, and a suspended admin's session ends."
 from __future__ import annotations
 
 import base64
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,29 @@ def test_console_token_ttl_forms(text: str, seconds: int) -> None:
 def test_console_token_ttl_beyond_an_hour_or_malformed_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="--ttl"):
         parse_ttl(text)
+
+
+def test_session_cookie_is_secure_over_https_and_strict_always(governor: Governor, gov_data: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from proctor.console import mount
+    from proctor.governor.app import create_app
+
+    app = create_app(governor)
+    mount(app)
+    for scheme in ("https", "http"):
+        client = TestClient(app, base_url=f"{scheme}://gov.example")
+        token = issue_token(admin(gov_data), ttl_s=600, now=time.time())
+        answer = client.post(
+            "/console/signin",
+            data={"token": token},
+            headers={"Origin": f"{scheme}://gov.example"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+        cookie = answer.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Path=/" in cookie
+        assert ("Secure" in cookie) == (scheme == "https")
+        assert 590 <= int(re.search(r"Max-Age=(\d+)", cookie).group(1)) <= 600  # type: ignore[union-attr]
