@@ -24,6 +24,7 @@ from proctor.canonical import canonicalize
 from proctor.lineage.cosignature import cosign, generate_cosigner
 from proctor.lineage.witness_policy import WitnessPolicy
 from proctor.receipts import check_receipt
+from unit.receipts.test_receipt import scenario
 
 pytestmark = pytest.mark.slow
 
@@ -476,19 +477,34 @@ def mutations(text: str, seed: int, per_field: int, anywhere: int) -> list[str]:
 
 
 def test_random_changes_fail_at_the_same_step_in_the_browser_and_in_proctor_verify(
-    made: Made, page: Any
+    made: Made, page: Any, tmp_path: Path
 ) -> None:
+    # Besides the real receipts, a delegated chain (two warrants, the parent checked
+    # against its child's request; arguments logged in clear, not committed), built in
+    # process as the receipt unit tests build it.
+    delegated = scenario(tmp_path / "d", delegated=True)
+    chain = json.dumps(
+        delegated.receipt(policy_bundle=delegated.bundle.to_json(), policy_index=delegated.policy_index)
+    )
+    cases = [
+        (t, made.key)
+        for t in [made.plain, *mutations(made.plain, 14, 2, 80), *mutations(made.long, 15, 1, 60)]
+    ]
+    cases += [(t, delegated.log_key) for t in [chain, *mutations(chain, 16, 1, 60)]]
+    delegated.log.close()
     page.goto(made.server.url + "/proofs")
-    texts = mutations(made.plain, 14, 2, 80) + mutations(made.long, 15, 1, 60)
-    expected = [check_receipt(t, log_key=made.key).to_json()["failed"] for t in texts]
+    expected = [check_receipt(t, log_key=k).to_json()["failed"] for t, k in cases]
     found = page.evaluate(
-        """async ([texts, key]) => {
+        """async (cases) => {
           const out = [];
-          for (const t of texts) out.push((await ProctorProofs.checkReceipt(t, key, "")).failed);
+          for (const [t, k] of cases) out.push((await ProctorProofs.checkReceipt(t, k, "")).failed);
           return out;
         }""",
-        [texts, made.key],
+        cases,
     )
+    texts = [t for t, _ in cases]
+    assert expected[0] is None  # the real receipt
+    assert expected[cases.index((chain, delegated.log_key))] is None  # the delegated chain
     differ = [(t, e, f) for t, e, f in zip(texts, expected, found, strict=True) if e != f]
     assert differ == [], [f"python {e}, browser {f}" for _, e, f in differ[:10]]
     # (A few changes touch nothing checked, the w1 cosignature line without a witness
