@@ -179,3 +179,25 @@ def test_the_route_is_in_the_openapi_document(governor: GovernorServer) -> None:
         "$ref": "#/components/schemas/AuthorizeStartBody"
     }
     assert set(document["components"]["schemas"]["AuthorizeStartBody"]["required"]) == {"authorize", "start"}
+
+
+def test_the_finish_on_the_fast_path_answers_as_before(
+    governance: ToolGovernance, governor: GovernorServer
+) -> None:
+    running = governance.authorize_start("fs/read", {"path": "/srv/d"}, DIGEST)
+    assert isinstance(running, Running), running
+    target = f"/v1/executions/{running.execution}/finish"
+    with client_of(governor) as client:
+        with pytest.raises(GovernorError) as bad:
+            client.json("POST", target, {"outcome": "done"})
+        assert bad.value.status in (400, 422)
+        assert "outcome" in str(bad.value)
+        answer = client.json("POST", target, {"outcome": "completed", "exit_status": 0})
+        assert answer["status"] == "completed"
+        assert answer["execution"] == running.execution
+        with pytest.raises(GovernorError) as again:
+            client.json("POST", target, {"outcome": "completed", "exit_status": 0})
+        assert again.value.status == 409  # an execution ends once
+        with pytest.raises(GovernorError) as unsigned:
+            client.json("POST", target, {"outcome": "completed", "exit_status": 0}, signed=False)
+        assert unsigned.value.status == 401

@@ -63,8 +63,8 @@ from proctor.errors import (
     RequestShapeError,
     VerificationError,
 )
+from proctor.governor.authorize_start import FINISH, authorize_start_endpoint, finish_endpoint
 from proctor.governor.authorize_start import PATH as AUTHORIZE_START
-from proctor.governor.authorize_start import authorize_start_endpoint
 from proctor.governor.boundary import (
     INTERNAL,
     INTERNAL_BODY,
@@ -166,6 +166,8 @@ class GovernorApp(FastAPI):
                 handler = functools.partial(authorize_start_endpoint, self)
             elif (m := _RENEW.fullmatch(path)) is not None:
                 handler = functools.partial(self.renew_endpoint, m.group(1))
+            elif (m := FINISH.fullmatch(path)) is not None:
+                handler = functools.partial(finish_endpoint, self, m.group(1))
             elif path == "/v1/revocations":
                 handler = self.revoke_endpoint
             else:

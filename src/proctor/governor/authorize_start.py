@@ -21,10 +21,16 @@ The rules, numbered as the code cites them:
 4. A start that is refused (replay, quota, a measurement the warrant does not cover)
    refuses the whole request with the start's error; the warrant it minted is never
    handed out, so it cannot be used (and it is recorded, like any warrant).
+
+The finish that follows each call, ``POST /v1/executions/{id}/finish``, is served here
+on the fast path too (:func:`finish_endpoint`): the same authentication, body model and
+:meth:`Executions.finish`, without FastAPI's routing and dependency injection, whose
+cost per request was as large as the finish's own.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +39,17 @@ from fastapi.concurrency import run_in_threadpool
 
 from proctor.errors import BodyTooLargeError, CanonicalizationError, RequestShapeError
 from proctor.governor.limits import MAX_BODY, parse_json
-from proctor.governor.model import AuthorizeRequest, AuthorizeStartBody, parse_body
+from proctor.governor.model import AuthorizeRequest, AuthorizeStartBody, FinishExecutionBody, parse_body
 from proctor.verification.lease_answer import request_nonce
 
 if TYPE_CHECKING:
     from proctor.governor.app import GovernorApp
 
-__all__ = ["PATH", "authorize_start_endpoint"]
+__all__ = ["FINISH", "PATH", "authorize_start_endpoint", "finish_endpoint"]
 
 PATH = "/v1/authorize/start"
+FINISH = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/finish")
+"""The finish paths served on the fast path (other ids go through FastAPI, as before)."""
 
 
 async def authorize_start_endpoint(
@@ -92,4 +100,22 @@ async def authorize_start_endpoint(
     }
     nonce = request_nonce(headers.get("signature-input", ""))
     answer["execution"] = await run_in_threadpool(governor.executions.start, name, start, nonce=nonce)
+    return 200, orjson.dumps(answer)
+
+
+async def finish_endpoint(
+    app: GovernorApp, execution_id: str, target: str, headers: dict[str, str], body: bytes
+) -> tuple[int, bytes]:
+    """``POST /v1/executions/{id}/finish`` on the fast path: authenticate (the nonce
+    queued for the next commit, as through FastAPI), validate the body against its
+    model, record the end in a worker thread (it waits for its commit).
+
+    Raises:
+        AuthenticationError, QuotaError, RequestShapeError, PrincipalError,
+            ExecutionConflictError: as through FastAPI.
+    """
+    name = await app.caller("POST", target, headers, body)
+    parsed = parse_json(body) if body else None
+    parse_body(FinishExecutionBody, parsed)
+    answer = await run_in_threadpool(app.governor.executions.finish, name, execution_id, parsed)
     return 200, orjson.dumps(answer)
