@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from browser_support import watch_errors
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient
+from proctor.console.health_pages import shown
 from proctor.demo import LONG_JOB, PAGES
 
 pytestmark = pytest.mark.slow
@@ -55,6 +57,21 @@ def _stop(pid: int, data: Path, word: bytes) -> None:
         time.sleep(0.1)
     if not _gone(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def _logged(data: Path, index: int) -> tuple[str, int]:
+    """Entry ``index``'s type and logged time in Unix milliseconds (read as any reader does)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "proctor", "log", "entry", str(index), "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    event = json.loads(done.stdout)["event"]
+    return event["type"], round(
+        datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp() * 1000
+    )
 
 
 @dataclass
@@ -146,5 +163,15 @@ def test_the_long_job_runs_until_an_admin_revokes_it_then_dies(kept: Kept, page:
         ended = admin.json("GET", f"/v1/executions/{kept.execution}")
         assert ended["status"] == "terminated"
         assert ended["reason"] == "revoked"
+        # How long it took to die: the two events' logged times, on /metrics and the page.
+        page.locator("#revocation-last", has_not_text="\u2014").wait_for()
+        (kind, revoked_ms), (end, ended_ms) = (
+            _logged(kept.data, i) for i in (revoked["log_index"], ended["log_indices"][-1])
+        )
+        assert (kind, end) == ("revocation", "execution.terminated")
+        metrics = httpx.get(f"{kept.url}/metrics", timeout=10).text
+        (last,) = re.findall(r"^proctor_revocation_last_seconds (\S+)$", metrics, re.MULTILINE)
+        assert round(float(last) * 1000) == ended_ms - revoked_ms >= 0
+        assert page.locator("#revocation-last").inner_text() == shown(float(last) * 1000, "ms") + " ms"
         assert errors == []
     assert " ".join(LONG_JOB) in kept.stdout

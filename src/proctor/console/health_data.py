@@ -42,6 +42,7 @@ __all__ = [
     "WINDOW_S",
     "HealthMonitor",
     "Reading",
+    "buckets_of",
     "for_viewer",
     "quantile",
     "read_registry",
@@ -57,6 +58,7 @@ PUBLIC_NODE_FIELDS = ("node", "zone", "status", "heartbeat_age_ms", "applied", "
 
 _DECISIONS = "proctor_decisions_total"
 _LATENCY = "proctor_decision_seconds"
+_REVOKED = "proctor_revocation_seconds"
 #: The plain samples the page shows, by exposition name.
 _SHOWN = (
     "proctor_log_size",
@@ -72,6 +74,9 @@ _SHOWN = (
     "proctor_node_heartbeat_failures_total",
     f"{_LATENCY}_count",
     f"{_LATENCY}_sum",
+    "proctor_revocation_last_seconds",
+    f"{_REVOKED}_count",
+    f"{_REVOKED}_sum",
 )
 
 
@@ -93,6 +98,12 @@ def read_registry(registry: CollectorRegistry) -> dict[str, float]:
                 continue  # the time a counter was made: not a number the page shows
             values[sample_key(sample.name, sample.labels)] = float(sample.value)
     return values
+
+
+def buckets_of(values: Mapping[str, float], name: str) -> tuple[tuple[float, float], ...]:
+    """Histogram ``name``'s cumulative ``(le, count)`` buckets in ``values``, ``+Inf`` last."""
+    prefix = f'{name}_bucket{{le="'
+    return tuple(sorted((float(k[len(prefix) : -2]), v) for k, v in values.items() if k.startswith(prefix)))
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
@@ -141,9 +152,7 @@ class Reading:
     def of(cls, values: Mapping[str, float], at: float) -> Reading:
         """The reading of ``values`` (from :func:`read_registry`) taken at ``at``."""
         decisions = sum(v for k, v in values.items() if k.startswith(_DECISIONS + "{"))
-        prefix = f"{_LATENCY}_bucket{{le=" + '"'
-        buckets = sorted((float(k[len(prefix) : -2]), v) for k, v in values.items() if k.startswith(prefix))
-        return cls(at, dict(values), decisions, tuple(buckets))
+        return cls(at, dict(values), decisions, buckets_of(values, _LATENCY))
 
     def since(self, earlier: Reading) -> tuple[float, float | None, float | None, float]:
         """Between ``earlier`` and this: decisions per second, p50 and p99 latency in
@@ -218,7 +227,9 @@ class HealthMonitor:
         ]
         shown = {k: v[k] for k in _SHOWN if k in v}
         shown |= {k: x for k, x in v.items() if k.startswith((_DECISIONS, "proctor_cosign_"))}
-        shown |= {k: x for k, x in v.items() if k.startswith(f"{_LATENCY}_bucket")}
+        shown |= {k: x for k, x in v.items() if k.startswith((f"{_LATENCY}_bucket", f"{_REVOKED}_bucket"))}
+        revoked = buckets_of(v, _REVOKED)
+        died = [None if not revoked else quantile(q, revoked) for q in (0.5, 0.99)]
         return {
             "seq": self._seq,
             "at": reading.at,
@@ -245,6 +256,10 @@ class HealthMonitor:
             "revocation": {
                 "lag_entries": _number(v.get("proctor_trust_lag_entries")),
                 "lag_s": _number(v.get("proctor_trust_lag_seconds")),
+                "terminated": _number(v.get(f"{_REVOKED}_count")),
+                "last_ms": _ms(v.get("proctor_revocation_last_seconds")),
+                "p50_ms": _ms(died[0]),
+                "p99_ms": _ms(died[1]),
             },
             **self._nodes(),
             "series": series,
@@ -309,6 +324,11 @@ def _number(value: float | None) -> float | None:
     if value is None or math.isnan(value) or math.isinf(value):
         return None
     return value
+
+
+def _ms(seconds: float | None) -> float | None:
+    value = _number(seconds)
+    return None if value is None else value * 1000
 
 
 def for_viewer(snapshot: Mapping[str, Any], *, admin: bool) -> dict[str, Any]:

@@ -6,20 +6,28 @@ from this registry; a number it shows is a metric here first.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from proctor.errors import ProctorError
 
 if TYPE_CHECKING:
     from proctor.governor.service import Governor
 
-__all__ = ["GovernorMetrics"]
+__all__ = ["REVOCATION_BUCKETS", "GovernorMetrics", "RevocationTimes"]
+
+#: Buckets of ``proctor_revocation_seconds`` (a revoked execution dies in milliseconds
+#: when its enforcer streams; within a lease when it only renews).
+REVOCATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class GovernorMetrics:
@@ -74,6 +82,8 @@ class GovernorMetrics:
             registry=self.registry,
         )
         lag_s.set_function(lambda: _or_nan(lambda: _trust_lag(governor)[1]))
+        self.revocations = RevocationTimes(governor)
+        self.registry.register(self.revocations)
         if governor.cosigner is not None:  # witnessing: submissions, failures, witnessed size, lag, alarm
             from proctor.governor.cosigner import CosignerMetrics  # noqa: PLC0415 - only with [witnesses]
 
@@ -119,3 +129,78 @@ def _trust_lag(governor: Governor) -> tuple[int, float]:
     if behind == 0:
         return 0, 0.0
     return behind, max(0.0, governor.now() - _entry_time(governor, applied))
+
+
+class RevocationTimes(Collector):
+    """How long revoked executions took to die, from the log (a collector)::
+
+        proctor_revocation_seconds{le}      histogram: a revocation of a running execution
+                                            recorded -> its end recorded
+        proctor_revocation_last_seconds     the latest of them (NaN: none yet)
+
+    Each time is the difference of the two events' logged ``time`` (as ``proctor demo``
+    reports it), so it is the same whichever node records which. Measured at each
+    scrape, incrementally: the revocations of executions recorded since the last one
+    (from the store's revocations table, by log index; those before this process
+    started are not counted) wait, at most :attr:`PENDING` of them (the oldest dropped
+    beyond), until their execution's row says it ended; then its last event is read.
+    A revocation of an execution that had already ended is not counted.
+    """
+
+    PENDING = 1024
+
+    def __init__(self, governor: Governor) -> None:
+        self._governor = governor
+        self._since = governor.log.size - 1
+        self._pending: dict[str, int] = {}  # execution id -> the revocation's log index
+        self._counts = [0] * (len(REVOCATION_BUCKETS) + 1)
+        self._sum = 0.0
+        self._last = math.nan
+        self._lock = threading.Lock()
+
+    def _catch_up(self) -> None:
+        gov = self._governor
+        for record in gov.state.revocations(self._since):
+            self._since = max(self._since, record.log_index)
+            if record.kind == "execution" and record.log_index >= 0:
+                self._pending[record.target] = record.log_index
+        while len(self._pending) > self.PENDING:
+            del self._pending[next(iter(self._pending))]
+        for execution_id, revoked_at in list(self._pending.items()):
+            row = gov.state.execution(execution_id)
+            if row is not None and row["status"] in ("running", "terminating"):
+                continue
+            ended_at = int(row["indices"][-1]) if row is not None and row["indices"] else -1
+            if ended_at > revoked_at:
+                self._observe(_entry_time(gov, ended_at) - _entry_time(gov, revoked_at))
+            del self._pending[execution_id]
+
+    def _observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self._counts[next((i for i, le in enumerate(REVOCATION_BUCKETS) if seconds <= le), -1)] += 1
+        self._sum += seconds
+        self._last = seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """The current values (called at each scrape; a store that cannot be read
+        leaves them as they were)."""
+        with self._lock:
+            # Tried again at the next scrape: the pending executions stay.
+            with contextlib.suppress(ProctorError, ValueError, TypeError, KeyError):
+                self._catch_up()
+            cumulative, total = [], 0
+            for le, count in zip((*REVOCATION_BUCKETS, math.inf), self._counts, strict=True):
+                total += count
+                cumulative.append(("+Inf" if math.isinf(le) else repr(le), float(total)))
+            histogram = HistogramMetricFamily(
+                "proctor_revocation_seconds",
+                "From a running execution's revocation recorded to its end recorded (the events' times).",
+                buckets=cumulative,
+                sum_value=self._sum,
+            )
+            last = GaugeMetricFamily(
+                "proctor_revocation_last_seconds", "The latest of proctor_revocation_seconds (NaN: none yet)."
+            )
+            last.add_metric([], self._last)
+        yield histogram
+        yield last
