@@ -228,6 +228,7 @@
         const [n, v] = f.terms;
         if (f.terms.length !== 2 || typeof n.str !== "string") throw new StepError("expected obligation names to be strings");
         if (n.str in obligations) throw new StepError(`obligation ${JSON.stringify(n.str)} appears twice in the authority block`);
+        if (v === undefined || (v.str === undefined && v.int === undefined && v.bool === undefined)) throw new StepError("expected obligation values to be int, str or bool");
         obligations[n.str] = v.str ?? (v.int !== undefined ? Number(v.int) : v.bool);
         continue;
       }
@@ -245,12 +246,49 @@
     // Its checks: the two of the validity window (warrants.py _AUTHORITY), enforced below
     // as not_before <= now < expires (step 7), which is what they state.
     if (block.checks.length !== 2) throw new StepError(`expected the authority block's two validity checks, found ${block.checks.length}`);
+    validClaims(claims, obligations);
     return {
       warrantId: claims.warrant, principal: claims.principal, action: claims.action, resource: claims.resource,
       argsDigest: claims.args_digest, zone: claims.zone, executableDigest: claims.executable_digest,
       notBefore: claims.not_before, expires: claims.expires, leaseTtlMs: claims.lease_ttl_ms,
       decisionIndex: claims.decision_index, parent: claims.parent, obligations,
     };
+  }
+
+  // claims.py WarrantClaims.__post_init__ (reason "malformed").
+  const WARRANT_ID = /^wr_[A-Za-z0-9_-]{1,64}$/;
+  const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+  const MAX_TIME = 253402300799;
+  function validClaims(c, obligations) {
+    const bad = (m) => new StepError(`the warrant's claims are malformed: ${m}`);
+    const int = (name, v, low, high) => {
+      if (!Number.isSafeInteger(v) || v < low || v > high) throw bad(`${name}: expected an integer in [${low}, ${high}], found ${v}`);
+    };
+    if (!WARRANT_ID.test(c.warrant)) throw bad(`warrant_id: expected wr_ and 1-64 of [A-Za-z0-9_-], found ${P.short(c.warrant, 80)}`);
+    if (!NAME.test(c.principal)) throw bad(`principal: expected a principal name, found ${P.short(c.principal, 80)}`);
+    if (!["exec", "mcp.call", "tool.call"].includes(c.action)) throw bad(`action: expected exec, mcp.call or tool.call, found ${P.short(c.action, 40)}`);
+    const r = c.resource;
+    if (!r || r.length > 4096 || /[\x00-\x1f\x7f]/.test(r)) throw bad("resource: expected 1 to 4096 characters without control characters");
+    if (c.action === "exec" && !r.startsWith("/")) throw bad(`resource: expected an absolute path for exec, found ${P.short(r, 80)}`);
+    if (c.action === "mcp.call" && !/^[^/]+\/./.test(r)) throw bad(`resource: expected server/tool for mcp.call, found ${P.short(r, 80)}`);
+    if (!P.DIGEST.test(c.args_digest)) throw bad(`args_digest: expected sha256:<64 hex>, found ${P.short(c.args_digest, 80)}`);
+    if (c.zone !== "" && !NAME.test(c.zone)) throw bad(`zone: expected '' or a name, found ${P.short(c.zone, 80)}`);
+    if (c.executable_digest !== "" && !P.DIGEST.test(c.executable_digest)) throw bad("executable_digest: expected '' or sha256:<64 hex>");
+    const names = Object.keys(obligations);
+    if (names.length > 32) throw bad(`obligations: expected at most 32, found ${names.length}`);
+    for (const n of names) {
+      const v = obligations[n];
+      if (!/^[a-z][a-z0-9_]{0,63}$/.test(n)) throw bad(`obligations: expected names of [a-z0-9_] starting with a letter, found ${P.short(n, 80)}`);
+      if (typeof v === "number") int(`obligations.${n}`, v, -P.MAX_SAFE, P.MAX_SAFE);
+      else if (typeof v === "string" && v.length > 1024) throw bad(`obligations.${n}: expected at most 1024 characters`);
+      else if (typeof v !== "string" && typeof v !== "boolean") throw bad(`obligations.${n}: expected int, str or bool`);
+    }
+    int("not_before", c.not_before, 0, MAX_TIME);
+    int("expires", c.expires, c.not_before + 1, MAX_TIME);
+    int("lease_ttl_ms", c.lease_ttl_ms, 1, P.MAX_SAFE);
+    int("decision_index", c.decision_index, 0, P.MAX_SAFE);
+    if (c.parent !== "" && !WARRANT_ID.test(c.parent)) throw bad(`parent: expected '' or a warrant id, found ${P.short(c.parent, 80)}`);
+    if (c.parent === c.warrant) throw bad("parent: a warrant cannot be its own parent");
   }
 
   /**
