@@ -125,7 +125,9 @@ class GovernorApp(FastAPI):
     verifies and decides on the event loop and awaits the group commit without a
     thread, renew re-verifies in one worker thread (ADR 0006). Every other request goes
     through FastAPI as usual. The three are declared there too, for the OpenAPI
-    document, and run the same endpoint when reached that way (:meth:`declared`)."""
+    document, and run the same endpoint when reached that way (:meth:`declared`).
+    ``POST /v1/authorize/start`` and ``POST /v1/executions/{id}/finish``, a gateway's
+    per-call requests, take the fast path too (:mod:`proctor.governor.authorize_start`)."""
 
     def __init__(
         self, governor: Governor, metrics: GovernorMetrics, streams: EventStreams, **kwargs: Any
