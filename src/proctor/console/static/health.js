@@ -82,6 +82,51 @@
     }
   }
 
+  function witnesses(w) {
+    const box = document.getElementById("witnesses");
+    if (!box) return;
+    const fresh = document.createElement("div");
+    fresh.id = "witnesses";
+    const note = document.createElement("p");
+    fresh.appendChild(note);
+    if (!w) {
+      note.className = "muted";
+      note.textContent = "No witnesses configured: checkpoints are signed by this log alone.";
+    } else {
+      note.className = `notice ${w.alarm ? "bad" : "ok"}`;
+      note.textContent = `${w.alarm ? "A witness reports a fork of this log" : "No witness reports a fork"}. ` +
+        `Witnessed checkpoint: ${shown(w.witnessed_size, "int")} entries (${shown(w.lag_entries, "int")} behind), ` +
+        `${w.cosignatures} cosignatures.`;
+      const wrap = document.createElement("div");
+      wrap.className = "table-wrap";
+      const table = document.createElement("table");
+      const caption = document.createElement("caption");
+      caption.className = "sr-only";
+      caption.textContent = "Witnesses";
+      const head = document.createElement("thead");
+      const hr = document.createElement("tr");
+      for (const title of ["Witness", "Checkpoints submitted", "Failed answers"]) {
+        const th = document.createElement("th");
+        th.scope = "col";
+        th.textContent = title;
+        hr.appendChild(th);
+      }
+      head.appendChild(hr);
+      const body = document.createElement("tbody");
+      for (const each of w.each) {
+        const tr = document.createElement("tr");
+        cell(tr, each.name);
+        cell(tr, shown(each.submissions, "int"));
+        cell(tr, shown(each.failures, "int"));
+        body.appendChild(tr);
+      }
+      table.append(caption, head, body);
+      wrap.appendChild(table);
+      fresh.appendChild(wrap);
+    }
+    box.replaceWith(fresh);
+  }
+
   function render(s) {
     for (const el of document.querySelectorAll("[data-field]")) {
       el.textContent = shown(get(s, el.dataset.field), el.dataset.format);
@@ -109,6 +154,7 @@
       cell(tr, `${shown(n.heartbeat_age_ms / 1000, "s")} s ago`);
       cell(tr, String(n.lag));
     });
+    witnesses(s.log.witnesses);
     const last = series.length ? series[series.length - 1].t : -1;
     for (const p of s.series) if (p.t > last) series.push(p);
     const cutoff = (series.length ? series[series.length - 1].t : 0) - KEEP_MS;
