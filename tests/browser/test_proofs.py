@@ -437,6 +437,7 @@ def test_the_saved_single_file_verifies_from_disk(made: Made, page: Any, tmp_pat
     assert f'content="{csp}"' in answer.text.replace("&#39;", "'")  # the file carries it too
     assert "<script src" not in answer.text
     assert '<link rel="stylesheet"' not in answer.text
+    assert made.key not in answer.text  # nothing of this governor: the same bytes from any
     saved = tmp_path / "proctor-proofs.html"
     saved.write_bytes(answer.content)
     errors = watch_errors(page)

@@ -9,7 +9,9 @@ visitor pastes is sent to the server. Anyone may load it, as anyone may read the
 ``GET /proofs/standalone.html`` is the same viewer as one file to save and open from
 disk (``file://``): every script and style inlined, and a Content-Security-Policy (in
 the header and in a ``<meta>`` element, for a file has no headers) that allows exactly
-those inline scripts by their SHA-256 (``'sha256-…'``), never ``'unsafe-inline'``.
+those inline scripts by their SHA-256 (``'sha256-…'``), never ``'unsafe-inline'``. It
+holds nothing of the governor that serves it, so every governor of one version serves
+the same bytes (a SHA-256 to publish and compare).
 
 The vendored noble modules are ES modules; :func:`noble_bundle` turns them into the one
 classic script ``static/vendor/noble/noble.js`` (each module wrapped in a function, its
@@ -189,8 +191,11 @@ def standalone(request: Request) -> Response:
         if "</script" in text.lower() or "</style" in text.lower():
             raise ValueError("an inlined asset would close its element early")
     csp = standalone_csp(scripts, styles)
+    # No governor-specific content (not even this log's key): the file is the same bytes
+    # from every governor of one proctor version, so its SHA-256 can be published and
+    # compared out of band.
     html = templates.get_template("proofs_standalone.html").render(
-        request=request, nav="/proofs", scripts=scripts, styles=styles, csp=csp, log_key=_log_key(request)
+        request=request, nav="/proofs", scripts=scripts, styles=styles, csp=csp, log_key=""
     )
     response = HTMLResponse(
         html,

@@ -52,3 +52,9 @@ def test_the_saved_file_is_a_download_whose_inline_scripts_are_allowed_by_hash_o
     assert "<script src" not in answer.text
     # The file carries the policy itself (opened from disk there are no headers).
     assert '<meta http-equiv="Content-Security-Policy"' in answer.text
+
+
+def test_the_saved_file_is_the_same_bytes_whoever_serves_it() -> None:
+    first = client().get("/proofs/standalone.html").content
+    assert client().get("/proofs/standalone.html").content == first
+    assert b"Use this governor's key" not in first
