@@ -5,6 +5,7 @@ governor that is not ready, log content is text, and both viewports work."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import subprocess
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from browser_support import NARROW, local_only, screenshot, watch_errors
-from gov_server import GovernorServer, client_of
+from gov_server import GovernorServer, cli, client_of
 from gov_support import EXE, POLICIES
 from proctor.console.health_pages import MAX_STREAMS
 
@@ -242,3 +243,20 @@ def test_the_page_fits_a_narrow_screen_and_the_keyboard_reaches_its_links(
         assert errors == []
     finally:
         context.close()
+
+
+def test_an_admin_signed_in_sees_each_nodes_url_version_and_reason(server: GovernorServer) -> None:
+    token = cli("console", "token", "--data", str(server.data), "--json")
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        signed = http.post(
+            "/console/signin",
+            data={"token": json.loads(token.stdout)["token"]},
+            headers={"Origin": server.url},
+        )
+        assert signed.status_code == 303, signed.text
+        (node,) = http.get("/health.json").json()["nodes"]
+        assert node["url"].startswith("http://127.0.0.1:")
+        assert {"version", "reason"} <= set(node)
+        assert node["url"] in http.get("/health").text
+    (public,) = httpx.get(f"{server.url}/health.json", timeout=10).json()["nodes"]
+    assert "url" not in public

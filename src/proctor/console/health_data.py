@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HISTORY",
+    "MIN_REVOCATIONS",
     "PUBLIC_NODE_FIELDS",
     "WINDOW_S",
     "HealthMonitor",
@@ -53,6 +54,8 @@ WINDOW_S = 60.0
 """The sliding window of the headline rate and percentiles."""
 HISTORY = 300
 """Readings kept for the charts (five minutes at one a second)."""
+MIN_REVOCATIONS = 10
+"""Revocation-to-death percentiles are shown from this many revocations on."""
 PUBLIC_NODE_FIELDS = ("node", "zone", "status", "heartbeat_age_ms", "applied", "lag")
 """What anyone sees of a node; its URL, version and failure reason are for admins."""
 
@@ -229,7 +232,10 @@ class HealthMonitor:
         shown |= {k: x for k, x in v.items() if k.startswith((_DECISIONS, "proctor_cosign_"))}
         shown |= {k: x for k, x in v.items() if k.startswith((f"{_LATENCY}_bucket", f"{_REVOKED}_bucket"))}
         revoked = buckets_of(v, _REVOKED)
-        died = [None if not revoked else quantile(q, revoked) for q in (0.5, 0.99)]
+        # Percentiles of a handful of revocations are their buckets' guesses: none below
+        # MIN_REVOCATIONS (the latest is shown exactly, from its gauge).
+        enough = bool(revoked) and revoked[-1][1] >= MIN_REVOCATIONS
+        died = [quantile(q, revoked) if enough else None for q in (0.5, 0.99)]
         return {
             "seq": self._seq,
             "at": reading.at,

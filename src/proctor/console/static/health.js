@@ -153,6 +153,7 @@
       cell(tr, n.status, n.status === "serving" ? "ok" : n.status === "stopped" ? "muted" : "bad");
       cell(tr, `${shown(n.heartbeat_age_ms / 1000, "s")} s ago`);
       cell(tr, String(n.lag));
+      if (n.url !== undefined) cell(tr, `${n.version} ${n.url} ${n.reason}`); // an admin's view
     });
     witnesses(s.log.witnesses);
     const last = series.length ? series[series.length - 1].t : -1;
