@@ -11,7 +11,8 @@ Invariants:
    sliding window (the difference of two readings), as PromQL's ``rate`` and
    ``histogram_quantile`` do: no observation is kept here.
 3. At most one reading per :attr:`HealthMonitor.interval_s`, however many people watch:
-   every page and stream shares the latest snapshot (the readings touch the store).
+   every page and stream shares the latest snapshot (the readings touch the store), and
+   no viewer waits behind a reading in progress once there is a snapshot to show.
 4. A part that cannot be read (the store down) is shown as unavailable with the reason,
    never as a stale or invented number; readiness is the governor's own
    (:meth:`~proctor.governor.service.Governor.ready`, as ``/readyz``).
@@ -204,8 +205,18 @@ class HealthMonitor:
     def snapshot(self) -> dict[str, Any]:
         """The latest snapshot, read now unless one was read within the interval.
 
-        Blocking (the store is read): call it from a worker thread on an event loop."""
-        with self._lock:
+        Blocking (the store is read): call it from a worker thread on an event loop.
+        While another thread reads, the latest snapshot is returned at once (its
+        ``time`` says how old it is): a slow store holds one worker thread here, not one
+        per viewer (the API's routes share those threads)."""
+        latest = self._snapshot
+        if latest is not None and self._clock() - latest["at"] < self.interval_s * 0.9:
+            return latest
+        if latest is not None and not self._lock.acquire(blocking=False):
+            return latest
+        if latest is None:
+            self._lock.acquire()
+        try:
             now = self._clock()
             latest = self._snapshot
             if latest is not None and now - latest["at"] < self.interval_s * 0.9:
@@ -215,6 +226,8 @@ class HealthMonitor:
             self._seq += 1
             self._snapshot = self._build(reading)
             return self._snapshot
+        finally:
+            self._lock.release()
 
     def _build(self, reading: Reading) -> dict[str, Any]:
         v = reading.values

@@ -10,11 +10,16 @@ what the governor reports is text.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gov_support import POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
@@ -139,9 +144,10 @@ def test_the_snapshot_holds_the_registry_numbers_read_once_per_interval(governor
 def test_decisions_recorded_between_readings_show_as_a_rate(governor: Governor) -> None:
     governor.push_policy(signed_bundle(governor.data.path, POLICIES / "basic"), by="admin")
     app = create_app(governor)
-    clock = iter([1000.0, 1010.0])
-    monitor = HealthMonitor(governor, app.metrics.registry, clock=lambda: next(clock))
+    now = [1000.0]
+    monitor = HealthMonitor(governor, app.metrics.registry, clock=lambda: now[0])
     monitor.snapshot()
+    now[0] = 1010.0
     # The counters move in the app's routes (the browser test drives them): here, 30
     # decisions of 2 ms each, as the authorize route counts them.
     app.metrics.allowed.inc(30)
@@ -174,3 +180,33 @@ def test_a_governor_without_policy_is_shown_not_ready_and_markup_is_text(governo
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+class _Slow(Collector):
+    """A collector whose reading waits for ``go`` (a store that answers slowly)."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.go = threading.Event()
+
+    def collect(self) -> Iterator[Metric]:
+        self.reading.set()
+        self.go.wait(30)
+        yield GaugeMetricFamily("slow", "A slow reading.", value=1.0)
+
+
+def test_no_viewer_waits_behind_a_reading_in_progress(governor: Governor) -> None:
+    registry = CollectorRegistry()
+    slow = _Slow()
+    slow.go.set()
+    registry.register(slow)
+    now = [1000.0]
+    monitor = HealthMonitor(governor, registry, clock=lambda: now[0])
+    first = monitor.snapshot()
+    now[0], slow.go, slow.reading = 1010.0, threading.Event(), threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(monitor.snapshot)
+        assert slow.reading.wait(30)
+        assert monitor.snapshot() is first  # at once: the store is being read by another
+        slow.go.set()
+        assert reading.result(timeout=30)["seq"] == first["seq"] + 1
