@@ -245,8 +245,8 @@ def test_without_keep_nothing_is_left_running_or_on_disk() -> None:
 
 
 def test_no_browser_is_accepted_and_hidden() -> None:
-    """There are no web pages yet: ``--no-browser`` is accepted (old command lines work)
-    and not offered; ``--keep`` is."""
+    """The demo opens no browser (it prints its pages' URLs): ``--no-browser`` is accepted
+    (old command lines work) and not offered; ``--keep`` is."""
     shown = cli("demo", "--help", env={**os.environ, "COLUMNS": "200"}).stdout
     assert "--keep" in shown
     assert "--no-browser" not in shown
