@@ -276,3 +276,16 @@ def test_the_explorer_at_1280x800(world: World, page: Any) -> None:
     screenshot(page, "lineage")
     page.screenshot(path=str(ARTIFACTS / "lineage-1280.png"))
     assert errors == []
+
+
+def test_the_running_servers_index_is_rebuilt_after_deletion(world: World) -> None:
+    search = f"{world.server.url}/lineage?execution={world.allowed}"
+    before = httpx.get(search)
+    assert before.status_code == 200
+    assert before.text.count('class="verify"') >= 2
+    for suffix in ("", "-wal", "-shm"):
+        (world.server.data / f"lineage-index.sqlite{suffix}").unlink(missing_ok=True)
+    after = httpx.get(search)
+    assert after.status_code == 200
+    assert after.text.count('class="verify"') == before.text.count('class="verify"')
+    assert (world.server.data / "lineage-index.sqlite").exists()
