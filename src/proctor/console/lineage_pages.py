@@ -31,7 +31,13 @@ from proctor.console.lineage_graph import BOX_H
 from proctor.console.lineage_index import INDEX_FILE, LineageIndex, Query
 from proctor.console.lineage_views import browse, execution_view
 from proctor.console.web import page, secure
-from proctor.errors import LogIntegrityError, ProctorError, RequestShapeError, VerificationError
+from proctor.errors import (
+    LogIntegrityError,
+    ProctorError,
+    ProofRequestError,
+    RequestShapeError,
+    VerificationError,
+)
 from proctor.governor.service import Governor
 from proctor.lineage.events import EVENT_TYPES
 
@@ -137,6 +143,14 @@ def _refusal(request: Request, status: int, title: str, message: str) -> HTMLRes
     return page(request, "lineage_error.html", {"title": title, "message": message}, status=status)
 
 
+def _index_failed(request: Request, error: ProctorError) -> HTMLResponse:
+    """503: the index named a leaf the log does not back (a leaf past the log's end
+    too); it is thrown away and rebuilt, and nothing it answered is shown."""
+    if isinstance(error, ProofRequestError):  # a leaf the log does not have: the index lied
+        lineage_index(request).discard(f"it named a leaf the log does not have ({error})")
+    return _refusal(request, 503, "Search index rebuilding", str(error))
+
+
 @router.get("/lineage", response_class=HTMLResponse)
 def lineage(request: Request) -> HTMLResponse:
     """Browse and search the log, newest first, a page at a time."""
@@ -147,8 +161,8 @@ def lineage(request: Request) -> HTMLResponse:
     gov = _governor(request)
     try:
         listing = browse(gov.log, lineage_index(request), query, before=before, after=after, limit=limit)
-    except LogIntegrityError as e:
-        return _refusal(request, 503, "Search index rebuilding", str(e))
+    except (LogIntegrityError, ProofRequestError) as e:
+        return _index_failed(request, e)
     context = {
         "listing": listing,
         "form": form,
@@ -174,8 +188,8 @@ def execution(request: Request, execution_id: str) -> HTMLResponse:
     gov = _governor(request)
     try:
         view = execution_view(gov.log, lineage_index(request), execution_id)
-    except LogIntegrityError as e:
-        return _refusal(request, 503, "Search index rebuilding", str(e))
+    except (LogIntegrityError, ProofRequestError) as e:
+        return _index_failed(request, e)
     if view is None:
         return _refusal(request, 404, "No such execution", f"the log has no start of {execution_id!r}")
     context = {"view": view, "receipt": _may_have_receipt(request, gov, view.principal), "box_h": BOX_H}

@@ -190,3 +190,21 @@ def test_execution_view_follows_parent_links_and_delegation(log: Log, index: Lin
     assert "warrant wr_5" in titles
     assert [e.label for e in view.ancestry.edges if e.target == "w:wr_5"] == ["delegated"]
     assert execution_view(log, index, "ex_404") is None
+
+
+def test_index_naming_a_leaf_past_the_logs_end_is_not_shown(
+    log: Log, index: LineageIndex, tmp_path: Path
+) -> None:
+    from proctor.errors import ProofRequestError
+
+    index.catch_up()
+    with sqlite3.connect(tmp_path / "data" / INDEX_FILE) as db:
+        db.execute("UPDATE ev SET leaf = 999 WHERE leaf = 38")  # ex_9's start, moved past the end
+        db.execute("UPDATE meta SET v = '1000' WHERE k = 'next'")
+    fresh = LineageIndex(tmp_path / "data" / INDEX_FILE, log)
+    assert _page(log, fresh, execution="ex_9") == [39, 38]  # it claimed more than the log has: rebuilt
+    assert fresh.rebuilds == 1
+    with sqlite3.connect(tmp_path / "data" / INDEX_FILE) as db:
+        db.execute("UPDATE ev SET leaf = 999 WHERE leaf = 38")
+    with pytest.raises((ProofRequestError, LogIntegrityError)):
+        _page(log, fresh, execution="ex_9")
