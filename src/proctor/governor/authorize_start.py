@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi.concurrency import run_in_threadpool
@@ -42,10 +42,30 @@ from proctor.governor.limits import MAX_BODY, parse_json
 from proctor.governor.model import AuthorizeRequest, AuthorizeStartBody, FinishExecutionBody, parse_body
 from proctor.verification.lease_answer import request_nonce
 
-if TYPE_CHECKING:
-    from proctor.governor.app import GovernorApp
 
-__all__ = ["FINISH", "PATH", "authorize_start_endpoint", "finish_endpoint"]
+class HotPathApp(Protocol):
+    """What these endpoints use of :class:`proctor.governor.app.GovernorApp` (named
+    here, not imported: the app imports this module)."""
+
+    governor: Any
+    metrics: Any
+    authorizations: Any
+
+    async def caller(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        persist: bool = True,
+        rates: tuple[Any, ...] = (),
+    ) -> str:
+        """The principal that signed the request, within its request rates."""
+        ...
+
+
+__all__ = ["FINISH", "PATH", "HotPathApp", "authorize_start_endpoint", "finish_endpoint"]
 
 PATH = "/v1/authorize/start"
 FINISH = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/finish")
@@ -53,7 +73,7 @@ FINISH = re.compile(r"/v1/executions/([A-Za-z0-9_-]{1,64})/finish")
 
 
 async def authorize_start_endpoint(
-    app: GovernorApp, target: str, headers: dict[str, str], body: bytes
+    app: HotPathApp, target: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, bytes]:
     """``POST /v1/authorize/start`` (rules 1-4): (status, JSON body).
 
@@ -104,7 +124,7 @@ async def authorize_start_endpoint(
 
 
 async def finish_endpoint(
-    app: GovernorApp, execution_id: str, target: str, headers: dict[str, str], body: bytes
+    app: HotPathApp, execution_id: str, target: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, bytes]:
     """``POST /v1/executions/{id}/finish`` on the fast path: authenticate (the nonce
     queued for the next commit, as through FastAPI), validate the body against its
