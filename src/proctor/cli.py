@@ -477,7 +477,8 @@ def _demo(
         ),
     ] = False,
     no_browser: Annotated[
-        bool, typer.Option("--no-browser", hidden=True, help="Accepted and ignored (no web pages yet).")
+        bool,
+        typer.Option("--no-browser", hidden=True, help="Accepted and ignored (the demo opens no browser)."),
     ] = False,
 ) -> None:
     """Run the demonstration end to end, without input."""
