@@ -1,4 +1,4 @@
-"""Fixtures of the browser tests (tests/browser_support.py): one chromium per session,
+"""Fixtures of the browser tests (tests/browser_support.py): one chromium per module,
 a fresh page (its own context: no cookies shared between tests) per test."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import pytest
 from browser_support import DESKTOP, launch_browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, driven by Playwright."""
+    """Debian's chromium, headless, driven by Playwright: one per test module, because
+    Playwright's sync driver runs an event loop in this thread while it lives, and a
+    test after it that calls ``asyncio.run`` would find that loop running."""
     yield from launch_browser()
 
 
