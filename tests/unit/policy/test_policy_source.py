@@ -27,7 +27,7 @@ def test_the_demo_policies_are_found_by_id_with_file_and_line() -> None:
     assert dev == PolicySource(
         "demo.cedar",
         2,
-        '@id("dev-shell")\n@lease_ttl_s("3")\n@max_duration_s("120")\n'
+        '@id("dev-shell")\n@lease_ttl_s("3")\n@max_duration_s("3600")\n'
         'permit (principal, action == Proctor::Action::"exec", resource)\n'
         'when { principal.role == "dev" && context.argc <= 8 };',
     )
