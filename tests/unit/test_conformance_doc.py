@@ -1,0 +1,98 @@
+"""docs/conformance.md (scripts/gen_conformance.py) lists every conformance rule the test
+files hold, and its --check names what is missing, extra or changed, without running a test."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "conformance.md"
+
+
+@pytest.fixture(scope="module")
+def gen() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_conformance", ROOT / "scripts" / "gen_conformance.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    target = tmp_path / "conformance"
+    shutil.copytree(ROOT / "tests" / "conformance", target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def test_the_committed_doc_is_current(gen: ModuleType) -> None:
+    problems = gen.check(DOC.read_text(encoding="utf-8"))
+    assert problems == [], (
+        "docs/conformance.md is out of date: run python scripts/gen_conformance.py\n" + "\n".join(problems)
+    )
+
+
+def test_the_doc_has_a_row_for_every_rule(gen: ModuleType) -> None:
+    rows = gen.documented(DOC.read_text(encoding="utf-8"))
+    rules = [rule for module in gen.collect() for rule in module.rules]
+    assert len(rules) > 100
+    assert len(rows) == len(rules)
+
+
+def test_an_added_test_is_reported_missing(gen: ModuleType, copy: Path) -> None:
+    path = copy / "test_policy_rollback.py"
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + '\n\ndef test_a_new_rule_nobody_documented() -> None:\n    """A new rule is held."""\n',
+        encoding="utf-8",
+    )
+    problems = gen.check(DOC.read_text(encoding="utf-8"), copy)
+    assert problems == [
+        "missing from docs/conformance.md: "
+        "tests/conformance/test_policy_rollback.py::test_a_new_rule_nobody_documented ('A new rule is held')"
+    ]
+
+
+def test_a_renamed_test_is_reported(gen: ModuleType, copy: Path) -> None:
+    path = copy / "test_policy_rollback.py"
+    text = path.read_text(encoding="utf-8")
+    old = "def test_activation_history_is_append_only("
+    assert old in text
+    path.write_text(text.replace(old, "def test_activation_history_only_grows("), encoding="utf-8")
+    problems = gen.check(DOC.read_text(encoding="utf-8"), copy)
+    assert any("missing" in p and "test_activation_history_only_grows" in p for p in problems), problems
+    assert any(
+        "no such test" in p and "test_policy_rollback.py::test_activation_history_is_append_only" in p
+        for p in problems
+    ), problems
+    assert len(problems) == 2
+
+
+def test_a_changed_rule_or_case_count_is_reported(gen: ModuleType, copy: Path) -> None:
+    path = copy / "test_identity.py"
+    text = path.read_text(encoding="utf-8")
+    old = '["ALICE", "Alice", "aLiCe"]'
+    assert old in text
+    path.write_text(text.replace(old, '["ALICE", "Alice"]'), encoding="utf-8")
+    problems = gen.check(DOC.read_text(encoding="utf-8"), copy)
+    assert len(problems) == 1
+    assert "test column changed" in problems[0], problems
+    assert "(2 cases)" in problems[0], problems
+
+
+def test_a_rule_reads_as_a_sentence(gen: ModuleType) -> None:
+    assert (
+        gen.name_as_sentence("test_a_revoked_admin_keeps_no_admin_right")
+        == "A revoked admin keeps no admin right"
+    )
+    assert gen.first_sentence("Short rule (see e.g. ADR 1: here). More text.\n\nBody.") == (
+        "Short rule (see e.g. ADR 1: here)"
+    )
