@@ -73,7 +73,7 @@ def first_sentence(text: str) -> str:
         depth += {"(": 1, ")": -1}.get(char, 0)
         after = paragraph[index + 1 : index + 2]
         if depth <= 0 and char in ".:" and after in {" ", ""}:
-            if char == "." and re.search(r"(\b[A-Za-z]|e\.g|i\.e|etc)$", paragraph[:index]):
+            if char == "." and after and re.search(r"(\b[A-Za-z]|e\.g|i\.e|etc)$", paragraph[:index]):
                 continue
             return paragraph[:index].strip()
     return paragraph.strip()

@@ -123,6 +123,7 @@ def test_a_successor_must_be_another_active_principal(governor: Governor, client
 
 
 def test_a_successor_is_named_over_http(governor: Governor, gov_data: Path, client: TestClient) -> None:
+    """A successor is named over HTTP."""
     admin = PrincipalKey.load(gov_data / "keys" / "admin.key")
     refused = post(client, admin, "/v1/revocations", {"kind": "principal", "target": "admin"})
     assert refused.status_code == 403

@@ -118,16 +118,19 @@ def test_session_of_a_non_admin_or_suspended_admin_is_refused(governor: Governor
     ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), (" 60m ", 3600)], ids=str
 )
 def test_console_token_ttl_forms(text: str, seconds: int) -> None:
+    """A console token's --ttl is read in seconds, s, m or h."""
     assert parse_ttl(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["0", "2h", "61m", "15 m", "1d", "-5m", "", "1e3"], ids=repr)
 def test_console_token_ttl_beyond_an_hour_or_malformed_is_refused(text: str) -> None:
+    """A console token --ttl beyond an hour, or malformed, is refused."""
     with pytest.raises(ValueError, match="--ttl"):
         parse_ttl(text)
 
 
 def test_session_cookie_is_secure_over_https_and_strict_always(governor: Governor, gov_data: Path) -> None:
+    """The session cookie is Secure over HTTPS and SameSite=Strict always."""
     from fastapi.testclient import TestClient
 
     from proctor.console import mount

@@ -249,6 +249,7 @@ def test_missing_key_file_is_named_and_exits_2(gov_data: Path, tmp_path: Path) -
 
 
 def test_proctor_run_names_a_missing_key_file_and_exits_2(tmp_path: Path) -> None:
+    """`proctor run` names a missing key file and exits 2."""
     missing = tmp_path / "nobody.key"
     proc = cli("run", "--server", "http://127.0.0.1:9", "--key", str(missing), "--", "true", check=False)
     assert proc.returncode == 2, proc.stderr

@@ -140,6 +140,7 @@ SHOWS_PATHS = pytest.mark.skipif(
 
 @SHOWS_PATHS
 def test_a_script_sees_its_own_path_as_dollar_zero(server: GovernorServer, tmp_path: Path) -> None:
+    """A script sees its own path as $0."""
     home = tmp_path / "app"
     home.mkdir()
     (home / "data.txt").write_text("next to the script\n")
@@ -174,6 +175,7 @@ def test_a_wrapper_that_dispatches_on_its_name_sees_the_name_it_was_run_by(
 
 @SHOWS_PATHS
 def test_an_executable_sees_its_own_path_as_proc_self_exe(server: GovernorServer) -> None:
+    """An executable sees its own path as /proc/self/exe."""
     show = "import os, sys; print(os.readlink('/proc/self/exe') == os.path.realpath(sys.executable))"
     proc = proctor_run(server, sys.executable, "-c", show)
     assert proc.returncode == 0, proc.stderr

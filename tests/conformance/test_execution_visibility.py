@@ -48,6 +48,7 @@ def without_id(body: dict[str, Any], execution_id: str) -> str:
 def test_a_principal_cannot_list_or_show_another_principals_executions(
     governor: Governor, gov_data: Path
 ) -> None:
+    """A principal cannot list or show another principal's executions."""
     k = keys(gov_data)
     app = create_app(governor)
     alices = start(governor, "alice", "one")

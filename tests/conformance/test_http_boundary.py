@@ -175,6 +175,7 @@ def test_an_oversized_request_head_is_refused(app: GovernorApp, server: Governor
 
 
 def test_duplicate_json_member_names_are_refused(app: GovernorApp, gov_data: Path) -> None:
+    """Duplicate JSON member names are refused."""
     admin, alice, _ = keys(gov_data)
     cases = [
         (
@@ -370,6 +371,7 @@ def test_raw_warrant_tokens_reach_only_the_executions_principal_or_an_admin(
 
 
 def test_proctor_receipt_signs_its_request(server: GovernorServer, tmp_path: Path) -> None:
+    """`proctor receipt` signs its request."""
     ran = subprocess.run(
         [
             sys.executable,

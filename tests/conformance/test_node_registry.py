@@ -51,6 +51,7 @@ def listed(app: GovernorApp, key: PrincipalKey, target: str = "/v1/nodes") -> di
 
 
 def test_a_serving_node_records_its_zone_version_url_and_position(governor: Governor, gov_data: Path) -> None:
+    """A serving node records its zone, version, URL and position."""
     clock = Clock(governor.now())
     beat = heartbeat(governor, clock)
     assert beat.beat() is True
@@ -204,6 +205,7 @@ def test_the_failures_are_in_the_metrics(governor: Governor) -> None:
 
 
 def test_v1_nodes_needs_a_signature_from_an_active_principal(governor: Governor, gov_data: Path) -> None:
+    """/v1/nodes needs a signature from an active principal."""
     heartbeat(governor, Clock(governor.now())).beat()
     app = create_app(governor)
     governor.set_principal_status("bob", "suspended", by="admin")
@@ -213,6 +215,7 @@ def test_v1_nodes_needs_a_signature_from_an_active_principal(governor: Governor,
 
 
 def test_v1_nodes_filters_by_zone_and_refuses_a_malformed_zone(governor: Governor, gov_data: Path) -> None:
+    """/v1/nodes filters by zone and refuses a malformed zone."""
     clock = Clock(governor.now())
     heartbeat(governor, clock).beat()
     heartbeat(governor, clock, node="gov-b", zone="us-1").beat()

@@ -53,6 +53,7 @@ def _forged(gov_data: Path, governor: Governor) -> str:
 def test_a_node_witness_trusts_its_deployments_log_and_cosigns_at_its_port(
     gov_data: Path, governor: Governor, tmp_path: Path
 ) -> None:
+    """A node witness trusts its deployment's log and cosigns at its port."""
     witness_dir = _attach(governor, tmp_path)
     try:
         app = create_app(governor)

@@ -164,6 +164,7 @@ def test_log_verify_names_each_row_that_disagrees_with_the_log(gov_data: Path) -
 
 
 def test_readyz_is_503_naming_the_row_and_authorize_is_denied(tmp_path: Path) -> None:
+    """/readyz is 503 naming the row, and authorize is denied."""
     server = GovernorServer(tmp_path, policy=POLICIES / "basic")
     try:
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200

@@ -53,6 +53,7 @@ def gone_within(pids: Callable[[], list[int]], seconds: float) -> list[int]:
 
 
 def test_a_stopped_supervisor_s_tree_is_killed_within_the_lease_ttl(server: GovernorServer) -> None:
+    """A stopped supervisor's tree is killed within the lease TTL."""
     marker = "proctor-test-" + secrets.token_hex(6)
     run = [sys.executable, "-m", "proctor", "run", "--server", server.url, "--key", str(server.key)]
     proc = subprocess.Popen(

@@ -96,3 +96,5 @@ def test_a_rule_reads_as_a_sentence(gen: ModuleType) -> None:
     assert gen.first_sentence("Short rule (see e.g. ADR 1: here). More text.\n\nBody.") == (
         "Short rule (see e.g. ADR 1: here)"
     )
+    assert gen.first_sentence("A --ttl is read in s, m or h.") == "A --ttl is read in s, m or h"
+    assert gen.first_sentence("Uses `a.b`. Then more.") == "Uses `a.b`"
