@@ -5,6 +5,7 @@ Usage:
     python scripts/gen_conformance.py --junit FILE     # (re)write it from an earlier run's junit XML
     python scripts/gen_conformance.py --junit A --junit B  # B (a rerun) replaces A's results it holds
     python scripts/gen_conformance.py --check          # exit 1 if the doc's rules and tests are stale
+    python scripts/gen_conformance.py --junit FILE --figures DIR  # with the figures that run wrote
 
 The rules and tests come from the test files themselves (their syntax tree, never imported):
 one row per ``test_*`` function of ``tests/conformance/test_*.py``, its rule the first
@@ -12,12 +13,19 @@ sentence of its docstring or else its name read as a sentence, parametrized case
 collapsed into one row with their count. The results come from pytest's junit XML.
 ``--check`` runs no test: it compares the doc's rule and test columns with what the files
 hold now (CI runs the tests themselves and fails on any failure).
+
+The published figures (faults injected, inputs tried, fuzzing executions, the escape
+matrix, soak figures) are what the tests themselves recorded through ``tests/figures.py``
+after their checks passed: this script sets ``PROCTOR_FIGURES_DIR`` for the run and
+renders every JSON block found there, so a figure is never typed in and a failing test
+publishes none.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import platform
 import re
@@ -34,6 +42,9 @@ TESTS = ROOT / "tests" / "conformance"
 OUT = ROOT / "docs" / "conformance.md"
 SHOWN = "tests/conformance"
 REGENERATE = "python scripts/gen_conformance.py"
+FIGURES_ENV = "PROCTOR_FIGURES_DIR"  # tests/figures.py writes there when it is set
+# The sections of published figures, in the order shown; any other section follows these.
+SECTIONS = ("Faults injected", "Inputs tried", "Fuzzing", "Property tests", "Escape matrix", "Soak")
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,71 @@ def merge(runs: list[Run]) -> Run:
     return Run(outcomes, sum(run.seconds for run in runs), runs[0].date if runs else "", len(runs))
 
 
+@dataclass(frozen=True)
+class Figure:
+    """One block of figures a test recorded: its section, summary lines and table."""
+
+    name: str
+    section: str
+    summary: tuple[str, ...]
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def read_figures(directories: Iterable[Path]) -> list[Figure]:
+    """Every block under these directories; a later directory's block replaces an earlier one's.
+
+    A file that is not a well-formed block is an error naming the file (the page must not
+    silently lose a figure the run recorded).
+    """
+    found: dict[str, Figure] = {}
+    for directory in directories:
+        for path in sorted(directory.glob("*.json")):
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                figure = Figure(
+                    name=path.stem,
+                    section=str(doc["section"]),
+                    summary=tuple(str(line) for line in doc.get("summary", [])),
+                    columns=tuple(str(c) for c in doc.get("columns", [])),
+                    rows=tuple(tuple(str(cell) for cell in row) for row in doc.get("rows", [])),
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise SystemExit(f"{path}: not a figures block ({exc})") from exc
+            if any(len(row) != len(figure.columns) for row in figure.rows):
+                raise SystemExit(f"{path}: a row's cell count differs from the columns'")
+            found[figure.name] = figure
+    return list(found.values())
+
+
+def render_figures(figures: list[Figure]) -> list[str]:
+    """The "What was injected, tried and checked" part of the page."""
+    if not figures:
+        return []
+    order = {name: index for index, name in enumerate(SECTIONS)}
+    sections = sorted({f.section for f in figures}, key=lambda s: (order.get(s, len(order)), s))
+    lines = [
+        "## What was injected, tried and checked",
+        "",
+        "Recorded by the tests themselves in this run, after their checks passed (a failing",
+        "test records nothing); the counts are what ran, never numbers typed in.",
+        "",
+    ]
+    for section in sections:
+        lines += [f"### {_cell(section)}", ""]
+        for figure in sorted((f for f in figures if f.section == section), key=lambda f: f.name):
+            lines += [f"`{figure.name}`", ""]
+            lines += [f"- {line}" for line in figure.summary]
+            if figure.summary:
+                lines.append("")
+            if figure.columns:
+                lines.append("| " + " | ".join(_cell(c) for c in figure.columns) + " |")
+                lines.append("|" + " --- |" * len(figure.columns))
+                lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in figure.rows]
+                lines.append("")
+    return lines
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -248,7 +324,7 @@ def machine() -> str:
     )
 
 
-def render(modules: list[Module], run: Run, where: str) -> str:
+def render(modules: list[Module], run: Run, where: str, figures: list[Figure] | None = None) -> str:
     """The whole of docs/conformance.md for these rules and this run."""
     rows = [rule for module in modules for rule in module.rules]
     outcomes = [run.outcomes.get((rule.file, rule.name), Outcome()) for rule in rows]
@@ -278,10 +354,14 @@ def render(modules: list[Module], run: Run, where: str) -> str:
         f"- Run: {run.date or 'unknown date'}, {run.seconds:.0f} s of tests"
         + (f" (merged from {run.runs} runs: a rerun's results replace the first's)" if run.runs > 1 else "")
         + f", on {where}",
+        f"- Figures recorded by the tests: {len(figures or [])} blocks",
         "",
     ]
+    lines += render_figures(figures or [])
+    if modules:
+        lines += ["## The rules", ""]
     for module in modules:
-        lines += [f"## {_cell(module.summary)}", "", f"`{SHOWN}/{module.file}`", ""]
+        lines += [f"### {_cell(module.summary)}", "", f"`{SHOWN}/{module.file}`", ""]
         lines += ["| Rule | Test | Result |", "| --- | --- | --- |"]
         for rule in module.rules:
             outcome = run.outcomes.get((rule.file, rule.name), Outcome())
@@ -332,8 +412,8 @@ def check(doc: str, directory: Path = TESTS) -> list[str]:
     return problems
 
 
-def run_tests(junit: Path) -> int:
-    """Run tests/conformance once, writing junit XML; pytest's exit code."""
+def run_tests(junit: Path, figures: Path) -> int:
+    """Run tests/conformance once, writing junit XML and figures; pytest's exit code."""
     command = [
         sys.executable,
         "-m",
@@ -344,7 +424,8 @@ def run_tests(junit: Path) -> int:
         f"--junitxml={junit}",
         "-q",
     ]
-    return subprocess.run(command, cwd=ROOT, check=False).returncode
+    env = {**os.environ, FIGURES_ENV: str(figures)}
+    return subprocess.run(command, cwd=ROOT, check=False, env=env).returncode
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -359,6 +440,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         action="append",
         help="results from this junit XML instead of a fresh run; repeat it to merge reruns "
         "(a later file's results for a test replace an earlier one's)",
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        action="append",
+        help=f"with --junit: the {FIGURES_ENV} directory that run wrote; repeat it with reruns",
     )
     parser.add_argument("--machine", help="the machine line for the header (default: this machine)")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -375,18 +462,20 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 0
     if args.junit:
         run = merge([read_junit(path) for path in args.junit])
+        figures = read_figures(args.figures or [])
     else:
         with tempfile.TemporaryDirectory() as tmp:
             junit = Path(tmp) / "conformance.xml"
-            code = run_tests(junit)
+            code = run_tests(junit, Path(tmp) / "figures")
             if not junit.exists():
                 print(
                     f"pytest wrote no junit XML (exit {code}); docs/conformance.md unchanged", file=sys.stderr
                 )
                 return 1
             run = read_junit(junit)
+            figures = read_figures([Path(tmp) / "figures"])
     modules = collect()
-    OUT.write_text(render(modules, run, args.machine or machine()), encoding="utf-8")
+    OUT.write_text(render(modules, run, args.machine or machine(), figures), encoding="utf-8")
     failed = sum(o.failed for o in run.outcomes.values())
     missing = [r for m in modules for r in m.rules if (r.file, r.name) not in run.outcomes]
     print(f"wrote {OUT.relative_to(ROOT)}: {failed} failed cases, {len(missing)} rules not run")

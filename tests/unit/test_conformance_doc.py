@@ -4,6 +4,7 @@ files hold, and its --check names what is missing, extra or changed, without run
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -98,3 +99,64 @@ def test_a_rule_reads_as_a_sentence(gen: ModuleType) -> None:
     )
     assert gen.first_sentence("A --ttl is read in s, m or h.") == "A --ttl is read in s, m or h"
     assert gen.first_sentence("Uses `a.b`. Then more.") == "Uses `a.b`"
+
+
+def test_figures_are_written_only_when_the_generator_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import figures
+
+    monkeypatch.delenv(figures.ENV, raising=False)
+    figures.record("faults-none", section="Faults injected", summary=["nothing"])
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(figures.ENV, str(tmp_path / "figs"))
+    figures.record(
+        "faults-sigkill",
+        section="Faults injected",
+        summary=["3 rounds"],
+        columns=["a", "b"],
+        rows=[[1, "x|y"]],
+    )
+    assert [p.name for p in (tmp_path / "figs").iterdir()] == ["faults-sigkill.json"]
+    with pytest.raises(ValueError, match="2 cells, the columns are 1"):
+        figures.record("bad-row", section="S", columns=["a"], rows=[[1, 2]])
+    with pytest.raises(ValueError, match="figure name"):
+        figures.record("../escape", section="S")
+
+
+def test_recorded_figures_render_under_their_section_in_order(
+    gen: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import figures
+
+    monkeypatch.setenv(figures.ENV, str(tmp_path))
+    figures.record("soak-sqlite", section="Soak", summary=["60 s"], columns=["events"], rows=[[1200]])
+    figures.record("faults-b", section="Faults injected", columns=["fault", "rounds"], rows=[["kill", 4]])
+    figures.record("faults-a", section="Faults injected", summary=["seed 7"])
+    found = gen.read_figures([tmp_path])
+    doc = gen.render([], gen.Run({}, 0.0, "2026-12-04"), "here", found)
+    assert "- Figures recorded by the tests: 3 blocks" in doc
+    faults, soak = doc.index("### Faults injected"), doc.index("### Soak")
+    assert faults < doc.index("`faults-a`") < doc.index("`faults-b`") < soak < doc.index("`soak-sqlite`")
+    assert "| fault | rounds |\n| --- | --- |\n| kill | 4 |" in doc
+    assert "- seed 7" in doc
+
+
+def test_a_later_run_s_figures_replace_an_earlier_run_s(gen: ModuleType, tmp_path: Path) -> None:
+    first, rerun = tmp_path / "first", tmp_path / "rerun"
+    for directory, rounds in ((first, "1"), (rerun, "2")):
+        directory.mkdir()
+        (directory / "faults-x.json").write_text(
+            json.dumps({"section": "Faults injected", "columns": ["rounds"], "rows": [[rounds]]})
+        )
+    (found,) = gen.read_figures([first, rerun])
+    assert found.rows == (("2",),)
+
+
+def test_a_malformed_figures_block_is_an_error_naming_the_file(gen: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text('{"summary": []}')
+    with pytest.raises(SystemExit, match=r"broken\.json: not a figures block"):
+        gen.read_figures([tmp_path])
+    (tmp_path / "broken.json").write_text('{"section": "S", "columns": ["a"], "rows": [["1", "2"]]}')
+    with pytest.raises(SystemExit, match="cell count"):
+        gen.read_figures([tmp_path])
