@@ -53,6 +53,7 @@ from proctor.policy._locate import locate_parse_error
 from proctor.policy.bundle import PolicyBundle
 from proctor.policy.context import build_context, context_json, principal_entity_json, request_problem
 from proctor.policy.decision import Decision, safe_request_digest
+from proctor.policy.decision_cache import DECISION_CACHE_SIZE, DecisionCache, time_fields_read
 from proctor.policy.obligations import combine_obligations, read_annotations
 from proctor.policy.request import PolicyRequest
 from proctor.policy.schema import (
@@ -115,6 +116,7 @@ class PolicyEngine:
         policies: Sequence[CompiledPolicy],
         slices: PolicySlices,
         catalog: ToolCatalog | None = None,
+        decision_cache: int = DECISION_CACHE_SIZE,
     ) -> None:
         # Use compile(); this only stores what compile checked.
         self.bundle = bundle
@@ -127,17 +129,22 @@ class PolicyEngine:
         self._by_id = {p.policy_id: p for p in policies}
         self._slices = slices
         self._entities = functools.lru_cache(maxsize=ENTITY_CACHE_SIZE)(self._build_entities)
+        self._cache = DecisionCache(time_fields_read(p.est for p in self.policies), decision_cache)
 
     # -- compiling ---------------------------------------------------------------------
 
     @classmethod
-    def compile(cls, bundle: PolicyBundle, *, sliced: bool = True) -> PolicyEngine:
+    def compile(
+        cls, bundle: PolicyBundle, *, sliced: bool = True, decision_cache: int = DECISION_CACHE_SIZE
+    ) -> PolicyEngine:
         """Parse, validate and index a bundle (steps in the module docstring).
 
         Args:
             bundle: the bundle.
             sliced: evaluate each request only against the policies that can apply
                 to it (the default; ``False`` is the unsliced reference).
+            decision_cache: how many decisions to keep for reuse
+                (:mod:`proctor.policy.decision_cache`); 0 keeps none.
 
         Returns:
             The engine.
@@ -230,7 +237,15 @@ class PolicyEngine:
             raise PolicyValidationError("policy annotations are invalid", diagnostics=tuple(problems))
         cls._probe(schema, info, typed_tools=catalog is not None)
         slices = PolicySlices(policies, action_groups=info.action_groups, sliced=sliced)
-        return cls(bundle=bundle, schema=schema, info=info, policies=policies, slices=slices, catalog=catalog)
+        return cls(
+            bundle=bundle,
+            schema=schema,
+            info=info,
+            policies=policies,
+            slices=slices,
+            catalog=catalog,
+            decision_cache=decision_cache,
+        )
 
     @staticmethod
     def _probe(schema: cedarpy.Schema, info: SchemaInfo, *, typed_tools: bool) -> None:
@@ -287,10 +302,9 @@ class PolicyEngine:
         except ValueError as e:
             raise PolicyError(f"principal {principal!r} does not conform to the bundle schema: {e}") from e
 
-    def _prepare(
-        self, request: PolicyRequest, now: int
-    ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
+    def _check(self, request: PolicyRequest, now: int) -> Decision | str:
         # A malformed request is a deny that says why; so is one that cannot be hashed.
+        # Otherwise the request's digest: every field Cedar will see is well-typed and in it.
         try:
             digest = request.digest()
         except CanonicalizationError as e:
@@ -302,6 +316,11 @@ class PolicyEngine:
         if missing:
             names = ", ".join(sorted(missing))
             return self._deny(digest, f"denied: the principal lacks attributes the schema requires: {names}")
+        return digest
+
+    def _prepare(
+        self, request: PolicyRequest, now: int, digest: str
+    ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
         if self.catalog is not None and request.action == "mcp.call":
             try:
                 context = build_context(request, now)
@@ -417,12 +436,24 @@ class PolicyEngine:
             The decision.
         """
         try:
-            prepared = self._prepare(request, now)
+            checked = self._check(request, now)
+            if isinstance(checked, Decision):
+                return checked
+            key = self._cache.key(checked, now)
+            kept = self._cache.get(key)
+            if kept is not None:
+                return kept
+            prepared = self._prepare(request, now, checked)
             if isinstance(prepared, Decision):
-                return prepared
-            digest, cedar_request, policies, entities = prepared
-            result = cedarpy.is_authorized(cedar_request, policies, entities)
-            return self._interpret(request, digest, result)
+                decision = prepared
+            else:
+                digest, cedar_request, policies, entities = prepared
+                result = cedarpy.is_authorized(cedar_request, policies, entities)
+                decision = self._interpret(request, digest, result)
+            # Only a decision reached without an exception is kept (a transient failure
+            # must not be replayed); the key is sound by proctor.policy.decision_cache.
+            self._cache.put(key, decision)
+            return decision
         except BaseException as e:  # noqa: BLE001 -- fail closed: every failure is a deny that records it
             _reraise_interrupts(e)
             return self._failed(request, e)
@@ -446,7 +477,8 @@ class PolicyEngine:
         handles: dict[tuple[int, Any], tuple[cedarpy.PolicySet, cedarpy.Entities]] = {}
         for i, request in enumerate(requests):
             try:
-                prepared = self._prepare(request, now)
+                checked = self._check(request, now)
+                prepared = checked if isinstance(checked, Decision) else self._prepare(request, now, checked)
                 if isinstance(prepared, Decision):
                     decisions[i] = prepared
                     continue
@@ -486,6 +518,11 @@ class PolicyEngine:
         except Exception as e:  # noqa: BLE001 -- fail closed
             return self._deny("", f"denied: the logged request is malformed: {e}", (str(e),))
         return self.decide(request, now=now)
+
+    @property
+    def cache(self) -> DecisionCache:
+        """The engine's decision cache (:mod:`proctor.policy.decision_cache`): its hits and misses."""
+        return self._cache
 
     @property
     def slice_count(self) -> int:

@@ -192,6 +192,7 @@ def test_fail_closed_anything_but_a_clean_allow_denies(
     eng = engine(PG_DUMP)
     request = exec_request("pg_dump", "db1")
     assert eng.decide(request, now=NOW).allow
+    eng.cache.clear()  # the allow is kept for reuse; this checks what deciding afresh does
     monkeypatch.setattr(cedarpy, "is_authorized", fake)
     decision = eng.decide(request, now=NOW)
     assert not decision.allow
