@@ -37,6 +37,7 @@ first to require none.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from proctor.lineage.merkle import leaf_hash, verify_consistency, verify_inclusi
 from proctor.note import NoteVerifier
 from proctor.store.open import open_log_store
 
-__all__ = ["RULES", "TERMINAL", "Report", "Violation", "check_events", "check_log"]
+__all__ = ["RULES", "TERMINAL", "Report", "Violation", "check_events", "check_log", "read_events"]
 
 RULES = {
     "indices-contiguous": "leaf indices run 0, 1, 2 ... with no gap and no duplicate",
@@ -414,6 +415,36 @@ def _verifier(data: DataDir) -> NoteVerifier:
     return data.log_verifier()
 
 
+def _where(source: str | Path, store: str | None, data: str | Path | None) -> tuple[Path, str | None]:
+    """(data directory, store URL) of :func:`check_log`'s arguments."""
+    if str(source).startswith(("postgresql://", "postgres://")):
+        if data is None:
+            raise ValueError("a store URL needs data=, the data directory holding the log's key")
+        return Path(data), str(source)
+    return Path(source), store
+
+
+def read_events(
+    source: str | Path, *, store: str | None = None, data: str | Path | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every stored entry as ``(index, event object)``, in index order, read in bulk
+    through the store interface (arguments as :func:`check_log`; nothing is verified:
+    that is :func:`check_log`'s part). An entry that is not JSON reads as ``{}``."""
+    path, url = _where(source, store, data)
+    dd = DataDir.open(path)
+    log_store, sequencer = open_log_store(url, db_path=dd.db_path, lock_path=dd.lock_path)
+    try:
+        for index, raw in log_store.entries(0, log_store.tree_size()):
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                event = {}
+            yield index, event if isinstance(event, dict) else {}
+    finally:
+        sequencer.close()
+        log_store.close()
+
+
 def check_log(source: str | Path, *, store: str | None = None, data: str | Path | None = None) -> Report:
     """Read a log through proctor's reader, prove every entry and check every rule.
 
@@ -429,10 +460,7 @@ def check_log(source: str | Path, *, store: str | None = None, data: str | Path 
     Returns:
         The report: counts and every violation found.
     """
-    if str(source).startswith(("postgresql://", "postgres://")):
-        if data is None:
-            raise ValueError("a store URL needs data=, the data directory holding the log's key")
-        store, source = str(source), data
+    source, store = _where(source, store, data)
     report = Report()
     dd = DataDir.open(source)
     verifier = _verifier(dd)
