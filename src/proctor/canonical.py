@@ -304,7 +304,11 @@ def _check_lossless(raw: bytes) -> None:
         shortest = repr(parsed)
         if shortest.encode() == token:
             continue  # written as its shortest round-trip digits: exact by construction
-        if not math.isfinite(parsed) or Decimal(token.decode()) != Decimal(shortest):
+        try:
+            exact = math.isfinite(parsed) and Decimal(token.decode()) == Decimal(shortest)
+        except ArithmeticError:  # an exponent beyond Decimal's range (1e-99999999999999999999)
+            exact = False
+        if not exact:
             shown = token.decode() if len(token) <= 40 else token[:40].decode() + "…"
             read = number_text(parsed) if math.isfinite(parsed) else "an infinity"
             raise CanonicalizationError(

@@ -28,7 +28,8 @@ A receipt needs nothing but the log's verifier key to check. Version 1::
   admin signature is not carried: no admin key is in the log, so it could not be
   checked offline, and a receipt holds no byte that is not checked.)
 - ``openings`` open the argument commitments of decisions (by log index), so that the
-  holder can prove and replay what ran (:mod:`proctor.policy.commitment`).
+  holder can prove and replay what ran (:mod:`proctor.policy.commitment`); each names a
+  decision of the receipt, at most once.
 
 Layering: a receipt is where all the evidence meets — inclusion proofs (lineage), the
 warrant chain (authorization), the measurement (verification) and, for replay, the

@@ -238,6 +238,8 @@ class _Checker:
             if type(item) is not dict or set(item) != {"index", "opening"}:
                 raise StepError(f"openings[{i}]: expected exactly index and opening, found {item!r:.80}")
             read_index(item["index"], f"openings[{i}].index")
+            if item["index"] in self.openings:  # one opening per decision: none that goes unread
+                raise StepError(f"openings[{i}]: index {item['index']} is opened twice")
             self.openings[item["index"]] = item["opening"]  # parsed where it is used (steps 6, 8)
         self.doc = doc
         return f"receipt v{RECEIPT_VERSION}: {len(events)} events, {len(doc['warrant_chain'])} warrants"
@@ -287,6 +289,11 @@ class _Checker:
         # Step 5 (docs/architecture.md, "Lineage events": parent links are the ancestry).
         policy = self.doc.get("policy")
         self.ex = link_roles(self.entries, None if policy is None else policy["activated_index"])
+        # An opening opens one of these decisions' commitments; one naming anything else
+        # would be carried unread, beside what was checked.
+        stray = sorted(set(self.openings) - {e.index for e in self.entries if e.kind == "decision"})
+        if stray:
+            raise StepError(f"openings: expected the indices of the receipt's decisions, found {stray}")
         return (
             f"execution {self.ex.execution}: {self.ex.terminal.kind} at {self.ex.terminal.index}, "
             f"started at {self.ex.started.index}, decided at {self.ex.decision.index}"

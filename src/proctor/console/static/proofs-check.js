@@ -242,6 +242,7 @@
       boundedList(doc.openings ?? [], "openings", 0, MAX_WARRANT_CHAIN).forEach((item, i) => {
         if (!isObj(item) || Object.keys(item).sort().join() !== "index,opening") throw new StepError(`openings[${i}]: expected exactly index and opening, found ${short(item, 80)}`);
         readIndex(item, "index", `openings[${i}].index`);
+        if (this.openings.has(item.index)) throw new StepError(`openings[${i}]: index ${item.index} is opened twice`);
         this.openings.set(item.index, item.opening);
       });
       this.doc = doc;
@@ -297,6 +298,9 @@
       // Step 5: parent links are the ancestry (docs/architecture.md, "Lineage events").
       const policy = this.doc.policy;
       this.ex = linkRoles(this.entries, policy === undefined ? null : policy.activated_index);
+      const decided = new Set(this.entries.filter((e) => e.kind === "decision").map((e) => e.index));
+      const stray = [...this.openings.keys()].filter((i) => !decided.has(i)).sort((a, b) => a - b);
+      if (stray.length) throw new StepError(`openings: expected the indices of the receipt's decisions, found [${stray.join(", ")}]`);
       const ex = this.ex;
       return `execution ${ex.execution}: ${ex.terminal.kind} at ${ex.terminal.index}, started at ${ex.started.index}, decided at ${ex.decision.index}`;
     }

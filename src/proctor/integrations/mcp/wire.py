@@ -8,7 +8,8 @@ Rules:
    is discarded up to its newline, never buffered whole, and reported once as
    :class:`Malformed` (with the request id found in its first bytes, if any).
 2. A line that is not a JSON-RPC 2.0 message (the ``mcp`` SDK's ``JSONRPCMessage``
-   type validates it) is :class:`Malformed` too. Neither ends the session.
+   type validates it), or whose ``id`` is not MCP's ``RequestId`` (a string or an
+   integer), is :class:`Malformed` too. Neither ends the session.
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def parse_message(line: bytes) -> Received:
         jsonrpc_message_adapter.validate_python(value, by_name=False)
     except ValidationError as e:
         return Malformed(f"not a JSON-RPC 2.0 message ({e.error_count()} errors)", _id_hint(line))
+    # The adapter reads a message with a method and an id of another type (a list, an
+    # object, true, 1.5) as a notification with an extra member, yet the session keys
+    # its calls by that id and echoes it back: only MCP's RequestId (a string or an
+    # integer, or null in an error answer) is handed on (rule 2).
+    if "id" in value:
+        found = value["id"]
+        if not (type(found) in (str, int) or (found is None and "error" in value)):
+            return Malformed(f"expected an id that is a string or an integer, found {type(found).__name__}")
     return value
 
 
