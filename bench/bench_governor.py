@@ -66,9 +66,14 @@ from typing import Any
 
 import httpx
 import orjson
-from benchlib import cpu_s, pct, settle
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+if __package__ in (
+    None,
+    "",
+):  # run as a file (python bench/bench_governor.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.lib import cpu_s, fmt_int, fmt_us, log_progress, pct, print_table, settle
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request, verify_request
 from proctor.authorization.warrants import WarrantClaims, args_digest, mint_warrant, new_warrant_id
@@ -177,39 +182,6 @@ def stats_us(samples: Sequence[float]) -> dict[str, float]:
         "mean": sum(samples) / len(samples),
         "max": max(samples),
     }
-
-
-def fmt_us(v: float | None) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-
-
-def fmt_int(v: float | None) -> str:
-    return "-" if v is None or v != v else f"{v:,.0f}"
-
-
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [
-        max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
-        for i in range(len(header))
-    ]
-    print()
-    print(title)
-    line = "  ".join(
-        h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
-    )
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        )
-    sys.stdout.flush()
-
-
-def log_progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 def version_of(dist: str) -> str:

@@ -38,8 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchlib import pct
 
+if __package__ in (
+    None,
+    "",
+):  # run as a file (python bench/bench_lineage.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.lib import pct
 from proctor.console.lineage_index import INDEX_FILE, LineageIndex
 from proctor.governor.service import initialize
 from proctor.lineage.events import Event

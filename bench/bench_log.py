@@ -32,10 +32,7 @@ import argparse
 import base64
 import gc
 import hashlib
-import importlib.metadata
 import json
-import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -47,8 +44,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_s, pct, settle
-
+if __package__ in (None, ""):  # run as a file (python bench/bench_log.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.lib import cpu_s, fmt_int, fmt_us, log_progress, machine, pct, print_table, settle
 from proctor.canonical import canonicalize
 from proctor.lineage.log import Log
 from proctor.lineage.merkle import leaf_hash
@@ -158,65 +156,8 @@ def checkpoint_rows(data_dir: Path) -> int:
 
 
 def machine_info() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    try:
-        crypto = importlib.metadata.version("cryptography")
-    except importlib.metadata.PackageNotFoundError:
-        crypto = "?"
-    return {
-        "nproc": str(os.cpu_count()),
-        "affinity": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "?",
-        "cpu": model,
-        "memory": mem,
-        "kernel": platform.release(),
-        "python": sys.version.split()[0] + f" ({platform.python_implementation()})",
-        "sqlite": sqlite3.sqlite_version,
-        "cryptography": crypto,
-        "tmp": tempfile.gettempdir(),
-    }
-
-
-def fmt_us(v: float | None) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-
-
-def fmt_int(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.0f}"
-
-
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [
-        max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
-        for i in range(len(header))
-    ]
-    print()
-    print(title)
-    line = "  ".join(
-        h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
-    )
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        )
+    """:func:`bench.lib.machine`, as text, and where the temporary logs live."""
+    return {k: str(v) for k, v in {**machine(), "tmp": tempfile.gettempdir()}.items()}
 
 
 def short(n: int) -> str:
@@ -225,10 +166,6 @@ def short(n: int) -> str:
     if n >= 1000 and n % 1000 == 0:
         return f"{n // 1000}k"
     return str(n)
-
-
-def log_progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 # -- 1. appends ----------------------------------------------------------------

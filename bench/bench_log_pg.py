@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
-from benchlib import cpu_s, decision_event, pct  # noqa: E402
-
+from bench.lib import cpu_s, decision_event, pct  # noqa: E402
 from pg_support import PgCluster  # noqa: E402
 from proctor.lineage.log import Log  # noqa: E402
 from proctor.note import generate_signer  # noqa: E402

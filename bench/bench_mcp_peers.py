@@ -1,7 +1,9 @@
 """MCP gateways side by side: the latency each adds to a ``tools/call`` over a direct call
 to the real ``@modelcontextprotocol/server-filesystem``.
 
-    python bench/bench_mcp_peers.py [--calls N] [--quick] [--batch B]
+    python -m bench.bench_mcp_peers [--calls N] [--quick] [--batch B]
+
+(``python -m bench --only mcp`` runs the same rows as a suite member, :mod:`bench.suite.mcp`.)
 
 Rows, each one agent session driven by the official ``mcp`` SDK client (``.venv``):
 
@@ -20,8 +22,9 @@ that drift in the machine's other load falls on all of them. Then each row alone
 ``--calls`` more calls back to back, for the CPU its own processes spend per call (Linux
 ``/proc``; the client's is not counted, nor the HTTP bridge's). "added p50" is a row's p50
 minus the p50 of the direct row on the same transport and protocol revision. Peers are
-installed on first use into ``.bench/peers/`` (:mod:`mcp_peers`). Prints a table; asserts
-nothing, but stops on any call that does not succeed (a refusal would look fast).
+installed on first use into ``.bench/peers/`` (:mod:`bench.mcp_peers`); one that cannot be
+is reported as a note. Prints a table; asserts nothing, but stops on any call that does
+not succeed (a refusal would look fast).
 """
 
 from __future__ import annotations
@@ -46,15 +49,17 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
+if __package__ in (
+    None,
+    "",
+):  # run as a file (python bench/bench_mcp_peers.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import mcp_peers as peers
+from bench.lib import TESTS, PeerUnavailable, pct
 
-import mcp_peers as peers  # noqa: E402
-from benchlib import pct  # noqa: E402
-
-from gov_server import GovernorServer, cli  # noqa: E402
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+from gov_server import GovernorServer, cli
 
 LIFTED = (  # one agent session calls back to back: the default request rates (200 signed
     # requests, 100 authorizations a second per principal) would refuse it, not slow it
@@ -273,24 +278,18 @@ def report(rows: list[Row], notes: list[str], load: tuple[float, ...], pid_names
           f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=200, help="timed calls per row (default 200)")
-    parser.add_argument("--batch", type=int, default=10, help="calls per row per round (default 10)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed calls per row first (default 20)")
-    parser.add_argument("--quick", action="store_true", help="50 calls per row, 5 warm-up")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args()
-    if args.quick:
-        args.calls, args.warmup = 50, 5
-    load = os.getloadavg()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-mcp-peers-"))
+def measure(
+    tmp: Path, calls: int, batch: int, warmup: int
+) -> tuple[list[Row], list[str], dict[int, str], list[tuple[str, str, str]]]:
+    """Start every row's gateway in ``tmp`` and drive them; (rows, notes, process names,
+    the (gateway, transport, why) of each row that could not be set up)."""
     allowed = tmp / "root"
     allowed.mkdir()
     (allowed / "notes.txt").write_text(CONTENT)
     upstream = peers.filesystem_argv(allowed)
     errlog = tmp / "agents.err"
     notes: list[str] = []
+    missing: list[tuple[str, str, str]] = []
     children: list[peers.Child] = []
     governors: list[GovernorServer] = []
     try:
@@ -299,29 +298,34 @@ def main() -> None:
         governors.append(GovernorServer(tmp / "gov-stdio", policy=policy, config=LIFTED))
         governors.append(GovernorServer(tmp / "gov-http", policy=policy, config=LIFTED))
         governor, governor_http = governors
-        rows = [
-            Row("direct", "stdio", stdio_session(upstream, errlog), spawns=True),
-            Row("mcp-zero-trust-layer", "stdio", stdio_session(peers.zt_stdio_argv(upstream, allowed, tmp / "zt"), errlog), spawns=True),
-            Row("proctor gateway", "stdio", stdio_session(gateway_argv(governor, "--", *upstream), errlog), [pid_of(governor)], spawns=True),
-        ]  # fmt: skip
+        rows = [Row("direct", "stdio", stdio_session(upstream, errlog), spawns=True)]
+        try:
+            zt_argv = peers.zt_stdio_argv(upstream, allowed, tmp / "zt")
+            rows.append(Row("mcp-zero-trust-layer", "stdio", stdio_session(zt_argv, errlog), spawns=True))
+        except PeerUnavailable as e:
+            missing.append(("mcp-zero-trust-layer", "stdio", str(e)))
+        rows.append(Row("proctor gateway", "stdio", stdio_session(gateway_argv(governor, "--", *upstream), errlog),
+                        [pid_of(governor)], spawns=True))  # fmt: skip
         notes.append("mcp-airlock has no stdio transport (streamable HTTP only)")
         bridge = peers.start_bridge(upstream, tmp / "bridge")
         children.append(bridge)
-        airlock = peers.start_airlock(bridge.url, tmp / "airlock")
-        children.append(airlock)
-        zt = peers.start_zt_http(bridge.url, allowed, tmp / "zt")
-        children.append(zt)
         rows += [
             Row("direct", "http", http_session(bridge.url)),
             Row("direct", "http", http_session(bridge.url, mode="legacy")),
-            Row(
-                "mcp-airlock",
-                "http",
-                http_session(airlock.url, headers={"X-Airlock-Principal": "bench"}),
-                [airlock.proc.pid],
-            ),
-            Row("mcp-zero-trust-layer", "http", http_session(zt.url), [zt.proc.pid]),
         ]
+        try:
+            airlock = peers.start_airlock(bridge.url, tmp / "airlock")
+            children.append(airlock)
+            rows.append(Row("mcp-airlock", "http", http_session(airlock.url, headers={"X-Airlock-Principal": "bench"}),
+                            [airlock.proc.pid]))  # fmt: skip
+        except PeerUnavailable as e:
+            missing.append(("mcp-airlock", "http", str(e)))
+        try:
+            zt = peers.start_zt_http(bridge.url, allowed, tmp / "zt")
+            children.append(zt)
+            rows.append(Row("mcp-zero-trust-layer", "http", http_session(zt.url), [zt.proc.pid]))
+        except PeerUnavailable as e:
+            missing.append(("mcp-zero-trust-layer", "http", str(e)))
         why = proctor_http_available()
         if why is None:
             port = peers.free_port()
@@ -336,20 +340,37 @@ def main() -> None:
             )
         else:
             notes.append(f"proctor gateway over streamable HTTP skipped: {why}")
-        print(
-            f"{len(rows)} rows, {args.calls} calls each in rounds of {args.batch}; work dir {tmp}",
-            file=sys.stderr,
-        )
-        anyio.run(drive, rows, str(allowed / "notes.txt"), args.calls, args.batch, args.warmup)
+            missing.append(("proctor gateway", "http", why))
+        print(f"{len(rows)} rows, {calls} calls each in rounds of {batch}; work dir {tmp}", file=sys.stderr)
+        anyio.run(drive, rows, str(allowed / "notes.txt"), calls, batch, warmup)
         names = {pid: "gateway (and its upstream)" for r in rows if r.spawns for pid in r.roots}
         names.update({c.proc.pid: "gateway" for c in children})
         names.update({pid_of(g): "governor" for g in governors})
-        report(rows, notes, load, names)
+        return rows, notes, names, missing
     finally:
         for child in reversed(children):
             child.stop()
         for server in governors:
             server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="timed calls per row (default 200)")
+    parser.add_argument("--batch", type=int, default=10, help="calls per row per round (default 10)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls per row first (default 20)")
+    parser.add_argument("--quick", action="store_true", help="50 calls per row, 5 warm-up")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.warmup = 50, 5
+    load = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mcp-peers-"))
+    try:
+        rows, notes, names, missing = measure(tmp, args.calls, args.batch, args.warmup)
+        notes += [f"{name} ({transport}): n/a ({why})" for name, transport, why in missing]
+        report(rows, notes, load, names)
+    finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -44,9 +44,11 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_governor import (
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.bench_governor import (
     BASIC,
     LUA,
     REPO,
@@ -56,9 +58,7 @@ from bench_governor import (
     prepare_wrk,
     proc_cpu_split,
 )
-from benchlib import settle
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from bench.lib import settle
 from proctor.authorization.keys import PrincipalKey
 from proctor.config import MAX_QUOTA, QuotaLimits
 from proctor.governor.service import Governor, initialize

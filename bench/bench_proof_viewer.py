@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 import httpx  # noqa: E402
-from benchlib import pct  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from bench.lib import pct  # noqa: E402
 from gov_server import GovernorServer  # noqa: E402
 from proctor.receipts import check_receipt  # noqa: E402
 

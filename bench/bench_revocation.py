@@ -54,11 +54,11 @@ from pathlib import Path
 from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 import psycopg  # noqa: E402
-from benchlib import pct  # noqa: E402
 
+from bench.lib import pct  # noqa: E402
 from gov_server import GovernorServer, revoke_across  # noqa: E402
 from pg_support import PgCluster  # noqa: E402
 

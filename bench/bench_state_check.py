@@ -36,9 +36,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchlib import settle
+if __package__ in (
+    None,
+    "",
+):  # run as a file (python bench/bench_state_check.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.lib import settle
 from proctor.authorization.keys import PrincipalKey
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import Governor, initialize

@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import decision_event, pct
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.lib import decision_event, pct
 from proctor.lineage.log import Log
 
 

@@ -2,11 +2,11 @@
 front of the real ``@modelcontextprotocol/server-filesystem`` with a configuration that
 allows ``read_text_file`` under one directory.
 
-The peers are a bench-only extra, never a dependency: :func:`ensure_peer` installs each,
-pinned, into a virtualenv of its own under ``.bench/peers/`` (gitignored), never into
-``.venv`` and never from ``scripts/setup``. Separate venvs because their dependency
-ranges differ (``mcp-airlock`` needs ``mcp>=2.2``, Starlette 1.x; ``mcp-zero-trust-layer``
-FastAPI).
+The peers are a bench-only extra, never a dependency: :func:`bench.lib.ensure_peer`
+installs each, pinned, into a virtualenv of its own under ``.bench/peers/`` (gitignored),
+never into ``.venv`` and never from ``scripts/setup``. Separate venvs because their
+dependency ranges differ (``mcp-airlock`` needs ``mcp>=2.2``, Starlette 1.x;
+``mcp-zero-trust-layer`` FastAPI).
 
 - ``mcp-airlock`` 0.4.1 speaks streamable HTTP only (the stateless 2026-07-28 revision),
   to an HTTP upstream. Identity: the ``X-Airlock-Principal`` header
@@ -16,7 +16,7 @@ FastAPI).
   ``read_text_file`` with its ``filesystem_path`` validator on the directory.
 
 The filesystem server speaks stdio only; the HTTP rows reach it through :func:`run_bridge`
-(this module run as ``python bench/mcp_peers.py bridge --port P -- CMD...``): an ``mcp`` SDK
+(this module run as ``python -m bench.mcp_peers bridge --port P -- CMD...``): an ``mcp`` SDK
 server on streamable HTTP (JSON responses, stateless, both protocol eras) whose tools are
 the stdio server's, forwarded over one stdio session. Every HTTP row, the direct one
 included, goes through the same bridge, so it cancels out of the added latency.
@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PEERS_DIR = ROOT / ".bench" / "peers"
-FILESYSTEM = ROOT / "tests" / "mcp_servers" / "node_modules" / ".bin" / "mcp-server-filesystem"
-PEERS = {"mcp-airlock": "0.4.1", "mcp-zero-trust-layer": "0.6.0"}
-"""The peers and the versions measured (issue 13)."""
+if __package__ in (None, ""):  # run as a file (python bench/mcp_peers.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.lib import PEERS, REPO, PeerUnavailable, ensure_peer
+
+FILESYSTEM = REPO / "tests" / "mcp_servers" / "node_modules" / ".bin" / "mcp-server-filesystem"
 
 __all__ = [
     "PEERS",
@@ -70,37 +70,12 @@ def filesystem_argv(directory: Path) -> list[str]:
     """The command line of the real filesystem server, serving ``directory``.
 
     Raises:
-        SystemExit: node or the server is not installed (run scripts/setup).
+        PeerUnavailable: node or the server is not installed (run scripts/setup).
     """
     node = shutil.which("node")
     if node is None or not FILESYSTEM.exists():
-        raise SystemExit(f"expected node and {FILESYSTEM} (run scripts/setup); found node={node}")
+        raise PeerUnavailable(f"expected node and {FILESYSTEM} (run scripts/setup); found node={node}")
     return [node, str(FILESYSTEM), str(directory)]
-
-
-def ensure_peer(name: str) -> Path:
-    """The ``bin`` directory of ``name``'s own virtualenv, created and filled on first use
-    (``pip install name==VERSION`` from PyPI).
-
-    Raises:
-        SystemExit: ``name`` is not a known peer, or its installation failed.
-    """
-    if name not in PEERS:
-        raise SystemExit(f"expected one of {sorted(PEERS)}, found {name!r}")
-    venv = PEERS_DIR / name
-    stamp = venv / "installed.txt"
-    wanted = f"{name}=={PEERS[name]}"
-    if stamp.exists() and stamp.read_text().strip() == wanted:
-        return venv / "bin"
-    print(f"installing {wanted} into {venv} (bench-only) ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", wanted], check=False, capture_output=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"pip install {wanted} failed:\n{done.stderr.decode(errors='replace')[-2000:]}")
-    stamp.write_text(wanted + "\n")
-    return venv / "bin"
 
 
 @dataclass
@@ -164,8 +139,8 @@ def wait_port(child: Child, port: int, timeout: float = 60.0) -> None:
 def start_bridge(upstream: Sequence[str], workdir: Path) -> Child:
     """The stdio ``upstream`` served over streamable HTTP (:func:`run_bridge`); ``url`` set."""
     port = free_port()
-    argv = [sys.executable, str(Path(__file__).resolve()), "bridge", "--port", str(port), "--", *upstream]
-    child = spawn("bridge", argv, workdir)
+    argv = [sys.executable, "-m", "bench.mcp_peers", "bridge", "--port", str(port), "--", *upstream]
+    child = spawn("bridge", argv, workdir, env={"PYTHONPATH": str(REPO)})
     wait_port(child, port)
     child.url = f"http://127.0.0.1:{port}/mcp"
     return child
@@ -289,7 +264,7 @@ async def run_bridge(port: int, upstream: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python bench/mcp_peers.py bridge --port P -- CMD...`` (or ``install``)."""
+    """``python -m bench.mcp_peers bridge --port P -- CMD...`` (or ``install``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     bridge = sub.add_parser("bridge", help="serve a stdio MCP server over streamable HTTP")
@@ -299,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "install":
         for name in PEERS:
-            print(ensure_peer(name))
+            try:
+                print(ensure_peer(name))
+            except PeerUnavailable as e:
+                print(f"{name}: n/a ({e})")
         return
     import anyio  # noqa: PLC0415
 

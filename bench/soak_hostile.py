@@ -34,11 +34,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
-from benchlib import pct  # noqa: E402
 from biscuit_auth import BlockBuilder  # noqa: E402
 
+from bench.lib import pct  # noqa: E402
 from gov_server import GovernorServer, cli  # noqa: E402
 from proctor.authorization.keys import PrincipalKey  # noqa: E402
 from proctor.authorization.tokens import open_token  # noqa: E402
