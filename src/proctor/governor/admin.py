@@ -32,6 +32,7 @@ revocation waits for its commit under it, so the next change counts admins after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import re
@@ -169,7 +170,7 @@ class Administration:
         """
         if status not in ("active", "suspended"):
             raise PrincipalError(f"expected status active or suspended, found {status!r}")
-        with self._recorder.admin_lock:
+        with self._taking_trust("principal" if status == "suspended" else ""), self._recorder.admin_lock:
             record = self._state.principal(name)
             if record is None:
                 raise NoSuchTargetError(f"no such principal {name!r}")
@@ -278,20 +279,28 @@ class Administration:
             RequestShapeError: a malformed policy digest or successor.
             LogAppendError: the revocation could not be recorded (nothing changed).
         """
-        with self._recorder.admin_lock:
-            pending, changed = self._queue_revocation(
-                kind, target, reason=reason, by=by, successor=successor, notify=None
-            )
-            if changed:
-                # Wait under the lock: the next admin change must count admins after it.
-                try:
-                    index = _recorded(pending)
-                finally:
-                    for name in changed:
-                        self._trust.forget_principal(name)
-        if not changed:
-            index = _recorded(pending)
+        with self._taking_trust(kind):  # until it committed: starts are ordered with it
+            with self._recorder.admin_lock:
+                pending, changed = self._queue_revocation(
+                    kind, target, reason=reason, by=by, successor=successor, notify=None
+                )
+                if changed:
+                    # Wait under the lock: the next admin change must count admins after it.
+                    try:
+                        index = _recorded(pending)
+                    finally:
+                        for name in changed:
+                            self._trust.forget_principal(name)
+            if not changed:
+                index = _recorded(pending)
         return self._revoked(kind, target, index, successor=successor)
+
+    def _taking_trust(self, kind: str) -> contextlib.AbstractContextManager[None]:
+        """A change of ``kind`` that may stop a start (a principal's, a warrant's) holds
+        :meth:`Executions.trust_change` (taken before the admin lock, always); others nothing."""
+        if kind in ("principal", "warrant"):
+            return self._executions.trust_change()
+        return contextlib.nullcontext()
 
     async def revoke_async(
         self, kind: str, target: str, *, reason: str, by: str, successor: str = ""
@@ -301,7 +310,7 @@ class Administration:
         running). Falls back to a worker thread while another admin change holds the
         admin lock, and for a principal (whose commit is awaited under that lock)."""
         loop = asyncio.get_running_loop()
-        if kind == "principal" or not self._recorder.admin_lock.acquire(blocking=False):
+        if kind in ("principal", "warrant") or not self._recorder.admin_lock.acquire(blocking=False):
             call = functools.partial(self.revoke, kind, target, reason=reason, by=by, successor=successor)
             return await loop.run_in_executor(None, call)
         done: asyncio.Future[None] = loop.create_future()

@@ -33,7 +33,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -56,7 +57,7 @@ from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
 from proctor.governor.registry import ExecutionRegistry, StartSlot, TransitionLock
 from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
-from proctor.lineage.log import Side
+from proctor.lineage.log import Append, Side
 from proctor.policy import Decision, PolicyEngine, PolicyRequest
 from proctor.policy.commitment import ArgumentOpening, reveal
 from proctor.store.state import StoredExecution, StoredWarrant
@@ -163,6 +164,8 @@ class Executions:
         self._log_signer = log_signer
         self._transitions = transitions
         self._lease_signer = lease_signer
+        self._gate = threading.Lock()  # exclusive mode: see trust_change
+        self._trust_changes = 0
         self.registry = ExecutionRegistry(
             state.running_leases(),
             state.running_executions(),
@@ -173,6 +176,32 @@ class Executions:
     def _turn(self) -> contextlib.AbstractContextManager[None]:
         """Shared mode: the transition lock, for one change of status; else nothing."""
         return self._transitions.held() if self._transitions is not None else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def trust_change(self) -> Iterator[None]:
+        """Hold this around a change that takes trust away from starts (a principal's or a
+        warrant's revocation, a suspension), from before its events are queued until they
+        committed: a start then records ``execution.started`` either before the change
+        (whose index is later: it covers the execution as running) or after it committed,
+        having re-checked the principal and the warrant chain (:meth:`_queue_start`).
+        Never is a start recorded after a revocation it did not see.
+
+        Exclusive mode: a lock that a start holds only while it re-checks and queues.
+        Shared mode: the transition lock, which every start holds until it is durable, on
+        every process of the store.
+
+        Raises:
+            LogLockedError: shared mode, and the lock stayed taken past its timeout.
+        """
+        if self._transitions is not None:
+            with self._transitions.held():
+                yield
+            return
+        with self._gate:
+            try:
+                yield
+            finally:
+                self._trust_changes += 1  # once committed: a start checked before it re-checks
 
     def close(self) -> None:
         """Stop what shared mode runs (the lease writer, the lock between processes)."""
@@ -271,6 +300,7 @@ class Executions:
                 (HTTP 429); nothing was recorded and the warrant stays unused.
             StoreError: shared mode, and this process's trust is behind the store's (503).
         """
+        seen = self._trust_changes  # before any check of trust (_queue_start)
         lagging = self._trust.lagging
         if lagging is not None:
             raise StoreError(f"{lagging}; no execution starts here")
@@ -344,7 +374,9 @@ class Executions:
                 #    stays unused. A start that is not recorded gives its slot back.
                 slot = self.registry.admit_start(principal, now_s, self._quotas.limits(principal))
                 try:
-                    started = self._started(principal, body, request.zone, verified, issued, now, slot=slot)
+                    started = self._started(
+                        principal, body, request.zone, verified, issued, now, slot=slot, seen=seen
+                    )
                     return self._signed(started, "start", str(started["execution"]), nonce)
                 finally:
                     self.registry.abandon_start(slot)  # nothing once it started
@@ -361,6 +393,7 @@ class Executions:
         now: float,
         *,
         slot: StartSlot,
+        seen: int,
     ) -> dict[str, Any]:
         claims = verified.claims
         decision = orjson.loads(self._log.leaf(claims.decision_index))
@@ -400,7 +433,7 @@ class Executions:
                 "presented": str(body["warrant"]),
             }
         )
-        index = self._record(event, [row])
+        index = self._queue_start(event, row, principal, claims.warrant_id, seen).wait()[0]
         self.registry.started(execution_id, principal, lease_expires, verified, slot)
         return {
             "execution": execution_id,
@@ -410,6 +443,27 @@ class Executions:
             "warrant": claims.warrant_id,
             "expires": verified.expires,
         }
+
+    def _queue_start(
+        self, event: dict[str, Any], row: Side, principal: str, warrant_id: str, seen: int
+    ) -> Append:
+        """Queue ``execution.started`` with its row, ordered with the trust changes
+        (:meth:`trust_change`): if one may have committed since :meth:`start` began
+        (``seen``; in shared mode, always: another process may have made it), the
+        principal and the warrant chain are read again from the store first.
+
+        Raises:
+            PrincipalError: the principal is no longer active.
+            WarrantError: the warrant, an ancestor, or its principal was revoked.
+        """
+        with self._gate if self._transitions is None else contextlib.nullcontext():
+            if self._transitions is not None or self._trust_changes != seen:
+                record = self._state.principal(principal)
+                if record is None or self._trust.effective(record).status != "active":
+                    raise PrincipalError(f"principal {principal!r} is not active (changed during the start)")
+                if self._trust.warrant_revoked(warrant_id):
+                    raise WarrantError(f"warrant {warrant_id} was revoked during the start", reason="revoked")
+            return self._log.submit([event], side=[row])
 
     def _full_request(self, index: int, decision: dict[str, Any]) -> dict[str, Any]:
         """The decision's request with its arguments (the log has only their commitment;
