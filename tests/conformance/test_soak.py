@@ -13,35 +13,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from figures import record
-from gov_server import GovernorServer, cli
-from log_invariants import Report, check_log, read_events
 from pg_support import PgCluster, pg_params
-from soak_support import Soak, SoakResult, check_ledger, pg_soak_nodes, soak_seed, sqlite_soak_node
+from soak_support import FIGURE_COLUMNS, Soaked, pg_soak_nodes, soak, soak_seed, sqlite_soak_node
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Soaked:
-    """One soak and what was read back after it."""
-
-    backend: str
-    result: SoakResult
-    report: Report
-    ledger_problems: list[str]
-    answers_checked: int
-    verify_status: int
-    verify_out: str
-    verify_err: str
-
-    def context(self) -> str:
-        return f"soak on {self.backend}, seed {self.result.seed} (PROCTOR_SOAK_SEED={self.result.seed} repeats it)"
 
 
 def soak_seconds(backend: str) -> float:
@@ -49,32 +28,23 @@ def soak_seconds(backend: str) -> float:
     return seconds if backend == "sqlite" else max(10.0, seconds / 2)
 
 
-def soak(servers: list[GovernorServer], backend: str, work: Path) -> Soaked:
-    """Soak ``servers``, stop them, and read the log back."""
-    try:
-        result = Soak(servers, seconds=soak_seconds(backend), seed=soak_seed(), work=work).run()
-    finally:
-        for server in servers:
-            server.stop()
-    data, store = servers[0].data, servers[0].store
-    report = check_log(data, store=store)
-    problems, checked = check_ledger(result, read_events(data, store=store))
-    at = ("--store", store) if store is not None else ()
-    verify = cli("log", "verify", "--data", str(data), "--json", *at, check=False, timeout=300)
-    return Soaked(backend, result, report, problems, checked, verify.returncode, verify.stdout, verify.stderr)
-
-
 @pytest.fixture(scope="module", params=pg_params("sqlite", "postgresql"))
 def soaked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soaked]:
     backend: str = request.param
     root = tmp_path_factory.mktemp(f"soak-{backend}")
     if backend == "sqlite":
-        yield soak(sqlite_soak_node(root), backend, root)
+        yield soak(sqlite_soak_node(root), backend, root, seconds=soak_seconds(backend), seed=soak_seed())
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     name = cluster.create_database()
     try:
-        yield soak(pg_soak_nodes(root, cluster.dsn(name), 3), backend, root)
+        yield soak(
+            pg_soak_nodes(root, cluster.dsn(name), 3),
+            backend,
+            root,
+            seconds=soak_seconds(backend),
+            seed=soak_seed(),
+        )
     finally:
         if not cluster.running():
             cluster.start()
@@ -137,35 +107,12 @@ def test_every_execution_revoked_during_a_soak_has_its_process_tree_dead(soaked:
 
 
 def _record(soaked: Soaked) -> None:
-    if soaked.result.failures or soaked.ledger_problems or not soaked.report.ok or soaked.verify_status:
+    if not soaked.ok:
         return
-    result, report, counts = soaked.result, soaked.report, soaked.result.counts
-    runs = sum(v for k, v in counts.items() if k.startswith("runs ("))
-    revocations = sum(v for k, v in counts.items() if k.startswith("revocations ("))
     record(
         f"soak-{soaked.backend}",
         section="Soak",
-        summary=[
-            f"{soaked.backend}: {result.nodes} governor node(s), {counts['soak seconds']} s of load "
-            f"({result.seconds:.0f} s with set-up and settling), seed {result.seed}",
-            "after it: violations found by check_log 0, proctor log verify passed, "
-            f"acknowledged answers checked against the log {soaked.answers_checked}, all held",
-        ],
-        columns=["backend", "seconds", "authorizations", "runs", "API executions", "revocations",
-                 "direct appends", "events", "events/s", "violations", "answers checked"],
-        rows=[
-            [
-                soaked.backend,
-                counts["soak seconds"],
-                counts["authorizations"],
-                runs,
-                counts["API executions started"],
-                revocations,
-                counts["direct appends"],
-                report.events,
-                f"{report.events / max(1.0, float(counts['soak seconds'])):.0f}",
-                len(report.violations),
-                soaked.answers_checked,
-            ]
-        ],
-    )  # fmt: skip
+        summary=soaked.summary(),
+        columns=FIGURE_COLUMNS,
+        rows=[soaked.figures()],
+    )
