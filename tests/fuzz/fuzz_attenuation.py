@@ -33,7 +33,10 @@ from proctor.authorization.warrants import (
 )
 from proctor.errors import WarrantError
 
-__all__ = ["one_input"]
+__all__ = ["INSTRUMENT", "one_input"]
+
+INSTRUMENT = ("proctor.authorization",)
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 ROOT = WARRANT_KEY.public_key
 _OTHER_DIGEST = args_digest(["rm", "-rf", "/"])

@@ -25,7 +25,10 @@ from proctor.canonical import canonicalize, loads
 from proctor.errors import CanonicalizationError, EventSizeError
 from proctor.governor.limits import parse_json
 
-__all__ = ["mutate", "one_input"]
+__all__ = ["INSTRUMENT", "mutate", "one_input"]
+
+INSTRUMENT = ("proctor.canonical", "proctor.governor.limits")
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 LIMIT = 1 << 16
 mutate = json_mutator(share=0.3)

@@ -15,7 +15,10 @@ from fuzz.fuzz_support import NOTE_SIGNER, NOTE_TEXTS, check
 from proctor.errors import CheckpointError, NoteError
 from proctor.lineage.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 
-__all__ = ["one_input"]
+__all__ = ["INSTRUMENT", "one_input"]
+
+INSTRUMENT = ("proctor.note", "proctor.lineage.checkpoint")
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 VERIFIER = NOTE_SIGNER.verifier
 

@@ -22,7 +22,10 @@ from fuzz.fuzz_support import check, lines_mutator
 from proctor.integrations.mcp.governance import definition_digests
 from proctor.integrations.mcp.wire import LineFramer, Malformed, parse_message
 
-__all__ = ["LIMIT", "mutate", "one_input"]
+__all__ = ["INSTRUMENT", "LIMIT", "mutate", "one_input"]
+
+INSTRUMENT = ("proctor.integrations.mcp.wire", "proctor.integrations.mcp.governance")
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 LIMIT = 1024
 mutate = lines_mutator(share=0.5)

@@ -15,7 +15,10 @@ from fuzz.fuzz_support import NOTE_SIGNER, NOTE_TEXTS, check
 from proctor.errors import KeyFormatError, NoteError
 from proctor.note import NoteSigner, NoteVerifier, open_note, sign_note
 
-__all__ = ["one_input"]
+__all__ = ["INSTRUMENT", "one_input"]
+
+INSTRUMENT = ("proctor.note",)
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 VERIFIER = NOTE_SIGNER.verifier
 SIGNED = frozenset(t for t in NOTE_TEXTS if "\t" not in t)

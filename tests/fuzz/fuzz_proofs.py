@@ -22,7 +22,10 @@ from proctor.errors import ProofError
 from proctor.lineage.merkle import leaf_hash
 from proctor.lineage.proofs import ConsistencyProof, InclusionProof
 
-__all__ = ["mutate", "one_input"]
+__all__ = ["INSTRUMENT", "mutate", "one_input"]
+
+INSTRUMENT = ("proctor.lineage.proofs", "proctor.lineage.merkle")
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 MAX_NAIVE = 300  # larger trees are parsed and verified, but not compared with the naive tree
 mutate = json_mutator(share=0.6)

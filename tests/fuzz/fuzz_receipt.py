@@ -24,7 +24,18 @@ import orjson
 from fuzz.fuzz_support import CORPUS, check, json_mutator
 from proctor.receipts import check_receipt
 
-__all__ = ["LOG_KEY", "mutate", "one_input", "semantics"]
+__all__ = ["INSTRUMENT", "LOG_KEY", "mutate", "one_input", "semantics"]
+
+INSTRUMENT = (
+    "proctor.receipts",
+    "proctor.lineage",
+    "proctor.note",
+    "proctor.canonical",
+    "proctor.authorization",
+    "proctor.verification",
+    "proctor.policy.commitment",
+)
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 LOG_KEY = (CORPUS.parent / "keys" / "receipt-log-key.txt").read_text().strip()
 """The verifier key of the log the seed receipts came from (its signing key is gone)."""

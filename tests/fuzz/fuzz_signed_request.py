@@ -23,7 +23,16 @@ from proctor.errors import AuthenticationError, CanonicalizationError, RequestSh
 from proctor.governor.limits import parse_json
 from proctor.governor.model import BODIES, AuthorizeRequest, parse_body
 
-__all__ = ["one_input", "split_request"]
+__all__ = ["INSTRUMENT", "one_input", "split_request"]
+
+INSTRUMENT = (
+    "proctor.authorization.requests",
+    "proctor.canonical",
+    "proctor.governor.limits",
+    "proctor.governor.model",
+    "proctor.governor.boundary",
+)
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 _SIGNED = frozenset(SIGNED_REQUESTS)
 _MAX_BODY_MODELS = 1 << 12

@@ -24,7 +24,10 @@ from proctor.authorization.warrants import (
 )
 from proctor.errors import WarrantError
 
-__all__ = ["ROOT", "one_input"]
+__all__ = ["INSTRUMENT", "ROOT", "one_input"]
+
+INSTRUMENT = ("proctor.authorization",)
+"""The modules atheris instruments for coverage (run_harness.py reads this line)."""
 
 ROOT = WARRANT_KEY.public_key
 

@@ -1,7 +1,8 @@
 """Run one fuzz harness under atheris (libFuzzer): ``python tests/fuzz/run_harness.py NAME
 [libFuzzer flags and corpus directories]``.
 
-proctor's modules and the harness are imported with coverage instrumentation, then
+The parser's modules (the harness's ``INSTRUMENT``) are imported with coverage
+instrumentation, then
 libFuzzer drives ``one_input`` (and the harness's ``mutate``, if it has one, as its
 custom mutator). ``scripts/fuzz.py`` and ``tests/conformance/test_fuzzed_parsers.py``
 call this with the flags they need; run by hand, for example::
@@ -11,11 +12,25 @@ call this with the flags they need; run by hand, for example::
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
+
+
+def _instrumented(name: str) -> tuple[str, ...]:
+    """The harness's ``INSTRUMENT``, read from its source without importing it: only the
+    parser's own modules are instrumented (instrumenting all of proctor, the governor's
+    included, costs seconds at every start for coverage the harness never reaches)."""
+    tree = ast.parse((Path(__file__).resolve().parent / f"fuzz_{name}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "INSTRUMENT" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+                return value
+    raise SystemExit(f"tests/fuzz/fuzz_{name}.py names no INSTRUMENT tuple of module names")
 
 
 def main() -> None:
@@ -29,7 +44,7 @@ def main() -> None:
     sys.path[:] = [str(TESTS)] + [p for p in sys.path if p not in ("", here)]
     import atheris  # type: ignore[import-untyped]
 
-    with atheris.instrument_imports(include=["proctor", "fuzz"]):
+    with atheris.instrument_imports(include=list(_instrumented(name))):
         module = importlib.import_module(f"fuzz.fuzz_{name}")
     mutate = getattr(module, "mutate", None)
     atheris.Setup([sys.argv[0], *sys.argv[2:]], module.one_input, custom_mutator=mutate)
