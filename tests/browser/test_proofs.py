@@ -186,6 +186,16 @@ def salt_without_padding(doc: dict[str, Any]) -> None:
     opening["salt"] = opening["salt"].rstrip("=")  # the same 16 bytes, spelled loosely
 
 
+def opening_repeated(doc: dict[str, Any]) -> None:
+    real = doc["openings"][0]
+    fake = {"index": real["index"], "opening": {**real["opening"], "argv": ["echo", "forged"]}}
+    doc["openings"].insert(0, fake)  # read first by a naive reader; the checker would use the last
+
+
+def opening_of_no_decision(doc: dict[str, Any]) -> None:
+    doc["openings"][0]["index"] += 1  # the warrant.issued after the decision: carried unread
+
+
 TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "checkpoint-signature": checkpoint_signature,
     "inclusion-proof-hash": inclusion_hash,
@@ -199,6 +209,8 @@ TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "dropped-event": dropped_event,
     "index-spelled-as-float": index_spelled_as_float,
     "opening-salt-unpadded": salt_without_padding,
+    "opening-repeated": opening_repeated,
+    "opening-of-no-decision": opening_of_no_decision,
 }
 
 
