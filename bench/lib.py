@@ -9,6 +9,10 @@ baseline, because the machine's speed varies about 3x from day to day while rati
 measured side by side hold.
 
 The older stand-alone scripts (``bench/bench_*.py``) import their helpers from here too.
+
+Why one module: the issue asked for one place for what every benchmark repeated (timing,
+percentiles, the machine, tables, results); a member imports this one module and nothing
+else of the suite's.
 """
 
 from __future__ import annotations

@@ -108,21 +108,29 @@ def _ratio_text(r: Record, records: Sequence[Record]) -> str:
 
 
 def headlines(records: Sequence[Record]) -> list[str]:
-    """What the figures mean for a user, one line each (those whose records exist)."""
+    """What the figures mean for a user, one line each (those whose records exist), each
+    with the mode and the load average its member started at."""
     lines: list[str] = []
+
+    def add(member: str, line: str) -> None:
+        rows = [r for r in records if r.member == member]
+        load = statistics.median(r.machine.get("load", [math.nan])[0] for r in rows)
+        lines.append(f"{line} [`--{rows[0].mode}`, load {load:.1f}]")
+
     direct = _find(records, "mcp", "tools/call over stdio", baseline=True)
     gateway = _find(records, "mcp", "tools/call over stdio", series="proctor gateway")
     if direct and gateway and direct.median is not None and gateway.median is not None:
-        lines.append(
+        add(
+            "mcp",
             f"**Governing an MCP tool call adds {gateway.median - direct.median:.1f} ms** (median, stdio: "
             f"{gateway.median:.1f} ms through `proctor gateway mcp` against {direct.median:.1f} ms direct; "
-            "the governor decides, mints a warrant and commits the decision durably for every call)."
+            "the governor decides, mints a warrant and commits the decision durably for every call).",
         )
         peers = [r for r in records if r.member == "mcp" and r.group == "tools/call over stdio" and r.peer
                  and r.median is not None]  # fmt: skip
         for p in peers:
             if p.median is not None:
-                lines.append(f"{p.series} adds {p.median - direct.median:.1f} ms on the same call (it decides "
+                add("mcp", f"{p.series} adds {p.median - direct.median:.1f} ms on the same call (it decides "
                              "locally and keeps no signed record).")  # fmt: skip
     sizes = sorted({int(r.x) for r in records if r.curve == "decision-vs-policies" and r.x is not None})
     for n in sorted({n for n in sizes if n == 500} | set(sizes[-1:])):
@@ -132,18 +140,19 @@ def headlines(records: Sequence[Record]) -> list[str]:
             tail = ""
             if agt and agt.median:
                 tail = f"; agent-governance-toolkit's `PolicyEngine` takes {fmt(agt.median)} µs ({agt.median / ours.median:.0f}x)"
-            lines.append(
-                f"A policy decision among {n:,} rules takes **{fmt(ours.median)} µs** in process{tail}."
+            add(
+                "policy",
+                f"A policy decision among {n:,} rules takes **{fmt(ours.median)} µs** in process{tail}.",
             )
     n = 500 if 500 in sizes else (sizes[-1] if sizes else 0)
     auth = _find(records, "policy", f"governed call + audit, {n} rules", series="proctor Governor.authorize")
     if auth and auth.median is not None:
-        lines.append(f"A full authorization in process (decision, warrant, durable signed log entry) takes "
+        add("policy", f"A full authorization in process (decision, warrant, durable signed log entry) takes "
                      f"**{auth.median / 1000:.2f} ms** at {n:,} rules.")  # fmt: skip
     rt = _find(records, "workers", "one request at a time", baseline=False)
     floor = _find(records, "workers", "one request at a time", baseline=True)
     if rt and floor and rt.median is not None and floor.median is not None:
-        lines.append(f"Over HTTP, one signed authorization round trip takes **{rt.median:.2f} ms** "
+        add("workers", f"Over HTTP, one signed authorization round trip takes **{rt.median:.2f} ms** "
                      f"(`GET /healthz` on the same server: {floor.median:.2f} ms).")  # fmt: skip
     best = [
         r
@@ -152,7 +161,7 @@ def headlines(records: Sequence[Record]) -> list[str]:
     ]
     if best:
         top = max(best, key=lambda r: r.median or 0)
-        lines.append(f"One two-core host authorizes up to **{top.median:,.0f} signed calls/s** "
+        add("workers", f"One two-core host authorizes up to **{top.median:,.0f} signed calls/s** "
                      f"({top.name.split(', ', 1)[-1]}).")  # fmt: skip
     run = _find(
         records,
@@ -162,30 +171,31 @@ def headlines(records: Sequence[Record]) -> list[str]:
     )
     plain = _find(records, "run", "start true and wait", baseline=True)
     if run and plain and run.median is not None and plain.median is not None:
-        lines.append(f"`proctor run true` takes **{run.median:.0f} ms** against {plain.median:.1f} ms for "
+        add("run", f"`proctor run true` takes **{fmt(run.median)} ms** against {plain.median:.1f} ms for "
                      "`subprocess.run(['true'])`: a governed command pays the CLI's start and two round trips once.")  # fmt: skip
     revokes = [r for r in records if r.member == "revoke" and not r.baseline and r.median is not None]
     if revokes:
         r0 = min(revokes, key=lambda r: r.x or 0)
         r1 = max(revokes, key=lambda r: r.x or 0)
-        lines.append(f"A revoked execution's process tree is dead **{r0.median:.1f} ms** after the revocation "
+        add("revoke", f"A revoked execution's process tree is dead **{r0.median:.1f} ms** after the revocation "
                      f"call is sent ({r0.x:.0f} running; {r1.median:.1f} ms with {r1.x:.0f} running).")  # fmt: skip
     renews = [r for r in records if r.member == "leases" and not r.baseline and r.median is not None]
     if renews:
         big = max(renews, key=lambda r: r.x or 0)
-        lines.append(f"A lease renewal takes **{big.median:.2f} ms** with {big.x:,.0f} leases held.")
+        add("leases", f"A lease renewal takes **{big.median:.2f} ms** with {big.x:,.0f} leases held.")
     verify = _find(records, "warrant", "verify", series="proctor warrant")
     jwt = _find(records, "warrant", "verify", baseline=True)
     if verify and verify.median is not None:
         tail = f" (a JWT chain's: {fmt(jwt.median)} µs)" if jwt else ""
-        lines.append(
-            f"Verifying a warrant for the request about to run takes **{fmt(verify.median)} µs**{tail}."
+        add(
+            "warrant",
+            f"Verifying a warrant for the request about to run takes **{fmt(verify.median)} µs**{tail}.",
         )
     proofs = [r for r in records if r.member == "log" and r.series == "proctor Log.inclusion_proof"
               and r.median is not None]  # fmt: skip
     if proofs:
         big = max(proofs, key=lambda r: r.x or 0)
-        lines.append(f"An inclusion proof from a log of {big.x:,.0f} entries takes **{fmt(big.median)} µs**.")
+        add("log", f"An inclusion proof from a log of {big.x:,.0f} entries takes **{fmt(big.median)} µs**.")
     return lines
 
 

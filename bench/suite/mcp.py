@@ -33,7 +33,7 @@ def measure(ctx: Context) -> list[Record]:
         name = f"{row.name} ({row.transport}{', ' + protocol if protocol else ''})"
         out.append(ctx.record(name, row.ms, "ms", group=group, series=row.name, baseline=row.name == "direct",
                               peer=peer))  # fmt: skip
-        if row.cpu_ms is not None:
+        if row.cpu_ms is not None and row.transport == "stdio":  # HTTP: the shared bridge's CPU is no one's
             out.append(ctx.record(f"{name}: CPU of its processes per call", None, "ms CPU",
                                   group=f"CPU per call, {row.transport}", median=row.cpu_ms, samples=cfg["calls"],
                                   series=row.name, baseline=row.name == "direct", peer=peer))  # fmt: skip

@@ -170,7 +170,7 @@ MEMBER = Member(
         "rounds": 3,
         "seconds": 8.0,
         "connections": 32,
-        "cap": 5000,
+        "cap": 2000,
         "single": 1000,
     },
     run=measure,

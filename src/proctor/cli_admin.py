@@ -225,7 +225,7 @@ def _serve(
         # cyclic collector's passes, which would otherwise walk it every time, and
         # collect the young generation less often (each request allocates hundreds of
         # short-lived objects that reference counting frees anyway). Measured: p99
-        # under load 44 → 28 ms, throughput +3% (docs/benchmarks.md).
+        # under load 44 → 28 ms, throughput +3% (docs/benchmarks-history.md).
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)

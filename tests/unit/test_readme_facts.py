@@ -7,7 +7,7 @@ mode for mode, what ``initialize`` creates; the example files the walkthrough us
 valid (the policy sets compile with Cedar, every line of ``events.jsonl`` is an
 event), and the Cedar excerpt shown is the example's; every shell block of the README
 is either run by the walkthrough test or marked as set-up; the revocation figure of its
-status is ``docs/benchmarks.md``'s median of the span it names, and the demo's figures
+status is ``docs/benchmarks-history.md``'s median of the span it names, and the demo's figures
 are named as the demo prints them (they measure other spans).
 """
 
@@ -28,7 +28,7 @@ from proctor.policy import PolicyBundle, PolicyEngine
 SRC = Path(proctor.__file__).parent
 REPO = SRC.parents[1]
 README = REPO / "README.md"
-BENCHMARKS = REPO / "docs" / "benchmarks.md"
+BENCHMARKS = REPO / "docs" / "benchmarks-history.md"
 EXAMPLES = REPO / "examples"
 RESERVED = "nothing yet"
 
@@ -177,16 +177,16 @@ def test_readme_revocation_figure_is_the_benchmarks_median_of_the_span_it_names(
         for line in BENCHMARKS.read_text(encoding="utf-8").splitlines()
         if line.startswith(f"| {_REVOKE_SPAN}")
     ]
-    assert len(rows) == 1, f"docs/benchmarks.md: expected one '{_REVOKE_SPAN}' row, found {rows}"
+    assert len(rows) == 1, f"docs/benchmarks-history.md: expected one '{_REVOKE_SPAN}' row, found {rows}"
     p50 = re.search(r"\*\*([0-9.]+) ms\*\*", rows[0].split("|")[2])
-    assert p50 is not None, f"docs/benchmarks.md: expected a bold p50 in {rows[0]!r}"
+    assert p50 is not None, f"docs/benchmarks-history.md: expected a bold p50 in {rows[0]!r}"
     text = _flat(readme())
     stated = re.search(r"dead about ([0-9]+) ms", text)
     assert stated is not None, "README.md states no revocation figure ('dead about N ms')"
     assert int(stated.group(1)) == round(float(p50.group(1))), (stated.group(0), p50.group(1))
     # It names the span it measures and where it comes from, beside the figure.
     around = text[stated.start() : stated.start() + 400]
-    assert "docs/benchmarks.md" in around
+    assert "docs/benchmarks-history.md" in around
     assert f'"{_REVOKE_SPAN}"' in around
 
 

@@ -1,7 +1,7 @@
 """Minting warrants in a helper process, so that the governor's event loop does not.
 
 Building and signing a Biscuit holds the GIL for 80-190 µs per warrant, the largest
-single cost of an authorization (docs/benchmarks.md). :class:`MintHelper` hands the
+single cost of an authorization (docs/benchmarks-history.md). :class:`MintHelper` hands the
 claims to one long-lived child process (``python -m proctor.authorization.minter``)
 over a pipe and gets the token back on another; the caller's thread only writes a
 line. Answers come back in the order the claims were sent (one process, one pipe), and

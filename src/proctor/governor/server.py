@@ -398,7 +398,7 @@ def serve(
     # default 5 ms switch interval, the loop can wait that long for the GIL behind a
     # thread doing a hostile principal's work, which is what other principals' tail
     # latency then shows; 1 ms bounds that wait (bench/soak_hostile.py: p99 ratio
-    # 2.09x -> 1.62-1.78x, docs/benchmarks.md) at no measurable throughput cost.
+    # 2.09x -> 1.62-1.78x, docs/benchmarks-history.md) at no measurable throughput cost.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     logger = logging.getLogger("proctor.governor")
     # uvicorn shuts down gracefully on SIGINT or SIGTERM, then raises the signal again

@@ -20,7 +20,7 @@ what the claim guarantees.
    reopens a replay window only for a request that had nothing to repeat, which is
    less than the exclusive mode already allows (ADR 0006: its nonces ride in the log
    writer's *next* transaction). Revocation on node A is the case this was measured
-   for: the claim's flush was one of the two fsyncs in the request (docs/benchmarks.md).
+   for: the claim's flush was one of the two fsyncs in the request (docs/benchmarks-history.md).
 2. **One statement** claims the whole batch against the stored floor
    (``INSERT … SELECT FROM unnest(…) … ON CONFLICT DO NOTHING RETURNING``), read in the
    same snapshot as the floor it reports, sent with the purge in one pipeline: one
