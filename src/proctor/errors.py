@@ -30,6 +30,7 @@ nothing else::
     ├── RequestLimitError           a request exceeds a limit of the governor's HTTP boundary
     │   ├── BodyTooLargeError       the body is (or says it is) over the limit
     │   ├── HeadTooLargeError       the head has too many fields or bytes
+    │   ├── MediaTypeError          a body is declared as something other than what the route reads
     │   └── StreamLimitError        no event stream slot is free
     ├── ExecutionConflictError      an execution cannot change as asked (replayed warrant, ended)
     ├── GovernorError               (client side) the governor refused, or could not be reached
@@ -84,6 +85,7 @@ __all__ = [
     "RequestLimitError",
     "BodyTooLargeError",
     "HeadTooLargeError",
+    "MediaTypeError",
     "StreamLimitError",
     "ExecutionConflictError",
     "GovernorError",
@@ -261,6 +263,11 @@ class BodyTooLargeError(RequestLimitError):
 class HeadTooLargeError(RequestLimitError):
     """The request head is over :data:`proctor.governor.limits.MAX_HEAD_BYTES` or has
     more than :data:`proctor.governor.limits.MAX_HEADER_FIELDS` field lines (HTTP 431)."""
+
+
+class MediaTypeError(RequestLimitError):
+    """A request body is declared (``Content-Type``) as something other than what its
+    route reads: JSON for the API (HTTP 415); nothing of it was read."""
 
 
 class StreamLimitError(RequestLimitError):

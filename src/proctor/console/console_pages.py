@@ -94,16 +94,28 @@ def _refused(request: Request, status: int, why: str) -> Response:
     return _page(request, "console_refused.html", {"status": status, "why": why}, status=status)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The urlencoded form of a POST (at most a few KiB; one value per field)."""
+_FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+async def _form(request: Request) -> dict[str, str] | tuple[int, str]:
+    """The urlencoded form of a POST (at most a few KiB; one value per field), or the
+    status and reason of its refusal: nothing is made of a body that is not one."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != _FORM_TYPE:
+        return 415, f"Expected a form ({_FORM_TYPE}), found {kind or 'no Content-Type'!r:.80}."
     body = await request.body()
     if len(body) > _MAX_FORM:
-        return {}
+        return 413, f"Expected a form of at most {_MAX_FORM} bytes, found {len(body)}."
     try:
         parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=16)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return {k: v[0] for k, v in parsed.items() if len(v) == 1}
+    except UnicodeDecodeError:
+        return 400, "Expected a form in UTF-8, found other bytes."
+    except ValueError:
+        return 400, "Expected a form of at most 16 fields."
+    repeated = sorted(k for k, v in parsed.items() if len(v) != 1)
+    if repeated:
+        return 400, f"Expected each field once, found {', '.join(repeated)[:80]!r} repeated."
+    return {k: v[0] for k, v in parsed.items()}
 
 
 async def _posted(request: Request) -> tuple[Session, dict[str, str]] | Response:
@@ -113,14 +125,17 @@ async def _posted(request: Request) -> tuple[Session, dict[str, str]] | Response
     if session is None:
         return _refused(request, 401, "You are not signed in (or your session ended): sign in again.")
     form = await _form(request)
+    if isinstance(form, tuple):
+        return _refused(request, form[0], f"{form[1]} Nothing was done.")
     try:
         verify_post(request, session, form.get("csrf", ""))
     except AuthenticationError as e:
         why = (
-            "This request did not come from a page of this console (its Origin header is missing or "
-            "another site's)."
+            "This request did not come from a page of this console: expected this site's Origin "
+            "header, found it missing or another site's."
             if e.reason == "origin"
-            else "This form's CSRF token is missing or not this session's: reload the page and try again."
+            else "This form's CSRF token is missing or not this session's (expected the token of a page "
+            "of this session): reload the page and try again."
         )
         return _refused(request, 403, f"{why} Nothing was done.")
     return session, form
@@ -145,6 +160,9 @@ def challenge(request: Request) -> Response:
 async def signin(request: Request) -> Response:
     """Verify a signed statement or a pasted token; on success the session cookie."""
     form = await _form(request)
+    if isinstance(form, tuple):
+        context = {"error": f"Not signed in: {form[1]}", "max_minutes": MAX_SESSION_S // 60}
+        return _page(request, "console_signin.html", context, status=form[0])
     try:
         session = sign_in(request, form.get("token", "").strip())
     except (ProctorError, ValueError) as e:

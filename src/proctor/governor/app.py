@@ -46,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from proctor import __version__
 from proctor.authorization.requests import combine_fields
@@ -75,7 +76,7 @@ from proctor.governor.boundary import (
     unexpected,
 )
 from proctor.governor.execution_views import DEFAULT_LIMIT, list_executions, show_execution
-from proctor.governor.limits import MAX_BODY, BoundedBody, check_head, parse_json
+from proctor.governor.limits import MAX_BODY, BoundedBody, check_head, check_media_type, parse_json
 from proctor.governor.metrics import GovernorMetrics
 from proctor.governor.model import (
     BODIES,
@@ -96,7 +97,7 @@ from proctor.governor.node_witness import MOUNT as NODE_WITNESS_MOUNT
 from proctor.governor.nodes import list_nodes
 from proctor.governor.quotas import RateShare, RequestRate
 from proctor.governor.service import Governor
-from proctor.governor.stream import EventStreams, StreamSlots
+from proctor.governor.stream import EventStreamResponse, EventStreams, StreamSlots
 from proctor.governor.visibility import VisibleBody, visible_tools
 from proctor.policy import PolicyBundle
 from proctor.verification.lease_answer import request_nonce
@@ -155,6 +156,8 @@ class GovernorApp(FastAPI):
         # The boundary's limits, for every route: nothing of an oversized request is read.
         try:
             declared = check_head(scope)
+            if scope["path"].startswith("/v1/"):  # the API reads JSON (the pages read forms)
+                check_media_type(scope, declared)
         except RequestLimitError as e:
             await _respond(send, *refusal(e), close=True)
             return
@@ -202,11 +205,11 @@ class GovernorApp(FastAPI):
         try:
             raw = await body.read()
             if raw is None:
-                status, payload = 400, orjson.dumps(envelope("bad-request", "the client went away"))
+                status, payload = 400, _GONE
             else:
-                query = scope.get("query_string", b"")
-                target = scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
-                status, payload = await self.handle(handler, target, combine_fields(scope["headers"]), raw)
+                status, payload = await self.handle(
+                    handler, _scope_target(scope), combine_fields(scope["headers"]), raw
+                )
         except Exception as exc:  # noqa: BLE001 - the barrier of this path (a body over the limit, or a bug)
             status, payload = await self.refuse(exc, where=f"POST {scope['path']}")
         await _respond(send, status, payload, close=not body.complete)
@@ -346,6 +349,35 @@ _ERROR_SCHEMA = {
     },
 }
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_GONE = orjson.dumps(envelope("bad-request", "expected the request body to its end, found the client gone"))
+_EVENTS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events, each a governance event as JSON in its data",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "id": {"type": "string", "description": "the event's sequence number"},
+                        "event": {"type": "string", "description": "its type"},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    }
+}
+_READY_SCHEMA = {
+    "type": "object",
+    "required": ["ready", "checks"],
+    "properties": {"ready": {"type": "boolean"}, "checks": {"type": "object"}},
+}
+_READY: dict[int | str, dict[str, Any]] = {
+    code: {"description": what, "content": {"application/json": {"schema": _READY_SCHEMA}}}
+    for code, what in ((200, "Ready"), (503, "Not ready: each check says why"))
+}
 
 
 def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
@@ -377,7 +409,18 @@ def _document(document: dict[str, Any]) -> None:
 
 
 def _target(request: Request) -> str:
-    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return _scope_target(request.scope)
+
+
+def _scope_target(scope: Any) -> str:
+    """The request target as the client sent it, which its signature covers (RFC 9421
+    ``@path`` and ``@query``): the path still percent-encoded (``raw_path``), not the
+    decoded ``path`` the routes match on, or a client that escaped a character in a
+    path parameter (``proctor executions show 'a:b'``) could never be authenticated."""
+    raw = scope.get("raw_path")
+    path: str = raw.decode("latin-1") if raw else scope["path"]
+    query = scope.get("query_string", b"")
+    return path + (f"?{query.decode('latin-1')}" if query else "")
 
 
 def _nonce(headers: Mapping[str, str]) -> str:
@@ -447,6 +490,12 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
         body = orjson.dumps(envelope(http_code(exc.status_code), str(exc.detail)))
         return _json(exc.status_code, body, exc.headers)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away before its body's end (a route reading it): a 4xx, as on
+        # the fast path, and not an unexpected error to log.
+        return _json(400, _GONE)
+
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
         # A path or query parameter of the wrong type (the bodies are validated by the routes).
@@ -470,12 +519,12 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=_READY)
     def readyz() -> JSONResponse:
         ok, checks = governor.ready()
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # the Prometheus text format
     def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -583,7 +632,7 @@ def create_app(governor: Governor, *, streams: StreamSlots | None = None) -> Gov
         # URLs, heartbeats and lag of the nodes serving this store (governor/nodes.py).
         return list_nodes(governor, who.name, zone=zone)
 
-    @app.get("/v1/stream")
+    @app.get("/v1/stream", response_class=EventStreamResponse, status_code=200, responses=_EVENTS)
     async def stream(
         request: Request, who: Annotated[Caller, Depends(caller)], since: int = -1, execution: str = ""
     ) -> Response:

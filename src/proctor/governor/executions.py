@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -85,6 +86,26 @@ TERMINATION_REASONS = (
     "obligation",
     "supervisor-lost",
 )
+
+
+_OUTPUT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _output_digest(body: Any, name: str) -> str:
+    """``{name}_digest`` of a finish body: absent or "" (not captured), or a SHA-256
+    digest, which the receipt makes a subject of its Statement. Anything else is refused
+    before it is recorded: a logged end the receipt checker must refuse would leave the
+    execution without a receipt for good (``proctor.receipts._parts.outputs``).
+
+    Raises:
+        RequestShapeError: neither "" nor ``sha256:<64 lowercase hex>``.
+    """
+    value = body.get(f"{name}_digest", "") if isinstance(body, dict) else ""
+    if value != "" and (type(value) is not str or _OUTPUT_DIGEST.fullmatch(value) is None):
+        raise RequestShapeError(
+            f"{name}_digest: expected sha256:<64 lowercase hex> or nothing, found {value!r:.80}"
+        )
+    return str(value)
 
 
 def _field(body: Any, key: str, kind: type, *, default: Any = None) -> Any:
@@ -670,6 +691,7 @@ class Executions:
             }
         if outcome not in ("completed", "terminated", "failed"):
             raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
+        outputs = {name: _output_digest(body, name) for name in ("stdout", "stderr")}
         if outcome == "completed":
             exit_status = _field(body, "exit_status", int)
             if record["status"] == "terminating":
@@ -685,8 +707,8 @@ class Executions:
                 event.update(
                     type="execution.completed",
                     exit_status=exit_status,
-                    stdout_digest=_field(body, "stdout_digest", str, default="")[:80],
-                    stderr_digest=_field(body, "stderr_digest", str, default="")[:80],
+                    stdout_digest=outputs["stdout"],
+                    stderr_digest=outputs["stderr"],
                 )
         if outcome in ("terminated", "failed"):
             reason = _field(body, "reason", str)
@@ -704,8 +726,8 @@ class Executions:
                 if type(body.get("processes_killed")) is int
                 else 0,
                 detail=str(body.get("detail", ""))[:1000],
-                stdout_digest=str(body.get("stdout_digest", ""))[:80],
-                stderr_digest=str(body.get("stderr_digest", ""))[:80],
+                stdout_digest=outputs["stdout"],
+                stderr_digest=outputs["stderr"],
             )
             if "exit_status" in body and type(body["exit_status"]) is int:
                 event["exit_status"] = body["exit_status"]

@@ -11,6 +11,9 @@ Invariants:
 - A request head over :data:`MAX_HEAD_BYTES` (target and header fields) or with more
   than :data:`MAX_HEADER_FIELDS` field lines is refused (431). ``proctor serve`` also
   bounds the head while it is being received (:mod:`proctor.governor.server`).
+- A body declared as anything but JSON (``Content-Type``) is refused (415) on the API
+  before it is read (:func:`check_media_type`); with no ``Content-Type`` it is taken
+  for JSON, as it always was (the signature covers its bytes, whatever they are called).
 - A response sent while the request body is still unread closes the connection
   (``Connection: close``): the server stops reading what nobody will use.
 - JSON bodies are refused (422) when they are not in the canonical subset, and when an
@@ -36,6 +39,7 @@ from proctor.errors import (  # the three limit errors: defined there, re-export
     BodyTooLargeError,
     CanonicalizationError,
     HeadTooLargeError,
+    MediaTypeError,
     RequestLimitError,
 )
 
@@ -46,8 +50,10 @@ __all__ = [
     "RequestLimitError",
     "BodyTooLargeError",
     "HeadTooLargeError",
+    "MediaTypeError",
     "BoundedBody",
     "check_head",
+    "check_media_type",
     "parse_json",
 ]
 
@@ -100,6 +106,28 @@ def check_head(scope: MutableMapping[str, Any], *, max_body: int = MAX_BODY) -> 
             f"expected a body of at most {max_body} bytes, found Content-Length {declared}"
         )
     return None if chunked else declared
+
+
+def check_media_type(scope: MutableMapping[str, Any], declared: int | None) -> None:
+    """Refuse an API request whose body is declared as something other than JSON.
+
+    Args:
+        scope: the ASGI HTTP scope.
+        declared: what :func:`check_head` returned (0: no body, so nothing to check).
+
+    Raises:
+        MediaTypeError: a ``Content-Type`` field whose media type is not
+            ``application/json`` (its parameters, such as ``charset``, aside).
+    """
+    if declared == 0:
+        return
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind = value.partition(b";")[0].strip().lower()
+            if kind != b"application/json":
+                raise MediaTypeError(
+                    f"expected a JSON body (Content-Type: application/json), found {value[:60]!r}"
+                )
 
 
 class BoundedBody:

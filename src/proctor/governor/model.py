@@ -60,6 +60,7 @@ def _lenient(schema: dict[str, Any]) -> Any:
 
 
 _STRING = {"type": "string"}
+_OUTPUT_DIGEST = {"type": "string", "pattern": "^(sha256:[0-9a-f]{64})?$"}
 
 
 class _Body(BaseModel):
@@ -182,8 +183,8 @@ class FinishExecutionBody(_Body):
     resource_usage: Annotated[
         Any, _lenient({"type": "object", "additionalProperties": {"type": "integer"}})
     ] = None
-    stdout_digest: Annotated[Any, _lenient(_STRING)] = None
-    stderr_digest: Annotated[Any, _lenient(_STRING)] = None
+    stdout_digest: Annotated[Any, _lenient(_OUTPUT_DIGEST), Field(description="of stdout, if kept")] = None
+    stderr_digest: Annotated[Any, _lenient(_OUTPUT_DIGEST), Field(description="of stderr, if kept")] = None
 
 
 class PrincipalBody(_Body):

@@ -270,10 +270,12 @@ async def sse_stream(
 class EventStreamResponse(StreamingResponse):
     """A server-sent event stream that gives its slot back however it ends."""
 
+    media_type = "text/event-stream"  # what /openapi.json documents for GET /v1/stream
+
     def __init__(self, events: AsyncGenerator[bytes, None], release: Callable[[], None]) -> None:
         super().__init__(
             events,
-            media_type="text/event-stream",
+            media_type=self.media_type,
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
         self._events = events
