@@ -41,6 +41,7 @@ import time
 import types
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +85,7 @@ max_starts_per_minute = 1000000
 max_requests_per_second = 1000000
 max_authorizations_per_second = 1000000
 """
-    for name in ("alice", "bob", "admin")
+    for name in ("alice", "bob", "admin", *(f"soak{k}" for k in range(1, 41)))
 )
 """The soak measures the log under load, not the quotas: they are raised out of its way."""
 
@@ -131,15 +132,27 @@ def pg_soak_nodes(root: Path, dsn: str, count: int = 3) -> list[GovernorServer]:
         store=dsn,
         serve_args=("--shared", "--node", "node-a"),
     )
-    servers = [first]
-    for n in "bcdefgh"[: count - 1]:
-        copy = root / f"node-{n}" / "data"
-        shutil.copytree(first.data, copy, ignore=shutil.ignore_patterns("*.lock"))
-        beside = cast(GovernorServer, types.SimpleNamespace(data=copy, store=dsn))
-        servers.append(
-            GovernorServer(root / f"node-{n}", beside=beside, serve_args=("--shared", "--node", f"node-{n}"))
+    names = "bcdefgh"[: count - 1]
+    for n in names:
+        shutil.copytree(first.data, root / f"node-{n}" / "data", ignore=shutil.ignore_patterns("*.lock"))
+
+    def node(n: str) -> GovernorServer:
+        beside = types.SimpleNamespace(data=root / f"node-{n}" / "data", store=dsn)
+        return GovernorServer(
+            root / f"node-{n}",
+            beside=cast(GovernorServer, beside),
+            serve_args=("--shared", "--node", f"node-{n}"),
         )
-    return servers
+
+    with ThreadPoolExecutor(max(1, len(names))) as pool:  # the others start side by side
+        futures = [pool.submit(node, n) for n in names]
+    started = [f.result() for f in futures if f.exception() is None]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        for server in [first, *started]:
+            server.stop()
+        raise RuntimeError(f"a governor node did not start: {failed[0]}") from failed[0]
+    return [first, *started]
 
 
 @dataclass(frozen=True)
@@ -660,6 +673,7 @@ class Soak:
                     if e.status != 403:
                         self.fail(f"{name} racing its revocation: status {e.status}, expected 403: {e}")
                     self.count("starts and authorizations refused (racing a revocation)")
+                    time.sleep(0.02)  # refused from now on: no need to flood (nor to meet a quota)
                     continue
                 ex = str(started["execution"])
                 self.ack(

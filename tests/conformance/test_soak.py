@@ -3,7 +3,7 @@ and direct appends (``tests/soak_support.py``), stopped cleanly, then held to it
 
 The soak runs once per backend (a module fixture): SQLite with one ``proctor serve
 --shared`` and a second writer, and PostgreSQL with three nodes. It lasts
-``PROCTOR_SOAK_SECONDS`` (default 45; PostgreSQL half of it); ``PROCTOR_SOAK_SEED``
+``PROCTOR_SOAK_SECONDS`` (default 40; PostgreSQL half of it); ``PROCTOR_SOAK_SEED``
 repeats a run (the seed is in every failure message). ``python scripts/soak.py --long``
 runs it for longer and prints the figures.
 """
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def soak_seconds(backend: str) -> float:
-    seconds = float(os.environ.get("PROCTOR_SOAK_SECONDS", "45"))
+    seconds = float(os.environ.get("PROCTOR_SOAK_SECONDS", "40"))
     return seconds if backend == "sqlite" else max(10.0, seconds / 2)
 
 
