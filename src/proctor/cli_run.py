@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +45,7 @@ from proctor.cli_output import (
 from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
 from proctor.enforcement._failover import governor_urls
+from proctor.enforcement._trust import code_variables
 from proctor.enforcement.supervisor import RunOptions, Supervisor
 from proctor.errors import ProctorError
 from proctor.exitcodes import ExitCode
@@ -94,7 +96,12 @@ def _run(
         float, typer.Option("--grace", metavar="SECONDS", help="Seconds between SIGTERM and SIGKILL.")
     ] = 0.5,
 ) -> None:
-    """Run a command under governance: authorized first, verified throughout, killed when trust breaks."""
+    """Run a command under governance: authorized first, verified throughout, killed when trust breaks.
+
+    The command does not get the variables that make the loader or an interpreter run
+    code it was not given (LD_*, PYTHONPATH, BASH_ENV, PERL5OPT, NODE_OPTIONS...): set
+    them in an authorized wrapper script instead.
+    """
     try:
         servers = governor_urls(server or [DEFAULT_SERVER])
         principal = PrincipalKey.load(key)
@@ -103,6 +110,10 @@ def _run(
         # Bad input (a missing or malformed key), not a denial: exit 2 as every command does.
         typer.echo(f"proctor: error: {e}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
+    # The loader's and interpreters' variables that name code (LD_PRELOAD, PYTHONPATH,
+    # BASH_ENV…) would run bytes nobody measured: the command does not get them.
+    for name in code_variables(os.environ):
+        del os.environ[name]
     options = RunOptions(
         server=",".join(servers),
         key=principal,

@@ -19,7 +19,7 @@ from gov_server import GovernorServer
 from gov_support import POLICIES
 from proctor.enforcement.containment import Containment, probe
 from proctor.enforcement.measure import Measurement, measure, prepare
-from proctor.errors import IntegrityError
+from proctor.errors import EnforcementError, IntegrityError
 from unpriv_support import assert_passes_unprivileged
 
 CAPS = probe()
@@ -48,7 +48,8 @@ def command(tmp_path: Path, role: str) -> tuple[list[str], Path, bytes]:
     interpreter = tmp_path / "mysh"
     shutil.copy(SH, interpreter)
     script = tmp_path / "job"
-    script.write_text(f'#!{interpreter}\necho measured "$@"\n')
+    # The script's own interpreter is root's sh (one its principal could change is refused).
+    script.write_text(f'#!{interpreter if role == "interpreter" else SH}\necho measured "$@"\n')
     script.chmod(0o755)
     if role == "interpreter":
         return [str(script), "hi"], interpreter, Path(ECHO).read_bytes()  # would echo the script's path
@@ -82,6 +83,10 @@ def test_overwritten_in_place_after_measure_runs_as_measured_or_not_at_all(
     containment = Containment(CAPS, backends=BACKENDS[backends])
     measured_or_refused = {b"measured hi\n", b"refused"}
 
+    if role == "interpreter" and os.geteuid() != 0:  # the interpreter is its principal's: refused
+        with pytest.raises(EnforcementError, match="could be changed by someone other than root"):
+            measure(argv)
+        return
     # Between measuring and staging the copies (while the governor is asked).
     m = measure(argv)
     overwrite_in_place(target, evil)
@@ -136,9 +141,15 @@ def proctor_run(
 SHOWS_PATHS = pytest.mark.skipif(
     not CAPS.mount_namespaces, reason="no mount namespace here: the copies run as /proc/self/fd/N"
 )
+# A script is shown at its path only if only root can change that path (else it could
+# be swapped as the interpreter opens it): the test's own files are root's only as root.
+ROOTS_SCRIPTS = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the scripts are this user's: read from /proc/self/fd/N (_trust.pinned)"
+)
 
 
 @SHOWS_PATHS
+@ROOTS_SCRIPTS
 def test_a_script_sees_its_own_path_as_dollar_zero(server: GovernorServer, tmp_path: Path) -> None:
     """A script sees its own path as $0."""
     home = tmp_path / "app"
@@ -158,6 +169,7 @@ def test_a_script_sees_its_own_path_as_dollar_zero(server: GovernorServer, tmp_p
 
 
 @SHOWS_PATHS
+@ROOTS_SCRIPTS
 def test_a_wrapper_that_dispatches_on_its_name_sees_the_name_it_was_run_by(
     server: GovernorServer, tmp_path: Path
 ) -> None:

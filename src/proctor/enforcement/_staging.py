@@ -25,6 +25,12 @@ in this order:
    real path; each script's path, as the interpreter will be given it, resolves to its
    copy. Any mismatch fails the start.
 
+A script is read by its path, so a swap of that path between step 5 and the
+interpreter's ``open`` would be read instead of the copy (a rename over a mount point
+detaches it): :func:`~proctor.enforcement.measure.prepare` registers a command for
+showing only when nobody but root can change its scripts' paths
+(:func:`proctor.enforcement._trust.pinned`); otherwise it runs from its memfds.
+
 A memfd cannot be bind-mounted (it lives on the kernel's internal mount, outside every
 namespace), hence the tmpfs copy. The path → copy registry lets
 :meth:`~proctor.enforcement.containment.Containment.spawn` find the copies of a

@@ -5,10 +5,13 @@ opened descriptor) every file whose content decides what runs:
 
 1. ``argv[0]`` starting with ``#!``: the interpreter of its ``#!`` line (with
    ``/usr/bin/env NAME`` resolved to NAME on the PATH) is the ``interpreter`` — it is
-   what the kernel executes — and the file itself is the ``script``.
-2. ``sh``/``bash``/``dash``/``python*``/``perl``/``ruby``/``node`` followed by a file
-   (the first argument that is not an option, so ``python -u x.py`` and
-   ``sh -e x.sh``; not ``python -c CODE``, ``python -m MOD``, ``sh -c CMD``, ``perl -e``
+   what the kernel executes — and the file itself is the ``script``. An interpreter
+   that someone other than root could change is refused (:mod:`proctor.enforcement._trust`).
+2. ``argv[0]`` resolving to ``sh``/``bash``/``dash``/``python*``/``perl``/``ruby``/``node``
+   (by the real file's name, not the name it is run by) that only root can change,
+   followed by a file (the first argument that is not an option, so ``python -u x.py``
+   and ``sh -e x.sh``; not ``python -c CODE``, ``python -m MOD``, ``python -i`` (code
+   from stdin), ``sh -c CMD``, ``sh -l``/``-i`` (profile and rc files), ``perl -e``
    …): that file is the ``script``.
 3. Otherwise ``argv[0]`` alone is the ``executable``.
 
@@ -20,23 +23,20 @@ what the interpreter reads. An overwrite of the original at any time after
 :func:`measure`, even in place, therefore either fails :func:`prepare` (nothing runs)
 or comes too late to matter (the measured bytes run). See ADR 0007.
 
-Paths: with a private mount namespace (the ``mountns`` containment backend), each copy
-is shown at the measured file's own path, so ``/proc/self/exe``, ``$0`` and
-``__file__`` are the real paths (see :mod:`proctor.enforcement._staging`). Without
-one, the program sees ``/memfd:…`` as ``/proc/self/exe`` and ``/proc/self/fd/M`` as
-the script's path; ``argv[0]`` is kept in both cases.
+Paths: with a private mount namespace (the ``mountns`` backend), each copy is shown at
+its own path, so ``/proc/self/exe``, ``$0`` and ``__file__`` are the real paths
+(:mod:`proctor.enforcement._staging`) — for a script, only where nobody but root can
+change its path (below). Otherwise the program sees ``/memfd:…`` as ``/proc/self/exe``
+and ``/proc/self/fd/M`` as the script's path; ``argv[0]`` is kept in both cases.
 
 Residual limits, stated plainly:
 
-- Shared libraries, the dynamic loader, modules imported or files sourced by a script,
-  and the interpreter's configuration (``site``, ``.pth``, ``PYTHON*``/``BASH_ENV``…)
-  are not measured, nor copied.
-- The copy carries no set-user-ID/set-group-ID bit nor file capabilities: a
-  privileged helper (``sudo``, ``ping``) does not gain its privileges under ``proctor run``.
-- A script is read by its path when the copies are shown there; a process that can
-  rename a directory on that path between the start's last check and the
-  interpreter's ``open`` could substitute another file (the integrity watch reports
-  it, after the fact).
+- Shared libraries, the loader, modules imported, files sourced and commands run by a
+  script, and the interpreter's ``site``/``.pth`` are not measured; the variables that
+  name such code (``LD_PRELOAD``, ``PYTHONPATH``…) are not passed on (``_trust``).
+- Copies carry no set-user-ID bit nor file capabilities (``sudo``, ``ping`` lose them).
+- A script is read by its path only if only root can change every name on it
+  (``_trust.pinned``: a swap there would race the interpreter's ``open``).
 - Nested interpreters (an interpreter that is itself a ``#!`` script), ``env`` options
   other than ``-S``, and a relative ``#!`` interpreter are refused.
 """
@@ -44,6 +44,7 @@ Residual limits, stated plainly:
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 from collections.abc import Sequence
@@ -62,6 +63,7 @@ from proctor.enforcement._staging import (
     snapshot,
     unregister,
 )
+from proctor.enforcement._trust import changeable_by_others, pinned
 from proctor.errors import EnforcementError, IntegrityError
 
 __all__ = [
@@ -79,27 +81,27 @@ ROLES = ("executable", "interpreter", "script")
 _SHEBANG_MAX = 256  # BINPRM_BUF_SIZE: the kernel reads no more of a #! line
 _DEFAULT_PATH = "/bin:/usr/bin"  # glibc's execvp default when PATH is unset
 
-# Per interpreter family: option letters that take the rest of the command line as
-# code (no script file), and option letters/long options whose value is the next word.
+# Per interpreter family: option letters that take code from elsewhere than a script
+# file (the command line, stdin, rc and profile files), and option letters/long options
+# whose value is the next word.
 _FAMILIES: dict[str, tuple[str, str, frozenset[str]]] = {
-    "python": ("cm", "WX", frozenset({"--check-hash-based-pycs"})),
-    "sh": ("cs", "oO", frozenset({"--rcfile", "--init-file"})),
+    "python": ("cmi", "WX", frozenset({"--check-hash-based-pycs"})),
+    "sh": ("csil", "oO", frozenset({"--rcfile", "--init-file"})),
     "perl": ("eE", "IMm", frozenset()),
     "ruby": ("e", "IrCE", frozenset()),
     "node": ("epi", "r", frozenset({"--eval", "--print", "--require", "--import", "--loader"})),
 }
-_CODE_LONG = frozenset({"--eval", "--print", "--interactive"})
+_CODE_LONG = frozenset({"--eval", "--print", "--interactive", "--login"})
+_FAMILY_NAME = re.compile(r"(python|sh|bash|dash|perl|ruby|node|nodejs)[0-9.]*")
 
 
-def _family(name: str) -> str | None:
-    base = os.path.basename(name)
-    if base in ("sh", "bash", "dash"):
-        return "sh"
-    if base == "python" or base.startswith("python3"):
-        return "python"
-    if base in ("perl", "ruby", "node", "nodejs"):
-        return {"nodejs": "node"}.get(base, base)
-    return None
+def _family(path: str) -> str | None:
+    # The real file's name (python3 -> python3.11, sh -> dash), version suffix allowed.
+    match = _FAMILY_NAME.fullmatch(os.path.basename(path))
+    if match is None:
+        return None
+    name = match.group(1)
+    return {"bash": "sh", "dash": "sh", "nodejs": "node"}.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -345,13 +347,21 @@ def measure(argv: Sequence[str], *, cwd: str | None = None, path: str | None = N
     if shebang is not None:
         _argv0, name, _args = _interpreter_command(*shebang)
         interp_path = _resolve(name, cwd=where, path=path, what="#! interpreter")
+        why = changeable_by_others(interp_path)
+        if why is not None:
+            raise EnforcementError(
+                f"the #! interpreter {interp_path!r} could be changed by someone other than root "
+                f"({why}): it cannot be trusted to run the script"
+            )
         interp, interp_head = _measure_file(interp_path, "interpreter", executable=True)
         if _parse_shebang(interp_head) is not None:
             raise EnforcementError(f"the #! interpreter {interp_path!r} is itself a #! script (unsupported)")
         script = MeasuredFile(path=exe.path, digest=exe.digest, role="script")
         return Measurement(argv, interp.path, interp.digest, (interp, script), 0)
-    family = _family(argv[0]) or _family(exe_path)
-    if family is not None:
+    # An interpreter that others could change would run the script as it pleases:
+    # then it is the executable, and the policy decides on it (not on the script).
+    family = _family(exe_path)
+    if family is not None and changeable_by_others(exe_path) is None:
         index = _script_argument(family, argv)
         if index is not None:
             candidate = os.path.join(where, argv[index])
@@ -477,7 +487,10 @@ def prepare(measurement: Measurement) -> Prepared:
                 argv[measurement.script_index] = staged
             copies.append(StagedCopy(memfd, script.path, shown, copy_mode(sst, executable=False)))
         prepared = Prepared(f"/proc/self/fd/{exe}", tuple(argv), tuple(fds))
-        register(exe, prepared.argv, prepared.pass_fds, Staging(tuple(shown_argv), tuple(copies)))
+        # A script is read by the path it is shown at: only where nobody but root can
+        # swap what that path leads to (else it is read from its memfd; see _trust).
+        if all(pinned(c.shown, cwd=os.getcwd()) for c in copies[1:] if c.shown is not None):
+            register(exe, prepared.argv, prepared.pass_fds, Staging(tuple(shown_argv), tuple(copies)))
         return prepared
     except OSError as e:
         close_quietly(tuple(fds))
