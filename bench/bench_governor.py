@@ -8,7 +8,7 @@ Run from the repository root::
     python bench/bench_governor.py --profile    # also print the cProfile of the allow path
     python bench/bench_governor.py --sections 1,2 --json out.json
 
-What it measures (docs/benchmarks.md, "Governor: authorization", has the results):
+What it measures (docs/benchmarks-history.md, "Governor: authorization", has the results):
 
 1. In-process ``Governor.authorize`` latency on one thread after warm-up: the
    decision, the warrant and the durable log append (decision and ``warrant.issued``

@@ -7,7 +7,7 @@ Run from the repository root::
     python bench/bench_log.py --quick               # sizes 10k, 100k, fewer samples
     python bench/bench_log.py --sizes 10000,50000 --json out.json
 
-What it measures (see docs/benchmarks.md for results and their reading):
+What it measures (see docs/benchmarks-history.md for results and their reading):
 
 1. Durable append throughput with one signed checkpoint per committed batch:
    ``append_many`` in batches of 256 (measured while building the logs),

@@ -3,11 +3,11 @@
 
 Run from the repository root::
 
-    python bench/bench_policy.py                  # 1, 5, 100, 500 policies; about a minute
-    python bench/bench_policy.py --quick          # fewer samples
-    python bench/bench_policy.py --sizes 1,100 --json out.json
+    python -m bench.bench_policy                  # 1, 5, 100, 500 policies; about a minute
+    python -m bench.bench_policy --quick          # fewer samples
+    python -m bench.bench_policy --sizes 1,100 --json out.json
 
-What it measures (results and their reading are in docs/benchmarks.md):
+What it measures (results and their reading are in docs/benchmarks-history.md):
 
 1. ``PolicyEngine.decide`` latency, one request at a time, p50/p99/mean, for bundles of
    1, 5, 100 and 500 policies, sliced (the default) and unsliced. Bundles are a
@@ -23,7 +23,9 @@ What it measures (results and their reading are in docs/benchmarks.md):
    agent-governance-toolkit (``agentmesh.governance.policy``, from the PyPI package
    ``agent-governance-toolkit[core]``) with the same number of rules expressing the
    same grants in its condition language, ``deny_overrides``, default deny, on the
-   same five requests. Skipped, with a note, when it is not installed.
+   same five requests. Skipped, with a note, when it is not installed (its core pins
+   ``cryptography<50``; ``python -m bench --only policy`` runs it in a virtualenv of its own,
+   on rule sets of equal meaning).
 
 Time is ``time.perf_counter_ns`` around each call; requests are built beforehand.
 Percentiles are nearest-rank.
@@ -207,7 +209,10 @@ def load_agt() -> tuple[Any, str] | tuple[None, str]:
             module = importlib.import_module("agentmesh.governance.policy")
         version = importlib.metadata.version("agent-governance-toolkit-core")
     except ImportError as e:
-        return None, f"not installed ({e}); pip install 'agent-governance-toolkit[core]' to compare"
+        return None, (
+            f"not installed here ({e}); its core pins cryptography<50, which .venv cannot hold: "
+            "python -m bench --only policy measures it from a virtualenv of its own"
+        )
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return module, version

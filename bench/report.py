@@ -34,7 +34,7 @@ CURVES: dict[str, tuple[str, str, bool]] = {
 }
 """Each scale plot: title, x label, logarithmic axes."""
 
-__all__ = ["CURVES", "render"]
+__all__ = ["CURVES", "markdown", "plotted", "render"]
 
 
 def _members() -> list[tuple[str, str, str]]:
@@ -294,12 +294,19 @@ def markdown(records: Sequence[Record], images: dict[str, str]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def plotted(records: Sequence[Record]) -> dict[str, str]:
+    """The curves that have points in ``records``, and their image file names."""
+    return {
+        curve: f"bench-{curve}.png"
+        for curve in CURVES
+        if any(r.curve == curve and r.x is not None and r.median is not None for r in records)
+    }
+
+
 def render(records: Sequence[Record], doc: Path = DOC, images: Path = IMAGES) -> None:
     """Write the plots and the page from ``records``."""
-    drawn: dict[str, str] = {}
-    for curve in CURVES:
-        name = f"bench-{curve}.png"
-        if plot(records, curve, images / name):
-            drawn[curve] = name
+    drawn = plotted(records)
+    for curve, name in drawn.items():
+        plot(records, curve, images / name)
     doc.write_text(markdown(records, drawn))
     print(f"wrote {doc} and {len(drawn)} plots in {images}")

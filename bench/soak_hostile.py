@@ -283,7 +283,7 @@ def _attacked(
     attacker.start()
     # Measure the attack's steady state: once its streams are open (or refused) and its
     # connections made, and two more seconds. (Opening 200 streams at once costs the
-    # governor a few hundred milliseconds: docs/benchmarks.md.)
+    # governor a few hundred milliseconds: docs/benchmarks-history.md.)
     ready.wait(timeout=60)
     time.sleep(2.0)
     try:
