@@ -12,6 +12,7 @@ import random
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +103,12 @@ class World:
         self.gov.close()
 
 
-def build_world(root: Path, *, policy: bool = True) -> World:
+def build_world(root: Path, *, policy: bool = True, clock: Callable[[], float] | None = None) -> World:
     """A fresh data directory under ``root`` and its governor; without ``policy``, none is
-    pushed (the governor is not ready, and nothing is allowed)."""
+    pushed (the governor is not ready, and nothing is allowed); ``clock``: the governor's."""
     data = root / "data"
     initialize(data, origin="test.example/hostile")
-    gov = Governor(data)
+    gov = Governor(data) if clock is None else Governor(data, clock=clock)
     keys = {"admin": PrincipalKey.load(data / "keys" / "admin.key")}
     for name, role in (("alice", "dev"), ("bob", "ops")):
         keys[name] = PrincipalKey.generate(name)
