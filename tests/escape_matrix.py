@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ __all__ = [
     "E",
     "M",
     "TTL",
+    "GRACE",
     "AFTER_TERMINATE",
     "AFTER_ATTACK",
     "EXPECTED",
@@ -107,7 +109,8 @@ TTL = 0.5  # the lease TTL (s): the heartbeat period is 0.1 s
 GRACE = 0.1  # terminate_tree's SIGTERM grace (every escapee ignores SIGTERM and SIGHUP)
 AFTER_TERMINATE = 0.5  # s after terminate_tree returned for the last process to be gone
 AFTER_ATTACK = TTL + 2.5  # s after the supervisor was stopped or killed
-READY_WITHIN = 20.0
+READY_WITHIN = 30.0
+WORKERS = 2  # cells run at once, per privilege (the two halves run side by side)
 
 D, R, E, M = OUTCOMES
 _ALL_DIE = dict.fromkeys(ESCAPES, D)
@@ -367,8 +370,9 @@ class Observation:
         config: the backend configuration.
         escape: the escape attempted.
         privilege: ``root`` or ``unprivileged``.
-        outcome: ``dies``, ``refused``, ``escapes``, or ``n/a`` (the configuration is not
-            available to this user here; ``detail`` says why).
+        outcome: ``dies``, ``refused``, ``escapes``, ``n/a`` (the configuration is not
+            available to this user here) or ``error`` (the cell could not run as
+            designed); ``detail`` says why.
         ms: from the termination request (or the attack that disabled the supervisor) until
             the last process was gone; ``None`` when something escaped.
         attempt: what the attempt achieved, as the command reported it (``""`` if it has none).
@@ -596,20 +600,26 @@ def privilege() -> str:
     return "root" if os.geteuid() == 0 else "unprivileged"
 
 
-def run_matrix(cells: list[tuple[str, str]] | None = None) -> list[Observation]:
-    """Run cells (default: all) as this user; an unavailable configuration's cells are n/a."""
+def run_matrix(cells: list[tuple[str, str]] | None = None, *, workers: int = WORKERS) -> list[Observation]:
+    """Run cells (default: all) as this user, ``workers`` at a time (each cell has its own
+    marker and supervisor); an unavailable configuration's cells are n/a."""
     who = privilege()
     cells = cells if cells is not None else [(c, e) for c in CONFIGS for e in ESCAPES]
     reasons = {config: unavailable(config) for config in {c for c, _ in cells}}
-    results = []
     with tempfile.TemporaryDirectory(prefix="proctor-escape-") as tmp:
         os.chmod(tmp, 0o755)
-        for config, escape in cells:
+
+        def one(cell: tuple[str, str]) -> Observation:
+            config, escape = cell
             if (reason := reasons[config]) is not None:
-                results.append(Observation(config, escape, who, "n/a", detail=reason))
-            else:
-                results.append(run_cell(config, escape, who, Path(tmp)))
-    return results
+                return Observation(config, escape, who, "n/a", detail=reason)
+            try:
+                return run_cell(config, escape, who, Path(tmp))
+            except Exception as e:  # this cell fails, the others still run
+                return Observation(config, escape, who, "error", detail=f"{type(e).__name__}: {e}")
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="escape-cell") as pool:
+            return list(pool.map(one, cells))
 
 
 def run_unprivileged(

@@ -1,5 +1,5 @@
-"""The escape matrix: every containment backend, as root and unprivileged, against a
-command that tries to outlive it (setsid, a daemon's double fork, a fork storm, nohup,
+"""The escape matrix, what each containment backend holds as root and unprivileged against
+a command that tries to outlive it (setsid, a daemon's double fork, a fork storm, nohup,
 disown, leaving its cgroup, ptrace, SIGKILL or SIGSTOP of its supervisor).
 
 Each cell (``tests/escape_matrix.py``) runs a fresh supervisor that spawns the command
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,20 +31,22 @@ Cell = tuple[str, str, str]
 
 
 class _Half:
-    """The cells of one privilege that this process cannot run one by one: run all at once
-    (in a thread, beside the other half), then looked up per test."""
+    """The selected cells of one privilege, run all at once in a thread (beside the other
+    half, a few cells at a time) and then looked up per test."""
 
-    def __init__(self, cells: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, run: Callable[[list[tuple[str, str]]], list[em.Observation] | str], cells: list[tuple[str, str]]
+    ) -> None:
         self._cells = cells
         self._done = threading.Event()
         self._result: dict[tuple[str, str], em.Observation] | str = "not run"
-        threading.Thread(target=self._run, name="escape-matrix-unprivileged", daemon=True).start()
+        threading.Thread(target=self._run, args=(run,), name="escape-matrix-half", daemon=True).start()
 
-    def _run(self) -> None:
+    def _run(self, run: Callable[[list[tuple[str, str]]], list[em.Observation] | str]) -> None:
         try:
-            outcome = em.run_unprivileged(self._cells)
+            outcome = run(self._cells)
             self._result = outcome if isinstance(outcome, str) else {(o.config, o.escape): o for o in outcome}
-        except Exception as e:  # reported by every cell that needs it
+        except Exception as e:  # reported by every cell of the half
             self._result = f"error: {type(e).__name__}: {e}"
         finally:
             self._done.set()
@@ -69,38 +71,37 @@ def checked() -> Iterator[dict[Cell, em.Observation]]:
 
 
 @pytest.fixture(scope="module")
-def other_half(request: pytest.FixtureRequest) -> Iterator[_Half | None]:
-    """As root, the unprivileged half (when any of its cells is selected), started at once
-    in one process of its own, beside the root half."""
-    wanted = [
-        (str(item.callspec.params["config"]), str(item.callspec.params["escape"]))
-        for item in request.session.items
-        if isinstance(item, pytest.Function)
-        and hasattr(item, "callspec")
-        and item.callspec.params.get("privilege") == "unprivileged"
-    ]
-    half = _Half(wanted) if ROOT and wanted else None
-    yield half
-    if half is not None:
+def halves(request: pytest.FixtureRequest) -> Iterator[dict[str, _Half]]:
+    """The selected cells of each privilege this process can run: started at once, side
+    by side (as root, the unprivileged half in one process of its own as uid 65534)."""
+    selected: dict[str, list[tuple[str, str]]] = {p: [] for p in em.PRIVILEGES}
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            isinstance(item, pytest.Function)
+            and item.module is not None
+            and item.module.__name__ == __name__
+            and "privilege" in params
+        ):
+            selected[str(params["privilege"])].append((str(params["config"]), str(params["escape"])))
+    runners: dict[str, Callable[[list[tuple[str, str]]], list[em.Observation] | str]] = {
+        em.privilege(): em.run_matrix
+    }
+    if ROOT:
+        runners["unprivileged"] = em.run_unprivileged
+    started = {p: _Half(run, selected[p]) for p, run in runners.items() if selected[p]}
+    yield started
+    for half in started.values():
         half.wait()
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("escapes")
-
-
-def _observe(privilege: str, config: str, escape: str, other: _Half | None, workdir: Path) -> em.Observation:
-    if privilege == em.privilege():
-        if (reason := em.unavailable(config)) is not None:
-            return em.Observation(config, escape, privilege, "n/a", detail=reason)
-        return em.run_cell(config, escape, privilege, workdir)
-    if other is None:
+def _observe(privilege: str, config: str, escape: str, halves: dict[str, _Half]) -> em.Observation:
+    if privilege not in halves:
         return em.Observation(config, escape, privilege, "n/a", detail="the test runs unprivileged")
-    got = other.get(config, escape)
+    got = halves[privilege].get(config, escape)
     if isinstance(got, str):
         if got.startswith("error"):
-            pytest.fail(f"the unprivileged half did not run: {got}")
+            pytest.fail(f"the {privilege} half did not run: {got}")
         return em.Observation(config, escape, privilege, "n/a", detail=got)
     return got
 
@@ -110,13 +111,14 @@ def test_each_escape_from_each_backend_ends_as_the_matrix_says(
     privilege: str,
     config: str,
     escape: str,
-    other_half: _Half | None,
-    workdir: Path,
+    halves: dict[str, _Half],
     checked: dict[Cell, em.Observation],
 ) -> None:
     """Each escape from each containment backend, as root and unprivileged, ends as the
     published matrix says: every process dead within the bound, or the escape it names."""
-    obs = _observe(privilege, config, escape, other_half, workdir)
+    obs = _observe(privilege, config, escape, halves)
+    if obs.outcome == "error":
+        pytest.fail(f"the cell could not run: {obs.detail}")
     if obs.outcome == "n/a":
         checked[(privilege, config, escape)] = obs
         pytest.skip(f"n/a: {config} is not available {privilege} here: {obs.detail}")
@@ -167,9 +169,11 @@ def _record(cells: dict[Cell, em.Observation]) -> None:
             f"{em.TTL} s; every outcome equals the expected matrix of docs/containment.md",
             f"dead within: terminate_tree's return + {em.AFTER_TERMINATE} s, or {em.AFTER_ATTACK} s "
             f"after the supervisor was killed or stopped; slowest: {slowest} ms; times are to the "
-            "last process gone, from the termination request or the attack",
-            f"escapes (each one the matrix expects): {len(escaped)}; cells where a race decides "
-            f"(may escape): {len(raced)}, of which {sum(o.outcome == em.E for o in raced)} escaped this run",
+            "last process gone, from the termination request (terminate_tree with a "
+            f"{em.GRACE} s SIGTERM grace, which every escapee ignores) or from the attack",
+            f"escapes: {len(escaped)}, each where the matrix says escapes or may escape; cells where "
+            f"a race decides (may escape): {len(raced)}, of which {sum(o.outcome == em.E for o in raced)} "
+            "escaped in this run",
             *(f"n/a: {line}" for line in unavailable),
             f"kernel {platform.release()}",
         ],
