@@ -21,9 +21,10 @@ Usage (the test runs these; by hand for a closer look)::
     python tests/escape_matrix.py table            # the expected table, as markdown
     python tests/escape_matrix.py run OUT.json [CONFIG/ESCAPE ...]  # run cells as this user
 
-Why one module: the data, the command, the supervisor and the runner describe one matrix
-and change together (a new escape is a branch in the command, a column in the data and
-a line in the docs); splitting them would scatter that over four files.
+Why one module: the data, the supervisor, the checks of what each escape did and the
+runner describe one matrix and change together (a new escape is a column in the data,
+a check here, a line in the docs and a branch in the command); only the command, which
+runs contained as a script of its own, is apart (``escape_command.py``).
 """
 
 from __future__ import annotations
