@@ -182,6 +182,18 @@ class StateSnapshot:
             for idx, data in rows:
                 yield _int(idx, "entries.idx"), bytes(data)
 
+    def tile(self, level: int, index: int) -> tuple[int, bytes] | None:
+        """The stored tile at (``level``, ``index``) as (its width, its hashes), or ``None``."""
+        sql = "SELECT width, hashes FROM tiles WHERE level = ? AND idx = ?"
+        row = self._query(sql, (level, index)).fetchone()
+        if row is None:
+            return None
+        return _int(row[0], f"tiles[{level}/{index}].width"), bytes(row[1])
+
+    def tile_count(self) -> int:
+        """How many tiles are stored."""
+        return _int(self._one("SELECT count(*) FROM tiles"), "the count of tiles")
+
     def rows(self) -> StateRows:
         """Every state table (warrants streamed, in ``issued_index`` order)."""
         principals = [
