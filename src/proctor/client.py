@@ -28,6 +28,12 @@ from proctor.errors import GovernorError  # defined there, re-exported here
 
 __all__ = ["GovernorError", "GovernorClient", "AsyncGovernorClient", "raise_for_answer"]
 
+# An idle connection is let go after 3 s, before the governor closes it (uvicorn's keep-alive
+# timeout, 5 s): with both at 5 s, a request sent as the server closed the connection was
+# lost ("Server disconnected without sending a response", found by tests/conformance/
+# test_soak.py), and a signed request is never sent again on its own. httpx's other defaults.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=3.0)
+
 
 class GovernorClient:
     """Signed calls to one governor."""
@@ -39,7 +45,7 @@ class GovernorClient:
         timeout: seconds per request.
         """
         self._key = key
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, limits=_LIMITS)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -128,7 +134,7 @@ class AsyncGovernorClient:
         timeout: seconds per request.
         """
         self._key = key
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout, limits=_LIMITS)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
