@@ -11,6 +11,12 @@ Modes (:meth:`TcpProxy.forward`, :meth:`TcpProxy.drop`, :meth:`TcpProxy.not_read
 ``not_ready``
     Open connections are closed; each new request is answered ``503`` with the
     governor's not-ready error body, as a node that lost its store answers.
+``slow`` (:meth:`TcpProxy.slow`)
+    Bytes go both ways, each chunk held for a delay first: a slow link.
+``half_open``
+    Bytes reach the governor, its answers are read and thrown away, nothing is closed:
+    the governor acts on every request, the client never hears back (a connection whose
+    return path is gone).
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from typing import Literal
 
 __all__ = ["TcpProxy"]
 
-Mode = Literal["forward", "drop", "not_ready"]
+Mode = Literal["forward", "drop", "not_ready", "slow", "half_open"]
 
 _NOT_READY = b'{"error": "unavailable", "message": "the governor is not ready (test proxy: not ready)"}'
 
@@ -38,6 +45,7 @@ class TcpProxy:
         self.port = int(self._listener.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self._mode: Mode = "forward"
+        self._delay = 0.0
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._closed = threading.Event()
@@ -55,6 +63,15 @@ class TcpProxy:
     def drop(self) -> None:
         """Go silent: read and write nothing, close nothing."""
         self._mode = "drop"
+
+    def slow(self, delay: float) -> None:
+        """Forward each chunk ``delay`` seconds late (both ways)."""
+        self._delay = delay
+        self._mode = "slow"
+
+    def half_open(self) -> None:
+        """Forward requests; read and drop every answer; close nothing."""
+        self._mode = "half_open"
 
     def not_ready(self) -> None:
         """Close what is open; answer every new request 503."""
@@ -111,11 +128,16 @@ class TcpProxy:
                     return
                 readable, _, _ = select.select([client, upstream], [], [], 0.05)
                 for sock in readable:
-                    if self._mode != "forward":
+                    mode = self._mode
+                    if mode not in ("forward", "slow", "half_open"):
                         break  # cut between select and read: the bytes stay unread
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if mode == "half_open" and sock is upstream:
+                        continue  # the answer is lost on its way back
+                    if mode == "slow":
+                        time.sleep(self._delay)
                     peer[sock].sendall(data)
         except (OSError, ValueError):
             return
