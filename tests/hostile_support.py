@@ -103,12 +103,15 @@ class World:
         self.gov.close()
 
 
-def build_world(root: Path, *, policy: bool = True, clock: Callable[[], float] | None = None) -> World:
+def build_world(
+    root: Path, *, policy: bool = True, clock: Callable[[], float] | None = None, node: str = "gov-1"
+) -> World:
     """A fresh data directory under ``root`` and its governor; without ``policy``, none is
-    pushed (the governor is not ready, and nothing is allowed); ``clock``: the governor's."""
+    pushed (the governor is not ready, and nothing is allowed); ``clock`` and ``node``:
+    the governor's."""
     data = root / "data"
     initialize(data, origin="test.example/hostile")
-    gov = Governor(data) if clock is None else Governor(data, clock=clock)
+    gov = Governor(data, node=node) if clock is None else Governor(data, clock=clock, node=node)
     keys = {"admin": PrincipalKey.load(data / "keys" / "admin.key")}
     for name, role in (("alice", "dev"), ("bob", "ops")):
         keys[name] = PrincipalKey.generate(name)

@@ -10,14 +10,16 @@ event and somehow not escaped would still not run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-__all__ = ["CSP", "SECURITY_HEADERS", "page", "secure", "templates"]
+__all__ = ["BIDI_CONTROLS", "CSP", "SECURITY_HEADERS", "page", "secure", "templates", "visible"]
 
 #: The pages' Content-Security-Policy: scripts, styles, images and fetches from this
 #: origin only; no inline script or style, no ``eval``, no framing, no plugins, forms
@@ -38,13 +40,29 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
 }
 
-#: The pages' templates (``templates/``), HTML autoescaped, an undefined name an error.
+#: The Unicode bidirectional controls (embeddings, overrides, isolates, marks): text the
+#: log holds could use them to show a name, a path or a reason other than it is
+#: ("Trojan Source"), and HTML escaping leaves them in place.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: Any) -> Any:
+    """``value`` with each bidirectional control shown as its code point (``\\u202e``)
+    instead of applied; anything but a plain string (numbers, markup) as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return BIDI_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    return value
+
+
+#: The pages' templates (``templates/``), HTML autoescaped, an undefined name an error,
+#: every value shown with its bidirectional controls visible (:func:`visible`).
 templates = jinja2.Environment(
     loader=jinja2.PackageLoader("proctor.console", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=visible,
 )
 
 

@@ -3,9 +3,13 @@
 "use strict";
 (() => {
   const PERIOD_MS = 2000;
+  // Bidirectional controls shown as their code point, never applied (as on the server:
+  // proctor.console.web.visible), so that no name, path or reason reads as another.
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  const visible = (text) => String(text).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   const el = (tag, text, cls) => {
     const node = document.createElement(tag);
-    if (text !== undefined) node.textContent = String(text);
+    if (text !== undefined) node.textContent = visible(text);
     if (cls) node.className = cls;
     return node;
   };

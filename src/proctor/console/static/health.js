@@ -12,8 +12,10 @@
   const get = (obj, path) => path.split(".").reduce((o, k) => (o == null ? o : o[k]), obj);
 
   // As health_pages.shown formats on the server.
+  // Bidirectional controls shown as their code point, never applied (as on the server).
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
   function shown(value, kind) {
-    if (kind === "text") return String(value);
+    if (kind === "text") return String(value).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
     if (typeof value !== "number" || !Number.isFinite(value)) return "\u2014";
     if (kind === "int") return String(Math.round(value));
     if (kind === "ms" && value < 10) return value.toFixed(2);
