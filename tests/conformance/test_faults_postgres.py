@@ -33,7 +33,9 @@ from fault_checks import (
     fault_rounds,
     kill_tokens,
     survivors,
+    tokens,
     wait_gone,
+    warm,
 )
 from figures import record
 from gov_server import GovernorServer
@@ -92,21 +94,6 @@ def pg_server(pg_cluster: PgCluster, pg_dsn: str, tmp_path: Path) -> Iterator[Go
         gov.stop()
 
 
-def _tokens(markers: Path) -> list[str]:
-    return [m.name for m in markers.iterdir()]
-
-
-def _warm(load: Workload, ledger: Ledger, markers: Path) -> None:
-    before = ledger.acknowledged()
-    load.wait_for(
-        {"authorize": before["authorize"] + 5, "run": before["run"] + 1, "append": before["append"] + 2}
-    )
-    deadline = time.monotonic() + WAIT
-    while not survivors(_tokens(markers)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert survivors(_tokens(markers)), "no governed command is running"
-
-
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_database_killed_or_stopped_mid_operation_loses_nothing_the_governor_acknowledged(
     pg_cluster: PgCluster, pg_server: GovernorServer, tmp_path: Path, fault: str
@@ -125,16 +112,16 @@ def test_a_database_killed_or_stopped_mid_operation_loses_nothing_the_governor_a
     try:
         for n in range(fault_rounds(1)):
             with Workload(lambda: server.url, server.data, markers, ledger, rng) as load:
-                _warm(load, ledger, markers)
+                warm(load, ledger, markers)
                 delay = rng.uniform(0.0, 1.0)
                 print(f"round {n}: {fault} of PostgreSQL {delay:.3f} s after the workload was warm")
                 time.sleep(delay)
-                hit += len(survivors(_tokens(markers)))
+                hit += len(survivors(tokens(markers)))
                 pids = server_processes(pg_cluster)
                 assert pids, "PostgreSQL is not running"
                 signal_all(pids, signal.SIGKILL if fault == "sigkill" else signal.SIGSTOP)
                 # (b) No lease can be renewed without the database: every command dies within it.
-                left, took = wait_gone(_tokens(markers), TTL + GRACE + MARGIN)
+                left, took = wait_gone(tokens(markers), TTL + GRACE + MARGIN)
                 if fault == "sigstop-sigcont":
                     signal_all(pids, signal.SIGCONT)
                 elif fault == "sigstop-sigkill":
@@ -144,13 +131,13 @@ def test_a_database_killed_or_stopped_mid_operation_loses_nothing_the_governor_a
                     pg_cluster.start()  # crash recovery from its WAL
                 assert left == [], f"commands outlived their lease, database {fault}: {describe(left)}"
                 waited.append(took)
-                _warm(load, ledger, markers)  # the governor serves again by itself
-            assert survivors(_tokens(markers)) == []
+                warm(load, ledger, markers)  # the governor serves again by itself
+            assert survivors(tokens(markers)) == []
             assert server.proc is not None
             assert (server.proc.pid, server.proc.poll()) == (pid, None), "the governor was restarted"
             tally.round_done(check_after_fault(server, ledger, markers), ledger)
     finally:
-        kill_tokens(_tokens(markers))
+        kill_tokens(tokens(markers))
     record(
         f"faults-{fault}-database",
         section="Faults injected",

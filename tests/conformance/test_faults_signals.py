@@ -23,7 +23,6 @@ import pytest
 
 from fault_checks import (
     COLUMNS,
-    WAIT,
     Ledger,
     Run,
     Tally,
@@ -34,7 +33,9 @@ from fault_checks import (
     fault_rounds,
     kill_tokens,
     survivors,
+    tokens,
     wait_gone,
+    warm,
 )
 from figures import record
 from gov_server import GovernorServer
@@ -57,30 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GovernorServer]
     gov.stop()
 
 
-def _tokens(markers: Path) -> list[str]:
-    return [m.name for m in markers.iterdir()]
-
-
-def _runs(ledger: Ledger) -> str:
-    return " | ".join(f"{r.token} exit {r.proc.poll()}: {r.stderr.strip()}" for r in ledger.runs[-6:])
-
-
-def _warm(load: Workload, ledger: Ledger, markers: Path) -> None:
-    """Every operation answered a few more times than before, and a command running: a
-    fault lands in the middle of all of them."""
-    before = ledger.acknowledged()
-    load.wait_for(
-        {"authorize": before["authorize"] + 5, "run": before["run"] + 1, "append": before["append"] + 2}
-    )
-    deadline = time.monotonic() + WAIT
-    while not survivors(_tokens(markers)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    from proc_support import marked
-
-    every = [pid for t in _tokens(markers) for pid in marked(t)]
-    assert survivors(_tokens(markers)), f"no governed command is running: {_runs(ledger)}; {describe(every)}"
-
-
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_governor_killed_or_stopped_mid_operation_loses_nothing_it_acknowledged(
     server: GovernorServer, tmp_path: Path, fault: str
@@ -97,22 +74,20 @@ def test_a_governor_killed_or_stopped_mid_operation_loses_nothing_it_acknowledge
     try:
         for n in range(fault_rounds(1)):
             with Workload(lambda: server.url, server.data, markers, ledger, rng) as load:
-                _warm(load, ledger, markers)
+                warm(load, ledger, markers)
                 delay = rng.uniform(0.0, 1.0)
                 print(f"round {n}: {fault} of the governor {delay:.3f} s after the workload was warm")
                 time.sleep(delay)
                 assert server.proc is not None
                 pid = server.proc.pid
-                hit += len(survivors(_tokens(markers)))
+                hit += len(survivors(tokens(markers)))
                 if fault == "sigkill":
                     server.kill()
                 else:
                     os.kill(pid, signal.SIGSTOP)
                 # (b) With the governor gone, no lease is renewed: every command dies within it.
-                left, took = wait_gone(_tokens(markers), TTL + GRACE + MARGIN)
-                assert left == [], (
-                    f"commands outlived their lease, governor {fault}: {describe(left)}; {_runs(ledger)}"
-                )
+                left, took = wait_gone(tokens(markers), TTL + GRACE + MARGIN)
+                assert left == [], f"commands outlived their lease, governor {fault}: {describe(left)}"
                 waited.append(took)
                 if fault == "sigstop-sigcont":
                     os.kill(pid, signal.SIGCONT)
@@ -120,11 +95,11 @@ def test_a_governor_killed_or_stopped_mid_operation_loses_nothing_it_acknowledge
                     server.kill()
                 if server.proc is None:
                     server.start()
-                _warm(load, ledger, markers)  # it serves again, by itself or restarted
-            assert survivors(_tokens(markers)) == []
+                warm(load, ledger, markers)  # it serves again, by itself or restarted
+            assert survivors(tokens(markers)) == []
             tally.round_done(check_after_fault(server, ledger, markers), ledger)
     finally:
-        kill_tokens(_tokens(markers))
+        kill_tokens(tokens(markers))
         if server.proc is not None:
             os.kill(server.proc.pid, signal.SIGCONT)
     record(
@@ -167,7 +142,7 @@ def test_a_supervisor_killed_or_stopped_mid_run_leaves_nothing_running_past_its_
     try:
         for n in range(fault_rounds(2)):
             with Workload(lambda: server.url, server.data, markers, ledger, rng) as load:
-                _warm(load, ledger, markers)
+                warm(load, ledger, markers)
                 delay = rng.uniform(0.0, 1.0)
                 time.sleep(delay)
                 runs = [r for r in ledger.runs if r.proc.poll() is None]
@@ -187,11 +162,11 @@ def test_a_supervisor_killed_or_stopped_mid_run_leaves_nothing_running_past_its_
                     f"the command of a supervisor hit by {fault} outlived its lease: {describe(left)}"
                 )
                 waited.append(took)
-                _warm(load, ledger, markers)
-            assert survivors(_tokens(markers)) == []
+                warm(load, ledger, markers)
+            assert survivors(tokens(markers)) == []
             tally.round_done(check_after_fault(server, ledger, markers), ledger)
     finally:
-        kill_tokens(_tokens(markers))
+        kill_tokens(tokens(markers))
     record(
         f"faults-{fault}-supervisor",
         section="Faults injected",
