@@ -531,12 +531,17 @@ class Soak:
                             self._revoke(admin, "execution", item.execution)
                             if item.api:
                                 self._finish_revoked(clients[self.a.url], item)
+                        except GovernorError as e:  # one failed answer, reported; the admin goes on
+                            self.fail(f"revoking {item.what}: {e}")
                         finally:
                             item.done.set()
                     with contextlib.suppress(queue.Empty):
                         token, wid, argv, server = self._warrants.get_nowait()
-                        self._revoke(admin, "warrant", wid)
-                        self._refused_start(clients[server.url], token, wid, argv)
+                        try:
+                            self._revoke(admin, "warrant", wid)
+                            self._refused_start(clients[server.url], token, wid, argv)
+                        except GovernorError as e:
+                            self.fail(f"revoking warrant {wid}: {e}")
             finally:
                 for c in clients.values():
                     c.close()
