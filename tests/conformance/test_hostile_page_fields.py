@@ -366,9 +366,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def test_planted_html_and_script_appear_only_as_text_on_every_page(world: World) -> None:
-    """HTML, script, javascript: URLs, a closing </script> and bidirectional controls,
+    """HTML, script, javascript URLs, a closing </script> and bidirectional controls,
     planted through real requests in every field the pages render, appear only as text on
-    every page (signed in or not); every page has a CSP without unsafe-inline."""
+    every page (signed in or not), and every page has a CSP without unsafe-inline."""
     planting = plant(world, world.data.parent)
     markers = [p.marker for p in planting.fields] + ["N01", "Q01", "H01", "U01"]
     signed_in = [("host", "testserver"), ("cookie", console_cookie(world))]

@@ -254,8 +254,8 @@ def test_no_generated_request_gets_a_5xx(signed_run: Run) -> None:
 
 
 def test_every_response_conforms_to_the_documented_schema(signed_run: Run) -> None:
-    """Every answer to a generated request is documented in /openapi.json: its status, its
-    content type and its body's schema; a request the schema forbids is refused."""
+    """Every answer to a generated request is as /openapi.json documents it (its status,
+    its content type, its body's schema), and a request the schema forbids is refused."""
     failed = signed_run.failed("schema")
     assert not failed, (f"seed {SEED}", failed[:5])
     operations = signed_run.operations
@@ -301,7 +301,7 @@ def test_a_correctly_signed_request_is_never_refused_as_unauthenticated(
     world = build_world(tmp_path, policy=False)
     try:
         schema = schemathesis.openapi.from_asgi("/openapi.json", world.app)
-        for parameter in ("ex 1", "ex%3A1", "é", "ex\"1", "ex<1>"):
+        for parameter in ("ex 1", "ex%3A1", "é", 'ex"1', "ex<1>"):
             case = schema["/v1/executions/{execution_id}"]["GET"].Case(
                 path_parameters={"execution_id": parameter}
             )
