@@ -50,6 +50,7 @@ import orjson
 
 from proctor.errors import CanonicalizationError, PolicyError, PolicyValidationError
 from proctor.policy._locate import locate_parse_error
+from proctor.policy._probe import probe_requests
 from proctor.policy.bundle import PolicyBundle
 from proctor.policy.context import build_context, context_json, principal_entity_json, request_problem
 from proctor.policy.decision import Decision, safe_request_digest
@@ -59,8 +60,6 @@ from proctor.policy.request import PolicyRequest
 from proctor.policy.schema import (
     ACTION_TYPE,
     ACTIONS,
-    ARG_POSITIONS,
-    COUNTERS,
     PRINCIPAL_TYPE,
     RESOURCE_TYPES,
     SchemaInfo,
@@ -235,7 +234,7 @@ class PolicyEngine:
             policies.append(CompiledPolicy(policy_id, name, doc["effect"], files[index], annotations, doc))
         if problems:
             raise PolicyValidationError("policy annotations are invalid", diagnostics=tuple(problems))
-        cls._probe(schema, info, typed_tools=catalog is not None)
+        probe_requests(schema, info, typed_tools=catalog is not None)
         slices = PolicySlices(policies, action_groups=info.action_groups, sliced=sliced)
         return cls(
             bundle=bundle,
@@ -246,50 +245,6 @@ class PolicyEngine:
             catalog=catalog,
             decision_cache=decision_cache,
         )
-
-    @staticmethod
-    def _probe(schema: cedarpy.Schema, info: SchemaInfo, *, typed_tools: bool) -> None:
-        # 6. The context shape is fixed; only which args positions are present and the
-        # sizes of the sets vary. Probe both extremes for every action.
-        try:
-            attrs = dict.fromkeys(info.principal_attrs, "")
-            entities = cedarpy.Entities.from_json_str(principal_entity_json("probe", attrs), schema)
-        except ValueError as e:
-            raise PolicyValidationError(
-                "the bundle schema rejects proctor's principal entity", diagnostics=(f"schema: {e}",)
-            ) from e
-        empty = cedarpy.PolicySet.from_str("")
-        for action in ACTIONS:
-            is_exec = action == "exec"
-            fewest = PolicyRequest(
-                "probe", {}, action, "/probe" if is_exec else "probe/tool", ("p",) * is_exec
-            )
-            most = PolicyRequest(
-                "probe",
-                {},
-                action,
-                "/probe" if is_exec else "probe/tool",
-                argv=("p",) * (ARG_POSITIONS + 1) if is_exec else (),
-                arguments=None if is_exec else {"k": "v", "n": 1, "b": True},
-                counters=dict.fromkeys(COUNTERS, 1),
-            )
-            for probe in (fewest, most):
-                context = build_context(probe, 0)
-                if typed_tools and action == "mcp.call":
-                    context["tool"] = {}  # all optional; ToolCatalog.tool_context fills one
-                request = {
-                    "principal": {"type": PRINCIPAL_TYPE, "id": "probe"},
-                    "action": _ACTION_UIDS[action],
-                    "resource": {"type": RESOURCE_TYPES[action], "id": probe.resource},
-                    "context": orjson.dumps(context).decode(),
-                }
-                errors = cedarpy.is_authorized(request, empty, entities, schema).diagnostics.errors
-                if errors:
-                    raise PolicyValidationError(
-                        f"the bundle schema does not accept proctor's {action} requests "
-                        "(keep the Proctor context record as in DEFAULT_SCHEMA)",
-                        diagnostics=tuple(f"schema: {e}" for e in errors),
-                    )
 
     # -- deciding ----------------------------------------------------------------------
 
