@@ -68,6 +68,7 @@ __all__ = [
     "SEED_ENV",
     "Decided",
     "Ledger",
+    "Phases",
     "LogView",
     "Revoked",
     "Started",
@@ -77,6 +78,7 @@ __all__ = [
     "check_after_fault",
     "check_log_verifies",
     "check_no_unauthorized_execution",
+    "decided",
     "fault_rng",
     "fault_rounds",
     "read_log",
@@ -121,6 +123,16 @@ def fault_rounds(default: int) -> int:
     if rounds < 1:
         raise ValueError(f"{ROUNDS_ENV}: expected at least 1 round, found {rounds}")
     return rounds
+
+
+class Phases:
+    """Prints how long each phase of a fault test took (shown when it fails, or with -s)."""
+
+    def __init__(self) -> None:
+        self._began = time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        print(f"[{time.monotonic() - self._began:6.1f} s] {what}")
 
 
 # -- what clients were told ----------------------------------------------------------------
@@ -227,6 +239,18 @@ def echo(tag: str) -> dict[str, Any]:
     return {"action": "exec", "resource": "/bin/echo", "argv": ["echo", tag], "executable_digest": EXE}
 
 
+def decided(answer: dict[str, Any]) -> Decided | None:
+    """What an answer of ``POST /v1/authorize`` acknowledged (``None``: no log index)."""
+    index = answer.get("log_index")
+    if index is None:
+        return None
+    w = answer.get("warrant") or {}
+    decision = answer["decision"]
+    return Decided(
+        bool(decision["allow"]), int(index), str(decision["request_digest"]), w.get("id"), w.get("log_index")
+    )
+
+
 _STARTED = re.compile(r"execution (ex_[a-z0-9]+) started \(warrant (wr_[a-z0-9]+)")
 
 
@@ -280,24 +304,34 @@ class Workload:
         self.stop()
 
     def stop(self) -> None:
-        """Stop making calls; revoke the jobs still running (a long job would run on);
-        wait for the calls in flight and every ``proctor run``."""
+        """Stop making calls; revoke the jobs still running (a long job would run on),
+        including one that starts meanwhile; wait for the calls in flight and every
+        ``proctor run``."""
         self._stop.set()
-        for run in self.ledger.live_runs():
-            try:
-                with self._client(self.admin_key) as admin:
-                    got = admin.json(
-                        "POST",
-                        "/v1/revocations",
-                        {"kind": "execution", "target": run.execution, "reason": "done"},
-                    )
-                self.ledger.call("append")
-                self.ledger.add(Revoked(str(got["kind"]), str(got["target"]), int(got["log_index"])))
-            except (GovernorError, httpx.HTTPError):
-                self.ledger.call("append", failed=True)
-                run.proc.terminate()  # it ends its command and reports, as for any signal
+        ended: set[str] = set()
+        deadline = time.monotonic() + WAIT
+        while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
+            for run in self.ledger.live_runs():
+                if run.token not in ended:
+                    ended.add(run.token)
+                    self._end(run)
+            time.sleep(0.05)
         for t in self._threads:
             t.join(timeout=WAIT)
+
+    def _end(self, run: Run) -> None:
+        try:
+            with self._client(self.admin_key) as admin:
+                got = admin.json(
+                    "POST",
+                    "/v1/revocations",
+                    {"kind": "execution", "target": run.execution, "reason": "done"},
+                )
+            self.ledger.call("append")
+            self.ledger.add(Revoked(str(got["kind"]), str(got["target"]), int(got["log_index"])))
+        except (GovernorError, httpx.HTTPError):
+            self.ledger.call("append", failed=True)
+            run.proc.terminate()  # it ends its command and reports, as for any signal
 
     def wait_for(self, at_least: dict[str, int]) -> None:
         """Wait until each operation was answered ``at_least`` times (the workload is
@@ -325,18 +359,8 @@ class Workload:
                 self._stop.wait(0.05)
                 continue
             self.ledger.call("authorize")
-            index = got.get("log_index")
-            if index is not None:
-                w = got.get("warrant") or {}
-                self.ledger.add(
-                    Decided(
-                        bool(got["decision"]["allow"]),
-                        int(index),
-                        str(got["decision"]["request_digest"]),
-                        w.get("id"),
-                        w.get("log_index"),
-                    )
-                )
+            if (answer := decided(got)) is not None:
+                self.ledger.add(answer)
             self._stop.wait(self.pace)
 
     def _run(self, n: int, job: tuple[float, float]) -> None:

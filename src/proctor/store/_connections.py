@@ -8,13 +8,33 @@ threads; :meth:`ThreadConnections.close` closes all of them.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
 from proctor.errors import StoreError
 
-__all__ = ["ThreadConnections"]
+__all__ = ["ThreadConnections", "unwritable_note"]
+
+
+def unwritable_note(path: str | Path) -> str:
+    """Why the database at ``path`` (or its write-ahead log) cannot be written, as
+    ``" (<file> cannot be written: <reason>)"``, or ``""`` when both open for writing.
+
+    SQLite says only that it cannot open the file, or that a write failed with an I/O
+    error; the operator needs the reason (a read-only file system, an immutable file).
+    Opening a file for writing and closing it again changes nothing in it.
+    """
+    for candidate in (Path(path), Path(f"{path}-wal")):
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            return f" ({candidate.name} cannot be written: {e.strerror})"
+        os.close(fd)
+    return ""
 
 
 class ThreadConnections:
@@ -45,7 +65,7 @@ class ThreadConnections:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self._path}: {e}") from e
+            raise StoreError(f"cannot open {self._path}: {e}{unwritable_note(self._path)}") from e
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)

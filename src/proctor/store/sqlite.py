@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from proctor.errors import StoreConflictError, StoreError
-from proctor.store._connections import ThreadConnections
+from proctor.store._connections import ThreadConnections, unwritable_note
 from proctor.store.base import Tile
 from proctor.store.cosignatures import StoredCosignature
 
@@ -137,7 +137,8 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"append of {len(entries)} entries at {first_index} failed: {e}") from e
+            note = unwritable_note(self._path)
+            raise StoreError(f"append of {len(entries)} entries at {first_index} failed: {e}{note}") from e
 
     def entry(self, index: int) -> bytes | None:
         """The stored bytes of entry ``index``."""
