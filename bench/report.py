@@ -139,7 +139,7 @@ def headlines(records: Sequence[Record]) -> list[str]:
         if ours and ours.median is not None:
             tail = ""
             if agt and agt.median:
-                tail = f"; agent-governance-toolkit's `PolicyEngine` takes {fmt(agt.median)} µs ({agt.median / ours.median:.0f}x)"
+                tail = f"; agent-governance-toolkit's `PolicyEngine` takes {fmt(agt.median)} µs ({agt.median / ours.median:,.0f}x)"
             add(
                 "policy",
                 f"A policy decision among {n:,} rules takes **{fmt(ours.median)} µs** in process{tail}.",

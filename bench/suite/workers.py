@@ -177,7 +177,9 @@ MEMBER = Member(
     meaning=(
         "How many governed calls one host can authorize each second. Each authorization verifies a "
         "signed request, decides, mints a warrant and commits the decision to the durable log; "
-        "`--workers N` runs N governor processes on one store, so the CPU-bound part spreads over "
-        "cores while the log's commits take turns."
+        "`--workers N` runs N governor processes on one store, so the CPU-bound part can spread over "
+        "cores while the log's commits take turns. Here the load generator, and other work, share the "
+        "same two cores: a ratio below 1 says more processes did not help on this machine at that load "
+        '(docs/benchmarks-history.md, "Orchestration", has `--workers` on an idle one, with `wrk`).'
     ),
 )
