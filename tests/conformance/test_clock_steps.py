@@ -4,6 +4,8 @@ clock is behind is not handed a warrant that is not valid yet."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -12,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from gov_exec import allow, clocked
+from fault_checks import JOB, kill_tokens, survivors, wait_gone
+from gov_exec import allow, clocked, start_body
+from gov_server import GovernorServer
+from gov_support import POLICIES
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.authorization.warrants import verify_warrant
@@ -87,3 +92,105 @@ def test_a_lease_lost_to_refused_renewals_is_reported_as_lost_not_revoked(tmp_pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- which clock each deadline reads -------------------------------------------------------
+#
+# Warrants expire on the wall clock — the governor's, at every renewal: the enforcer turns
+# the expiry into a timer on its monotonic clock when the command starts and never reads
+# its wall clock for it again. Leases are kept on each side's own clock: the enforcer's on
+# its monotonic clock (a wall-clock step neither ends nor extends it), the governor's in
+# wall time, because its lease records are shared by every node of a store (a step forward
+# there ends leases early: fail closed; a step back extends no lease at the enforcer).
+
+
+def test_a_warrant_expires_by_the_governors_wall_clock_at_renewal(gov_data: Path, governor: Governor) -> None:
+    gov, clock = clocked(gov_data, governor)
+    with gov:
+        token = allow(gov, "wall")
+        expires = verify_warrant(
+            token, root_public_key=gov.warrant_public_key, now=int(clock.now), request=None
+        ).expires
+        ex = gov.executions.start("alice", start_body(token, "wall"))["execution"]
+        assert gov.executions.renew("alice", ex, {"integrity": "ok"})["ok"] is True
+        clock.now = expires + 1  # no time passed on any monotonic clock
+        answer = gov.executions.renew("alice", ex, {"integrity": "ok"})
+        assert answer["terminate"] == "expired", answer
+
+
+def test_a_governor_whose_clock_steps_forward_past_a_lease_ends_it(
+    gov_data: Path, governor: Governor
+) -> None:
+    """A governor whose wall clock steps forward past a lease ends it (fail closed), never extends it."""
+    gov, clock = clocked(gov_data, governor)
+    with gov:
+        ex = gov.executions.start("alice", start_body(allow(gov, "lease"), "lease"))["execution"]
+        assert gov.executions.renew("alice", ex, {"integrity": "ok"})["ok"] is True
+        clock.now += 120  # the basic policy's lease is shorter
+        answer = gov.executions.renew("alice", ex, {"integrity": "ok"})
+        assert answer["ok"] is False, answer
+        assert answer["terminate"] == "lease-lost", answer
+
+
+STEPPED = POLICIES.parent / "procs" / "stepped_clock_run.py"
+TTL = 2.0  # the run policy's lease
+GRACE = 0.5
+MARGIN = 3.0
+
+
+def _stepped_run(
+    server: GovernorServer, markers: Path, token: str, seconds: float, step: float
+) -> subprocess.Popen[str]:
+    """``proctor run`` of the fault job whose wall clock steps by ``step`` one second in."""
+    return subprocess.Popen(
+        [sys.executable, str(STEPPED), "1.0", str(step), "--", "run", "--server", server.url, "--key", str(server.key),
+         "--", sys.executable, str(JOB), str(markers), token, str(seconds)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [3600, 400 * 86400], ids=["an-hour", "past-the-warrant-by-a-year"])
+def test_an_enforcers_wall_clock_stepping_forward_ends_neither_its_lease_nor_its_warrant(
+    tmp_path: Path, step: int
+) -> None:
+    """An enforcer's wall clock stepping forward ends neither its lease nor its warrant (a monotonic lease; the governor judges expiry)."""
+    server = GovernorServer(tmp_path / "gov", policy=POLICIES / "run")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    try:
+        run = _stepped_run(server, markers, "faultjob-forward", 4 * TTL, step)
+        _, err = run.communicate(timeout=120)
+        assert "the wall clock stepped" in err, err
+        assert run.returncode == 0, err  # renewed after the step until the job ended by itself
+        assert "completed" in err or "terminated" not in err, err
+    finally:
+        server.stop()
+
+
+def test_an_enforcers_wall_clock_stepping_back_does_not_extend_its_lease(tmp_path: Path) -> None:
+    """An enforcer's wall clock stepping back does not extend its lease: with the governor gone, the command dies within it."""
+    server = GovernorServer(tmp_path / "gov", policy=POLICIES / "run")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run = _stepped_run(server, markers, "faultjob-back", 60, -3600)
+    try:
+        assert run.stderr is not None
+        assert "started" in run.stderr.readline()
+        assert "stepped" in run.stderr.readline()  # one second in
+        assert survivors(["faultjob-back"]), "the command is not running"
+        server.kill()
+        left, took = wait_gone(["faultjob-back"], TTL + GRACE + MARGIN)
+        assert left == [], (
+            f"the command outlived its lease after its enforcer's clock stepped back ({took:.2f} s)"
+        )
+        assert run.wait(timeout=60) == 79
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait(timeout=60)
+        if run.stderr is not None:
+            run.stderr.close()
+        kill_tokens(["faultjob-back"])
+        server.stop()

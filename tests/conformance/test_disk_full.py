@@ -11,9 +11,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from fault_checks import (
+    COLUMNS,
+    Ledger,
+    Tally,
+    Workload,
+    check_after_fault,
+    describe,
+    fault_rng,
+    kill_tokens,
+    survivors,
+    tokens,
+    wait_gone,
+    warm,
+)
+from figures import record
 from gov_exec import allow, start_body
+from gov_server import GovernorServer
 from gov_support import EXE, POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.errors import LogAppendError, StoreError
@@ -21,6 +38,10 @@ from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import Governor, initialize
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+
+TTL = 2.0  # the run policy's lease
+GRACE = 0.5
+MARGIN = 3.0
 
 
 @pytest.fixture
@@ -80,3 +101,55 @@ def test_a_full_disk_stops_every_lease_and_revocations_still_apply(small_disk: P
         assert gov.log.commit_failure is None
         assert gov.ready()[0]
         assert gov.log.check_all().ok
+
+
+def test_a_disk_that_fills_mid_workload_loses_nothing_acknowledged_and_recovers_in_place(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """A disk that fills at a random point of concurrent authorizations, runs and appends
+    (a real ``proctor serve`` on a 16 MiB tmpfs): nothing unrecorded is acknowledged, every
+    lease ends, /readyz says the disk is full, and with room again the governor serves all
+    it acknowledged without a restart (the checks of ``tests/fault_checks.py``)."""
+    rng, _seed = fault_rng("disk-full")
+    server = GovernorServer(small_disk / "gov", policy=POLICIES / "run")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    ledger = Ledger()
+    tally = Tally("disk full", "data directory (tmpfs)")
+    try:
+        with Workload(lambda: server.url, server.data, markers, ledger, rng) as load:
+            warm(load, ledger, markers)
+            delay = rng.uniform(0.0, 1.0)
+            print(f"the disk fills {delay:.3f} s after the workload was warm")
+            time.sleep(delay)
+            hit = len(survivors(tokens(markers)))
+            filler = fill(small_disk)
+            left, took = wait_gone(tokens(markers), TTL + GRACE + MARGIN)
+            assert left == [], f"commands outlived their lease on a full disk: {describe(left)}"
+            ready = httpx.get(f"{server.url}/readyz", timeout=60)
+            assert ready.status_code == 503, ready.text
+            assert "cannot durably record" in ready.text, ready.text
+            assert "full" in ready.text, ready.text  # SQLite: "database or disk is full"
+            filler.unlink()  # room again: the governor notices by itself
+            deadline = time.monotonic() + 60
+            while (
+                httpx.get(f"{server.url}/readyz", timeout=60).status_code != 200
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.1)
+            warm(load, ledger, markers)
+        assert survivors(tokens(markers)) == []
+        tally.round_done(check_after_fault(server, ledger, markers), ledger)
+    finally:
+        kill_tokens(tokens(markers))
+        server.stop()
+    record(
+        "faults-disk-full",
+        section="Faults injected",
+        summary=[
+            f"disk full (a 16 MiB tmpfs filled) while serving: 1 round, {hit} governed process(es) running; "
+            f"each was dead {took:.2f} s after it at the latest; recovered in place once there was room",
+        ],
+        columns=COLUMNS,
+        rows=tally.rows(),
+    )
