@@ -109,7 +109,7 @@ def _bwrap_version(path: str) -> str:
 MEMBER = Member(
     name="run",
     title="proctor run true vs subprocess.run and bwrap",
-    quick={"rounds": 5},
+    quick={"rounds": 3},
     full={"rounds": 60},
     run=measure,
     meaning=(
