@@ -236,19 +236,20 @@ def measure(ctx: Context) -> list[Record]:
         ctx.status(f"{n} rules: proctor Governor.authorize")
         g = governor(ctx.work, n)
         try:
+            # Principals made beforehand, not while timing: each serves PER_PRINCIPAL calls.
             names: list[str] = []
+            for j in range(min(120, (5 + warmup + samples) // PER_PRINCIPAL + 1)):
+                key = PrincipalKey.generate(f"agent{j}")
+                g.add_principal(key.name, key.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
+                names.append(key.name)
 
             def authorize(i: int, g: Governor = g, names: list[str] = names) -> bool:
-                if i // PER_PRINCIPAL >= len(names):
-                    key = PrincipalKey.generate(f"agent{len(names)}")
-                    g.add_principal(key.name, key.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
-                    names.append(key.name)
-                return g.authorize(names[i // PER_PRINCIPAL], auth_requests[i % 5]).allowed
+                return g.authorize(names[i // PER_PRINCIPAL % len(names)], auth_requests[i % 5]).allowed
 
-            allowed = [authorize(i) for i in range(5)]
+            allowed = [authorize(i) for i in range(5 + warmup)][:5]
             if allowed != want:
                 raise AssertionError(f"Governor.authorize at {n} rules answered {allowed}")
-            authz = time_calls(lambda i: authorize(5 + i), samples=samples, seconds=seconds, warmup=warmup)
+            authz = time_calls(lambda i: authorize(5 + warmup + i), samples=samples, seconds=seconds)
         finally:
             g.close()
         ggroup = f"governed call + audit, {n} rules"
@@ -261,9 +262,9 @@ def measure(ctx: Context) -> list[Record]:
                                        baseline=True, peer=peer))  # fmt: skip
             continue
         res = agt["results"][k]
-        for key in ("allows", "govern_allows"):
-            if res[key] != want:
-                raise AssertionError(f"AGT ({key}) at {n} rules answered {res[key]}, expected {want}")
+        for field in ("allows", "govern_allows"):
+            if res[field] != want:
+                raise AssertionError(f"AGT ({field}) at {n} rules answered {res[field]}, expected {want}")
         out.append(ctx.record(f"AGT PolicyEngine.evaluate, {n} rules", res["evaluate_us"], "µs", group=group,
                               series="AGT PolicyEngine.evaluate", baseline=True, peer=peer, **curve))  # fmt: skip
         out.append(ctx.record(f"AGT govern() with audit, {n} rules", res["govern_us"], "µs", group=ggroup,
