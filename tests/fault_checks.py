@@ -470,12 +470,13 @@ def stored_entries(server: GovernorServer) -> list[tuple[int, bytes]]:
 
 
 def read_log(server: GovernorServer) -> LogView:
-    """The log as stored, with no gap, and the governor's latest checkpoint, verified."""
-    rows = stored_entries(server)
-    assert [i for i, _ in rows] == list(range(len(rows))), "the stored log has a gap"
+    """The governor's latest checkpoint, verified, then the log as stored (at least as
+    long: the governor may append meanwhile), with no gap."""
     log_key = (server.data / "keys" / "log.pub").read_text().strip()
     note = httpx.get(f"{server.url}/v1/log/checkpoint", timeout=WAIT).text
     cp = open_checkpoint(note, NoteVerifier.from_string(log_key))
+    rows = stored_entries(server)
+    assert [i for i, _ in rows] == list(range(len(rows))), "the stored log has a gap"
     assert cp.size <= len(rows), f"the checkpoint says {cp.size} entries, {len(rows)} are stored"
     return LogView([d for _, d in rows], [json.loads(d) for _, d in rows], cp, log_key)
 

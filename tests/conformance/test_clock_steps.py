@@ -151,20 +151,20 @@ def _stepped_run(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("step", [3600, 400 * 86400], ids=["an-hour", "past-the-warrant-by-a-year"])
 def test_an_enforcers_wall_clock_stepping_forward_ends_neither_its_lease_nor_its_warrant(
-    tmp_path: Path, step: int
+    tmp_path: Path,
 ) -> None:
-    """An enforcer's wall clock stepping forward ends neither its lease nor its warrant (a monotonic lease; the governor judges expiry)."""
+    """An enforcer's wall clock stepping forward (a year: past its lease and its warrant's
+    expiry) ends neither: its lease runs on its monotonic clock, and the governor judges expiry."""
     server = GovernorServer(tmp_path / "gov", policy=POLICIES / "run")
     markers = tmp_path / "markers"
     markers.mkdir()
     try:
-        run = _stepped_run(server, markers, "faultjob-forward", 4 * TTL, step)
+        run = _stepped_run(server, markers, "faultjob-forward", 1.75 * TTL, 366 * 86400)
         _, err = run.communicate(timeout=120)
         assert "the wall clock stepped" in err, err
         assert run.returncode == 0, err  # renewed after the step until the job ended by itself
-        assert "completed" in err or "terminated" not in err, err
+        assert (markers / "faultjob-forward").exists()
     finally:
         server.stop()
 

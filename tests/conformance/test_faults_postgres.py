@@ -82,16 +82,21 @@ def gone(pids: list[int]) -> bool:
     return False
 
 
-@pytest.fixture
-def pg_server(pg_cluster: PgCluster, pg_dsn: str, tmp_path: Path) -> Iterator[GovernorServer]:
+@pytest.fixture(scope="module")
+def pg_server(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GovernorServer]:
+    name = pg_cluster.create_database()
+    root = tmp_path_factory.mktemp("pgfaults")
     gov = GovernorServer(
-        tmp_path / "gov", policy=POLICIES / "run", origin="pgfaults.example/gov", store=pg_dsn
+        root, policy=POLICIES / "run", origin="pgfaults.example/gov", store=pg_cluster.dsn(name)
     )
     try:
         yield gov
     finally:
         signal_all(server_processes(pg_cluster), signal.SIGCONT)  # a failed test may leave it stopped
         gov.stop()
+        if not pg_cluster.running():
+            pg_cluster.start()
+        pg_cluster.drop_database(name)
 
 
 @pytest.mark.parametrize("fault", FAULTS)

@@ -140,7 +140,7 @@ def test_a_supervisor_killed_or_stopped_mid_run_leaves_nothing_running_past_its_
     waited: list[float] = []
     hit = 0
     try:
-        for n in range(fault_rounds(2)):
+        for n in range(fault_rounds(1)):
             with Workload(lambda: server.url, server.data, markers, ledger, rng) as load:
                 warm(load, ledger, markers)
                 delay = rng.uniform(0.0, 1.0)
