@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fault_checks import JOB, kill_tokens, survivors, wait_gone
+from fault_workload import JOB, kill_tokens, survivors, wait_gone
 from gov_exec import allow, clocked, start_body
 from gov_server import GovernorServer
 from gov_support import POLICIES

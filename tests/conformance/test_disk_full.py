@@ -14,12 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fault_checks import (
-    COLUMNS,
+from fault_checks import COLUMNS, Tally, check_after_fault
+from fault_workload import (
     Ledger,
-    Tally,
     Workload,
-    check_after_fault,
     describe,
     fault_rng,
     kill_tokens,

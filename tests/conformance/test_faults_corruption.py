@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fault_checks import echo
+from fault_workload import echo
 from figures import record
 from gov_server import cli, free_port
 from gov_support import POLICIES, signed_bundle

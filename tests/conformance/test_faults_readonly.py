@@ -23,21 +23,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fault_checks import (
-    COLUMNS,
+from fault_checks import COLUMNS, Tally, check_acknowledged, check_after_fault, check_log_verifies, read_log
+from fault_workload import (
     Ledger,
     Phases,
-    Tally,
     Workload,
-    check_acknowledged,
-    check_after_fault,
-    check_log_verifies,
     decided,
     describe,
     echo,
     fault_rng,
     kill_tokens,
-    read_log,
     survivors,
     tokens,
     wait_gone,

@@ -21,13 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from fault_checks import (
-    COLUMNS,
+from fault_checks import COLUMNS, Tally, check_after_fault
+from fault_workload import (
     Ledger,
     Run,
-    Tally,
     Workload,
-    check_after_fault,
     describe,
     fault_rng,
     fault_rounds,
