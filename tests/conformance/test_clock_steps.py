@@ -105,6 +105,7 @@ def test_a_lease_lost_to_refused_renewals_is_reported_as_lost_not_revoked(tmp_pa
 
 
 def test_a_warrant_expires_by_the_governors_wall_clock_at_renewal(gov_data: Path, governor: Governor) -> None:
+    """A warrant expires by the governor's wall clock, judged at every renewal."""
     gov, clock = clocked(gov_data, governor)
     with gov:
         token = allow(gov, "wall")
@@ -154,8 +155,8 @@ def _stepped_run(
 def test_an_enforcers_wall_clock_stepping_forward_ends_neither_its_lease_nor_its_warrant(
     tmp_path: Path,
 ) -> None:
-    """An enforcer's wall clock stepping forward (a year: past its lease and its warrant's
-    expiry) ends neither: its lease runs on its monotonic clock, and the governor judges expiry."""
+    """An enforcer's wall clock stepping forward a year, past its lease and its warrant's
+    expiry, ends neither (its lease runs on its monotonic clock; the governor judges expiry)."""
     server = GovernorServer(tmp_path / "gov", policy=POLICIES / "run")
     markers = tmp_path / "markers"
     markers.mkdir()

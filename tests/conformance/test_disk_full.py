@@ -104,10 +104,13 @@ def test_a_full_disk_stops_every_lease_and_revocations_still_apply(small_disk: P
 def test_a_disk_that_fills_mid_workload_loses_nothing_acknowledged_and_recovers_in_place(
     small_disk: Path, tmp_path: Path
 ) -> None:
-    """A disk that fills at a random point of concurrent authorizations, runs and appends
-    (a real ``proctor serve`` on a 16 MiB tmpfs): nothing unrecorded is acknowledged, every
-    lease ends, /readyz says the disk is full, and with room again the governor serves all
-    it acknowledged without a restart (the checks of ``tests/fault_checks.py``)."""
+    """A disk that fills mid-workload loses nothing acknowledged and ends every lease, and
+    with room again the governor recovers without a restart.
+
+    A real ``proctor serve`` on a 16 MiB tmpfs, filled at a random point of concurrent
+    authorizations, runs and appends; /readyz says the disk is full; then the checks of
+    ``tests/fault_checks.py``.
+    """
     rng, _seed = fault_rng("disk-full")
     server = GovernorServer(small_disk / "gov", policy=POLICIES / "run")
     markers = tmp_path / "markers"

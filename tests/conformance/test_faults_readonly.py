@@ -143,8 +143,8 @@ WHY = {
 def test_a_data_directory_that_turns_read_only_while_serving_acknowledges_nothing_it_cannot_record(
     ext4: tuple[Path, Path, str], tmp_path: Path, fault: str
 ) -> None:
-    """A data directory that turns read-only while serving: nothing is acknowledged that
-    is not durable, every lease ends, and writable again the governor serves all it acknowledged."""
+    """A data directory that turns read-only while serving acknowledges nothing it cannot
+    record, ends every lease, and once writable again serves all it acknowledged."""
     image, mount, device = ext4
     rng, _seed = fault_rng(f"read-only-{fault}")
     phase = Phases()
