@@ -109,3 +109,43 @@ def test_only_a_governor_data_directory_has_state(tmp_path: Path, data: Path) ->
     with Log.initialize(tmp_path / "bare", origin="test.example/bare"):
         pass
     assert not has_state(tmp_path / "bare" / "proctor.db")
+
+
+@pytest.fixture
+def tiled(data: Path) -> Path:
+    """A data directory whose log has a complete tile (0/0) and a partial one (0/1)."""
+    event = {"v": 1, "type": "decision", "time": "2026-01-01T00:00:00.000Z"}
+    with Log.open(data) as log:
+        log.append_many([event] * (300 - log.size))
+    return data
+
+
+def _flip_tile_byte(root: Path, offset: int) -> None:
+    conn = sqlite3.connect(root / "proctor.db")
+    try:
+        (hashes,) = conn.execute("SELECT hashes FROM tiles WHERE level = 0 AND idx = 0").fetchone()
+        damaged = bytearray(hashes)
+        damaged[offset] ^= 0x01
+        conn.execute("UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 0", (bytes(damaged),))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_damaged_leaf_hash_in_a_complete_tile_names_its_entry(tiled: Path) -> None:
+    # Proofs are served from the tiles: the entries hashing to the signed root is not enough.
+    _flip_tile_byte(tiled, 10 * 32 + 5)  # the leaf hash of entry 10
+    with pytest.raises(LogIntegrityError, match="entry 10 does not match its stored leaf hash"):
+        audit(tiled)
+
+
+def test_a_damaged_interior_hash_in_a_complete_tile_names_the_tile(tiled: Path) -> None:
+    _flip_tile_byte(tiled, (256 + 128) * 32)  # the first hash of the tile's third row
+    with pytest.raises(LogIntegrityError, match="stored tile 0/0 does not match the entries"):
+        audit(tiled)
+
+
+def test_a_stored_tile_the_entries_do_not_make_fails_the_audit(tiled: Path) -> None:
+    sql(tiled, "INSERT INTO tiles (level, idx, width, hashes) VALUES (0, 9, 1, zeroblob(32))")
+    with pytest.raises(LogIntegrityError, match="expected 3 stored tiles for the entries, found 4"):
+        audit(tiled)
