@@ -254,6 +254,8 @@ def pg_cluster() -> Iterator[PgCluster]:
 @pytest.fixture
 def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
     """A fresh database for one test, as a libpq URI (dropped afterwards)."""
+    if not pg_cluster.running():
+        pg_cluster.start()  # one test's failure must not fail every later one at set-up
     name = pg_cluster.create_database()
     yield pg_cluster.dsn(name)
     if not pg_cluster.running():

@@ -10,7 +10,8 @@ fast).
 Two comparisons per rule count:
 
 - the decision alone: proctor's ``PolicyEngine.decide`` (sliced, the decision cache off,
-  so that every call evaluates Cedar) vs AGT's ``PolicyEngine.evaluate``;
+  so that every call evaluates Cedar) vs AGT's ``PolicyEngine.evaluate``; beside them,
+  proctor's decision answered from its decision cache (a repeated request, ADR 0020);
 - a governed call with its audit record: proctor's ``Governor.authorize`` in process (the
   decision, a signed Biscuit warrant, and the decision committed to the durable, signed
   Merkle log) vs AGT's ``govern(fn)`` wrapper (the decision and an in-memory audit entry).
@@ -233,6 +234,18 @@ def measure(ctx: Context) -> list[Record]:
         curve = {"curve": "decision-vs-policies", "x": n}
         out.append(ctx.record(f"proctor PolicyEngine.decide, {n} rules", decide, "µs", group=group,
                               series="proctor PolicyEngine.decide", **curve))  # fmt: skip
+        # The same five requests with the decision cache on (the governor's default): after
+        # the first round every call is a hit, the figure a repeated request costs.
+        cached = PolicyEngine.compile(bundle(n))
+        if [cached.decide(r, now=NOW).allow for r in requests] != want:
+            raise AssertionError(f"proctor with its decision cache at {n} rules answered otherwise")
+        hit = time_calls(
+            lambda i: cached.decide(requests[i % 5], now=NOW), samples=samples, seconds=seconds, warmup=warmup
+        )
+        if cached.cache is None or cached.cache.misses != 5:
+            raise AssertionError(f"expected 5 decision-cache misses (one per request), found {cached.cache}")
+        out.append(ctx.record(f"proctor PolicyEngine.decide, cache hit, {n} rules", hit, "µs", group=group,
+                              series="proctor PolicyEngine.decide (cache hit)", **curve))  # fmt: skip
         ctx.status(f"{n} rules: proctor Governor.authorize")
         g = governor(ctx.work, n)
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the tricks make files
 
 PATH = os.environ.get("PATH", "/usr/bin:/bin")
 SHOWN = probe().mount_namespaces  # the copies can be shown at their own paths
-PY = os.path.realpath(shutil.which("python3") or "/usr/bin/python3")
+# A real interpreter binary: the first python3 on PATH may be a wrapper script (a pyenv
+# shim), which is then what the resource names.
+PY = os.path.realpath("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
 BASH = shutil.which("bash") or "/bin/bash"
 CC = shutil.which("cc")
 

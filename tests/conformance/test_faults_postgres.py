@@ -5,8 +5,8 @@ appends. The governor keeps running throughout: no command runs unauthorized, no
 outlives its lease, nothing the governor acknowledged is lost, it serves again once the
 database does (without a restart), and ``proctor log verify`` passes.
 
-A real ``proctor serve --store postgresql://…`` on the suite's throwaway cluster
-(``tests/pg_support.py``), real ``proctor run`` enforcers; the checks are those of
+A real ``proctor serve --store postgresql://…`` on a throwaway cluster of this module's
+own (``tests/pg_support.py``; the suite's shared one is never the one killed), real ``proctor run`` enforcers; the checks are those of
 ``tests/fault_checks.py``; the seed (printed) replays with ``PROCTOR_FAULT_SEED``.
 """
 
@@ -49,26 +49,44 @@ FAULTS = ("sigkill", "sigstop-sigcont", "sigstop-sigkill")
 OPERATIONS = ("authorize", "run", "append")
 
 
+def _children(postmaster: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1].split()
+                if int(stat[1]) == postmaster:
+                    found.append(int(entry))
+    return found
+
+
 def server_processes(cluster: PgCluster) -> list[int]:
     """The postmaster, then every process it started (backends, checkpointer, WAL writer…)."""
     try:
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return []
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1].split()
-                if int(stat[1]) == postmaster:
-                    children.append(int(entry))
-    return [postmaster, *children]
+    return [postmaster, *_children(postmaster)]
 
 
 def signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def freeze(cluster: PgCluster) -> list[int]:
+    """SIGSTOP the postmaster, then its children until no new one appears (one forked
+    between a listing and the stop would otherwise run on, and outlive a SIGKILL of the
+    rest holding the cluster's shared memory). Returns every process stopped."""
+    pids = server_processes(cluster)
+    if not pids:
+        return []
+    stopped: set[int] = set()
+    while fresh := [p for p in [pids[0], *_children(pids[0])] if p not in stopped]:
+        signal_all(fresh, signal.SIGSTOP)
+        stopped.update(fresh)
+    return [pids[0], *sorted(stopped - {pids[0]})]
 
 
 def gone(pids: list[int]) -> bool:
@@ -81,25 +99,37 @@ def gone(pids: list[int]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def pg_server(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GovernorServer]:
-    name = pg_cluster.create_database()
+def faulted_cluster(pg_cluster: PgCluster) -> Iterator[PgCluster]:
+    """A cluster of this module's own, to kill (``pg_cluster`` decides whether PostgreSQL
+    tests run at all)."""
+    cluster = PgCluster(pg_cluster.bin)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        signal_all(server_processes(cluster), signal.SIGCONT)  # a failed test may leave it stopped
+        cluster.remove()
+
+
+@pytest.fixture(scope="module")
+def pg_server(
+    faulted_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GovernorServer]:
+    name = faulted_cluster.create_database()
     root = tmp_path_factory.mktemp("pgfaults")
     gov = GovernorServer(
-        root, policy=POLICIES / "run", origin="pgfaults.example/gov", store=pg_cluster.dsn(name)
+        root, policy=POLICIES / "run", origin="pgfaults.example/gov", store=faulted_cluster.dsn(name)
     )
     try:
         yield gov
     finally:
-        signal_all(server_processes(pg_cluster), signal.SIGCONT)  # a failed test may leave it stopped
+        signal_all(server_processes(faulted_cluster), signal.SIGCONT)  # a failed test may leave it stopped
         gov.stop()
-        if not pg_cluster.running():
-            pg_cluster.start()
-        pg_cluster.drop_database(name)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_database_killed_or_stopped_mid_operation_loses_nothing_the_governor_acknowledged(
-    pg_cluster: PgCluster, pg_server: GovernorServer, tmp_path: Path, fault: str
+    faulted_cluster: PgCluster, pg_server: GovernorServer, tmp_path: Path, fault: str
 ) -> None:
     """A database killed or stopped at a random point of authorizations, runs and appends
     loses nothing its governor acknowledged, and no command runs unauthorized or past its lease."""
@@ -120,9 +150,10 @@ def test_a_database_killed_or_stopped_mid_operation_loses_nothing_the_governor_a
                 print(f"round {n}: {fault} of PostgreSQL {delay:.3f} s after the workload was warm")
                 time.sleep(delay)
                 hit += len(survivors(tokens(markers)))
-                pids = server_processes(pg_cluster)
+                pids = freeze(faulted_cluster)  # every process at once, none forked after
                 assert pids, "PostgreSQL is not running"
-                signal_all(pids, signal.SIGKILL if fault == "sigkill" else signal.SIGSTOP)
+                if fault == "sigkill":
+                    signal_all(pids, signal.SIGKILL)
                 # (b) No lease can be renewed without the database: every command dies within it.
                 left, took = wait_gone(tokens(markers), TTL + GRACE + MARGIN)
                 if fault == "sigstop-sigcont":
@@ -131,7 +162,7 @@ def test_a_database_killed_or_stopped_mid_operation_loses_nothing_the_governor_a
                     signal_all(pids, signal.SIGKILL)
                 if fault != "sigstop-sigcont":
                     assert gone(pids), "PostgreSQL's processes outlived SIGKILL"
-                    pg_cluster.start()  # crash recovery from its WAL
+                    faulted_cluster.start()  # crash recovery from its WAL
                 assert left == [], f"commands outlived their lease, database {fault}: {describe(left)}"
                 waited.append(took)
                 warm(load, ledger, markers)  # the governor serves again by itself
