@@ -10,6 +10,7 @@ filesystem without inotify) is still caught within one renewal period.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -60,6 +61,7 @@ class IntegrityWatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._fd = -1
+        self._wake: tuple[int, int] | None = None  # a pipe: stop() wakes the thread at once
         self._watches: dict[int, str] = {}
         self._thread: threading.Thread | None = None
         self.backend = "rehash"
@@ -80,13 +82,15 @@ class IntegrityWatch:
             if wd >= 0:
                 self._watches[wd] = target
         self.backend = "inotify+rehash"
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="proctor-integrity", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        wake = self._wake[0] if self._wake is not None else -1
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._fd], [], [], 0.2)
-            if not ready:
+            ready, _, _ = select.select([self._fd, wake] if wake >= 0 else [self._fd], [], [], 5.0)
+            if not ready or self._fd not in ready:
                 continue
             try:
                 data = os.read(self._fd, 65536)
@@ -128,8 +132,15 @@ class IntegrityWatch:
     def stop(self) -> None:
         """Stop the watch thread and close the inotify descriptor."""
         self._stop.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake[1], b"x")
         if self._thread is not None:
             self._thread.join(timeout=1)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
