@@ -170,9 +170,21 @@ class PgCluster:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        self._reap_killed_postmaster()
         self._run(
             "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", str(_TIMEOUT)
         )
+
+    def _reap_killed_postmaster(self) -> None:
+        """A postmaster killed by a test is our zombie when this process is a child
+        subreaper (pytest becomes one once a test contains a command in process): reap it,
+        or the new postmaster takes the old ``postmaster.pid`` for a live server."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (clients disconnected, clean shutdown) or
@@ -183,6 +195,7 @@ class PgCluster:
 
     def running(self) -> bool:
         """Whether the server is up (``pg_ctl status``)."""
+        self._reap_killed_postmaster()
         try:
             self._run("pg_ctl", "status", "-D", str(self.data))
         except RuntimeError:

@@ -74,6 +74,8 @@ def _parse_key(text: str, parts_expected: int, what: str) -> tuple[str, bytes, b
         data = base64.b64decode(b64, validate=True)
     except (ValueError, binascii.Error) as e:
         raise KeyFormatError(f"{what}: expected hex key ID and base64 key data: {e}") from e
+    if base64.b64encode(data).decode() != b64:
+        raise KeyFormatError(f"{what}: expected canonical base64 key data, found {b64[-8:]!r} at its end")
     if len(id_hex) != 8 or len(key_id) != 4:
         raise KeyFormatError(f"{what}: expected an 8-hex-digit key ID, found {id_hex!r}")
     if len(data) != 33 or data[0] != ALG_ED25519:
@@ -222,8 +224,9 @@ def open_note(note: str | bytes, verifiers: list[NoteVerifier]) -> SignedNote:
 
     Steps (C2SP signed-note):
       1. The note is UTF-8; text and signatures are separated by the last blank line.
-      2. Each signature line is ``— name base64``, and decodes to a 4-byte key ID
-         followed by the signature; at most :data:`MAX_SIGNATURES` lines.
+      2. Each signature line is ``— name base64``, in canonical base64 (RFC 4648 §3.5:
+         the pad bits are zero, so one signature has one text), and decodes to a 4-byte
+         key ID followed by the signature; at most :data:`MAX_SIGNATURES` lines.
       3. A signature whose name and key ID match a trusted verifier must verify;
          one that does not is an error, not an unknown signature.
       4. At least one signature by a trusted key must have verified.
@@ -264,6 +267,8 @@ def open_note(note: str | bytes, verifiers: list[NoteVerifier]) -> SignedNote:
             raw = base64.b64decode(b64, validate=True)
         except (ValueError, binascii.Error) as e:
             raise NoteError(f"signature of {name!r} is not base64") from e
+        if base64.b64encode(raw).decode() != b64:  # one text per signature: no malleable notes
+            raise NoteError(f"signature of {name!r}: expected canonical base64, found {b64[-8:]!r} ending it")
         if len(raw) < 5:
             raise NoteError(f"signature of {name!r} is {len(raw)} bytes, expected at least 5")
         sig = NoteSignature(name, raw[:4], raw[4:])

@@ -132,6 +132,18 @@ def checkpoint_signature(doc: dict[str, Any]) -> None:
     doc["checkpoint"] = f"{body}\n\n{name} {_flip_b64(sig, 20)}\n{rest}"
 
 
+def checkpoint_signature_pad_bits(doc: dict[str, Any]) -> None:
+    # The same signature bytes, spelled with a pad bit set (non-canonical base64).
+    body, _, lines = doc["checkpoint"].partition("\n\n")
+    first, _, rest = lines.partition("\n")
+    name, _, sig = first.rpartition(" ")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    assert sig.endswith("=")
+    assert not sig.endswith("==")
+    sig = sig[:-2] + alphabet[alphabet.index(sig[-2]) | 1] + "="
+    doc["checkpoint"] = f"{body}\n\n{name} {sig}\n{rest}"
+
+
 def inclusion_hash(doc: dict[str, Any]) -> None:
     doc["events"][1]["hashes"][0] = _flip_b64(doc["events"][1]["hashes"][0], 5)
 
@@ -198,6 +210,7 @@ def opening_of_no_decision(doc: dict[str, Any]) -> None:
 
 TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "checkpoint-signature": checkpoint_signature,
+    "checkpoint-signature-pad-bits": checkpoint_signature_pad_bits,
     "inclusion-proof-hash": inclusion_hash,
     "event-field": event_field,
     "measurement": measurement,

@@ -89,10 +89,23 @@ def freeze(cluster: PgCluster) -> list[int]:
     return [pids[0], *sorted(stopped - {pids[0]})]
 
 
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie. A process that is a child subreaper (pytest becomes one once
+    a test contains a command in process) inherits a killed postmaster and its children:
+    reap those of ours, so the next postmaster does not take the old one for alive."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def gone(pids: list[int]) -> bool:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+        if all(_dead(pid) for pid in pids):
             return True
         time.sleep(0.02)
     return False

@@ -75,6 +75,24 @@ def test_tampered_signature_is_rejected(signer: NoteSigner) -> None:
         open_note(_tamper_sig(sign_note("hello\n", signer)), [signer.verifier])
 
 
+def test_a_signature_in_non_canonical_base64_is_rejected(signer: NoteSigner) -> None:
+    """68 bytes of key ID and signature leave two pad bits in the last base64 digit: set,
+    they decode to the same signature, so the same note would have four texts (found by
+    the checkpoint fuzzer). Only the canonical one opens (RFC 4648 §3.5)."""
+    note = sign_note("hello\n", signer)
+    open_note(note, [signer.verifier])
+    b64 = note.rstrip("\n").rsplit(" ", 1)[1]
+    assert b64.endswith("=")
+    assert not b64.endswith("==")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(b64[-2])
+    for bits in (1, 2, 3):
+        other = b64[:-2] + alphabet[last | bits] + "="
+        assert base64.b64decode(other) == base64.b64decode(b64)
+        with pytest.raises(NoteError, match="canonical base64"):
+            open_note(note.replace(b64, other), [signer.verifier])
+
+
 def test_note_by_unknown_key_is_rejected(signer: NoteSigner) -> None:
     other = generate_signer("test.example/log")  # same name, other key: other key ID
     with pytest.raises(NoteError, match="no signature by a trusted key"):

@@ -97,6 +97,10 @@
       } catch (e) {
         throw new StepError(`signature of ${short(name, 40)} is not base64`);
       }
+      // One text per signature (RFC 4648 §3.5: zero pad bits), as note.py.
+      if (P.b64encode(raw) !== rest.slice(sp + 1)) {
+        throw new StepError(`signature of ${short(name, 40)}: expected canonical base64, found ${short(rest.slice(-8), 8)} at its end`);
+      }
       if (raw.length < 5) throw new StepError(`signature of ${short(name, 40)} is ${raw.length} bytes, expected at least 5`);
       const sig = { name, id: raw.slice(0, 4), sig: raw.slice(4), b64: rest.slice(sp + 1) };
       const v = verifiers.find((k) => k.name === name && P.equalBytes(k.id, sig.id));
