@@ -90,16 +90,13 @@ def freeze(cluster: PgCluster) -> list[int]:
 
 
 def _dead(pid: int) -> bool:
-    """Gone, or a zombie. A process that is a child subreaper (pytest becomes one once
-    a test contains a command in process) inherits a killed postmaster and its children:
-    reap those of ours, so the next postmaster does not take the old one for alive."""
+    """Gone from ``/proc``: dead and reaped. A process that is a child subreaper (pytest
+    becomes one once a test contains a command in process) inherits a killed postmaster
+    and its children, which stay zombies until it reaps them: reap those of ours (the
+    next postmaster would take a zombie for a live server)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
+    return not Path(f"/proc/{pid}").exists()
 
 
 def gone(pids: list[int]) -> bool:
