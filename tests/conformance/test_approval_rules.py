@@ -117,8 +117,18 @@ def test_a_call_limit_holds_under_concurrent_requests(
         )
 
     results = at_once(10, read)
-    assert sum(r.allowed for r in results) == 3
-    assert all("obligation rate 3/3600s" in r.decision.reason for r in results if not r.allowed)
+    # Never more than the limit at once. A call committed but not yet released is counted
+    # twice for an instant (call_limits' docstring: stricter), so a burst may get fewer;
+    # the room left is then there for the next calls, and the total is exactly the limit.
+    burst = sum(r.allowed for r in results)
+    assert 1 <= burst <= 3, [r.decision.reason for r in results]
+    after = [read() for _ in range(4)]
+    assert sum(r.allowed for r in after) == 3 - burst, [r.decision.reason for r in after]
+    assert after[-1].allowed is False
+    refused = [r for r in [*results, *after] if not r.allowed]
+    assert all("obligation rate 3/3600s" in r.decision.reason for r in refused), [
+        r.decision.reason for r in refused
+    ]
 
 
 def test_an_approval_survives_a_governor_restart(governor: Governor, gov_data: Path, tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ event (:mod:`proctor.store.state_approvals`), so every governor node on the stor
 counts every node's calls. Calls allowed but not yet committed on this node are held
 here and counted too (a burst on one node cannot overshoot); calls in flight on
 *other* nodes at the same instant are the residual: at most one per node per burst.
+Between a call's commit and the release of its hold it is counted twice: a check in
+that instant may deny a call the limit had room for (stricter, never looser); once the
+hold is released the room is back.
 """
 
 from __future__ import annotations
