@@ -13,13 +13,7 @@ on first use so that ``import proctor`` (and ``proctor run``) stays light.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("proctor")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
 
 __all__ = ["AsyncClient", "Client", "DeniedError", "TerminatedError", "__version__", "governed"]
 
@@ -27,7 +21,7 @@ _SDK = frozenset({"AsyncClient", "Client", "DeniedError", "TerminatedError", "go
 
 
 def __getattr__(name: str) -> Any:
-    """Load the SDK's names when first asked for (PEP 562).
+    """Load the SDK's names, and ``__version__``, when first asked for (PEP 562).
 
     Imported by name at run time, not by an import statement: the package root is
     imported by every layer (``__version__``), and a static import here would make each
@@ -38,4 +32,13 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module("proctor.integrations.sdk"), name)
         globals()[name] = value
         return value
+    if name == "__version__":  # the installed metadata, read once when first asked for
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - ~30 ms
+
+        try:
+            found = version("proctor")
+        except PackageNotFoundError:  # running from a source tree without installing
+            found = "0.0.0+unknown"
+        globals()["__version__"] = found
+        return found
     raise AttributeError(f"module 'proctor' has no attribute {name!r}")

@@ -26,7 +26,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
-from proctor.errors import GovernorError, ProctorError
+from proctor.errors import GovernorError, LogIntegrityError, ProctorError, VerificationError
 from proctor.exitcodes import ExitCode
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "server_option",
     "emit",
     "error_code",
+    "exit_code_of",
     "fail",
     "human_output",
     "table",
@@ -157,6 +158,14 @@ def error_code(e: ProctorError) -> ExitCode:
     """
     if isinstance(e, GovernorError):
         return ExitCode.BAD_INPUT if e.status in _REFUSALS else ExitCode.UNAVAILABLE
+    return ExitCode.BAD_INPUT
+
+
+def exit_code_of(e: ProctorError) -> ExitCode:
+    """The exit code of a local command's failure: VERIFY_FAILED when what was checked
+    does not verify (a broken log, a proof or receipt that fails), else BAD_INPUT."""
+    if isinstance(e, LogIntegrityError | VerificationError):
+        return ExitCode.VERIFY_FAILED
     return ExitCode.BAD_INPUT
 
 

@@ -8,6 +8,7 @@ so modules imported by other tests cannot hide or fake an import.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,27 @@ def test_proctor_run_entry_point_loads_no_admin_commands() -> None:
     """Only the module of the invoked command is imported (the admin commands are not)."""
     loaded = _loaded(_ENTRY_POINT.format(args="'run', '--help'"), ("proctor.cli_admin", "proctor.demo"))
     assert loaded == []
+
+
+def test_proctor_run_entry_point_loads_nothing_it_does_not_use() -> None:
+    """What ``proctor run`` pays for at each start: not the log and its stores, not
+    httpx's own command line (its ``httpx._main`` held off: click's and pygments' imports)."""
+    # A run that stops at its key file (missing): the start of the path, without rendering help.
+    args = "'run', '--server', 'http://127.0.0.1:9', '--key', '/nonexistent/k.key', '--', 'true'"
+    setup = _ENTRY_POINT.format(args=args)
+    assert _loaded(setup, ("proctor.lineage.log", "proctor.store", "pygments", "click", "rich")) == []
+    held_off = setup + "assert 'httpx' in sys.modules and sys.modules['httpx._main'] is None\n"
+    assert _loaded(held_off, ("httpx._main",)) == ["httpx._main"]
+
+
+def test_version_is_read_when_asked_for() -> None:
+    """``proctor.__version__`` is still there (from the installed metadata), only later."""
+    code = "import proctor, sys\nassert 'importlib.metadata' not in sys.modules\nprint(proctor.__version__)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", done.stdout.strip())
 
 
 def test_verification_is_pure() -> None:
