@@ -18,8 +18,9 @@ that tries to survive (``tests/integration/procs/tree.py``: a setsid child, a
 double-forked orphan, a fork loop), waits until the tree is up and its event stream to
 C is open, then an admin revokes the execution on node A (a signed ``POST
 /v1/revocations``). The clock runs from the call until every process of the tree is
-gone (polled every 0.2 ms); the table also shows the part after A answered (what the
-other node's follower, the stream and the enforcer's kill took). Variants alternate
+gone (seen on their pidfds, ``tests/proc_support.DeathWatch``); the table also shows the
+part after A answered (negative when the tree died before A's answer: node A announces
+a revocation to the other nodes before it is recorded, ADR 0021). Variants alternate
 trial by trial, so a change in the machine's other load falls on both alike. The
 PostgreSQL nodes each have a data directory of their own (a copy of the keys one
 ``proctor init --store`` wrote), as on separate hosts. The target (issue 12): p50 at

@@ -192,13 +192,15 @@ def revoke_across(a: GovernorServer, c: GovernorServer, marker: str) -> tuple[fl
     tells the enforcer apart from the governed processes).
 
     Returns:
-        ``(ms from the call until the tree is dead, ms of it after A answered, the
-        processes of the tree watched, proctor run's exit status)``.
+        ``(ms from the call until the tree is dead, ms of it after A answered — negative
+        when the tree died before the answer, as a revocation is pushed before it is
+        recorded (ADR 0021) —, the processes of the tree watched, proctor run's exit
+        status)``.
 
     Raises:
         RuntimeError: the enforcer or its tree did not start, or the tree survived.
     """
-    from proc_support import alive, marked
+    from proc_support import DeathWatch, marked
 
     if "proctor" in marker:
         raise ValueError(f"expected a marker without 'proctor', found {marker!r}")
@@ -223,15 +225,16 @@ def revoke_across(a: GovernorServer, c: GovernorServer, marker: str) -> tuple[fl
         if not tree:
             raise RuntimeError("the process tree did not start")
         with client_of(a, a.data / "keys" / "admin.key") as admin:
+            watch = DeathWatch(tree)  # the moment it died, even before A's answer
             sent = time.perf_counter()
             admin.json(
                 "POST", "/v1/revocations", {"kind": "execution", "target": found.group(1), "reason": "test"}
             )
             answered = time.perf_counter()
-            deadline = time.monotonic() + 30
-            while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
-                time.sleep(0.0002)
-            dead = time.perf_counter()
+            try:
+                dead = watch.wait(30)
+            except AssertionError as e:
+                raise RuntimeError(f"the tree survived the revocation: {e}") from None
         status = proc.wait(timeout=30)
         if marked(marker):
             raise RuntimeError("processes of the tree survived the revocation")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
+import threading
+import time
 
 
 def alive(pid: int) -> bool:
@@ -28,3 +31,53 @@ def marked(marker: str, *, exclude: bytes | None = None) -> list[int]:
         if marker.encode() in cmdline and (exclude is None or exclude not in cmdline) and alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+class DeathWatch:
+    """When the last of ``pids`` exited, seen by a thread blocked on their pidfds (a
+    pidfd polls readable once its process exited, zombie or reaped): no polling loop
+    competes with the caller for the CPU, and the moment is known even when the caller
+    was busy (waiting for an HTTP answer, say) as the processes died.
+
+    Use: ``watch = DeathWatch(pids)``, do what should kill them, then ``watch.wait()``
+    for the ``time.perf_counter()`` of the last exit.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self._fds: list[int] = []
+        for pid in pids:
+            try:
+                self._fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                continue  # already gone
+        self._poll = select.poll()
+        for fd in self._fds:
+            self._poll.register(fd, select.POLLIN)
+        self._done: float | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        left = set(self._fds)
+        while left:
+            for fd, _ in self._poll.poll(60_000):
+                if fd in left:
+                    left.discard(fd)
+                    self._poll.unregister(fd)
+        self._done = time.perf_counter()
+
+    def wait(self, timeout: float = 30.0) -> float:
+        """The ``perf_counter`` of the last exit.
+
+        Raises:
+            AssertionError: some process was still alive after ``timeout`` seconds.
+        """
+        self._thread.join(timeout)
+        try:
+            if self._done is None:
+                raise AssertionError(f"processes still alive after {timeout} s")
+            return self._done
+        finally:
+            if not self._thread.is_alive():
+                for fd in self._fds:
+                    os.close(fd)

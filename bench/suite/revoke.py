@@ -4,10 +4,17 @@ A real ``proctor serve`` on loopback, N executions under ``proctor run`` (each a
 holding its lease and its ``GET /v1/stream`` open, its command a ``sh`` that sleeps).
 Each trial starts one more, waits until it runs, then the admin revokes it
 (``POST /v1/revocations``, signed) and the clock stops when every process of its tree is
-gone (polled in ``/proc``, as ``tests/proc_support.py`` finds them).
+gone (seen on their pidfds by a thread of its own, ``tests/proc_support.DeathWatch``: the
+moment is caught even when the tree dies before the revocation's answer arrives, which it
+does since revocations are pushed before they are recorded, ADR 0021).
+
+The call is sent two ways, alternating trial by trial: on a socket of its own, signed
+and written in one ``send`` (``bench.lib.SocketClient``: what the call costs proctor),
+and through ``proctor.client.GovernorClient``, the client ``proctor revoke`` uses
+(httpx: about 0.3 to 0.5 ms more per request on this machine).
 
 The yardstick, at the same N and so under the same load: ``kill -9`` of a plain child
-process, polled the same way until it is gone: the floor of any "dead" figure.
+process, seen the same way: the floor of any "dead" figure.
 """
 
 from __future__ import annotations
@@ -17,8 +24,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-from bench.lib import REPO, Context, Member, Record
+import orjson
+
+from bench.lib import REPO, Context, Member, Record, SocketClient
 
 POLICY = REPO / "tests" / "integration" / "policies" / "run"
 SLEEPER = "import time; time.sleep(600)"
@@ -34,19 +45,38 @@ def _started(proc: subprocess.Popen[str]) -> str:
     return line.split("execution ", 1)[1].split()[0]
 
 
-def _wait_gone(pids: list[int], deadline_s: float = 30.0) -> None:
-    from proc_support import alive  # noqa: PLC0415 - tests/ is on the path
+def _revocation(
+    run: list[str], marker: str, send: Callable[[str], object], watch_of: Callable[[list[int]], Any]
+) -> float:
+    """One governed sleeper started, revoked through ``send(execution)``: ms from the
+    call until its tree is dead."""
+    from proc_support import marked  # noqa: PLC0415 - tests/ is on the path
 
-    end = time.monotonic() + deadline_s
-    while any(alive(p) for p in pids):
-        if time.monotonic() > end:
-            raise AssertionError(f"processes {pids} still alive after {deadline_s} s")
-        time.sleep(0.0002)
+    proc = subprocess.Popen([*run, sys.executable, "-c", SLEEPER, marker],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        execution = _started(proc)
+        time.sleep(0.2)
+        pids = marked(marker, exclude=b"proctor")
+        if not pids:
+            raise AssertionError(f"no process carries {marker}")
+        watch = watch_of(pids)  # the moment the tree died, even before the answer
+        t0 = time.perf_counter()
+        send(execution)
+        took = (watch.wait() - t0) * 1000
+        proc.wait(timeout=30)
+        return float(took)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def measure(ctx: Context) -> list[Record]:
     from gov_server import GovernorServer  # noqa: PLC0415 - tests/ is on the path
-    from proc_support import marked  # noqa: PLC0415
+    from proc_support import DeathWatch  # noqa: PLC0415
     from proctor.authorization.keys import PrincipalKey  # noqa: PLC0415
     from proctor.client import GovernorClient  # noqa: PLC0415
 
@@ -59,8 +89,20 @@ def measure(ctx: Context) -> list[Record]:
     out: list[Record] = []
     tag = f"bnch{os.getpid()}"
     run = [sys.executable, "-m", "proctor", "run", "--server", server.url, "--key", str(server.key), "--"]
+    admin_key = PrincipalKey.load(server.data / "keys" / "admin.key")
+    admin = GovernorClient(server.url, admin_key)
+    raw = SocketClient(server.url, admin_key)
+
+    def by_client(execution: str) -> None:
+        admin.json("POST", "/v1/revocations", {"kind": "execution", "target": execution, "reason": "bench"})
+
+    def by_socket(execution: str) -> None:
+        body = orjson.dumps({"kind": "execution", "target": execution, "reason": "bench"})
+        status, answer = raw.request("POST", "/v1/revocations", body)
+        if status != 200:
+            raise AssertionError(f"the revocation answered {status}: {answer[:300]!r}")
+
     try:
-        admin = GovernorClient(server.url, PrincipalKey.load(server.data / "keys" / "admin.key"))
         for n in counts:
             while len(background) < n - 1:
                 ctx.status(f"starting execution {len(background) + 1} of {n - 1} in the background")
@@ -68,40 +110,32 @@ def measure(ctx: Context) -> list[Record]:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
                 _started(proc)
                 background.append(proc)
-            ours: list[float] = []
+            lean: list[float] = []
+            httpx_client: list[float] = []
             kills: list[float] = []
-            for t in range(trials):
+            for t in range(trials):  # the two clients alternate, so the same load falls on both
                 ctx.status(f"{n} running: revocation {t + 1} of {trials}")
-                marker = f"{tag}-{n}-{t}"
-                proc = subprocess.Popen([*run, sys.executable, "-c", SLEEPER, marker],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-                execution = _started(proc)
+                lean.append(_revocation(run, f"{tag}-{n}-{t}-s", by_socket, DeathWatch))
+                httpx_client.append(_revocation(run, f"{tag}-{n}-{t}-c", by_client, DeathWatch))
+                plain = subprocess.Popen([sys.executable, "-c", SLEEPER, f"{tag}-{n}-{t}-plain"])
                 time.sleep(0.2)
-                pids = marked(marker, exclude=b"proctor")
-                if not pids:
-                    raise AssertionError(f"no process carries {marker}")
-                t0 = time.perf_counter()
-                admin.json(
-                    "POST", "/v1/revocations", {"kind": "execution", "target": execution, "reason": "bench"}
-                )
-                _wait_gone(pids)
-                ours.append((time.perf_counter() - t0) * 1000)
-                proc.wait(timeout=30)
-                if proc.stderr is not None:
-                    proc.stderr.close()
-                plain = subprocess.Popen([sys.executable, "-c", SLEEPER, f"{marker}-plain"])
-                time.sleep(0.2)
+                watch = DeathWatch([plain.pid])  # seen the same way as the governed tree
                 t0 = time.perf_counter()
                 os.kill(plain.pid, signal.SIGKILL)
-                plain.wait()  # reaped: a zombie is dead, and the parent here is this process
-                kills.append((time.perf_counter() - t0) * 1000)
+                kills.append((watch.wait() - t0) * 1000)
+                plain.wait()
             group = f"revoke → dead, {n} running"
             curve = {"curve": "revoke-vs-executions", "x": n}
-            out.append(ctx.record(f"proctor revoke call → tree dead, {n} running", ours, "ms", group=group,
-                                  series="proctor revoke → dead", **curve))  # fmt: skip
-            out.append(ctx.record(f"kill -9 → reaped, {n} running", kills, "ms", group=group,
+            out.append(ctx.record(f"revoke call → tree dead, {n} running", lean, "ms", group=group,
+                                  series="revoke call → tree dead", **curve))  # fmt: skip
+            out.append(ctx.record(f"revoke call by proctor.client (httpx) → tree dead, {n} running",
+                                  httpx_client, "ms", group=group,
+                                  series="the same, call sent by proctor.client (httpx)", **curve))  # fmt: skip
+            out.append(ctx.record(f"kill -9 → dead, {n} running", kills, "ms", group=group,
                                   series="kill -9 (yardstick)", baseline=True, **curve))  # fmt: skip
     finally:
+        raw.close()
+        admin.close()
         for proc in background:
             proc.terminate()
         for proc in background:

@@ -57,11 +57,28 @@ def seen(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["type"], e.get("kind", "") + ":" + e.get("target", e.get("bundle", ""))) for e in events]
 
 
-async def events_until(s: OpenStream, last: tuple[str, str]) -> list[tuple[str, str]]:
-    got: list[tuple[str, str]] = []
-    while not got or got[-1] != last:
-        got += seen([await s.event()])
+async def events_until(s: OpenStream, last: tuple[str, str]) -> list[dict[str, Any]]:
+    """The stream's messages up to the recorded copy of ``last`` (a revocation also goes
+    out before it is recorded, ``"recorded": false``: ADR 0021)."""
+    got: list[dict[str, Any]] = []
+    while not got or seen(got[-1:]) != [last] or got[-1].get("recorded") is False:
+        got.append(await s.event())
     return got
+
+
+def recorded(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return seen([e for e in events if e.get("recorded") is not False])
+
+
+def early(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The copies pushed before the record, each checked to come before its recorded copy."""
+    out = []
+    for i, e in enumerate(events):
+        if e.get("recorded") is False:
+            assert e["seq"] == -1
+            assert seen([e])[0] in recorded(events[i + 1 :]), "an early copy came after its record"
+            out.append(seen([e])[0])
+    return out
 
 
 def test_the_stream_refuses_unsigned_and_inactive_callers(governor: Governor, gov_data: Path) -> None:
@@ -113,17 +130,26 @@ def test_the_stream_carries_only_what_its_caller_may_see(governor: Governor, gov
         for s in streams.values():
             await s.close()
         policy = ("policy", ":" + pushed["bundle"])
-        assert got["alice"] == [("revocation", "warrant:" + alices_warrant), policy, last]
-        assert got["bob"] == [
+        assert recorded(got["alice"]) == [("revocation", "warrant:" + alices_warrant), policy, last]
+        assert recorded(got["bob"]) == [
             ("revocation", "execution:" + bobs),
             policy,
             ("revocation", "principal:bob"),
             last,
         ]
-        assert got["admin"] == [
+        assert recorded(got["admin"]) == [
             ("revocation", "execution:" + bobs),
             ("revocation", "warrant:" + alices_warrant),
             policy,
+            ("revocation", "principal:bob"),
+            last,
+        ]
+        # The live revocations also came before their record, to the same audience (bob's
+        # execution was revoked before any stream opened: only its record, in the backlog).
+        assert early(got["alice"]) == [("revocation", "warrant:" + alices_warrant), last]
+        assert early(got["bob"]) == [("revocation", "principal:bob"), last]
+        assert early(got["admin"]) == [
+            ("revocation", "warrant:" + alices_warrant),
             ("revocation", "principal:bob"),
             last,
         ]

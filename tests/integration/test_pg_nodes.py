@@ -118,7 +118,8 @@ def test_every_node_listens_for_changes_and_claims_the_database_shared(
         sessions: dict[str, int] = dict(
             conn.execute(
                 "SELECT application_name, count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name IN ('proctor-listen', 'proctor-serving') "
+                "WHERE datname = current_database() "
+                "AND application_name IN ('proctor-listen', 'proctor-serving', 'proctor-announce') "
                 "GROUP BY application_name"
             ).fetchall()
         )
@@ -126,7 +127,10 @@ def test_every_node_listens_for_changes_and_claims_the_database_shared(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchone()
-    assert sessions == {"proctor-listen": len(nodes), "proctor-serving": len(nodes)}
+    # Each node listens (log appends, other nodes' revocations) and has its session to
+    # announce its own revocations before they are recorded (ADR 0021).
+    each = len(nodes)
+    assert sessions == {"proctor-listen": each, "proctor-serving": each, "proctor-announce": each}
     assert shared_claims == (len(nodes),)
 
 
@@ -324,3 +328,57 @@ def test_workers_serve_a_postgresql_store(tmp_path: Path, pg_dsn: str) -> None:
         cli("log", "verify", "--data", str(server.data), "--store", pg_dsn, "--json").stdout
     )
     assert verified["ok"] is True
+
+
+def test_a_revocation_reaches_another_nodes_streams_before_it_is_recorded(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """ADR 0021: node A announces a revocation to the other nodes (``NOTIFY`` outside any
+    transaction) as soon as it is queued; node C's streams have it while A's commit is
+    still held back, and the recorded copy follows once A commits."""
+    import asyncio
+
+    from proctor.governor.service import Governor
+
+    server = GovernorServer(tmp_path / "init", policy=POLICIES / "run", store=pg_dsn)
+    server.stop()  # only its initialised data directory and database are wanted
+    a = Governor(server.data, node="node-a", shared=True, store=pg_dsn)
+    c = Governor(server.data, node="node-c", shared=True, store=pg_dsn)
+    digest = "sha256:" + secrets.token_hex(32)  # a bundle may be revoked before it is ever pushed
+    store = a.log._store
+    commit = store.append
+    release, holding = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> None:
+        holding.set()
+        if not release.wait(30):
+            raise AssertionError("the test did not release the commit")
+        commit(*args, **kwargs)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        queue = c.broadcaster.subscribe()
+        store.append = held  # type: ignore[method-assign]
+        try:
+            revoking = asyncio.ensure_future(
+                asyncio.to_thread(a.revoke, "policy", digest, reason="leaked", by="admin")
+            )
+            early = await asyncio.wait_for(queue.get(), 20)
+            assert await asyncio.to_thread(holding.wait, 20)
+            assert not revoking.done()  # A's commit is still held: C heard it first
+            release.set()
+            await asyncio.wait_for(revoking, 20)
+            recorded = await asyncio.wait_for(queue.get(), 20)
+            return early, recorded
+        finally:
+            release.set()
+            store.append = commit  # type: ignore[method-assign]
+            c.broadcaster.unsubscribe(queue)
+
+    try:
+        early, recorded = asyncio.run(scenario())
+    finally:
+        a.close()
+        c.close()
+    assert early == {"type": "revocation", "seq": -1, "kind": "policy", "target": digest, "recorded": False}
+    assert (recorded["target"], "recorded" in recorded) == (digest, False)
+    assert recorded["seq"] >= 0

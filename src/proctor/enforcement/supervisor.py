@@ -422,9 +422,9 @@ class Supervisor:
             )
             if mine:
                 self.kill("revoked", f"{kind} {target} was revoked")
+            if mine or kind == "execution":  # another execution's is never ours (ADR 0021)
                 return
-        # Anything else may concern us indirectly (an ancestor warrant, the policy):
-        # ask the governor now rather than at the next scheduled renewal.
+        # Anything else may concern us indirectly (an ancestor warrant, the policy): renew now.
         self._renew_now.set()
 
     # -- output and bookkeeping -------------------------------------------------------

@@ -277,7 +277,8 @@ class Administration:
             PrincipalError: ``kind`` is unknown, or the last active admin would go
                 without a successor.
             RequestShapeError: a malformed policy digest or successor.
-            LogAppendError: the revocation could not be recorded (nothing changed).
+            LogAppendError: the revocation could not be recorded (it was applied
+                anyway: every enforcer it concerns was told).
         """
         with self._taking_trust(kind):  # until it committed: starts are ordered with it
             with self._recorder.admin_lock:
@@ -381,25 +382,22 @@ class Administration:
             if appended.error is None and appended.indices:
                 seq = appended.indices[0]
                 self._broadcaster.publish({"type": "revocation", "seq": seq, "kind": kind, "target": target})
-            else:
-                self._apply_unrecorded(kind, target)
             if notify is not None:
                 notify(appended)
 
+        # Validated and queued: it takes effect now, recorded or not (ADR 0021). Every
+        # enforcer it concerns is told before the commit, so that a revoked execution
+        # does not run on for the disk's flush; the recorded message (its log index)
+        # follows. Queued first, so that whatever it causes (the execution's end) is
+        # recorded after it. If the log cannot record it, it stays applied: enforcers
+        # stopped what it revokes, no lease is renewed while the log cannot record
+        # (:meth:`Executions.renew`), and the caller is told it was not recorded.
+        early = {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
         try:
             pending = self._recorder.submit(events, side=side, notify=push)
-        except LogAppendError:
-            self._apply_unrecorded(kind, target)
-            raise
+        finally:
+            self._broadcaster.publish(early)
         return pending, [r.name for r in changed]
-
-    def _apply_unrecorded(self, kind: str, target: str) -> None:
-        """A revocation the log could not record is still applied here: every enforcer
-        is told (its executions die now), and no lease is renewed while the log cannot
-        record (:meth:`Executions.renew`). The caller is told it was not recorded."""
-        self._broadcaster.publish(
-            {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
-        )
 
     def _principal_revocation(
         self, target: str, successor: str, now: float, *, by: str

@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proctor.authorization.keys import load_public_key
 from proctor.errors import LogIntegrityError, ProctorError
+from proctor.governor.admin import REVOCATION_KINDS
 from proctor.governor.stream import Broadcaster
 from proctor.governor.trust import TrustView
 from proctor.policy import PolicyEngine, SignedBundle
@@ -152,20 +153,36 @@ def change_signal(store: str | None) -> ChangeSignal:
 class FollowedBroadcaster(Broadcaster):
     """Shared mode's broadcaster: a recorded change published by this process wakes
     the follower, which publishes it in log order with everyone else's
-    (:meth:`deliver`); a change that could not be recorded (``seq`` -1) goes out at
-    once, as in the exclusive mode."""
+    (:meth:`deliver`); a revocation not yet recorded (``seq`` -1: pushed before its
+    commit, ADR 0021) goes out at once, as in the exclusive mode — and, where the
+    signal can carry it (PostgreSQL's ``NOTIFY``), to the other nodes' streams too,
+    which also hear theirs here."""
 
     def __init__(self, signal: ChangeSignal) -> None:
         super().__init__()
         self._signal = signal
+        hear = getattr(signal, "on_revocation", None)
+        if hear is not None:
+            hear(self._announced)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Wake the follower for a recorded change; publish an unrecorded one now."""
         seq = message.get("seq")
         if type(seq) is int and seq >= 0:
             self._signal.wake()
-        else:
-            super().publish(message)
+            return
+        super().publish(message)
+        announce = getattr(self._signal, "announce", None)
+        kind, target = message.get("kind"), message.get("target")
+        if announce is not None and message.get("type") == "revocation":
+            announce(kind, target)
+
+    def _announced(self, kind: str, target: str) -> None:
+        """Another node's revocation, not yet recorded (its record follows through the
+        log): to this node's streams now. Only a known kind; it can only stop things."""
+        if kind in REVOCATION_KINDS:
+            early = {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
+            super().publish(early)
 
     def deliver(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every stream (the follower's call, in log order)."""

@@ -13,7 +13,8 @@ Access (enforced by the route, with the parts here):
   principal may see (:class:`StreamAudience`): policy activations and policy
   revocations; revocations of itself, of its own executions and warrants, and of the
   ancestors of the warrant of an execution of its own that it names (``?execution=``).
-  An admin sees everything.
+  An admin sees everything. A stream that names an execution carries no other
+  execution's revocation (:meth:`StreamAudience.visible`).
 - Open streams are counted per principal and in total (:class:`StreamSlots`), so that
   streams can never take the connections that authorize, renew and revoke need.
 """
@@ -174,7 +175,15 @@ class StreamAudience:
             self._owners[key] = found
         return found
 
-    def visible(self, message: Message, *, caller: str, admin: bool, chain: Collection[str] = ()) -> bool:
+    def visible(
+        self,
+        message: Message,
+        *,
+        caller: str,
+        admin: bool,
+        chain: Collection[str] = (),
+        execution: str = "",
+    ) -> bool:
         """Whether ``caller`` may see ``message``.
 
         Args:
@@ -183,12 +192,21 @@ class StreamAudience:
             admin: whether the caller is an active admin (sees everything).
             chain: warrant ids whose revocations the caller follows besides its own
                 (the ancestors of its execution's warrant).
+            execution: the execution the stream follows (``?execution=``; ``""``: none).
+                Of execution revocations, such a stream carries only that execution's,
+                admin or not: revoking one execution never concerns another (a renewal
+                re-checks only its own, rule 1 of :func:`proctor.verification.recheck.
+                recheck`), and the enforcer of each of a principal's other executions
+                would otherwise wake, and ask the governor again, at every revocation of
+                a sibling (the revoked one's kill competing with them for the CPU).
         """
+        kind, target = message.get("kind"), message.get("target")
+        if execution and message.get("type") == "revocation" and kind == "execution":
+            return target == execution
         if admin or message.get("type") == "policy":
             return True
         if message.get("type") != "revocation":
             return False
-        kind, target = message.get("kind"), message.get("target")
         if type(target) is not str:
             return False
         if kind == "policy":
@@ -260,7 +278,8 @@ async def sse_stream(
                 if seq <= last:
                     continue
                 last = seq
-            # seq -1: a revocation the log could not record, applied anyway: always sent
+            # seq -1: a revocation pushed before the log recorded it (its recorded copy
+            # follows, unless the log cannot record it: applied anyway): always sent
             if visible is None or visible(message):
                 yield _frame(message)
     finally:
@@ -373,7 +392,9 @@ class EventStreams:
             raise StreamLimitError(f"no event stream is free: {refused}")
 
         def visible(message: Message) -> bool:
-            return self.audience.visible(message, caller=principal, admin=admin, chain=chain)
+            return self.audience.visible(
+                message, caller=principal, admin=admin, chain=chain, execution=execution
+            )
 
         events = sse_stream(
             self.governor.broadcaster,

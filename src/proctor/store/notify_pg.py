@@ -24,27 +24,45 @@ and the entries after the position it applied (ADR 0016, decision 4). So:
    less on the way from another node's commit to this node's streams), and falls back
    to the stored size when the entries stop short of it (anyone connected to the
    database may ``NOTIFY``: a payload is never the record).
+5. A revocation goes to the other nodes before it is recorded too (ADR 0021):
+   :meth:`PgNotifySignal.announce` ``NOTIFY``s :data:`REVOKE_CHANNEL` at once, outside
+   any transaction, from a sender thread with a session of its own (never on the
+   caller's thread: a revocation is queued from the event loop), and every other node's
+   listener hands what it hears to its :meth:`~PgNotifySignal.on_revocation` callback,
+   which tells that node's streams. Best effort, and only ever a stop: the recorded
+   revocation follows through the log (step 4) whatever became of it; a payload that
+   is not exactly ``{"from", "kind", "target"}`` strings is dropped, and a node ignores
+   its own. Anyone who may ``NOTIFY`` on the database could so stop executions early —
+   as anyone who may write to it could revoke them outright.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from proctor.store._pg import redact
 from proctor.store.locks_pg import dedicated_session
 
-__all__ = ["LOG_CHANNEL", "MAX_BACKOFF_S", "SAFETY_POLL_S", "PgNotifySignal"]
+__all__ = ["LOG_CHANNEL", "MAX_BACKOFF_S", "REVOKE_CHANNEL", "SAFETY_POLL_S", "PgNotifySignal"]
 
 _log = logging.getLogger("proctor.store")
 
 LOG_CHANNEL = "proctor_log"
 """The channel every append to the log notifies (payload: the new tree size)."""
+REVOKE_CHANNEL = "proctor_revoke"
+"""The channel a revocation is announced on before it is recorded (step 5; payload: JSON
+``{"from": <the announcing signal>, "kind": …, "target": …}``)."""
+_MAX_TARGET = 512  # characters of a revocation target a payload may carry
 SAFETY_POLL_S = 0.25
 """How long :meth:`PgNotifySignal.wait` waits at most without a notification."""
 MAX_BACKOFF_S = 2.0
@@ -100,6 +118,11 @@ class PgNotifySignal:
         self._notifications = 0
         self._announced = 0
         self._backoff = _FIRST_BACKOFF_S
+        self._me = secrets.token_hex(8)  # tells this signal's own announcements apart
+        self._on_revocation: Callable[[str, str], None] | None = None
+        self._outbox: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
         self._thread = threading.Thread(target=self._listen, name="proctor-listen", daemon=True)
         self._thread.start()
 
@@ -139,12 +162,96 @@ class PgNotifySignal:
         """This process recorded a change: wake the follower now."""
         self._woken.set()
 
+    def on_revocation(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(kind, target)`` for each revocation another node announces
+        (step 5), on the listening thread (it must not block). A node that hears
+        announcements also makes them: its sender's session is opened now, so that the
+        first revocation does not wait for a connection."""
+        self._on_revocation = callback
+        self._start_sender()
+
+    def announce(self, kind: str, target: str) -> None:
+        """Tell the other nodes of a revocation now, before it is recorded (step 5).
+        Never blocks: the sender thread ``NOTIFY``s."""
+        if self._closed.is_set():
+            return
+        self._start_sender()
+        self._outbox.put((kind, target))
+
+    def _start_sender(self) -> None:
+        with self._sender_lock:
+            if self._sender is None and not self._closed.is_set():
+                self._sender = threading.Thread(target=self._send, name="proctor-announce", daemon=True)
+                self._sender.start()
+
     def close(self) -> None:
         """Stop listening; a :meth:`wait` returns at once from now on."""
         self._closed.set()
         self._woken.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=_CLOSE_CHECK_S + self._connect_timeout + 1)
+        self._outbox.put(None)
+        for thread in (self._thread, self._sender):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=_CLOSE_CHECK_S + self._connect_timeout + 1)
+
+    def _send(self) -> None:
+        """The sender thread: one session of its own, opened at once and kept. An
+        announcement that fails is sent again once on a new session (the old one may
+        have been cut while idle); if that fails too it is dropped — the recorded
+        revocation still reaches every node — and logged."""
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            conn = self._sender_session()
+        except psycopg.Error:
+            conn = None  # opened again for the first announcement
+        try:
+            while (item := self._outbox.get()) is not None:
+                payload = orjson.dumps({"from": self._me, "kind": item[0], "target": item[1]}).decode()
+                for attempt in (1, 2):
+                    try:
+                        if conn is None or conn.closed:
+                            conn = self._sender_session()
+                        conn.execute("SELECT pg_notify(%s, %s)", (REVOKE_CHANNEL, payload))
+                        break
+                    except psycopg.Error as e:
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                        if attempt == 2:
+                            _log.warning(
+                                "could not announce a revocation on %s before it is recorded (it "
+                                "reaches the other nodes once recorded): %s",
+                                self._where,
+                                str(e).strip(),
+                            )
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _sender_session(self) -> psycopg.Connection[Any]:
+        return dedicated_session(
+            self._dsn, application_name="proctor-announce", connect_timeout=self._connect_timeout
+        )
+
+    def _heard(self, payload: str) -> None:
+        """A revocation another node announced (step 5): strictly shaped, or dropped."""
+        callback = self._on_revocation
+        if callback is None or len(payload) > 2 * _MAX_TARGET:
+            return
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(message, dict) or set(message) != {"from", "kind", "target"}:
+            return
+        sender, kind, target = message["from"], message["kind"], message["target"]
+        if not all(type(v) is str for v in (sender, kind, target)) or sender == self._me:
+            return
+        if not target or len(target) > _MAX_TARGET:
+            return
+        try:
+            callback(kind, target)
+        except Exception:  # noqa: BLE001 - the listening thread must go on
+            _log.exception("a revocation announced by another node could not be passed on")
 
     def _listen(self) -> None:
         """The listening thread: connect, ``LISTEN``, relay notifications; on any
@@ -176,6 +283,7 @@ class PgNotifySignal:
         )
         with conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REVOKE_CHANNEL)))
             self._sessions += 1
             self._backoff = _FIRST_BACKOFF_S  # it is up: after a failure, retry soon
             self._listening.set()
@@ -183,6 +291,9 @@ class PgNotifySignal:
             self._woken.set()
             while not self._closed.is_set():
                 for notification in conn.notifies(timeout=_CLOSE_CHECK_S, stop_after=1):
+                    if notification.channel == REVOKE_CHANNEL:
+                        self._heard(notification.payload)
+                        continue
                     self._notifications += 1
                     payload = notification.payload
                     if 0 < len(payload) <= 19 and payload.isascii() and payload.isdigit():  # a BIGINT

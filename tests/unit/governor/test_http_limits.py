@@ -148,6 +148,30 @@ def test_stream_audience() -> None:
     assert len(calls) == before  # owners are cached
 
 
+def test_a_stream_that_names_an_execution_gets_no_other_executions_revocation() -> None:
+    owners = {("execution", "ex_a"): "alice", ("execution", "ex_b"): "alice", ("warrant", "w_b"): "alice"}
+    audience = StreamAudience(lambda kind, target: owners.get((kind, target)))
+
+    def rev(kind: str, target: str) -> dict[str, Any]:
+        return {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
+
+    for admin in (False, True):
+
+        def sees(message: dict[str, Any], admin: bool = admin) -> bool:
+            return audience.visible(message, caller="alice", admin=admin, chain={"w_a"}, execution="ex_a")
+
+        assert sees(rev("execution", "ex_a"))
+        assert not sees(rev("execution", "ex_b"))  # a sibling of the same principal: not this one's
+        # What may concern this execution indirectly still comes through.
+        assert sees(rev("principal", "alice"))
+        assert sees(rev("warrant", "w_a"))
+        assert sees(rev("policy", "sha256:x"))
+        assert sees({"type": "policy", "seq": 3, "bundle": "sha256:x"})
+    # A stream that names none (the SDK's, the console's) still carries every one of its own.
+    assert audience.visible(rev("execution", "ex_b"), caller="alice", admin=False)
+    assert audience.visible(rev("warrant", "w_b"), caller="alice", admin=False)
+
+
 @pytest.mark.parametrize(
     ("fd_limit", "reserve", "connections", "streams"),
     [

@@ -15,7 +15,7 @@ import pytest
 
 from proctor.errors import StoreConflictError
 from proctor.store.base import Tile
-from proctor.store.notify_pg import LOG_CHANNEL, PgNotifySignal
+from proctor.store.notify_pg import LOG_CHANNEL, REVOKE_CHANNEL, PgNotifySignal
 from proctor.store.postgres import PostgresLogStore
 
 pytestmark = pytest.mark.postgres
@@ -149,3 +149,54 @@ def test_announced_is_the_largest_size_notified_and_ignores_other_payloads(
             other.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, payload))
     store.append(2, [b"c"], [tile(3)])
     assert until(lambda: signal.announced == 3)
+
+
+def test_a_revocation_announced_by_one_node_reaches_the_others_and_not_itself(
+    signal: PgNotifySignal, pg_dsn: str
+) -> None:
+    """ADR 0021: a revocation goes to the other nodes before it is recorded, through a
+    ``NOTIFY`` outside any transaction; only a strictly shaped payload is passed on."""
+    other = PgNotifySignal(pg_dsn, safety_poll=NEVER, max_backoff=0.2)
+    heard: list[tuple[str, str]] = []
+    own: list[tuple[str, str]] = []
+    other.on_revocation(lambda kind, target: heard.append((kind, target)))
+    signal.on_revocation(lambda kind, target: own.append((kind, target)))
+    try:
+        assert other.wait_listening(PATIENCE)
+        with psycopg.connect(pg_dsn, autocommit=True) as sender:
+            for payload in (
+                "not json",
+                '["execution", "ex_list"]',
+                '{"from": "x", "kind": "execution"}',  # no target
+                '{"from": "x", "kind": "execution", "target": "ex_extra", "seq": 3}',
+                '{"from": "x", "kind": "execution", "target": 5}',
+                '{"from": "x", "kind": "execution", "target": ""}',
+                '{"from": "x", "kind": "execution", "target": "' + "e" * 600 + '"}',
+            ):
+                sender.execute("SELECT pg_notify(%s, %s)", (REVOKE_CHANNEL, payload))
+        signal.announce("execution", "ex_first")
+        assert until(lambda: heard == [("execution", "ex_first")])
+        time.sleep(0.3)  # and its own announcement never came back to the announcer
+        assert own == []
+        assert heard == [("execution", "ex_first")]  # none of the malformed ones
+        # The sender's session is killed while idle: the next announcement opens another.
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+
+            def senders() -> int:
+                query = (
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'proctor-announce' AND datname = current_database()"
+                )
+                row = admin.execute(query).fetchone()
+                return int(row[0]) if row else 0
+
+            assert until(lambda: senders() == 2)  # each signal's sender opened its session at once
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'proctor-announce' AND datname = current_database()"
+            ).fetchall()
+        assert killed == [(True,), (True,)]
+        signal.announce("warrant", "w_second")  # sent again on a new session: not lost
+        assert until(lambda: ("warrant", "w_second") in heard)
+    finally:
+        other.close()
