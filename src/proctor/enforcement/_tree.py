@@ -32,14 +32,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proctor.enforcement._cgroups import Group
-from proctor.enforcement._linux import ProcStat, list_pids, ns_pids, read_stat, signal_process
+from proctor.enforcement._linux import ProcStat, list_pids, ns_pids, pidns_of, read_stat, signal_process
 
-__all__ = ["TreeSpec", "ProcessTree"]
+__all__ = ["TreeSpec", "ProcessTree", "exited", "settled_pidns"]
 
 _STOP_ROUNDS = 200
 
@@ -282,3 +283,32 @@ class ProcessTree:
             ):
                 result.append(pid)
         return result
+
+
+_EXITING_MS = 200
+"""How long :func:`settled_pidns` waits for a process whose namespaces are gone to
+become waitable."""
+
+
+def settled_pidns(pid: int, pidfd: int, *, for_children: bool) -> tuple[int, int] | None:
+    """The pid namespace of ``pid`` (:func:`~proctor.enforcement._linux.pidns_of`), read
+    once more if it was unreadable while the process had not exited: an exiting process loses its
+    namespaces before it becomes waitable (``do_exit`` releases them before
+    ``exit_notify``), so the relay of a command that ended at once can be in neither
+    state for a moment — long enough to be seen on a busy machine. ``None`` still:
+    the caller refuses unless the process has exited by then."""
+    pidns = pidns_of(pid, for_children=for_children)
+    if pidns is None and not exited(pidfd):
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)  # readable once the process exited
+        poller.poll(_EXITING_MS)
+        pidns = pidns_of(pid, for_children=for_children)
+    return pidns
+
+
+def exited(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` has exited (not reaped: ``WNOWAIT``)."""
+    try:
+        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except (OSError, AttributeError):
+        return False  # cannot tell: the caller refuses, as before

@@ -91,7 +91,7 @@ from proctor.enforcement._plan import Limits, Plan, available, make_plan
 from proctor.enforcement._probe import Capabilities, probe
 from proctor.enforcement._spawn import ChildSetup, drain_report, exec_fd_of, spawner, start_watchdog
 from proctor.enforcement._staging import staging_for
-from proctor.enforcement._tree import ProcessTree, TreeSpec
+from proctor.enforcement._tree import ProcessTree, TreeSpec, exited, settled_pidns
 from proctor.enforcement._watchdog import Heartbeat
 from proctor.errors import EnforcementError
 
@@ -433,8 +433,8 @@ class Containment:
             st = _linux.read_stat(pid)
             pidns = None
             if pidns_mode:
-                pidns = _linux.pidns_of(pid, for_children=pidns_mode == "userns")
-                if pidns is None and _exited(pidfd):
+                pidns = settled_pidns(pid, pidfd, for_children=pidns_mode == "userns")
+                if pidns is None and exited(pidfd):
                     # A short command can end before its namespace is looked at (a
                     # zombie's /proc/PID/ns cannot be read). Its init is gone, and with it
                     # everything in its namespace; the session and cgroups still track
@@ -467,14 +467,6 @@ class Containment:
             pidfd=pidfd,
             status_fd=status_fd,
         )
-
-
-def _exited(pidfd: int) -> bool:
-    """Whether the process behind ``pidfd`` has exited (not reaped: ``WNOWAIT``)."""
-    try:
-        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except (OSError, AttributeError):
-        return False  # cannot tell: the caller refuses, as before
 
 
 def _guard(contained: Contained, beat: socket.socket, watch_end: socket.socket, ttl: float) -> None:

@@ -357,15 +357,15 @@ class Supervisor:
         """Fail closed: no successful renewal before the lease ends means no execution.
 
         A thread of its own, so that a renewal stuck on an unresponsive governor can
-        never hold the deadline back.
-        """
+        never hold the deadline back. It sleeps until the deadline it read (exact: a
+        renewal only moves it later, rule 5), not waking every few milliseconds."""
         while not self._done.is_set():
             remaining = lease_remaining_s(self._lease_deadline, time.monotonic())
             if remaining <= 0:
                 why = f" (last failure: {self._renew_error})" if self._renew_error else ""
                 self.kill("lease-lost", f"no successful lease renewal within {ttl:.1f} s{why}")
                 return
-            self._done.wait(timeout=min(remaining, 0.02))
+            self._done.wait(timeout=remaining)
 
     def _renewer(self, ttl: float) -> None:
         period = renewal_interval_s(ttl)
@@ -374,7 +374,7 @@ class Supervisor:
             now = time.monotonic()
             # A pushed change (policy, an ancestor's revocation) asks for a renewal
             # right away; otherwise renew on schedule.
-            if now < next_renewal and not self._renew_now.wait(timeout=min(next_renewal - now, 0.05)):
+            if now < next_renewal and not self._renew_now.wait(timeout=next_renewal - now):
                 continue
             self._renew_now.clear()
             next_renewal = time.monotonic() + period
