@@ -448,6 +448,11 @@ class RawClient:
             self.writer = None
 
 
+_IDLE_S = 2.0
+"""A kept connection idle longer than this is closed before the next request (the
+governor's server lets one go after 5 s idle; proctor's own client after 3 s)."""
+
+
 class SocketClient:
     """:class:`RawClient`'s requests from blocking code: one keep-alive socket, a signed
     request written in one ``send`` (``TCP_NODELAY``), the answer read by its
@@ -458,11 +463,14 @@ class SocketClient:
         self.host, self.port, self.key = host, int(port), key
         self._sock: socket.socket | None = None
         self._buf = b""
+        self._used = 0.0
 
     def request(self, method: str, path: str, body: bytes = b"", *, signed: bool = True) -> tuple[int, bytes]:
         """Send one request (RFC 9421-signed with ``key`` when ``signed``); (status, body)."""
         from proctor.authorization.requests import sign_request  # noqa: PLC0415
 
+        if self._sock is not None and time.monotonic() - self._used > _IDLE_S:
+            self.close()  # the server may be closing it: never send on a connection that old
         if self._sock is None:
             self._sock = socket.create_connection((self.host, self.port), timeout=30)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -486,6 +494,7 @@ class SocketClient:
         while len(self._buf) < length:
             self._read()
         answer, self._buf = self._buf[:length], self._buf[length:]
+        self._used = time.monotonic()
         return int(lines[0].split()[1]), answer
 
     def _read(self) -> None:
