@@ -405,6 +405,20 @@ def which(tool: str) -> str:
 # -- a lean HTTP client for load ----------------------------------------------------------------
 
 
+def request_bytes(host: str, key: Any, method: str, path: str, body: bytes, *, signed: bool) -> bytes:
+    """One HTTP/1.1 request as the bytes to send, RFC 9421-signed with ``key`` when
+    ``signed`` (what :class:`RawClient` and :class:`SocketClient` write)."""
+    from proctor.authorization.requests import sign_request  # noqa: PLC0415
+
+    head = [f"{method} {path} HTTP/1.1", f"host: {host}"]
+    if body or method == "POST":
+        head += ["content-type: application/json", f"content-length: {len(body)}"]
+    if signed:
+        headers = sign_request(method, path, body, key, now=int(time.time()))
+        head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
 class RawClient:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams: a signed request costs it
     about a signature and two socket calls, so that a load generator on the same two cores
@@ -420,19 +434,13 @@ class RawClient:
         self, method: str, path: str, body: bytes = b"", *, signed: bool = True
     ) -> tuple[int, bytes]:
         """Send one request (RFC 9421-signed with ``key`` when ``signed``); (status, body)."""
-        from proctor.authorization.requests import sign_request  # noqa: PLC0415
-
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         if self.reader is None:
             raise ConnectionError("not connected")
-        head = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}"]
-        if body or method == "POST":
-            head += ["content-type: application/json", f"content-length: {len(body)}"]
-        if signed:
-            headers = sign_request(method, path, body, self.key, now=int(time.time()))
-            head += [f"{k}: {v}" for k, v in headers.items()]
-        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        self.writer.write(
+            request_bytes(f"{self.host}:{self.port}", self.key, method, path, body, signed=signed)
+        )
         status_line = await self.reader.readline()
         length = 0
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
@@ -467,21 +475,15 @@ class SocketClient:
 
     def request(self, method: str, path: str, body: bytes = b"", *, signed: bool = True) -> tuple[int, bytes]:
         """Send one request (RFC 9421-signed with ``key`` when ``signed``); (status, body)."""
-        from proctor.authorization.requests import sign_request  # noqa: PLC0415
-
         if self._sock is not None and time.monotonic() - self._used > _IDLE_S:
             self.close()  # the server may be closing it: never send on a connection that old
         if self._sock is None:
             self._sock = socket.create_connection((self.host, self.port), timeout=30)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._buf = b""
-        head = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}"]
-        if body or method == "POST":
-            head += ["content-type: application/json", f"content-length: {len(body)}"]
-        if signed:
-            headers = sign_request(method, path, body, self.key, now=int(time.time()))
-            head += [f"{k}: {v}" for k, v in headers.items()]
-        self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        self._sock.sendall(
+            request_bytes(f"{self.host}:{self.port}", self.key, method, path, body, signed=signed)
+        )
         while b"\r\n\r\n" not in self._buf:
             self._read()
         raw_head, self._buf = self._buf.split(b"\r\n\r\n", 1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,3 +23,25 @@ def signed_bundle(data: Path, source: Path, version: int = 1) -> dict[str, Any]:
     admin = PrincipalKey.load(data / "keys" / "admin.key")
     bundle = PolicyBundle.from_directory(source, version=version)
     return bundle.signed(Ed25519PrivateKey.from_private_bytes(admin.private_bytes()), "admin").to_json()
+
+
+@contextlib.contextmanager
+def held_commits(store: Any) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Hold back every commit of the log ``store`` (a real store: its ``append`` waits)
+    until the test sets ``release``; ``holding`` is set once a commit waits. Yields
+    ``(holding, release)``; the store is itself again afterwards, released either way."""
+    release, holding = threading.Event(), threading.Event()
+    commit = store.append
+
+    def held(*args: Any, **kwargs: Any) -> None:
+        holding.set()
+        if not release.wait(30):
+            raise AssertionError("the test did not release the commit")
+        commit(*args, **kwargs)
+
+    store.append = held
+    try:
+        yield holding, release
+    finally:
+        release.set()
+        store.append = commit

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gov_support import EXE, POLICIES, signed_bundle
+from gov_support import EXE, POLICIES, held_commits, signed_bundle
 from proctor.authorization.warrants import WarrantRequest, args_digest, attenuate_warrant, verify_warrant
 from proctor.errors import (
     BundleError,
@@ -596,40 +596,29 @@ def test_a_revocation_reaches_the_streams_before_its_commit(governor: Governor) 
     once it is queued (``seq`` -1, not yet recorded), and again with its log index once
     committed (ADR 0021)."""
     import asyncio
-    import threading
 
     result = governor.authorize("alice", exec_request("pg_dump", "db1"))
     warrant = result.warrant_id or ""
     store = governor.log._store  # the real SQLite store, its commit held back below
-    release, holding = threading.Event(), threading.Event()
-    commit = store.append
-
-    def held(*args: Any, **kwargs: Any) -> None:
-        holding.set()
-        if not release.wait(30):
-            raise AssertionError("the test did not release the commit")
-        commit(*args, **kwargs)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
         queue = governor.broadcaster.subscribe()
         size = store.tree_size()  # what is durable (the log's size counts what is queued)
-        store.append = held  # type: ignore[method-assign]
         try:
-            revoking = asyncio.ensure_future(
-                asyncio.to_thread(governor.revoke, "warrant", warrant, reason="test", by="admin")
-            )
-            early = await asyncio.wait_for(queue.get(), 10)
-            # Pushed while its commit is held back: nothing of it is durable yet.
-            assert await asyncio.to_thread(holding.wait, 10)
-            assert not revoking.done()
-            assert store.tree_size() == size
-            release.set()
-            done = await asyncio.wait_for(revoking, 10)
+            with held_commits(store) as (holding, release):
+                revoking = asyncio.ensure_future(
+                    asyncio.to_thread(governor.revoke, "warrant", warrant, reason="test", by="admin")
+                )
+                early = await asyncio.wait_for(queue.get(), 10)
+                # Pushed while its commit is held back: nothing of it is durable yet.
+                assert await asyncio.to_thread(holding.wait, 10)
+                assert not revoking.done()
+                assert store.tree_size() == size
+                release.set()
+                done = await asyncio.wait_for(revoking, 10)
             recorded = await asyncio.wait_for(queue.get(), 10)
             return early, recorded, int(done["log_index"])
         finally:
-            release.set()
-            store.append = commit  # type: ignore[method-assign]
             governor.broadcaster.unsubscribe(queue)
 
     early, recorded, index = asyncio.run(scenario())

@@ -35,6 +35,7 @@ import pytest
 from gov_exec import echo_request, start_body
 from gov_server import GovernorServer, cli, revoke_across
 from gov_server import client_of as client
+from gov_support import held_commits
 from pg_support import PgCluster
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
@@ -345,33 +346,22 @@ def test_a_revocation_reaches_another_nodes_streams_before_it_is_recorded(
     a = Governor(server.data, node="node-a", shared=True, store=pg_dsn)
     c = Governor(server.data, node="node-c", shared=True, store=pg_dsn)
     digest = "sha256:" + secrets.token_hex(32)  # a bundle may be revoked before it is ever pushed
-    store = a.log._store
-    commit = store.append
-    release, holding = threading.Event(), threading.Event()
-
-    def held(*args: Any, **kwargs: Any) -> None:
-        holding.set()
-        if not release.wait(30):
-            raise AssertionError("the test did not release the commit")
-        commit(*args, **kwargs)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         queue = c.broadcaster.subscribe()
-        store.append = held  # type: ignore[method-assign]
         try:
-            revoking = asyncio.ensure_future(
-                asyncio.to_thread(a.revoke, "policy", digest, reason="leaked", by="admin")
-            )
-            early = await asyncio.wait_for(queue.get(), 20)
-            assert await asyncio.to_thread(holding.wait, 20)
-            assert not revoking.done()  # A's commit is still held: C heard it first
-            release.set()
-            await asyncio.wait_for(revoking, 20)
+            with held_commits(a.log._store) as (holding, release):
+                revoking = asyncio.ensure_future(
+                    asyncio.to_thread(a.revoke, "policy", digest, reason="leaked", by="admin")
+                )
+                early = await asyncio.wait_for(queue.get(), 20)
+                assert await asyncio.to_thread(holding.wait, 20)
+                assert not revoking.done()  # A's commit is still held: C heard it first
+                release.set()
+                await asyncio.wait_for(revoking, 20)
             recorded = await asyncio.wait_for(queue.get(), 20)
             return early, recorded
         finally:
-            release.set()
-            store.append = commit  # type: ignore[method-assign]
             c.broadcaster.unsubscribe(queue)
 
     try:
