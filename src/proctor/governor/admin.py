@@ -54,7 +54,7 @@ from proctor.governor._events import principal_event, rfc3339
 from proctor.governor.identity import verify_attributes, verify_zone
 from proctor.governor.model import RequestShapeError
 from proctor.governor.recorder import Recorder
-from proctor.governor.stream import Broadcaster
+from proctor.governor.stream import Broadcaster, early_revocation
 from proctor.governor.trust import ADMIN, TrustView
 from proctor.lineage.log import Append, Log, Notify, Side
 from proctor.policy import PolicyEngine, SignedBundle
@@ -392,11 +392,10 @@ class Administration:
         # recorded after it. If the log cannot record it, it stays applied: enforcers
         # stopped what it revokes, no lease is renewed while the log cannot record
         # (:meth:`Executions.renew`), and the caller is told it was not recorded.
-        early = {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
         try:
             pending = self._recorder.submit(events, side=side, notify=push)
         finally:
-            self._broadcaster.publish(early)
+            self._broadcaster.publish(early_revocation(kind, target))
         return pending, [r.name for r in changed]
 
     def _principal_revocation(

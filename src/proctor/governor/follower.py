@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from proctor.authorization.keys import load_public_key
 from proctor.errors import LogIntegrityError, ProctorError
 from proctor.governor.admin import REVOCATION_KINDS
-from proctor.governor.stream import Broadcaster
+from proctor.governor.stream import Broadcaster, early_revocation
 from proctor.governor.trust import TrustView
 from proctor.policy import PolicyEngine, SignedBundle
 from proctor.store.base import LogStore
@@ -106,6 +106,15 @@ class ChangeSignal(Protocol):
         """Stop waking; a :meth:`wait` returns at once from now on."""
         ...
 
+    def announce(self, kind: str, target: str) -> None:
+        """Tell the other processes of a revocation before it is recorded (ADR 0021),
+        where the signal can carry it; never blocks."""
+        ...
+
+    def on_revocation(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(kind, target)`` for each revocation another process announces."""
+        ...
+
 
 class PollingSignal:
     """SQLite's :class:`ChangeSignal`: wakes every ``interval`` seconds (the follower
@@ -134,6 +143,13 @@ class PollingSignal:
         self._closed = True
         self._woken.set()
 
+    def announce(self, kind: str, target: str) -> None:
+        """Nothing: on SQLite no message crosses processes; the others hear the
+        revocation from the log, within one poll of its commit."""
+
+    def on_revocation(self, callback: Callable[[str, str], None]) -> None:
+        """Nothing: no process announces anything here (:meth:`announce`)."""
+
 
 def change_signal(store: str | None) -> ChangeSignal:
     """The wake-up of a shared governor's follower on ``store``: polling on the data
@@ -161,9 +177,7 @@ class FollowedBroadcaster(Broadcaster):
     def __init__(self, signal: ChangeSignal) -> None:
         super().__init__()
         self._signal = signal
-        hear = getattr(signal, "on_revocation", None)
-        if hear is not None:
-            hear(self._announced)
+        signal.on_revocation(self._announced)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Wake the follower for a recorded change; publish an unrecorded one now."""
@@ -172,17 +186,15 @@ class FollowedBroadcaster(Broadcaster):
             self._signal.wake()
             return
         super().publish(message)
-        announce = getattr(self._signal, "announce", None)
         kind, target = message.get("kind"), message.get("target")
-        if announce is not None and message.get("type") == "revocation":
-            announce(kind, target)
+        if message.get("type") == "revocation" and type(kind) is str and type(target) is str:
+            self._signal.announce(kind, target)
 
     def _announced(self, kind: str, target: str) -> None:
         """Another node's revocation, not yet recorded (its record follows through the
         log): to this node's streams now. Only a known kind; it can only stop things."""
         if kind in REVOCATION_KINDS:
-            early = {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
-            super().publish(early)
+            super().publish(early_revocation(kind, target))
 
     def deliver(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every stream (the follower's call, in log order)."""

@@ -48,6 +48,7 @@ __all__ = [
     "StreamLimitError",
     "StreamSlots",
     "StreamSource",
+    "early_revocation",
     "sse_stream",
 ]
 
@@ -60,6 +61,12 @@ DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 64
 MAX_SEQ = (1 << 62) - 1
 """The largest ``since`` accepted (a log index; SQLite integers are 64-bit)."""
 _EVENT_ID = re.compile(r"-1|0|[1-9][0-9]{0,17}")
+
+
+def early_revocation(kind: str, target: str) -> Message:
+    """The message of a revocation not yet recorded (ADR 0021): ``seq`` -1, always sent;
+    its recorded copy, with its log index, follows."""
+    return {"type": "revocation", "seq": -1, "kind": kind, "target": target, "recorded": False}
 
 
 class Broadcaster:
