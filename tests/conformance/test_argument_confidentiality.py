@@ -47,3 +47,21 @@ def test_the_receipt_opens_the_arguments_and_replays(governor: Governor) -> None
     failed = check_receipt(closed, log_key=key, replay=True).failed
     assert failed is not None
     assert "opening" in failed.detail
+
+
+def test_an_opening_that_is_not_an_object_is_refused(governor: Governor) -> None:
+    """``"opening": null`` once read as "not opened": a receipt carrying it verified
+    with bytes nobody checked (found by the receipt fuzz harness)."""
+    token = allow(governor, SECRET)
+    ex = governor.executions.start("alice", start_body(token, SECRET))["execution"]
+    governor.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
+    receipt = governor.executions.receipt(ex)
+    key = governor.log.verifier_key()
+    bad: object
+    for bad in (None, [], "x", 0):
+        hollow = copy.deepcopy(receipt)
+        hollow["openings"][0]["opening"] = bad
+        failed = check_receipt(hollow, log_key=key).failed
+        assert failed is not None, bad
+        assert failed.number == 1
+        assert "openings[0].opening: expected an argument opening object" in failed.detail

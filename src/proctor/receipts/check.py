@@ -180,11 +180,10 @@ class _Checker:
         request = decision.field("request", dict)
         if "args_commitment" not in request:
             return dict(request)  # logged before arguments were committed
-        opening = self.openings.get(decision.index)
-        if opening is None:
+        if decision.index not in self.openings:
             return None
         try:
-            return reveal(request, ArgumentOpening.from_json(opening))
+            return reveal(request, ArgumentOpening.from_json(self.openings[decision.index]))
         except ProctorError as e:
             raise StepError(f"the opening of the decision at {decision.index}: {e}") from e
 
@@ -238,6 +237,9 @@ class _Checker:
             if type(item) is not dict or set(item) != {"index", "opening"}:
                 raise StepError(f"openings[{i}]: expected exactly index and opening, found {item!r:.80}")
             read_index(item["index"], f"openings[{i}].index")
+            if type(item["opening"]) is not dict:  # a null must not read as "not opened"
+                found = f"{item['opening']!r:.80}"
+                raise StepError(f"openings[{i}].opening: expected an argument opening object, found {found}")
             if item["index"] in self.openings:  # one opening per decision: none that goes unread
                 raise StepError(f"openings[{i}]: index {item['index']} is opened twice")
             self.openings[item["index"]] = item["opening"]  # parsed where it is used (steps 6, 8)
