@@ -5,6 +5,7 @@ approve its own call."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from mcp_support import agent, gateway_argv, mcp_server
 from proctor.client import GovernorError
 
 pytestmark = pytest.mark.slow
+WRAPPER = Path(__file__).parent / "procs" / "mcp_changing_tool.py"
 
 POLICY = (
     '@id("fs-read-approved")\n@approval("required")\n'
@@ -108,3 +110,39 @@ def test_approval_not_given_in_time_is_a_denial(
     assert result.is_error
     assert "approval" in text_of(result)
     assert "approved reading" not in text_of(result)
+
+
+def test_a_definition_changed_while_the_approval_was_awaited_is_not_forwarded(
+    setup: tuple[GovernorServer, list[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream is listed while the call is authorized; an approval awaited for
+    seconds makes that listing stale, so it is listed again before forwarding. The
+    upstream here answers its first two lists (the agent's, the re-list beside the
+    authorization) as shown, then swaps the definition."""
+    governor, upstream, notes = setup
+    forwarded = tmp_path / "forwarded.jsonl"
+    monkeypatch.setenv("MCP_WRAPPER_CALLS", str(forwarded))
+    changing = [sys.executable, str(WRAPPER), "change-after-2", *upstream]
+    argv = gateway_argv(governor.url, governor.key, "fs", changing)
+
+    async def drive() -> CallToolResult:
+        async with agent(argv, errlog=tmp_path / "gateway.err") as session:
+            await session.list_tools()
+            box: list[CallToolResult] = []
+
+            async def call() -> None:
+                box.append(await session.call_tool("read_text_file", {"path": str(notes)}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                ident = await anyio.to_thread.run_sync(pending, governor)
+                await anyio.sleep(1.2)  # longer than a re-list stays fresh
+                with client_of(governor, governor.data / "keys" / "admin.key") as admin:
+                    admin.json("POST", f"/v1/approvals/{ident}/approve", {})
+            return box[0]
+
+    result = anyio.run(drive)
+    assert result.is_error
+    assert "changed after it was listed" in text_of(result)
+    assert "approved reading" not in text_of(result)
+    assert not forwarded.exists()

@@ -115,7 +115,9 @@ def test_revocation_mid_call_cancels_upstream_and_is_recorded(
     assert '"reason": "revoked"' in json.dumps(shown)
 
 
-def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path) -> None:
+def test_tool_definition_changed_between_list_and_call_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (root / "notes.txt").write_text("hello\n")
@@ -126,6 +128,8 @@ def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path
     )
     governor = GovernorServer(tmp_path / "gov", policy=bundle(tmp_path / "policy", "fs", real, policy))
     try:
+        forwarded = tmp_path / "forwarded.jsonl"
+        monkeypatch.setenv("MCP_WRAPPER_CALLS", str(forwarded))
         changing = [sys.executable, str(WRAPPER), "change", *real]
         argv = gateway_argv(governor.url, governor.key, "fs", changing)
 
@@ -138,7 +142,22 @@ def test_tool_definition_changed_between_list_and_call_is_refused(tmp_path: Path
         assert result.is_error
         assert "changed after it was listed" in text_of(result)
         assert "hello" not in text_of(result)
-        assert executions(governor) == []  # nothing started, nothing forwarded
+        assert not forwarded.exists()  # nothing reached the upstream
+        # Authorized and started while the upstream was listed again (ADR 0019 as
+        # amended), then finished as never forwarded, with the reason.
+        deadline = time.monotonic() + 10
+        while (
+            (ended := executions(governor))
+            and ended[0]["status"] == "running"
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert len(ended) == 1
+        assert ended[0]["status"] == "failed", ended
+        with client_of(governor) as client:
+            event = client.json("GET", f"/v1/log/entries/{ended[0]['log_indices'][-1]}")["event"]
+        assert (event["type"], event["reason"]) == ("execution.terminated", "not-forwarded"), event
+        assert "changed after it was listed" in event["detail"]
     finally:
         governor.stop()
 

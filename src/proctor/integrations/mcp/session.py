@@ -15,8 +15,10 @@ The rules, numbered as the code cites them:
    definition a call is authorized for is the one the agent was shown: the tool as
    the last ``tools/list`` answer forwarded to the agent described it (listed by the
    gateway itself if the agent never listed). Before *each* call is forwarded the
-   gateway lists the upstream's tools again; a definition whose digest differs from
-   the warrant's is refused before anything is started (it changed after it was shown).
+   gateway lists the upstream's tools again, while the governor authorizes and starts
+   the call (listed again if that waited for an approval); a definition whose digest
+   differs from the warrant's is refused and never forwarded (it changed after it was
+   shown), its execution finished ``failed``, reason ``not-forwarded``.
 3. A denial, an unreachable governor, an unknown tool, malformed arguments, or a
    malformed or oversized answer from the upstream: the agent gets a tool result with
    ``isError: true`` saying why, nothing unauthorized is forwarded, the session goes on.
@@ -33,7 +35,6 @@ The rules, numbered as the code cites them:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import threading
@@ -55,9 +56,10 @@ from proctor.integrations.mcp.governance import (
     definition_digests,
     ended_body,
     finish_body,
+    not_forwarded_body,
     unforwardable,
 )
-from proctor.integrations.mcp.wire import Channel, Malformed
+from proctor.integrations.mcp.wire import Channel, Malformed, error_result, notification, quietly, rpc_error
 
 __all__ = ["GatewaySession", "error_result"]
 
@@ -65,15 +67,9 @@ _MAX_PAGES = 64
 _LIST_TIMEOUT_S = 30.0
 _TICK_S = 0.05
 _CANCELLED = "cancelled by the agent"
-
-
-def error_result(request_id: Any, text: str) -> dict[str, Any]:
-    """A ``tools/call`` answer the agent can read: ``isError`` with the reason (rule 3)."""
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "result": {"content": [{"type": "text", "text": f"proctor: {text}"}], "isError": True},
-    }
+_RELIST_FRESH_S = 1.0
+"""A re-list older than this when the call is about to be forwarded (the governor's
+answer waited for an approval) is made again."""
 
 
 @dataclass
@@ -90,6 +86,14 @@ class _Call:
         if not self.done.is_set():
             self.ended = why
             self.done.set()
+
+
+@dataclass
+class _Relist:
+    """The upstream's live tool definitions (rule 2), or why they could not be read."""
+
+    live: dict[str, str] | LookupError = field(default_factory=lambda: LookupError("not listed"))
+    at: float = 0.0
 
 
 class GatewaySession:
@@ -157,7 +161,7 @@ class GatewaySession:
             if isinstance(message, Malformed):
                 self.note(f"refused a message from the agent: {message.reason}")
                 if message.id_hint is not None:
-                    await self.agent.send(_rpc_error(message.id_hint, -32600, message.reason))
+                    await self.agent.send(rpc_error(message.id_hint, -32600, message.reason))
                 continue
             method = message.get("method")
             if "id" in message and isinstance(method, str):
@@ -257,7 +261,7 @@ class GatewaySession:
             self._calls[up].end(f"refused: the upstream server answered with {message.reason}")
         elif up in self._up:
             agent_id, _ = self._up.pop(up)
-            await self.agent.send(_rpc_error(agent_id, -32603, f"upstream sent {message.reason}"))
+            await self.agent.send(rpc_error(agent_id, -32603, f"upstream sent {message.reason}"))
 
     def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
         if self._tg is not None:
@@ -315,6 +319,13 @@ class GatewaySession:
                 return found
         raise LookupError(f"the upstream's tools/list has more than {_MAX_PAGES} pages")
 
+    async def _relist(self, into: _Relist) -> None:
+        try:
+            into.live = await self.live_tools()
+        except LookupError as e:
+            into.live = e
+        into.at = time.monotonic()
+
     # -- rules 1-5: one governed call --------------------------------------------------
 
     async def _governed(self, message: dict[str, Any]) -> None:
@@ -337,29 +348,38 @@ class GatewaySession:
         try:
             if tool not in self._shown:
                 self._shown.update(await self.live_tools())
-            shown = self._shown.get(tool)
-            if shown is None:
-                await self._refuse(agent_id, f"refused: the upstream server has no tool {tool!r}")
-                return
-            live = await self.live_tools()  # rule 2: before anything is started
         except LookupError as e:
             await self._refuse(agent_id, f"refused: cannot read the upstream's live tool definitions: {e}")
             return
-        if why := unforwardable(live, tool, resource, shown):
-            await self._refuse(agent_id, why)
+        shown = self._shown.get(tool)
+        if shown is None:
+            await self._refuse(agent_id, f"refused: the upstream server has no tool {tool!r}")
             return
-        running = await anyio.to_thread.run_sync(  # one request authorizes and starts (ADR 0019)
-            functools.partial(
-                self.governance.authorize_start,
-                resource,
-                arguments,
-                shown,
-                go=lambda: not self._held.get(agent_id),
+        # Rule 2: the upstream is listed again while the governor authorizes and starts
+        # (one wait instead of two, ADR 0019 as amended); nothing is forwarded before
+        # the live definition is found to be the warrant's.
+        relisted = _Relist()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._relist, relisted)
+            running = await anyio.to_thread.run_sync(  # one request authorizes and starts (ADR 0019)
+                functools.partial(
+                    self.governance.authorize_start,
+                    resource,
+                    arguments,
+                    shown,
+                    go=lambda: not self._held.get(agent_id),
+                )
             )
-        )
         if isinstance(running, Refusal):
             if running.reason:  # none: cancelled by the agent before it started (rule 1)
                 await self._refuse(agent_id, running.reason)
+            return
+        if time.monotonic() - relisted.at > _RELIST_FRESH_S:  # an approval was awaited meanwhile
+            await self._relist(relisted)
+        if why := unforwardable(relisted.live, tool, resource, shown):
+            self._finishing += 1  # started, never forwarded: finished as such
+            self._spawn(self._finish, running, not_forwarded_body(why))
+            await self._refuse(agent_id, why)
             return
         if not self._held.get(agent_id):
             await self._forward_call(message, running)
@@ -399,8 +419,8 @@ class GatewaySession:
         else:  # rule 4 (or rule 3: a malformed answer; or the agent cancelled)
             if not call.ended.startswith(_CANCELLED):
                 cancel = {"requestId": up, "reason": f"proctor: {call.ended}"}
-                await _quietly(self.upstream.send, _note("notifications/cancelled", cancel))
-                await _quietly(self.agent.send, error_result(agent_id, call.ended))
+                await quietly(self.upstream.send, notification("notifications/cancelled", cancel))
+                await quietly(self.agent.send, error_result(agent_id, call.ended))
             body = _ended(call.ended, running)
         self._spawn(self._finish, running, body)
 
@@ -476,16 +496,3 @@ def _ended(why: str, running: Running) -> dict[str, Any]:
     if why.startswith(_CANCELLED):
         return {"outcome": "failed", "reason": "cancelled", "detail": why[:900]}
     return ended_body(why, running)
-
-
-def _note(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params}
-
-
-def _rpc_error(request_id: Any, code: int, text: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": f"proctor: {text}"}}
-
-
-async def _quietly(send: Callable[[dict[str, Any]], Any], message: dict[str, Any]) -> None:
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        await send(message)

@@ -14,9 +14,10 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,7 +34,11 @@ __all__ = [
     "Malformed",
     "Received",
     "StreamChannel",
+    "error_result",
+    "notification",
     "parse_message",
+    "rpc_error",
+    "quietly",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -217,3 +222,31 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+# -- messages the gateway writes ------------------------------------------------------
+
+
+def error_result(request_id: Any, text: str) -> dict[str, Any]:
+    """A ``tools/call`` answer the agent can read: ``isError`` with the reason."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "result": {"content": [{"type": "text", "text": f"proctor: {text}"}], "isError": True},
+    }
+
+
+def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC notification."""
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def rpc_error(request_id: Any, code: int, text: str) -> dict[str, Any]:
+    """A JSON-RPC error answer, its message prefixed ``proctor:``."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": f"proctor: {text}"}}
+
+
+async def quietly(send: Callable[[dict[str, Any]], Any], message: dict[str, Any]) -> None:
+    """Send, ignoring a channel already closed (the session is ending)."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await send(message)
