@@ -17,15 +17,18 @@ event (:mod:`proctor.store.state_approvals`), so every governor node on the stor
 counts every node's calls. Calls allowed but not yet committed on this node are held
 here and counted too (a burst on one node cannot overshoot); calls in flight on
 *other* nodes at the same instant are the residual: at most one per node per burst.
-Between a call's commit and the release of its hold it is counted twice: a check in
-that instant may deny a call the limit had room for (stricter, never looser); once the
-hold is released the room is back.
+A held call is counted once: its stored rows are left out of the store's count by
+warrant id (known from the moment its rows are written, before they commit), and the
+count and the exclusion are one statement, one snapshot. (It used to be counted twice
+between its commit and the release of its hold: a burst of 10 under a limit of 3 could
+get 2.) The one instant left: a check that read the holds just before a hold learned its
+warrant id, and queried just after that hold's commit, counts it twice (stricter, never
+looser).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -43,13 +46,14 @@ COUNTED_ACTIONS = frozenset({"mcp.call", "tool.call"})
 class CallHold:
     """One allowed call between its check and its commit (:meth:`CallLimits.check`)."""
 
-    __slots__ = ("args_digest", "principal", "released", "resource")
+    __slots__ = ("args_digest", "principal", "released", "resource", "warrant")
 
     def __init__(self, principal: str, resource: str, args_digest: str) -> None:
         self.principal = principal
         self.resource = resource
         self.args_digest = args_digest
         self.released = False
+        self.warrant = ""  # set when its rows are written (counted), before they commit
 
 
 class CallLimits:
@@ -61,9 +65,7 @@ class CallLimits:
         """
         self._state = state
         self._lock = threading.Lock()
-        self._held: Counter[tuple[str, str]] = Counter()  # (principal, resource) -> calls in flight
-        self._held_all: Counter[str] = Counter()
-        self._held_args: Counter[tuple[str, str, str]] = Counter()
+        self._live: set[CallHold] = set()  # calls in flight on this node
 
     def check(
         self, principal: str, request: PolicyRequest, args_digest: str, decision: Decision, now_s: int
@@ -89,31 +91,35 @@ class CallLimits:
                 if refusal is not None:
                     return refusal
             hold = CallHold(principal, resource, args_digest)
-            self._held[(principal, resource)] += 1
-            self._held_all[principal] += 1
-            self._held_args[(principal, resource, args_digest)] += 1
+            self._live.add(hold)
             return hold
+
+    def _held(self, principal: str, resource: str | None = None) -> list[CallHold]:
+        return [h for h in self._live if h.principal == principal and resource in (None, h.resource)]
 
     def _over(
         self, limit: CallLimit, principal: str, resource: str, args_digest: str, now_s: int
     ) -> str | None:
         since = now_s - limit.window_s + 1
         if limit.kind == "rate":
-            found = self._state.run(state_approvals.count_calls, principal, resource, since)
-            found += self._held[(principal, resource)]
+            held = self._held(principal, resource)
+            besides = [h.warrant for h in held if h.warrant]
+            found = len(held) + self._state.run(
+                state_approvals.count_calls, principal, resource, since, besides=besides
+            )
             what = f"calls of {resource}"
         elif limit.kind == "budget":
-            found = self._state.count_warrants(principal, since) + self._held_all[principal]
+            held = self._held(principal)
+            besides = [h.warrant for h in held if h.warrant]
+            found = len(held) + self._state.count_warrants(principal, since, besides=besides)
             what = "calls"
-        else:  # blast_radius
-            distinct, seen = self._state.run(
-                state_approvals.distinct_arguments, principal, resource, since, args_digest
+        else:  # blast_radius: the union of the stored and the held digests
+            digests = sorted({h.args_digest for h in self._held(principal, resource)})
+            found, seen = self._state.run(
+                state_approvals.distinct_arguments, principal, resource, since, args_digest, also=digests
             )
-            held = {a for (p, r, a) in self._held_args if (p, r) == (principal, resource)}
-            if seen or args_digest in held:
+            if seen or args_digest in digests:
                 return None  # the same arguments again: nothing new is touched
-            # A held call's row may already be stored too: counted twice, stricter.
-            found = distinct + len(held)
             what = f"distinct argument sets for {resource}"
         if found + 1 <= limit.calls:
             return None
@@ -128,18 +134,17 @@ class CallLimits:
             return
         with self._lock:
             hold.released = True
-            _take(self._held, (hold.principal, hold.resource))
-            _take(self._held_all, hold.principal)
-            _take(self._held_args, (hold.principal, hold.resource, hold.args_digest))
+            self._live.discard(hold)
 
     @staticmethod
     def counted(hold: CallHold, now_s: int) -> Callable[[Any, int, str], None]:
         """The ``calls`` row of the held call, in its warrant's commit:
-        ``write(conn, warrant.issued index, warrant id)``."""
-        return state_approvals.call_writer(hold.principal, hold.resource, hold.args_digest, now_s)
+        ``write(conn, warrant.issued index, warrant id)``; the hold learns the warrant
+        id first, so that a check leaves its rows out once they are stored."""
+        row = state_approvals.call_writer(hold.principal, hold.resource, hold.args_digest, now_s)
 
+        def write(conn: Any, index: int, warrant_id: str) -> None:
+            hold.warrant = warrant_id
+            row(conn, index, warrant_id)
 
-def _take(counter: Counter[Any], key: Any) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]
+        return write

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from proctor.errors import StoreIntegrityError
 
-__all__ = ["IntegrityViolation", "INTEGRITY_ERRORS", "DRIVER_ERRORS", "Cursor", "Connection"]
+__all__ = ["IntegrityViolation", "INTEGRITY_ERRORS", "DRIVER_ERRORS", "Cursor", "Connection", "not_in"]
 
 
 IntegrityViolation = StoreIntegrityError
@@ -90,3 +90,9 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
         """Run one statement once per row of parameters."""
         ...
+
+
+def not_in(column: str, values: Sequence[str]) -> str:
+    """``AND column NOT IN (?, …)`` with one placeholder per value (the values go in the
+    parameters), or ``""`` for none."""
+    return f" AND {column} NOT IN ({', '.join('?' * len(values))})" if values else ""

@@ -49,7 +49,7 @@ Tables (schema version ``state_schema`` in ``meta``; DDL in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -308,9 +308,9 @@ class StateStore:
         """Issue times (unix seconds) of the principal's warrants since ``since``, oldest first."""
         return self._run(state_warrants.warrant_times, principal, since)
 
-    def count_warrants(self, principal: str, since: int) -> int:
-        """Warrants issued to ``principal`` at or after unix time ``since``."""
-        return self._run(state_warrants.count_warrants, principal, since)
+    def count_warrants(self, principal: str, since: int, *, besides: Sequence[str] = ()) -> int:
+        """Warrants issued to ``principal`` at or after unix time ``since``, but ``besides``."""
+        return self._run(state_warrants.count_warrants, principal, since, besides=besides)
 
     def opening(self, decision_index: int) -> dict[str, Any] | None:
         """The opening of the decision at ``decision_index``, if one was kept."""

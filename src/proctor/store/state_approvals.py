@@ -26,14 +26,14 @@ through (the state store wraps them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from proctor.errors import StoreError
-from proctor.store.sql import Connection
+from proctor.store.sql import Connection, not_in
 
 __all__ = [
     "APPROVALS_DDL",
@@ -318,26 +318,31 @@ def call_writer(
     return write
 
 
-def count_calls(conn: Connection, principal: str, resource: str, since: int) -> int:
-    """Calls of ``resource`` by ``principal`` at or after unix time ``since``."""
+def count_calls(
+    conn: Connection, principal: str, resource: str, since: int, *, besides: Sequence[str] = ()
+) -> int:
+    """Calls of ``resource`` by ``principal`` at or after unix time ``since``, leaving
+    out the warrants ``besides`` (counted by the caller), in one snapshot."""
     row = conn.execute(
-        "SELECT count(*) FROM calls WHERE principal = ? AND resource = ? AND at >= ?",
-        (principal, resource, since),
+        "SELECT count(*) FROM calls WHERE principal = ? AND resource = ? AND at >= ?"  # noqa: S608 - placeholders only
+        + not_in("warrant", besides),
+        (principal, resource, since, *besides),
     ).fetchone()
     return int(row[0])
 
 
 def distinct_arguments(
-    conn: Connection, principal: str, resource: str, since: int, args_digest: str
+    conn: Connection, principal: str, resource: str, since: int, args_digest: str, *, also: Sequence[str] = ()
 ) -> tuple[int, bool]:
-    """Distinct argument digests of ``principal``'s calls of ``resource`` since
-    ``since``, and whether ``args_digest`` is one of them."""
+    """The distinct argument digests of ``principal``'s calls of ``resource`` since
+    ``since`` together with the digests ``also`` (calls the caller holds), and whether
+    ``args_digest`` is one of the stored ones; one statement, one snapshot."""
+    stored = "SELECT DISTINCT args_digest FROM calls WHERE principal = ? AND resource = ? AND at >= ?"
+    placeholders = ", ".join("(?)" for _ in also)
+    held = f" UNION SELECT column1 FROM (VALUES {placeholders}) AS held" if also else ""  # noqa: S608 - placeholders only
     row = conn.execute(
-        "SELECT count(DISTINCT args_digest) FROM calls WHERE principal = ? AND resource = ? AND at >= ?",
-        (principal, resource, since),
+        f"SELECT (SELECT count(*) FROM ({stored}{held}) AS every_digest), "  # noqa: S608 - placeholders only
+        f"(SELECT count(*) FROM calls WHERE principal = ? AND resource = ? AND at >= ? AND args_digest = ?)",
+        (principal, resource, since, *also, principal, resource, since, args_digest),
     ).fetchone()
-    seen = conn.execute(
-        "SELECT count(*) FROM calls WHERE principal = ? AND resource = ? AND at >= ? AND args_digest = ?",
-        (principal, resource, since, args_digest),
-    ).fetchone()
-    return int(row[0]), int(seen[0]) > 0
+    return int(row[0]), int(row[1]) > 0

@@ -13,14 +13,14 @@ subset, driver errors pass through).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from proctor.errors import StoreError
 from proctor.store.records import StoredWarrant
-from proctor.store.sql import Connection
+from proctor.store.sql import Connection, not_in
 
 __all__ = [
     "warrant_writer",
@@ -107,10 +107,13 @@ def warrant_times(conn: Connection, principal: str, since: int) -> list[int]:
     return [int(t) for (t,) in rows]
 
 
-def count_warrants(conn: Connection, principal: str, since: int) -> int:
-    """Warrants issued to ``principal`` at or after unix time ``since``."""
+def count_warrants(conn: Connection, principal: str, since: int, *, besides: Sequence[str] = ()) -> int:
+    """Warrants issued to ``principal`` at or after unix time ``since``, leaving out the
+    warrants ``besides`` (counted by the caller), in one snapshot."""
     row = conn.execute(
-        "SELECT count(*) FROM warrants WHERE principal = ? AND issued >= ?", (principal, since)
+        "SELECT count(*) FROM warrants WHERE principal = ? AND issued >= ?"  # noqa: S608 - placeholders only
+        + not_in("id", besides),
+        (principal, since, *besides),
     ).fetchone()
     return int(row[0])
 

@@ -435,8 +435,17 @@ def approvals_workout(s: Any, conn: Any) -> None:
     for i, digest in enumerate(("sha256:a", "sha256:a", "sha256:b")):
         state_approvals.call_writer("alice", "fs/write", digest, 100 + i)(conn, 20 + i, f"w{i}")
     assert s.run(state_approvals.count_calls, "alice", "fs/write", 101) == 2
+    assert s.run(state_approvals.count_calls, "alice", "fs/write", 101, besides=["w2", "w9"]) == 1
+    assert s.run(state_approvals.count_calls, "alice", "fs/write", 100, besides=["w0", "w1", "w2"]) == 0
     assert s.run(state_approvals.distinct_arguments, "alice", "fs/write", 100, "sha256:c") == (2, False)
     assert s.run(state_approvals.distinct_arguments, "alice", "fs/write", 102, "sha256:b") == (1, True)
+    # Held digests join the stored ones as a union: one already stored adds nothing.
+    union = s.run(state_approvals.distinct_arguments, "alice", "fs/write", 100, "sha256:c", also=["sha256:b"])
+    assert union == (2, False)
+    union = s.run(
+        state_approvals.distinct_arguments, "alice", "fs/write", 102, "sha256:a", also=["sha256:a", "sha256:d"]
+    )
+    assert union == (3, False)
 
 
 def public_names() -> set[str]:
