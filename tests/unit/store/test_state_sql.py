@@ -443,7 +443,12 @@ def approvals_workout(s: Any, conn: Any) -> None:
     union = s.run(state_approvals.distinct_arguments, "alice", "fs/write", 100, "sha256:c", also=["sha256:b"])
     assert union == (2, False)
     union = s.run(
-        state_approvals.distinct_arguments, "alice", "fs/write", 102, "sha256:a", also=["sha256:a", "sha256:d"]
+        state_approvals.distinct_arguments,
+        "alice",
+        "fs/write",
+        102,
+        "sha256:a",
+        also=["sha256:a", "sha256:d"],
     )
     assert union == (3, False)
 
