@@ -1,13 +1,11 @@
 """Run the fuzz harnesses (tests/fuzz) under atheris, longer than CI does.
 
-    python scripts/fuzz.py [--seconds N] [--only NAME] [--jobs J] [--json] [--crashes DIR] [--chunk S]
+    python scripts/fuzz.py [--seconds N] [--only NAME] [--jobs J] [--json] [--crashes DIR]
 
 Each harness runs in its own process (``tests/fuzz/run_harness.py``) for ``--seconds``
 (libFuzzer's ``-max_total_time``), ``--jobs`` at a time, starting from its seed corpus
 and its regression inputs; what it learns goes to a temporary directory, never into the
-corpus. A run longer than ``--chunk`` seconds is several libFuzzer processes in turn,
-each going on from what the earlier ones learned (a libFuzzer process's memory grows
-with its executions). A crash, a failed oracle check or a hang (``-timeout``) is saved under
+corpus. A crash, a failed oracle check or a hang (``-timeout``) is saved under
 ``tests/fuzz/regressions/<name>/`` (or ``--crashes``) — keep it in git: from then on
 ``tests/conformance/test_fuzzed_parsers.py`` replays it on every run. Prints one row per
 harness: executions (libFuzzer's ``stat::number_of_executed_units``), seconds, crashes;
@@ -59,8 +57,6 @@ class Result:
     crashes: list[str]
     returncode: int
     tail: str
-    runs: int = 1
-    """libFuzzer processes run in turn (``--chunk``)."""
 
     @property
     def ok(self) -> bool:
@@ -68,85 +64,61 @@ class Result:
         return not self.crashes and self.returncode == 0 and self.executions is not None
 
 
-CHUNK_SECONDS = 180
-"""A longer run is made of libFuzzer runs of at most this long, each going on from the
-inputs the earlier ones learned: a libFuzzer process's resident memory grows with its
-executions (2 GB after ~550,000 receipts, reported as an out-of-memory "crash" on no
-input in particular), whatever the harness."""
-
-
-def run(
-    name: str,
-    *,
-    seconds: int,
-    crashes: Path,
-    timeout: int = 10,
-    rss_mb: int = 2048,
-    chunk: int = CHUNK_SECONDS,
-) -> Result:
+def run(name: str, *, seconds: int, crashes: Path, timeout: int = 10, rss_mb: int = 2048) -> Result:
     """Fuzz one harness for ``seconds``; crash inputs go to ``crashes/<name>/``.
 
     Args:
         name: the harness (``tests/fuzz/fuzz_<name>.py``).
-        seconds: how long in all (libFuzzer's ``-max_total_time``, per chunk).
+        seconds: libFuzzer's ``-max_total_time``.
         crashes: where crash inputs are saved, one directory per harness.
         timeout: seconds one input may take before it counts as a hang.
         rss_mb: libFuzzer's memory limit.
-        chunk: at most this many seconds per libFuzzer process (:data:`CHUNK_SECONDS`);
-            the run stops at the first chunk that fails.
     """
     out = crashes / name
     out.mkdir(parents=True, exist_ok=True)
     seeds = [d for d in (FUZZ / "corpus" / name, FUZZ / "regressions" / name) if d.is_dir()]
     env = dict(os.environ, PYTHONHASHSEED="0")
-    executions: int | None = 0
-    written: list[str] = []
-    output, returncode, left, runs = "", 0, seconds, 0
-    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as learned:
-        while left > 0 and returncode == 0 and not written:
-            now = min(left, max(1, chunk))
-            left, runs = left - now, runs + 1
-            argv = [
-                sys.executable,
-                str(RUNNER),
-                name,
-                f"-max_total_time={now}",
-                f"-timeout={timeout}",
-                f"-rss_limit_mb={rss_mb}",
-                f"-max_len={MAX_LEN.get(name, 1 << 13)}",
-                "-print_final_stats=1",
-                f"-artifact_prefix={out}/",
-                learned,  # libFuzzer writes new inputs into the first directory only
-                *map(str, seeds),
-            ]
-            try:
-                proc = subprocess.run(  # noqa: PLW1510 -- the exit status is judged below
-                    argv,
-                    cwd=ROOT,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=now + 120,
-                )
-                output, returncode = proc.stdout + proc.stderr, proc.returncode
-            except subprocess.TimeoutExpired as e:  # libFuzzer itself hung: killed, reported
-                partial = (e.stdout or b"") + (e.stderr or b"")
-                text = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
-                output = f"{text}\nkilled: still running {now + 120} s after start"
-                returncode = -9
-            found = EXECUTED.search(output)
-            executions = executions + int(found.group(1)) if found and executions is not None else None
-            written += [Path(p).name for p in ARTIFACT.findall(output)]
+        argv = [
+            sys.executable,
+            str(RUNNER),
+            name,
+            f"-max_total_time={seconds}",
+            f"-timeout={timeout}",
+            f"-rss_limit_mb={rss_mb}",
+            f"-max_len={MAX_LEN.get(name, 1 << 13)}",
+            "-print_final_stats=1",
+            f"-artifact_prefix={out}/",
+            learned,  # libFuzzer writes new inputs into the first directory only
+            *map(str, seeds),
+        ]
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(  # noqa: PLW1510 -- the exit status is judged below
+                argv,
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=seconds + 120,
+            )
+            output, returncode = proc.stdout + proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as e:  # libFuzzer itself hung: killed, reported
+            partial = (e.stdout or b"") + (e.stderr or b"")
+            text = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+            output = f"{text}\nkilled: still running {seconds + 120} s after start"
+            returncode = -9
+        elapsed = time.monotonic() - started
+    found = EXECUTED.search(output)
+    written = [Path(p).name for p in ARTIFACT.findall(output)]
     return Result(
         name=name,
-        executions=executions,
-        seconds=round(time.monotonic() - started, 1),
+        executions=int(found.group(1)) if found else None,
+        seconds=round(elapsed, 1),
         crashes=written,
         returncode=returncode,
         tail="\n".join(output.splitlines()[-40:]),
-        runs=runs,
     )
 
 
@@ -155,13 +127,11 @@ SLOW_START = ("signed_request", "canonical", "mcp", "receipt")
 SDK): started first, so that the quick ones fill in beside them."""
 
 
-def run_all(
-    names: list[str], *, seconds: int, jobs: int, crashes: Path, chunk: int = CHUNK_SECONDS
-) -> list[Result]:
+def run_all(names: list[str], *, seconds: int, jobs: int, crashes: Path) -> list[Result]:
     """Run ``names``, ``jobs`` at a time (the slow starters first); results in the order given."""
     order = sorted(names, key=lambda n: SLOW_START.index(n) if n in SLOW_START else len(SLOW_START))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = pool.map(lambda n: run(n, seconds=seconds, crashes=crashes, chunk=chunk), order)
+        results = pool.map(lambda n: run(n, seconds=seconds, crashes=crashes), order)
         done = dict(zip(order, results, strict=True))
     return [done[n] for n in names]
 
@@ -193,19 +163,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="harnesses run at once")
     parser.add_argument("--crashes", type=Path, default=FUZZ / "regressions", help="where crash inputs go")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument(
-        "--chunk",
-        type=int,
-        default=CHUNK_SECONDS,
-        help=f"at most this many seconds per libFuzzer process (default {CHUNK_SECONDS})",
-    )
     args = parser.parse_args()
     results = run_all(
-        list(args.only or HARNESSES),
-        seconds=args.seconds,
-        jobs=args.jobs,
-        crashes=args.crashes,
-        chunk=args.chunk,
+        list(args.only or HARNESSES), seconds=args.seconds, jobs=args.jobs, crashes=args.crashes
     )
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=1))

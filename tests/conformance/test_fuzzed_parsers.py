@@ -139,16 +139,3 @@ def test_coverage_guided_fuzzing_finds_no_crash_in_any_parser(tmp_path: Path) ->
             for r in results
         ],
     )
-
-
-def test_a_long_fuzzing_run_is_several_libfuzzer_runs_that_go_on_from_each_other(tmp_path: Path) -> None:
-    """``scripts/fuzz.py --chunk``: a libFuzzer process's memory grows with its
-    executions (a 10-minute receipt run once ended as a false out-of-memory crash), so a
-    long run is made of short ones, their executions added up."""
-    if importlib.util.find_spec("atheris") is None:
-        pytest.skip("atheris is not installed (it is built for Linux only)")
-    script = _fuzz_script()
-    result = script.run("note", seconds=3, crashes=tmp_path, chunk=1)
-    assert result.ok, result.tail
-    assert result.runs == 3
-    assert result.executions > 0
