@@ -168,7 +168,7 @@ class Append:
             LogAppendError: the append did not commit, or is not resolved yet.
         """
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)  # shared by a batch: no traceback kept per raise
         if self.indices is None:
             raise LogAppendError("the append is not resolved yet")
         return self.indices

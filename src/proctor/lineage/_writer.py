@@ -149,7 +149,7 @@ class GroupCommit:
         self._check_open()
         with self._state_lock:
             if self._failed is not None:
-                raise self._failed
+                raise self._failed.with_traceback(None)  # one instance, raised again and again
             if self._writer is not None:
                 return
             sequencer = self._sequencer

@@ -297,7 +297,9 @@ class Log(GroupCommit):
         # sequence restarts from the durable size (_resequence).
         with self._seq_lock:
             if self._failed is not None:
-                raise self._failed
+                # One instance for every refusal: without its last traceback, or each
+                # raise would add one (frames, and what they hold) for good.
+                raise self._failed.with_traceback(None)
             self._sequence()
             first = self._next
             if then is not None and batch:

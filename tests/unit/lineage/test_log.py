@@ -296,6 +296,15 @@ def test_a_tree_that_contradicts_its_checkpoint_after_a_failed_commit_refuses_al
     monkeypatch.undo()
     with pytest.raises(LogAppendError, match="state unknown"):
         log.append(ev(2))
+    # Every refusal raises the one failure: it keeps no traceback of each (frames and
+    # what they hold, for as long as the process lives).
+    for i in range(200):
+        with pytest.raises(LogAppendError) as refused:
+            log.append(ev(3 + i))
+    depth, tb = 0, refused.value.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 20, f"the failure carries {depth} traceback entries"
 
 
 def test_checkpoint_is_stored_in_its_entries_transaction(flaky: tuple[Log, FlakyStore]) -> None:
