@@ -324,6 +324,8 @@ class GatewaySession:
             into.live = await self.live_tools()
         except LookupError as e:
             into.live = e
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+            into.live = LookupError(f"the upstream server cannot be written to ({e})")
         into.at = time.monotonic()
 
     # -- rules 1-5: one governed call --------------------------------------------------
