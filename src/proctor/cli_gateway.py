@@ -18,6 +18,7 @@ not be started or reached.
 from __future__ import annotations
 
 import base64
+import math
 import os
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -76,6 +77,14 @@ def _mcp(
             "--warrant-key", metavar="KEY", help="Warrant root key (base64); default: ask the server."
         ),
     ] = None,
+    session_idle: Annotated[
+        float,
+        typer.Option(
+            "--session-idle",
+            metavar="SECONDS",
+            help="Streamable HTTP: end an agent session idle this long (nothing in flight).",
+        ),
+    ] = 600.0,
 ) -> None:
     """Govern an MCP server's tool calls: authorize each before it is forwarded."""
     argv = list(command or [])
@@ -91,6 +100,8 @@ def _mcp(
         _bad("expected an upstream command after -- (stdio), or --listen HOST:PORT with --upstream-url URL")
     if listen is not None and (not upstream_url or argv):
         _bad("--listen serves streamable HTTP: give --upstream-url URL and no upstream command")
+    if not (math.isfinite(session_idle) and session_idle > 0):
+        _bad(f"--session-idle: expected a positive number of seconds, found {session_idle}")
     try:
         principal = PrincipalKey.load(key)
         root = base64.b64decode(warrant_key, validate=True) if warrant_key else None
@@ -104,6 +115,7 @@ def _mcp(
         approval_timeout=approval_timeout,
         max_message_bytes=max_message_bytes,
         warrant_key=root,
+        session_idle=session_idle,
     )
     import anyio  # noqa: PLC0415
 

@@ -307,3 +307,54 @@ def test_resources_prompts_and_progress_notifications_are_forwarded(
     assert read
     assert not long.is_error, text_of(long)
     assert seen  # the upstream's notifications/progress reached the agent
+
+
+def test_an_idle_streamable_http_session_ends_and_frees_its_slot(
+    everything: tuple[GovernorServer, list[str]], tmp_path: Path
+) -> None:
+    """An agent that leaves without DELETE: after ``--session-idle`` seconds with nothing
+    in flight its session is ended (the upstream session closed, the slot freed); once
+    the gateway held 256 such sessions, every new agent got 503 for good."""
+    governor, upstream = everything
+    up_port, gw_port = free_port(), free_port()
+    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
+        up = subprocess.Popen(
+            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
+        )
+        gw = subprocess.Popen(
+            [
+                sys.executable, "-m", "proctor", "gateway", "mcp", "--server", governor.url,
+                "--key", str(governor.key), "--name", "ev", "--listen", f"127.0.0.1:{gw_port}",
+                "--upstream-url", f"http://127.0.0.1:{up_port}/mcp", "--session-idle", "1",
+            ],
+            stderr=gw_err,
+        )  # fmt: skip
+        try:
+            for port in (up_port, gw_port):
+                _wait_port(port)
+            url = f"http://127.0.0.1:{gw_port}/mcp"
+            headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+            init = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "gone", "version": "1"},
+                },
+            }
+            opened = httpx.post(url, json=init, headers=headers, timeout=30)
+            assert opened.status_code == 200, opened.text
+            ident = opened.headers["mcp-session-id"]
+            ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+            alive = httpx.post(url, json=ping, headers=headers | {"mcp-session-id": ident}, timeout=30)
+            assert alive.status_code == 200, alive.text
+            time.sleep(2.5)  # no request in flight, no GET stream: the agent is gone
+            ended = httpx.post(url, json=ping, headers=headers | {"mcp-session-id": ident}, timeout=30)
+            assert ended.status_code == 404, ended.text
+        finally:
+            for proc in (gw, up):
+                proc.terminate()
+                proc.wait(timeout=15)
+    assert "idle for 1 s" in (tmp_path / "gateway.err").read_text()

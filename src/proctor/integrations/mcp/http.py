@@ -12,6 +12,7 @@ upstream that the SDK cannot parse reaches the session as :class:`Malformed`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -92,7 +93,9 @@ class GatewayApp:
         if len(self._sessions) >= _MAX_SESSIONS:
             await _plain(send, 503, b"too many sessions")
             return
-        transport = StreamableHTTPServerTransport(mcp_session_id=uuid4().hex)
+        transport = StreamableHTTPServerTransport(
+            mcp_session_id=uuid4().hex, idle_timeout=self.options.session_idle
+        )
         ident = str(transport.mcp_session_id)
         self._sessions[ident] = transport
         await self._tg.start(self._serve, ident, transport)
@@ -119,7 +122,12 @@ class GatewayApp:
                     name=self.options.name,
                     on_note=note,
                 )
-                await session.run()
+                # An agent gone without a DELETE: the transport cancels this scope once
+                # nothing was in flight for session_idle seconds (the slot is freed).
+                with transport.idle_scope or contextlib.nullcontext():
+                    await session.run()
+                if transport.idle_scope is not None and transport.idle_scope.cancel_called:
+                    note(f"session {ident} ended: idle for {self.options.session_idle:g} s")
         except Exception as e:  # noqa: BLE001 - one session's failure ends that session only
             note(f"session {ident} ended: {type(e).__name__}: {e}")
         finally:

@@ -67,9 +67,7 @@ _MAX_PAGES = 64
 _LIST_TIMEOUT_S = 30.0
 _TICK_S = 0.05
 _CANCELLED = "cancelled by the agent"
-_RELIST_FRESH_S = 1.0
-"""A re-list older than this when the call is about to be forwarded (the governor's
-answer waited for an approval) is made again."""
+_RELIST_FRESH_S = 1.0  # a re-list older when the call is to be forwarded (an approval was awaited): again
 
 
 @dataclass
@@ -193,6 +191,8 @@ class GatewaySession:
                 call = self._calls.get(up)
                 if call is not None:
                     call.end(_CANCELLED)
+                else:  # no answer is due to a cancelled request (MCP): a late one is dropped
+                    del self._up[up]
                 return {**message, "params": {**params, "requestId": up}}
         if type(wanted) in (str, int) and wanted in self._held:
             self._held[wanted] = True  # stopped before it is forwarded (rule 1)

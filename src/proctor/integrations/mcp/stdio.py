@@ -30,6 +30,8 @@ class GatewayOptions:
         approval_timeout: seconds to wait for an admin's approval before refusing.
         max_message_bytes: the longest MCP message accepted from either side.
         warrant_key: the trusted warrant key; ``None``: ask the governor.
+        session_idle: streamable HTTP: seconds an agent session may stay with nothing
+            in flight before it is ended (its upstream session closed, its slot freed).
     """
 
     server: str
@@ -38,6 +40,7 @@ class GatewayOptions:
     approval_timeout: float = 300.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     warrant_key: bytes | None = None
+    session_idle: float = 600.0
 
     def governance(self) -> ToolGovernance:
         """The governor calls of one session."""
