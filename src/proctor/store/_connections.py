@@ -3,6 +3,12 @@
 Each connection runs in autocommit mode (transactions are explicit), WAL journaling,
 ``synchronous=FULL`` and a 30 s busy timeout. Connections are not shared between
 threads; :meth:`ThreadConnections.close` closes all of them.
+
+Threads come and go (a server's worker threads end when idle and new ones start for
+the next burst), so a connection must not outlive its thread: each time a thread opens
+its connection, the connections of threads that have ended are closed first. A thread
+that has ended runs no more code, and its connection was used by it alone, so nothing
+can be using that connection any more; a live thread's connection is never touched.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class ThreadConnections:
         self._path = str(path)
         self._what = what
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # owner, connection
         self._lock = threading.Lock()
         self._closed = False
 
@@ -59,6 +65,7 @@ class ThreadConnections:
             return conn
         if self._closed:
             raise StoreError(f"the {self._what} is closed")
+        self._close_ended()
         try:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -66,17 +73,39 @@ class ThreadConnections:
             conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open {self._path}: {e}{unwritable_note(self._path)}") from e
-        self._local.conn = conn
         with self._lock:
-            self._all.append(conn)
+            closed = self._closed
+            if not closed:
+                self._all.append((threading.current_thread(), conn))
+        if closed:  # close() ran meanwhile: it did not see this connection
+            conn.close()
+            raise StoreError(f"the {self._what} is closed")
+        self._local.conn = conn
         return conn
+
+    def _close_ended(self) -> None:
+        """Close the connections of threads that have ended (their thread-local slot went
+        with them). ``is_alive()`` is false only once a started thread has finished, so a
+        live thread's connection is never closed; an error closing one is not raised."""
+        live: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        ended: list[sqlite3.Connection] = []
+        with self._lock:
+            for thread, conn in self._all:  # one is_alive() each: none can fall between
+                if thread.is_alive():
+                    live.append((thread, conn))
+                else:
+                    ended.append(conn)
+            self._all = live
+        for conn in ended:  # check_same_thread=False: any thread may close it
+            with contextlib.suppress(Exception):  # best effort; its thread left nothing pending
+                conn.close()
 
     def close(self) -> None:
         """Close every connection; later :meth:`get` calls fail."""
         with self._lock:
             self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
+            owned, self._all = self._all, []
+        for _, conn in owned:
             with contextlib.suppress(sqlite3.Error):  # best effort; nothing is pending
                 conn.close()
         self._local = threading.local()
