@@ -28,6 +28,10 @@ __all__ = ["STARTS_WINDOW_S", "RateCounters", "StartWindow"]
 
 _HOUR = 3600
 _DAY = 86400
+_OBSERVED_SLACK_S = _HOUR
+"""Counting a warrant at second ``at`` (:meth:`RateCounters.observed`) forgets the buckets
+before ``at - 1 h -`` this: another node whose clock is ahead of this one's, by less than
+this, never makes it drop a bucket this node's hour still counts."""
 STARTS_WINDOW_S = 60
 """``starts_1m`` counts the starts of the last this many seconds: at ``now``, those at
 ``now - 59`` … ``now`` (whole seconds)."""
@@ -64,10 +68,15 @@ class _Window:
                 self.day, self.today = day, 0
             self.today += 1
 
+    def forget(self, before: int) -> None:
+        """Drop the buckets of seconds before ``before`` (oldest first: O(1) amortized)."""
+        buckets = self.buckets
+        while buckets and buckets[0][0] < before:
+            self.hour_total -= buckets.popleft()[1]
+
     def counts(self, now: int, day: int) -> dict[str, int]:
         buckets = self.buckets
-        while buckets and buckets[0][0] < now - _HOUR:
-            self.hour_total -= buckets.popleft()[1]
+        self.forget(now - _HOUR)
         if self.day != day:
             self.day, self.today = day, 0
         minute = 0
@@ -121,12 +130,18 @@ class RateCounters:
 
     def observed(self, principal: str, at: int) -> None:
         """Count a warrant issued to ``principal`` at unix second ``at``, by this process
-        or (shared mode, read from the log) another."""
+        or (shared mode, read from the log) another.
+
+        Buckets too old for any count are dropped here too, not only when the principal's
+        counts are read (shared mode: maybe never on this node): a window holds at most
+        the seconds of :data:`_OBSERVED_SLACK_S` plus an hour.
+        """
         now = at
         with self._lock:
             window = self._windows.get(principal)
             if window is None:
                 return  # loaded from the store (which has the new row) on first use
+            window.forget(now - _HOUR - _OBSERVED_SLACK_S)
             window.add(now, now - now % _DAY)
 
 
@@ -138,12 +153,17 @@ class StartWindow:
     registry holds its lock around every call. A start recorded at a time later than
     ``now`` (the clock stepped back) keeps counting until it is older than the window
     measured from ``now``: a clock step never frees quota early.
+
+    :meth:`add` forgets too (shared mode, the window may never be read), once its oldest
+    second left the window, so it holds at most the window's seconds (and any later than
+    ``now``) however long it is not read.
     """
 
-    __slots__ = ("_seconds",)
+    __slots__ = ("_oldest", "_seconds")
 
     def __init__(self) -> None:
         self._seconds: dict[int, int] = {}  # second → starts in it
+        self._oldest = 0  # while any second is held: no held second is older
 
     def count(self, now: int) -> int:
         """Starts in the window ending at ``now`` (those older are forgotten)."""
@@ -157,13 +177,26 @@ class StartWindow:
             else:
                 stale = True
         if stale:
-            for second in [s for s in seconds if s <= oldest]:
-                del seconds[second]
+            self._forget(oldest)
         return total
 
     def add(self, now: int) -> None:
-        """Count one start at ``now``."""
-        self._seconds[now] = self._seconds.get(now, 0) + 1
+        """Count one start at ``now`` (forgetting those older than the window, as
+        :meth:`count` at ``now`` would)."""
+        seconds = self._seconds
+        if seconds and self._oldest <= now - STARTS_WINDOW_S:
+            self._forget(now - STARTS_WINDOW_S)
+        if not seconds or now < self._oldest:
+            self._oldest = now
+        seconds[now] = seconds.get(now, 0) + 1
+
+    def _forget(self, oldest: int) -> None:
+        """Forget the starts of the seconds at or before ``oldest``."""
+        seconds = self._seconds
+        for second in [s for s in seconds if s <= oldest]:
+            del seconds[second]
+        if seconds:
+            self._oldest = min(seconds)
 
     def remove(self, at: int) -> None:
         """Take back one start counted at ``at`` (a start that was not recorded after all)."""

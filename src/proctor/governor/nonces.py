@@ -9,7 +9,10 @@ captured before the restart. They ride in the log writer's next transaction (the
 authorization's own commit, or a side write queued for requests that append nothing);
 no request waits for them. A crash loses at most the nonces of requests accepted since
 the last commit, which only reopens the replay window for those few, as before.
-Expired nonces leave memory and the table at most once a second.
+Expired nonces leave memory and the table at most once a second, and the nonces still
+to persist with them: an expired nonce is refused as stale anyway (and the next write
+deletes it with the purge it carries), so a log writer that stopped committing leaves
+only the live nonces waiting, not every one since.
 
 Clock steps: a nonce is forgotten once the clock passed its expiry, so a clock that
 steps forward and back again would accept a captured request a second time. The cache
@@ -145,6 +148,8 @@ class NonceCache:
             expires, keyid, nonce = heapq.heappop(expiry)
             if seen.get((keyid, nonce)) == expires:
                 del seen[(keyid, nonce)]
+        if self._unsaved:  # the next write deletes them with this purge: do not write them
+            self._unsaved = [row for row in self._unsaved if row[2] >= now]
         self._purge_before = now
         self._floor = max(self._floor, now)
 
@@ -176,8 +181,8 @@ class NonceCache:
         try:
             StateStore.write_nonces(conn, rows, purge_before)  # the floor goes with the deletion
         except StoreError:
-            with self._lock:
-                self._unsaved[:0] = rows
+            with self._lock:  # but not those a purge since (or this one) forgot
+                self._unsaved[:0] = [row for row in rows if row[2] >= self._purge_before]
             raise
         with self._lock:
             if self._purge_before == purge_before:

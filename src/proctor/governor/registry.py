@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -52,6 +53,7 @@ from proctor.verification.lease import lease_lapsed
 
 __all__ = [
     "LEASE_WRITE_TIMEOUT_S",
+    "PRESENTED_CACHE_SIZE",
     "ExecutionRegistry",
     "StartSlot",
     "TransitionLock",
@@ -61,6 +63,13 @@ __all__ = [
 
 LEASE_WRITE_TIMEOUT_S = 10.0
 """Shared mode: how long a renewal waits for the store to take its lease (then it fails)."""
+
+PRESENTED_CACHE_SIZE = 4096
+"""How many presented warrants, verified, a registry keeps (about 2.3 KB each, so some
+10 MB at most), least recently used out first. A cache: a renewal that misses verifies
+the execution's stored warrant again (``Executions.presented``). Without a bound, shared
+mode would keep one for every execution this process started or renewed and another
+process finished or swept (``ended`` runs only where it ended)."""
 
 
 class Usage(NamedTuple):
@@ -127,7 +136,9 @@ class ExecutionRegistry:
             self._running.setdefault(principal, set()).add(execution_id)
         # execution id → the warrant its enforcer presented, as verified at start
         # (attenuations included): each renewal re-checks its expiry and revocation ids.
-        self._verified: dict[str, VerifiedWarrant] = {}
+        # A bounded cache, least recently used first out (PRESENTED_CACHE_SIZE).
+        self._verified: OrderedDict[str, VerifiedWarrant] = OrderedDict()
+        self._verified_cap = PRESENTED_CACHE_SIZE
         # warrant ids being started and execution ids being ended, until their commit.
         self._busy: set[str] = set()
         # principal → starts admitted and not yet recorded, and its starts of the last
@@ -154,10 +165,15 @@ class ExecutionRegistry:
         stored = self._store.running_count(principal) if self._store is not None else None
         with self._lock:
             window = self._starts.get(principal)
+            starts_1m = 0
+            if window is not None:
+                starts_1m = window.count(now)
+                if not window:  # every start aged out: no entry left behind per principal
+                    del self._starts[principal]
             return Usage(
                 len(self._running.get(principal, ())) if stored is None else stored,
                 self._starting.get(principal, 0),
-                window.count(now) if window is not None else 0,
+                starts_1m,
             )
 
     def admit_start(self, principal: str, now: int, limits: QuotaLimits) -> StartSlot:
@@ -231,7 +247,7 @@ class ExecutionRegistry:
         with self._lock:
             if slot is not None:
                 self._settle(slot)
-            self._verified[execution_id] = verified
+            self._keep_verified(execution_id, verified)
             if self._store is None:  # shared: leases and running counts are the store's
                 self._leases[execution_id] = lease_ms
                 self._running.setdefault(principal, set()).add(execution_id)
@@ -315,14 +331,27 @@ class ExecutionRegistry:
     # -- presented warrants ---------------------------------------------------------
 
     def presented(self, execution_id: str) -> VerifiedWarrant | None:
-        """The warrant verified at start, if this process still holds it."""
+        """The warrant verified at start, if this process still holds it (a cache: the
+        caller verifies the stored one again on ``None``)."""
         with self._lock:
-            return self._verified.get(execution_id)
+            verified = self._verified.get(execution_id)
+            if verified is not None:
+                self._verified.move_to_end(execution_id)
+            return verified
 
     def remember(self, execution_id: str, verified: VerifiedWarrant) -> None:
-        """Keep a presented warrant verified again (after a restart)."""
+        """Keep a presented warrant verified again (after a restart, or once forgotten)."""
         with self._lock:
-            self._verified[execution_id] = verified
+            self._keep_verified(execution_id, verified)
+
+    def _keep_verified(self, execution_id: str, verified: VerifiedWarrant) -> None:
+        """Keep ``verified`` as the most recently used (under the lock), forgetting the
+        least recently used beyond :data:`PRESENTED_CACHE_SIZE`."""
+        cache = self._verified
+        cache[execution_id] = verified
+        cache.move_to_end(execution_id)
+        while len(cache) > self._verified_cap:
+            cache.popitem(last=False)
 
     # -- state changes ------------------------------------------------------------------
 
