@@ -50,8 +50,9 @@ def test_the_receipt_opens_the_arguments_and_replays(governor: Governor) -> None
 
 
 def test_an_opening_that_is_not_an_object_is_refused(governor: Governor) -> None:
-    """``"opening": null`` once read as "not opened": a receipt carrying it verified
-    with bytes nobody checked (found by the receipt fuzz harness)."""
+    """An argument opening that is not an object (null, a list, a string, a number) is
+    refused at the receipt's first step. A null once read as "not opened", so a receipt
+    carrying it verified with bytes nobody checked (found by the receipt fuzz harness)."""
     token = allow(governor, SECRET)
     ex = governor.executions.start("alice", start_body(token, SECRET))["execution"]
     governor.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
