@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from gov_server import free_port
 
 BIN = Path(__file__).parent / "mcp_servers" / "node_modules" / ".bin"
 
@@ -51,6 +56,50 @@ def gateway_argv(url: str, key: Path, name: str, upstream: Sequence[str], *extra
         "--",
         *upstream,
     ]
+
+
+def wait_port(port: int) -> None:
+    """Wait (30 s at most) until something answers HTTP on ``port`` at ``/mcp``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@contextmanager
+def http_gateway(url: str, key: Path, upstream: Sequence[str], logs: Path, *extra: str) -> Iterator[str]:
+    """``upstream`` serving streamable HTTP (``streamableHttp``, on ``PORT``) and
+    ``proctor gateway mcp --listen`` in front of it (``--name ev``, then ``extra``):
+    yields the gateway's MCP URL; stderr goes to ``logs/upstream.err`` and
+    ``logs/gateway.err``; both are stopped on the way out."""
+    up_port, gw_port = free_port(), free_port()
+    with (logs / "upstream.err").open("w") as up_err, (logs / "gateway.err").open("w") as gw_err:
+        up = subprocess.Popen(
+            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
+        )
+        gw = subprocess.Popen(
+            [
+                *gateway_argv(url, key, "ev", [])[:-1],
+                "--listen",
+                f"127.0.0.1:{gw_port}",
+                "--upstream-url",
+                f"http://127.0.0.1:{up_port}/mcp",
+                *extra,
+            ],
+            stderr=gw_err,
+        )
+        try:
+            for port in (up_port, gw_port):
+                wait_port(port)
+            yield f"http://127.0.0.1:{gw_port}/mcp"
+        finally:
+            for proc in (gw, up):
+                proc.terminate()
+                proc.wait(timeout=15)
 
 
 @asynccontextmanager

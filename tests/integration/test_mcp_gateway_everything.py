@@ -10,8 +10,6 @@ upstream, answers the agent with an error and is recorded as the execution's end
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,8 +23,8 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from gov_server import GovernorServer, cli, client_of, free_port
-from mcp_support import agent, gateway_argv, mcp_server
+from gov_server import GovernorServer, cli, client_of
+from mcp_support import agent, gateway_argv, http_gateway, mcp_server
 
 pytestmark = pytest.mark.slow
 
@@ -213,69 +211,26 @@ def test_streamable_http_both_sides_with_float_arguments(
     everything: tuple[GovernorServer, list[str]], tmp_path: Path
 ) -> None:
     governor, upstream = everything
-    up_port, gw_port = free_port(), free_port()
-    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
-        up = subprocess.Popen(
-            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
-        )
-        gw = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proctor",
-                "gateway",
-                "mcp",
-                "--server",
-                governor.url,
-                "--key",
-                str(governor.key),
-                "--name",
-                "ev",
-                "--listen",
-                f"127.0.0.1:{gw_port}",
-                "--upstream-url",
-                f"http://127.0.0.1:{up_port}/mcp",
-            ],
-            stderr=gw_err,
-        )
-        try:
-            for port in (up_port, gw_port):
-                _wait_port(port)
+    with http_gateway(governor.url, governor.key, upstream, tmp_path) as url:
 
-            async def drive() -> tuple[CallToolResult, CallToolResult, int]:
-                url = f"http://127.0.0.1:{gw_port}/mcp"
-                async with (
-                    streamable_http_client(url) as (read, write),
-                    ClientSession(read, write) as session,
-                ):
-                    await session.initialize()
-                    listed = await session.list_tools()
-                    echo = await session.call_tool("echo", {"message": "through http"})
-                    total = await session.call_tool("get-sum", {"a": 1.5, "b": 2.25})
-                    return echo, total, len(listed.tools)
+        async def drive() -> tuple[CallToolResult, CallToolResult, int]:
+            async with (
+                streamable_http_client(url) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                listed = await session.list_tools()
+                echo = await session.call_tool("echo", {"message": "through http"})
+                total = await session.call_tool("get-sum", {"a": 1.5, "b": 2.25})
+                return echo, total, len(listed.tools)
 
-            echo, total, tools = anyio.run(drive)
-        finally:
-            for proc in (gw, up):
-                proc.terminate()
-                proc.wait(timeout=15)
+        echo, total, tools = anyio.run(drive)
     assert tools > 5
     assert not echo.is_error, text_of(echo)
     assert "through http" in text_of(echo)
     assert not total.is_error, text_of(total)
     assert "3.75" in text_of(total)
     assert len([e for e in executions(governor) if e.get("status") == "completed"]) == 2
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 def test_resources_prompts_and_progress_notifications_are_forwarded(
@@ -316,45 +271,25 @@ def test_an_idle_streamable_http_session_ends_and_frees_its_slot(
     in flight its session is ended (the upstream session closed, the slot freed); once
     the gateway held 256 such sessions, every new agent got 503 for good."""
     governor, upstream = everything
-    up_port, gw_port = free_port(), free_port()
-    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
-        up = subprocess.Popen(
-            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
-        )
-        gw = subprocess.Popen(
-            [
-                sys.executable, "-m", "proctor", "gateway", "mcp", "--server", governor.url,
-                "--key", str(governor.key), "--name", "ev", "--listen", f"127.0.0.1:{gw_port}",
-                "--upstream-url", f"http://127.0.0.1:{up_port}/mcp", "--session-idle", "1",
-            ],
-            stderr=gw_err,
-        )  # fmt: skip
-        try:
-            for port in (up_port, gw_port):
-                _wait_port(port)
-            url = f"http://127.0.0.1:{gw_port}/mcp"
-            headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-            init = {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "gone", "version": "1"},
-                },
-            }
-            opened = httpx.post(url, json=init, headers=headers, timeout=30)
-            assert opened.status_code == 200, opened.text
-            ident = opened.headers["mcp-session-id"]
-            ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-            alive = httpx.post(url, json=ping, headers=headers | {"mcp-session-id": ident}, timeout=30)
-            assert alive.status_code == 200, alive.text
-            time.sleep(2.5)  # no request in flight, no GET stream: the agent is gone
-            ended = httpx.post(url, json=ping, headers=headers | {"mcp-session-id": ident}, timeout=30)
-            assert ended.status_code == 404, ended.text
-        finally:
-            for proc in (gw, up):
-                proc.terminate()
-                proc.wait(timeout=15)
+    with http_gateway(governor.url, governor.key, upstream, tmp_path, "--session-idle", "1") as url:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "gone", "version": "1"},
+            },
+        }
+        opened = httpx.post(url, json=init, headers=headers, timeout=30)
+        assert opened.status_code == 200, opened.text
+        ident = opened.headers["mcp-session-id"]
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        alive = httpx.post(url, json=ping, headers=headers | {"mcp-session-id": ident}, timeout=30)
+        assert alive.status_code == 200, alive.text
+        time.sleep(2.5)  # no request in flight, no GET stream: the agent is gone
+        ended = httpx.post(url, json=ping, headers=headers | {"mcp-session-id": ident}, timeout=30)
+        assert ended.status_code == 404, ended.text
     assert "idle for 1 s" in (tmp_path / "gateway.err").read_text()

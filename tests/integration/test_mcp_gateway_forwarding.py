@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,8 +31,8 @@ from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from gov_server import GovernorServer, cli, client_of, free_port
-from mcp_support import agent, gateway_argv, mcp_server
+from gov_server import GovernorServer, cli, client_of
+from mcp_support import agent, gateway_argv, http_gateway, mcp_server
 
 pytestmark = pytest.mark.slow
 
@@ -189,64 +188,19 @@ def test_server_to_client_requests_reach_the_agent_and_its_answers_the_upstream_
     assert named == {e["id"] for e in ended}
 
 
-def _wait_port(port: int) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port}")
-
-
 def test_server_to_client_requests_reach_the_agent_and_its_answers_the_upstream_http(
     everything: tuple[GovernorServer, list[str]], tmp_path: Path
 ) -> None:
     governor, upstream = everything
-    up_port, gw_port = free_port(), free_port()
     me = Agent(tmp_path)
-    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
-        up = subprocess.Popen(
-            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
-        )
-        gw = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proctor",
-                "gateway",
-                "mcp",
-                "--server",
-                governor.url,
-                "--key",
-                str(governor.key),
-                "--name",
-                "ev",
-                "--listen",
-                f"127.0.0.1:{gw_port}",
-                "--upstream-url",
-                f"http://127.0.0.1:{up_port}/mcp",
-            ],
-            stderr=gw_err,
-        )
-        try:
-            for port in (up_port, gw_port):
-                _wait_port(port)
+    with http_gateway(governor.url, governor.key, upstream, tmp_path) as url:
 
-            async def drive() -> dict[str, CallToolResult]:
-                url = f"http://127.0.0.1:{gw_port}/mcp"
-                async with streamable_http_client(url) as (read, write), me.session(read, write) as session:
-                    await session.initialize()
-                    return await _server_to_client_calls(session)
+        async def drive() -> dict[str, CallToolResult]:
+            async with streamable_http_client(url) as (read, write), me.session(read, write) as session:
+                await session.initialize()
+                return await _server_to_client_calls(session)
 
-            results = anyio.run(drive)
-        finally:
-            for proc in (gw, up):
-                proc.terminate()
-                proc.wait(timeout=15)
+        results = anyio.run(drive)
     _check_answers(results, tmp_path)
     assert sorted(e["status"] for e in wait_ended(governor, 3)) == ["completed"] * 3
 
@@ -385,59 +339,37 @@ def test_agent_cancellation_over_streamable_http_ends_the_execution(
     everything: tuple[GovernorServer, list[str]], tmp_path: Path
 ) -> None:
     governor, upstream = everything
-    up_port, gw_port = free_port(), free_port()
-    with (tmp_path / "upstream.err").open("w") as up_err, (tmp_path / "gateway.err").open("w") as gw_err:
-        up = subprocess.Popen(
-            [*upstream, "streamableHttp"], env=os.environ | {"PORT": str(up_port)}, stderr=up_err
-        )
-        gw = subprocess.Popen(
-            [
-                *gateway_argv(governor.url, governor.key, "ev", [])[:-1],
-                "--listen",
-                f"127.0.0.1:{gw_port}",
-                "--upstream-url",
-                f"http://127.0.0.1:{up_port}/mcp",
-            ],
-            stderr=gw_err,
-        )
-        try:
-            for port in (up_port, gw_port):
-                _wait_port(port)
+    with http_gateway(governor.url, governor.key, upstream, tmp_path) as url:
 
-            def running() -> str:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    live = [e for e in executions(governor) if e.get("status") == "running"]
-                    if live:
-                        return str(live[0]["id"])
-                    time.sleep(0.1)
-                raise AssertionError("the long call never started an execution")
+        def running() -> str:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                live = [e for e in executions(governor) if e.get("status") == "running"]
+                if live:
+                    return str(live[0]["id"])
+                time.sleep(0.1)
+            raise AssertionError("the long call never started an execution")
 
-            async def drive() -> tuple[str, CallToolResult]:
-                url = f"http://127.0.0.1:{gw_port}/mcp"
-                async with (
-                    streamable_http_client(url) as (read, write),
-                    ClientSession(read, write) as session,
-                ):
-                    await session.initialize()
-                    with anyio.CancelScope() as scope:
+        async def drive() -> tuple[str, CallToolResult]:
+            async with (
+                streamable_http_client(url) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                with anyio.CancelScope() as scope:
 
-                        async def call() -> None:
-                            args = {"duration": 60, "steps": 60}
-                            await session.call_tool("trigger-long-running-operation", args)
+                    async def call() -> None:
+                        args = {"duration": 60, "steps": 60}
+                        await session.call_tool("trigger-long-running-operation", args)
 
-                        async with anyio.create_task_group() as tg:
-                            tg.start_soon(call)
-                            execution = await anyio.to_thread.run_sync(running)
-                            scope.cancel()
-                    return execution, await session.call_tool("get-sum", {"a": 1, "b": 2})
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(call)
+                        execution = await anyio.to_thread.run_sync(running)
+                        scope.cancel()
+                return execution, await session.call_tool("get-sum", {"a": 1, "b": 2})
 
-            execution, after = anyio.run(drive)
-            ended = {e["id"]: e for e in wait_ended(governor, 2)}
-        finally:
-            for proc in (gw, up):
-                proc.terminate()
-                proc.wait(timeout=15)
+        execution, after = anyio.run(drive)
+        ended = {e["id"]: e for e in wait_ended(governor, 2)}
     assert not after.is_error, text_of(after)
     assert ended[execution]["status"] == "failed"
     assert "cancelled (cancelled by the agent)" in recorded_end(governor, execution, tmp_path)
