@@ -45,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import proc_support
+
 __all__ = [
     "CONFIGS",
     "ESCAPES",
@@ -345,19 +347,9 @@ def marked(marker: str) -> list[int]:
 
 
 def kill_marked(marker: str, seconds: float = 5.0) -> None:
-    """SIGSTOP everything marked until nothing new appears, then SIGKILL it all."""
-    deadline = time.monotonic() + seconds
-    stopped: set[int] = set()
-    while (fresh := set(marked(marker)) - stopped) and time.monotonic() < deadline:
-        for pid in fresh:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGSTOP)
-        stopped |= fresh
-    while (pids := marked(marker)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.005)
+    """SIGSTOP everything marked (argv or environment) until nothing new appears, then
+    SIGKILL it all."""
+    proc_support.kill_marked(marker, seconds, find=marked)
 
 
 # -- one cell ---------------------------------------------------------------------------

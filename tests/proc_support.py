@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import threading
 import time
+from collections.abc import Callable
 
 
 def alive(pid: int) -> bool:
@@ -81,3 +84,27 @@ class DeathWatch:
             if not self._thread.is_alive():
                 for fd in self._fds:
                     os.close(fd)
+
+
+def kill_marked(marker: str, seconds: float = 5.0, *, find: Callable[[str], list[int]] | None = None) -> None:
+    """SIGSTOP everything marked until nothing new appears (a stopped process cannot
+    fork, so a runaway cannot stay ahead), then SIGKILL it all.
+
+    Args:
+        marker: what the processes carry.
+        seconds: how long to keep at it.
+        find: how the marked processes are found (default :func:`marked`).
+    """
+    marked_by = find or marked
+    deadline = time.monotonic() + seconds
+    stopped: set[int] = set()
+    while (fresh := set(marked_by(marker)) - stopped) and time.monotonic() < deadline:
+        for pid in fresh:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= fresh
+    while (pids := marked_by(marker)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005)

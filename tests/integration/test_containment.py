@@ -10,7 +10,6 @@ run as root, one test re-runs this module as an unprivileged user (``setpriv``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -89,41 +88,6 @@ def _no_lasting_subreaper() -> Iterator[None]:
     yield
     _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 0)
     containment_module._subreaper_set = False
-
-
-def kill_marked(marker: str, seconds: float = 5.0) -> None:
-    """SIGSTOP everything marked until nothing new appears (a stopped process cannot
-    fork, so a runaway cannot stay ahead), then SIGKILL it all."""
-    deadline = time.monotonic() + seconds
-    stopped: set[int] = set()
-    while (fresh := set(marked(marker)) - stopped) and time.monotonic() < deadline:
-        for pid in fresh:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGSTOP)
-        stopped |= fresh
-    while (pids := marked(marker)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique argv marker; everything carrying it is killed at teardown."""
-    tag = f"proctor-test-{os.getpid()}-{time.monotonic_ns()}"
-    yield tag
-    kill_marked(tag)
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Contained]]:
-    """Contained trees to close (kill and clean up) at teardown."""
-    trees: list[Contained] = []
-    yield trees
-    for tree in trees:
-        with contextlib.suppress(Exception):
-            tree.close()
 
 
 def start_tree(c: Containment, marker: str, closing: list[Contained], *extra: str) -> Contained:

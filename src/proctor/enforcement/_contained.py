@@ -33,6 +33,7 @@ __all__ = ["TerminationReport", "Contained"]
 _KILL_TIMEOUT = 5.0
 _IDLE_REAP = 1.0
 _EXIT_AFTER_WATCHDOG = 1.0
+_COMMAND_WAIT_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ class Contained:
         """
         with cls._direct_lock:
             return set(cls._direct)
+
+    def hold_command(self, stop: threading.Event | None = None) -> bool:
+        """Keep the command's pidfd, which :meth:`terminate_tree` signals first (``ProcessTree``)."""
+        return not self._closed and self._tree.hold_command(stop)
 
     @property
     def tree_spec(self) -> TreeSpec:
@@ -340,12 +345,14 @@ class Contained:
         """
         t0 = time.monotonic()
         with self._term_lock:
+            # The command first, through its held pidfd: no /proc read before that signal.
+            listed, early = self._tree.signal_command(signal.SIGTERM) if grace > 0 else (set(), None)
             members = self._tree.members()
-            if not members and self._settled():
+            if not members and early is None and self._settled():
                 self._reap_orphans()
                 return TerminationReport("none", 0, time.monotonic() - t0)
-            counted = self._counted(members)
-            if grace > 0 and self._graceful(members, counted, t0 + grace):
+            counted = self._counted(members) | listed | ({early} if early is not None else set())
+            if grace > 0 and self._graceful(members, counted, t0 + grace, early):
                 self._reap_orphans()
                 return TerminationReport("SIGTERM", len(counted), time.monotonic() - t0)
             self._kill_until_gone(counted)
@@ -356,8 +363,16 @@ class Contained:
         self.poll()
         return self._returncode is not None
 
-    def _graceful(self, members: dict[int, ProcStat], counted: set[tuple[int, int]], deadline: float) -> bool:
-        signalled = self._tree.signal(signal.SIGTERM, members)
+    def _graceful(
+        self,
+        members: dict[int, ProcStat],
+        counted: set[tuple[int, int]],
+        deadline: float,
+        early: tuple[int, int] | None,
+    ) -> bool:
+        signalled = self._tree.signal(signal.SIGTERM, members, sent=early)
+        if early is not None:  # its end, not a /proc scan competing with it for the CPU
+            self._tree.wait_command(min(deadline - time.monotonic(), _COMMAND_WAIT_S))
         pause = 0.0002
         while True:
             self.poll()
@@ -443,6 +458,7 @@ class Contained:
             self._final_usage = self.resource_usage()
             for g in self._tree.spec.groups:
                 g.remove()
+            self._tree.release()
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
             if self._status_fd >= 0:

@@ -34,6 +34,7 @@ import contextlib
 import os
 import select
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ from proctor.enforcement._linux import ProcStat, list_pids, ns_pids, pidns_of, r
 __all__ = ["TreeSpec", "ProcessTree", "exited", "settled_pidns"]
 
 _STOP_ROUNDS = 200
+_HOLD_TRIES = 50
+_HOLD_PAUSE_S = 0.01
 
 
 @dataclass
@@ -87,6 +90,8 @@ class ProcessTree:
         # One killing group is enough; prefer v2 (cgroup.kill is atomic against fork).
         self._killers.sort(key=lambda g: g.version, reverse=True)
         self._group_held = False  # the last scan saw a process (a zombie too) in the child's group
+        self._command: tuple[int, int, int] | None = None  # (pidfd, pid, start time): hold_command
+        self._command_lock = threading.Lock()
 
     @property
     def exact(self) -> bool:
@@ -175,30 +180,139 @@ class ProcessTree:
             return None
         if self.spec.pidns_mode == "init":
             return self.spec.child
-        try:
-            with open(f"/proc/{self.spec.child}/task/{self.spec.child}/children", encoding="ascii") as f:
-                kids = [int(p) for p in f.read().split()]
-        except (OSError, ValueError):
+        kids = _children(self.spec.child)
+        if kids is None:
             kids = [pid for pid, st in self.members(thorough=True).items() if st.ppid == self.spec.child]
         return kids[0] if kids else None
 
-    def signal(self, sig: int, members: dict[int, ProcStat]) -> set[int]:
-        """Send ``sig`` to each member (and to the child's process group).
+    def hold_command(self, stop: threading.Event | None = None) -> bool:
+        """Open and keep a pidfd of the command itself (not a relay), so that
+        :meth:`signal_command` reaches it with one system call and no ``/proc`` read.
+
+        Without a pid namespace the command is the direct child (unreaped, so its pid
+        is its own). Inside one, it is the init relay's child: the pid read from the
+        init's ``children`` is opened, then checked to still be a child of that init
+        (a pid reused in between would be another process, whose parent is not the
+        init; one whose parent is the init is of the tree anyway).
+
+        Args:
+            stop: given, try again for up to :data:`_HOLD_TRIES` pauses unless it is set
+                (the relay starts the command a moment after the spawn returned).
+
+        Returns:
+            Whether the command is held (``False``: not started yet, or already gone).
+        """
+        for _ in range(_HOLD_TRIES if stop is not None else 1):
+            if self._hold_once():
+                return True
+            if stop is None or stop.wait(_HOLD_PAUSE_S):
+                return False
+        return False
+
+    def _hold_once(self) -> bool:
+        if self._command is not None:
+            return True
+        parent, pid = -1, self.spec.child
+        if self.spec.pidns_mode:
+            init = self.init_pid()
+            kids = _children(init) if init is not None else None
+            if init is None or not kids:
+                return False
+            parent, pid = init, kids[0]
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        st = read_stat(pid)
+        if st is None or st.zombie or (parent >= 0 and st.ppid != parent):
+            os.close(fd)
+            return False
+        with self._command_lock:
+            self._command = (fd, pid, st.starttime)
+        return True
+
+    def signal_command(self, sig: int) -> tuple[set[tuple[int, int]], tuple[int, int] | None]:
+        """Send ``sig`` to the held command (:meth:`hold_command`) through its pidfd,
+        after listing the cgroup's members (one read, no ``stat``): what was running
+        when it was sent, which the kernel may kill (a pid namespace's, when its init
+        follows the command) before an enumeration would see it.
+
+        Nothing is sent in a pid namespace without a cgroup: its processes, killed with
+        the init right after the command, could only be counted by the ``/proc`` scan
+        that this signal would precede.
+
+        Returns:
+            The ``(pid, start time)`` of every process listed (start time -1 for one
+            already reaped; proctor's relays left out), and the command's if it was
+            running and the signal was sent, else ``None`` (not held, or exited).
+        """
+        with self._command_lock:  # never a descriptor that release() closed (and may be reused)
+            held = self._command
+            if held is None or (self.spec.pidns is not None and not self.spec.groups):
+                return set(), None
+            listed = [pid for group in self.spec.groups[:1] for pid in group.pids()]
+            sent = not select.select([held[0]], [], [], 0)[0]  # readable once it has exited
+            if sent:
+                try:
+                    signal.pidfd_send_signal(held[0], sig)
+                except OSError:
+                    sent = False  # it has exited (ESRCH); the enumeration finds the rest
+        relays, found = self.helpers(), set()
+        for pid in listed:
+            st = read_stat(pid) if pid != held[1] else None
+            found.add((pid, held[2] if pid == held[1] else st.starttime if st is not None else -1))
+        return {p for p in found if p[0] not in relays}, (held[1], held[2]) if sent else None
+
+    def wait_command(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the held command to exit (at once if none
+        is held), without reading ``/proc`` meanwhile."""
+        with self._command_lock:  # a copy: release() may close the held one meanwhile
+            fd = os.dup(self._command[0]) if self._command is not None else -1
+        if fd < 0:
+            return
+        try:
+            select.select([fd], [], [], max(timeout, 0.0))
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Close the held command's pidfd (idempotent)."""
+        with self._command_lock:
+            held, self._command = self._command, None
+            if held is not None:
+                with contextlib.suppress(OSError):
+                    os.close(held[0])
+
+    def signal(
+        self, sig: int, members: dict[int, ProcStat], *, sent: tuple[int, int] | None = None
+    ) -> set[int]:
+        """Send ``sig`` to each member, the command's processes before proctor's relays
+        (which block it), and then to the child's process group.
 
         Args:
             sig: the signal.
             members: as returned by :meth:`members`.
+            sent: ``(pid, start time)`` of a member already sent ``sig``
+                (:meth:`signal_command`): not sent it twice.
 
         Returns:
             The pids that were signalled.
         """
-        sent = {pid for pid, st in members.items() if signal_process(pid, st.starttime, sig)}
-        if self.spec.session and self.spec.child in sent:
+        relays = self.helpers()
+        order = sorted(members.items(), key=lambda item: item[0] in relays)
+        done = (
+            {sent[0]}
+            if sent is not None and sent[0] in members and members[sent[0]].starttime == sent[1]
+            else set()
+        )
+        done |= {pid for pid, st in order if pid not in done and signal_process(pid, st.starttime, sig)}
+        sent_to = done
+        if self.spec.session and self.spec.child in sent_to:
             # Catches what was forked since the enumeration; the group id cannot have been
             # reused while its leader (the unreaped child) exists.
             with contextlib.suppress(OSError):
                 os.killpg(self.spec.child, sig)
-        return sent
+        return sent_to
 
     def kill(self) -> None:
         """SIGKILL the whole tree with the strongest mechanism available."""
@@ -283,6 +397,15 @@ class ProcessTree:
             ):
                 result.append(pid)
         return result
+
+
+def _children(pid: int) -> list[int] | None:
+    """The children of ``pid``'s main thread, or ``None`` if they cannot be read."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return None
 
 
 _EXITING_MS = 200

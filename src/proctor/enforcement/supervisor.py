@@ -27,7 +27,6 @@ Every failure of the supervisor's own machinery fails closed: it stops the tree.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
@@ -36,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+from base64 import b64decode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -179,7 +179,9 @@ class Supervisor:
         token = str(answer["warrant"]["token"])
         # 3. Verify the warrant locally before anything runs.
         try:
-            root = opts.warrant_key or self._warrant_key()
+            root = opts.warrant_key or b64decode(
+                self._governors.text("/v1/warrant-key").strip(), validate=True
+            )
             now = int(time.time())
             # Without --zone the governor evaluated the principal's own zone, which the
             # warrant names: that is the zone this run is in.
@@ -407,9 +409,10 @@ class Supervisor:
             self.kill(str(answer.get("terminate", "revoked")), str(answer.get("detail", "")))
 
     def _listen(self, since: int) -> None:
-        # Signed with the principal's key (the stream carries only what it may see); the
-        # execution names whose warrant chain it follows. It follows the governor asked
-        # first and resumes from the last seq seen; the lease, not the stream, bounds safety.
+        # Hold the command's pidfd (a kill signals it before reading /proc). The stream, signed
+        # by the principal, carries what it may see, resuming at the last seq (rule 5 of follow).
+        if self._contained is not None:
+            self._contained.hold_command(self._done)
         self._governors.follow(f"execution={self._execution}", since, self._on_message, self._done)
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -456,9 +459,6 @@ class Supervisor:
         thread = threading.Thread(target=target, args=args, daemon=True)
         thread.start()
         return thread
-
-    def _warrant_key(self) -> bytes:
-        return base64.b64decode(self._governors.text("/v1/warrant-key").strip(), validate=True)
 
     def _finish(self, body: dict[str, Any]) -> None:
         # A few quick tries (each through every governor): when they are gone (the
