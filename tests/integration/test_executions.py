@@ -74,6 +74,41 @@ def test_finish_records_the_terminal_event(governor: Governor) -> None:
         governor.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
 
 
+def test_revoking_a_running_execution_reads_no_store_and_an_ended_one_still_can(governor: Governor) -> None:
+    # A revocation's latency is how long the revoked execution runs on: one this node
+    # holds the lease of exists without a read; an ended one, or an unknown id, is asked
+    # of the store (the second revocable, the third refused with nothing recorded).
+    import asyncio
+
+    from proctor.errors import NoSuchTargetError
+
+    running, _ = start(governor)
+    ended, _ = start(governor, argv=("echo", "two"))
+    governor.executions.finish("alice", ended, {"outcome": "completed", "exit_status": 0})
+    asked: list[tuple[str, str]] = []
+    real = governor.state.exists
+
+    def exists(kind: str, target: str) -> bool:
+        asked.append((kind, target))
+        return real(kind, target)
+
+    governor.state.exists = exists  # type: ignore[method-assign]
+    assert governor.executions.registry.holds(running)
+    assert not governor.executions.registry.holds(ended)
+
+    done = asyncio.run(governor.revoke_async("execution", running, reason="test", by="admin"))
+    assert done["log_index"] > 0
+    assert asked == []
+    assert governor.executions.renew("alice", running, {})["terminate"] == "revoked"
+    governor.revoke("execution", ended, reason="test", by="admin")
+    assert asked == [("execution", ended)]
+    size = governor.log.size
+    with pytest.raises(NoSuchTargetError):
+        asyncio.run(governor.revoke_async("execution", "ex_unknown", reason="test", by="admin"))
+    assert asked[-1] == ("execution", "ex_unknown")
+    assert governor.log.size == size
+
+
 class Hook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict[str, Any]]] = []
 

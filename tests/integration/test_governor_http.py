@@ -173,3 +173,36 @@ def test_warrant_inspect_and_attenuate_cli(server: tuple[str, Path], tmp_path: P
     assert again["claims"] == inspected["claims"]  # attenuation adds checks, never changes claims
     tampered = narrowed[:50] + ("A" if narrowed[50] != "A" else "B") + narrowed[51:]
     assert cli("warrant", "inspect", tampered, "--server", url, check=False).returncode == 1
+
+
+def test_a_revocations_nonce_is_durable_with_it_and_a_refused_ones_is_spent(tmp_path: Path) -> None:
+    # The revocation's nonce commits in the revocation's own transaction: a governor
+    # killed right after the answer still refuses the same signed request after restart.
+    gov = GovernorServer(tmp_path / "gov", policy=POLICIES / "basic")
+    try:
+        admin = PrincipalKey.load(gov.data / "keys" / "admin.key")
+        body = json.dumps({"kind": "policy", "target": "sha256:" + "ab" * 32, "reason": "test"}).encode()
+        headers = sign_request("POST", "/v1/revocations", body, admin, now=int(time.time()))
+
+        def send() -> httpx.Response:
+            return httpx.post(gov.url + "/v1/revocations", content=body, headers=headers, timeout=10)
+
+        first = send()
+        assert first.status_code == 200, first.text
+        gov.kill()  # no goodbye: nothing queued after the answer gets written
+        gov.start()
+        again = send()
+        assert again.status_code == 401, again.text
+        assert "already used" in again.json()["message"]
+        refused_body = json.dumps({"kind": "execution", "target": "ex_nobody", "reason": "test"}).encode()
+        refused_headers = sign_request("POST", "/v1/revocations", refused_body, admin, now=int(time.time()))
+        refused = httpx.post(
+            gov.url + "/v1/revocations", content=refused_body, headers=refused_headers, timeout=10
+        )
+        assert refused.status_code == 404, refused.text
+        replayed = httpx.post(
+            gov.url + "/v1/revocations", content=refused_body, headers=refused_headers, timeout=10
+        )
+        assert replayed.status_code == 401, replayed.text
+    finally:
+        gov.stop()

@@ -91,6 +91,7 @@ class Administration:
         executions: Executions,
         node: str,
         clock: Callable[[], float],
+        carry: Side | None = None,
     ) -> None:
         """Args:
         trust: principals and the active engine; told of a new or revoked engine.
@@ -101,6 +102,9 @@ class Administration:
         executions: told of a revoked execution (it stops counting as running).
         node: the governor's node name, in every event.
         clock: the governor's clock (seconds).
+        carry: one more write for every revocation's commit: the governor's nonces not
+            yet persisted (the revoking request's among them), so that they are durable
+            with it and the log writer is woken once, after the push.
         """
         self._trust = trust
         self._recorder = recorder
@@ -110,6 +114,7 @@ class Administration:
         self._executions = executions
         self._node = node
         self._clock = clock
+        self._carry = carry
 
     # -- admin: principals -----------------------------------------------------
 
@@ -349,6 +354,8 @@ class Administration:
                 raise RequestShapeError(f"expected a bundle digest sha256:<64 hex digits>, found {target!r}")
         elif kind == "warrant" and _REVOCATION_ID.fullmatch(target):
             pass  # one copy's block (its Biscuit revocation id): revocable before it is ever presented
+        elif kind == "execution" and self._executions.registry.holds(target):
+            pass  # running here: known without a read (its row committed before its lease was kept)
         elif not self._state.exists(kind, target):
             raise NoSuchTargetError(f"no such {kind} {target!r}; nothing was revoked")
         now = self._clock()
@@ -370,6 +377,8 @@ class Administration:
         side: list[Side] = [
             self._state.revocation_writer(RevocationRecord(kind, target, reason, by, rfc3339(now), -1))
         ]
+        if self._carry is not None:
+            side.append(self._carry)
         changed: list[PrincipalRecord] = []
         if kind == "principal":
             for event, record in self._principal_revocation(target, successor, now, by=by):

@@ -289,13 +289,18 @@ class GovernorApp(FastAPI):
         """``POST /v1/revocations`` (admin): on the fast path, because a revocation's
         latency is how long a revoked execution keeps running."""
         governor = self.governor
-        name = await self.caller("POST", target, headers, body)
-        if not governor.is_admin(name):
-            raise PrincipalError(f"{name!r} is not an admin")
-        asked = parse_body(RevocationBody, parse_json(body) if body else None)
-        done = await governor.revoke_async(
-            asked.kind, asked.target, reason=asked.reason, by=name, successor=asked.successor
-        )
+        # Its nonce commits with the revocation (one wake of the log writer, after the push).
+        name = await self.caller("POST", target, headers, body, persist=False)
+        try:
+            if not governor.is_admin(name):
+                raise PrincipalError(f"{name!r} is not an admin")
+            asked = parse_body(RevocationBody, parse_json(body) if body else None)
+            done = await governor.revoke_async(
+                asked.kind, asked.target, reason=asked.reason, by=name, successor=asked.successor
+            )
+        except BaseException:
+            governor.persist_nonces()  # refused, or not recorded: still spent
+            raise
         return 200, orjson.dumps(done)
 
     async def renew_endpoint(

@@ -322,6 +322,13 @@ class ExecutionRegistry:
         with self._lock:
             return [ex for ex, expires in self._leases.items() if lease_lapsed(expires, cutoff_ms)]
 
+    def holds(self, execution_id: str) -> bool:
+        """Whether this process holds the lease of ``execution_id`` (exclusive mode): a
+        started execution, recorded before its lease was kept. ``False`` tells nothing
+        (ended, another node's, or shared mode): ask the store."""
+        with self._lock:
+            return execution_id in self._leases
+
     def ended(self, execution_id: str) -> None:
         """Forget an ended execution's lease and presented warrant."""
         with self._lock:

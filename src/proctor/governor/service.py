@@ -9,9 +9,8 @@ exposes one public API by delegation. This module also holds the governor's life
 - :mod:`proctor.governor.startup` checks the state against the log and builds the
   :class:`~proctor.governor.trust.TrustView` (what the governor trusts);
 - :mod:`proctor.governor.recorder` appends events with their state writes;
-- :mod:`proctor.governor.admin` (principals, policy, revocation) and
-  :mod:`proctor.governor.authorize` (decisions; warrants from
-  :mod:`proctor.governor.issuance`);
+- :mod:`proctor.governor.admin` (principals, policy, revocation) and :mod:`proctor.governor.authorize`
+  (decisions; warrants from :mod:`proctor.governor.issuance`);
 - :mod:`proctor.governor.executions` (executions and leases; receipts from
   :mod:`proctor.governor.receipts`), which receives the state, the log, the recorder,
   the trust (read only), the clock and the one governance response it triggers.
@@ -275,6 +274,7 @@ class Governor:
             executions=self.executions,
             node=node,
             clock=self.now,
+            carry=self.nonces.persist,
         )
         issuer = WarrantIssuer(
             self.state,

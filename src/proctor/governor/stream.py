@@ -74,29 +74,52 @@ class Broadcaster:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = []
+        # (its loop, its queue, the id of the thread running that loop, the execution it names)
+        self._subscribers: list[
+            tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]], int, str]
+        ] = []
 
     def publish(self, message: dict[str, Any]) -> None:
-        """Send ``message`` to every subscriber (callable from any thread)."""
+        """Send ``message`` to every subscriber (callable from any thread).
+
+        Messages reach each subscriber through its loop, in the order published; but an
+        unrecorded revocation (``seq`` -1: always sent, so its place among the others
+        does not matter) published on a subscriber's own loop thread goes into its
+        queue at once: a revoked execution runs on for every loop iteration in between.
+        A subscriber that names an execution gets no other execution's revocation (it
+        would only wake to drop it, before the one that matters: ADR 0021, decision 3).
+        """
+        direct = threading.get_ident() if message.get("seq") == -1 else None
+        named = (
+            message.get("target")
+            if message.get("type") == "revocation" and message.get("kind") == "execution"
+            else None
+        )
         with self._lock:
             subscribers = list(self._subscribers)
-        for loop, queue in subscribers:
+        for loop, queue, thread, execution in subscribers:
+            if execution and named is not None and named != execution:
+                continue
+            if thread == direct:
+                queue.put_nowait(message)
+                continue
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, message)
             except RuntimeError:  # the loop closed; the subscriber is gone
                 self.unsubscribe(queue)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """A queue that receives every message published from now on."""
+    def subscribe(self, execution: str = "") -> asyncio.Queue[dict[str, Any]]:
+        """A queue that receives every message published from now on; naming an
+        ``execution``, of execution revocations only that execution's."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         with self._lock:
-            self._subscribers.append((asyncio.get_running_loop(), queue))
+            self._subscribers.append((asyncio.get_running_loop(), queue, threading.get_ident(), execution))
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         """Stop delivering to ``queue``."""
         with self._lock:
-            self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not queue]
+            self._subscribers = [s for s in self._subscribers if s[1] is not queue]
 
 
 class StreamSlots:
@@ -243,6 +266,7 @@ async def sse_stream(
     keepalive: float = 5.0,
     visible: Callable[[Message], bool] | None = None,
     alive: Callable[[], bool] | None = None,
+    execution: str = "",
 ) -> AsyncGenerator[bytes, None]:
     """Server-sent events: the backlog after ``since``, then live messages.
 
@@ -255,8 +279,10 @@ async def sse_stream(
         visible: which messages this stream carries (default: all).
         alive: checked before each keep-alive; the stream ends once it says ``False``
             (its principal was suspended, say).
+        execution: the execution the stream names (``?execution=``): other executions'
+            revocations are not even queued for it (``visible`` refuses them too).
     """
-    queue = broadcaster.subscribe()
+    queue = broadcaster.subscribe(execution)
     try:
         last = since
 
@@ -274,7 +300,8 @@ async def sse_stream(
         yield b": live\n\n"
         while True:
             try:
-                message = await asyncio.wait_for(queue.get(), timeout=keepalive)
+                async with asyncio.timeout(keepalive):  # no task per wait, as wait_for makes
+                    message = await queue.get()
             except TimeoutError:
                 if alive is not None and not alive():
                     return
@@ -410,5 +437,6 @@ class EventStreams:
             keepalive=self.keepalive,
             visible=visible,
             alive=lambda: self._active(principal),
+            execution=execution,
         )
         return EventStreamResponse(events, lambda: self.slots.release(principal))
