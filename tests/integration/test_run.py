@@ -128,6 +128,43 @@ def test_revoke_kills_the_whole_tree(gov: GovernorServer) -> None:
         cleanup(marker)
 
 
+def _pidfd_targets(pid: int) -> set[int]:
+    """The pids that ``pid``'s pidfds name (``Pid:`` in their fdinfo)."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        if m := re.search(r"^Pid:\s*(-?\d+)", info, re.M):
+            found.add(int(m.group(1)))
+    return found
+
+
+def test_the_supervisor_holds_a_pidfd_of_the_command_itself(gov: GovernorServer) -> None:
+    # terminate_tree's first SIGTERM goes through it (before any /proc read): it must name
+    # the command, not the pid namespace's relays, and be in place soon after the start.
+    marker = "heldcmd-" + secrets.token_hex(6)  # not "proctor": relays are told apart by it
+    proc = run(gov, sys.executable, "-c", "import time; time.sleep(60)", marker)
+    try:
+        wait_started(proc)
+        (command,) = wait_marked(marker)
+        deadline = time.monotonic() + 10
+        while command not in _pidfd_targets(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert command in _pidfd_targets(proc.pid)
+    finally:
+        close(proc)
+        cleanup(marker)
+
+
+def wait_marked(marker: str) -> list[int]:
+    deadline = time.monotonic() + 10
+    while not (found := marked(marker, exclude=b"proctor")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return found
+
+
 def test_supervisor_killed_takes_the_tree_with_it(gov: GovernorServer) -> None:
     marker = "proctor-test-" + secrets.token_hex(6)
     proc = run(gov, sys.executable, str(TREE), marker)

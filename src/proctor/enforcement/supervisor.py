@@ -289,6 +289,7 @@ class Supervisor:
         self._accept_renewal = lease.renewal(self._execution)
         self._thread(self._renewer, ttl)
         self._thread(self._listen, int(started["log_index"]))
+        self._thread(self._contained.hold_command, self._done)  # its pidfd, for a kill's first signal
         max_duration = _int(obligations.get("max_duration_s"))
         if max_duration:
             self._timer(max_duration, "obligation", f"ran longer than {max_duration} s")
@@ -409,10 +410,8 @@ class Supervisor:
             self.kill(str(answer.get("terminate", "revoked")), str(answer.get("detail", "")))
 
     def _listen(self, since: int) -> None:
-        # Hold the command's pidfd (a kill signals it before reading /proc). The stream, signed
-        # by the principal, carries what it may see, resuming at the last seq (rule 5 of follow).
-        if self._contained is not None:
-            self._contained.hold_command(self._done)
+        # The stream, signed by the principal, carries what it may see, resuming at the last
+        # seq (rule 5 of follow); the lease, not the stream, bounds safety.
         self._governors.follow(f"execution={self._execution}", since, self._on_message, self._done)
 
     def _on_message(self, message: dict[str, Any]) -> None:
