@@ -136,6 +136,7 @@ def test_close_releases_the_held_pidfd(marker: str, closing: list[Contained]) ->
     tree.close()
     fds_after = set(os.listdir("/proc/self/fd"))
     assert tree._tree.signal_command(0) == (set(), None)
+    assert not tree._tree.hold_command()  # released for good: nothing is held again
     assert len(fds_before - fds_after) >= 2  # the child's pidfd and the held one
     assert marked(marker) == []
 

@@ -92,6 +92,7 @@ class ProcessTree:
         self._group_held = False  # the last scan saw a process (a zombie too) in the child's group
         self._command: tuple[int, int, int] | None = None  # (pidfd, pid, start time): hold_command
         self._command_lock = threading.Lock()
+        self._released = False  # release() ran: nothing is held from now on
 
     @property
     def exact(self) -> bool:
@@ -223,11 +224,14 @@ class ProcessTree:
             fd = os.pidfd_open(pid)
         except OSError:
             return False
-        st = read_stat(pid)
-        if st is None or st.zombie or (parent >= 0 and st.ppid != parent):
-            os.close(fd)
-            return False
+        st = read_stat(pid)  # after the open: the process the pidfd names, if it is still ours
+        ours = st is not None and not st.zombie
+        if st is not None:  # the init's child; or the direct child, not a reuse of its pid
+            ours = ours and (st.ppid == parent if parent >= 0 else st.starttime == self.spec.child_start)
         with self._command_lock:
+            if st is None or not ours or self._released:
+                os.close(fd)
+                return False
             self._command = (fd, pid, st.starttime)
         return True
 
@@ -278,7 +282,7 @@ class ProcessTree:
     def release(self) -> None:
         """Close the held command's pidfd (idempotent)."""
         with self._command_lock:
-            held, self._command = self._command, None
+            held, self._command, self._released = self._command, None, True
             if held is not None:
                 with contextlib.suppress(OSError):
                     os.close(held[0])
@@ -306,13 +310,12 @@ class ProcessTree:
             else set()
         )
         done |= {pid for pid, st in order if pid not in done and signal_process(pid, st.starttime, sig)}
-        sent_to = done
-        if self.spec.session and self.spec.child in sent_to:
+        if self.spec.session and self.spec.child in done:
             # Catches what was forked since the enumeration; the group id cannot have been
             # reused while its leader (the unreaped child) exists.
             with contextlib.suppress(OSError):
                 os.killpg(self.spec.child, sig)
-        return sent_to
+        return done
 
     def kill(self) -> None:
         """SIGKILL the whole tree with the strongest mechanism available."""
