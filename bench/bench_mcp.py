@@ -38,7 +38,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
-import httpx
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -47,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from gov_server import GovernorServer, cli, free_port  # noqa: E402
-from mcp_support import gateway_argv, mcp_server  # noqa: E402
+from mcp_support import gateway_argv, mcp_server, wait_port  # noqa: E402
 
 POLICY = (
     '@id("bench-read")\npermit(principal, action == Proctor::Action::"mcp.call", '
@@ -78,17 +77,6 @@ async def http_session(url: str) -> AsyncIterator[ClientSession]:
     async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         yield session
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def quantile(values: list[float], q: float) -> float:

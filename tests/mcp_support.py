@@ -15,13 +15,14 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from gov_server import free_port
+from gov_server import GovernorServer, client_of, free_port
 
 BIN = Path(__file__).parent / "mcp_servers" / "node_modules" / ".bin"
 
@@ -110,3 +111,21 @@ async def agent(argv: Sequence[str], *, errlog: Path | None = None) -> AsyncIter
         async with stdio_client(params, errlog=err) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             yield session
+
+
+def executions(governor: GovernorServer) -> list[dict[str, Any]]:
+    """Every execution the governor knows, running or ended."""
+    with client_of(governor) as client:
+        found: list[dict[str, Any]] = client.json("GET", "/v1/executions?status=all")["executions"]
+    return found
+
+
+def running_execution(governor: GovernorServer) -> str:
+    """The id of the first running execution, once there is one (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        live = [e for e in executions(governor) if e.get("status") == "running"]
+        if live:
+            return str(live[0]["id"])
+        time.sleep(0.1)
+    raise AssertionError("the long call never started an execution")

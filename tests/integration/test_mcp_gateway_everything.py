@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from gov_server import GovernorServer, cli, client_of
-from mcp_support import agent, gateway_argv, http_gateway, mcp_server
+from mcp_support import agent, executions, gateway_argv, http_gateway, mcp_server, running_execution
 
 pytestmark = pytest.mark.slow
 
@@ -56,27 +56,12 @@ def everything(tmp_path: Path) -> Iterator[tuple[GovernorServer, list[str]]]:
         governor.stop()
 
 
-def executions(governor: GovernorServer) -> list[dict[str, Any]]:
-    with client_of(governor) as client:
-        found: list[dict[str, Any]] = client.json("GET", "/v1/executions?status=all")["executions"]
-    return found
-
-
 def test_revocation_mid_call_cancels_upstream_and_is_recorded(
     everything: tuple[GovernorServer, list[str]], tmp_path: Path
 ) -> None:
     governor, upstream = everything
     errlog = tmp_path / "gateway.err"
     argv = gateway_argv(governor.url, governor.key, "ev", upstream)
-
-    def running() -> str:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            live = [e for e in executions(governor) if e.get("status") == "running"]
-            if live:
-                return str(live[0]["id"])
-            time.sleep(0.1)
-        raise AssertionError("the long call never started an execution")
 
     async def drive() -> tuple[CallToolResult, str, float]:
         async with agent(argv, errlog=errlog) as session:
@@ -88,7 +73,7 @@ def test_revocation_mid_call_cancels_upstream_and_is_recorded(
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                execution = await anyio.to_thread.run_sync(running)
+                execution = await anyio.to_thread.run_sync(running_execution, governor)
                 revoked_at = time.monotonic()
                 await anyio.to_thread.run_sync(
                     lambda: governor.admin("revoke", "--execution", execution, "--reason", "test")

@@ -32,7 +32,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from gov_server import GovernorServer, cli, client_of
-from mcp_support import agent, gateway_argv, http_gateway, mcp_server
+from mcp_support import agent, executions, gateway_argv, http_gateway, mcp_server, running_execution
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +82,6 @@ def everything(tmp_path: Path) -> Iterator[tuple[GovernorServer, list[str]]]:
         yield governor, upstream
     finally:
         governor.stop()
-
-
-def executions(governor: GovernorServer) -> list[dict[str, Any]]:
-    with client_of(governor) as client:
-        found: list[dict[str, Any]] = client.json("GET", "/v1/executions?status=all")["executions"]
-    return found
 
 
 def wait_ended(governor: GovernorServer, count: int) -> list[dict[str, Any]]:
@@ -222,15 +216,6 @@ def test_agent_cancellation_of_a_call_in_flight_is_forwarded_and_ends_its_execut
     log = tmp_path / "upstream.in"
     argv = gateway_argv(governor.url, governor.key, "ev", recorded(upstream, log))
 
-    def running() -> str:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            live = [e for e in executions(governor) if e.get("status") == "running"]
-            if live:
-                return str(live[0]["id"])
-            time.sleep(0.1)
-        raise AssertionError("the long call never started an execution")
-
     async def drive() -> tuple[str, CallToolResult]:
         async with agent(argv, errlog=tmp_path / "gateway.err") as session:
             with anyio.CancelScope() as scope:
@@ -240,7 +225,7 @@ def test_agent_cancellation_of_a_call_in_flight_is_forwarded_and_ends_its_execut
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(call)
-                    execution = await anyio.to_thread.run_sync(running)
+                    execution = await anyio.to_thread.run_sync(running_execution, governor)
                     scope.cancel()  # the agent gives up: the SDK sends notifications/cancelled
             # The session goes on.
             return execution, await session.call_tool("get-sum", {"a": 1, "b": 2})
@@ -341,15 +326,6 @@ def test_agent_cancellation_over_streamable_http_ends_the_execution(
     governor, upstream = everything
     with http_gateway(governor.url, governor.key, upstream, tmp_path) as url:
 
-        def running() -> str:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                live = [e for e in executions(governor) if e.get("status") == "running"]
-                if live:
-                    return str(live[0]["id"])
-                time.sleep(0.1)
-            raise AssertionError("the long call never started an execution")
-
         async def drive() -> tuple[str, CallToolResult]:
             async with (
                 streamable_http_client(url) as (read, write),
@@ -364,7 +340,7 @@ def test_agent_cancellation_over_streamable_http_ends_the_execution(
 
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(call)
-                        execution = await anyio.to_thread.run_sync(running)
+                        execution = await anyio.to_thread.run_sync(running_execution, governor)
                         scope.cancel()
                 return execution, await session.call_tool("get-sum", {"a": 1, "b": 2})
 

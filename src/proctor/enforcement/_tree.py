@@ -263,9 +263,11 @@ class ProcessTree:
                     sent = False  # it has exited (ESRCH); the enumeration finds the rest
         relays, found = self.helpers(), set()
         for pid in listed:
+            if pid in relays:
+                continue
             st = read_stat(pid) if pid != held[1] else None
             found.add((pid, held[2] if pid == held[1] else st.starttime if st is not None else -1))
-        return {p for p in found if p[0] not in relays}, (held[1], held[2]) if sent else None
+        return found, (held[1], held[2]) if sent else None
 
     def wait_command(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the held command to exit (at once if none
