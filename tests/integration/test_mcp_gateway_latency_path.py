@@ -201,3 +201,67 @@ def test_the_finish_on_the_fast_path_answers_as_before(
         with pytest.raises(GovernorError) as unsigned:
             client.json("POST", target, {"outcome": "completed", "exit_status": 0}, signed=False)
         assert unsigned.value.status == 401
+
+
+@pytest.mark.parametrize(
+    "start",
+    [{"containment": 5}, {"containment": "cgroup2"}, {"containment": [1]}, {"containment": ["x"] * 17},
+     {"enforcer": 5}, {"enforcer": ["gw"]}],
+    ids=["containment-number", "containment-string", "containment-items", "containment-17", "enforcer-number",
+         "enforcer-array"],
+)  # fmt: skip
+def test_a_start_part_of_the_wrong_type_is_refused_before_anything_is_decided(
+    governor: GovernorServer, start: dict[str, Any]
+) -> None:
+    # The start part is new with the route (ADR 0019): what the document says it takes
+    # is what it takes, even when the call would be denied anyway.
+    body = {
+        "authorize": {"action": "mcp.call", "resource": "fs/read", "executable_digest": DIGEST},
+        "start": {"measurement": tool_measurement("fs/read", DIGEST), **start},
+    }
+    with client_of(governor) as client:
+        before = client.json("GET", "/v1/executions")
+        with pytest.raises(GovernorError) as refused:
+            client.json("POST", "/v1/authorize/start", body)
+        assert refused.value.status == 422
+        assert next(iter(start)) in str(refused.value)
+        denied = {**body, "authorize": {**body["authorize"], "resource": "fs/write"}}
+        with pytest.raises(GovernorError) as also:
+            client.json("POST", "/v1/authorize/start", denied)
+        assert also.value.status == 422
+        assert client.json("GET", "/v1/executions") == before
+
+
+@pytest.mark.parametrize("containment", [5, "cgroup2", {"a": 1}, [1, "cgroup2"]])
+def test_a_start_records_only_the_strings_of_a_containment_array(
+    governor: GovernorServer, containment: Any
+) -> None:
+    # POST /v1/executions keeps what it always accepted (ADR 0011): what is not an array
+    # of strings is recorded as no backend planned, never a failure of the governor.
+    with client_of(governor) as client:
+        warrant = client.json(
+            "POST",
+            "/v1/authorize",
+            {"action": "mcp.call", "resource": "fs/read", "arguments": {}, "executable_digest": DIGEST},
+        )["warrant"]["token"]
+        started = client.json(
+            "POST",
+            "/v1/executions",
+            {
+                "warrant": warrant,
+                "action": "mcp.call",
+                "resource": "fs/read",
+                "arguments": {},
+                "measurement": tool_measurement("fs/read", DIGEST),
+                "containment": containment,
+            },
+        )
+        shown = client.json("GET", f"/v1/executions/{started['execution']}")
+        event = client.json("GET", f"/v1/log/entries/{shown['log_indices'][-1]}", signed=False)["event"]
+        assert event["type"] == "execution.started"
+        assert event["containment"] == (["cgroup2"] if isinstance(containment, list) else [])
+        client.json(
+            "POST",
+            f"/v1/executions/{started['execution']}/finish",
+            {"outcome": "completed", "exit_status": 0},
+        )

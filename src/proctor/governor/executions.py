@@ -115,6 +115,14 @@ def _field(body: Any, key: str, kind: type, *, default: Any = None) -> Any:
     return value
 
 
+def _planned(containment: Any) -> list[str]:
+    """The containment backends a start names: the first 16 strings of an array; anything
+    else is recorded as none planned, as the field always was (ADR 0011)."""
+    if type(containment) is not list:
+        return []
+    return [c[:256] for c in containment if type(c) is str][:16]
+
+
 SWEEP_GRACE_MS = 1000
 """How long past its lease a running execution may go unrenewed and unfinished before
 the governor records it as ``supervisor-lost`` (its enforcer killed it at the lease's
@@ -431,7 +439,7 @@ class Executions:
             "warrant": claims.warrant_id,
             "principal": principal,
             "measurement": body["measurement"],
-            "containment": [str(c) for c in body.get("containment", []) if isinstance(c, str)][:16],
+            "containment": _planned(body.get("containment")),
             "enforcer": str(body.get("enforcer", ""))[:256],
             "zone": zone,
             "lease_ttl_ms": ttl_ms,

@@ -144,11 +144,10 @@ class StartPlanBody(_ExactBody):
         dict[str, Any], Field(description="what the enforcer measured (proctor.verification)")
     ]
     containment: Annotated[
-        Any,
-        _lenient({"type": "array", "items": _STRING}),
-        Field(description="containment backends planned (at most 16 strings kept)"),
+        list[Annotated[str, Field(max_length=256)]] | None,
+        Field(max_length=16, description="containment backends planned"),
     ] = None
-    enforcer: Annotated[Any, _lenient(_STRING), Field(description="the enforcer's name")] = None
+    enforcer: Annotated[str | None, Field(max_length=256, description="the enforcer's name")] = None
 
 
 class AuthorizeStartBody(_ExactBody):
