@@ -114,8 +114,9 @@ MEMBER = Member(
     run=measure,
     meaning=(
         "What governing a command costs at its start. `proctor run` is a Python program: most of "
-        "its time is the interpreter's start-up and its imports (the `python -c pass` row), then "
-        "one signed round trip to the governor to authorize and one to start the lease. A "
-        "long-running job pays it once; a loop of tiny commands pays it each time."
+        "its time is the interpreter's start-up (the `python -c pass` row) and its imports (the "
+        "command-line framework is not loaded for a plain `proctor run`, ADR 0022), then one "
+        "signed round trip to the governor to authorize and one to start the lease, and the "
+        "finish. A long-running job pays it once; a loop of tiny commands pays it each time."
     ),
 )

@@ -26,6 +26,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
+from proctor.cli_launch import DEFAULT_SERVER
 from proctor.errors import GovernorError, LogIntegrityError, ProctorError, VerificationError
 from proctor.exitcodes import ExitCode
 
@@ -49,9 +50,6 @@ __all__ = [
     "fields",
     "printable",
 ]
-
-DEFAULT_SERVER = "http://127.0.0.1:8700"
-"""The governor ``proctor run``, ``receipt`` and ``executions`` ask when none is named."""
 
 
 def server_option(without: str) -> Any:

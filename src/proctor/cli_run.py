@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +28,7 @@ import typer.main
 from typer.core import TyperCommand
 
 from proctor.authorization.keys import PrincipalKey
+from proctor.cli_launch import RunArgs, run_governed
 from proctor.cli_output import (
     DEFAULT_SERVER,
     DataOpt,
@@ -44,9 +44,6 @@ from proctor.cli_output import (
 )
 from proctor.client import GovernorClient, GovernorError
 from proctor.datadir import DEFAULT_DATA_DIR
-from proctor.enforcement._failover import governor_urls
-from proctor.enforcement._trust import code_variables
-from proctor.enforcement.supervisor import RunOptions, Supervisor
 from proctor.errors import ProctorError
 from proctor.exitcodes import ExitCode
 
@@ -102,29 +99,18 @@ def _run(
     code it was not given (LD_*, PYTHONPATH, BASH_ENV, PERL5OPT, NODE_OPTIONS...): set
     them in an authorized wrapper script instead.
     """
-    try:
-        servers = governor_urls(server or [DEFAULT_SERVER])
-        principal = PrincipalKey.load(key)
-        root = base64.b64decode(warrant_key, validate=True) if warrant_key else None
-    except (ProctorError, OSError, ValueError) as e:
-        # Bad input (a missing or malformed key), not a denial: exit 2 as every command does.
-        typer.echo(f"proctor: error: {e}", err=True)
-        raise typer.Exit(ExitCode.BAD_INPUT) from None
-    # The loader's and interpreters' variables that name code (LD_PRELOAD, PYTHONPATH,
-    # BASH_ENV…) would run bytes nobody measured: the command does not get them.
-    for name in code_variables(os.environ):
-        del os.environ[name]
-    options = RunOptions(
-        server=",".join(servers),
-        key=principal,
+    parsed = RunArgs(
+        key=str(key),
+        command=tuple(command),
+        server=tuple(server or ()),
         action=action,
         resource=resource,
         zone=zone,
         receipt=str(receipt) if receipt else None,
-        warrant_key=root,
+        warrant_key=warrant_key,
         grace=grace,
     )
-    raise typer.Exit(Supervisor(options, command).run())
+    raise typer.Exit(run_governed(parsed))
 
 
 SignerOpt = Annotated[

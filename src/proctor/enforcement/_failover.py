@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -282,6 +283,21 @@ class Governors:
     def text(self, target: str) -> str:
         """A public plain-text read (the warrant key) through :meth:`request`."""
         return self.request("GET", target, signed=False).response.text
+
+    def text_ahead(self, target: str) -> Callable[[], str]:
+        """Start :meth:`text` in a thread now; the call returned waits for its text (or
+        raises what it raised). ``proctor run`` reads the warrant key this way while it
+        is being authorized, instead of after (ADR 0022)."""
+        future: Future[str] = Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self.text(target))
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+                future.set_exception(e)
+
+        threading.Thread(target=read, name="proctor-ahead", daemon=True).start()
+        return future.result
 
     def _order(self) -> list[int]:
         with self._lock:

@@ -14,12 +14,13 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from proctor.enforcement import _cgroups, _linux
 
-__all__ = ["Capabilities", "probe"]
+__all__ = ["Capabilities", "probe", "probe_ahead"]
 
 _log = logging.getLogger("proctor.enforcement.containment")
 
@@ -136,8 +137,23 @@ def _namespace_child() -> None:  # pragma: no cover - runs in the forked child
         os._exit(bits)  # report through the exit status; nothing is ever executed
 
 
-@functools.cache
+_probing = threading.Lock()
+
+
 def _namespaces() -> int:
+    with _probing:  # one probe, whichever threads ask (probe_ahead's and the spawn's)
+        return _probe_namespaces()
+
+
+def probe_ahead() -> None:
+    """Start the namespace probe (a fork, a few ms) in a thread now, so that it is done
+    by the time :func:`probe` needs it (``proctor run`` starts it before asking the
+    governor, ADR 0022). Nothing is decided here: :func:`probe` waits for it."""
+    threading.Thread(target=_namespaces, name="proctor-probe", daemon=True).start()
+
+
+@functools.cache
+def _probe_namespaces() -> int:
     # Namespaces do not come and go while a process runs: one forked probe per process.
     # The child is forked the way contained children are (subprocess, not os.fork, which
     # warns in threaded processes) and exits from preexec_fn without executing anything.

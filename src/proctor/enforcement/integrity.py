@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import os
 import select
@@ -64,13 +63,14 @@ class IntegrityWatch:
         self._wake: tuple[int, int] | None = None  # a pipe: stop() wakes the thread at once
         self._watches: dict[int, str] = {}
         self._thread: threading.Thread | None = None
+        self.closing: threading.Thread | None = None
+        """The thread closing the inotify descriptor, once :meth:`stop` started it."""
         self.backend = "rehash"
 
     def start(self) -> None:
         """Begin watching (inotify when available; re-hashing at renewals regardless)."""
-        libc_name = ctypes.util.find_library("c")
         try:
-            libc = ctypes.CDLL(libc_name, use_errno=True)
+            libc = ctypes.CDLL(None, use_errno=True)  # this process's libc (no ldconfig run)
             fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         except (OSError, AttributeError):
             fd = -1
@@ -138,7 +138,11 @@ class IntegrityWatch:
         if self._thread is not None:
             self._thread.join(timeout=1)
         if self._fd >= 0:
-            os.close(self._fd)
+            # Closing an inotify descriptor waits for the kernel to free its watches (a
+            # grace period, 0-25 ms here): a thread of its own closes it, so the end of
+            # the run is reported meanwhile (ADR 0022).
+            self.closing = threading.Thread(target=os.close, args=(self._fd,), daemon=True)
+            self.closing.start()
             self._fd = -1
         if self._wake is not None:
             for fd in self._wake:

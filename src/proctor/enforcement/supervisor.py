@@ -47,6 +47,7 @@ from proctor.authorization.warrants import WarrantRequest, args_digest, verify_w
 from proctor.client import GovernorError
 from proctor.enforcement._approval import ApprovingGovernors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
+from proctor.enforcement._probe import probe_ahead
 from proctor.enforcement.containment import Containment, Limits
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import measure, prepare
@@ -138,6 +139,8 @@ class Supervisor:
 
     def _run(self) -> int:
         opts = self.options
+        probe_ahead()  # both done while the governor decides (ADR 0022)
+        warrant_key = self._governors.text_ahead("/v1/warrant-key") if not opts.warrant_key else str
         # 1. Measure.
         try:
             measurement = measure(self.argv)
@@ -179,9 +182,7 @@ class Supervisor:
         token = str(answer["warrant"]["token"])
         # 3. Verify the warrant locally before anything runs.
         try:
-            root = opts.warrant_key or b64decode(
-                self._governors.text("/v1/warrant-key").strip(), validate=True
-            )
+            root = opts.warrant_key or b64decode(warrant_key().strip(), validate=True)
             now = int(time.time())
             # Without --zone the governor evaluated the principal's own zone, which the
             # warrant names: that is the zone this run is in.

@@ -67,4 +67,6 @@ def test_stop_ends_the_watch_thread_without_waiting_for_a_poll(tmp_path: Path) -
     # that wakes the thread leaves it ended here.
     watch.stop()
     assert not thread.is_alive()
+    assert watch.closing is not None  # the inotify descriptor is closed by a thread of its own
+    watch.closing.join(timeout=5)
     assert set(os.listdir("/proc/self/fd")) <= before  # inotify descriptor and wake pipe closed
