@@ -40,6 +40,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpf
 TTL = 2.0  # the run policy's lease
 GRACE = 0.5
 MARGIN = 3.0
+BALLAST = 4 << 20
+"""Bytes the filler holds before the workload: what unlinking it gives back at least."""
 
 
 @pytest.fixture
@@ -48,17 +50,25 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)], check=True)
     try:
+        # The filler exists from the start, with room in it to give back: were the disk
+        # filled by the workload itself before fill() runs, unlinking an empty filler
+        # would give no room back.
+        (disk / "filler").write_bytes(b"\0" * BALLAST)
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def fill(disk: Path) -> Path:
+    """Grow the filler until the disk is full (at once if the workload filled it).
+
+    Unbuffered: a buffered file keeps what a failed write could not store and tries
+    again when it is closed, which raised ENOSPC out of the ``with``.
+    """
     filler = disk / "filler"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
+    with open(filler, "ab", buffering=0) as f, contextlib.suppress(OSError):
         while True:
             f.write(b"\0" * (1 << 16))
-            f.flush()
     return filler
 
 
