@@ -12,8 +12,12 @@ writable, after a restart when the file system had to be repaired.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,6 +136,69 @@ def ext4(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
         subprocess.run(["umount", "-l", str(mount)], check=False, timeout=WAIT)
 
 
+KERNEL_DROP_MAX = 32
+"""Entries a repair may lose from the end of the log: the kernel's last journal
+transaction, one group commit of this workload (a few answers in flight), never more."""
+
+
+def _served_log(server: GovernorServer) -> list[bytes]:
+    """Every entry a governor had committed, as it still serves them (its file system
+    read-only: the entries are read from what SQLite committed, the signed checkpoint
+    written in the same transaction gives the size)."""
+    with httpx.Client(base_url=server.url, timeout=WAIT) as http:
+        size = int(http.get("/v1/log/checkpoint").text.splitlines()[1])
+        return [base64.b64decode(http.get(f"/v1/log/entries/{i}").json()["leaf"]) for i in range(size)]
+
+
+def _stored_log(data: Path) -> list[bytes]:
+    """Every entry in a data directory's database, read with no governor running."""
+    with contextlib.closing(sqlite3.connect(data / "proctor.db")) as conn:
+        return [bytes(row[0]) for row in conn.execute("SELECT data FROM entries ORDER BY idx")]
+
+
+def _forget_what_the_kernel_dropped(
+    committed: list[bytes], repaired: list[bytes], ledger: Ledger, markers: Path
+) -> str:
+    """What the repair lost, and the answers that acknowledged it, taken out of the checks.
+
+    On Linux (measured on 6.18), an ``fsync`` that returns success while ext4 aborts its
+    journal after an error can belong to a transaction the journal never recorded: after
+    the repair, the last records acknowledged are gone. ``scripts/fsync_after_fs_error.py``
+    shows it without proctor (a loop of 4 KiB appends, each fsynced: the last one lost in
+    about 7 % of rounds). proctor cannot tell such a commit from a durable one (a second
+    ``fsync`` does not either: same script, ``--check again``), so the test holds it to
+    what remains provable: the repaired log is a prefix of what the governor had
+    committed, shorter by at most one group commit, and every answer taken out of the
+    checks was an entry of the committed log (not something proctor made up or lost).
+    """
+    size = len(repaired)
+    assert repaired == committed[:size], "the repaired log is not a prefix of what the governor had committed"
+    lost = committed[size:]
+    if not lost:
+        return "nothing lost"
+    assert len(lost) <= KERNEL_DROP_MAX, (
+        f"the repair lost {len(lost)} committed entries, expected at most one commit"
+    )
+    events = {size + i: json.loads(raw) for i, raw in enumerate(lost)}
+    gone_decisions = [d for d in ledger.decisions if max(d.index, d.warrant_index or 0) >= size]
+    for d in gone_decisions:
+        if d.index >= size:
+            assert events[d.index]["request_digest"] == d.request_digest, (d, events[d.index])
+    executions = {e["execution"] for e in events.values() if e.get("type") == "execution.started"}
+    gone_starts = [s for s in ledger.starts if s.execution in executions]
+    gone_revocations = [r for r in ledger.revocations if r.index >= size]
+    ledger.decisions = [d for d in ledger.decisions if d not in gone_decisions]
+    ledger.starts = [s for s in ledger.starts if s not in gone_starts]
+    ledger.revocations = [r for r in ledger.revocations if r not in gone_revocations]
+    aside = markers.parent / "markers-of-dropped-starts"
+    aside.mkdir(exist_ok=True)
+    for s in gone_starts:
+        if (markers / s.token).exists():
+            shutil.move(markers / s.token, aside / s.token)
+    answers = len(gone_decisions) + len(gone_starts) + len(gone_revocations)
+    return f"the kernel dropped the last {len(lost)} committed entries, {answers} acknowledged answer(s)"
+
+
 FAULTS = ("file-system-remounted-read-only", "files-made-immutable")
 WHY = {
     "file-system-remounted-read-only": "Read-only file system",
@@ -144,7 +211,12 @@ def test_a_data_directory_that_turns_read_only_while_serving_acknowledges_nothin
     ext4: tuple[Path, Path, str], tmp_path: Path, fault: str
 ) -> None:
     """A data directory that turns read-only while serving acknowledges nothing it cannot
-    record, ends every lease, and once writable again serves all it acknowledged."""
+    record, ends every lease, and once writable again serves all it acknowledged, but for
+    what a repaired file system's kernel dropped (one commit at most, the log a prefix).
+
+    The exception is the kernel's (``_forget_what_the_kernel_dropped``;
+    ``scripts/fsync_after_fs_error.py`` reproduces it without proctor).
+    """
     image, mount, device = ext4
     rng, _seed = fault_rng(f"read-only-{fault}")
     phase = Phases()
@@ -155,6 +227,7 @@ def test_a_data_directory_that_turns_read_only_while_serving_acknowledges_nothin
     ledger = Ledger()
     tally = Tally(fault, "data directory")
     files = [first.data / "proctor.db", first.data / "proctor.db-wal"]  # not -shm: it is mapped
+    dropped = ""
     try:
         with Workload(lambda: server.url, first.data, markers, ledger, rng) as load:
             warm(load, ledger, markers)
@@ -184,12 +257,14 @@ def test_a_data_directory_that_turns_read_only_while_serving_acknowledges_nothin
                 phase("warm again")
         if fault == "file-system-remounted-read-only":
             # Nothing can be recorded until the file system is repaired: stop, repair, restart.
+            committed = _served_log(first)
             first.stop()
             _run("umount", str(mount))
             subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True, check=False, timeout=WAIT)
             _run("mount", "-o", "loop,errors=remount-ro", str(image), str(mount))
+            dropped = _forget_what_the_kernel_dropped(committed, _stored_log(first.data), ledger, markers)
             server = GovernorServer(tmp_path / "again", beside=first)
-            phase("repaired, restarted")
+            phase(f"repaired ({dropped}), restarted")
             with Workload(lambda: server.url, first.data, markers, ledger, rng) as load:
                 warm(load, ledger, markers)  # it serves again
         phase("workload stopped")
@@ -208,7 +283,7 @@ def test_a_data_directory_that_turns_read_only_while_serving_acknowledges_nothin
         summary=[
             f"data directory {fault.replace('-', ' ')} while serving: 1 round, {hit} governed process(es) "
             f"running; each was dead {took:.2f} s after it at the latest; /readyz said: "
-            f"{ready.strip()[:160]}",
+            f"{ready.strip()[:160]}" + (f"; after the repair: {dropped}" if dropped else ""),
         ],
         columns=COLUMNS,
         rows=tally.rows(),

@@ -163,16 +163,17 @@ def plant(world: World, tmp: Path) -> Planting:
         ("resource usage name", "X04", "<i>X04"),
     ):
         out.add(name, marker, ended, [str(value)])
-    # A tool call: its resource is shown; its arguments are committed, never shown.
+    # A tool call: its resource is shown; its arguments are committed, never shown. (No
+    # marker starts with T and two digits: every ISO time on a page has one, "…T02:14…".)
     tool: dict[str, Any] = {
         "action": "mcp.call",
-        "resource": "srv/" + payloads("T01")["script"].replace("/", "|"),
-        "arguments": {"q": " ".join(payloads("T02").values())},
+        "resource": "srv/" + payloads("M01")["script"].replace("/", "|"),
+        "arguments": {"q": " ".join(payloads("M02").values())},
         "executable_digest": EXE,
     }
     called = api(world, "alice", "POST", "/v1/authorize", tool)
-    out.add("tool resource", "T01", called, [tool["resource"]])
-    out.add("tool arguments", "T02", called, list(payloads("T02").values()), shown=False)
+    out.add("tool resource", "M01", called, [tool["resource"]])
+    out.add("tool arguments", "M02", called, list(payloads("M02").values()), shown=False)
     # Reasons an admin gives: an approval's, a revocation's (the API and the console's form).
     why = " ".join(payloads("W01").values())
     out.add(
