@@ -11,7 +11,8 @@ does since revocations are pushed before they are recorded, ADR 0021).
 The call is sent two ways, alternating trial by trial: on a socket of its own, signed
 and written in one ``send`` (``bench.lib.SocketClient``: what the call costs proctor),
 and through ``proctor.client.GovernorClient``, the client ``proctor revoke`` uses
-(httpx: about 0.3 to 0.5 ms more per request on this machine).
+(``http.client`` since ADR 0023; before it, httpx: about 0.3 to 0.5 ms more per request
+on this machine).
 
 The yardstick, at the same N and so under the same load: ``kill -9`` of a plain child
 process, seen the same way: the floor of any "dead" figure.
@@ -111,12 +112,12 @@ def measure(ctx: Context) -> list[Record]:
                 _started(proc)
                 background.append(proc)
             lean: list[float] = []
-            httpx_client: list[float] = []
+            by_governor_client: list[float] = []
             kills: list[float] = []
             for t in range(trials):  # the two clients alternate, so the same load falls on both
                 ctx.status(f"{n} running: revocation {t + 1} of {trials}")
                 lean.append(_revocation(run, f"{tag}-{n}-{t}-s", by_socket, DeathWatch))
-                httpx_client.append(_revocation(run, f"{tag}-{n}-{t}-c", by_client, DeathWatch))
+                by_governor_client.append(_revocation(run, f"{tag}-{n}-{t}-c", by_client, DeathWatch))
                 plain = subprocess.Popen([sys.executable, "-c", SLEEPER, f"{tag}-{n}-{t}-plain"])
                 time.sleep(0.2)
                 watch = DeathWatch([plain.pid])  # seen the same way as the governed tree
@@ -128,9 +129,9 @@ def measure(ctx: Context) -> list[Record]:
             curve = {"curve": "revoke-vs-executions", "x": n}
             out.append(ctx.record(f"revoke call → tree dead, {n} running", lean, "ms", group=group,
                                   series="revoke call → tree dead", **curve))  # fmt: skip
-            out.append(ctx.record(f"revoke call by proctor.client (httpx) → tree dead, {n} running",
-                                  httpx_client, "ms", group=group,
-                                  series="the same, call sent by proctor.client (httpx)", **curve))  # fmt: skip
+            out.append(ctx.record(f"revoke call by proctor.client → tree dead, {n} running",
+                                  by_governor_client, "ms", group=group,
+                                  series="the same, call sent by proctor.client", **curve))  # fmt: skip
             out.append(ctx.record(f"kill -9 → dead, {n} running", kills, "ms", group=group,
                                   series="kill -9 (yardstick)", baseline=True, **curve))  # fmt: skip
     finally:

@@ -9,42 +9,38 @@ It sits at the top of the package, outside :mod:`proctor.governor`, and imports 
 governor code: an enforcer talks to the governor only over HTTP, may run on another
 host, and must not load the governor, Cedar or the web framework to start a command
 (``docs/architecture.md``, "What each package may import";
-``tests/unit/test_import_boundaries.py`` holds it to that).
+``tests/unit/test_import_boundaries.py`` holds it to that). The requests are carried by
+:mod:`proctor.transport`: ``http.client`` for a plain-HTTP governor, httpx otherwise
+(ADR 0023).
 """
 
 from __future__ import annotations
 
-import ssl
+import http.client
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.requests import sign_request
 from proctor.errors import GovernorError  # defined there, re-exported here
+from proctor.transport import Answer, Streamed, Transport, httpx_limits, plain_http, tls_for, transport_for
 
-__all__ = ["GovernorError", "GovernorClient", "AsyncGovernorClient", "raise_for_answer"]
+if TYPE_CHECKING:
+    import httpx
 
-# An idle connection is let go after 3 s, before the governor closes it (uvicorn's keep-alive
-# timeout, 5 s): with both at 5 s, a request sent as the server closed the connection was
-# lost ("Server disconnected without sending a response", found by tests/conformance/
-# test_soak.py), and a signed request is never sent again on its own. httpx's other defaults.
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=3.0)
-
-
-def _tls_for(url: str) -> ssl.SSLContext | bool:
-    """What verifies the governor's certificate: httpx's default (the CA bundle) for an
-    ``https://`` governor. A client of an ``http://`` governor never makes a TLS
-    connection (it sends every request to that URL and follows no redirect), so loading
-    the bundle, a fifth of ``proctor run``'s start, is skipped: it gets a context that
-    trusts no certificate and would refuse any TLS peer, were one ever asked."""
-    if url.lower().startswith("https://"):
-        return True
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies hostnames, trusts no CA: fails closed
+__all__ = [
+    "GovernorError",
+    "GovernorClient",
+    "AsyncGovernorClient",
+    "Answer",
+    "Streamed",
+    "plain_http",
+    "raise_for_answer",
+]
 
 
 class GovernorClient:
@@ -57,13 +53,18 @@ class GovernorClient:
         timeout: seconds per request.
         """
         self._key = key
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"), timeout=timeout, limits=_LIMITS, verify=_tls_for(url)
-        )
+        self._url = url.rstrip("/")
+        self._timeout = timeout
+        self._transport: Transport = transport_for(self._url, timeout)
+
+    @property
+    def keepalive_expiry(self) -> float:
+        """Seconds an idle connection is kept (:data:`KEEPALIVE_S`)."""
+        return self._transport.keepalive_expiry
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> GovernorClient:
         return self
@@ -79,9 +80,12 @@ class GovernorClient:
             headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
         return headers
 
+    def _unreachable(self, e: BaseException) -> GovernorError:
+        return GovernorError(f"cannot reach the governor at {self._url}: {e}", status=0)
+
     def call(
         self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send one request; raise :class:`GovernorError` on a non-2xx answer.
 
         Args:
@@ -90,36 +94,40 @@ class GovernorClient:
         data = b"" if body is None else orjson.dumps(body)
         headers = self._headers(method, target, data, json=body is not None, signed=signed)
         try:
-            if timeout is None:
-                response = self._http.request(method, target, content=data, headers=headers)
-            else:
-                response = self._http.request(method, target, content=data, headers=headers, timeout=timeout)
-        except httpx.HTTPError as e:
-            raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
+            response = self._transport.request(
+                method, target, data, headers, self._timeout if timeout is None else timeout
+            )
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from e
         raise_for_answer(response)
         return response
 
     @contextmanager
     def stream(
-        self, target: str, *, timeout: httpx.Timeout | float | None = None
-    ) -> Iterator[httpx.Response]:
+        self, target: str, *, timeout: float | None = None, read: float | None = None
+    ) -> Iterator[Streamed]:
         """A signed ``GET`` whose answer is read as it arrives (``GET /v1/stream``).
+
+        Args:
+            timeout: seconds to connect and be answered (default: the client's).
+            read: seconds the answer may stay silent once it began (default: ``timeout``).
 
         Raises:
             GovernorError: the governor could not be reached (status 0) or refused
                 (its status: 401 unsigned, 403 not active, 429 no stream free).
         """
         headers = self._headers("GET", target, b"", json=False, signed=True)
+        wait = self._timeout if timeout is None else timeout
         try:
-            with self._http.stream(
-                "GET", target, headers=headers, timeout=self._http.timeout if timeout is None else timeout
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise_for_answer(response)
-                yield response
-        except httpx.HTTPError as e:
-            raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
+            with self._transport.stream(target, headers, wait, wait if read is None else read) as (
+                refused,
+                lines,
+            ):
+                if refused is not None:
+                    raise_for_answer(refused)
+                yield lines
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from e
 
     def json(
         self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
@@ -147,9 +155,12 @@ class AsyncGovernorClient:
         key: the principal key that signs requests (``None``: public reads only).
         timeout: seconds per request.
         """
+        import httpx  # noqa: PLC0415 - the synchronous client does not need it
+
         self._key = key
+        self._httpx = httpx
         self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"), timeout=timeout, limits=_LIMITS, verify=_tls_for(url)
+            base_url=url.rstrip("/"), timeout=timeout, limits=httpx_limits(), verify=tls_for(url)
         )
 
     async def aclose(self) -> None:
@@ -175,7 +186,7 @@ class AsyncGovernorClient:
             headers.update(sign_request(method, target, data, self._key, now=int(time.time())))
         try:
             response = await self._http.request(method, target, content=data, headers=headers)
-        except httpx.HTTPError as e:
+        except self._httpx.HTTPError as e:
             raise GovernorError(f"cannot reach the governor at {self._http.base_url}: {e}", status=0) from e
         raise_for_answer(response)
         return response
@@ -205,7 +216,17 @@ def _error_body(answer: Any) -> Any:
     return answer
 
 
-def raise_for_answer(response: httpx.Response) -> None:
+class _Answered(Protocol):
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
+
+
+def raise_for_answer(response: _Answered) -> None:
     """Raise :class:`GovernorError` for a non-2xx answer, with the server's message.
 
     Raises:

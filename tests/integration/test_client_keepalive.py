@@ -44,9 +44,16 @@ def test_a_client_lets_an_idle_connection_go_before_the_governor_closes_it(serve
     closes_after = _idle_close_after(server)
     assert 1.0 < closes_after < 30.0
     with GovernorClient(server.url, None) as client:
-        expiry = client._http._transport._pool._keepalive_expiry  # type: ignore[attr-defined]
-        assert expiry is not None
-        assert expiry <= closes_after - 1.0, (expiry, closes_after)
+        assert client.keepalive_expiry <= closes_after - 1.0, (client.keepalive_expiry, closes_after)
+        # It is what the client does: a connection idle that long is not used again.
+        client.call("GET", "/healthz", signed=False)
+        first = client._transport._idle[-1][0]  # type: ignore[union-attr]
+        client.call("GET", "/healthz", signed=False)
+        assert client._transport._idle[-1][0] is first  # type: ignore[union-attr]  # kept alive
+        time.sleep(client.keepalive_expiry + 0.1)
+        client.call("GET", "/healthz", signed=False)
+        assert client._transport._idle[-1][0] is not first  # type: ignore[union-attr]  # let go
+        assert first.sock is None  # closed
 
     async def async_expiry() -> float | None:
         async with AsyncGovernorClient(server.url, None) as client:

@@ -1,6 +1,7 @@
 """The governor client checks an ``https://`` governor's certificate as httpx does by
 default, and a client of an ``http://`` governor, which skips loading the CA bundle,
-holds a TLS context that would refuse any peer (proctor.client._tls_for).
+holds a TLS context that would refuse any peer, or makes no TLS connection at all
+(proctor.transport.tls_for, plain_http).
 
 Against a real TLS server on loopback with a self-signed certificate.
 """
@@ -16,6 +17,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from proctor.client import AsyncGovernorClient, GovernorClient, GovernorError
+from proctor.client import AsyncGovernorClient, GovernorClient, GovernorError, plain_http
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -107,23 +109,58 @@ def test_an_https_governor_trusted_through_ssl_cert_file_is_answered(
         assert client.json("GET", "/healthz", signed=False) == {"status": "ok"}
 
 
-def test_a_plain_http_client_holds_a_context_that_trusts_no_one(tls_server: tuple[str, Path]) -> None:
+def test_a_plain_http_client_makes_no_tls_connection_or_holds_a_context_that_trusts_no_one(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, _ = tls_server
-    with GovernorClient(url.replace("https://", "http://"), None, timeout=5) as client:
-        context: ssl.SSLContext = client._http._transport._pool._ssl_context  # type: ignore[attr-defined]
-        assert context.verify_mode == ssl.CERT_REQUIRED
-        assert context.check_hostname
-        assert context.get_ca_certs() == []
-        # Were it ever used, the handshake would fail: the self-signed peer is refused.
-        host, port = "localhost", int(url.rsplit(":", 1)[1])
-        with (
-            socket.create_connection((host, port), timeout=5) as raw,
-            pytest.raises(ssl.SSLCertVerificationError),
-        ):
-            context.wrap_socket(raw, server_hostname=host)
+    plain = url.replace("https://", "http://")
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with GovernorClient(plain, None, timeout=5) as client:
+        # Its own transport: http.client.HTTPConnection, which makes no TLS connection.
+        assert type(client._transport).__name__ == "_Plain"
+        with pytest.raises(GovernorError) as refused:  # a TLS server does not speak plain HTTP
+            client.call("GET", "/healthz", signed=False)
+        assert refused.value.status == 0
+    # Behind a proxy, or asynchronous, the client is httpx's, with a context that would
+    # refuse any TLS peer.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    proxied = GovernorClient(plain, None, timeout=5)
     async_client = AsyncGovernorClient("HTTP://127.0.0.1:9", None)
-    assert async_client._http._transport._pool._ssl_context.get_ca_certs() == []  # type: ignore[attr-defined]
-    asyncio.run(async_client.aclose())
+    try:
+        assert type(proxied._transport).__name__ == "_Httpx"
+        for context in (_context_of(proxied._transport.http), _context_of(async_client._http)):  # type: ignore[union-attr]
+            assert context.verify_mode == ssl.CERT_REQUIRED
+            assert context.check_hostname
+            assert context.get_ca_certs() == []
+            # Were it ever used, the handshake would fail: the self-signed peer is refused.
+            host, port = "localhost", int(url.rsplit(":", 1)[1])
+            with (
+                socket.create_connection((host, port), timeout=5) as raw,
+                pytest.raises(ssl.SSLCertVerificationError),
+            ):
+                context.wrap_socket(raw, server_hostname=host)
+    finally:
+        proxied.close()
+        asyncio.run(async_client.aclose())
     secure = GovernorClient("HTTPS://example.invalid", None)
-    assert secure._http._transport._pool._ssl_context.get_ca_certs()  # type: ignore[attr-defined]
+    assert type(secure._transport).__name__ == "_Httpx"
+    assert _context_of(secure._transport.http).get_ca_certs()  # type: ignore[union-attr]
     secure.close()
+
+
+def test_which_governors_the_client_talks_to_itself() -> None:
+    """http:// without a proxy for its host; https://, or a proxy that applies, keep httpx."""
+    assert plain_http("http://127.0.0.1:8700", {})
+    assert plain_http("HTTP://gov.example:8700/", {"HTTPS_PROXY": "http://proxy:3128"})
+    assert not plain_http("https://gov.example", {})
+    assert not plain_http("http://gov.example", {"HTTP_PROXY": "http://proxy:3128"})
+    assert not plain_http("http://gov.example", {"all_proxy": "socks5://proxy:1080"})
+    assert plain_http("http://gov.example", {"http_proxy": "http://proxy:3128", "NO_PROXY": ".example"})
+    assert not plain_http("http://gov.example", {"http_proxy": "http://proxy:3128", "no_proxy": "other.org"})
+    assert plain_http("http://10.0.0.5:8700", {"HTTP_PROXY": "http://p:1", "NO_PROXY": "*"})
+
+
+def _context_of(client: Any) -> ssl.SSLContext:
+    context: ssl.SSLContext = client._transport._pool._ssl_context
+    return context

@@ -79,14 +79,35 @@ def test_proctor_run_entry_point_loads_no_admin_commands() -> None:
 
 
 def test_proctor_run_entry_point_loads_nothing_it_does_not_use() -> None:
-    """What ``proctor run`` pays for at each start: not the log and its stores, not
-    httpx's own command line (its ``httpx._main`` held off: click's and pygments' imports)."""
+    """What ``proctor run`` pays for at each start: not the log and its stores, not httpx
+    (an ``http://`` governor is asked with ``http.client``), and should anything import
+    httpx later, not its own command line (``httpx._main`` held off: click's and
+    pygments' imports)."""
     # A run that stops at its key file (missing): the start of the path, without rendering help.
     args = "'run', '--server', 'http://127.0.0.1:9', '--key', '/nonexistent/k.key', '--', 'true'"
     setup = _ENTRY_POINT.format(args=args)
     assert _loaded(setup, ("proctor.lineage.log", "proctor.store", "pygments", "click", "rich")) == []
-    held_off = setup + "assert 'httpx' in sys.modules and sys.modules['httpx._main'] is None\n"
+    held_off = (
+        setup + "assert 'httpx' not in sys.modules\nimport httpx\nassert sys.modules['httpx._main'] is None\n"
+    )
     assert _loaded(held_off, ("httpx._main",)) == ["httpx._main"]
+
+
+def test_proctor_run_path_loads_no_httpx() -> None:
+    """The run path (its launcher, the supervisor, the fail-over client) asks an
+    ``http://`` governor with ``http.client``: httpx and httpcore, a third of the
+    start's imports, are not loaded (``proctor.client.plain_http``)."""
+    modules = "proctor.cli_launch, proctor.enforcement.supervisor, proctor.enforcement._failover"
+    setup = _IMPORT.format(module=modules) + (
+        # A request that fails to connect: the transport was chosen and used.
+        "from proctor.client import GovernorClient, GovernorError\n"
+        "try:\n"
+        "    GovernorClient('http://127.0.0.1:9', None, timeout=2).call('GET', '/healthz', signed=False)\n"
+        "except GovernorError:\n"
+        "    pass\n"
+        "sys.modules = {k: v for k, v in sys.modules.items() if v}\n"
+    )
+    assert _loaded(setup, ("httpx", "httpcore", "h11", "anyio")) == []
 
 
 def test_version_is_read_when_asked_for() -> None:

@@ -43,11 +43,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
-from proctor.client import GovernorClient, GovernorError
+from proctor.client import Answer, GovernorClient, GovernorError, Streamed
 from proctor.errors import VerificationError
 
 __all__ = ["MIN_ATTEMPT_S", "STREAM_SILENCE_S", "Answered", "Governors", "governor_urls"]
@@ -98,7 +97,7 @@ def governor_urls(text: str | Sequence[str]) -> tuple[str, ...]:
 class Answered:
     """One governor's answer: the response, who gave it, when the request was sent."""
 
-    response: httpx.Response
+    response: Answer
     url: str
     sent: float
     """``time.monotonic()`` when the answered request was sent (lease rule 5)."""
@@ -340,16 +339,14 @@ class Governors:
     # -- rule 5: the event stream, on the governor asked first ----------------------
 
     @contextmanager
-    def _stream(self, url: str, target: str, timeout: float) -> Iterator[httpx.Response]:
+    def _stream(self, url: str, target: str, timeout: float) -> Iterator[Streamed]:
         i = self.urls.index(url)
         if not self._identify(i, timeout):
             raise GovernorError(f"{url} is not of this deployment", status=0)
-        with self._clients[i].stream(target, timeout=httpx.Timeout(timeout, read=STREAM_SILENCE_S)) as r:
+        with self._clients[i].stream(target, timeout=timeout, read=STREAM_SILENCE_S) as r:
             token = id(r)
-            stream = r.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
             with self._lock:
-                self._streams[token] = (i, sock if isinstance(sock, socket.socket) else None)
+                self._streams[token] = (i, r.socket)
                 moved = self._first != i
             try:
                 if moved:  # the others moved on while this one opened
@@ -395,7 +392,7 @@ class Governors:
                             data = []
                             since = max(since, int(message.get("seq", since)))
                             on_message(message)
-            except (GovernorError, httpx.HTTPError, ValueError, OSError) as e:  # refused or cut
+            except (GovernorError, ValueError, OSError) as e:  # refused or cut
                 self.passed_over(url, f"event stream: {type(e).__name__}: {e}")
                 failures += 1
                 if failures >= len(self.urls):  # every governor tried: wait a little
