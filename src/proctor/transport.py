@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import socket
 import ssl
 import threading
@@ -171,16 +172,20 @@ class _Plain:
         self.keepalive_expiry = KEEPALIVE_S
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """An idle connection still open at both ends, or a new one. One the server
+        closed meanwhile (restarted, or its own keep-alive ended) reads as readable at
+        once (its end of file): it is closed, not sent on, as httpcore does."""
         now = time.monotonic()
-        with self._lock:
-            while self._idle:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
                 conn, since = self._idle.pop()
-                if now - since < self.keepalive_expiry:
-                    if conn.sock is not None:
-                        conn.sock.settimeout(timeout)
-                    conn.timeout = timeout
-                    return conn
-                conn.close()
+            if now - since < self.keepalive_expiry and conn.sock is not None and not _readable(conn.sock):
+                conn.sock.settimeout(timeout)
+                conn.timeout = timeout
+                return conn
+            conn.close()
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
     def _keep(self, conn: http.client.HTTPConnection) -> None:
@@ -233,6 +238,14 @@ class _Plain:
             idle, self._idle = self._idle, []
         for conn, _ in idle:
             conn.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: its end of file (the server
+    closed it) or bytes no request asked for. Either way it is not used again."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _NoLines:

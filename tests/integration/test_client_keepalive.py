@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import socketserver
+import threading
 import time
 from collections.abc import Iterator
 
@@ -63,3 +65,34 @@ def test_a_client_lets_an_idle_connection_go_before_the_governor_closes_it(serve
     expiry = asyncio.run(async_expiry())
     assert expiry is not None
     assert expiry <= closes_after - 1.0, (expiry, closes_after)
+
+
+class _OneAnswerEach(socketserver.StreamRequestHandler):
+    """Answers one request per connection as if it kept it alive, then closes it: what a
+    client sees of a governor restarted (or whose keep-alive ended) while it was idle."""
+
+    def handle(self) -> None:
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        body = b'{"status":"ok"}'
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+
+def test_a_connection_the_governor_closed_while_idle_is_not_sent_on() -> None:
+    """A signed request is never sent twice, so it must not go out on a connection the
+    server already closed: the client checks an idle connection before it reuses it."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _OneAnswerEach)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with GovernorClient(f"http://127.0.0.1:{server.server_address[1]}", None, timeout=5) as client:
+            for _ in range(3):
+                assert client.json("GET", "/healthz", signed=False) == {"status": "ok"}
+                time.sleep(0.05)  # the server has closed it by now; the client holds it idle
+    finally:
+        server.shutdown()
+        server.server_close()
