@@ -167,6 +167,7 @@ class _Plain:
         split = urlsplit(url)
         self._host = split.hostname or ""
         self._port = split.port or 80
+        self._prefix = split.path.rstrip("/")  # a governor under a path (a proxy's), as httpx's base URL
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
         self.keepalive_expiry = KEEPALIVE_S
@@ -200,7 +201,8 @@ class _Plain:
     ) -> Answer:
         conn = self._connection(timeout)
         try:
-            conn.request(method, target, body=data if data or method != "GET" else None, headers=headers)
+            body = data if data or method != "GET" else None
+            conn.request(method, self._prefix + target, body=body, headers=headers)
             response = conn.getresponse()
             content = response.read()
         except BaseException:
@@ -218,7 +220,7 @@ class _Plain:
     ) -> Iterator[tuple[Answer | None, Streamed]]:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         try:
-            conn.request("GET", target, headers=headers)
+            conn.request("GET", self._prefix + target, headers=headers)
             response = conn.getresponse()
             if response.status >= 400:
                 content = response.read()

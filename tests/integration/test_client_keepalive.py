@@ -72,6 +72,7 @@ class _OneAnswerEach(socketserver.StreamRequestHandler):
     client sees of a governor restarted (or whose keep-alive ended) while it was idle."""
 
     def handle(self) -> None:
+        self.server.paths.append(self.rfile.readline().split()[1].decode())  # type: ignore[attr-defined]
         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
             pass
         body = b'{"status":"ok"}'
@@ -87,12 +88,17 @@ def test_a_connection_the_governor_closed_while_idle_is_not_sent_on() -> None:
     server already closed: the client checks an idle connection before it reuses it."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _OneAnswerEach)
     server.daemon_threads = True
+    server.paths = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with GovernorClient(f"http://127.0.0.1:{server.server_address[1]}", None, timeout=5) as client:
             for _ in range(3):
                 assert client.json("GET", "/healthz", signed=False) == {"status": "ok"}
                 time.sleep(0.05)  # the server has closed it by now; the client holds it idle
+        # A governor under a path (behind a proxy's prefix) is asked under it, as before.
+        with GovernorClient(f"http://127.0.0.1:{server.server_address[1]}/gov/", None, timeout=5) as client:
+            assert client.text("/v1/log/key") == '{"status":"ok"}'
+        assert server.paths == ["/healthz"] * 3 + ["/gov/v1/log/key"]  # type: ignore[attr-defined]
     finally:
         server.shutdown()
         server.server_close()
