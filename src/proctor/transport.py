@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEEPALIVE_S",
+    "MAX_LINE",
     "Answer",
     "Sent",
     "Streamed",
@@ -47,6 +48,8 @@ KEEPALIVE_S = 3.0
 keep-alive timeout, 5 s): with both at 5 s, a request sent as the server closed the
 connection was lost ("Server disconnected without sending a response", found by
 tests/conformance/test_soak.py), and a signed request is never sent again on its own."""
+MAX_LINE = 1 << 20
+"""The longest line of a streamed answer read (an event is a few hundred bytes)."""
 _MAX_IDLE = 20  # idle connections kept per client (httpx's default keep-alive pool)
 
 
@@ -221,6 +224,8 @@ class _Plain:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         try:
             conn.request("GET", self._prefix + target, headers=headers)
+            # Taken now: an answer with "Connection: close" takes the socket off ``conn``.
+            sock = conn.sock
             response = conn.getresponse()
             if response.status >= 400:
                 content = response.read()
@@ -229,9 +234,9 @@ class _Plain:
                     _NoLines(),
                 )
                 return
-            if conn.sock is not None:
-                conn.sock.settimeout(read)
-            yield None, _PlainLines(response, conn.sock)
+            if sock is not None:
+                sock.settimeout(read)
+            yield None, _PlainLines(response, sock)
         finally:
             conn.close()
 
@@ -263,7 +268,14 @@ class _PlainLines:
         self.socket = sock
 
     def iter_lines(self) -> Iterator[str]:
-        while line := self._response.readline(65536):
+        """Lines as they arrive.
+
+        Raises:
+            ValueError: a line longer than :data:`MAX_LINE` (never split into two).
+        """
+        while line := self._response.readline(MAX_LINE + 1):
+            if len(line) > MAX_LINE:
+                raise ValueError(f"expected stream lines of at most {MAX_LINE} bytes, found a longer one")
             yield line.decode("utf-8", "replace").rstrip("\r\n")
 
 
