@@ -215,7 +215,7 @@ class _Plain:
             conn.close()
         else:
             self._keep(conn)
-        return Answer(response.status, response.reason, dict(response.getheaders()), content, headers)
+        return _answer(response, content, headers)
 
     @contextmanager
     def stream(
@@ -228,11 +228,7 @@ class _Plain:
             sock = conn.sock
             response = conn.getresponse()
             if response.status >= 400:
-                content = response.read()
-                yield (
-                    Answer(response.status, response.reason, dict(response.getheaders()), content, headers),
-                    _NoLines(),
-                )
+                yield _answer(response, response.read(), headers), _NoLines()
                 return
             if sock is not None:
                 sock.settimeout(read)
@@ -245,6 +241,10 @@ class _Plain:
             idle, self._idle = self._idle, []
         for conn, _ in idle:
             conn.close()
+
+
+def _answer(response: http.client.HTTPResponse, content: bytes, sent: Mapping[str, str]) -> Answer:
+    return Answer(response.status, response.reason, dict(response.getheaders()), content, sent)
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -315,7 +315,7 @@ class _Httpx:
                         _NoLines(),
                     )
                     return
-                yield None, _HttpxLines(r)
+                yield None, _HttpxLines(r, httpx.HTTPError)
         except httpx.HTTPError as e:
             raise OSError(str(e)) from e
 
@@ -324,8 +324,9 @@ class _Httpx:
 
 
 class _HttpxLines:
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, errors: type[Exception]) -> None:
         self._response = response
+        self._errors = errors
         stream = response.extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         self.socket = sock if isinstance(sock, socket.socket) else None
@@ -333,7 +334,7 @@ class _HttpxLines:
     def iter_lines(self) -> Iterator[str]:
         try:
             yield from self._response.iter_lines()
-        except Exception as e:
+        except self._errors as e:  # httpx's read errors, as the plain transport's
             raise OSError(f"{type(e).__name__}: {e}") from e
 
 

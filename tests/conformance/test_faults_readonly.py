@@ -151,7 +151,11 @@ def _served_log(server: GovernorServer) -> list[bytes]:
 
 
 def _stored_log(data: Path) -> list[bytes]:
-    """Every entry in a data directory's database, read with no governor running."""
+    """Every entry in a data directory's database, read with no governor running.
+
+    Not ``fault_checks.stored_entries``: that one opens the file read-only, which cannot
+    rebuild the write-ahead log's index left by a governor stopped on a failed file
+    system; this one opens it as the restarted governor will, recovering it first."""
     with contextlib.closing(sqlite3.connect(data / "proctor.db")) as conn:
         return [bytes(row[0]) for row in conn.execute("SELECT data FROM entries ORDER BY idx")]
 
