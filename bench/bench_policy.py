@@ -302,7 +302,7 @@ def run(sizes: list[int], samples: int, agt_samples: int, batches: int) -> dict[
             compile_ms = (time.perf_counter() - start) * 1000
             expected = [engine.decide(r, now=NOW).allow for r in requests]
             # Private access, for the table only: the size of the slice each request meets.
-            slice_sizes = [len(engine._slices.for_request(r.action, r.resource)) for r in requests]
+            slice_sizes = [len(engine._slices.for_request(r.action, r.resource).policies) for r in requests]
             stats = time_calls(proctor_call(engine, requests), samples, min(2000, samples))
             results["latency"].append(
                 {

@@ -11,7 +11,8 @@ Principal, action and resource:
   have no attributes and no parents.
 
 The context, with every field always present (the schema is in
-:mod:`proctor.policy.schema`). For ``argv = ("pg_dump", "--schema-only", "db1")``,
+:mod:`proctor.policy.schema`; the engine hands Cedar only the fields the policies that
+can apply read, :mod:`proctor.policy.slices`). For ``argv = ("pg_dump", "--schema-only", "db1")``,
 zone ``"prod"`` and ``now = 1767225600`` (2026-01-01T00:00:00Z, a Thursday)::
 
     {
@@ -84,7 +85,6 @@ __all__ = [
     "request_problem",
     "time_record",
     "build_context",
-    "context_json",
     "principal_entity_json",
 ]
 
@@ -235,22 +235,6 @@ def build_context(request: PolicyRequest, now: int) -> dict[str, Any]:
         "arguments_json": arguments_json,
         "arguments": pairs,
     }
-
-
-def context_json(request: PolicyRequest, now: int) -> str:
-    """:func:`build_context`, encoded as the JSON text Cedar parses.
-
-    Args:
-        request: a request for which :func:`request_problem` returned ``None``.
-        now: unix seconds.
-
-    Returns:
-        Compact JSON text.
-
-    Raises:
-        CanonicalizationError: the tool arguments are outside the canonical JSON subset.
-    """
-    return orjson.dumps(build_context(request, now)).decode()
 
 
 def principal_entity_json(principal: str, attrs: Mapping[str, str]) -> str:

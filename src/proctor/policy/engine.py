@@ -52,7 +52,7 @@ from proctor.errors import CanonicalizationError, PolicyError, PolicyValidationE
 from proctor.policy._locate import locate_parse_error
 from proctor.policy._probe import probe_requests
 from proctor.policy.bundle import PolicyBundle
-from proctor.policy.context import build_context, context_json, principal_entity_json, request_problem
+from proctor.policy.context import build_context, principal_entity_json, request_problem
 from proctor.policy.decision import Decision, safe_request_digest
 from proctor.policy.decision_cache import DECISION_CACHE_SIZE, DecisionCache, time_fields_read
 from proctor.policy.obligations import combine_obligations, read_annotations
@@ -276,26 +276,27 @@ class PolicyEngine:
     def _prepare(
         self, request: PolicyRequest, now: int, digest: str
     ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
+        policies, reads = self._slices.for_request(request.action, request.resource)
+        context = build_context(request, now)
         if self.catalog is not None and request.action == "mcp.call":
+            # Checked whether or not a policy reads it: a call must fit its tool's catalog.
             try:
-                context = build_context(request, now)
                 context["tool"] = self.catalog.tool_context(request)
             except ArgumentsMismatchError as e:
                 return self._deny(digest, f"denied: the call does not fit the tool catalog: {e}", (str(e),))
-            context_text = orjson.dumps(context).decode()
-        else:
-            context_text = context_json(request, now)
+        if reads is not None:  # only what the slice's policies read (proctor.policy.slices)
+            context = {name: context[name] for name in reads if name in context}
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.principal},
             "action": _ACTION_UIDS[request.action],
             "resource": {"type": RESOURCE_TYPES[request.action], "id": request.resource},
-            "context": context_text,
+            "context": orjson.dumps(context).decode(),
         }
         try:
             entities = self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))
         except PolicyError as e:
             return self._deny(digest, f"denied: {e}", (str(e),))
-        return digest, cedar_request, self._slices.for_request(request.action, request.resource), entities
+        return digest, cedar_request, policies, entities
 
     def _deny(
         self, digest: str, reason: str, errors: Sequence[str] = (), names: Sequence[str] = ()
@@ -374,7 +375,7 @@ class PolicyEngine:
                 if tool not in self.catalog.servers.get(server, {}):
                     return "it is not in the policy bundle's tool catalogs"
             entities = self._entities(principal, tuple(sorted(attrs.items())))
-            policies = self._slices.for_request(action, resource)
+            policies = self._slices.for_request(action, resource).policies
             return never_allowed(policies, entities, principal, action, resource, forbids=self._forbid_name)
         except BaseException as e:  # noqa: BLE001 -- fail closed: what cannot be judged is hidden
             _reraise_interrupts(e)

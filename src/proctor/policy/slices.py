@@ -25,15 +25,26 @@ in the slices it can match:
 The slice for (action, resource) is then the action's unpinned policies plus those
 pinned to that resource. Each distinct slice is one pre-parsed ``cedarpy.PolicySet``
 built at compile time, keeping Cedar's policy ids, so decisions name the same ids
-sliced or not. ``tests/unit/policy/test_policy_slicing.py`` checks the equivalence
-against unsliced evaluation over generated policies and requests.
+sliced or not.
+
+Each slice also records which top-level ``context`` attributes its policies read
+(:func:`context_reads`), and the engine passes Cedar only those. Cedar parses the
+context into its values on every request, about 4 µs per attribute and more for
+nested records: a slice that reads ``context.args`` is handed ``{"args": …}``, not
+all eleven attributes. An attribute no policy of the slice names cannot change its
+answer, and every attribute one names is given whole, nested records included. A
+policy that uses ``context`` other than as ``context.A`` or ``context has A``
+(compared whole, put in a record) makes its slices take the whole context.
+
+``tests/unit/policy/test_policy_slicing.py`` checks both against the unsliced
+reference (every policy, the whole context) over generated policies and requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cedarpy
 import orjson
@@ -41,7 +52,15 @@ import orjson
 from proctor.policy.obligations import PolicyAnnotations
 from proctor.policy.schema import ACTION_TYPE, ACTIONS, RESOURCE_TYPES
 
-__all__ = ["CompiledPolicy", "scope_actions", "scope_resource", "policy_set", "PolicySlices"]
+__all__ = [
+    "CompiledPolicy",
+    "Slice",
+    "context_reads",
+    "scope_actions",
+    "scope_resource",
+    "policy_set",
+    "PolicySlices",
+]
 
 _ANY = "*"  # a resource slot that matches every resource of the action
 
@@ -138,6 +157,63 @@ def policy_set(policies: Sequence[CompiledPolicy]) -> cedarpy.PolicySet:
     return cedarpy.PolicySet.from_json_str(orjson.dumps(doc).decode())
 
 
+def _reads(node: Any, found: set[str]) -> bool:
+    # False: the context is used whole. Only Cedar's JSON for ``context.A`` (also
+    # ``context["A"]``) and ``context has A`` names one attribute: {op: {"left": {"Var":
+    # "context"}, "attr": A}}; a record literal's values are expressions, so it cannot
+    # take this shape.
+    if isinstance(node, list):
+        return all(_reads(item, found) for item in node)
+    if not isinstance(node, Mapping):
+        return True
+    if len(node) == 1:
+        ((op, body),) = node.items()
+        if (
+            op in (".", "has")
+            and isinstance(body, Mapping)
+            and set(body) == {"left", "attr"}
+            and body["left"] == {"Var": "context"}
+            and isinstance(body["attr"], str)
+        ):
+            found.add(body["attr"])
+            return True
+        if op == "Var" and body == "context":
+            return False
+    return all(_reads(value, found) for value in node.values())
+
+
+def context_reads(policy_docs: Sequence[Mapping[str, Any]]) -> frozenset[str] | None:
+    """The top-level ``context`` attributes these policies can read.
+
+    Args:
+        policy_docs: each policy in Cedar's JSON policy format (all of it is walked).
+
+    Returns:
+        The attribute names, or ``None`` when one of them uses the context whole.
+    """
+    found: set[str] = set()
+    if not all(_reads(doc, found) for doc in policy_docs):
+        return None
+    return frozenset(found)
+
+
+class Slice(NamedTuple):
+    """The policies one request is evaluated against.
+
+    Attributes:
+        policies: the pre-parsed policy set.
+        reads: the ``context`` attributes they read (:func:`context_reads`); ``None``
+            for the whole context.
+    """
+
+    policies: cedarpy.PolicySet
+    reads: frozenset[str] | None
+
+
+def _slice(policies: Sequence[CompiledPolicy]) -> Slice:
+    return Slice(policy_set(policies), context_reads([p.est for p in policies]))
+
+
 class PolicySlices:
     """The pre-parsed policy sets a compiled bundle evaluates requests against.
 
@@ -149,17 +225,18 @@ class PolicySlices:
     Args:
         policies: every static policy of the bundle.
         action_groups: whether the schema declares action groups.
-        sliced: ``False`` puts every policy in one set used for every request (the
-            reference the sliced evaluation is tested and benchmarked against).
+        sliced: ``False`` puts every policy in one set used for every request with
+            the whole context (the reference the sliced evaluation is tested and
+            benchmarked against).
     """
 
     EAGER_BUDGET = 200_000
 
     def __init__(self, policies: Sequence[CompiledPolicy], *, action_groups: bool, sliced: bool) -> None:
         self.sliced = sliced
-        self._all = policy_set(policies)
-        self._by_action: dict[str, cedarpy.PolicySet] = {}
-        self._pinned: dict[tuple[str, str], cedarpy.PolicySet] = {}
+        self._all = Slice(policy_set(policies), None)
+        self._by_action: dict[str, Slice] = {}
+        self._pinned: dict[tuple[str, str], Slice] = {}
         self._pending: dict[tuple[str, str], list[CompiledPolicy]] = {}
         self.unpinned: dict[str, int] = {}
         if not sliced:
@@ -177,25 +254,25 @@ class PolicySlices:
                     unpinned.append(policy)
                 elif slot is not None:
                     pinned.setdefault(slot, []).append(policy)
-            self._by_action[action] = policy_set(unpinned)
+            self._by_action[action] = _slice(unpinned)
             self.unpinned[action] = len(unpinned)
             for resource, extra in pinned.items():
                 members = unpinned + extra
                 if len(members) <= budget:
                     budget -= len(members)
-                    self._pinned[(action, resource)] = policy_set(members)
+                    self._pinned[(action, resource)] = _slice(members)
                 else:
                     self._pending[(action, resource)] = members
 
-    def for_request(self, action: str, resource: str) -> cedarpy.PolicySet:
-        """The policy set to evaluate a request for ``action`` on ``resource`` against.
+    def for_request(self, action: str, resource: str) -> Slice:
+        """The policies to evaluate a request for ``action`` on ``resource`` against.
 
         Args:
             action: one of the proctor actions.
             resource: the resource id.
 
         Returns:
-            The slice (or every policy, when not sliced).
+            The slice (or every policy and the whole context, when not sliced).
 
         Raises:
             ValueError: building a deferred slice failed (not expected: Cedar built
@@ -211,7 +288,7 @@ class PolicySlices:
         if members is None:
             return self._by_action[action]
         # Deferred slice: build once. Two threads racing build equal sets; either wins.
-        found = self._pinned[key] = policy_set(members)
+        found = self._pinned[key] = _slice(members)
         return found
 
     @property

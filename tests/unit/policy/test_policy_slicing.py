@@ -1,4 +1,5 @@
-"""Slicing changes no answer: sliced and unsliced evaluation give identical decisions."""
+"""Slicing changes no answer: sliced evaluation, which also hands Cedar only the context
+attributes a slice reads, and the unsliced reference give identical decisions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest
-from proctor.policy.slices import scope_actions, scope_resource
+from proctor.policy.slices import context_reads, scope_actions, scope_resource
 
 EXECUTABLES = ("/bin/a", "/bin/b", "/bin/c")
 TOOLS = ("s/a", "s/b", "s/c")
@@ -23,6 +24,12 @@ CONDITIONS = (
     'when { context.arguments.contains("m=r") }',
     "when { principal.zone == context.zone }",
     'when { context.command_line like "* x*" }',
+    'when { context has zone && context["zone"] == "prod" }',
+    "when { context.args has a2 }",
+    "when { context.argc * 4611686018427387904 > 0 }",  # an error when argv has two entries or more
+    'unless { context.time == {"epoch": 0, "hour": 0, "minute": 0, "weekday": 3, "date": "1970-01-01"} }',
+    "when { context has parent_warrant }",  # read by has alone
+    'when { {"c": context}.c.zone == "prod" }',  # the context used whole: its slices take all of it
 )
 
 
@@ -214,3 +221,32 @@ def test_scope_actions(scope: dict[str, Any], groups: bool, expected: set[str]) 
 )
 def test_scope_resource(scope: dict[str, Any], expected: str | None) -> None:
     assert scope_resource(scope, "Proctor::Tool") == expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("true", set()),
+        ('context.args has a1 && context.args.a1 == "x"', {"args"}),
+        ('context["zone"] == "prod" && context.time.hour > 8', {"zone", "time"}),
+        ("context has parent_warrant", {"parent_warrant"}),
+        ('if context has zone then context.zone == "" else context.argc > 0', {"zone", "argc"}),
+        ("context == context", None),
+        ('{"c": context}.c.zone == "prod"', None),
+        # Record literals whose keys spell the operators' JSON are still record literals.
+        ('{".": {"left": context, "attr": "zone"}} == {".": {"left": context, "attr": "zone"}}', None),
+        ('{"Var": "context"} has Var', set()),
+    ],
+)
+def test_context_reads(condition: str, expected: set[str] | None) -> None:
+    import cedarpy
+
+    text = f"permit(principal, action, resource) when {{ {condition} }};"
+    doc = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]["policy0"]
+    reads = context_reads([doc])
+    assert reads == (None if expected is None else frozenset(expected))
+    # One policy that uses the context whole makes the set take all of it.
+    whole = json.loads(
+        cedarpy.policies_to_json_str("permit(principal, action, resource) when { context == context };")
+    )
+    assert context_reads([doc, whole["staticPolicies"]["policy0"]]) is None
