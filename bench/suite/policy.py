@@ -294,7 +294,8 @@ MEMBER = Member(
     meaning=(
         "What deciding costs an agent's call, in process, as the policy grows. proctor slices "
         "its Cedar policies by action and resource, so a decision reads only the rules that can "
-        "apply; AGT evaluates every rule of the policy. `Governor.authorize` is what a governed "
+        "apply and hands Cedar only the context fields those rules read; AGT evaluates every "
+        "rule of the policy. A decision-cache hit is an identical request decided again. `Governor.authorize` is what a governed "
         "call costs in full before the call runs (decision, signed warrant, durable signed log "
         "entry); `govern()` keeps its audit in memory and signs nothing."
     ),
