@@ -155,7 +155,7 @@ MEMBER = Member(
     name="revoke",
     title="Revoke → dead vs running executions",
     quick={"running": [1, 3], "trials": 2},
-    full={"running": [1, 10, 25, 50], "trials": 10},
+    full={"running": [1, 10, 25, 50], "trials": 60},
     run=measure,
     meaning=(
         "How soon a revoked execution stops, from the moment an administrator's revocation call is "
