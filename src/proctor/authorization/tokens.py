@@ -45,6 +45,7 @@ __all__ = [
     "biscuit_date",
     "root_public_key_of",
     "open_token",
+    "inline_parameters",
     "limited_authorizer",
     "datalog_failure",
 ]
@@ -200,6 +201,65 @@ def open_token(token: str, *, root_public_key: bytes) -> Biscuit:
         ) from e
 
 
+_I64_MAX = (1 << 63) - 1
+
+
+def _plain(text: str) -> bool:
+    # Printable ASCII without ", \\, { or }: between double quotes it has no escape and no
+    # placeholder in it, so it parses back to itself and cannot end its literal.
+    return (
+        text.isascii()
+        and text.isprintable()
+        and '"' not in text
+        and "\\" not in text
+        and "{" not in text
+        and "}" not in text
+    )
+
+
+def _literal(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return f'"{value}"' if _plain(value) else None
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value) if 0 <= value <= _I64_MAX else None
+    if isinstance(value, dt.datetime) and kind is dt.datetime:
+        # RFC 3339 (…T22:13:20+00:00), as Datalog dates are written: whole UTC seconds only.
+        whole_utc = value.utcoffset() == dt.timedelta(0) and not value.microsecond
+        return value.isoformat() if whole_utc else None
+    return None
+
+
+def inline_parameters(source: str, parameters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Write the parameters that need no escaping into the Datalog source itself.
+
+    biscuit-python converts each ``{name}`` parameter at about 1.5 µs (a third of a
+    warrant's minting went there); parsing the same value as a literal costs a tenth of
+    that. Only values whose literal is unambiguous are written in: booleans,
+    non-negative 64-bit integers, whole-second UTC dates, and strings of
+    printable ASCII without ``"``, ``\\``, ``{`` or ``}``. Every other value stays a
+    parameter. A written value holds no brace, so replacing one placeholder never makes
+    another.
+
+    Args:
+        source: Datalog with ``{name}`` placeholders.
+        parameters: their values.
+
+    Returns:
+        The source with the inlined values, and the parameters still to pass.
+    """
+    kept: dict[str, Any] = {}
+    for name, value in parameters.items():
+        text = _literal(value)
+        if text is None:
+            kept[name] = value
+        else:
+            source = source.replace("{" + name + "}", text)
+    return source, kept
+
+
 def limited_authorizer(source: str, parameters: dict[str, Any]) -> AuthorizerBuilder:
     """An authorizer builder with proctor's Datalog limits set explicitly.
 
@@ -214,7 +274,7 @@ def limited_authorizer(source: str, parameters: dict[str, Any]) -> AuthorizerBui
     Raises:
         WarrantError: (reason ``limit``) this biscuit-python cannot set limits.
     """
-    builder = AuthorizerBuilder(source, parameters)
+    builder = AuthorizerBuilder(*inline_parameters(source, parameters))
     # biscuit-python 0.4.0 has limits()/set_limits() on AuthorizerBuilder (returning
     # and taking an AuthorizerLimits with max_facts, max_iterations, max_time), but its
     # type stub omits them. Without them evaluation is unbounded: refuse (fail closed).

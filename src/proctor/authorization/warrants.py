@@ -60,6 +60,7 @@ from proctor.authorization.tokens import (
     MAX_TOKEN_CHARS,
     biscuit_date,
     datalog_failure,
+    inline_parameters,
     limited_authorizer,
     open_token,
 )
@@ -233,7 +234,7 @@ def mint_warrant(claims: WarrantClaims, *, root_private_key: bytes) -> str:
         parameters[f"ob_{i}_value"] = value
     try:
         root = PrivateKey("ed25519-private/" + root_private_key.hex())
-        token = BiscuitBuilder("\n".join(source), parameters).build(root).to_base64()
+        token = BiscuitBuilder(*inline_parameters("\n".join(source), parameters)).build(root).to_base64()
     except BISCUIT_ERRORS as e:
         raise WarrantError(f"cannot mint warrant {claims.warrant_id}: {e}") from e
     if len(token) > MAX_TOKEN_CHARS:
@@ -478,7 +479,8 @@ def attenuate_warrant(
             "expected at least one narrowing (expires, resource, args_digest, zone, max_duration_s)"
         )
     try:
-        attenuated = biscuit.append(BlockBuilder("\n".join(checks), parameters)).to_base64()
+        block = BlockBuilder(*inline_parameters("\n".join(checks), parameters))
+        attenuated = biscuit.append(block).to_base64()
     except BISCUIT_ERRORS as e:
         raise WarrantError(f"cannot attenuate warrant {claims.warrant_id}: {e}") from e
     if len(attenuated) > MAX_TOKEN_CHARS:
