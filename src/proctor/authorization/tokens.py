@@ -226,8 +226,9 @@ def _literal(value: Any) -> str | None:
     if kind is int:
         return str(value) if 0 <= value <= _I64_MAX else None
     if isinstance(value, dt.datetime) and kind is dt.datetime:
-        # RFC 3339 (…T22:13:20+00:00), as Datalog dates are written: whole UTC seconds only.
-        whole_utc = value.utcoffset() == dt.timedelta(0) and not value.microsecond
+        # RFC 3339 (…T22:13:20+00:00), as Datalog dates are written: whole seconds in
+        # datetime.UTC only, the one zone biscuit-python takes as a parameter.
+        whole_utc = value.tzinfo is dt.UTC and not value.microsecond
         return value.isoformat() if whole_utc else None
     return None
 
@@ -241,7 +242,8 @@ def inline_parameters(source: str, parameters: dict[str, Any]) -> tuple[str, dic
     non-negative 64-bit integers, whole-second UTC dates, and strings of
     printable ASCII without ``"``, ``\\``, ``{`` or ``}``. Every other value stays a
     parameter. A written value holds no brace, so replacing one placeholder never makes
-    another.
+    another. A template must not hold ``{name}`` inside a string literal of its own (none
+    does): biscuit reads that as text, this function would replace it.
 
     Args:
         source: Datalog with ``{name}`` placeholders.

@@ -92,3 +92,11 @@ def test_a_hostile_claim_cannot_add_to_the_authority_block() -> None:
     assert verified == claims
     assert verified.resource == "/usr/bin/true"
     assert dict(verified.obligations) == {"note": hostile, "network": "none"}
+
+
+def test_a_date_in_another_zone_stays_a_parameter() -> None:
+    from zoneinfo import ZoneInfo
+
+    for zone in (ZoneInfo("UTC"), ZoneInfo("Europe/London"), dt.timezone(dt.timedelta(hours=2))):
+        when = dt.datetime(2026, 1, 5, 12, 0, tzinfo=zone)
+        assert inline_parameters("f({d});", {"d": when}) == ("f({d});", {"d": when})

@@ -250,3 +250,34 @@ def test_context_reads(condition: str, expected: set[str] | None) -> None:
         cedarpy.policies_to_json_str("permit(principal, action, resource) when { context == context };")
     )
     assert context_reads([doc, whole["staticPolicies"]["policy0"]]) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("__expr", "hi"), ("__extn", {"fn": "ip", "arg": "bogus"}), ("plain", "hi")],
+)
+def test_a_catalogued_call_s_own_keys_are_parsed_whatever_the_policies_read(key: str, value: Any) -> None:
+    # Cedar refuses some record keys while parsing the context; the call's arguments are
+    # in context.tool, which this policy never reads. Sliced or not, the answer is the same.
+    import orjson
+
+    from proctor.integrations.mcp.schema import catalog_fragment, definition_digest
+
+    kind = "string" if isinstance(value, str) else "object"
+    tool = {"name": "echo", "description": "x",
+            "inputSchema": {"type": "object", "properties": {key: {"type": kind}}, "required": [key]}}  # fmt: skip
+    bundle = PolicyBundle(
+        files={
+            "p.cedar": 'permit(principal, action == Proctor::Action::"mcp.call", resource == Proctor::Tool::"srv/echo");'
+        },
+        tools={"srv.tools.json": orjson.dumps(catalog_fragment("srv", [tool])).decode()},
+        version=2,
+    )
+    request = PolicyRequest(
+        "alice", {"role": "dev", "zone": ""}, "mcp.call", "srv/echo",
+        arguments={key: value}, executable_digest=definition_digest(tool),
+    )  # fmt: skip
+    sliced = PolicyEngine.compile(bundle).decide(request, now=0)
+    unsliced = PolicyEngine.compile(bundle, sliced=False).decide(request, now=0)
+    assert sliced == unsliced
+    assert sliced.allow is (key == "plain")
