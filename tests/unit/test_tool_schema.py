@@ -96,6 +96,14 @@ VALUES = [
     ("set", {"type": "array", "items": {"type": "integer"}}, [1, 2, 2], [1, 2, 2]),
     ("json", {"anyOf": [{"type": "string"}, {"type": "integer"}]}, {"b": 1, "a": [2]}, '{"a":[2],"b":1}'),
     ("record-null-optional", obj({"a": {"type": ["string", "null"]}}), {"a": None}, {}),
+    # Cedar reads these record keys as escapes: the object is kept as JSON text instead.
+    ("record-escape-key", obj({"__expr": {"type": "string"}}), {"__expr": "x"}, '{"__expr":"x"}'),
+    (
+        "record-escape-key-nested",
+        obj({"o": obj({"__entity": {"type": "object"}})}),
+        {"o": {"__entity": {"type": "Proctor::Principal", "id": "admin"}}},
+        {"o": '{"__entity":{"id":"admin","type":"Proctor::Principal"}}'},
+    ),
     (
         "record-open",
         obj({"a": {"type": "string"}}, ["a"], additionalProperties=True),

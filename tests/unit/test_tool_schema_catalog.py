@@ -162,6 +162,20 @@ def test_hand_edited_cedar_types_are_refused() -> None:
     assert "regenerate" in refused.value.diagnostics[0]
 
 
+def test_a_tool_name_cedar_would_read_as_an_escape_is_refused() -> None:
+    # Also when the fragment is written by hand: catalog_fragment refuses it too.
+    doc = orjson.loads(FRAGMENT)
+    doc["tools"][0]["name"] = "__entity"
+    doc.pop("cedar")
+    with pytest.raises(PolicyValidationError, match="malformed") as refused:
+        engine(**{"filesystem.tools.json": orjson.dumps(doc).decode()})
+    assert (
+        "expected a tool name that does not start with '__', found '__entity'" in refused.value.diagnostics[0]
+    )
+    with pytest.raises(PolicyValidationError, match="malformed"):
+        catalog_fragment("filesystem", [{**TOOLS[0], "name": "__expr"}])
+
+
 def test_conflicting_tool_types_across_servers_are_refused() -> None:
     other = [{**TOOLS[0], "inputSchema": {"type": "object", "properties": {"path": {"type": "integer"}}}}]
     second = orjson.dumps(catalog_fragment("other", other)).decode()

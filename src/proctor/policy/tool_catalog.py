@@ -122,6 +122,10 @@ def _parse_fragment(file: str, text: str) -> tuple[str, dict[str, CatalogTool]]:
         name, digest, schema = entry["name"], entry["definition_digest"], entry["inputSchema"]
         if type(name) is not str or not name or name in tools:
             raise bad(f"tools[{i}]: expected a new non-empty tool name, found {name!r}")
+        if name.startswith("__"):
+            # context.tool has one attribute per tool name, and Cedar reads a record key
+            # __entity, __extn or __expr as an escape, not as a name.
+            raise bad(f"tools[{i}]: expected a tool name that does not start with '__', found {name!r}")
         if type(digest) is not str or not _DIGEST.fullmatch(digest):
             raise bad(f"tools[{i}] ({name}): expected definition_digest sha256:<64 hex>, found {digest!r}")
         if not isinstance(schema, dict) or schema.get("type") != "object":

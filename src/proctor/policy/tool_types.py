@@ -21,7 +21,10 @@ JSON Schema                   Cedar
                               left out of the record, present in ``arguments_json``)
 ``T`` or ``null``             ``T``, optional; ``null`` is read as absent
 anything else                 ``String`` holding the value's canonical JSON (``anyOf``,
-                              ``oneOf``, maps, mixed enums, tuples, no ``type``)
+                              ``oneOf``, maps, mixed enums, tuples, no ``type``, and
+                              objects with a property named ``__…``: Cedar reads the
+                              keys ``__entity``, ``__extn`` and ``__expr`` of a context
+                              record as escapes, not as names)
 ============================  =============================================================
 
 Local ``$ref`` (``#/$defs/…``, ``#/definitions/…``) are followed up to
@@ -266,6 +269,8 @@ def from_json_schema(schema: Any, *, root: Mapping[str, Any] | None = None, dept
         properties = schema.get("properties", {})
         if not isinstance(properties, Mapping) or any(type(k) is not str for k in properties):
             return _JSON
+        if any(k.startswith("__") for k in properties):
+            return _JSON  # Cedar would read such a key as an escape (__entity, __extn, __expr)
         additional = schema.get("additionalProperties", False)
         if not properties and additional not in (False, None):
             return _JSON  # a map: keys are data, not names a policy can know
