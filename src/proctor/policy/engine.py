@@ -285,8 +285,8 @@ class PolicyEngine:
             except ArgumentsMismatchError as e:
                 return self._deny(digest, f"denied: the call does not fit the tool catalog: {e}", (str(e),))
         if reads is not None:  # only what the slice's policies read (proctor.policy.slices)
-            # Except "tool": its records hold the call's own keys, and Cedar refuses some
-            # of those (__expr, __extn) while parsing, before any policy reads them.
+            # Except "tool": it holds the call's arguments, which Cedar checks while it
+            # parses the context, whether or not a policy reads them.
             context = {name: value for name, value in context.items() if name in reads or name == "tool"}
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.principal},

@@ -32,12 +32,12 @@ Each slice also records which top-level ``context`` attributes its policies read
 context into its values on every request, about 4 µs per attribute and more for
 nested records: a slice that reads ``context.args`` is handed ``{"args": …}``, not
 all eleven attributes. An attribute no policy of the slice names cannot change its
-answer, and every attribute one names is given whole, nested records included. The
-one exception is a catalogued call's ``tool``, always given: its records carry the
-call's own keys, and Cedar refuses some (``__expr``) while parsing the context, a
-deny that must not depend on which policies read it. A
+answer, and every attribute one names is given whole, nested records included. A
 policy that uses ``context`` other than as ``context.A`` or ``context has A``
-(compared whole, put in a record) makes its slices take the whole context.
+(compared whole, put in a record) makes its slices take the whole context. The one
+attribute always given is a catalogued call's ``tool``: it holds the call's arguments,
+which Cedar checks while it parses the context (a decimal's text, for one), and a
+refusal there must not depend on which policies read them.
 
 ``tests/unit/policy/test_policy_slicing.py`` checks both against the unsliced
 reference (every policy, the whole context) over generated policies and requests.
