@@ -120,7 +120,8 @@ def _serve(
             "--mint-helper/--no-mint-helper",
             metavar="",
             show_default=True,
-            help="Mint warrants in a helper process, off the event loop (faster under load).",
+            help="Mint warrants in a helper process, off the event loop, while the log is busy "
+            "(faster under load; a lone request mints on the event loop, which answers it sooner).",
         ),
     ] = True,
     max_streams: Annotated[

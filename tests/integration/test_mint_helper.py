@@ -18,11 +18,15 @@ from gov_support import EXE, POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant
 from proctor.governor.model import AuthorizeRequest
+from proctor.governor.recorder import Recorder
 from proctor.governor.service import Governor
 
 
 @pytest.fixture
-def helped(gov_data: Path) -> Iterator[Governor]:
+def helped(gov_data: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Governor]:
+    # The helper mints while the log is busy (a lone caller mints on its own thread):
+    # these tests are about the helper, so the log counts as busy throughout.
+    monkeypatch.setattr(Recorder, "busy", property(lambda self: True))
     with Governor(gov_data, mint_helper=True) as gov:
         alice = PrincipalKey.generate("alice")
         gov.add_principal("alice", alice.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
@@ -65,6 +69,41 @@ def test_a_helper_minted_warrant_verifies_and_is_recorded_after_its_decision(hel
     )
     assert not helped.authorize("alice", request("db2")).allowed  # denies need no warrant
     assert helped.log.check_all().ok
+
+
+def test_the_helper_mints_only_while_the_log_is_busy(gov_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone caller's warrant is minted on its own thread (the hand-off to the helper
+    and back cost it more than minting); once a commit held several callers' appends,
+    warrants go to the helper, off the caller's thread. The warrants are the same."""
+    from proctor.authorization.minter import MintHelper
+
+    sent: list[str] = []
+    real = MintHelper.mint
+
+    def spy(self: MintHelper, claims: Any, done: Any) -> None:
+        sent.append(claims.warrant_id)
+        real(self, claims, done)
+
+    monkeypatch.setattr(MintHelper, "mint", spy)
+    with Governor(gov_data, mint_helper=True) as gov:
+        alice = PrincipalKey.generate("alice")
+        gov.add_principal("alice", alice.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
+        gov.push_policy(signed_bundle(gov_data, POLICIES / "basic"), by="admin")
+        lone = gov.authorize("alice", request())
+        assert lone.allowed, lone.decision.reason
+        assert sent == []  # minted here
+        assert not gov.log.busy
+        gov.log.busy = True  # as the writer leaves it after a batch of several callers
+        helped = gov.authorize("alice", request())
+        assert helped.allowed, helped.decision.reason
+        assert len(sent) == 1  # minted by the helper
+        for result in (lone, helped):
+            assert result.warrant is not None
+            assert result.warrant_index == result.log_index + 1  # type: ignore[operator]
+            issued = event(gov, result.warrant_index)
+            assert (issued["type"], issued["decision_index"]) == ("warrant.issued", result.log_index)
+        assert not gov.log.busy  # that batch held one caller: not busy any more
+        assert gov.log.check_all().ok
 
 
 def test_concurrent_authorizations_each_bind_their_own_decision(helped: Governor) -> None:

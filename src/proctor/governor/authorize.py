@@ -223,7 +223,10 @@ class Authorizer:
             return self._issuer.mint_later(op, index, leaf, deferred)
 
         mint = decision.allow and asked is None
-        helper = mint and self._issuer.uses_helper
+        # The helper keeps minting off this thread when the log is busy (throughput);
+        # otherwise the hand-off and the helper's answer cost more than minting here
+        # (a lone caller waits for them: latency).
+        helper = mint and self._issuer.uses_helper and self._recorder.busy
         try:
             op.pending = self._recorder.submit(
                 [event],

@@ -55,6 +55,11 @@ class Recorder:
         """Held by every change of governance while it validates and queues its commit."""
         return self._admin_lock
 
+    @property
+    def busy(self) -> bool:
+        """Whether the log's last commit held several callers' appends (:attr:`Log.busy`)."""
+        return self._log.busy
+
     def waker(self, loop: asyncio.AbstractEventLoop) -> Waker:
         """The waker of ``loop`` (one per loop: servers keep one, tests come and go)."""
         waker = self._wakers.get(loop)

@@ -121,6 +121,11 @@ class GroupCommit:
     _batch_size: int
     _linger: float
     _always_linger: bool
+    _busy_appends: int
+    busy: bool
+    """Whether the last batch held at least ``busy_appends`` callers' appends (then the
+    writer lingers before the next, and a caller may prefer to keep work off its own
+    thread: :class:`proctor.governor.authorize.Authorizer` mints in its helper)."""
     _nodes: Nodes
     _state_lock: threading.Lock
     _seq_lock: threading.Lock
@@ -342,8 +347,12 @@ class GroupCommit:
                     batch.append(nxt)  # type: ignore[arg-type]
                     count += len(nxt.events)  # type: ignore[attr-defined]
                 # Busy: several callers' events were waiting together (side writes
-                # alone, such as persisted nonces, do not count).
-                busy = sum(1 for p in batch if p.events) > 1 or self._always_linger
+                # alone, such as persisted nonces, do not count). Two are not enough: a
+                # caller's next request often meets its own previous one's tail (an
+                # MCP gateway's finish and its next call), and lingering then only
+                # delays both (ADR 0006, amended).
+                self.busy = sum(1 for p in batch if p.events) >= self._busy_appends
+                busy = self.busy or self._always_linger
                 self._commit(batch)
                 self._release_if_idle(idle=False)
         except BaseException as e:  # noqa: BLE001 - the writer must never die silently

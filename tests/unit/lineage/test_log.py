@@ -520,6 +520,34 @@ def test_an_append_failing_in_the_writer_fails_those_queued_after_it_and_the_log
         assert lg.check_all().ok
 
 
+@pytest.mark.parametrize(("together", "lingers"), [(2, False), (3, False), (4, True), (6, True)])
+def test_the_writer_lingers_only_after_a_batch_of_busy_appends_callers(
+    data: Path, together: int, lingers: bool
+) -> None:
+    """A batch that held ``together`` callers' appends makes the next lone append wait
+    for company (``linger``) only from ``BUSY_APPENDS`` (4) on: two or three appends
+    that meet by chance (a gateway's finish and its next call) never delay the next."""
+    held: list[Any] = []
+
+    def later(index: int, leaf: bytes, deferred: Any) -> dict[str, Any]:
+        held.append(deferred)  # filled below, once the others are queued behind it
+        return ev(99, parent={"index": index, "leaf_hash": base64.b64encode(leaf).decode()})
+
+    with Log.open(data, linger=1.0) as lg:
+        first = lg.submit([ev(0)], later=later)  # the writer waits in its commit for the slot
+        time.sleep(0.05)
+        queued = [lg.submit([ev(i)]) for i in range(1, together + 1)]
+        held[0].fill(None)  # the fallback takes the slot; the batch of ``together`` commits next, as one
+        first.wait()
+        for p in queued:
+            p.wait()
+        began = time.monotonic()
+        lg.append(ev(50))
+        waited = time.monotonic() - began
+        assert (waited >= 0.9) is lingers, f"waited {waited:.3f} s after a batch of {together}"
+        assert lg.check_all().ok
+
+
 def test_then_runs_before_queueing_with_the_assigned_index(log: Log) -> None:
     seen: list[int] = []
 
