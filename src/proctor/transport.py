@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, overload
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ __all__ = [
     "Streamed",
     "Transport",
     "httpx_limits",
+    "limited_lines",
     "plain_http",
     "tls_for",
     "transport_for",
@@ -305,8 +306,11 @@ class _Httpx:
     ) -> Iterator[tuple[Answer | None, Streamed]]:
         httpx = self._httpx
         try:
-            with self.http.stream(
-                "GET", target, headers=headers, timeout=httpx.Timeout(timeout, read=read)
+            with self.http.stream(  # uncompressed: a compressed line has no bound on its size
+                "GET",
+                target,
+                headers={**headers, "accept-encoding": "identity"},
+                timeout=httpx.Timeout(timeout, read=read),
             ) as r:
                 if r.status_code >= 400:
                     r.read()
@@ -332,10 +336,49 @@ class _HttpxLines:
         self.socket = sock if isinstance(sock, socket.socket) else None
 
     def iter_lines(self) -> Iterator[str]:
+        """Lines as they arrive, as the plain transport's: split at ``\\n``, their ends
+        taken off, none longer than :data:`MAX_LINE` (httpx's own ``iter_lines`` has no
+        limit: a proxy, or a governor behind one, could make the reader hold an endless
+        line in memory).
+
+        Raises:
+            ValueError: a line longer than :data:`MAX_LINE` (never split into two), or an
+                answer compressed although the request asked for none.
+            OSError: the stream was cut.
+        """
+        encoding = self._response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise ValueError(f"expected an uncompressed event stream, found content-encoding {encoding!r}")
         try:
-            yield from self._response.iter_lines()
+            yield from limited_lines(self._response.iter_raw())
         except self._errors as e:  # httpx's read errors, as the plain transport's
             raise OSError(f"{type(e).__name__}: {e}") from e
+
+
+def limited_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a byte stream arriving in ``chunks``, each yielded once complete
+    (the last one at the end, if the stream does not end with a line end), without
+    its end (``\\n``, and any ``\\r`` before it), decoded as UTF-8.
+
+    Raises:
+        ValueError: a line longer than :data:`MAX_LINE` bytes, its end included; it is
+            refused before more than that is held.
+    """
+    pending = bytearray()
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if len(pending) + end + 1 - start > MAX_LINE:
+                raise ValueError(f"expected stream lines of at most {MAX_LINE} bytes, found a longer one")
+            pending += chunk[start:end]
+            yield pending.decode("utf-8", "replace").rstrip("\r\n")
+            pending.clear()
+            start = end + 1
+        pending += chunk[start:]
+        if len(pending) > MAX_LINE:
+            raise ValueError(f"expected stream lines of at most {MAX_LINE} bytes, found a longer one")
+    if pending:
+        yield pending.decode("utf-8", "replace").rstrip("\r\n")
 
 
 Transport = _Plain | _Httpx
