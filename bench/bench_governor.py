@@ -714,7 +714,7 @@ if patch == "nomint":
     # "token" is a placeholder), to show what minting costs the server process.
     import proctor.governor.issuance as _service
     _service.mint_warrant = lambda claims, root_private_key: "ablation-not-a-warrant." + claims.warrant_id
-# As proctor serve: warrants minted in the helper process (except for the ablation).
+# As proctor serve: warrants minted in the helper process while the log is busy (not for the ablation).
 governor = Governor(data, mint_helper=patch != "nomint")
 governor.log.start_writing()
 app = create_app(governor)

@@ -215,6 +215,7 @@ class MintHelper:
         self._lock = threading.Lock()
         self._process: _Process | None = None
         self._closed = False
+        self._starting = False
 
     def start(self) -> None:
         """Start the helper now rather than on the first :meth:`mint` (it takes a
@@ -225,6 +226,30 @@ class MintHelper:
         """
         with self._lock:
             self._live()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a helper process is running and taking requests (none to start first)."""
+        process = self._process
+        return process is not None and process.dead is None
+
+    def start_in_background(self) -> None:
+        """Start a fresh helper on another thread, unless one is running or starting:
+        a caller that finds none ready does not pay the start-up (a tenth of a second)."""
+        with self._lock:
+            if self._closed or self._starting or self.ready:
+                return
+            self._starting = True
+
+        def start() -> None:
+            try:
+                with contextlib.suppress(WarrantError):  # the next mint() says why
+                    self.start()
+            finally:
+                with self._lock:
+                    self._starting = False
+
+        threading.Thread(target=start, name="proctor-mint-helper-start", daemon=True).start()
 
     def _live(self) -> _Process:
         """The running helper, started if there is none (the caller holds the lock)."""

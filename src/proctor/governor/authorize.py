@@ -13,11 +13,12 @@ counters and the nonce cache).
 3. The active policy engine decides; no valid bundle means deny; a state that
    disagrees with the log means deny. Any exception is a deny that records the error.
 4. The ``decision`` event is queued for the log, which assigns its index at once.
-5. On allow, the warrant is minted for that index (on the calling thread, or in the
-   minting helper process under ``proctor serve``) and its ``warrant.issued`` event and
-   row are queued right behind the decision: one commit, so nothing is authorized
-   unrecorded. If the commit fails, the answer is deny; if minting fails, the decision
-   is recorded alone (with ``warrant.failed`` from the helper) and the answer is deny.
+5. On allow, the warrant is minted for that index (on the calling thread, or, under
+   ``proctor serve`` while the log is busy, in the minting helper process) and its
+   ``warrant.issued`` event and row are queued right behind the decision: one commit,
+   so nothing is authorized unrecorded. If the commit fails, the answer is deny; if
+   minting fails, the decision is recorded with ``warrant.failed`` behind it (its
+   reason says what failed: the minting, or the helper) and the answer is deny.
 6. Call obligations, between the decision and its event (:meth:`Authorizer._gate`): an
    allow over one of its call limits (:mod:`proctor.governor.call_limits`) is a deny;
    an allow that requires approval mints nothing and records the approval asked for
@@ -225,8 +226,9 @@ class Authorizer:
         mint = decision.allow and asked is None
         # The helper keeps minting off this thread when the log is busy (throughput);
         # otherwise the hand-off and the helper's answer cost more than minting here
-        # (a lone caller waits for them: latency).
-        helper = mint and self._issuer.uses_helper and self._recorder.busy
+        # (a lone caller waits for them: latency). A helper that is not running is
+        # started in the background meanwhile (WarrantIssuer.helper_ready).
+        helper = mint and self._recorder.busy and self._issuer.helper_ready()
         try:
             op.pending = self._recorder.submit(
                 [event],

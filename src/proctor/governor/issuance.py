@@ -112,6 +112,19 @@ class WarrantIssuer:
         """Whether warrants are minted in the helper process (filled in after queuing)."""
         return self._minter is not None
 
+    def helper_ready(self) -> bool:
+        """Whether the helper can take a warrant now. One that died while it was not
+        used (a quiet log mints on the caller's thread) is started again in the
+        background, and the warrant asked for meanwhile is minted here instead of
+        waiting, with the commits queued behind it, for a fresh helper's start-up."""
+        minter = self._minter
+        if minter is None:
+            return False
+        if minter.ready:
+            return True
+        minter.start_in_background()
+        return False
+
     def helper_timed_out(self) -> None:
         """The helper did not answer in time: the next warrant goes to a fresh one."""
         if self._minter is not None:

@@ -206,8 +206,8 @@ class Governor:
         ``shared``: other governor processes serve the same store (``proctor serve
         --shared``, ADR 0016; the parts below say what changes).
 
-        ``mint_helper``: mint warrants in a helper process (``proctor serve`` does), so
-        that the event loop does not hold the GIL for them.
+        ``mint_helper``: mint warrants in a helper process while the log is busy
+        (``proctor serve`` does), off the event loop; a lone request mints here (ADR 0006).
 
         ``commit_linger_s``: while the log is busy, how long its writer waits after the
         first append of a group commit for more (fewer, larger commits under load; a

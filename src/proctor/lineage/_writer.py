@@ -45,9 +45,15 @@ from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
 from proctor.store.locks import Sequencer
 
-__all__ = ["GroupCommit", "Nodes"]
+__all__ = ["BUSY_APPENDS", "GroupCommit", "Nodes"]
 
 _log = logging.getLogger("proctor.lineage")
+
+
+BUSY_APPENDS = 4
+"""A batch holding at least this many callers' appends (side writes alone do not count)
+makes the log busy: the writer lingers before the next (``Log(linger=…)``), as
+PostgreSQL's ``commit_siblings``, and the governor mints in its helper."""
 
 
 class Nodes:
@@ -121,9 +127,8 @@ class GroupCommit:
     _batch_size: int
     _linger: float
     _always_linger: bool
-    _busy_appends: int
-    busy: bool
-    """Whether the last batch held at least ``busy_appends`` callers' appends (then the
+    busy: bool = False
+    """Whether the last batch held at least :data:`BUSY_APPENDS` callers' appends (then the
     writer lingers before the next, and a caller may prefer to keep work off its own
     thread: :class:`proctor.governor.authorize.Authorizer` mints in its helper)."""
     _nodes: Nodes
@@ -332,7 +337,7 @@ class GroupCommit:
                     break
                 batch = [item]  # type: ignore[list-item]
                 count = len(batch[0].events)
-                # Linger only under concurrency (the last batch had several appends): a
+                # Linger only under concurrency (the last batch held BUSY_APPENDS): a
                 # lone caller never waits, a busy log commits fewer, larger batches.
                 deadline = time.monotonic() + self._linger if self._linger and busy else 0.0
                 while count < self._batch_size:
@@ -351,7 +356,7 @@ class GroupCommit:
                 # caller's next request often meets its own previous one's tail (an
                 # MCP gateway's finish and its next call), and lingering then only
                 # delays both (ADR 0006, amended).
-                self.busy = sum(1 for p in batch if p.events) >= self._busy_appends
+                self.busy = sum(1 for p in batch if p.events) >= BUSY_APPENDS
                 busy = self.busy or self._always_linger
                 self._commit(batch)
                 self._release_if_idle(idle=False)

@@ -64,22 +64,7 @@ from proctor.store.sqlite import SQLiteStore
 
 _log = logging.getLogger("proctor.lineage")
 
-__all__ = [
-    "BUSY_APPENDS",
-    "Append",
-    "Chain",
-    "Deferred",
-    "EventLike",
-    "Later",
-    "Log",
-    "LogReport",
-    "Notify",
-    "Side",
-]
-
-BUSY_APPENDS = 4
-"""A batch holding at least this many callers' appends makes the writer linger before the
-next (``Log(linger=…)``); PostgreSQL's ``commit_siblings`` plays the same part."""
+__all__ = ["Append", "Chain", "Deferred", "EventLike", "Later", "Log", "LogReport", "Notify", "Side"]
 
 
 class Log(GroupCommit):
@@ -95,7 +80,6 @@ class Log(GroupCommit):
         batch_size: int = 256,
         linger: float = 0.0,
         always_linger: bool = False,
-        busy_appends: int = BUSY_APPENDS,
         tile_cache: int = 4096,
     ) -> None:
         """Wrap a store. Prefer :meth:`open`.
@@ -113,12 +97,9 @@ class Log(GroupCommit):
                 ``append_many`` larger than this still commits whole).
             linger: at most this many seconds the writer waits, after the first append
                 of a batch, for more before committing a batch that is not full — only
-                while the log is busy (the previous batch held at least
-                ``busy_appends`` callers' appends), so a lone caller, or two whose
-                appends happen to meet, never waits (0: commit what is waiting at once).
+                while the log is busy (its last batch held ``_writer.BUSY_APPENDS``
+                appends), so a lone caller never waits (0: commit what waits at once).
             always_linger: linger even when the previous batch held one append.
-            busy_appends: how many callers' appends (with events; side writes alone do
-                not count) one batch must hold for the log to count as busy.
             tile_cache: how many complete tiles to keep in memory (each 16 KiB).
         """
         if batch_size < 1:
@@ -132,10 +113,6 @@ class Log(GroupCommit):
         self._batch_size = batch_size
         self._linger = linger
         self._always_linger = always_linger
-        if busy_appends < 2:
-            raise ValueError(f"expected busy_appends >= 2, found {busy_appends}")
-        self._busy_appends = busy_appends
-        self.busy = False
         self._nodes = Nodes(store, tile_cache)
         self._state_lock = threading.Lock()
         self._seq_lock = threading.Lock()

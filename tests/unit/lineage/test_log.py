@@ -533,9 +533,17 @@ def test_the_writer_lingers_only_after_a_batch_of_busy_appends_callers(
         held.append(deferred)  # filled below, once the others are queued behind it
         return ev(99, parent={"index": index, "leaf_hash": base64.b64encode(leaf).decode()})
 
+    waiting = threading.Event()
     with Log.open(data, linger=1.0) as lg:
+        take = lg._take_deferred
+
+        def taking(p: Any) -> None:
+            waiting.set()
+            take(p)
+
+        lg._take_deferred = taking  # type: ignore[method-assign]
         first = lg.submit([ev(0)], later=later)  # the writer waits in its commit for the slot
-        time.sleep(0.05)
+        assert waiting.wait(10)  # ...and has its batch: the next ones queue behind it
         queued = [lg.submit([ev(i)]) for i in range(1, together + 1)]
         held[0].fill(None)  # the fallback takes the slot; the batch of ``together`` commits next, as one
         first.wait()
