@@ -46,6 +46,7 @@ from proctor.config import QuotaConfig
 from proctor.errors import EventError, LineageError, LogAppendError, ProctorError, StoreError, WarrantError
 from proctor.governor._events import digest, rfc3339
 from proctor.governor._fair import PerPrincipal
+from proctor.governor._wake import Waker
 from proctor.governor.approvals import Approvals, requires_approval
 from proctor.governor.call_limits import CallHold, CallLimits
 from proctor.governor.counters import RateCounters
@@ -162,6 +163,23 @@ class Authorizer:
         await done
         return self._finish(op)
 
+    def queue(
+        self, principal: str, request: AuthorizeRequest, notify: Notify
+    ) -> Authorization | AuthorizeResult:
+        """Steps 2-5 on this thread, without waiting for the commit (``notify`` is told
+        when it is resolved; then :meth:`settle` answers): the queued authorization, or
+        the result when nothing was queued. For a request without a parent warrant or
+        an approval (those are verified off the event loop by :meth:`authorize_async`)."""
+        return self._begin(principal, request, notify)
+
+    def waker(self, loop: asyncio.AbstractEventLoop) -> Waker:
+        """The waker whose notifiers settle futures of ``loop`` (:meth:`queue`'s ``notify``)."""
+        return self._recorder.waker(loop)
+
+    def settle(self, op: Authorization) -> AuthorizeResult:
+        r"""The answer to a :meth:`queue`\ d authorization once its commit is resolved."""
+        return self._finish(op)
+
     def _begin(
         self, principal: str, request: AuthorizeRequest, notify: Notify | None
     ) -> Authorization | AuthorizeResult:
@@ -195,7 +213,7 @@ class Authorizer:
         # The answer names the same request digest as the log.
         decision = dataclasses.replace(decision, request_digest=str(event["request_digest"]))
         op = Authorization(principal, request, policy_request, decision, parent, now, now_s)
-        op.gate = gate
+        op.gate, op.opening = gate, opening
         if gate.claimed is not None:
             op.approval_id = gate.claimed.id
             op.with_warrant.append(Approvals.used(gate.claimed.id))

@@ -21,6 +21,17 @@ The rules, numbered as the code cites them:
 4. A start that is refused (replay, quota, a measurement the warrant does not cover)
    refuses the whole request with the start's error; the warrant it minted is never
    handed out, so it cannot be used (and it is recorded, like any warrant).
+5. One commit (ADR 0019 decision 5). When the warrant was minted on the governor's own
+   thread (the log is not busy; not a delegation or an approval; not shared mode), its
+   start is not kept waiting for the authorization's commit:
+   :meth:`Executions.start_chained` runs the same verification and checks at once and
+   queues ``execution.started`` right behind ``warrant.issued``, what rule 3 reads back
+   from the store (the issue's index and leaf hash, the decision's request and
+   arguments) taken from the authorization in hand. The log commits the two together
+   or in order; an authorization that fails fails its start (queued after a failed
+   append; or refused by the writer's check of the start's parent link, which names
+   the ``warrant.issued`` leaf it must follow), and the start's claim and quota slot
+   are given back. Otherwise rule 3 runs after the commit, as before.
 
 The finish that follows each call, ``POST /v1/executions/{id}/finish``, is served here
 on the fast path too (:func:`finish_endpoint`): the same authentication, body model and
@@ -30,16 +41,23 @@ cost per request was as large as the finish's own.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 from fastapi.concurrency import run_in_threadpool
 
 from proctor.errors import BodyTooLargeError, CanonicalizationError, RequestShapeError
+from proctor.governor.executions import ChainedStart, Issue, with_arguments
+from proctor.governor.issuance import Authorization
 from proctor.governor.limits import MAX_BODY, parse_json
 from proctor.governor.model import AuthorizeRequest, AuthorizeStartBody, FinishExecutionBody, parse_body
+from proctor.lineage.log import Notify
+from proctor.lineage.merkle import leaf_hash
 from proctor.verification.lease_answer import request_nonce
 
 
@@ -98,29 +116,99 @@ async def authorize_start_endpoint(
     except (CanonicalizationError, RequestShapeError):
         governor.persist_nonces()
         raise
+    nonce = request_nonce(headers.get("signature-input", ""))
     started = time.perf_counter()
-    result = await governor.authorize_async(name, request)  # rule 2
+    chained: Any = None
+    if not governor.shared and not (request.parent_warrant or request.approval):  # rule 5
+        chain = functools.partial(_chain, governor, name, request, asked.start, nonce)
+        result, chained = await _authorize_chained(governor.authorizer, name, request, chain)
+    else:
+        result = await governor.authorize_async(name, request)  # rule 2
     metrics.latency.observe(time.perf_counter() - started)
     (metrics.allowed if result.allowed else metrics.denied).inc()
     answer: dict[str, Any] = {"authorization": result.to_json()}
     if not result.allowed or not result.warrant:
         return 200, orjson.dumps(answer)
+    if isinstance(chained, Exception):
+        raise chained  # rule 4: the start was refused (its error), the warrant not handed out
+    if chained is None:  # rule 3 after the authorization's commit
+        start = _start_body(governor, name, request, asked.start, result.warrant)
+        chained = await run_in_threadpool(governor.executions.start, name, start, nonce=nonce)
+    answer["execution"] = chained
+    return 200, orjson.dumps(answer)
+
+
+async def _authorize_chained(
+    authorizer: Any, name: str, request: AuthorizeRequest, chain: Callable[[Any, Notify], ChainedStart]
+) -> tuple[Any, Any]:
+    """Rule 5: authorize, and when the warrant was minted on this thread (its
+    ``warrant.issued`` queued behind the decision already) ``chain(op, notify)`` at
+    once, before the authorization is durable. Returns the authorization's result and:
+    ``None`` (not chained), what ``chain`` raised, or what the chained start's
+    ``settle()`` returned or raised once both are resolved. Both are settled to the end
+    even if this request is cancelled meanwhile: nothing the start reserved stays held."""
+    loop = asyncio.get_running_loop()
+    done, chained_done = loop.create_future(), loop.create_future()
+    waker = authorizer.waker(loop)
+    op = authorizer.queue(name, request, waker.notifier(done))
+    if not isinstance(op, Authorization):
+        return op, None
+    chained: ChainedStart | Exception | None = None
+    if op.token and op.claims is not None and op.parent is None and len(op.pending.events) == 2:
+        try:
+            chained = chain(op, waker.notifier(chained_done))
+        except Exception as e:  # noqa: BLE001 - rule 4: answered with it, after the commit
+            chained = e
+
+    async def settled() -> tuple[Any, Any]:
+        await done
+        try:
+            result = authorizer.settle(op)
+        finally:  # whatever the authorization's outcome, the chained start is settled
+            outcome: Any = chained
+            if isinstance(chained, ChainedStart):
+                await chained_done
+                try:
+                    outcome = chained.settle()
+                except Exception as e:  # noqa: BLE001 - rule 4: answered with it
+                    outcome = e
+        return result, outcome
+
+    return await asyncio.shield(settled())
+
+
+def _start_body(
+    governor: Any, name: str, request: AuthorizeRequest, plan: Any, warrant: str
+) -> dict[str, Any]:
+    """What ``POST /v1/executions`` would have carried for this authorization (rule 3)."""
     record = governor.trust.principal(name)
-    start = {  # rule 3: what POST /v1/executions would have carried
-        "warrant": result.warrant,
+    return {
+        "warrant": warrant,
         "action": request.action,
         "resource": request.resource,
         "argv": list(request.argv),
         "arguments": request.arguments,
         # the zone the decision was made for (Authorizer._decide): the warrant's
         "zone": request.zone or (record.zone if record is not None else ""),
-        "measurement": asked.start.measurement,
-        "containment": asked.start.containment if asked.start.containment is not None else [],
-        "enforcer": asked.start.enforcer if asked.start.enforcer is not None else "",
+        "measurement": plan.measurement,
+        "containment": plan.containment if plan.containment is not None else [],
+        "enforcer": plan.enforcer if plan.enforcer is not None else "",
     }
-    nonce = request_nonce(headers.get("signature-input", ""))
-    answer["execution"] = await run_in_threadpool(governor.executions.start, name, start, nonce=nonce)
-    return 200, orjson.dumps(answer)
+
+
+def _chain(  # noqa: PLR0917 - bound by functools.partial, then called by the authorizer
+    governor: Any, name: str, request: AuthorizeRequest, plan: Any, nonce: str, op: Any, notify: Notify
+) -> ChainedStart:
+    """Rule 5: the start of the warrant minted just now (``op``: the authorization, its
+    decision and ``warrant.issued`` queued, not yet durable), queued behind them."""
+    decision, issued = op.pending.events
+    index = op.pending.first
+    issue = Issue(
+        index + 1, leaf_hash(issued.raw), with_arguments(index, orjson.loads(decision.raw), op.opening)
+    )
+    start = _start_body(governor, name, request, plan, op.token)
+    chained: ChainedStart = governor.executions.start_chained(name, start, issue, notify=notify, nonce=nonce)
+    return chained
 
 
 async def finish_endpoint(

@@ -36,12 +36,14 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from proctor.authorization.warrants import (
     VerifiedWarrant,
+    WarrantClaims,
     WarrantRequest,
     args_digest,
     verify_warrant_bounds,
@@ -58,10 +60,10 @@ from proctor.governor._events import rfc3339
 from proctor.governor.model import RequestShapeError
 from proctor.governor.registry import ExecutionRegistry, StartSlot, TransitionLock
 from proctor.governor.responses import VIOLATIONS, planned_responses, run_responses
-from proctor.lineage.log import Append, Side
+from proctor.lineage.log import Append, Notify, Side
 from proctor.policy import Decision, PolicyEngine, PolicyRequest
 from proctor.policy.commitment import ArgumentOpening, reveal
-from proctor.store.state import StoredExecution, StoredWarrant
+from proctor.store.state import StoredExecution
 from proctor.verification import check_measurement, measured_resource
 from proctor.verification.lease import lease_expiry_ms, lease_lapsed, millis, sweep_cutoff_ms
 from proctor.verification.lease_answer import LEASE_SIG_FIELD, LeaseAnswer, sign_lease_answer
@@ -75,7 +77,15 @@ if TYPE_CHECKING:
     from proctor.note import NoteSigner
     from proctor.store.state import StateStore
 
-__all__ = ["TERMINATION_REASONS", "VIOLATIONS", "ExecutionConflictError", "Executions"]
+__all__ = [
+    "TERMINATION_REASONS",
+    "VIOLATIONS",
+    "ChainedStart",
+    "ExecutionConflictError",
+    "Executions",
+    "Issue",
+    "with_arguments",
+]
 
 TERMINATION_REASONS = (
     "revoked",
@@ -86,6 +96,36 @@ TERMINATION_REASONS = (
     "obligation",
     "supervisor-lost",
 )
+
+
+@dataclass(frozen=True)
+class Issue:
+    """What a start reads of its warrant's issue: the ``warrant.issued`` event's index and
+    leaf hash (the start's parent link), and the decision's request with its arguments
+    (kept in the execution's row, for re-evaluation under a new policy)."""
+
+    issued_index: int
+    leaf_hash: bytes
+    request: dict[str, Any]
+
+
+def with_arguments(index: int, decision: dict[str, Any], opening: ArgumentOpening | None) -> dict[str, Any]:
+    """The request of the decision at ``index`` with its arguments, revealed from their
+    commitment by ``opening`` (the decision's own; ``None``: none was kept).
+
+    Raises:
+        WarrantError: the request commits to arguments and the opening is missing or is
+            not theirs.
+    """
+    logged = decision.get("request", {})
+    if "args_commitment" not in logged:
+        return dict(logged)
+    if opening is None:
+        raise WarrantError(f"the arguments of the decision at {index} are not kept", reason="malformed")
+    try:
+        return reveal(logged, opening)
+    except ProctorError as e:
+        raise WarrantError(f"the decision at {index}: {e}", reason="malformed") from e
 
 
 _OUTPUT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -330,6 +370,86 @@ class Executions:
             StoreError: shared mode, and this process's trust is behind the store's (503).
         """
         seen = self._trust_changes  # before any check of trust (_queue_start)
+        verified, zone, now = self._verify_start(principal, body)
+        claims = verified.claims
+        issued = self._state.warrant(claims.warrant_id)
+        if issued is None or issued["issued_index"] < 0:
+            raise WarrantError(
+                f"warrant {claims.warrant_id} was not issued by this governor", reason="forged"
+            )
+        # 3. Single use: a warrant starts at most one execution. The claim covers the
+        #    time until the row commits with the event; the row's uniqueness after.
+        #    (Shared mode: the transition lock covers the other processes' starts.)
+        if not self.registry.claim(claims.warrant_id):
+            raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
+        try:
+            with self._turn():
+                slot = self._admit(principal, claims, now)
+                try:
+                    index = int(issued["issued_index"])
+                    decision = orjson.loads(self._log.leaf(claims.decision_index))
+                    issue = Issue(
+                        index, self._log.leaf_hash(index), self._full_request(claims.decision_index, decision)
+                    )
+                    event, row, answer = self._start_event(principal, body, zone, verified, issue, now)
+                    answer["log_index"] = self._queue_start(
+                        event, row, principal, claims.warrant_id, seen
+                    ).wait()[0]
+                    self.registry.started(
+                        answer["execution"], principal, answer["lease_expires_ms"], verified, slot
+                    )
+                    return self._signed(answer, "start", answer["execution"], nonce)
+                finally:
+                    self.registry.abandon_start(slot)  # nothing once it started
+        finally:
+            self.registry.release(claims.warrant_id)
+
+    def start_chained(
+        self, principal: str, body: Any, issue: Issue, *, notify: Notify, nonce: str | None
+    ) -> ChainedStart:
+        """:meth:`start` for a warrant this governor minted for an authorization whose
+        commit is still pending (``POST /v1/authorize/start``, ADR 0019 decision 5): the
+        same verification and checks, but what :meth:`start` reads back once the
+        authorization is durable — the issue's index and leaf hash, the decision's
+        request — is ``issue``, and ``execution.started`` is queued behind the
+        authorization at once (same commit, or the next: an authorization that fails
+        fails it too) instead of waiting for it. Exclusive mode only: shared mode holds
+        the transition lock until a start is durable, and reads the store.
+
+        ``notify`` is called when the start's append is resolved; then
+        :meth:`ChainedStart.settle` answers (signed for ``nonce``), or raises.
+
+        Raises:
+            As :meth:`start`, before anything of the start is queued.
+        """
+        if self._transitions is not None:
+            raise StoreError("a chained start is not available in shared mode")
+        seen = self._trust_changes
+        verified, zone, now = self._verify_start(principal, body)
+        claims = verified.claims
+        if not self.registry.claim(claims.warrant_id):
+            raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
+        try:
+            slot = self._admit(principal, claims, now)
+            try:
+                event, row, answer = self._start_event(principal, body, zone, verified, issue, now)
+                append = self._queue_start(event, row, principal, claims.warrant_id, seen, notify=notify)
+            except BaseException:
+                self.registry.abandon_start(slot)
+                raise
+        except BaseException:
+            self.registry.release(claims.warrant_id)
+            raise
+        return ChainedStart(
+            self, principal=principal, verified=verified, slot=slot, answer=answer, append=append, nonce=nonce
+        )
+
+    def _verify_start(self, principal: str, body: Any) -> tuple[VerifiedWarrant, str, float]:
+        """Steps 1 and 2 of a start: the verified warrant, the zone, and the time.
+
+        Raises:
+            As :meth:`start`.
+        """
         lagging = self._trust.lagging
         if lagging is not None:
             raise StoreError(f"{lagging}; no execution starts here")
@@ -345,7 +465,6 @@ class Executions:
         except IntegrityError as e:
             raise RequestShapeError(str(e)) from e
         now = self._clock()
-        now_s = int(now)
         # 1. The warrant verifies for exactly what the enforcer measured: the resource
         #    is the measured file, its digest the warrant's executable digest.
         request = WarrantRequest(
@@ -358,7 +477,7 @@ class Executions:
         verified = verify_warrant_bounds(
             token,
             root_public_key=self._warrant_public_key,
-            now=now_s,
+            now=int(now),
             request=request,
             revoked=self._trust.warrant_revoked,
         )
@@ -374,7 +493,8 @@ class Executions:
             raise WarrantError(
                 f"warrant {claims.warrant_id} does not cover what was measured: {e}", reason="scope"
             ) from e
-        # 2. It is the caller's, the caller is active, and this governor issued it.
+        # 2. It is the caller's and the caller is active (and, in :meth:`start`, this
+        #    governor issued it).
         if claims.principal != principal:
             raise PrincipalError(
                 f"warrant {claims.warrant_id} belongs to {claims.principal!r}, not {principal!r}"
@@ -382,50 +502,35 @@ class Executions:
         record = self._trust.principal(principal)
         if record is None or record.status != "active":
             raise PrincipalError(f"principal {principal!r} is not active")
-        issued = self._state.warrant(claims.warrant_id)
-        if issued is None or issued["issued_index"] < 0:
-            raise WarrantError(
-                f"warrant {claims.warrant_id} was not issued by this governor", reason="forged"
-            )
-        # 3. Single use: a warrant starts at most one execution. The claim covers the
-        #    time until the row commits with the event; the row's uniqueness after.
-        #    (Shared mode: the transition lock covers the other processes' starts.)
-        if not self.registry.claim(claims.warrant_id):
-            raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
-        try:
-            with self._turn():
-                if not self._state.claim_warrant(claims.warrant_id):
-                    raise ExecutionConflictError(
-                        f"warrant {claims.warrant_id} already started an execution (replayed)"
-                    )
-                # 4. Quotas (proctor.governor.quotas): admitted and reserved in one step
-                #    of the registry before anything is recorded; refused, the warrant
-                #    stays unused. A start that is not recorded gives its slot back.
-                slot = self.registry.admit_start(principal, now_s, self._quotas.limits(principal))
-                try:
-                    started = self._started(
-                        principal, body, request.zone, verified, issued, now, slot=slot, seen=seen
-                    )
-                    return self._signed(started, "start", str(started["execution"]), nonce)
-                finally:
-                    self.registry.abandon_start(slot)  # nothing once it started
-        finally:
-            self.registry.release(claims.warrant_id)
+        return verified, request.zone, now
 
-    def _started(  # noqa: PLR0917 - the parts of one verified start, in order
+    def _admit(self, principal: str, claims: WarrantClaims, now: float) -> StartSlot:
+        """Steps 3 and 4, under the warrant's claim: unused, and within the quotas.
+
+        Raises:
+            ExecutionConflictError: the warrant already started an execution.
+            QuotaError: over a start quota (nothing recorded, the warrant stays unused).
+        """
+        if not self._state.claim_warrant(claims.warrant_id):
+            raise ExecutionConflictError(
+                f"warrant {claims.warrant_id} already started an execution (replayed)"
+            )
+        # 4. Quotas (proctor.governor.quotas): admitted and reserved in one step of the
+        #    registry before anything is recorded; refused, the warrant stays unused. A
+        #    start that is not recorded gives its slot back.
+        return self.registry.admit_start(principal, int(now), self._quotas.limits(principal))
+
+    def _start_event(  # noqa: PLR0917 - the parts of one verified start, in order
         self,
         principal: str,
         body: dict[str, Any],
         zone: str,
         verified: VerifiedWarrant,
-        issued: StoredWarrant,
+        issue: Issue,
         now: float,
-        *,
-        slot: StartSlot,
-        seen: int,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Side, dict[str, Any]]:
+        """``execution.started``, its row, and the answer (without its log index)."""
         claims = verified.claims
-        decision = orjson.loads(self._log.leaf(claims.decision_index))
         engine = self._trust.engine
         execution_id = "ex_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()
         ttl_ms = claims.lease_ttl_ms
@@ -443,7 +548,7 @@ class Executions:
             "enforcer": str(body.get("enforcer", ""))[:256],
             "zone": zone,
             "lease_ttl_ms": ttl_ms,
-            "parent": self._link(int(issued["issued_index"])),
+            "parent": {"index": issue.issued_index, "leaf_hash": base64.b64encode(issue.leaf_hash).decode()},
         }
         if verified.bounds.blocks:
             event["attenuations"] = verified.bounds.blocks
@@ -453,28 +558,34 @@ class Executions:
                 "warrant": claims.warrant_id,
                 "principal": principal,
                 "bundle": engine.bundle_digest if engine is not None else "",
-                "request": orjson.dumps(self._full_request(claims.decision_index, decision)).decode(),
+                "request": orjson.dumps(issue.request).decode(),
                 "started_index": -1,
-                "indices": [claims.decision_index, int(issued["issued_index"])],
+                "indices": [claims.decision_index, issue.issued_index],
                 "lease_expires_ms": lease_expires,
                 "ttl_ms": ttl_ms,
                 "started": int(now),
                 "presented": str(body["warrant"]),
             }
         )
-        index = self._queue_start(event, row, principal, claims.warrant_id, seen).wait()[0]
-        self.registry.started(execution_id, principal, lease_expires, verified, slot)
-        return {
+        answer = {
             "execution": execution_id,
-            "log_index": index,
+            "log_index": -1,  # once queued
             "lease_ttl_ms": ttl_ms,
             "lease_expires_ms": lease_expires,
             "warrant": claims.warrant_id,
             "expires": verified.expires,
         }
+        return event, row, answer
 
     def _queue_start(
-        self, event: dict[str, Any], row: Side, principal: str, warrant_id: str, seen: int
+        self,
+        event: dict[str, Any],
+        row: Side,
+        principal: str,
+        warrant_id: str,
+        seen: int,
+        *,
+        notify: Notify | None = None,
     ) -> Append:
         """Queue ``execution.started`` with its row, ordered with the trust changes
         (:meth:`trust_change`): if one may have committed since :meth:`start` began
@@ -492,21 +603,18 @@ class Executions:
                     raise PrincipalError(f"principal {principal!r} is not active (changed during the start)")
                 if self._trust.warrant_revoked(warrant_id):
                     raise WarrantError(f"warrant {warrant_id} was revoked during the start", reason="revoked")
-            return self._log.submit([event], side=[row])
+            return self._log.submit([event], side=[row], notify=notify)
 
     def _full_request(self, index: int, decision: dict[str, Any]) -> dict[str, Any]:
         """The decision's request with its arguments (the log has only their commitment;
         re-evaluation under a new policy needs them)."""
         logged = decision.get("request", {})
-        if "args_commitment" not in logged:
-            return dict(logged)
-        opening = self._state.opening(index)
-        if opening is None:
-            raise WarrantError(f"the arguments of the decision at {index} are not kept", reason="malformed")
+        kept = self._state.opening(index) if "args_commitment" in logged else None
         try:
-            return reveal(logged, ArgumentOpening.from_json(opening))
+            opening = None if kept is None else ArgumentOpening.from_json(kept)
         except ProctorError as e:
             raise WarrantError(f"the decision at {index}: {e}", reason="malformed") from e
+        return with_arguments(index, decision, opening)
 
     def _owned(self, principal: str, execution_id: str) -> StoredExecution:
         record = self._state.execution(execution_id)
@@ -807,3 +915,42 @@ class _TrustView:
         if self._engine is None:  # recheck asks only after active_bundle named one
             raise ProctorError("no policy engine was read for this re-check; nothing is re-evaluated")
         return self._engine.decide(PolicyRequest.from_json(orjson.loads(request)), now=now)
+
+
+class ChainedStart:
+    """A start queued behind its authorization (:meth:`Executions.start_chained`): once
+    its append is resolved, :meth:`settle` answers as :meth:`Executions.start` does, or
+    raises why it was not recorded; either way its claim and quota slot are given back
+    (a recorded start's slot became its running execution)."""
+
+    def __init__(
+        self,
+        executions: Executions,
+        *,
+        principal: str,
+        verified: VerifiedWarrant,
+        slot: StartSlot,
+        answer: dict[str, Any],
+        append: Append,
+        nonce: str | None,
+    ) -> None:
+        self._executions, self._principal, self._verified = executions, principal, verified
+        self._slot, self._answer, self.append = slot, answer, append
+        self._nonce = nonce
+
+    def settle(self) -> dict[str, Any]:
+        """The start's answer, signed for the request's nonce, once its append is resolved.
+
+        Raises:
+            LineageError, StoreError, EventError: the start was not recorded.
+        """
+        try:
+            answer = dict(self._answer, log_index=self.append.result()[0])
+            registry = self._executions.registry
+            registry.started(
+                answer["execution"], self._principal, answer["lease_expires_ms"], self._verified, self._slot
+            )
+            return self._executions._signed(answer, "start", answer["execution"], self._nonce)
+        finally:
+            self._executions.registry.abandon_start(self._slot)  # nothing once it started
+            self._executions.registry.release(self._verified.claims.warrant_id)

@@ -80,6 +80,8 @@ class Authorization:
     """The approval this warrant uses (named in ``warrant.issued``), or ``""``."""
     with_warrant: list[WarrantWrite] = dataclasses.field(default_factory=list)
     """Writes that commit with the warrant only (not with a ``warrant.failed``)."""
+    opening: Any = None
+    """The opening of the request's arguments (an ``ArgumentOpening``), or ``None``."""
 
 
 class WarrantIssuer:
