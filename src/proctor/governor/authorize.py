@@ -169,8 +169,10 @@ class Authorizer:
         """Steps 2-5 on this thread, without waiting for the commit (``notify`` is told
         when it is resolved; then :meth:`settle` answers): the queued authorization, or
         the result when nothing was queued. For a request without a parent warrant or
-        an approval (those are verified off the event loop by :meth:`authorize_async`)."""
-        return self._begin(principal, request, notify)
+        an approval (those are verified off the event loop by :meth:`authorize_async`).
+        A warrant minted here announces a follower (``Log.submit(followed=True)``): the
+        caller queues it or calls ``op.pending.followed()`` before it waits."""
+        return self._begin(principal, request, notify, followed=True)
 
     def waker(self, loop: asyncio.AbstractEventLoop) -> Waker:
         """The waker whose notifiers settle futures of ``loop`` (:meth:`queue`'s ``notify``)."""
@@ -181,7 +183,7 @@ class Authorizer:
         return self._finish(op)
 
     def _begin(
-        self, principal: str, request: AuthorizeRequest, notify: Notify | None
+        self, principal: str, request: AuthorizeRequest, notify: Notify | None, *, followed: bool = False
     ) -> Authorization | AuthorizeResult:
         """Steps 2-5: decide; queue the decision event and, on allow, the warrant minted
         for the decision's index (assigned when queued) with its ``warrant.issued`` event,
@@ -254,6 +256,7 @@ class Authorizer:
                 later=later if helper else None,
                 side=side,
                 notify=notify,
+                followed=followed and mint and not helper,
             )
         except (LineageError, EventError, StoreError) as e:
             return self._unrecorded(op, e)

@@ -27,11 +27,16 @@ The rules, numbered as the code cites them:
    :meth:`Executions.start_chained` runs the same verification and checks at once and
    queues ``execution.started`` right behind ``warrant.issued``, what rule 3 reads back
    from the store (the issue's index and leaf hash, the decision's request and
-   arguments) taken from the authorization in hand. The log commits the two together
-   or in order; an authorization that fails fails its start (queued after a failed
-   append; or refused by the writer's check of the start's parent link, which names
-   the ``warrant.issued`` leaf it must follow), and the start's claim and quota slot
-   are given back. Otherwise rule 3 runs after the commit, as before.
+   arguments) taken from the authorization in hand. The log holds the authorization's
+   batch open for it (``Log.submit(followed=True)``, at most 10 ms): one commit. An
+   authorization that fails fails its start (queued after a failed append; or refused
+   by the writer's check of the start's parent link, which names the
+   ``warrant.issued`` leaf it must follow), and the start's claim and quota slot are
+   given back. A start recorded but not answered with its warrant (the authorization's
+   answer is not an allow, the start's answer fails, the request is cancelled) is
+   ended at once, ``failed`` with reason ``not-answered``. While a trust change holds
+   the ordering lock (until its commit), nothing is chained: the event loop never
+   waits for it. Otherwise rule 3 runs after the commit, as before.
 
 The finish that follows each call, ``POST /v1/executions/{id}/finish``, is served here
 on the fast path too (:func:`finish_endpoint`): the same authentication, body model and
@@ -139,14 +144,16 @@ async def authorize_start_endpoint(
 
 
 async def _authorize_chained(
-    authorizer: Any, name: str, request: AuthorizeRequest, chain: Callable[[Any, Notify], ChainedStart]
+    authorizer: Any, name: str, request: AuthorizeRequest, chain: Callable[[Any, Notify], ChainedStart | None]
 ) -> tuple[Any, Any]:
     """Rule 5: authorize, and when the warrant was minted on this thread (its
-    ``warrant.issued`` queued behind the decision already) ``chain(op, notify)`` at
-    once, before the authorization is durable. Returns the authorization's result and:
-    ``None`` (not chained), what ``chain`` raised, or what the chained start's
-    ``settle()`` returned or raised once both are resolved. Both are settled to the end
-    even if this request is cancelled meanwhile: nothing the start reserved stays held."""
+    ``warrant.issued`` queued behind the decision already, the authorization not yet
+    resolved) ``chain(op, notify)`` at once, before the authorization is durable.
+    Returns the authorization's result and: ``None`` (not chained), what ``chain``
+    raised, or what the chained start's ``settle()`` returned or raised once both are
+    resolved. Both are settled to the end even if this request is cancelled meanwhile,
+    and a start that was recorded but is not answered with its warrant (a deny, an
+    error, a cancelled request) is ended at once: nothing it reserved stays held."""
     loop = asyncio.get_running_loop()
     done, chained_done = loop.create_future(), loop.create_future()
     waker = authorizer.waker(loop)
@@ -154,14 +161,19 @@ async def _authorize_chained(
     if not isinstance(op, Authorization):
         return op, None
     chained: ChainedStart | Exception | None = None
-    if op.token and op.claims is not None and op.parent is None and len(op.pending.events) == 2:
-        try:
-            chained = chain(op, waker.notifier(chained_done))
-        except Exception as e:  # noqa: BLE001 - rule 4: answered with it, after the commit
-            chained = e
+    minted_here = op.token and op.claims is not None and op.deferred is None and op.parent is None
+    try:
+        if minted_here and len(op.pending.events) == 2 and not op.pending.done():
+            try:
+                chained = chain(op, waker.notifier(chained_done))
+            except Exception as e:  # noqa: BLE001 - rule 4: answered with it, after the commit
+                chained = e
+    finally:
+        op.pending.followed()  # the log held the authorization's batch open for the start
 
     async def settled() -> tuple[Any, Any]:
         await done
+        result = None
         try:
             result = authorizer.settle(op)
         finally:  # whatever the authorization's outcome, the chained start is settled
@@ -172,9 +184,26 @@ async def _authorize_chained(
                     outcome = chained.settle()
                 except Exception as e:  # noqa: BLE001 - rule 4: answered with it
                     outcome = e
+                if not (
+                    result is not None and result.allowed and result.warrant and isinstance(outcome, dict)
+                ):
+                    why = "the authorization and start were not answered with the warrant"
+                    await loop.run_in_executor(None, chained.end_unanswered, why)
         return result, outcome
 
-    return await asyncio.shield(settled())
+    task = asyncio.ensure_future(settled())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if isinstance(chained, ChainedStart):
+            start = chained
+
+            def unanswered(_: Any) -> None:
+                why = "the request was cancelled before it was answered"
+                loop.run_in_executor(None, start.end_unanswered, why)
+
+            task.add_done_callback(unanswered)
+        raise
 
 
 def _start_body(
@@ -198,16 +227,21 @@ def _start_body(
 
 def _chain(  # noqa: PLR0917 - bound by functools.partial, then called by the authorizer
     governor: Any, name: str, request: AuthorizeRequest, plan: Any, nonce: str, op: Any, notify: Notify
-) -> ChainedStart:
+) -> ChainedStart | None:
     """Rule 5: the start of the warrant minted just now (``op``: the authorization, its
-    decision and ``warrant.issued`` queued, not yet durable), queued behind them."""
+    decision and ``warrant.issued`` queued, not yet durable), queued behind them;
+    ``None``: not chained (rule 3 after the commit)."""
     decision, issued = op.pending.events
     index = op.pending.first
+    if issued.type != "warrant.issued" or issued.data.get("warrant") != op.claims.warrant_id:
+        return None
     issue = Issue(
         index + 1, leaf_hash(issued.raw), with_arguments(index, orjson.loads(decision.raw), op.opening)
     )
     start = _start_body(governor, name, request, plan, op.token)
-    chained: ChainedStart = governor.executions.start_chained(name, start, issue, notify=notify, nonce=nonce)
+    chained: ChainedStart | None = governor.executions.start_chained(
+        name, start, issue, notify=notify, nonce=nonce
+    )
     return chained
 
 

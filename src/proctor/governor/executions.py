@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 import secrets
 import threading
@@ -76,6 +77,8 @@ if TYPE_CHECKING:
     from proctor.lineage.log import Log
     from proctor.note import NoteSigner
     from proctor.store.state import StateStore
+
+_log = logging.getLogger("proctor.governor")
 
 __all__ = [
     "TERMINATION_REASONS",
@@ -406,7 +409,7 @@ class Executions:
 
     def start_chained(
         self, principal: str, body: Any, issue: Issue, *, notify: Notify, nonce: str | None
-    ) -> ChainedStart:
+    ) -> ChainedStart | None:
         """:meth:`start` for a warrant this governor minted for an authorization whose
         commit is still pending (``POST /v1/authorize/start``, ADR 0019 decision 5): the
         same verification and checks, but what :meth:`start` reads back once the
@@ -417,29 +420,39 @@ class Executions:
         the transition lock until a start is durable, and reads the store.
 
         ``notify`` is called when the start's append is resolved; then
-        :meth:`ChainedStart.settle` answers (signed for ``nonce``), or raises.
+        :meth:`ChainedStart.settle` answers (signed for ``nonce``), or raises. ``None``:
+        nothing queued, because a trust change is being recorded (its lock is taken: this
+        runs on the event loop, which must not wait for it); start after the commit.
 
         Raises:
-            As :meth:`start`, before anything of the start is queued.
+            As :meth:`start`, before anything of the start is queued; ``WarrantError``
+            also when ``issue`` is not this warrant's (the entry behind its decision).
         """
         if self._transitions is not None:
             raise StoreError("a chained start is not available in shared mode")
         seen = self._trust_changes
         verified, zone, now = self._verify_start(principal, body)
         claims = verified.claims
+        if issue.issued_index != claims.decision_index + 1:  # what start() reads from the store
+            raise WarrantError(
+                f"warrant {claims.warrant_id} was not issued behind its decision", reason="forged"
+            )
         if not self.registry.claim(claims.warrant_id):
             raise ExecutionConflictError(f"warrant {claims.warrant_id} is starting an execution (replayed)")
+        append: Append | None = None
         try:
             slot = self._admit(principal, claims, now)
             try:
                 event, row, answer = self._start_event(principal, body, zone, verified, issue, now)
-                append = self._queue_start(event, row, principal, claims.warrant_id, seen, notify=notify)
-            except BaseException:
-                self.registry.abandon_start(slot)
-                raise
-        except BaseException:
-            self.registry.release(claims.warrant_id)
-            raise
+                append = self._try_queue_start(event, row, principal, claims.warrant_id, seen, notify)
+            finally:
+                if append is None:
+                    self.registry.abandon_start(slot)
+        finally:
+            if append is None:
+                self.registry.release(claims.warrant_id)
+        if append is None:
+            return None
         return ChainedStart(
             self, principal=principal, verified=verified, slot=slot, answer=answer, append=append, nonce=nonce
         )
@@ -596,14 +609,42 @@ class Executions:
             PrincipalError: the principal is no longer active.
             WarrantError: the warrant, an ancestor, or its principal was revoked.
         """
-        with self._gate if self._transitions is None else contextlib.nullcontext():
-            if self._transitions is not None or self._trust_changes != seen:
-                record = self._state.principal(principal)
-                if record is None or self._trust.effective(record).status != "active":
-                    raise PrincipalError(f"principal {principal!r} is not active (changed during the start)")
-                if self._trust.warrant_revoked(warrant_id):
-                    raise WarrantError(f"warrant {warrant_id} was revoked during the start", reason="revoked")
-            return self._log.submit([event], side=[row], notify=notify)
+        if self._transitions is not None:
+            return self._queue_rechecked(event, row, principal, warrant_id, recheck=True, notify=notify)
+        with self._gate:
+            recheck = self._trust_changes != seen
+            return self._queue_rechecked(event, row, principal, warrant_id, recheck=recheck, notify=notify)
+
+    def _try_queue_start(  # noqa: PLR0917 - _queue_start's
+        self, event: dict[str, Any], row: Side, principal: str, warrant_id: str, seen: int, notify: Notify
+    ) -> Append | None:
+        """:meth:`_queue_start` on the event loop (a chained start, exclusive mode): ``None``
+        instead of waiting while a trust change holds the ordering lock until its commit."""
+        if not self._gate.acquire(blocking=False):
+            return None
+        try:
+            recheck = self._trust_changes != seen
+            return self._queue_rechecked(event, row, principal, warrant_id, recheck=recheck, notify=notify)
+        finally:
+            self._gate.release()
+
+    def _queue_rechecked(
+        self,
+        event: dict[str, Any],
+        row: Side,
+        principal: str,
+        warrant_id: str,
+        *,
+        recheck: bool,
+        notify: Notify | None,
+    ) -> Append:
+        if recheck:
+            record = self._state.principal(principal)
+            if record is None or self._trust.effective(record).status != "active":
+                raise PrincipalError(f"principal {principal!r} is not active (changed during the start)")
+            if self._trust.warrant_revoked(warrant_id):
+                raise WarrantError(f"warrant {warrant_id} was revoked during the start", reason="revoked")
+        return self._log.submit([event], side=[row], notify=notify)
 
     def _full_request(self, index: int, decision: dict[str, Any]) -> dict[str, Any]:
         """The decision's request with its arguments (the log has only their commitment;
@@ -921,7 +962,9 @@ class ChainedStart:
     """A start queued behind its authorization (:meth:`Executions.start_chained`): once
     its append is resolved, :meth:`settle` answers as :meth:`Executions.start` does, or
     raises why it was not recorded; either way its claim and quota slot are given back
-    (a recorded start's slot became its running execution)."""
+    (a recorded start's slot became its running execution). A recorded start whose
+    answer the caller does not hand out (its authorization was not answered with the
+    warrant, the request was cancelled) is ended at once by :meth:`end_unanswered`."""
 
     def __init__(
         self,
@@ -937,6 +980,8 @@ class ChainedStart:
         self._executions, self._principal, self._verified = executions, principal, verified
         self._slot, self._answer, self.append = slot, answer, append
         self._nonce = nonce
+        self.recorded = False
+        self._ended = False
 
     def settle(self) -> dict[str, Any]:
         """The start's answer, signed for the request's nonce, once its append is resolved.
@@ -950,7 +995,21 @@ class ChainedStart:
             registry.started(
                 answer["execution"], self._principal, answer["lease_expires_ms"], self._verified, self._slot
             )
+            self.recorded = True
             return self._executions._signed(answer, "start", answer["execution"], self._nonce)
         finally:
             self._executions.registry.abandon_start(self._slot)  # nothing once it started
             self._executions.registry.release(self._verified.claims.warrant_id)
+
+    def end_unanswered(self, why: str) -> None:
+        """Record the end of a start that was recorded but not handed out (``failed``,
+        reason ``not-answered``): nothing runs under it, and it no longer counts as
+        running. Once; a failure to record is left to the sweeper (the lease lapses)."""
+        if not self.recorded or self._ended:
+            return
+        self._ended = True
+        body = {"outcome": "failed", "reason": "not-answered", "detail": why[:900]}
+        try:
+            self._executions.finish(self._principal, str(self._answer["execution"]), body)
+        except ProctorError as e:
+            _log.warning("could not end the unanswered start %s: %s", self._answer["execution"], e)

@@ -77,6 +77,7 @@ class Recorder:
         then: Chain | None = None,
         later: Later | None = None,
         notify: Notify | None = None,
+        followed: bool = False,
     ) -> Append:
         """Queue ``events`` with ``side`` for one commit (:meth:`Log.submit`); the
         pending append, whose indices are assigned at once.
@@ -85,7 +86,7 @@ class Recorder:
             LogAppendError: the log cannot take the append (nothing was queued).
             EventError: an event is not canonical.
         """
-        return self._log.submit(events, side=side, then=then, later=later, notify=notify)
+        return self._log.submit(events, side=side, then=then, later=later, notify=notify, followed=followed)
 
     def record(self, events: list[dict[str, Any]], side: list[Side]) -> int:
         """Append ``events`` with ``side`` in one commit; the first event's index once

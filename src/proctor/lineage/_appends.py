@@ -109,6 +109,7 @@ class Append:
         "events",
         "fallback",
         "first",
+        "follower",
         "indices",
         "notify",
         "side",
@@ -121,6 +122,8 @@ class Append:
         side: list[Side] | None = None,
         notify: Notify | None = None,
         first: int = -1,
+        *,
+        followed: bool = False,
     ) -> None:
         self.events = events
         self.first = first
@@ -131,8 +134,16 @@ class Append:
         self.then_error: BaseException | None = None
         self.indices: list[int] | None = None
         self.error: BaseException | None = None
+        self.follower: threading.Event | None = threading.Event() if followed else None
+        """Set once the append announced to follow this one is queued, or will not be
+        (:meth:`Log.submit`'s ``followed``): until then the writer holds its batch open."""
         self._done = threading.Lock()
         self._done.acquire()
+
+    def followed(self) -> None:
+        """The append announced to follow this one is queued, or will not be."""
+        if self.follower is not None:
+            self.follower.set()
 
     def done(self) -> bool:
         return self.indices is not None or self.error is not None

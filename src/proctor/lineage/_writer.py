@@ -45,10 +45,13 @@ from proctor.note import NoteSigner, NoteVerifier
 from proctor.store.base import LogStore
 from proctor.store.locks import Sequencer
 
-__all__ = ["BUSY_APPENDS", "GroupCommit", "Nodes"]
+__all__ = ["BUSY_APPENDS", "FOLLOW_WAIT_S", "GroupCommit", "Nodes"]
 
 _log = logging.getLogger("proctor.lineage")
 
+
+FOLLOW_WAIT_S = 0.01
+"""The longest a batch is held open for an append announced to follow one of its own."""
 
 BUSY_APPENDS = 4
 """A batch holding at least this many callers' appends (side writes alone do not count)
@@ -345,6 +348,8 @@ class GroupCommit:
                         wait = deadline - time.monotonic()
                         nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                     except queue.Empty:
+                        if self._held_for_follower(batch):
+                            continue  # what it waited for is queued now (or will not come)
                         break
                     if nxt is STOP:
                         stop = True
@@ -369,6 +374,18 @@ class GroupCommit:
                 if not p.done():
                     p.fail(failure)
             self._fail_waiting(failure)
+
+    @staticmethod
+    def _held_for_follower(batch: list[Append]) -> bool:
+        """Whether an append of ``batch`` announced a follower not queued yet; if so,
+        wait for it (at most :data:`FOLLOW_WAIT_S`, then no more): one commit for both."""
+        for p in batch:
+            follower = p.follower
+            if follower is not None and not follower.is_set():
+                follower.wait(FOLLOW_WAIT_S)
+                follower.set()
+                return True
+        return False
 
     def _take_deferred(self, p: Append) -> None:
         """Put the deferred event (or its fallback) in the slot reserved for it."""

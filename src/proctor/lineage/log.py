@@ -259,14 +259,14 @@ class Log(GroupCommit):
         later: Later | None = None,
         side: list[Side] | None = None,
         notify: Notify | None = None,
+        followed: bool = False,
     ) -> Append:
         """Queue an append without waiting for it; the asynchronous form of the others.
 
         Args:
             events: appended contiguously and atomically (may be empty when ``side``
                 is not: a side write alone commits without a new checkpoint).
-            then: as in :meth:`append_chain`; it runs on the calling thread, before
-                the append is queued.
+            then: as in :meth:`append_chain`; run on the calling thread before queueing.
             later: reserves one more slot after the events (and ``then``'s): called
                 at once as ``later(index of the last event, its leaf hash, deferred)``,
                 it returns the fallback event and arranges for ``deferred.fill`` to be
@@ -279,10 +279,10 @@ class Log(GroupCommit):
                 (committed or failed: read :meth:`Append.result`); it must be quick and
                 must not block (for example ``loop.call_soon_threadsafe``). It is never
                 called while the log holds a lock of its own.
+            followed: hold the batch open for an append queued behind (:meth:`Append.followed`).
 
         Returns:
-            The pending append: :meth:`Append.wait` blocks, :meth:`Append.result`
-            reads it once ``notify`` ran.
+            The pending append: :meth:`Append.wait` blocks, :meth:`Append.result` reads it.
 
         Raises:
             EventError: an event is not acceptable (nothing was queued).
@@ -290,7 +290,7 @@ class Log(GroupCommit):
         """
         batch = [coerce(e) for e in events]
         self._start_writer()
-        pending = Append(batch, side, notify)
+        pending = Append(batch, side, notify, followed=followed)
         # Sequencing: indices are assigned here, in queue order, so that ``then`` can
         # bind to its cause's index on the caller's thread (the writer only commits).
         # If an append fails in the writer, every one queued after it fails too and the
