@@ -1,7 +1,7 @@
 """The governor's side of a governed MCP tool call, alone: what ``proctor gateway mcp``
 waits for before it forwards a ``tools/call``.
 
-    python bench/bench_mcp_governor.py [--calls N] [--serve-arg ARG ...]
+    python bench/bench_mcp_governor.py [--calls N] [--serve-arg ARG ...] [--baseline-src DIR]
 
 One client calls ``POST /v1/authorize/start`` (``ToolGovernance.authorize_start``: the
 signed request, the decision against the real server-filesystem's tool catalog, the
@@ -9,8 +9,9 @@ warrant and the start in the durable log, the warrant and the signed start verif
 locally) back to back, and finishes each call from another thread while the next one is
 authorized, as the gateway does after it has answered the agent. No upstream and no
 agent: only the governor round trip that is on the call's path, so that a change on the
-governor's side can be compared without the MCP stack's noise. Run it with another
-revision's ``src`` on ``PYTHONPATH`` for a paired before/after (the server inherits it).
+governor's side can be compared without the MCP stack's noise. ``--baseline-src DIR``
+runs a second governor on another revision's ``src`` and calls the two in turns (batches
+of 20), so that the machine's drift falls on both rows alike.
 
 Prints the p50 and p90 of ``authorize_start``, and the p50 of each block of 200 calls
 (a trend there would mean something grows with the log).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,10 +53,50 @@ def catalog_digest(catalog: str, tool: str) -> str:
     raise SystemExit(f"no {tool} in the catalog")
 
 
+class Caller:
+    """One governor's calls, as a gateway session makes them: authorize and start, the
+    upstream's answer, and the finish from another thread while the next call goes on."""
+
+    def __init__(self, governor: GovernorServer, digest: str, path: str) -> None:
+        key = PrincipalKey.load(governor.key)
+        self.calls, self.finishes = ToolGovernance(governor.url, key), ToolGovernance(governor.url, key)
+        self.digest, self.arguments = digest, {"path": path}
+        self.finishing: threading.Thread | None = None
+        self.times: list[float] = []
+
+    def call(self) -> None:
+        began = time.perf_counter()
+        running = self.calls.authorize_start("fs/read_text_file", self.arguments, self.digest)
+        self.times.append((time.perf_counter() - began) * 1000)
+        if isinstance(running, Refusal):
+            raise SystemExit(f"the call was refused: {running.reason}")
+        time.sleep(0.0008)  # the upstream's answer (server-filesystem: about 0.8 ms)
+        self.settle()
+        body = finish_body({"content": [], "isError": False}, running)
+        self.finishing = threading.Thread(target=self.finishes.finish, args=(running, body))
+        self.finishing.start()
+
+    def settle(self) -> None:
+        if self.finishing is not None:
+            self.finishing.join()
+            self.finishing = None
+
+    def close(self) -> None:
+        self.settle()
+        self.calls.close()
+        self.finishes.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=1000, help="timed calls (after 30 untimed)")
+    parser.add_argument("--calls", type=int, default=1000, help="timed calls per row (after 30 untimed)")
+    parser.add_argument("--batch", type=int, default=20, help="calls per row before the other row's")
     parser.add_argument("--serve-arg", action="append", default=[], help="one more `proctor serve` argument")
+    parser.add_argument(
+        "--baseline-src",
+        help="another revision's src/ (git archive REV src | tar -x -C DIR): a second governor "
+        "running it, called in turns with this one",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-mcp-gov-"))
     data = work / "root"
@@ -68,38 +110,42 @@ def main() -> None:
     (policy / "fs.tools.json").write_text(catalog)
     (policy / "bench.cedar").write_text(POLICY)
     digest = catalog_digest(catalog, "read_text_file")
-    governor = GovernorServer(work / "gov", policy=policy, config=LIFTED, serve_args=tuple(args.serve_arg))
-    times: list[float] = []
+    serve = tuple(args.serve_arg)
+    governors = {"this tree": GovernorServer(work / "gov", policy=policy, config=LIFTED, serve_args=serve)}
     try:
-        key = PrincipalKey.load(governor.key)
-        calls, finishes = ToolGovernance(governor.url, key), ToolGovernance(governor.url, key)
-        arguments = {"path": str(data / "notes.txt")}
-        finishing: threading.Thread | None = None
-        for _ in range(30 + args.calls):
-            began = time.perf_counter()
-            running = calls.authorize_start("fs/read_text_file", arguments, digest)
-            times.append((time.perf_counter() - began) * 1000)
-            if isinstance(running, Refusal):
-                raise SystemExit(f"the call was refused: {running.reason}")
-            time.sleep(0.0008)  # the upstream's answer (server-filesystem: about 0.8 ms)
-            if finishing is not None:
-                finishing.join()
-            body = finish_body({"content": [], "isError": False}, running)
-            finishing = threading.Thread(target=finishes.finish, args=(running, body))
-            finishing.start()
-        if finishing is not None:
-            finishing.join()
-        calls.close()
-        finishes.close()
+        if args.baseline_src:
+            before = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = str(Path(args.baseline_src).resolve())
+            try:
+                governors["baseline"] = GovernorServer(
+                    work / "base", policy=policy, config=LIFTED, serve_args=serve
+                )
+            finally:
+                os.environ.pop("PYTHONPATH") if before is None else os.environ.update(PYTHONPATH=before)
+        callers = {row: Caller(g, digest, str(data / "notes.txt")) for row, g in governors.items()}
+        for caller in callers.values():  # warm up
+            for _ in range(30):
+                caller.call()
+            caller.settle()
+            caller.times.clear()
+        while min(len(c.times) for c in callers.values()) < args.calls:
+            for caller in callers.values():  # in turns: drift in the machine's speed falls on both
+                for _ in range(args.batch):
+                    caller.call()
+                caller.settle()
+        for caller in callers.values():
+            caller.close()
     finally:
-        governor.stop()
-    timed = times[30:]
-    blocks = " ".join(f"{statistics.median(timed[i : i + 200]):.2f}" for i in range(0, len(timed), 200))
-    print(f"serve args: {args.serve_arg or 'none'}; {len(timed)} calls")
-    print(
-        f"authorize_start p50 {statistics.median(timed):.2f} ms, "
-        f"p90 {sorted(timed)[int(len(timed) * 0.9)]:.2f} ms; p50 per 200 calls: {blocks}"
-    )
+        for governor in governors.values():
+            governor.stop()
+    print(f"serve args: {args.serve_arg or 'none'}; {args.calls} calls per row, batches of {args.batch}")
+    for row, caller in callers.items():
+        timed = caller.times[: args.calls]
+        blocks = " ".join(f"{statistics.median(timed[i : i + 200]):.2f}" for i in range(0, len(timed), 200))
+        print(
+            f"{row}: authorize_start p50 {statistics.median(timed):.2f} ms, "
+            f"p90 {sorted(timed)[int(len(timed) * 0.9)]:.2f} ms; p50 per 200 calls: {blocks}"
+        )
 
 
 if __name__ == "__main__":
