@@ -687,6 +687,10 @@ class Executions:
         answer["lease_ttl_ms"], answer["warrant"] = int(record["ttl_ms"]), str(record["warrant"])
         return self._signed(answer, "renew", execution_id, nonce)
 
+    def signed_start(self, answer: dict[str, Any], nonce: str | None) -> dict[str, Any]:
+        """A start's answer with ``lease_sig`` for the request of ``nonce`` (:meth:`_signed`)."""
+        return self._signed(answer, "start", str(answer["execution"]), nonce)
+
     def _signed(
         self, answer: dict[str, Any], kind: str, execution_id: str, nonce: str | None
     ) -> dict[str, Any]:
@@ -996,7 +1000,7 @@ class ChainedStart:
                 answer["execution"], self._principal, answer["lease_expires_ms"], self._verified, self._slot
             )
             self.recorded = True
-            return self._executions._signed(answer, "start", answer["execution"], self._nonce)
+            return self._executions.signed_start(answer, self._nonce)
         finally:
             self._executions.registry.abandon_start(self._slot)  # nothing once it started
             self._executions.registry.release(self._verified.claims.warrant_id)
