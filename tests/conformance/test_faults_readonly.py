@@ -174,8 +174,26 @@ def _forget_what_the_kernel_dropped(
     what remains provable: the repaired log is a prefix of what the governor had
     committed, shorter by at most one group commit, and every answer taken out of the
     checks was an entry of the committed log (not something proctor made up or lost).
+
+    The converse happens too: a commit SQLite reported failed (its ``fsync`` returned the
+    error) whose frames the journal had already recorded survives the repair. Its outcome
+    was unknown, as any database's is when the commit call fails; the governor answered
+    nobody from it (it served and acknowledged only up to its last checkpoint). So the log
+    the governor served must be a prefix of the repaired one, longer by at most one
+    group commit, and none of the extra entries was acknowledged.
     """
     size = len(repaired)
+    if size > len(committed):
+        served = len(committed)
+        assert repaired[:served] == committed, (
+            "what the governor had committed is not a prefix of the repaired log"
+        )
+        extra = size - served
+        assert extra <= KERNEL_DROP_MAX, f"the repair kept {extra} entries the governor never committed"
+        late = [d.index for d in ledger.decisions if max(d.index, d.warrant_index or 0) >= served]
+        late += [r.index for r in ledger.revocations if r.index >= served]
+        assert late == [], f"answers acknowledged past the served checkpoint {served}, at {late}"
+        return f"a commit reported failed survived the repair: {extra} entries nobody was answered from"
     assert repaired == committed[:size], "the repaired log is not a prefix of what the governor had committed"
     lost = committed[size:]
     if not lost:
