@@ -1,4 +1,5 @@
-"""Which containment mechanisms one execution uses, decided before anything is started.
+"""Which containment mechanisms one execution uses, decided before anything is started,
+and its cgroups made to that plan (:func:`make_groups`).
 
 Fail closed: a limit that none of the selected backends can enforce is an error here,
 so nothing starts with an obligation silently dropped.
@@ -6,12 +7,15 @@ so nothing starts with an obligation silently dropped.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from proctor.enforcement import _linux
+from proctor.enforcement._cgroups import Group
 from proctor.enforcement._probe import Capabilities
 from proctor.errors import EnforcementError
 
-__all__ = ["ORDER", "Limits", "Plan", "available", "make_plan"]
+__all__ = ["ORDER", "Limits", "Plan", "available", "make_groups", "make_plan"]
 
 ORDER = (
     "session",
@@ -180,3 +184,37 @@ def make_plan(
     if {"pidns", "netns", "mountns"} & set(names) and not caps.privileged_namespaces:
         names.append("userns")
     return Plan(names=tuple(n for n in ORDER if n in names), v1=tuple(v1))
+
+
+def make_groups(caps: Capabilities, plan: Plan, name: str, limits: Limits) -> list[Group]:
+    """Create the execution's cgroups named ``name``, with ``limits`` written (all or none)."""
+    groups: list[Group] = []
+    try:
+        if plan.has("cgroup2") and caps.cgroup2 is not None:
+            own = _linux.own_cgroups().get("", "/")
+            g = Group.create(caps.cgroup2, name, version=2, own_rel=own)
+            groups.append(g)
+            wanted = [c for c in ("memory", "pids") if plan.has(f"cgroup2:{c}")]
+            if wanted:
+                parent = Group(os.path.dirname(g.path), version=2, controller="")
+                parent.write("cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+            if plan.has("cgroup2:memory") and limits.memory_mb:
+                g.write("memory.max", str(limits.memory_mb << 20))
+                if os.path.exists(g.file("memory.swap.max")):
+                    g.write("memory.swap.max", "0")
+            if plan.has("cgroup2:pids") and limits.max_pids:
+                g.write("pids.max", str(limits.max_pids + plan.relays))
+        for controller in plan.v1:
+            g = Group.create(caps.cgroup1[controller], name, version=1, controller=controller)
+            groups.append(g)
+            if controller == "memory" and limits.memory_mb:
+                g.write("memory.limit_in_bytes", str(limits.memory_mb << 20))
+                if os.path.exists(g.file("memory.memsw.limit_in_bytes")):
+                    g.write("memory.memsw.limit_in_bytes", str(limits.memory_mb << 20))
+            if controller == "pids" and limits.max_pids:
+                g.write("pids.max", str(limits.max_pids + plan.relays))
+    except BaseException:
+        for g in groups:
+            g.remove()
+        raise
+    return groups

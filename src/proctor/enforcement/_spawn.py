@@ -27,7 +27,12 @@ Ordering in the child (each step needs the previous one):
    SIGKILL ends them. Given a heartbeat socket, the init
    relay is also the supervisor's watchdog (:mod:`proctor.enforcement._watchdog`):
    no heartbeat for the lease TTL, or end-of-file, and it exits — the namespace dies.
-7. Mark the measured executable's descriptor close-on-exec, so ``execve`` of
+7. With a gate (:meth:`proctor.enforcement.containment.Containment.prepare`), wait for
+   the go: one byte ``g`` on a pipe whose other end only the supervisor holds. Anything
+   else (another byte, end-of-file, no byte within the gate's timeout) and the child
+   reports why and exits, the command never started. Everything above is preparation,
+   done while the governor records the start; only the next steps follow its answer.
+8. Mark the measured executable's descriptor close-on-exec, so ``execve`` of
    ``/proc/self/fd/N`` runs it and the command does not inherit it.
 
 Every process in the chain has PDEATHSIG=SIGKILL towards its parent, checked against a
@@ -40,8 +45,7 @@ safe if it takes no lock another thread may hold: it imports nothing, logs nothi
 only calls ``os``/``ctypes`` on values computed before the fork.
 
 PDEATHSIG fires when the parent *thread* exits, not the process. Children are therefore
-forked by one long-lived :class:`Spawner` thread that never exits before the process
-does, whatever thread calls ``spawn``.
+forked by one long-lived thread (:mod:`proctor.enforcement._spawner`).
 """
 
 from __future__ import annotations
@@ -49,29 +53,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import queue
 import re
 import resource
 import select
 import signal
 import struct
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 from proctor.enforcement import _linux
 from proctor.enforcement._staging import StagedCopy, show_copies
-from proctor.enforcement._tree import TreeSpec
-from proctor.enforcement._watchdog import RELAY_BLOCKED, WatchdogProcess, watch
+from proctor.enforcement._watchdog import RELAY_BLOCKED, watch
 
-__all__ = ["STATUS", "ChildSetup", "Spawner", "spawner", "start_watchdog", "exec_fd_of", "drain_report"]
+__all__ = [
+    "GO",
+    "GO_MESSAGE",
+    "STATUS",
+    "NoGoError",
+    "ChildSetup",
+    "exec_fd_of",
+    "drain_report",
+]
 
-T = TypeVar("T")
 
 _MAXFD = os.sysconf("SC_OPEN_MAX")
 STATUS = struct.Struct("=ii")
@@ -195,6 +200,9 @@ class ChildSetup:
         stage: sealed copies to show at their own paths in a new mount namespace.
         heartbeat_fd: the watchdog's end of the heartbeat socket for the init relay, or -1.
         lease_ttl: seconds without a heartbeat after which the init relay gives up.
+        gate_fd: read end of the gate pipe (step 7), or -1 for no gate.
+        gate_peer: its write end, which the child closes first, or -1.
+        gate_timeout: seconds the child waits for the go.
     """
 
     report_fd: int
@@ -217,6 +225,9 @@ class ChildSetup:
     stage: tuple[StagedCopy, ...] = ()
     heartbeat_fd: int = -1
     lease_ttl: float = 0.0
+    gate_fd: int = -1
+    gate_peer: int = -1
+    gate_timeout: float = 0.0
 
     def _fail(self, step: str, e: BaseException) -> None:
         with contextlib.suppress(OSError):
@@ -227,6 +238,8 @@ class ChildSetup:
         step = "supervisor liveness"
         try:
             os.close(self.alive_peer)
+            if self.gate_peer >= 0:
+                os.close(self.gate_peer)
             if self.pdeathsig or self.pidns:
                 step = "PR_SET_PDEATHSIG"
                 _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -257,6 +270,10 @@ class ChildSetup:
                 init, keep = _fork_watched()
                 if init:
                     _outer_relay(init, keep)
+            if self.gate_fd >= 0:
+                step = "waiting for the go"
+                ttl = _await_go(self.gate_fd, self.gate_timeout)
+                self.lease_ttl = ttl or self.lease_ttl  # the go may bring the lease's TTL
             if self.pidns:
                 step = "starting the command in the pid namespace"
                 _init_relay(self._spawn_command(), self.status_fd, self.heartbeat_fd, self.lease_ttl)
@@ -299,154 +316,37 @@ class ChildSetup:
         )
 
 
+GO = b"g"
+"""The byte that lets a gated child start the command (step 7); the go message is this
+byte and the lease's TTL (:data:`GO_MESSAGE`, 0 to keep the prepared one)."""
+GO_MESSAGE = struct.Struct("=cd")
+
+
+class NoGoError(OSError):
+    """A gated child was not let go: cancelled, its supervisor gone, or too late."""
+
+
+def _await_go(fd: int, timeout: float) -> float:  # pragma: no cover - runs in the forked child
+    # Step 7: the go, or no command. poll retries on EINTR with the time left (PEP 475);
+    # the message is shorter than PIPE_BUF, so it is written, and read, whole.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    if not poller.poll(max(int(timeout * 1000), 1)):
+        raise NoGoError(f"no go within {timeout:g} s")
+    got = os.read(fd, GO_MESSAGE.size)
+    if len(got) != GO_MESSAGE.size or got[:1] != GO:
+        raise NoGoError("cancelled" if got else "the supervisor closed the gate")
+    os.close(fd)
+    ttl: float = GO_MESSAGE.unpack(got)[1]
+    return ttl
+
+
 def _write_file(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode("ascii"))
     finally:
         os.close(fd)
-
-
-class Spawner:
-    """The one long-lived thread that forks every contained child.
-
-    Running ``fork`` here ties PDEATHSIG to a thread that lives as long as the process,
-    and confines the pid-namespace switch (``unshare(CLONE_NEWPID)`` before the fork,
-    ``setns`` back after it) to a thread that runs nothing else.
-    """
-
-    def __init__(self) -> None:
-        """Create the spawner; its thread starts on first use."""
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._own_pidns: int | None = None
-
-    def _loop(self) -> None:
-        while True:
-            fn, future = self._queue.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as e:  # noqa: BLE001 - handed to the caller, who re-raises
-                if isinstance(e, _PoisonedError):
-                    with self._lock:
-                        self._thread = None  # the next call starts a fresh thread
-                    future.set_exception(e)
-                    return _park()
-                future.set_exception(e)
-
-    def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in the spawner thread and return its result (or raise its exception).
-
-        Args:
-            fn: what to run (a ``Popen`` call).
-
-        Returns:
-            What ``fn`` returned.
-        """
-        future: Future[object] = Future()
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="proctor-spawner", daemon=True)
-                self._thread.start()
-            self._queue.put((fn, future))
-        return future.result()  # type: ignore[return-value]
-
-    def popen(self, *, new_pidns: bool, **kwargs: object) -> subprocess.Popen[bytes]:
-        """``subprocess.Popen(**kwargs)`` from the spawner thread.
-
-        Args:
-            new_pidns: make the child the init of a new pid namespace (needs CAP_SYS_ADMIN).
-            **kwargs: passed to ``Popen``.
-
-        Returns:
-            The started process.
-        """
-
-        def start() -> subprocess.Popen[bytes]:
-            if not new_pidns:
-                return subprocess.Popen(**kwargs)  # type: ignore[call-overload,no-any-return]
-            if self._own_pidns is None:
-                self._own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-            _linux.unshare(_linux.CLONE_NEWPID)
-            try:
-                proc: subprocess.Popen[bytes] = subprocess.Popen(**kwargs)  # type: ignore[call-overload]
-            except BaseException:
-                self._leave_pidns(None)
-                raise
-            self._leave_pidns(proc)
-            return proc
-
-        return self.run(start)
-
-    def _leave_pidns(self, proc: subprocess.Popen[bytes] | None) -> None:
-        if self._own_pidns is None:
-            return
-        try:
-            _linux.setns(self._own_pidns, _linux.CLONE_NEWPID)
-        except OSError as e:
-            # This thread's next child would land in a dead namespace: retire the thread
-            # (it stays parked, never exiting, so no PDEATHSIG fires) and the child.
-            if proc is not None:
-                proc.kill()
-                proc.wait()
-            raise _PoisonedError(f"cannot return to our pid namespace: {e}") from e
-
-
-class _PoisonedError(OSError):
-    """The spawner thread can no longer fork safely."""
-
-
-def _park() -> None:
-    threading.Event().wait()
-
-
-_SPAWNER = Spawner()
-
-
-def spawner() -> Spawner:
-    """The process-wide spawner.
-
-    Returns:
-        The one :class:`Spawner` of this process.
-    """
-    return _SPAWNER
-
-
-def start_watchdog(
-    spec: TreeSpec, sock_fd: int, ttl: float, direct_children: set[int]
-) -> subprocess.Popen[bytes]:
-    """Fork the watchdog process of a tree without a pid namespace (see ``_watchdog``).
-
-    It is forked from the spawner thread like every other child, but needs no
-    PDEATHSIG: it must outlive the supervisor, to kill the tree when the supervisor dies.
-
-    Args:
-        spec: the tree.
-        sock_fd: the watchdog's end of the heartbeat socket.
-        ttl: the lease TTL in seconds.
-        direct_children: the supervisor's contained direct children.
-
-    Returns:
-        The watchdog (a child of this process, to be reaped).
-    """
-    dog = WatchdogProcess(spec, sock_fd, ttl, direct_children)
-    # The child never executes anything: the preexec_fn closes every other descriptor
-    # (so Popen, seeing its error pipe closed, returns) and ends with _exit.
-    return spawner().run(
-        lambda: subprocess.Popen(
-            ["proctor-watchdog"],  # noqa: S607 - a name only: the child never executes
-            executable=sys.executable,
-            preexec_fn=dog,  # noqa: PLW1509 - it only watches a socket and kills (no imports, no locks)
-            start_new_session=True,
-            close_fds=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
 
 
 def exec_fd_of(exec_path: str | None, pass_fds: Sequence[int]) -> int | None:

@@ -66,6 +66,8 @@ Known limits, stated plainly:
   +1 ms); choose backends without ``pidns`` where that matters more than the above.
   ``mountns`` costs about 0.6 ms plus the copy of the measured files (2.5 ms for a
   6.8 MB ``python3``); a ``lease_ttl`` without ``pidns`` forks the watchdog (about +1.5 ms).
+  :meth:`Containment.prepare` pays all of it but the command's own start while the
+  caller waits on something else (``proctor run``: the governor recording the start).
 """
 
 from __future__ import annotations
@@ -81,18 +83,19 @@ import secrets
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 from proctor.enforcement import _linux
 from proctor.enforcement._cgroups import Group, owner_tag, reap_stale
 from proctor.enforcement._contained import Contained, TerminationReport
-from proctor.enforcement._plan import Limits, Plan, available, make_plan
+from proctor.enforcement._pending import PendingStart, guard, track_started
+from proctor.enforcement._plan import Limits, Plan, available, make_groups, make_plan
 from proctor.enforcement._probe import Capabilities, probe
-from proctor.enforcement._spawn import ChildSetup, drain_report, exec_fd_of, spawner, start_watchdog
+from proctor.enforcement._spawn import ChildSetup, exec_fd_of
+from proctor.enforcement._spawner import spawner
 from proctor.enforcement._staging import staging_for
-from proctor.enforcement._tree import ProcessTree, TreeSpec, exited, settled_pidns
-from proctor.enforcement._watchdog import Heartbeat
 from proctor.errors import EnforcementError
 
 __all__ = [
@@ -103,6 +106,7 @@ __all__ = [
     "TerminationReport",
     "Contained",
     "Containment",
+    "PendingStart",
 ]
 
 _log = logging.getLogger(__name__)
@@ -122,6 +126,12 @@ BACKENDS = (
 )
 """Backends that can be selected; a run may also report ``cgroup2:memory``,
 ``cgroup2:pids`` and ``userns``, which follow from these."""
+
+GATE_TIMEOUT_S = 120.0
+"""How long a prepared start waits for its go by default (:meth:`Containment.prepare`)."""
+GATE_SLACK_S = 5.0
+"""The child waits this much longer than its gate's deadline: the parent refuses a late go
+itself, so the child never runs a command its supervisor gave up on."""
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
 _counter = itertools.count(1)
@@ -283,6 +293,73 @@ class Containment:
             EnforcementError: a limit cannot be enforced, a mechanism failed, or the
                 command could not be executed; nothing is left running.
         """
+        return self.prepare(
+            argv,
+            exec_path=exec_path,
+            pass_fds=pass_fds,
+            limits=limits,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            execution_id=execution_id,
+            lease_ttl=lease_ttl,
+            gate_timeout=None,
+        ).go()
+
+    def prepare(
+        self,
+        argv: Sequence[str],
+        *,
+        exec_path: str | None = None,
+        pass_fds: Sequence[int] = (),
+        limits: Limits | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: _File = None,
+        stdout: _File = None,
+        stderr: _File = None,
+        execution_id: str | None = None,
+        lease_ttl: float | None = None,
+        gate_timeout: float | None = GATE_TIMEOUT_S,
+    ) -> PendingStart:
+        """Set up the start of ``argv`` as :meth:`spawn` does, up to the command, and return at once.
+
+        The child is forked, joins its cgroups, enters its namespaces and shows its
+        measured copies in the spawner thread, while the caller does something else
+        (``proctor run``: the governor records the start); then it waits for
+        :meth:`PendingStart.go`, which starts the command. Nothing of the command runs
+        before: :meth:`PendingStart.cancel` (or leaving its ``with`` block), this process
+        dying, or ``gate_timeout`` seconds passing end the child instead. Other starts of
+        this process queue behind a pending one. The arguments are :meth:`spawn`'s.
+
+        Args:
+            argv: as for :meth:`spawn`.
+            exec_path: as for :meth:`spawn`.
+            pass_fds: as for :meth:`spawn`.
+            limits: as for :meth:`spawn`.
+            env: as for :meth:`spawn`.
+            cwd: as for :meth:`spawn`.
+            stdin: as for :meth:`spawn`.
+            stdout: as for :meth:`spawn`.
+            stderr: as for :meth:`spawn`.
+            execution_id: as for :meth:`spawn`.
+            lease_ttl: as for :meth:`spawn`.
+            gate_timeout: seconds after which :meth:`PendingStart.go` refuses; ``None``:
+                no gate, the child starts the command as soon as it is set up (what
+                :meth:`spawn` does), and :meth:`PendingStart.go` waits for that.
+
+        Returns:
+            The pending start.
+
+        Raises:
+            EnforcementError: as for :meth:`spawn`, for what fails before the fork.
+        """
+        if gate_timeout is not None and not (
+            type(gate_timeout) in (int, float) and math.isfinite(gate_timeout) and gate_timeout > 0
+        ):
+            raise EnforcementError(f"gate_timeout must be a positive number of seconds, got {gate_timeout!r}")
         argv = list(argv)
         if not argv:
             raise EnforcementError("nothing to run: argv is empty")
@@ -305,25 +382,53 @@ class Containment:
         if plan.has("subreaper"):
             _become_subreaper()
         groups: list[Group] = []
-        opened: list[int] = []
-        status_r = -1  # handed over to the Contained, or closed here on failure
+        opened: list[int] = []  # this process's copies of the child's ends: closed once forked
+        status_r = gate_w = report_r = report_w = -1
         beat, watch_end = socket.socketpair() if lease_ttl is not None else (None, None)
+        pidns = ("userns" if plan.has("userns") else "init") if plan.has("pidns") else ""
+
+        def release() -> None:  # what track would have taken over (the gate is PendingStart's)
+            nonlocal status_r
+            if status_r >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(status_r)
+                status_r = -1
+            for end in (beat, watch_end):
+                if end is not None:
+                    end.close()
+
+        def track(popen: subprocess.Popen[bytes], ttl: float | None) -> Contained:
+            nonlocal status_r, beat
+            try:
+                contained = track_started(
+                    popen, argv=argv, plan=plan, groups=groups, pidns_mode=pidns, status_fd=status_r
+                )
+                status_r = -1  # the Contained owns it now
+                if beat is not None and watch_end is not None and lease_ttl is not None:
+                    guard(contained, beat, watch_end, ttl or lease_ttl)
+                    beat = None  # the heartbeat owns it now
+            finally:
+                release()
+            _log.info("started pid %d (%s) contained by %s", contained.pid, argv[0], ", ".join(plan.names))
+            return contained
+
         try:
-            groups = self._make_groups(plan, name, limits)
-            cgroup_fds = [g.open_procs() for g in groups]
-            opened += cgroup_fds
+            groups = make_groups(self.capabilities, plan, name, limits)
+            opened += [g.open_procs() for g in groups]
+            cgroup_fds = tuple(opened)
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-            opened += [report_r, report_w, alive_r, alive_w]
-            pidns = ("userns" if plan.has("userns") else "init") if plan.has("pidns") else ""
+            opened += [alive_r, alive_w]
             status_r, status_w = os.pipe2(os.O_CLOEXEC) if pidns else (-1, -1)
             opened += [status_w] if pidns else []
+            gate_r, gate_w = os.pipe2(os.O_CLOEXEC) if gate_timeout is not None else (-1, -1)
+            opened += [gate_r] if gate_r >= 0 else []
             setup = ChildSetup(
                 report_fd=report_w,
                 alive_fd=alive_r,
                 alive_peer=alive_w,
                 pdeathsig=plan.has("pdeathsig"),
-                cgroup_fds=tuple(cgroup_fds),
+                cgroup_fds=cgroup_fds,
                 cpu_seconds=limits.cpu_seconds,
                 netns=plan.has("netns"),
                 userns=plan.has("userns"),
@@ -339,145 +444,42 @@ class Containment:
                 stage=stage,
                 heartbeat_fd=watch_end.fileno() if watch_end is not None and pidns else -1,
                 lease_ttl=lease_ttl or 0.0,
+                gate_fd=gate_r,
+                gate_peer=gate_w,
+                gate_timeout=(gate_timeout or 0.0) + GATE_SLACK_S,
             )
-            try:
-                popen = spawner().popen(
-                    new_pidns=pidns == "init",
-                    args=argv,
-                    executable=exec_path,
-                    pass_fds=tuple(pass_fds),
-                    start_new_session=plan.has("session"),
-                    preexec_fn=setup,
-                    env=env,
-                    cwd=cwd,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    close_fds=True,
-                )
-            except (OSError, subprocess.SubprocessError) as e:
-                os.close(report_w)
-                opened.remove(report_w)
-                detail = drain_report(report_r)
-                raise EnforcementError(f"cannot start {argv[0]!r}: {detail or e}") from e
-            contained = self._track(
-                popen, argv=argv, plan=plan, groups=groups, pidns_mode=pidns, status_fd=status_r
+            future = spawner().popen_later(
+                new_pidns=pidns == "init",
+                args=argv,
+                executable=exec_path,
+                pass_fds=tuple(pass_fds),
+                start_new_session=plan.has("session"),
+                preexec_fn=setup,
+                env=env,
+                cwd=cwd,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                close_fds=True,
             )
-            status_r = -1  # the Contained owns it now
-            if beat is not None and watch_end is not None and lease_ttl is not None:
-                _guard(contained, beat, watch_end, lease_ttl)
-                beat = None  # the heartbeat owns it now
         except BaseException:
-            if status_r >= 0:
-                os.close(status_r)
+            for fd in (*opened, report_r, report_w, gate_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            release()
             for g in groups:
                 g.remove()
             raise
-        finally:
-            for fd in opened:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            for end in (beat, watch_end):
-                if end is not None:
-                    end.close()
-        _log.info("started pid %d (%s) contained by %s", contained.pid, argv[0], ", ".join(plan.names))
-        return contained
-
-    def _make_groups(self, plan: Plan, name: str, limits: Limits) -> list[Group]:
-        caps = self.capabilities
-        groups: list[Group] = []
-        try:
-            if plan.has("cgroup2") and caps.cgroup2 is not None:
-                own = _linux.own_cgroups().get("", "/")
-                g = Group.create(caps.cgroup2, name, version=2, own_rel=own)
-                groups.append(g)
-                wanted = [c for c in ("memory", "pids") if plan.has(f"cgroup2:{c}")]
-                if wanted:
-                    parent = Group(os.path.dirname(g.path), version=2, controller="")
-                    parent.write("cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
-                if plan.has("cgroup2:memory") and limits.memory_mb:
-                    g.write("memory.max", str(limits.memory_mb << 20))
-                    if os.path.exists(g.file("memory.swap.max")):
-                        g.write("memory.swap.max", "0")
-                if plan.has("cgroup2:pids") and limits.max_pids:
-                    g.write("pids.max", str(limits.max_pids + plan.relays))
-            for controller in plan.v1:
-                g = Group.create(caps.cgroup1[controller], name, version=1, controller=controller)
-                groups.append(g)
-                if controller == "memory" and limits.memory_mb:
-                    g.write("memory.limit_in_bytes", str(limits.memory_mb << 20))
-                    if os.path.exists(g.file("memory.memsw.limit_in_bytes")):
-                        g.write("memory.memsw.limit_in_bytes", str(limits.memory_mb << 20))
-                if controller == "pids" and limits.max_pids:
-                    g.write("pids.max", str(limits.max_pids + plan.relays))
-        except BaseException:
-            for g in groups:
-                g.remove()
-            raise
-        return groups
-
-    def _track(
-        self,
-        popen: subprocess.Popen[bytes],
-        *,
-        argv: list[str],
-        plan: Plan,
-        groups: list[Group],
-        pidns_mode: str,
-        status_fd: int,
-    ) -> Contained:
-        pid = popen.pid
-        pidfd = -1
-        try:
-            pidfd = os.pidfd_open(pid)
-            st = _linux.read_stat(pid)
-            pidns = None
-            if pidns_mode:
-                pidns = settled_pidns(pid, pidfd, for_children=pidns_mode == "userns")
-                if pidns is None and exited(pidfd):
-                    # A short command can end before its namespace is looked at (a
-                    # zombie's /proc/PID/ns cannot be read). Its init is gone, and with it
-                    # everything in its namespace; the session and cgroups still track
-                    # whatever else it left, as for a tree without a pid namespace.
-                    pass
-                elif pidns is None or pidns == _linux.pidns_of(os.getpid()):
-                    raise EnforcementError(f"pid {pid} did not get a pid namespace of its own")
-        except (OSError, EnforcementError) as e:
-            popen.kill()
-            popen.wait()
-            if pidfd >= 0:
-                os.close(pidfd)
-            if isinstance(e, EnforcementError):
-                raise
-            raise EnforcementError(f"cannot track pid {pid}: {e.strerror}") from e
-        spec = TreeSpec(
-            child=pid,
-            child_start=st.starttime if st is not None else 0,
-            session=plan.has("session"),
-            pidns_mode=pidns_mode,
+        return PendingStart(
+            name=argv[0],
+            future=future,
+            gate=gate_w,
+            deadline=time.monotonic() + (gate_timeout or 0.0),
+            leased=lease_ttl is not None,
+            report=(report_r, report_w),
+            after_fork=opened,
             groups=groups,
-            pidns=pidns,
-            direct_children=Contained.direct_children,
+            track=track,
+            on_failure=release,
         )
-        return Contained(
-            popen=popen,
-            argv=argv,
-            backends=plan.names,
-            tree=ProcessTree(spec),
-            pidfd=pidfd,
-            status_fd=status_fd,
-        )
-
-
-def _guard(contained: Contained, beat: socket.socket, watch_end: socket.socket, ttl: float) -> None:
-    """Give a started tree its watchdog and start heartbeating to it (fail closed)."""
-    watchdog = None
-    if contained.tree_spec.pidns is None:  # with a pid namespace, its init is the watchdog
-        try:
-            watchdog = start_watchdog(
-                contained.tree_spec, watch_end.fileno(), ttl, Contained.direct_children()
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            contained.close()
-            raise EnforcementError(f"cannot start the watchdog of pid {contained.pid}: {e}") from e
-    contained.guard(Heartbeat(beat, ttl, contained.watchdog_lost), watchdog)

@@ -10,7 +10,10 @@ to receipt"):
 3. Verify the warrant locally: signature, validity window, argv digest, measurement,
    zone. Any mismatch: exit 77, nothing started.
 4. Start under containment, executing the measured bytes (``prepare``), after the
-   governor recorded ``execution.started`` (the warrant is single-use).
+   governor recorded ``execution.started`` (the warrant is single-use). The child is
+   set up (forked, in its cgroups and namespaces) while the governor records the start,
+   and starts the command only on the go given after that answer
+   (:meth:`~proctor.enforcement.containment.Containment.prepare`, ADR 0027).
 5. Keep the lease: renew every TTL/3 (each renewal re-verifies everything at the
    governor and re-hashes the measured files here); follow pushed revocations and
    policy changes on ``GET /v1/stream``; watch the measured files with inotify.
@@ -23,6 +26,11 @@ to receipt"):
    streamed through while hashed.
 
 Every failure of the supervisor's own machinery fails closed: it stops the tree.
+
+Why one module: the steps above are one sequence over one state (the contained tree,
+the lease deadline, the kill lock and the first reason to kill), and their order is the
+guarantee; it is audited here, in the order it runs, while the mechanisms each step
+uses live in their own modules.
 """
 
 from __future__ import annotations
@@ -48,9 +56,9 @@ from proctor.client import GovernorError
 from proctor.enforcement._approval import ApprovingGovernors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
 from proctor.enforcement._probe import probe_ahead
-from proctor.enforcement.containment import Containment, Limits
+from proctor.enforcement.containment import Containment, Limits, PendingStart
 from proctor.enforcement.integrity import IntegrityWatch
-from proctor.enforcement.measure import measure, prepare
+from proctor.enforcement.measure import Prepared, measure, prepare
 from proctor.errors import EnforcementError, IntegrityError, ProctorError, WarrantError
 from proctor.policy.decision import describe_denial
 from proctor.verification import check_measurement, measured_resource
@@ -67,6 +75,8 @@ __all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]
 EXIT_DENIED = 77
 EXIT_TERMINATED = 79
 _CHUNK = 65536
+AHEAD_TTL_S = 60.0
+"""The lease TTL a child set up ahead is prepared with; the warrant's comes with the go."""
 
 
 @dataclass
@@ -121,6 +131,8 @@ class Supervisor:
         self._digests = {"stdout": hashlib.sha256(), "stderr": hashlib.sha256()}
         self._output_bytes = 0
         self._max_output: int | None = None
+        self._sealed: Prepared | None = None
+        self._pending: PendingStart | None = None
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -135,6 +147,10 @@ class Supervisor:
         try:
             return self._run()
         finally:
+            if self._pending is not None:
+                self._pending.cancel()  # nothing after a go
+            if self._sealed is not None:
+                self._sealed.close()  # idempotent: closed once the child has its copies
             self._governors.close()
 
     def _run(self) -> int:
@@ -158,6 +174,13 @@ class Supervisor:
             )
             return EXIT_DENIED
         digest = measured.digest if opts.action == "exec" else ""
+        try:
+            self._sealed = prepared = prepare(measurement)
+        except EnforcementError as e:
+            self.say(f"integrity check before start failed; nothing started: {e}")
+            return EXIT_DENIED
+        containment = Containment()
+        self._prepare_ahead(containment, prepared)
         # 2. Authorize.
         request = {
             "action": opts.action,
@@ -185,10 +208,14 @@ class Supervisor:
             root = opts.warrant_key or b64decode(warrant_key().strip(), validate=True)
             now = int(time.time())
             # Without --zone the governor evaluated the principal's own zone, which the
-            # warrant names: that is the zone this run is in.
-            zone = (
-                opts.zone
-                or verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
+            # warrant names: that is the zone this run is in. The answer says which (an
+            # unsigned hint, so the warrant must name exactly it); from a governor that
+            # does not, the warrant is opened once more to read it.
+            hint = answer["warrant"].get("zone")
+            zone = opts.zone or (
+                hint
+                if isinstance(hint, str)
+                else verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
             )
             verified = verify_warrant_bounds(
                 token,
@@ -203,6 +230,8 @@ class Supervisor:
                 ),
             )
             claims = verified.claims
+            if not opts.zone and claims.zone != zone:
+                raise ValueError(f"the answer named zone {zone!r}, the warrant {claims.zone!r}")
             check_measurement(
                 measurement.to_json(),
                 action=claims.action,
@@ -221,58 +250,61 @@ class Supervisor:
         obligations = dict(claims.obligations)
         self._max_output = _int(obligations.get("max_output_bytes"))
         # 4. Start under containment, executing the measured bytes.
-        containment = Containment()
         limits = Limits(
             memory_mb=_int(obligations.get("memory_limit_mb")),
             max_pids=_int(obligations.get("max_pids")),
             no_network=obligations.get("no_network") is True,
         )
-        try:
-            prepared = prepare(measurement)
-        except EnforcementError as e:
-            self.say(f"integrity check before start failed; nothing started: {e}")
-            return EXIT_DENIED
         lease = LeaseCheck(root, claims.warrant_id, claims.lease_ttl_ms)  # signed answers only (ADR 0017)
-        try:
-            started = self._governors.request(
-                "POST",
-                "/v1/executions",
-                {
-                    "warrant": token,
-                    "action": opts.action,
-                    "resource": resource,
-                    "argv": self.argv,
-                    "zone": zone,  # the zone the warrant was checked for
-                    "measurement": measurement.to_json(),
-                    "containment": list(containment.planned_backends(limits)),
-                    "enforcer": opts.enforcer,
-                },
-                accept=lease.start,
-            ).json()
-        except GovernorError as e:
-            prepared.close()
-            self.say(f"the governor refused to start the execution: {e}")
-            return EXIT_DENIED
-        self._execution = str(started["execution"])
         ttl = enforcer_ttl_s(claims.lease_ttl_ms)  # the warrant's, not an unsigned answer's
-        self._lease_deadline = lease_deadline(time.monotonic(), ttl)
-        began = time.monotonic()
-        try:
-            self._contained = containment.spawn(
-                prepared.argv,
-                exec_path=prepared.exec_path,
-                pass_fds=prepared.pass_fds,
-                limits=limits,
-                stdout=-1,
-                stderr=-1,
-                execution_id=self._execution,
-                lease_ttl=ttl,
-            )
-        except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
-            prepared.close()
-            self.say(f"could not start the command: {type(e).__name__}: {e}")
-            self._finish({"outcome": "failed", "reason": "start-failed", "detail": str(e)})
-            return EXIT_DENIED
+        # The child set up ahead runs nothing of the command before the go, which only a
+        # recorded start gives. Obligations that change its containment need another.
+        pending = self._pending
+        if pending is None or not pending.usable or limits != Limits():
+            if pending is not None:
+                pending.cancel()
+            try:
+                self._pending = pending = containment.prepare(
+                    prepared.argv,
+                    exec_path=prepared.exec_path,
+                    pass_fds=prepared.pass_fds,
+                    limits=limits,
+                    stdout=-1,
+                    stderr=-1,
+                    lease_ttl=ttl,
+                )
+            except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
+                self.say(f"could not prepare the command's start; nothing started: {type(e).__name__}: {e}")
+                return EXIT_DENIED
+        with pending:  # cancelled unless let go
+            try:
+                started = self._governors.request(
+                    "POST",
+                    "/v1/executions",
+                    {
+                        "warrant": token,
+                        "action": opts.action,
+                        "resource": resource,
+                        "argv": self.argv,
+                        "zone": zone,  # the zone the warrant was checked for
+                        "measurement": measurement.to_json(),
+                        "containment": list(containment.planned_backends(limits)),
+                        "enforcer": opts.enforcer,
+                    },
+                    accept=lease.start,
+                ).json()
+            except GovernorError as e:
+                self.say(f"the governor refused to start the execution: {e}")
+                return EXIT_DENIED
+            self._execution = str(started["execution"])
+            self._lease_deadline = lease_deadline(time.monotonic(), ttl)
+            began = time.monotonic()
+            try:
+                self._contained = pending.go(lease_ttl=ttl)
+            except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
+                self.say(f"could not start the command: {type(e).__name__}: {e}")
+                self._finish({"outcome": "failed", "reason": "start-failed", "detail": str(e)})
+                return EXIT_DENIED
         prepared.close()
         self.say(
             f"execution {self._execution} started (warrant {claims.warrant_id}, pid {self._contained.pid}, "
@@ -336,6 +368,24 @@ class Supervisor:
         )
         self._write_receipt()
         return status if status >= 0 else 128 - status
+
+    def _prepare_ahead(self, containment: Containment, sealed: Prepared) -> None:
+        """Set the contained child up while the governor decides (ADR 0027): forked, in
+        its cgroups and namespaces, waiting for a go that only a recorded start gives.
+        It is prepared with no resource limits and a lease whose TTL comes with the go;
+        a warrant with limits gets a child prepared for them instead. A failure here
+        only means no head start: the start after the warrant says what failed."""
+        try:
+            self._pending = containment.prepare(
+                sealed.argv,
+                exec_path=sealed.exec_path,
+                pass_fds=sealed.pass_fds,
+                stdout=-1,
+                stderr=-1,
+                lease_ttl=AHEAD_TTL_S,
+            )
+        except (EnforcementError, OSError):
+            self._pending = None
 
     # -- termination -------------------------------------------------------------
 

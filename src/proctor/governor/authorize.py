@@ -346,6 +346,7 @@ class Authorizer:
             warrant_index=indices[1],
             expires=claims.expires,
             lease_ttl_ms=claims.lease_ttl_ms,
+            zone=claims.zone,
         )
 
     def _not_issued(self, op: Authorization, error: BaseException | None) -> AuthorizeResult:

@@ -348,6 +348,7 @@ class AuthorizeResult:
     expires: int | None = None
     lease_ttl_ms: int | None = None
     approval: Mapping[str, Any] | None = None
+    zone: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -369,6 +370,8 @@ class AuthorizeResult:
                 "expires": self.expires,
                 "lease_ttl_ms": self.lease_ttl_ms,
             }
+            if self.zone is not None:
+                out["warrant"]["zone"] = self.zone  # the warrant's own zone claim
         if self.approval is not None:
             out["approval"] = dict(self.approval)
         return out

@@ -20,6 +20,7 @@ import proctor.enforcement._cgroups
 import proctor.enforcement._contained
 import proctor.enforcement._failover
 import proctor.enforcement._spawn
+import proctor.enforcement._spawner
 import proctor.enforcement._watchdog
 import proctor.enforcement.supervisor  # noqa: F401 - loaded so that its clock is stepped too
 

@@ -1,0 +1,128 @@
+"""``proctor run``'s start, beyond its round trips to the governor: what the enforcer
+itself adds before (and after) the command runs.
+
+    python bench/bench_run_start.py [--runs N] [--baseline-src DIR]
+
+Runs the real ``Supervisor`` (what ``proctor run -- true`` runs after its imports) in
+this process, against a real governor (``proctor serve`` on SQLite), ``N`` times, and
+times each run's round trips to the governor (authorize, start, finish: the calls of
+``Governors.json`` and ``Governors.request``, as the supervisor makes them). Prints per
+run, as medians and p90:
+
+- ``total``: the whole governed run of ``true``;
+- ``round trips``: the three calls to the governor, as this process waited for them;
+- ``beyond round trips``: the difference, the enforcer's own start (measure, the sealed
+  copy, the warrant verified locally, the contained start, the wait for ``true``, the
+  receipt) that is on the run's path — the figure issue 16 asks to bring to ≤ 3 ms;
+- the yardstick ``subprocess.run(["true"])`` from the same process, interleaved.
+
+``--baseline-src DIR`` runs the same measurement in a second process on another
+revision's ``src`` (``git archive REV src | tar -x -C DIR``), the two alternating in
+batches, so that the machine's drift falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 10
+
+
+def _measure(server_url: str, key_path: str, runs: int) -> dict[str, list[float]]:
+    """``runs`` governed runs of ``true`` in this process: per-run milliseconds."""
+    from proctor.authorization.keys import PrincipalKey  # noqa: PLC0415
+    from proctor.enforcement import _failover  # noqa: PLC0415
+    from proctor.enforcement.supervisor import RunOptions, Supervisor  # noqa: PLC0415
+
+    spent = [0.0]
+    original_request = _failover.Governors.request
+
+    def timed_request(self: object, *a: object, **kw: object) -> object:
+        t0 = time.perf_counter()
+        try:
+            return original_request(self, *a, **kw)  # type: ignore[arg-type]
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    _failover.Governors.request = timed_request  # type: ignore[method-assign,assignment]
+    key = PrincipalKey.load(Path(key_path))
+    out: dict[str, list[float]] = {
+        "total": [],
+        "round trips": [],
+        "beyond round trips": [],
+        "subprocess.run": [],
+    }
+    for i in range(runs + 3):
+        spent[0] = 0.0
+        sink = io.BytesIO()
+        t0 = time.perf_counter()
+        status = Supervisor(RunOptions(server_url, key, quiet=True), ["true"], stdout=sink, stderr=sink).run()
+        total = time.perf_counter() - t0
+        if status != 0:
+            raise SystemExit(f"proctor's run of true exited {status}")
+        t1 = time.perf_counter()
+        subprocess.run(["true"], check=True)
+        plain = time.perf_counter() - t1
+        if i < 3:
+            continue  # warm-up
+        out["total"].append(total * 1000)
+        out["round trips"].append(spent[0] * 1000)
+        out["beyond round trips"].append((total - spent[0]) * 1000)
+        out["subprocess.run"].append(plain * 1000)
+    return out
+
+
+def _p90(xs: list[float]) -> float:
+    return sorted(xs)[max(int(len(xs) * 0.9) - 1, 0)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--baseline-src", type=Path, help="another revision's src, measured in turns")
+    ap.add_argument("--worker", nargs=3, metavar=("URL", "KEY", "RUNS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        url, key, runs = args.worker
+        print(json.dumps(_measure(url, key, int(runs))))
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from gov_server import GovernorServer  # noqa: PLC0415
+    from gov_support import POLICIES  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = GovernorServer(Path(tmp) / "gov", policy=POLICIES / "run")
+        try:
+            sides = {"this tree": ROOT / "src"}
+            if args.baseline_src:
+                sides["baseline"] = args.baseline_src.resolve()
+            got: dict[str, dict[str, list[float]]] = {s: {} for s in sides}
+            for _ in range(max(args.runs // BATCH, 1)):
+                for side, src in sides.items():
+                    env = {**os.environ, "PYTHONPATH": str(src)}
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--worker", server.url, str(server.key), str(BATCH)],
+                        env=env, capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    for name, xs in json.loads(done.stdout).items():
+                        got[side].setdefault(name, []).extend(xs)
+        finally:
+            server.stop()
+    print(f"{'side':<10} {'figure':<20} {'p50 ms':>8} {'p90 ms':>8} {'n':>5}")
+    for side, figures in got.items():
+        for name, xs in figures.items():
+            print(f"{side:<10} {name:<20} {statistics.median(xs):8.2f} {_p90(xs):8.2f} {len(xs):5d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""A contained start set up to the command and waiting for the go (:class:`PendingStart`).
+
+:meth:`proctor.enforcement.containment.Containment.prepare` forks the child, puts it in
+its cgroups and namespaces and shows its measured copies, all while the caller waits on
+something else (``proctor run``: the governor recording the start); the child then waits
+on a gate pipe (step 7 of :mod:`proctor.enforcement._spawn`). :meth:`PendingStart.go`
+lets it start the command; :meth:`PendingStart.cancel`, or leaving the ``with`` block
+without a go, ends it with nothing of the command run.
+
+Fail closed, in order of the ways a start can go wrong:
+
+1. The caller never says go (an exception, a denial): ``cancel`` writes a byte that is
+   not the go, and the child exits; so it does too if the supervisor dies (the gate's
+   other end closes, and PDEATHSIG), or after the gate's timeout.
+2. The go comes after the gate's deadline: refused in the parent (the child might have
+   given up), the start cancelled, an :class:`~proctor.errors.EnforcementError` raised.
+3. The set-up failed in the child: the report pipe says which step, as for an
+   unprepared start, and the cgroups are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import TracebackType
+
+from proctor.enforcement import _linux
+from proctor.enforcement._cgroups import Group
+from proctor.enforcement._contained import Contained
+from proctor.enforcement._plan import Plan
+from proctor.enforcement._spawn import GO, GO_MESSAGE, drain_report
+from proctor.enforcement._spawner import start_watchdog
+from proctor.enforcement._tree import ProcessTree, TreeSpec, exited, settled_pidns
+from proctor.enforcement._watchdog import Heartbeat
+from proctor.errors import EnforcementError
+
+__all__ = ["PendingStart", "guard", "track_started"]
+
+NO_GO = b"x"
+"""What :meth:`PendingStart.cancel` writes to the gate: any byte but the go."""
+
+
+class PendingStart:
+    """A child set up and waiting for the go (internal: built by ``Containment``).
+
+    Args:
+        name: the command's name, for errors.
+        future: ``Popen``'s future (the spawner thread's).
+        gate: the gate's write end, or -1 for an ungated start (:meth:`go` only waits).
+        deadline: ``time.monotonic()`` after which :meth:`go` refuses.
+        report: the report pipe ``(read end, write end)``, both this process's.
+        after_fork: descriptors this process closes once the child is forked.
+        groups: the execution's cgroups, removed if the start fails.
+        leased: prepared with a lease TTL (a watchdog, a heartbeat socket).
+        track: turns the started process into the :class:`Contained` (given the TTL
+            that came with the go, if any).
+        on_failure: releases what ``track`` would have taken over.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        future: Future[subprocess.Popen[bytes]],
+        gate: int,
+        deadline: float,
+        report: tuple[int, int],
+        after_fork: list[int],
+        groups: list[Group],
+        leased: bool,
+        track: Callable[[subprocess.Popen[bytes], float | None], Contained],
+        on_failure: Callable[[], None],
+    ) -> None:
+        self._name = name
+        self._future = future
+        self._gate = gate
+        self._deadline = deadline
+        self._report_r, self._report_w = report
+        self._after_fork = after_fork
+        self._groups = groups
+        self._leased = leased
+        self._track = track
+        self._on_failure = on_failure
+        self._done = False
+
+    @property
+    def usable(self) -> bool:
+        """Whether :meth:`go` may still start the command (neither done nor too late)."""
+        return not self._done and (self._gate < 0 or time.monotonic() <= self._deadline)
+
+    def go(self, *, lease_ttl: float | None = None) -> Contained:
+        """Let the child start the command, and track it.
+
+        Args:
+            lease_ttl: the lease's TTL in seconds, replacing the one it was prepared with
+                (a lease known only now: the watchdog's limit comes with the go).
+
+        Returns:
+            The running, contained tree.
+
+        Raises:
+            EnforcementError: the go came too late, a TTL for a start prepared without a
+                lease, or the start failed; nothing of the command is left running.
+        """
+        if self._done:
+            raise EnforcementError("this prepared start was already let go or cancelled")
+        if lease_ttl is not None and not (
+            self._leased and type(lease_ttl) in (int, float) and math.isfinite(lease_ttl) and lease_ttl > 0
+        ):
+            self.cancel()
+            raise EnforcementError(
+                f"a lease TTL of {lease_ttl!r} for a start prepared with no lease, or not > 0"
+            )
+        if lease_ttl is not None and self._gate < 0:
+            self.cancel()
+            raise EnforcementError("only a gated start takes its lease TTL with the go")
+        self._done = True
+        if self._gate >= 0:
+            if time.monotonic() > self._deadline:
+                self._end(NO_GO)
+                raise EnforcementError(
+                    f"the prepared start of {self._name!r} waited past its gate's deadline; nothing started"
+                )
+            self._close_gate(GO_MESSAGE.pack(GO, float(lease_ttl or 0.0)))
+        try:
+            popen = self._future.result()
+        except (OSError, subprocess.SubprocessError) as e:
+            self._close_fd(self._report_w)
+            self._report_w = -1
+            detail = drain_report(self._report_r)
+            self._fail()
+            raise EnforcementError(f"cannot start {self._name!r}: {detail or e}") from e
+        except BaseException:
+            self._fail()
+            raise
+        self._forked()
+        try:
+            return self._track(popen, lease_ttl)
+        except BaseException:
+            self._remove_groups()
+            raise
+
+    def cancel(self) -> None:
+        """End the child without running the command (idempotent; after :meth:`go`, nothing)."""
+        if self._done:
+            return
+        self._done = True
+        self._end(NO_GO)
+
+    def __enter__(self) -> PendingStart:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cancel()
+
+    def _end(self, byte: bytes) -> None:
+        self._close_gate(byte)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            popen = self._future.result()
+            popen.kill()  # an outer relay (user namespace): its init has the byte too
+            popen.wait()
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self._fail()
+
+    def _close_gate(self, byte: bytes) -> None:
+        # Written now, closed once the child is forked: the spawner thread may not have
+        # forked yet, and the child closes its copy of this end first (it must have one).
+        if self._gate < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._gate, byte)  # never EPIPE: this process holds the read end until forked
+        self._after_fork.append(self._gate)
+        self._gate = -1
+
+    def _fail(self) -> None:
+        self._forked()
+        self._on_failure()
+        self._remove_groups()
+
+    def _forked(self) -> None:
+        for fd in (*self._after_fork, self._report_r, self._report_w):
+            self._close_fd(fd)
+        self._after_fork = []
+        self._report_r = self._report_w = -1
+
+    def _remove_groups(self) -> None:
+        for g in self._groups:
+            g.remove()
+        self._groups = []
+
+    @staticmethod
+    def _close_fd(fd: int) -> None:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def track_started(
+    popen: subprocess.Popen[bytes],
+    *,
+    argv: list[str],
+    plan: Plan,
+    groups: list[Group],
+    pidns_mode: str,
+    status_fd: int,
+) -> Contained:
+    """The tree of a started child (its pidfd, and its own pid namespace checked).
+
+    Raises:
+        EnforcementError: it cannot be tracked, or did not get its pid namespace; it is
+            killed.
+    """
+    pid = popen.pid
+    pidfd = -1
+    try:
+        pidfd = os.pidfd_open(pid)
+        st = _linux.read_stat(pid)
+        pidns = None
+        if pidns_mode:
+            pidns = settled_pidns(pid, pidfd, for_children=pidns_mode == "userns")
+            if pidns is None and exited(pidfd):
+                # A short command can end before its namespace is looked at (a
+                # zombie's /proc/PID/ns cannot be read). Its init is gone, and with it
+                # everything in its namespace; the session and cgroups still track
+                # whatever else it left, as for a tree without a pid namespace.
+                pass
+            elif pidns is None or pidns == _linux.pidns_of(os.getpid()):
+                raise EnforcementError(f"pid {pid} did not get a pid namespace of its own")
+    except (OSError, EnforcementError) as e:
+        popen.kill()
+        popen.wait()
+        if pidfd >= 0:
+            os.close(pidfd)
+        if isinstance(e, EnforcementError):
+            raise
+        raise EnforcementError(f"cannot track pid {pid}: {e.strerror}") from e
+    spec = TreeSpec(
+        child=pid,
+        child_start=st.starttime if st is not None else 0,
+        session=plan.has("session"),
+        pidns_mode=pidns_mode,
+        groups=groups,
+        pidns=pidns,
+        direct_children=Contained.direct_children,
+    )
+    return Contained(
+        popen=popen,
+        argv=argv,
+        backends=plan.names,
+        tree=ProcessTree(spec),
+        pidfd=pidfd,
+        status_fd=status_fd,
+    )
+
+
+def guard(contained: Contained, beat: socket.socket, watch_end: socket.socket, ttl: float) -> None:
+    """Give a started tree its watchdog and start heartbeating to it (fail closed)."""
+    watchdog = None
+    if contained.tree_spec.pidns is None:  # with a pid namespace, its init is the watchdog
+        try:
+            watchdog = start_watchdog(
+                contained.tree_spec, watch_end.fileno(), ttl, Contained.direct_children()
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            contained.close()
+            raise EnforcementError(f"cannot start the watchdog of pid {contained.pid}: {e}") from e
+    contained.guard(Heartbeat(beat, ttl, contained.watchdog_lost), watchdog)

@@ -1,0 +1,327 @@
+"""A prepared start (``Containment.prepare``): the child is set up while the caller waits
+on something else, and runs nothing of the command before the go.
+
+Each configuration of ``test_containment`` (and, re-run unprivileged, the user namespace's
+outer relay): the command's marker file appears only after ``go``; a cancel, a ``with``
+block left without a go, a late go, and a supervisor killed while the start is pending
+all leave no command run and no child or cgroup behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from proc_support import marked
+from proctor.enforcement import containment as containment_module
+from proctor.enforcement.containment import Capabilities, Contained, Containment, probe
+from proctor.enforcement.measure import measure, prepare
+from proctor.errors import EnforcementError
+from unpriv_support import assert_passes_unprivileged
+
+CAPS: Capabilities = probe()
+ROOT = os.geteuid() == 0
+BASE = ["session", "subreaper", "pdeathsig"]
+CONFIGS: dict[str, list[str] | None] = {
+    "cgroup2": [*BASE, "cgroup2"],
+    "pgroup-subreaper": BASE,
+    "pidns": [*BASE, "pidns"],
+    "strongest": None,
+}
+SETTLE = 0.3
+"""How long a test waits for what must not happen (a command started without a go)."""
+
+
+def containment(config: str) -> Containment:
+    try:
+        return Containment(CAPS, backends=CONFIGS[config])
+    except EnforcementError as e:
+        pytest.skip(f"{config} is not available here ({'root' if ROOT else 'unprivileged'}): {e}")
+
+
+def children() -> set[int]:
+    """This process's live children (every thread's), zombies excluded."""
+    found: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            text = Path(f"/proc/self/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        for pid in map(int, text.split()):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                found.add(pid)
+    return found
+
+
+def wait_until(check: object, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return bool(check())  # type: ignore[operator]
+
+
+def own_groups() -> set[str]:
+    """The cgroup2 directories of this process's executions (named by ``execution_id``)."""
+    if CAPS.cgroup2 is None:
+        return set()
+    return {str(p) for p in Path(CAPS.cgroup2).rglob("gate-*")}
+
+
+@pytest.fixture
+def touch(tmp_path: Path) -> tuple[list[str], Path]:
+    """A command that creates a marker file, and the file."""
+    mark = tmp_path / "ran"
+    return ["/bin/sh", "-c", f"touch {mark}"], mark
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_nothing_of_the_command_runs_before_the_go(config: str, touch: tuple[list[str], Path]) -> None:
+    argv, mark = touch
+    before = children()
+    pending = containment(config).prepare(argv, execution_id=f"gate-{config}")
+    time.sleep(SETTLE)  # the child is set up by now, waiting
+    assert not mark.exists(), "the command ran before the go"
+    assert children() - before, "no child was prepared ahead of the go"
+    tree: Contained = pending.go()
+    try:
+        assert tree.wait() == 0
+        assert mark.exists(), "the command did not run after the go"
+    finally:
+        tree.close()
+    with pytest.raises(EnforcementError, match="already let go"):
+        pending.go()
+    assert wait_until(lambda: not (children() - before))
+    assert not own_groups()
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_a_cancelled_start_runs_nothing_and_leaves_nothing(
+    config: str, touch: tuple[list[str], Path]
+) -> None:
+    argv, mark = touch
+    before = children()
+    pending = containment(config).prepare(argv, execution_id=f"gate-{config}")
+    time.sleep(SETTLE)
+    pending.cancel()
+    pending.cancel()  # idempotent
+    time.sleep(SETTLE)
+    assert not mark.exists(), "a cancelled start ran its command"
+    assert wait_until(lambda: not (children() - before)), "the cancelled child is still there"
+    assert not own_groups(), "a cancelled start left its cgroup"
+    with pytest.raises(EnforcementError, match="already let go or cancelled"):
+        pending.go()
+
+
+def test_leaving_the_with_block_without_a_go_cancels(touch: tuple[list[str], Path]) -> None:
+    argv, mark = touch
+    before = children()
+
+    class RefusedError(Exception):
+        pass
+
+    with pytest.raises(RefusedError), containment("strongest").prepare(argv, execution_id="gate-with"):
+        raise RefusedError  # as the governor refusing the start
+    time.sleep(SETTLE)
+    assert not mark.exists()
+    assert wait_until(lambda: not (children() - before))
+    assert not own_groups()
+
+
+@pytest.mark.parametrize("config", ["pgroup-subreaper", "strongest"])
+def test_a_go_after_the_deadline_is_refused(config: str, touch: tuple[list[str], Path]) -> None:
+    argv, mark = touch
+    before = children()
+    pending = containment(config).prepare(argv, execution_id=f"gate-{config}", gate_timeout=0.1)
+    time.sleep(0.3)
+    with pytest.raises(EnforcementError, match="past its gate's deadline; nothing started"):
+        pending.go()
+    time.sleep(SETTLE)
+    assert not mark.exists()
+    assert wait_until(lambda: not (children() - before))
+    assert not own_groups()
+
+
+@pytest.mark.parametrize("config", ["pgroup-subreaper", "strongest"])
+def test_a_child_never_let_go_gives_up_by_itself(
+    config: str, touch: tuple[list[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its supervisor alive but silent (a stuck thread): the child exits at its timeout."""
+    argv, mark = touch
+    monkeypatch.setattr(containment_module, "GATE_SLACK_S", 0.0)
+    before = children()
+    pending = containment(config).prepare(argv, execution_id=f"gate-{config}", gate_timeout=0.2)
+    try:
+        assert wait_until(lambda: not (children() - before)), "the child kept waiting past its timeout"
+        assert not mark.exists()
+    finally:
+        pending.cancel()
+    assert not own_groups()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_gate_timeout_must_be_a_positive_number(timeout: str) -> None:
+    with pytest.raises(EnforcementError, match="gate_timeout must be a positive number"):
+        containment("pgroup-subreaper").prepare(["true"], gate_timeout=float(timeout))
+
+
+def test_a_prepared_start_that_cannot_execute_says_why(tmp_path: Path) -> None:
+    pending = containment("strongest").prepare([str(tmp_path / "missing")], execution_id="gate-missing")
+    with pytest.raises(EnforcementError, match=r"cannot start .*missing"):
+        pending.go().wait()
+    assert not own_groups()
+
+
+def test_a_measured_command_prepared_ahead_runs_from_its_sealed_copy(tmp_path: Path) -> None:
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho measured\n")
+    script.chmod(0o755)
+    sealed = prepare(measure([str(script)]))
+    try:
+        pending = containment("strongest").prepare(
+            sealed.argv, exec_path=sealed.exec_path, pass_fds=sealed.pass_fds, stdout=subprocess.PIPE
+        )
+        script.write_text("#!/bin/sh\necho swapped\n")  # after the measure: the copy runs
+        tree = pending.go()
+    finally:
+        sealed.close()
+    try:
+        assert tree.stdout is not None
+        assert tree.stdout.read() == b"measured\n"
+        assert tree.wait() == 0
+    finally:
+        tree.close()
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys, time
+    from proctor.enforcement.containment import Containment
+    pending = Containment().prepare(["/bin/sh", "-c", "touch " + sys.argv[1]], execution_id="gate-killed")
+    print("prepared", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_supervisor_killed_while_its_start_is_pending_leaves_no_command(tmp_path: Path) -> None:
+    mark = tmp_path / "ran"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(mark)], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"prepared\n"
+        time.sleep(SETTLE)
+        found = {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()}
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            found |= {int(p) for p in Path(f"/proc/{proc.pid}/task/{tid}/children").read_text().split()}
+        assert found, "the supervisor prepared no child"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+        def gone() -> bool:
+            return not any(Path(f"/proc/{p}").exists() and _state(p) != "Z" for p in found)
+
+        assert wait_until(gone), "the pending child outlived its supervisor"
+        time.sleep(SETTLE)
+        assert not mark.exists(), "a pending start ran its command after its supervisor died"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    Containment()  # reaps what the killed supervisor's groups held, and the groups
+    assert not own_groups()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ROOT, reason="already unprivileged (this is the re-run)")
+def test_unprivileged_rerun_passes() -> None:
+    assert_passes_unprivileged(__file__, timeout=120)
+
+
+@pytest.mark.parametrize("config", ["pgroup-subreaper", "strongest"])
+def test_descriptors_are_each_closed_once(config: str) -> None:
+    """The gate's write end belongs to the pending start alone: closing it twice would close
+    whatever took its number since (the tree's pidfd, a heartbeat socket)."""
+    before = set(os.listdir("/proc/self/fd"))
+    tree = containment(config).prepare(["sleep", "30"], lease_ttl=5.0).go()
+    try:
+        os.fstat(tree._pidfd)  # still this tree's
+        if tree._status_fd >= 0:
+            os.fstat(tree._status_fd)
+        report = tree.terminate_tree(grace=0.1)
+        assert report.processes_killed >= 1
+    finally:
+        tree.close()
+    pending = containment(config).prepare(["sleep", "30"], lease_ttl=5.0)
+    pending.cancel()
+    assert wait_until(lambda: set(os.listdir("/proc/self/fd")) == before), "descriptors leaked"
+
+
+def test_a_lease_ttl_with_the_go_needs_a_start_prepared_with_a_lease(touch: tuple[list[str], Path]) -> None:
+    argv, mark = touch
+    before = children()
+    pending = containment("strongest").prepare(argv)
+    with pytest.raises(EnforcementError, match="prepared with no lease"):
+        pending.go(lease_ttl=5.0)
+    time.sleep(SETTLE)
+    assert not mark.exists()
+    assert wait_until(lambda: not (children() - before))
+
+
+STOPPED = textwrap.dedent(
+    """
+    import os
+    from proctor.enforcement.containment import Containment
+    pending = Containment().prepare(["/bin/sh", "-c", "sleep 30; true", os.environ["GATE_MARK"]], lease_ttl=60.0)
+    tree = pending.go(lease_ttl=0.5)
+    print(tree.pid, flush=True)
+    tree.wait()
+    """
+)
+
+
+@pytest.mark.skipif(not ROOT, reason="the pid namespace's init is the watchdog as root")
+def test_the_watchdog_holds_the_ttl_that_came_with_the_go(tmp_path: Path) -> None:
+    """Prepared with a 60 s lease, let go with 0.5 s: a supervisor stopped (SIGSTOP) has
+    its tree killed after about 0.5 s, not 60."""
+    marker = f"gate-ttl-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED], stdout=subprocess.PIPE, env={**os.environ, "GATE_MARK": marker}
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip()
+        assert wait_until(lambda: bool(marked(marker)), 5.0), "the command did not start"
+        os.kill(proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        assert wait_until(lambda: not marked(marker), 10.0), "the tree outlived the go's TTL"
+        took = time.monotonic() - stopped
+        assert took < 5.0, f"killed after {took:.1f} s: the prepared TTL (60 s) held, not the go's"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
