@@ -37,6 +37,9 @@ CURVES: dict[str, tuple[str, str, bool]] = {
 __all__ = ["CURVES", "markdown", "plotted", "render"]
 
 
+_START_BEYOND = "start beyond the governor's answers (measure, warrant checked, contained start)"
+
+
 def _members() -> list[tuple[str, str, str]]:
     from bench.suite import MEMBERS  # noqa: PLC0415 - the suite imports proctor; the report reads it
 
@@ -173,6 +176,13 @@ def headlines(records: Sequence[Record]) -> list[str]:
     if run and plain and run.median is not None and plain.median is not None:
         add("run", f"`proctor run true` takes **{fmt(run.median)} ms** against {plain.median:.1f} ms for "
                      "`subprocess.run(['true'])`: a governed command pays the CLI's start and two round trips once.")  # fmt: skip
+    inside = "governed run of true, in process"
+    start = _find(records, "run", inside, series=_START_BEYOND)
+    waits = _find(records, "run", inside, series="waits for the governor (authorize, start, finish)")
+    if start and waits and start.median is not None and waits.median is not None:
+        add("run", f"Beyond the governor's answers ({waits.median:.1f} ms for three), the enforcer's own start "
+                     f"of a contained command takes **{start.median:.2f} ms** (the child is set up while the "
+                     "governor decides, ADR 0024).")  # fmt: skip
     revokes = [r for r in records if r.member == "revoke" and not r.baseline and r.median is not None]
     if revokes:
         r0 = min(revokes, key=lambda r: r.x or 0)

@@ -12,10 +12,18 @@ interleaved round by round (so drift in the machine's load falls on all of them)
 - ``proctor run -- true`` against a real ``proctor serve`` on loopback: the CLI's start,
   the signed authorize round trip (the decision, a warrant, the durable log), the
   execution start with its lease, the contained spawn, and the finish report.
+
+A second group runs the same governed run of ``true`` in this process (the
+``Supervisor`` behind ``proctor run``, no interpreter start, no imports) and splits it
+(``bench/bench_run_start.py``, in a process of its own): the waits for the governor's three answers, and what
+the enforcer adds before the command starts beyond them (measure, the sealed copy, the
+warrant checked locally, the contained start: issue 16's "start overhead beyond the
+authorize round trip").
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -81,6 +89,8 @@ def measure(ctx: Context) -> list[Record]:
                 raise AssertionError(f"proctor run true exited {done.returncode}: {done.stderr[-500:]}")
 
         rows["proctor run -- true (authorize, lease, contained, finish)"] = (proctor_run, "", {})
+        ctx.status("proctor run's own start, in process")
+        split = _supervised(server.url, str(server.key), max(rounds, 10))
         times: dict[str, list[float]] = {name: [] for name in rows}
         for fn, _, _ in rows.values():
             if fn is not None:
@@ -98,7 +108,33 @@ def measure(ctx: Context) -> list[Record]:
             out.append(ctx.unavailable(name, "ms", why, group=group, **extra))
         else:
             out.append(ctx.record(name, times[name], "ms", group=group, **extra))
+    inside = "governed run of true, in process"
+    figures = (
+        ("subprocess.run", "subprocess.run(['true']), beside it"),
+        (
+            "start beyond round trips",
+            "start beyond the governor's answers (measure, warrant checked, contained start)",
+        ),
+        ("round trips", "waits for the governor (authorize, start, finish)"),
+        ("total", "the whole governed run"),
+    )
+    for figure, name in figures:
+        baseline = {"baseline": True} if figure == "subprocess.run" else {}
+        out.append(ctx.record(name, split[figure], "ms", group=inside, **baseline))
     return out
+
+
+def _supervised(url: str, key: str, runs: int) -> dict[str, list[float]]:
+    """``bench/bench_run_start.py``'s split of ``runs`` governed runs, measured in a
+    process of its own: the size of the process that forks the child matters (a fork
+    copies its page tables), and this one has loaded the whole suite."""
+    script = REPO / "bench" / "bench_run_start.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--worker", url, key, str(runs)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    split: dict[str, list[float]] = json.loads(done.stdout)
+    return split
 
 
 def _bwrap_version(path: str) -> str:
@@ -117,6 +153,10 @@ MEMBER = Member(
         "its time is the interpreter's start-up (the `python -c pass` row) and its imports (the "
         "command-line framework is not loaded for a plain `proctor run`, ADR 0022), then one "
         "signed round trip to the governor to authorize and one to start the lease, and the "
-        "finish. A long-running job pays it once; a loop of tiny commands pays it each time."
+        "finish. A long-running job pays it once; a loop of tiny commands pays it each time. "
+        "The second group is the same governed run in a process already started: the waits for "
+        "the governor's three answers, and what the enforcer adds before the command starts "
+        "beyond them (issue 16's target: 3 ms), its contained child set up while the governor "
+        "decides (ADR 0024)."
     ),
 )

@@ -18,6 +18,7 @@ import pytest
 
 from gov_server import GovernorServer, cli
 from gov_support import POLICIES
+from proctor.authorization import warrants
 from proctor.authorization.keys import PrincipalKey
 from proctor.enforcement import _approval
 from proctor.enforcement import supervisor as supervisor_module
@@ -43,7 +44,7 @@ def _run(
     """One governed ``touch MARK`` with the authorize answer altered by ``alter``:
     (exit status, warrant verifications, what the supervisor said)."""
     real_json = _approval.ApprovingGovernors.json
-    real_verify = supervisor_module.verify_warrant_bounds
+    real_verify = warrants.verify_warrant_bounds
     verifications = [0]
 
     def altered(self: Any, method: str, target: str, body: Any = None, **kw: Any) -> Any:

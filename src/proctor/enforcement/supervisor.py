@@ -13,7 +13,7 @@ to receipt"):
    governor recorded ``execution.started`` (the warrant is single-use). The child is
    set up (forked, in its cgroups and namespaces) while the governor records the start,
    and starts the command only on the go given after that answer
-   (:meth:`~proctor.enforcement.containment.Containment.prepare`, ADR 0027).
+   (:meth:`~proctor.enforcement.containment.Containment.prepare`, ADR 0024).
 5. Keep the lease: renew every TTL/3 (each renewal re-verifies everything at the
    governor and re-hashes the measured files here); follow pushed revocations and
    policy changes on ``GET /v1/stream``; watch the measured files with inotify.
@@ -133,6 +133,7 @@ class Supervisor:
         self._max_output: int | None = None
         self._sealed: Prepared | None = None
         self._pending: PendingStart | None = None
+        self._containment: Containment | None = None
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -179,8 +180,7 @@ class Supervisor:
         except EnforcementError as e:
             self.say(f"integrity check before start failed; nothing started: {e}")
             return EXIT_DENIED
-        containment = Containment()
-        self._prepare_ahead(containment, prepared)
+        ahead = self._thread(self._prepare_ahead, prepared)  # while the governor decides
         # 2. Authorize.
         request = {
             "action": opts.action,
@@ -194,6 +194,9 @@ class Supervisor:
         except GovernorError as e:
             self.say(f"authorization failed: {e}")
             return EXIT_DENIED
+        finally:
+            ahead.join()  # its child is cancelled on every way out (run)
+        containment = self._containment or Containment()
         decision = answer.get("decision", {})
         if not answer.get("allow") or "warrant" not in answer:
             self.say(
@@ -369,13 +372,15 @@ class Supervisor:
         self._write_receipt()
         return status if status >= 0 else 128 - status
 
-    def _prepare_ahead(self, containment: Containment, sealed: Prepared) -> None:
-        """Set the contained child up while the governor decides (ADR 0027): forked, in
-        its cgroups and namespaces, waiting for a go that only a recorded start gives.
-        It is prepared with no resource limits and a lease whose TTL comes with the go;
-        a warrant with limits gets a child prepared for them instead. A failure here
-        only means no head start: the start after the warrant says what failed."""
+    def _prepare_ahead(self, sealed: Prepared) -> None:
+        """Set the contained child up while the governor decides (ADR 0024), in a thread
+        started once the request is being sent: forked, in its cgroups and namespaces,
+        waiting for a go that only a recorded start gives. It is prepared with no
+        resource limits and a lease whose TTL comes with the go; a warrant with limits
+        gets a child prepared for them instead. A failure here only means no head
+        start: the start after the warrant says what failed."""
         try:
+            self._containment = containment = Containment()
             self._pending = containment.prepare(
                 sealed.argv,
                 exec_path=sealed.exec_path,
@@ -384,7 +389,7 @@ class Supervisor:
                 stderr=-1,
                 lease_ttl=AHEAD_TTL_S,
             )
-        except (EnforcementError, OSError):
+        except Exception:  # noqa: BLE001 - no head start; the start after the warrant fails closed
             self._pending = None
 
     # -- termination -------------------------------------------------------------
