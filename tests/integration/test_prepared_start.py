@@ -145,7 +145,9 @@ def test_a_go_after_the_deadline_is_refused(config: str, touch: tuple[list[str],
     argv, mark = touch
     before = children()
     pending = containment(config).prepare(argv, execution_id=f"gate-{config}", gate_timeout=0.1)
+    assert pending.usable
     time.sleep(0.3)
+    assert not pending.usable  # what proctor run asks before it relies on a head start
     with pytest.raises(EnforcementError, match="past its gate's deadline; nothing started"):
         pending.go()
     time.sleep(SETTLE)
