@@ -91,6 +91,9 @@ def _reraise_interrupts(error: BaseException) -> None:
         raise error
 
 
+_DEFAULT_DENY = "denied: no permit policy matched (default deny)"
+
+
 class PolicyEngine:
     """A compiled, validated policy bundle that decides requests.
 
@@ -277,8 +280,17 @@ class PolicyEngine:
         self, request: PolicyRequest, now: int, digest: str
     ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
         policies, reads = self._slices.for_request(request.action, request.resource)
+        catalogued = self.catalog is not None and request.action == "mcp.call"
+        if not catalogued and len(policies) == 0:
+            # No policy's scope can match (proctor.policy.slices): Cedar would find no permit
+            # and no error. (A catalogued call is handed over: Cedar checks its arguments.)
+            try:
+                self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))
+            except PolicyError as e:
+                return self._deny(digest, f"denied: {e}", (str(e),))
+            return self._deny(digest, _DEFAULT_DENY)
         context = build_context(request, now)
-        if self.catalog is not None and request.action == "mcp.call":
+        if catalogued and self.catalog is not None:
             # Checked whether or not a policy reads it: a call must fit its tool's catalog.
             try:
                 context["tool"] = self.catalog.tool_context(request)
@@ -326,7 +338,7 @@ class PolicyEngine:
         if verdict == cedarpy.Decision.Deny:
             if names:
                 return self._deny(digest, f"denied by forbid policy {_names(names)}", names=names)
-            return self._deny(digest, "denied: no permit policy matched (default deny)")
+            return self._deny(digest, _DEFAULT_DENY)
         if verdict != cedarpy.Decision.Allow:
             return self._deny(digest, f"denied: Cedar reached no decision ({verdict.value})")
         principal_zone = request.principal_attrs.get("zone", "")

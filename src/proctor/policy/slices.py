@@ -39,6 +39,10 @@ attribute always given is a catalogued call's ``tool``: it holds the call's argu
 which Cedar checks while it parses the context (a decimal's text, for one), and a
 refusal there must not depend on which policies read them.
 
+A request whose slice is empty (no policy's scope can match it) is denied by default
+without asking Cedar, whose answer would be just that (no permit, no error); a
+catalogued call is still handed over, for the check of its arguments above.
+
 ``tests/unit/policy/test_policy_slicing.py`` checks both against the unsliced
 reference (every policy, the whole context) over generated policies and requests.
 """

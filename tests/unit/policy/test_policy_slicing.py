@@ -282,3 +282,36 @@ def test_a_catalogued_call_s_own_keys_are_parsed_whatever_the_policies_read(key:
     unsliced = PolicyEngine.compile(bundle, sliced=False).decide(request, now=0)
     assert sliced == unsliced
     assert sliced.allow, sliced.reason
+
+
+def test_a_request_no_policy_can_match_is_denied_without_cedar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty slice: Cedar's answer (no permit, no error) is known, and Cedar is not asked;
+    the decision is the one the unsliced reference gets from Cedar."""
+    import cedarpy
+
+    bundle = PolicyBundle(
+        {
+            "a.cedar": 'permit(principal, action == Proctor::Action::"exec", resource == Proctor::Executable::"/bin/a");'
+        }
+    )
+    sliced, unsliced = (
+        PolicyEngine.compile(bundle, decision_cache=0),
+        PolicyEngine.compile(bundle, sliced=False),
+    )
+    request = PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/b", ("b",))
+    want = unsliced.decide(request, now=0)
+    asked: list[object] = []
+    real = cedarpy.is_authorized
+
+    def counted(*a: Any, **k: Any) -> Any:
+        asked.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cedarpy, "is_authorized", counted)
+    got = sliced.decide(request, now=0)
+    assert got == want
+    assert not got.allow
+    assert got.reason == "denied: no permit policy matched (default deny)"
+    assert asked == []  # Cedar was not asked
+    assert sliced.decide(PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/a", ("a",)), now=0).allow
+    assert len(asked) == 1  # a request a policy can match still goes to Cedar
