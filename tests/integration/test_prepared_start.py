@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -327,3 +328,86 @@ def test_the_watchdog_holds_the_ttl_that_came_with_the_go(tmp_path: Path) -> Non
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_let_go_start_gets_its_watchdog_while_another_start_is_pending() -> None:
+    """Without a pid namespace the watchdog is a process of its own, forked at the go. The
+    spawner thread is then held in another pending start's ``Popen``: the watchdog must not
+    wait for it (the command let go would run unwatched, its ``go`` stuck)."""
+    c = containment("cgroup2")
+    a = c.prepare(["sleep", "30"], lease_ttl=5.0, gate_timeout=10.0)
+    time.sleep(SETTLE)  # A forked, waiting on its gate
+    b = c.prepare(["true"], gate_timeout=3.0)  # queued behind A in the spawner thread
+    trees: list[Contained] = []
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: trees.append(a.go()), daemon=True)
+    thread.start()
+    thread.join(timeout=2.0)
+    try:
+        assert not thread.is_alive(), "A's go waited for B's pending start"
+        assert time.monotonic() - started < 2.0
+    finally:
+        thread.join(timeout=15)
+        b.cancel()
+        for tree in trees:
+            tree.terminate_tree(grace=0)
+            tree.close()
+
+
+def test_cancel_cleans_up_when_the_child_could_not_even_be_forked() -> None:
+    """``Popen`` can fail with a ValueError (a NUL in the environment) before any fork:
+    cancelling then still removes the cgroup and closes every descriptor."""
+    before = set(os.listdir("/proc/self/fd"))
+    pending = containment("cgroup2").prepare(
+        ["true"], env={"X": "a\0b"}, lease_ttl=5.0, execution_id="gate-nul"
+    )
+    time.sleep(0.2)
+    assert not pending.usable  # failed already: proctor run prepares another
+    pending.cancel()
+    assert not own_groups(), "a cgroup was left behind"
+    assert set(os.listdir("/proc/self/fd")) == before, "descriptors were left open"
+
+
+def test_an_ungated_start_cannot_be_prepared() -> None:
+    """Without a gate the command would start as soon as it is set up, and a cancel could
+    not keep it from running: only ``spawn`` starts that way, letting it go at once."""
+    with pytest.raises(EnforcementError, match="gate_timeout must be a positive number"):
+        containment("pgroup-subreaper").prepare(["true"], gate_timeout=None)  # type: ignore[arg-type]
+
+
+STOPPED_NO_PIDNS = textwrap.dedent(
+    """
+    import os
+    from proctor.enforcement.containment import Containment
+    c = Containment(backends=["session", "subreaper", "pdeathsig", "cgroup2"])
+    pending = c.prepare(["/bin/sh", "-c", "sleep 30; true", os.environ["GATE_MARK"]], lease_ttl=60.0)
+    tree = pending.go(lease_ttl=0.5)
+    print(tree.pid, flush=True)
+    tree.wait()
+    """
+)
+
+
+@pytest.mark.skipif(not ROOT, reason="cgroup2 needs root here")
+def test_the_watchdog_process_holds_the_ttl_that_came_with_the_go() -> None:
+    """Without a pid namespace: the separate watchdog process, not the init, kills the tree."""
+    marker = f"gate-dog-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_NO_PIDNS],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "GATE_MARK": marker},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip()
+        assert wait_until(lambda: bool(marked(marker)), 5.0), "the command did not start"
+        os.kill(proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        assert wait_until(lambda: not marked(marker), 10.0), "the tree outlived the go's TTL"
+        assert time.monotonic() - stopped < 5.0
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    Containment()  # reaps the stopped supervisor's groups

@@ -91,8 +91,12 @@ class PendingStart:
 
     @property
     def usable(self) -> bool:
-        """Whether :meth:`go` may still start the command (neither done nor too late)."""
-        return not self._done and (self._gate < 0 or time.monotonic() <= self._deadline)
+        """Whether :meth:`go` may still start the command: neither done, nor too late,
+        nor failed already (the child's set-up raised before any go)."""
+        if self._done or (self._gate >= 0 and time.monotonic() > self._deadline):
+            return False
+        future = self._future
+        return not (future.done() and future.exception() is not None)
 
     def go(self, *, lease_ttl: float | None = None) -> Contained:
         """Let the child start the command, and track it.
@@ -163,14 +167,17 @@ class PendingStart:
 
     def _end(self, byte: bytes) -> None:
         self._close_gate(byte)
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            popen = self._future.result()
+        try:
+            popen = self._future.result()  # the child exits on the byte: Popen returns
             popen.kill()  # an outer relay (user namespace): its init has the byte too
             popen.wait()
             for pipe in (popen.stdin, popen.stdout, popen.stderr):
                 if pipe is not None:
                     pipe.close()
-        self._fail()
+        except Exception:  # noqa: BLE001, S110 - Popen failed (the child never ran): nothing to end
+            pass
+        finally:
+            self._fail()
 
     def _close_gate(self, byte: bytes) -> None:
         # Written now, closed once the child is forked: the spawner thread may not have

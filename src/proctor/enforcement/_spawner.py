@@ -166,8 +166,10 @@ def start_watchdog(
 ) -> subprocess.Popen[bytes]:
     """Fork the watchdog process of a tree without a pid namespace (see ``_watchdog``).
 
-    It is forked from the spawner thread like every other child, but needs no
-    PDEATHSIG: it must outlive the supervisor, to kill the tree when the supervisor dies.
+    It needs no PDEATHSIG (it must outlive the supervisor, to kill the tree when the
+    supervisor dies), so it is forked from the calling thread, not queued for the spawner
+    thread: that one may be held by another start waiting for its go, and a tree already
+    let go must not run unwatched meanwhile.
 
     Args:
         spec: the tree.
@@ -181,15 +183,13 @@ def start_watchdog(
     dog = WatchdogProcess(spec, sock_fd, ttl, direct_children)
     # The child never executes anything: the preexec_fn closes every other descriptor
     # (so Popen, seeing its error pipe closed, returns) and ends with _exit.
-    return spawner().run(
-        lambda: subprocess.Popen(
-            ["proctor-watchdog"],  # noqa: S607 - a name only: the child never executes
-            executable=sys.executable,
-            preexec_fn=dog,  # noqa: PLW1509 - it only watches a socket and kills (no imports, no locks)
-            start_new_session=True,
-            close_fds=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    return subprocess.Popen(
+        ["proctor-watchdog"],  # noqa: S607 - a name only: the child never executes
+        executable=sys.executable,
+        preexec_fn=dog,  # noqa: PLW1509 - it only watches a socket and kills (no imports, no locks)
+        start_new_session=True,
+        close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )

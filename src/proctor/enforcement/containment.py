@@ -293,20 +293,10 @@ class Containment:
             EnforcementError: a limit cannot be enforced, a mechanism failed, or the
                 command could not be executed; nothing is left running.
         """
-        return self.prepare(
-            argv,
-            exec_path=exec_path,
-            pass_fds=pass_fds,
-            limits=limits,
-            env=env,
-            cwd=cwd,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            execution_id=execution_id,
-            lease_ttl=lease_ttl,
-            gate_timeout=None,
-        ).go()
+        return self._start(
+            argv, exec_path=exec_path, pass_fds=pass_fds, limits=limits, env=env, cwd=cwd, stdin=stdin,
+            stdout=stdout, stderr=stderr, execution_id=execution_id, lease_ttl=lease_ttl, gate_timeout=None,
+        ).go()  # fmt: skip
 
     def prepare(
         self,
@@ -322,7 +312,7 @@ class Containment:
         stderr: _File = None,
         execution_id: str | None = None,
         lease_ttl: float | None = None,
-        gate_timeout: float | None = GATE_TIMEOUT_S,
+        gate_timeout: float = GATE_TIMEOUT_S,
     ) -> PendingStart:
         """Set up the start of ``argv`` as :meth:`spawn` does, up to the command, and return at once.
 
@@ -346,9 +336,7 @@ class Containment:
             stderr: as for :meth:`spawn`.
             execution_id: as for :meth:`spawn`.
             lease_ttl: as for :meth:`spawn`.
-            gate_timeout: seconds after which :meth:`PendingStart.go` refuses; ``None``:
-                no gate, the child starts the command as soon as it is set up (what
-                :meth:`spawn` does), and :meth:`PendingStart.go` waits for that.
+            gate_timeout: seconds after which :meth:`PendingStart.go` refuses.
 
         Returns:
             The pending start.
@@ -356,10 +344,32 @@ class Containment:
         Raises:
             EnforcementError: as for :meth:`spawn`, for what fails before the fork.
         """
-        if gate_timeout is not None and not (
-            type(gate_timeout) in (int, float) and math.isfinite(gate_timeout) and gate_timeout > 0
-        ):
+        if not (type(gate_timeout) in (int, float) and math.isfinite(gate_timeout) and gate_timeout > 0):
             raise EnforcementError(f"gate_timeout must be a positive number of seconds, got {gate_timeout!r}")
+        return self._start(
+            argv, exec_path=exec_path, pass_fds=pass_fds, limits=limits, env=env, cwd=cwd, stdin=stdin,
+            stdout=stdout, stderr=stderr, execution_id=execution_id, lease_ttl=lease_ttl,
+            gate_timeout=gate_timeout,
+        )  # fmt: skip
+
+    def _start(
+        self,
+        argv: Sequence[str],
+        *,
+        exec_path: str | None = None,
+        pass_fds: Sequence[int] = (),
+        limits: Limits | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: _File = None,
+        stdout: _File = None,
+        stderr: _File = None,
+        execution_id: str | None = None,
+        lease_ttl: float | None = None,
+        gate_timeout: float | None,
+    ) -> PendingStart:
+        # prepare's body; gate_timeout None: no gate, the child starts the command once
+        # set up (spawn, which lets it go at once: its cancel would not stop the command).
         argv = list(argv)
         if not argv:
             raise EnforcementError("nothing to run: argv is empty")
@@ -422,6 +432,7 @@ class Containment:
             status_r, status_w = os.pipe2(os.O_CLOEXEC) if pidns else (-1, -1)
             opened += [status_w] if pidns else []
             gate_r, gate_w = os.pipe2(os.O_CLOEXEC) if gate_timeout is not None else (-1, -1)
+            deadline = time.monotonic() + (gate_timeout or 0.0)  # before the fork is queued
             opened += [gate_r] if gate_r >= 0 else []
             setup = ChildSetup(
                 report_fd=report_w,
@@ -475,7 +486,7 @@ class Containment:
             name=argv[0],
             future=future,
             gate=gate_w,
-            deadline=time.monotonic() + (gate_timeout or 0.0),
+            deadline=deadline,
             leased=lease_ttl is not None,
             report=(report_r, report_w),
             after_fork=opened,

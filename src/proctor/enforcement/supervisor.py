@@ -133,6 +133,8 @@ class Supervisor:
         self._max_output: int | None = None
         self._sealed: Prepared | None = None
         self._pending: PendingStart | None = None
+        self._ahead_lock = threading.Lock()
+        self._closed = False
         self._containment: Containment | None = None
 
     def say(self, message: str) -> None:
@@ -148,8 +150,11 @@ class Supervisor:
         try:
             return self._run()
         finally:
-            if self._pending is not None:
-                self._pending.cancel()  # nothing after a go
+            with self._ahead_lock:  # a child the ahead thread sets up after this ends itself
+                self._closed = True
+                pending = self._pending
+            if pending is not None:
+                pending.cancel()  # nothing after a go
             if self._sealed is not None:
                 self._sealed.close()  # idempotent: closed once the child has its copies
             self._governors.close()
@@ -264,18 +269,8 @@ class Supervisor:
         # recorded start gives. Obligations that change its containment need another.
         pending = self._pending
         if pending is None or not pending.usable or limits != Limits():
-            if pending is not None:
-                pending.cancel()
             try:
-                self._pending = pending = containment.prepare(
-                    prepared.argv,
-                    exec_path=prepared.exec_path,
-                    pass_fds=prepared.pass_fds,
-                    limits=limits,
-                    stdout=-1,
-                    stderr=-1,
-                    lease_ttl=ttl,
-                )
+                pending = self._prepare_fresh(containment, prepared, limits, ttl)
             except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
                 self.say(f"could not prepare the command's start; nothing started: {type(e).__name__}: {e}")
                 return EXIT_DENIED
@@ -303,6 +298,8 @@ class Supervisor:
             self._lease_deadline = lease_deadline(time.monotonic(), ttl)
             began = time.monotonic()
             try:
+                if not pending.usable:  # its time ran out while the start was recorded
+                    pending = self._prepare_fresh(containment, prepared, limits, ttl)
                 self._contained = pending.go(lease_ttl=ttl)
             except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
                 self.say(f"could not start the command: {type(e).__name__}: {e}")
@@ -381,7 +378,7 @@ class Supervisor:
         start: the start after the warrant says what failed."""
         try:
             self._containment = containment = Containment()
-            self._pending = containment.prepare(
+            pending = containment.prepare(
                 sealed.argv,
                 exec_path=sealed.exec_path,
                 pass_fds=sealed.pass_fds,
@@ -390,7 +387,29 @@ class Supervisor:
                 lease_ttl=AHEAD_TTL_S,
             )
         except Exception:  # noqa: BLE001 - no head start; the start after the warrant fails closed
-            self._pending = None
+            return
+        with self._ahead_lock:
+            if not self._closed:
+                self._pending = pending
+                return
+        pending.cancel()  # the run ended (an interrupt while this was joined)
+
+    def _prepare_fresh(
+        self, containment: Containment, sealed: Prepared, limits: Limits, ttl: float
+    ) -> PendingStart:
+        """A child prepared for the warrant's limits and lease, the earlier one cancelled."""
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = containment.prepare(
+            sealed.argv,
+            exec_path=sealed.exec_path,
+            pass_fds=sealed.pass_fds,
+            limits=limits,
+            stdout=-1,
+            stderr=-1,
+            lease_ttl=ttl,
+        )
+        return self._pending
 
     # -- termination -------------------------------------------------------------
 
