@@ -235,8 +235,9 @@ def _chain(  # noqa: PLR0917 - bound by functools.partial, then called by the au
     index = op.pending.first
     if issued.type != "warrant.issued" or issued.data.get("warrant") != op.claims.warrant_id:
         return None
+    logged = orjson.loads(decision.raw)
     issue = Issue(
-        index + 1, leaf_hash(issued.raw), with_arguments(index, orjson.loads(decision.raw), op.opening)
+        index + 1, leaf_hash(issued.raw), with_arguments(index, logged, op.opening), logged["bundle"]
     )
     start = _start_body(governor, name, request, plan, op.token)
     chained: ChainedStart | None = governor.executions.start_chained(

@@ -105,11 +105,14 @@ TERMINATION_REASONS = (
 class Issue:
     """What a start reads of its warrant's issue: the ``warrant.issued`` event's index and
     leaf hash (the start's parent link), and the decision's request with its arguments
-    (kept in the execution's row, for re-evaluation under a new policy)."""
+    and bundle (kept in the execution's row: a renewal under another bundle re-evaluates
+    the request, also when that bundle was pushed between the decision and the start)."""
 
     issued_index: int
     leaf_hash: bytes
     request: dict[str, Any]
+    bundle: str = ""
+    """The digest of the bundle that decided (the decision event's ``bundle``)."""
 
 
 def with_arguments(index: int, decision: dict[str, Any], opening: ArgumentOpening | None) -> dict[str, Any]:
@@ -392,7 +395,10 @@ class Executions:
                     index = int(issued["issued_index"])
                     decision = orjson.loads(self._log.leaf(claims.decision_index))
                     issue = Issue(
-                        index, self._log.leaf_hash(index), self._full_request(claims.decision_index, decision)
+                        index,
+                        self._log.leaf_hash(index),
+                        self._full_request(claims.decision_index, decision),
+                        str(decision.get("bundle", "")),
                     )
                     event, row, answer = self._start_event(principal, body, zone, verified, issue, now)
                     answer["log_index"] = self._queue_start(
@@ -570,7 +576,7 @@ class Executions:
                 "id": execution_id,
                 "warrant": claims.warrant_id,
                 "principal": principal,
-                "bundle": engine.bundle_digest if engine is not None else "",
+                "bundle": issue.bundle or (engine.bundle_digest if engine is not None else ""),
                 "request": orjson.dumps(issue.request).decode(),
                 "started_index": -1,
                 "indices": [claims.decision_index, issue.issued_index],

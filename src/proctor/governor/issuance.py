@@ -109,11 +109,6 @@ class WarrantIssuer:
         self._warrant_ttl_s = warrant_ttl_s
         self._minter = minter
 
-    @property
-    def uses_helper(self) -> bool:
-        """Whether warrants are minted in the helper process (filled in after queuing)."""
-        return self._minter is not None
-
     def helper_ready(self) -> bool:
         """Whether the helper can take a warrant now. One that died while it was not
         used (a quiet log mints on the caller's thread) is started again in the
@@ -237,7 +232,7 @@ class WarrantIssuer:
             deferred.fill(event, side=[row])
 
         try:
-            if self._minter is None:  # not reached: only called when uses_helper
+            if self._minter is None:  # not reached: only called when helper_ready()
                 raise WarrantError("no minting helper")
             self._minter.mint(claims, minted)
         except WarrantError as e:
