@@ -9,6 +9,7 @@ all leave no command run and no child or cgroup behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -296,9 +297,10 @@ def test_a_lease_ttl_with_the_go_needs_a_start_prepared_with_a_lease(touch: tupl
 
 STOPPED = textwrap.dedent(
     """
-    import os
+    import json, os
     from proctor.enforcement.containment import Containment
-    pending = Containment().prepare(["/bin/sh", "-c", "sleep 30; true", os.environ["GATE_MARK"]], lease_ttl=60.0)
+    c = Containment(backends=json.loads(os.environ["GATE_BACKENDS"]))
+    pending = c.prepare(["/bin/sh", "-c", "sleep 30; true", os.environ["GATE_MARK"]], lease_ttl=60.0)
     tree = pending.go(lease_ttl=0.5)
     print(tree.pid, flush=True)
     tree.wait()
@@ -306,14 +308,15 @@ STOPPED = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not ROOT, reason="the pid namespace's init is the watchdog as root")
-def test_the_watchdog_holds_the_ttl_that_came_with_the_go(tmp_path: Path) -> None:
+@pytest.mark.skipif(not ROOT, reason="cgroup2 and the pid namespace's init as watchdog need root here")
+@pytest.mark.parametrize("config", ["strongest", "cgroup2"], ids=["init-watchdog", "watchdog-process"])
+def test_the_watchdog_holds_the_ttl_that_came_with_the_go(config: str) -> None:
     """Prepared with a 60 s lease, let go with 0.5 s: a supervisor stopped (SIGSTOP) has
-    its tree killed after about 0.5 s, not 60."""
+    its tree killed after about 0.5 s, not 60 — by the pid namespace's init, or without
+    one by the watchdog process."""
     marker = f"gate-ttl-{os.getpid()}-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STOPPED], stdout=subprocess.PIPE, env={**os.environ, "GATE_MARK": marker}
-    )
+    env = {**os.environ, "GATE_MARK": marker, "GATE_BACKENDS": json.dumps(CONFIGS[config])}
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED], stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip()
@@ -328,6 +331,7 @@ def test_the_watchdog_holds_the_ttl_that_came_with_the_go(tmp_path: Path) -> Non
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+    Containment()  # reaps the stopped supervisor's groups
 
 
 def test_a_let_go_start_gets_its_watchdog_while_another_start_is_pending() -> None:
@@ -373,41 +377,3 @@ def test_an_ungated_start_cannot_be_prepared() -> None:
     not keep it from running: only ``spawn`` starts that way, letting it go at once."""
     with pytest.raises(EnforcementError, match="gate_timeout must be a positive number"):
         containment("pgroup-subreaper").prepare(["true"], gate_timeout=None)  # type: ignore[arg-type]
-
-
-STOPPED_NO_PIDNS = textwrap.dedent(
-    """
-    import os
-    from proctor.enforcement.containment import Containment
-    c = Containment(backends=["session", "subreaper", "pdeathsig", "cgroup2"])
-    pending = c.prepare(["/bin/sh", "-c", "sleep 30; true", os.environ["GATE_MARK"]], lease_ttl=60.0)
-    tree = pending.go(lease_ttl=0.5)
-    print(tree.pid, flush=True)
-    tree.wait()
-    """
-)
-
-
-@pytest.mark.skipif(not ROOT, reason="cgroup2 needs root here")
-def test_the_watchdog_process_holds_the_ttl_that_came_with_the_go() -> None:
-    """Without a pid namespace: the separate watchdog process, not the init, kills the tree."""
-    marker = f"gate-dog-{os.getpid()}-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_NO_PIDNS],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "GATE_MARK": marker},
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip()
-        assert wait_until(lambda: bool(marked(marker)), 5.0), "the command did not start"
-        os.kill(proc.pid, signal.SIGSTOP)
-        stopped = time.monotonic()
-        assert wait_until(lambda: not marked(marker), 10.0), "the tree outlived the go's TTL"
-        assert time.monotonic() - stopped < 5.0
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    Containment()  # reaps the stopped supervisor's groups
