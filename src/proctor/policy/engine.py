@@ -280,20 +280,16 @@ class PolicyEngine:
         self, request: PolicyRequest, now: int, digest: str
     ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
         policies, reads = self._slices.for_request(request.action, request.resource)
-        catalogued = self.catalog is not None and request.action == "mcp.call"
-        if not catalogued and len(policies) == 0:
-            # No policy's scope can match (proctor.policy.slices): Cedar would find no permit
-            # and no error. (A catalogued call is handed over: Cedar checks its arguments.)
-            try:
-                self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))
-            except PolicyError as e:
-                return self._deny(digest, f"denied: {e}", (str(e),))
-            return self._deny(digest, _DEFAULT_DENY)
+        catalog = self.catalog if request.action == "mcp.call" else None
+        if catalog is None and len(policies) == 0:  # Cedar would find no permit, no error
+            # (proctor.policy.slices); a catalogued call goes to Cedar, which checks its arguments.
+            entities = self._principal_entities(request, digest)
+            return entities if isinstance(entities, Decision) else self._deny(digest, _DEFAULT_DENY)
         context = build_context(request, now)
-        if catalogued and self.catalog is not None:
+        if catalog is not None:
             # Checked whether or not a policy reads it: a call must fit its tool's catalog.
             try:
-                context["tool"] = self.catalog.tool_context(request)
+                context["tool"] = catalog.tool_context(request)
             except ArgumentsMismatchError as e:
                 return self._deny(digest, f"denied: the call does not fit the tool catalog: {e}", (str(e),))
         if reads is not None:  # only what the slice's policies read (proctor.policy.slices)
@@ -306,11 +302,15 @@ class PolicyEngine:
             "resource": {"type": RESOURCE_TYPES[request.action], "id": request.resource},
             "context": orjson.dumps(context).decode(),
         }
+        entities = self._principal_entities(request, digest)
+        return entities if isinstance(entities, Decision) else (digest, cedar_request, policies, entities)
+
+    def _principal_entities(self, request: PolicyRequest, digest: str) -> cedarpy.Entities | Decision:
+        """The principal's entities, or the deny that says why they cannot be built."""
         try:
-            entities = self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))
+            return self._entities(request.principal, tuple(sorted(request.principal_attrs.items())))
         except PolicyError as e:
             return self._deny(digest, f"denied: {e}", (str(e),))
-        return digest, cedar_request, policies, entities
 
     def _deny(
         self, digest: str, reason: str, errors: Sequence[str] = (), names: Sequence[str] = ()
