@@ -378,14 +378,7 @@ class Supervisor:
         start: the start after the warrant says what failed."""
         try:
             self._containment = containment = Containment()
-            pending = containment.prepare(
-                sealed.argv,
-                exec_path=sealed.exec_path,
-                pass_fds=sealed.pass_fds,
-                stdout=-1,
-                stderr=-1,
-                lease_ttl=AHEAD_TTL_S,
-            )
+            pending = _prepare_child(containment, sealed, Limits(), AHEAD_TTL_S)
         except Exception:  # noqa: BLE001 - no head start; the start after the warrant fails closed
             return
         with self._ahead_lock:
@@ -400,15 +393,7 @@ class Supervisor:
         """A child prepared for the warrant's limits and lease, the earlier one cancelled."""
         if self._pending is not None:
             self._pending.cancel()
-        self._pending = containment.prepare(
-            sealed.argv,
-            exec_path=sealed.exec_path,
-            pass_fds=sealed.pass_fds,
-            limits=limits,
-            stdout=-1,
-            stderr=-1,
-            lease_ttl=ttl,
-        )
+        self._pending = _prepare_child(containment, sealed, limits, ttl)
         return self._pending
 
     # -- termination -------------------------------------------------------------
@@ -560,6 +545,19 @@ class Supervisor:
                 f.write(orjson.dumps(receipt, option=orjson.OPT_INDENT_2) + b"\n")
         except (ProctorError, OSError) as e:
             self.say(f"could not write the receipt: {e}")
+
+
+def _prepare_child(containment: Containment, sealed: Prepared, limits: Limits, ttl: float) -> PendingStart:
+    """The contained start of the sealed command, its output piped (teed and hashed)."""
+    return containment.prepare(
+        sealed.argv,
+        exec_path=sealed.exec_path,
+        pass_fds=sealed.pass_fds,
+        limits=limits,
+        stdout=-1,
+        stderr=-1,
+        lease_ttl=ttl,
+    )
 
 
 def _int(value: Any) -> int | None:
