@@ -54,19 +54,37 @@ def test_an_unchanged_file_passes_a_recheck_and_a_removed_one_fails(tmp_path: Pa
     assert seen == [f"{f} was removed or unreadable"]
 
 
+def _targets() -> list[str]:
+    """What each open descriptor of this process is (``pipe:[inode]``,
+    ``anon_inode:inotify``, a path): descriptor numbers alone would be reused by any
+    other thread of the test process that opens a file meanwhile."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{name}"))
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            continue
+    return out
+
+
 def test_stop_ends_the_watch_thread_without_waiting_for_a_poll(tmp_path: Path) -> None:
     f = tmp_path / "job.sh"
     f.write_bytes(b"x")
     watch = IntegrityWatch({str(f): _digest(b"x")}, lambda p, d: None)
-    before = set(os.listdir("/proc/self/fd"))
+    inotify_before = _targets().count("anon_inode:inotify")
     watch.start()
     thread = watch._thread
     if thread is None:  # no inotify here: nothing to stop
         return
+    assert watch._wake is not None
+    pipe = {os.readlink(f"/proc/self/fd/{fd}") for fd in watch._wake}
+    assert _targets().count("anon_inode:inotify") == inotify_before + 1
     # The thread waits up to 5 s per poll; stop() joins for 1 s at most, so only a stop
     # that wakes the thread leaves it ended here.
     watch.stop()
     assert not thread.is_alive()
     assert watch.closing is not None  # the inotify descriptor is closed by a thread of its own
     watch.closing.join(timeout=5)
-    assert set(os.listdir("/proc/self/fd")) <= before  # inotify descriptor and wake pipe closed
+    after = _targets()
+    assert not pipe & set(after), "the wake pipe is still open"
+    assert after.count("anon_inode:inotify") == inotify_before, "the inotify descriptor is open"
