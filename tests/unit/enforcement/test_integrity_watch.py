@@ -54,37 +54,51 @@ def test_an_unchanged_file_passes_a_recheck_and_a_removed_one_fails(tmp_path: Pa
     assert seen == [f"{f} was removed or unreadable"]
 
 
-def _targets() -> list[str]:
-    """What each open descriptor of this process is (``pipe:[inode]``,
-    ``anon_inode:inotify``, a path): descriptor numbers alone would be reused by any
-    other thread of the test process that opens a file meanwhile."""
-    out = []
+def _pipes() -> set[str]:
+    """The pipes this process holds open (``pipe:[inode]``): descriptor numbers alone
+    would be reused by any other thread of the test process that opens a file meanwhile."""
+    out = set()
     for name in os.listdir("/proc/self/fd"):
         try:
-            out.append(os.readlink(f"/proc/self/fd/{name}"))
+            target = os.readlink(f"/proc/self/fd/{name}")
         except FileNotFoundError:  # the listing's own descriptor, closed since
             continue
+        if target.startswith("pipe:"):
+            out.add(target)
     return out
+
+
+def _inotify_watches(path: Path) -> int:
+    """How many inotify watches of this process are on ``path``'s inode: the kernel lists
+    each in the descriptor's fdinfo (an earlier test's watch, still being closed by its
+    own thread, watches another file)."""
+    ino = f" ino:{os.stat(path).st_ino:x} "
+    count = 0
+    for name in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{name}", encoding="ascii") as f:
+                count += sum(line.startswith("inotify wd:") and ino in line for line in f)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return count
 
 
 def test_stop_ends_the_watch_thread_without_waiting_for_a_poll(tmp_path: Path) -> None:
     f = tmp_path / "job.sh"
     f.write_bytes(b"x")
     watch = IntegrityWatch({str(f): _digest(b"x")}, lambda p, d: None)
-    inotify_before = _targets().count("anon_inode:inotify")
     watch.start()
     thread = watch._thread
     if thread is None:  # no inotify here: nothing to stop
         return
     assert watch._wake is not None
     pipe = {os.readlink(f"/proc/self/fd/{fd}") for fd in watch._wake}
-    assert _targets().count("anon_inode:inotify") == inotify_before + 1
+    assert _inotify_watches(f) == 1
     # The thread waits up to 5 s per poll; stop() joins for 1 s at most, so only a stop
     # that wakes the thread leaves it ended here.
     watch.stop()
     assert not thread.is_alive()
     assert watch.closing is not None  # the inotify descriptor is closed by a thread of its own
     watch.closing.join(timeout=5)
-    after = _targets()
-    assert not pipe & set(after), "the wake pipe is still open"
-    assert after.count("anon_inode:inotify") == inotify_before, "the inotify descriptor is open"
+    assert not pipe & _pipes(), "the wake pipe is still open"
+    assert _inotify_watches(f) == 0, "the inotify descriptor is still open"
