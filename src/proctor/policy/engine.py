@@ -49,10 +49,11 @@ import cedarpy
 import orjson
 
 from proctor.errors import CanonicalizationError, PolicyError, PolicyValidationError
+from proctor.policy._cedar import CedarAnswer, ask, ask_batch, reraise_interrupts
 from proctor.policy._locate import locate_parse_error
 from proctor.policy._probe import probe_requests
 from proctor.policy.bundle import PolicyBundle
-from proctor.policy.context import build_context, principal_entity_json, request_problem
+from proctor.policy.context import build_context, principal_entity_json, request_problem, wellformed_digest
 from proctor.policy.decision import Decision, safe_request_digest
 from proctor.policy.decision_cache import DECISION_CACHE_SIZE, DecisionCache, time_fields_read
 from proctor.policy.obligations import combine_obligations, read_annotations
@@ -83,15 +84,8 @@ def _names(names: Sequence[str]) -> str:
     return ", ".join(names)
 
 
-def _reraise_interrupts(error: BaseException) -> None:
-    # A Rust panic inside cedarpy surfaces as pyo3's PanicException, which derives from
-    # BaseException so that `except Exception` misses it; it must still become a deny.
-    # Interrupts and exits must not.
-    if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
-        raise error
-
-
 _DEFAULT_DENY = "denied: no permit policy matched (default deny)"
+_Determining = tuple[tuple[str, ...], bool, dict[str, Any], str]
 
 
 class PolicyEngine:
@@ -131,6 +125,7 @@ class PolicyEngine:
         self._by_id = {p.policy_id: p for p in policies}
         self._slices = slices
         self._entities = functools.lru_cache(maxsize=ENTITY_CACHE_SIZE)(self._build_entities)
+        self._determining = functools.lru_cache(maxsize=ENTITY_CACHE_SIZE)(self._read_determining)
         self._cache = DecisionCache(time_fields_read(p.est for p in self.policies), decision_cache)
 
     # -- compiling ---------------------------------------------------------------------
@@ -263,11 +258,11 @@ class PolicyEngine:
     def _check(self, request: PolicyRequest, now: int) -> Decision | str:
         # A malformed request is a deny that says why; so is one that cannot be hashed.
         # Otherwise the request's digest: every field Cedar will see is well-typed and in it.
+        problem = request_problem(request, now)
         try:
-            digest = request.digest()
+            digest = request.digest() if problem is not None else wellformed_digest(request)
         except CanonicalizationError as e:
             return self._deny("", f"denied: the request is outside the canonical JSON subset: {e}", (str(e),))
-        problem = request_problem(request, now)
         if problem is not None:
             return self._deny(digest, f"denied: malformed request: {problem}")
         missing = self._info.required_attrs.difference(request.principal_attrs)
@@ -285,17 +280,14 @@ class PolicyEngine:
             # (proctor.policy.slices); a catalogued call goes to Cedar, which checks its arguments.
             entities = self._principal_entities(request, digest)
             return entities if isinstance(entities, Decision) else self._deny(digest, _DEFAULT_DENY)
-        context = build_context(request, now)
+        # The fields the slice's policies read (None: all); "tool" always: Cedar checks it.
+        context = build_context(request, now, reads)
         if catalog is not None:
             # Checked whether or not a policy reads it: a call must fit its tool's catalog.
             try:
                 context["tool"] = catalog.tool_context(request)
             except ArgumentsMismatchError as e:
                 return self._deny(digest, f"denied: the call does not fit the tool catalog: {e}", (str(e),))
-        if reads is not None:  # only what the slice's policies read (proctor.policy.slices)
-            # Except "tool": it holds the call's arguments, which Cedar checks while it
-            # parses the context, whether or not a policy reads them.
-            context = {name: value for name, value in context.items() if name in reads or name == "tool"}
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.principal},
             "action": _ACTION_UIDS[request.action],
@@ -323,36 +315,41 @@ class PolicyEngine:
         reason = f"denied: an internal error occurred while deciding ({message}); errors deny"
         return Decision(False, (), (message,), {}, self.bundle_digest, digest, reason)
 
-    def _interpret(self, request: PolicyRequest, digest: str, result: cedarpy.AuthzResult) -> Decision:
-        diagnostics = result.diagnostics
-        errors = tuple(sorted(str(e) for e in diagnostics.errors))
-        matched = sorted((self._by_id[p] for p in diagnostics.reasons), key=lambda p: p.name)
+    def _read_determining(self, reasons: tuple[str, ...]) -> _Determining:
+        # What the determining policies say, by their ids alone (kept per set): their names,
+        # whether one has @cross_zone("true"), their obligations, the sentence of an allow.
+        matched = sorted((self._by_id[p] for p in reasons), key=lambda p: p.name)
         names = tuple(p.name for p in matched)
-        verdict = result.decision
+        obligations = combine_obligations(p.annotations for p in matched)
+        allowed = f"allowed by permit polic{'y' if len(names) == 1 else 'ies'} {_names(names)}"
+        return names, any(p.annotations.cross_zone for p in matched), obligations, allowed
+
+    def _interpret(self, request: PolicyRequest, digest: str, answer: CedarAnswer) -> Decision:
+        errors = tuple(sorted(answer.errors))
+        names, crosses, obligations, allowed = self._determining(answer.reasons)
+        verdict = answer.decision
         if errors:
             culprits = sorted({self._name(m) for e in errors for m in _POLICY_IN_ERROR.findall(e)})
             where = f" in policy {_names(culprits)}" if culprits else ""
-            kept = names if verdict == cedarpy.Decision.Deny else ()
+            kept = names if verdict == "Deny" else ()
             reason = f"denied: evaluation error{where} ({errors[0]}); any evaluation error denies"
             return Decision(False, kept, errors, {}, self.bundle_digest, digest, reason)
-        if verdict == cedarpy.Decision.Deny:
+        if verdict == "Deny":
             if names:
                 return self._deny(digest, f"denied by forbid policy {_names(names)}", names=names)
             return self._deny(digest, _DEFAULT_DENY)
-        if verdict != cedarpy.Decision.Allow:
-            return self._deny(digest, f"denied: Cedar reached no decision ({verdict.value})")
+        if verdict != "Allow":
+            return self._deny(digest, f"denied: Cedar reached no decision ({verdict})")
         principal_zone = request.principal_attrs.get("zone", "")
         cross_zone = bool(request.zone) and request.zone != principal_zone
-        if cross_zone and not any(p.annotations.cross_zone for p in matched):
+        if cross_zone and not crosses:
             reason = (
                 f"denied: cross-zone request (principal zone {principal_zone!r}, environment zone "
                 f"{request.zone!r}) and no determining permit policy ({_names(names)}) "
                 'carries @cross_zone("true")'
             )
             return self._deny(digest, reason)
-        obligations = combine_obligations(p.annotations for p in matched)
-        reason = f"allowed by permit polic{'y' if len(names) == 1 else 'ies'} {_names(names)}"
-        return Decision(True, names, (), obligations, self.bundle_digest, digest, reason)
+        return Decision(True, names, (), obligations, self.bundle_digest, digest, allowed)
 
     def _forbid_name(self, policy_id: str) -> str | None:
         policy = self._by_id.get(policy_id)
@@ -392,7 +389,7 @@ class PolicyEngine:
             policies = self._slices.for_request(action, resource).policies
             return never_allowed(policies, entities, principal, action, resource, forbids=self._forbid_name)
         except BaseException as e:  # noqa: BLE001 -- fail closed: what cannot be judged is hidden
-            _reraise_interrupts(e)
+            reraise_interrupts(e)
             return f"it could not be judged ({type(e).__name__}: {e})"
 
     def decide(self, request: PolicyRequest, *, now: int) -> Decision:
@@ -418,14 +415,13 @@ class PolicyEngine:
                 decision = prepared
             else:
                 digest, cedar_request, policies, entities = prepared
-                result = cedarpy.is_authorized(cedar_request, policies, entities)
-                decision = self._interpret(request, digest, result)
+                decision = self._interpret(request, digest, ask(cedar_request, policies, entities))
             # Only a decision reached without an exception is kept (a transient failure
             # must not be replayed); the key is sound by proctor.policy.decision_cache.
             self._cache.put(key, decision)
             return decision
         except BaseException as e:  # noqa: BLE001 -- fail closed: every failure is a deny that records it
-            _reraise_interrupts(e)
+            reraise_interrupts(e)
             return self._failed(request, e)
 
     def decide_batch(self, requests: Sequence[PolicyRequest], *, now: int) -> list[Decision]:
@@ -457,18 +453,16 @@ class PolicyEngine:
                 handles[key] = (policies, entities)
                 groups.setdefault(key, []).append((i, digest, cedar_request))
             except BaseException as e:  # noqa: BLE001 -- fail closed
-                _reraise_interrupts(e)
+                reraise_interrupts(e)
                 decisions[i] = self._failed(request, e)
         for key, members in groups.items():
             policies, entities = handles[key]
             try:
-                results = cedarpy.is_authorized_batch([m[2] for m in members], policies, entities)
-                if len(results) != len(members):
-                    raise PolicyError(f"expected {len(members)} results from Cedar, found {len(results)}")
-                for (i, digest, _), result in zip(members, results, strict=True):
-                    decisions[i] = self._interpret(requests[i], digest, result)
+                answers = ask_batch([m[2] for m in members], policies, entities)
+                for (i, digest, _), answer in zip(members, answers, strict=True):
+                    decisions[i] = self._interpret(requests[i], digest, answer)
             except BaseException as e:  # noqa: BLE001 -- fail closed
-                _reraise_interrupts(e)
+                reraise_interrupts(e)
                 for i, _, _ in members:
                     decisions[i] = self._failed(requests[i], e)
         return [d if d is not None else self._failed(None, PolicyError("no decision")) for d in decisions]

@@ -13,7 +13,7 @@ import cedarpy
 import orjson
 import pytest
 
-from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest
+from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest, _cedar
 from proctor.policy.decision_cache import TIME_FIELDS, DecisionCache, time_fields_read
 
 NOW = 1767225600  # 2026-01-01T00:00:00Z, a Thursday
@@ -114,17 +114,17 @@ def test_a_malformed_request_is_judged_before_the_cache() -> None:
 def test_a_failure_while_deciding_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     eng = engine(OFFICE_HOURS)
     req = request()
-    real = cedarpy.is_authorized
+    real = _cedar._ask_one
 
     def explode(*_: Any, **__: Any) -> Any:
         raise RuntimeError("cedar exploded")
 
-    monkeypatch.setattr(cedarpy, "is_authorized", explode)
+    monkeypatch.setattr(_cedar, "_ask_one", explode)
     failed = eng.decide(req, now=NOW + 9 * HOUR)
     assert not failed.allow
     assert failed.errors == ("RuntimeError: cedar exploded",)
     assert len(eng.cache) == 0
-    monkeypatch.setattr(cedarpy, "is_authorized", real)
+    monkeypatch.setattr(_cedar, "_ask_one", real)
     assert eng.decide(req, now=NOW + 9 * HOUR).allow
 
 

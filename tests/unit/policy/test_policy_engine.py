@@ -18,6 +18,7 @@ from proctor.policy import (
     PolicyBundle,
     PolicyEngine,
     PolicyRequest,
+    _cedar,
     deny_all,
 )
 from proctor.policy.context import build_context
@@ -167,8 +168,13 @@ def test_fail_closed_forbid_reading_an_attribute_missing_for_this_request() -> N
     assert "policy1" in decision.errors[0]
 
 
-def _result(decision: str, reasons: list[str], errors: list[str]) -> cedarpy.AuthzResult:
-    return cedarpy.AuthzResult({"decision": decision, "diagnostics": {"reason": reasons, "errors": errors}})
+def _answer(decision: str, reasons: list[str] | None, errors: list[str] | None) -> bytes:
+    diagnostics: dict[str, Any] = {}
+    if reasons is not None:
+        diagnostics["reason"] = reasons
+    if errors is not None:
+        diagnostics["errors"] = errors
+    return orjson.dumps({"decision": decision, "diagnostics": diagnostics})
 
 
 def _raise(*_: Any, **__: Any) -> Any:
@@ -179,12 +185,32 @@ def _raise(*_: Any, **__: Any) -> Any:
     ("fake", "expect_error"),
     [
         (_raise, "RuntimeError: cedar exploded"),
-        (lambda *a, **k: _result("NoDecision", [], []), None),
-        (lambda *a, **k: _result("Allow", ["policy0"], ["error while evaluating policy `policy0`: x"]), "x"),
-        (lambda *a, **k: _result("Allow", ["policy99"], []), "KeyError"),
-        (lambda *a, **k: _result("Maybe", [], []), "KeyError"),
+        (lambda *a, **k: _answer("NoDecision", [], []), None),
+        (lambda *a, **k: _answer("NoDecision", None, ["failed to build request: x"]), "failed to build"),
+        (lambda *a, **k: _answer("Allow", ["policy0"], ["error while evaluating policy `policy0`: x"]), "x"),
+        (lambda *a, **k: _answer("Allow", ["policy99"], []), "KeyError"),
+        (lambda *a, **k: _answer("Maybe", [], []), "expected a decision in"),
+        (lambda *a, **k: _answer("Allow", ["policy0"], None), "expected diagnostics with errors"),
+        (lambda *a, **k: _answer("Allow", None, []), "decision 'Allow' came without its reasons"),
+        (lambda *a, **k: _answer("Allow", "policy0", []), "reasons as a list of strings"),  # type: ignore[arg-type]
+        (lambda *a, **k: _answer("Allow", ["policy0"], [{"e": 1}]), "errors as a list of strings"),  # type: ignore[list-item]
+        (lambda *a, **k: b'{"decision": "Allow"', "JSONDecodeError"),
+        (lambda *a, **k: b'["Allow"]', "expected a JSON object"),
     ],
-    ids=["exception-in-cedar", "no-decision", "allow-with-errors", "unknown-policy-id", "unknown-verdict"],
+    ids=[
+        "exception-in-cedar",
+        "no-decision",
+        "no-decision-with-errors",
+        "allow-with-errors",
+        "unknown-policy-id",
+        "unknown-verdict",
+        "allow-without-errors-list",
+        "allow-without-reasons",
+        "reasons-not-a-list",
+        "errors-not-strings",
+        "truncated-json",
+        "not-an-object",
+    ],
 )
 def test_fail_closed_anything_but_a_clean_allow_denies(
     monkeypatch: pytest.MonkeyPatch, fake: Callable[..., Any], expect_error: str | None
@@ -193,7 +219,7 @@ def test_fail_closed_anything_but_a_clean_allow_denies(
     request = exec_request("pg_dump", "db1")
     assert eng.decide(request, now=NOW).allow
     eng.cache.clear()  # the allow is kept for reuse; this checks what deciding afresh does
-    monkeypatch.setattr(cedarpy, "is_authorized", fake)
+    monkeypatch.setattr(_cedar, "_ask_one", fake)
     decision = eng.decide(request, now=NOW)
     assert not decision.allow
     assert decision.request_digest == request.digest()
@@ -220,11 +246,11 @@ def test_fail_closed_rust_panic_denies_but_interrupts_propagate(monkeypatch: pyt
     def interrupt(*_: Any, **__: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cedarpy, "is_authorized", panic)
+    monkeypatch.setattr(_cedar, "_ask_one", panic)
     decision = eng.decide(request, now=NOW)
     assert not decision.allow
     assert decision.errors == ("PanicException: index out of bounds",)
-    monkeypatch.setattr(cedarpy, "is_authorized", interrupt)
+    monkeypatch.setattr(_cedar, "_ask_one", interrupt)
     with pytest.raises(KeyboardInterrupt):
         eng.decide(request, now=NOW)
 
@@ -233,7 +259,7 @@ def test_fail_closed_exception_in_batch_denies_every_request_of_the_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     eng = engine(PG_DUMP)
-    monkeypatch.setattr(cedarpy, "is_authorized_batch", _raise)
+    monkeypatch.setattr(_cedar, "_ask_many", _raise)
     decisions = eng.decide_batch([exec_request("pg_dump", "db1")] * 3, now=NOW)
     assert [d.allow for d in decisions] == [False] * 3
     assert all("cedar exploded" in d.errors[0] for d in decisions)

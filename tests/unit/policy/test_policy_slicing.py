@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest
+from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest, _cedar
 from proctor.policy.slices import context_reads, scope_actions, scope_resource
 
 EXECUTABLES = ("/bin/a", "/bin/b", "/bin/c")
@@ -287,7 +287,6 @@ def test_a_catalogued_call_s_own_keys_are_parsed_whatever_the_policies_read(key:
 def test_a_request_no_policy_can_match_is_denied_without_cedar(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty slice: Cedar's answer (no permit, no error) is known, and Cedar is not asked;
     the decision is the one the unsliced reference gets from Cedar."""
-    import cedarpy
 
     bundle = PolicyBundle(
         {
@@ -301,13 +300,13 @@ def test_a_request_no_policy_can_match_is_denied_without_cedar(monkeypatch: pyte
     request = PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/b", ("b",))
     want = unsliced.decide(request, now=0)
     asked: list[object] = []
-    real = cedarpy.is_authorized
+    real = _cedar._ask_one
 
     def counted(*a: Any, **k: Any) -> Any:
         asked.append(a)
         return real(*a, **k)
 
-    monkeypatch.setattr(cedarpy, "is_authorized", counted)
+    monkeypatch.setattr(_cedar, "_ask_one", counted)
     got = sliced.decide(request, now=0)
     assert got == want
     assert not got.allow
