@@ -66,13 +66,14 @@ import hashlib
 import re
 from collections.abc import Mapping
 from datetime import date
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from proctor.canonical import MAX_SAFE_INTEGER, canonicalize, number_text
 from proctor.errors import CanonicalizationError
-from proctor.policy.request import PolicyRequest
+from proctor.policy.request import REQUEST_VERSION, PolicyRequest
 from proctor.policy.schema import (
     ACTIONS,
     ARG_POSITIONS,
@@ -117,6 +118,12 @@ _COUNTER_SET = frozenset(COUNTERS)
 _ZERO_COUNTERS = dict.fromkeys(COUNTERS, 0)
 
 
+def _is_mapping(value: object) -> bool:
+    # A request's own mappings are read-only copies (PolicyRequest): those are told at
+    # once, before the abstract class's slower check.
+    return type(value) is MappingProxyType or type(value) is dict or isinstance(value, Mapping)
+
+
 def request_problem(request: PolicyRequest, now: int) -> str | None:
     """Say why a request cannot be evaluated, or ``None`` if it can.
 
@@ -137,9 +144,7 @@ def request_problem(request: PolicyRequest, now: int) -> str | None:
     if type(resource) is not str or not resource:
         return f"the resource must be a non-empty string, found {resource!r}"
     attrs = request.principal_attrs
-    if not isinstance(attrs, Mapping) or any(
-        type(k) is not str or type(v) is not str for k, v in attrs.items()
-    ):
+    if not _is_mapping(attrs) or any(type(k) is not str or type(v) is not str for k, v in attrs.items()):
         return f"principal attributes must map strings to strings, found {attrs!r}"
     for name in REQUIRED_PRINCIPAL_ATTRS:
         if name not in attrs:
@@ -161,7 +166,7 @@ def request_problem(request: PolicyRequest, now: int) -> str | None:
     else:
         if argv:
             return f"a {action} request carries arguments, not argv; found argv {list(argv)!r}"
-        if request.arguments is not None and not isinstance(request.arguments, Mapping):
+        if request.arguments is not None and not _is_mapping(request.arguments):
             return f"tool arguments must be a JSON object, found {type(request.arguments).__name__}"
     for name in ("zone", "executable_digest", "parent_warrant"):
         if type(getattr(request, name)) is not str:
@@ -171,7 +176,7 @@ def request_problem(request: PolicyRequest, now: int) -> str | None:
             f"executable_digest must be sha256:<64 hex digits> or empty, found {request.executable_digest!r}"
         )
     counters = request.counters
-    if not isinstance(counters, Mapping):
+    if not _is_mapping(counters):
         return f"counters must be a mapping, found {counters!r}"
     for name, value in counters.items():
         if name not in _COUNTER_SET:
@@ -185,26 +190,39 @@ def wellformed_digest(request: PolicyRequest) -> str:
     """:meth:`PolicyRequest.digest` of a request :func:`request_problem` accepted: the
     same string, with less work.
 
-    Of the RFC 8785 encoding, only the tool arguments are walked for the canonical
-    subset (:func:`~proctor.canonical.canonicalize`, at the depth they have in the
-    request): every other value is known to be a string, a safe integer, or a list or
-    map of them. What remains is that object keys be ASCII (only the principal's
-    attribute names are the caller's) and strings be UTF-8 (orjson refuses a lone
-    surrogate). Anything else takes :meth:`~PolicyRequest.digest`, which raises the
-    precise error.
+    The document is :meth:`PolicyRequest.to_json`'s, built without its copies (orjson
+    writes a tuple as an array; the tool arguments go in already encoded). Of the
+    RFC 8785 encoding, only the tool arguments are walked for the canonical subset
+    (:func:`~proctor.canonical.canonicalize`, at the depth they have in the request):
+    every other value is known to be a string, a safe integer, or a list or map of them.
+    What remains is that object keys be ASCII (only the principal's attribute names are
+    the caller's) and strings be UTF-8 (orjson refuses a lone surrogate). Anything else
+    takes :meth:`~PolicyRequest.digest`, which raises the precise error.
 
     Raises:
         CanonicalizationError: as :meth:`~PolicyRequest.digest`.
     """
-    doc = request.to_json()
+    attrs = dict(request.principal_attrs)
     try:
-        if all(name.isascii() for name in doc["principal_attrs"]):
-            arguments = doc["arguments"]
-            if arguments is not None:
+        if all(name.isascii() for name in attrs):
+            arguments = request.arguments
+            doc = {
+                "v": REQUEST_VERSION,
+                "principal": request.principal,
+                "principal_attrs": attrs,
+                "action": request.action,
+                "resource": request.resource,
+                "argv": request.argv,
                 # {"a": X} encodes as b'{"a":' + X + b"}", and X is one level down, as in the request.
-                doc["arguments"] = orjson.Fragment(canonicalize({"a": arguments})[5:-1])
-            data = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-            return "sha256:" + hashlib.sha256(data).hexdigest()
+                "arguments": None
+                if arguments is None
+                else orjson.Fragment(canonicalize({"a": arguments})[5:-1]),
+                "zone": request.zone,
+                "executable_digest": request.executable_digest,
+                "parent_warrant": request.parent_warrant,
+                "counters": dict(request.counters),
+            }
+            return "sha256:" + hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
     except (CanonicalizationError, TypeError, orjson.JSONEncodeError):
         pass
     return request.digest()

@@ -24,6 +24,9 @@ _FIELDS = frozenset(
 )
 
 
+_NONE: Mapping[str, ObligationValue] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Decision:
     """The result of evaluating one request against one policy bundle.
@@ -53,7 +56,10 @@ class Decision:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "obligations", MappingProxyType(dict(sorted(self.obligations.items()))))
+        obligations = self.obligations
+        empty = type(obligations) is dict and not obligations  # a deny's, the common case
+        kept = _NONE if empty else MappingProxyType(dict(sorted(obligations.items())))
+        object.__setattr__(self, "obligations", kept)
 
     def to_json(self) -> dict[str, Any]:
         """The decision as a JSON object.

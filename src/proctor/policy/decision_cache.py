@@ -115,6 +115,11 @@ class DecisionCache:
         self.hits = 0
         self.misses = 0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether decisions are kept at all (a size of 0 keeps none, and asks nothing)."""
+        return self._size > 0
+
     def key(self, digest: str, now: int) -> tuple[str, Any]:
         """The key of a request with this digest decided at ``now``."""
         if self._by_now:

@@ -406,8 +406,8 @@ class PolicyEngine:
             checked = self._check(request, now)
             if isinstance(checked, Decision):
                 return checked
-            key = self._cache.key(checked, now)
-            kept = self._cache.get(key)
+            key = self._cache.key(checked, now) if self._cache.enabled else None
+            kept = self._cache.get(key) if key is not None else None
             if kept is not None:
                 return kept
             prepared = self._prepare(request, now, checked)
@@ -418,7 +418,8 @@ class PolicyEngine:
                 decision = self._interpret(request, digest, ask(cedar_request, policies, entities))
             # Only a decision reached without an exception is kept (a transient failure
             # must not be replayed); the key is sound by proctor.policy.decision_cache.
-            self._cache.put(key, decision)
+            if key is not None:
+                self._cache.put(key, decision)
             return decision
         except BaseException as e:  # noqa: BLE001 -- fail closed: every failure is a deny that records it
             reraise_interrupts(e)

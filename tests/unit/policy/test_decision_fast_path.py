@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -219,3 +220,40 @@ def test_a_non_ascii_attribute_name_takes_the_full_path() -> None:
         request.digest()
     with pytest.raises(CanonicalizationError, match="ASCII"):
         wellformed_digest(request)
+
+
+def test_the_wellformed_digest_covers_every_field() -> None:
+    # Each field set away from its default, one at a time: a field the fast document
+    # left out, or wrote otherwise than to_json(), changes one digest and not the other.
+    base = PolicyRequest("p", attrs("r"), "exec", "/bin/x", ("x", "y"))
+    variants = [
+        base,
+        dataclasses.replace(base, principal="q"),
+        dataclasses.replace(base, principal_attrs={**attrs("r"), "team": "t"}),
+        dataclasses.replace(base, resource="/bin/y"),
+        dataclasses.replace(base, argv=("x",)),
+        dataclasses.replace(base, zone="eu"),
+        dataclasses.replace(base, executable_digest="sha256:" + "ab" * 32),
+        dataclasses.replace(base, parent_warrant="w"),
+        dataclasses.replace(base, counters={"rate_1m": 3}),
+        PolicyRequest("p", attrs("r"), "mcp.call", "s/t", arguments={"k": [1, 2.5, None]}),
+    ]
+    digests = []
+    for request in variants:
+        assert request_problem(request, NOW) is None
+        assert wellformed_digest(request) == request.digest()
+        digests.append(request.digest())
+    assert len(set(digests)) == len(variants)
+
+
+def test_an_engine_without_a_cache_asks_it_nothing() -> None:
+    eng = engine()
+    assert not eng.cache.enabled
+    for request in REQUESTS:
+        eng.decide(request, now=NOW)
+    assert (eng.cache.hits, eng.cache.misses, len(eng.cache)) == (0, 0, 0)
+    cached = PolicyEngine.compile(PolicyBundle({"p.cedar": POLICIES}, schema=DEFAULT_SCHEMA))
+    assert cached.cache.enabled
+    for request in REQUESTS + REQUESTS:
+        cached.decide(request, now=NOW)
+    assert (cached.cache.hits, cached.cache.misses) == (len(REQUESTS), len(REQUESTS))
