@@ -17,7 +17,10 @@ Two comparisons per rule count:
   Merkle log) vs AGT's ``govern(fn)`` wrapper (the decision and an in-memory audit entry).
 
 AGT runs in its own virtualenv (``bench/agt_worker.py``, :data:`bench.lib.PEERS`), timed
-in its process the same way as proctor in this one.
+in its process the same way as proctor in this one. The decisions alone are taken in
+rounds, in turns (AGT at every size, then proctor at every size; four rounds in
+``--full``), each side's samples pooled: the machine's speed drifts by a third within
+minutes here, and one side measured only while it was slow would decide the comparison.
 """
 
 from __future__ import annotations
@@ -205,37 +208,68 @@ def run_agt(sizes: list[int], samples: int, seconds: float, warmup: int) -> dict
     return dict(json.loads(done.stdout))
 
 
+def _rounds(
+    ctx: Context, sizes: list[int], engines: dict[int, PolicyEngine], requests: list[PolicyRequest]
+) -> tuple[dict[int, list[float]], dict[str, Any] | None, str]:
+    """The decision alone, proctor's and AGT's, in rounds taken in turns (AGT's worker for
+    every size, then proctor for every size), so that the machine's drift falls on both:
+    proctor's µs per size, AGT's results with each round's samples pooled (or ``None``),
+    and why AGT is missing."""
+    cfg = ctx.config
+    rounds: int = cfg["rounds"]
+    samples, seconds, warmup = cfg["samples"] // rounds, cfg["seconds"] / rounds, cfg["warmup"]
+    ours: dict[int, list[float]] = {n: [] for n in sizes}
+    agt: dict[str, Any] | None = None
+    why = ""
+    for r in range(rounds):
+        if r == 0 or agt is not None:
+            ctx.status(f"round {r + 1}/{rounds}: agent-governance-toolkit (installed on first use)")
+            try:
+                got = run_agt(sizes, samples, seconds, warmup)
+            except PeerUnavailable as e:
+                agt, why = None, str(e)
+            else:
+                if agt is None:
+                    agt = got
+                else:
+                    for pooled, more in zip(agt["results"], got["results"], strict=True):
+                        for field in ("evaluate_us", "govern_us"):
+                            pooled[field] = pooled[field] + more[field]
+        for n in sizes:
+            ctx.status(f"round {r + 1}/{rounds}: {n} rules, proctor PolicyEngine.decide")
+            engine = engines[n]
+            ours[n] += time_calls(
+                lambda i: engine.decide(requests[i % 5], now=NOW),
+                samples=samples,
+                seconds=seconds,
+                warmup=warmup,
+            )
+    return ours, agt, why
+
+
 def measure(ctx: Context) -> list[Record]:
     cfg = ctx.config
     sizes: list[int] = cfg["sizes"]
     samples, seconds, warmup = cfg["samples"], cfg["seconds"], cfg["warmup"]
     out: list[Record] = []
-    agt: dict[str, Any] | None = None
-    why = ""
-    ctx.status("agent-governance-toolkit (installed on first use)")
-    try:
-        agt = run_agt(sizes, samples, seconds, warmup)
-    except PeerUnavailable as e:
-        why = str(e)
-    peer = f"agent-governance-toolkit {agt['version']}" if agt else "agent-governance-toolkit"
     requests = policy_requests()
     auth_requests = authorize_requests()
-    for k, n in enumerate(sizes):
-        ctx.status(f"{n} rules: proctor PolicyEngine.decide")
-        engine = PolicyEngine.compile(bundle(n), decision_cache=0)
-        want = expected(n)
+    engines = {n: PolicyEngine.compile(bundle(n), decision_cache=0) for n in sizes}
+    for n, engine in engines.items():
         allows = [engine.decide(r, now=NOW).allow for r in requests]
-        if allows != want:
-            raise AssertionError(f"proctor at {n} rules answered {allows}, expected {want}")
-        decide = time_calls(
-            lambda i: engine.decide(requests[i % 5], now=NOW), samples=samples, seconds=seconds, warmup=warmup
-        )
+        if allows != expected(n):
+            raise AssertionError(f"proctor at {n} rules answered {allows}, expected {expected(n)}")
+    decided, agt, why = _rounds(ctx, sizes, engines, requests)
+    peer = f"agent-governance-toolkit {agt['version']}" if agt else "agent-governance-toolkit"
+    for k, n in enumerate(sizes):
+        want = expected(n)
         group = f"decision, {n} rules"
         curve = {"curve": "decision-vs-policies", "x": n}
-        out.append(ctx.record(f"proctor PolicyEngine.decide, {n} rules", decide, "µs", group=group,
+        out.append(ctx.record(f"proctor PolicyEngine.decide, {n} rules", decided[n], "µs", group=group,
                               series="proctor PolicyEngine.decide", **curve))  # fmt: skip
         # The same five requests with the decision cache on (the governor's default): after
         # the first round every call is a hit, the figure a repeated request costs.
+        ctx.status(f"{n} rules: proctor PolicyEngine.decide, cache hits")
         cached = PolicyEngine.compile(bundle(n))
         if [cached.decide(r, now=NOW).allow for r in requests] != want:
             raise AssertionError(f"proctor with its decision cache at {n} rules answered otherwise")
@@ -288,8 +322,8 @@ def measure(ctx: Context) -> list[Record]:
 MEMBER = Member(
     name="policy",
     title="Policy decisions and governed calls vs agent-governance-toolkit",
-    quick={"sizes": [1, 100, 1000], "samples": 2000, "seconds": 0.3, "warmup": 5},
-    full={"sizes": [1, 5, 100, 500, 5000], "samples": 20000, "seconds": 8.0, "warmup": 500},
+    quick={"sizes": [1, 100, 1000], "samples": 2000, "seconds": 0.3, "warmup": 5, "rounds": 1},
+    full={"sizes": [1, 5, 100, 500, 5000], "samples": 20000, "seconds": 8.0, "warmup": 500, "rounds": 4},
     run=measure,
     meaning=(
         "What deciding costs an agent's call, in process, as the policy grows. proctor slices "
