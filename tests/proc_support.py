@@ -1,4 +1,5 @@
-"""Finding the processes a test started, by a marker in their argv (tests and bench/)."""
+"""Finding the processes a test started, by a marker in their argv (tests and bench/);
+and the descriptors this process holds, by what they are."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import select
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 
@@ -108,3 +110,24 @@ def kill_marked(marker: str, seconds: float = 5.0, *, find: Callable[[str], list
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.005)
+
+
+START_KINDS = ("pipe:", "socket:", "anon_inode:[pidfd]")
+"""What a contained start opens in its supervisor: pipes (gate, report, status), sockets
+(the heartbeat), pidfds."""
+
+
+def held(kinds: tuple[str, ...] = START_KINDS) -> Counter[str]:
+    """The descriptors this process holds of these kinds, by what they are (``pipe:[inode]``
+    and the like). Unlike descriptor numbers, which any thread of the test process may
+    close or reuse meanwhile (an earlier test's watch closing its inotify descriptor), a
+    pipe's or socket's inode is its own: ``held() - before`` is what stayed open."""
+    out: Counter[str] = Counter()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            continue
+        if target.startswith(kinds):
+            out[target] += 1
+    return out

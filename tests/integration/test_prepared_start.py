@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from proc_support import marked
+from proc_support import held, marked
 from proctor.enforcement import containment as containment_module
 from proctor.enforcement.containment import Capabilities, Contained, Containment, probe
 from proctor.enforcement.measure import measure, prepare
@@ -269,7 +269,7 @@ def test_unprivileged_rerun_passes() -> None:
 def test_descriptors_are_each_closed_once(config: str) -> None:
     """The gate's write end belongs to the pending start alone: closing it twice would close
     whatever took its number since (the tree's pidfd, a heartbeat socket)."""
-    before = set(os.listdir("/proc/self/fd"))
+    before = held()
     tree = containment(config).prepare(["sleep", "30"], lease_ttl=5.0).go()
     try:
         os.fstat(tree._pidfd)  # still this tree's
@@ -281,7 +281,7 @@ def test_descriptors_are_each_closed_once(config: str) -> None:
         tree.close()
     pending = containment(config).prepare(["sleep", "30"], lease_ttl=5.0)
     pending.cancel()
-    assert wait_until(lambda: set(os.listdir("/proc/self/fd")) == before), "descriptors leaked"
+    assert wait_until(lambda: not held() - before), f"descriptors leaked: {held() - before}"
 
 
 def test_a_lease_ttl_with_the_go_needs_a_start_prepared_with_a_lease(touch: tuple[list[str], Path]) -> None:
@@ -361,7 +361,7 @@ def test_a_let_go_start_gets_its_watchdog_while_another_start_is_pending() -> No
 def test_cancel_cleans_up_when_the_child_could_not_even_be_forked() -> None:
     """``Popen`` can fail with a ValueError (a NUL in the environment) before any fork:
     cancelling then still removes the cgroup and closes every descriptor."""
-    before = set(os.listdir("/proc/self/fd"))
+    before = held()
     pending = containment("cgroup2").prepare(
         ["true"], env={"X": "a\0b"}, lease_ttl=5.0, execution_id="gate-nul"
     )
@@ -369,7 +369,7 @@ def test_cancel_cleans_up_when_the_child_could_not_even_be_forked() -> None:
     assert not pending.usable  # failed already: proctor run prepares another
     pending.cancel()
     assert not own_groups(), "a cgroup was left behind"
-    assert set(os.listdir("/proc/self/fd")) == before, "descriptors were left open"
+    assert not held() - before, f"descriptors were left open: {held() - before}"
 
 
 def test_an_ungated_start_cannot_be_prepared() -> None:
