@@ -377,3 +377,34 @@ def test_an_ungated_start_cannot_be_prepared() -> None:
     not keep it from running: only ``spawn`` starts that way, letting it go at once."""
     with pytest.raises(EnforcementError, match="gate_timeout must be a positive number"):
         containment("pgroup-subreaper").prepare(["true"], gate_timeout=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_an_interrupt_during_the_go_ends_what_started(config: str, tmp_path: Path) -> None:
+    """A ^C while ``go`` waits for the child to start the command: the go was sent, so the
+    command may be running; it is ended, its whole tree, and nothing is left behind."""
+    mark = tmp_path / "ran"
+    before, fds = children(), held()
+    pending = containment(config).prepare(
+        ["/bin/sh", "-c", f"sleep 0.4; touch {mark}"], lease_ttl=5.0, execution_id=f"gate-int-{config}"
+    )
+    time.sleep(SETTLE)  # set up, waiting for the go
+    future = pending._future
+    real = future.result
+    interrupted: list[bool] = []
+
+    def result(*args: object, **kwargs: object) -> object:
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt  # as the signal handler raises it in the waiting thread
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    future.result = result  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyboardInterrupt):
+        pending.go(lease_ttl=5.0)
+    assert interrupted
+    time.sleep(0.8)  # longer than the command's sleep
+    assert not mark.exists(), "the command kept running after the interrupted go"
+    assert wait_until(lambda: not (children() - before)), "a process of the start was left"
+    assert wait_until(lambda: not own_groups()), "a cgroup was left behind"
+    assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"

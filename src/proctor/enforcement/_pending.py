@@ -16,6 +16,9 @@ Fail closed, in order of the ways a start can go wrong:
    given up), the start cancelled, an :class:`~proctor.errors.EnforcementError` raised.
 3. The set-up failed in the child: the report pipe says which step, as for an
    unprepared start, and the cgroups are removed.
+4. The caller is interrupted after the go, before the child is forked: the fork is
+   waited for (a bounded time, through further interrupts) before anything the child
+   is given is closed, and whatever it started is ended, its whole tree.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future
 from types import TracebackType
 
@@ -44,6 +48,9 @@ __all__ = ["PendingStart", "guard", "track_started"]
 
 NO_GO = b"x"
 """What :meth:`PendingStart.cancel` writes to the gate: any byte but the go."""
+
+ABANDON_WAIT_S = 5.0
+"""How long a go interrupted while the child is forked waits for the fork to be over."""
 
 
 class PendingStart:
@@ -141,7 +148,7 @@ class PendingStart:
             self._fail()
             raise EnforcementError(f"cannot start {self._name!r}: {detail or e}") from e
         except BaseException:
-            self._fail()
+            self._abandon(lease_ttl)  # 4.
             raise
         self._forked()
         try:
@@ -149,6 +156,36 @@ class PendingStart:
         except BaseException:
             self._remove_groups()
             raise
+
+    def _abandon(self, lease_ttl: float | None) -> None:
+        # Interrupted (KeyboardInterrupt, SystemExit) after the go, while the spawner thread
+        # was still forking: the child may start the command. Nothing it is given may be
+        # closed before the fork is over (a number reused meanwhile would reach it), so
+        # wait for the fork, a bounded time, through further interrupts; then end the
+        # tree it started (tracked, to reach all of it), or at least the child.
+        deadline = time.monotonic() + ABANDON_WAIT_S
+        while not self._future.done() and time.monotonic() < deadline:
+            with contextlib.suppress(BaseException):  # a second ^C waits too
+                futures.wait([self._future], timeout=0.05)
+        popen = None
+        if self._future.done() and self._future.exception() is None:
+            popen = self._future.result()
+        if popen is None:
+            self._fail()
+            return
+        self._forked()
+        try:
+            contained = self._track(popen, lease_ttl)
+        except BaseException:  # noqa: BLE001 - untracked: the child at least, then its groups
+            with contextlib.suppress(Exception):
+                popen.kill()
+                popen.wait(timeout=ABANDON_WAIT_S)
+            self._remove_groups()
+            return
+        try:
+            contained.terminate_tree(grace=0)
+        finally:
+            contained.close()
 
     def cancel(self) -> None:
         """End the child without running the command (idempotent; after :meth:`go`, nothing)."""
