@@ -18,7 +18,12 @@ run, as medians and p90:
   ``PendingStart.go``, or on an older tree ``Containment.spawn``, returns), less the
   waits for the governor's answers before then — the start overhead beyond the
   authorize round trip that issue 16 asks to bring to ≤ 3 ms p50;
-- the yardstick ``subprocess.run(["true"])`` from the same process, interleaved.
+- the yardstick ``subprocess.run(["true"])`` from the same process, interleaved;
+- ``command started beyond round trips``: the same for a governed run of ``date
+  +%s.%N``, up to the instant the command itself read the clock (after its exec and
+  dynamic linking) rather than until ``go`` returned, which is later: the tree is
+  tracked and its heartbeat started once the command runs. Beside it, the yardstick
+  ``subprocess.run: command started``, the same instant for a plain ``subprocess.run``.
 
 ``--baseline-src DIR`` runs the same measurement in a second process on another
 revision's ``src`` (``git archive REV src | tar -x -C DIR``), the two alternating in
@@ -41,7 +46,24 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 10
-FIGURES = ("total", "round trips", "beyond round trips", "start beyond round trips", "subprocess.run")
+FIGURES = (
+    "total",
+    "round trips",
+    "beyond round trips",
+    "start beyond round trips",
+    "subprocess.run",
+    "command started beyond round trips",
+    "subprocess.run: command started",
+)
+CLOCK = ["date", "+%s.%N"]
+"""The command that says when it started: its first reading of the wall clock (after its
+own exec and dynamic linking, as for any command)."""
+
+
+def _clock_read(output: bytes, wall0: float, perf0: float) -> float:
+    """The instant ``date`` printed, on ``time.perf_counter``'s scale (``wall0`` and
+    ``perf0`` read together)."""
+    return perf0 + float(output.split()[0]) - wall0
 
 
 def supervised_runs(server_url: str, key_path: str, runs: int) -> dict[str, list[float]]:
@@ -91,6 +113,19 @@ def supervised_runs(server_url: str, key_path: str, runs: int) -> dict[str, list
         out["beyond round trips"].append((total - waits) * 1000)
         out["start beyond round trips"].append((started[0] - t0 - before) * 1000)
         out["subprocess.run"].append(plain * 1000)
+        # When the command itself began: a governed run of date, and a plain one.
+        calls.clear()
+        sink = io.BytesIO()
+        wall0, t0 = time.time(), time.perf_counter()
+        status = Supervisor(RunOptions(server_url, key, quiet=True), CLOCK, stdout=sink, stderr=sink).run()
+        if status != 0:
+            raise SystemExit(f"proctor's run of date exited {status}: {sink.getvalue()[-300:]!r}")
+        began = _clock_read(sink.getvalue(), wall0, t0)
+        before = _covered(calls, t0, began)
+        out["command started beyond round trips"].append((began - t0 - before) * 1000)
+        wall0, t0 = time.time(), time.perf_counter()
+        plain_out = subprocess.run(CLOCK, check=True, capture_output=True).stdout
+        out["subprocess.run: command started"].append((_clock_read(plain_out, wall0, t0) - t0) * 1000)
     return out
 
 
@@ -143,10 +178,10 @@ def main() -> None:
                         got[side].setdefault(name, []).extend(xs)
         finally:
             server.stop()
-    print(f"{'side':<10} {'figure':<26} {'p50 ms':>8} {'p90 ms':>8} {'n':>5}")
+    print(f"{'side':<10} {'figure':<36} {'p50 ms':>8} {'p90 ms':>8} {'n':>5}")
     for side, figures in got.items():
         for name, xs in figures.items():
-            print(f"{side:<10} {name:<26} {statistics.median(xs):8.2f} {_p90(xs):8.2f} {len(xs):5d}")
+            print(f"{side:<10} {name:<36} {statistics.median(xs):8.2f} {_p90(xs):8.2f} {len(xs):5d}")
 
 
 if __name__ == "__main__":

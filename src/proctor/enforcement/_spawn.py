@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import resource
@@ -59,7 +60,7 @@ import select
 import signal
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -270,13 +271,17 @@ class ChildSetup:
                 init, keep = _fork_watched()
                 if init:
                     _outer_relay(init, keep)
+            spawn = None
+            if self.pidns:  # before the go: after it, only the spawn itself
+                step = "preparing the command's start in the pid namespace"
+                spawn = self._spawn_command()
             if self.gate_fd >= 0:
                 step = "waiting for the go"
                 ttl = _await_go(self.gate_fd, self.gate_timeout)
                 self.lease_ttl = ttl or self.lease_ttl  # the go may bring the lease's TTL
-            if self.pidns:
+            if spawn is not None:
                 step = "starting the command in the pid namespace"
-                _init_relay(self._spawn_command(), self.status_fd, self.heartbeat_fd, self.lease_ttl)
+                _init_relay(spawn(), self.status_fd, self.heartbeat_fd, self.lease_ttl)
             if self.exec_fd is not None:
                 step = "close-on-exec"
                 os.set_inheritable(self.exec_fd, False)
@@ -284,8 +289,10 @@ class ChildSetup:
             self._fail(step, e)
             raise
 
-    def _spawn_command(self) -> int:  # pragma: no cover - runs in the forked init
-        """Start the command from the namespace's init with ``posix_spawn``.
+    def _spawn_command(self) -> Callable[[], int]:  # pragma: no cover - runs in the forked init
+        """What starts the command from the namespace's init with ``posix_spawn``, all
+        computed before the go (a forked copy of the supervisor pays for each page it
+        first writes: after the go, only the spawn itself runs).
 
         ``posix_spawn`` runs the new process on this one's memory until it execs (a
         vfork), where ``fork`` would first copy the page tables of a whole Python
@@ -311,8 +318,8 @@ class ChildSetup:
             os.set_inheritable(self.exec_fd, False)  # execve of /proc/self/fd/N closes it
         env = os.environ if self.env is None else self.env
         spawn = os.posix_spawn if self.exec_path else os.posix_spawnp
-        return spawn(
-            self.exec_path or self.argv[0], list(self.argv), env, file_actions=actions, setsigmask=()
+        return functools.partial(
+            spawn, self.exec_path or self.argv[0], list(self.argv), env, file_actions=actions, setsigmask=()
         )
 
 
