@@ -109,23 +109,26 @@ def measure(ctx: Context) -> list[Record]:
         else:
             out.append(ctx.record(name, times[name], "ms", group=group, **extra))
     inside = "governed run of true, in process"
+    began = "the command's start, in process (date's own clock reading)"
     figures = (
-        ("subprocess.run", "subprocess.run(['true']), beside it"),
+        (inside, "subprocess.run", "subprocess.run(['true']), beside it"),
         (
+            inside,
             "start beyond round trips",
             "start beyond the governor's answers (measure, warrant checked, contained start)",
         ),
-        ("subprocess.run: command started", "subprocess.run(['date']): the command started, beside it"),
+        (inside, "round trips", "waits for the governor (authorize, start, finish)"),
+        (inside, "total", "the whole governed run"),
         (
-            "command started beyond round trips",
-            "the command started, beyond the governor's answers (date's own clock reading)",
+            began,
+            "subprocess.run: command started",
+            "subprocess.run(['date']): the command started, beside it",
         ),
-        ("round trips", "waits for the governor (authorize, start, finish)"),
-        ("total", "the whole governed run"),
+        (began, "command started beyond round trips", "the command started, beyond the governor's answers"),
     )
-    for figure, name in figures:
+    for group_of, figure, name in figures:
         baseline = {"baseline": True} if figure.startswith("subprocess.run") else {}
-        out.append(ctx.record(name, split[figure], "ms", group=inside, **baseline))
+        out.append(ctx.record(name, split[figure], "ms", group=group_of, **baseline))
     return out
 
 
