@@ -139,7 +139,7 @@ def request_problem(request: PolicyRequest, now: int) -> str | None:
     principal, action, resource = request.principal, request.action, request.resource
     if type(principal) is not str or not principal:
         return f"the principal must be a non-empty string, found {principal!r}"
-    if action not in ACTIONS:
+    if type(action) is not str or action not in ACTIONS:  # exact: a str subclass may compare as one
         return f"the action must be one of {', '.join(ACTIONS)}, found {action!r}"
     if type(resource) is not str or not resource:
         return f"the resource must be a non-empty string, found {resource!r}"
@@ -179,7 +179,7 @@ def request_problem(request: PolicyRequest, now: int) -> str | None:
     if not _is_mapping(counters):
         return f"counters must be a mapping, found {counters!r}"
     for name, value in counters.items():
-        if name not in _COUNTER_SET:
+        if type(name) is not str or name not in _COUNTER_SET:
             return f"unknown counter {name!r}; known counters are {', '.join(COUNTERS)}"
         if type(value) is not int or not 0 <= value <= MAX_SAFE_INTEGER:
             return f"counter {name!r} must be a non-negative integer, found {value!r}"

@@ -257,3 +257,27 @@ def test_an_engine_without_a_cache_asks_it_nothing() -> None:
     for request in REQUESTS + REQUESTS:
         cached.decide(request, now=NOW)
     assert (cached.cache.hits, cached.cache.misses) == (len(REQUESTS), len(REQUESTS))
+
+
+class _Sly(str):
+    """A str subclass: equal to a known name, yet not the built-in type the canonical
+    encoding accepts."""
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        PolicyRequest("p", attrs("r"), _Sly("exec"), "/bin/x", ("x",)),
+        PolicyRequest("p", attrs("r"), "exec", "/bin/x", ("x",), counters={_Sly("rate_1m"): 1}),
+    ],
+    ids=["action", "counter-name"],
+)
+def test_a_str_subclass_where_a_name_is_expected_is_malformed(request_: PolicyRequest) -> None:
+    # The checks compared these names by value; the digest refuses any type but str. Both
+    # now refuse them, so the fast digest never sees what the full one would refuse.
+    assert request_problem(request_, NOW) is not None
+    with pytest.raises(CanonicalizationError):
+        request_.digest()
+    decision = engine().decide(request_, now=NOW)
+    assert not decision.allow
+    assert "canonical" in decision.reason
