@@ -265,7 +265,12 @@ def _argument_pairs(arguments: Mapping[str, Any]) -> list[str]:
     return pairs
 
 
-def build_context(request: PolicyRequest, now: int, fields: frozenset[str] | None = None) -> dict[str, Any]:
+def build_context(
+    request: PolicyRequest,
+    now: int,
+    fields: frozenset[str] | None = None,
+    time_fields: frozenset[str] | None = None,
+) -> dict[str, Any]:
     """The Cedar context of a request (see the module docstring).
 
     Args:
@@ -274,6 +279,7 @@ def build_context(request: PolicyRequest, now: int, fields: frozenset[str] | Non
         fields: only these top-level fields (the ones a policy slice reads:
             :mod:`proctor.policy.slices`); ``None`` for all of them. A field not
             asked for is not computed.
+        time_fields: only these fields of ``time`` (``None``: all of them).
 
     Returns:
         The context as a JSON object.
@@ -298,7 +304,8 @@ def build_context(request: PolicyRequest, now: int, fields: frozenset[str] | Non
         elif name == "command_line":
             out[name] = " ".join(argv)
         elif name == "time":
-            out[name] = time_record(now)
+            record = time_record(now)
+            out[name] = record if time_fields is None else {k: record[k] for k in sorted(time_fields)}
         elif name == "counters":
             out[name] = {**_ZERO_COUNTERS, **request.counters} if request.counters else _ZERO_COUNTERS
         elif name == "arguments_json":

@@ -274,14 +274,14 @@ class PolicyEngine:
     def _prepare(
         self, request: PolicyRequest, now: int, digest: str
     ) -> Decision | tuple[str, dict[str, Any], cedarpy.PolicySet, cedarpy.Entities]:
-        policies, reads = self._slices.for_request(request.action, request.resource)
+        policies, reads, time_reads = self._slices.for_request(request.action, request.resource)
         catalog = self.catalog if request.action == "mcp.call" else None
         if catalog is None and len(policies) == 0:  # Cedar would find no permit, no error
             # (proctor.policy.slices); a catalogued call goes to Cedar, which checks its arguments.
             entities = self._principal_entities(request, digest)
             return entities if isinstance(entities, Decision) else self._deny(digest, _DEFAULT_DENY)
         # The fields the slice's policies read (None: all); "tool" always: Cedar checks it.
-        context = build_context(request, now, reads)
+        context = build_context(request, now, reads, time_reads)
         if catalog is not None:
             # Checked whether or not a policy reads it: a call must fit its tool's catalog.
             try:

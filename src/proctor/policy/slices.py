@@ -32,7 +32,10 @@ Each slice also records which top-level ``context`` attributes its policies read
 context into its values on every request, about 4 µs per attribute and more for
 nested records: a slice that reads ``context.args`` is handed ``{"args": …}``, not
 all eleven attributes. An attribute no policy of the slice names cannot change its
-answer, and every attribute one names is given whole, nested records included. A
+answer, and every attribute one names is given whole, nested records included, but for
+``time``: a slice whose policies read only ``context.time.hour`` is handed ``{"hour":
+…}``, as the decision cache keys on it (:func:`~proctor.policy.decision_cache.time_fields_read`:
+a field named, or the whole record when it is used any other way). A
 policy that uses ``context`` other than as ``context.A`` or ``context has A``
 (compared whole, put in a record) makes its slices take the whole context. The one
 attribute always given is a catalogued call's ``tool``: it holds the call's arguments,
@@ -56,6 +59,7 @@ from typing import Any, NamedTuple
 import cedarpy
 import orjson
 
+from proctor.policy.decision_cache import TIME_FIELDS, time_fields_read
 from proctor.policy.obligations import PolicyAnnotations
 from proctor.policy.schema import ACTION_TYPE, ACTIONS, RESOURCE_TYPES
 
@@ -211,14 +215,19 @@ class Slice(NamedTuple):
         policies: the pre-parsed policy set.
         reads: the ``context`` attributes they read (:func:`context_reads`); ``None``
             for the whole context.
+        time_reads: the ``context.time`` fields they read; ``None`` for all of them.
     """
 
     policies: cedarpy.PolicySet
     reads: frozenset[str] | None
+    time_reads: frozenset[str] | None = None
 
 
 def _slice(policies: Sequence[CompiledPolicy]) -> Slice:
-    return Slice(policy_set(policies), context_reads([p.est for p in policies]))
+    docs = [p.est for p in policies]
+    times = time_fields_read(docs)
+    whole = times == frozenset(TIME_FIELDS)
+    return Slice(policy_set(policies), context_reads(docs), None if whole else times)
 
 
 class PolicySlices:

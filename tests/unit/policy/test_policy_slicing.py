@@ -30,6 +30,9 @@ CONDITIONS = (
     'unless { context.time == {"epoch": 0, "hour": 0, "minute": 0, "weekday": 3, "date": "1970-01-01"} }',
     "when { context has parent_warrant }",  # read by has alone
     'when { {"c": context}.c.zone == "prod" }',  # the context used whole: its slices take all of it
+    "when { context.time.weekday < 5 && context.time.minute >= 0 }",  # two fields of the time
+    'when { context["time"]["date"] like "2026-*" }',
+    "when { context.time has minute }",  # the time record tested with has: all of it
 )
 
 
@@ -115,7 +118,7 @@ def _grouped_schema() -> str:
 @given(
     st.lists(policies(), min_size=1, max_size=12),
     st.lists(requests(), min_size=1, max_size=12),
-    st.sampled_from([0, 10 * 3600, 15 * 3600]),
+    st.sampled_from([0, 10 * 3600, 15 * 3600, 1767261600, 1767520800 + 42 * 60]),
     st.booleans(),
 )
 def test_sliced_and_unsliced_evaluation_decide_identically(
@@ -314,3 +317,34 @@ def test_a_request_no_policy_can_match_is_denied_without_cedar(monkeypatch: pyte
     assert asked == []  # Cedar was not asked
     assert sliced.decide(PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/a", ("a",)), now=0).allow
     assert len(asked) == 1  # a request a policy can match still goes to Cedar
+
+
+@pytest.mark.parametrize(
+    ("condition", "fields"),
+    [
+        ("context.time.hour >= 8", ["hour"]),
+        ('context.time.weekday < 5 && context["time"]["date"] like "2026-*"', ["date", "weekday"]),
+        ("context.time has minute", ["date", "epoch", "hour", "minute", "weekday"]),
+        ("context.time.epoch > 0", ["date", "epoch", "hour", "minute", "weekday"]),
+    ],
+)
+def test_cedar_is_handed_only_the_time_fields_the_slice_reads(
+    monkeypatch: pytest.MonkeyPatch, condition: str, fields: list[str]
+) -> None:
+    text = f'permit(principal, action == Proctor::Action::"exec", resource) when {{ {condition} }};'
+    eng = PolicyEngine.compile(PolicyBundle({"a.cedar": text}), decision_cache=0)
+    asked: list[dict[str, Any]] = []
+    real = _cedar._ask_one
+
+    def seen(request: dict[str, Any], *rest: Any) -> Any:
+        asked.append(json.loads(request["context"]))
+        return real(request, *rest)
+
+    monkeypatch.setattr(_cedar, "_ask_one", seen)
+    request = PolicyRequest("a", {"role": "", "zone": ""}, "exec", "/bin/a", ("a",))
+    decision = eng.decide(request, now=1767261600)  # 2026-01-01T10:00:00Z, a Thursday
+    assert sorted(asked[0]["time"]) == fields
+    assert decision == PolicyEngine.compile(PolicyBundle({"a.cedar": text}), sliced=False).decide(
+        request, now=1767261600
+    )
+    assert decision.allow
