@@ -62,7 +62,6 @@ or ``arguments`` on ``exec``; principal attributes that are not strings or lack
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from datetime import date
@@ -72,8 +71,7 @@ from typing import Any
 import orjson
 
 from proctor.canonical import MAX_SAFE_INTEGER, canonicalize, number_text
-from proctor.errors import CanonicalizationError
-from proctor.policy.request import REQUEST_VERSION, PolicyRequest
+from proctor.policy.request import PolicyRequest
 from proctor.policy.schema import (
     ACTIONS,
     ARG_POSITIONS,
@@ -87,7 +85,6 @@ __all__ = [
     "CONTEXT_FIELDS",
     "MAX_NOW",
     "request_problem",
-    "wellformed_digest",
     "time_record",
     "build_context",
     "principal_entity_json",
@@ -184,48 +181,6 @@ def request_problem(request: PolicyRequest, now: int) -> str | None:
         if type(value) is not int or not 0 <= value <= MAX_SAFE_INTEGER:
             return f"counter {name!r} must be a non-negative integer, found {value!r}"
     return None
-
-
-def wellformed_digest(request: PolicyRequest) -> str:
-    """:meth:`PolicyRequest.digest` of a request :func:`request_problem` accepted: the
-    same string, with less work.
-
-    The document is :meth:`PolicyRequest.to_json`'s, built without its copies (orjson
-    writes a tuple as an array; the tool arguments go in already encoded). Of the
-    RFC 8785 encoding, only the tool arguments are walked for the canonical subset
-    (:func:`~proctor.canonical.canonicalize`, at the depth they have in the request):
-    every other value is known to be a string, a safe integer, or a list or map of them.
-    What remains is that object keys be ASCII (only the principal's attribute names are
-    the caller's) and strings be UTF-8 (orjson refuses a lone surrogate). Anything else
-    takes :meth:`~PolicyRequest.digest`, which raises the precise error.
-
-    Raises:
-        CanonicalizationError: as :meth:`~PolicyRequest.digest`.
-    """
-    attrs = dict(request.principal_attrs)
-    try:
-        if all(name.isascii() for name in attrs):
-            arguments = request.arguments
-            doc = {
-                "v": REQUEST_VERSION,
-                "principal": request.principal,
-                "principal_attrs": attrs,
-                "action": request.action,
-                "resource": request.resource,
-                "argv": request.argv,
-                # {"a": X} encodes as b'{"a":' + X + b"}", and X is one level down, as in the request.
-                "arguments": None
-                if arguments is None
-                else orjson.Fragment(canonicalize({"a": arguments})[5:-1]),
-                "zone": request.zone,
-                "executable_digest": request.executable_digest,
-                "parent_warrant": request.parent_warrant,
-                "counters": dict(request.counters),
-            }
-            return "sha256:" + hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    except (CanonicalizationError, TypeError, orjson.JSONEncodeError):
-        pass
-    return request.digest()
 
 
 def time_record(now: int) -> dict[str, Any]:

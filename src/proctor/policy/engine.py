@@ -53,7 +53,7 @@ from proctor.policy._cedar import CedarAnswer, ask, ask_batch, reraise_interrupt
 from proctor.policy._locate import locate_parse_error
 from proctor.policy._probe import probe_requests
 from proctor.policy.bundle import PolicyBundle
-from proctor.policy.context import build_context, principal_entity_json, request_problem, wellformed_digest
+from proctor.policy.context import build_context, principal_entity_json, request_problem
 from proctor.policy.decision import Decision, safe_request_digest
 from proctor.policy.decision_cache import DECISION_CACHE_SIZE, DecisionCache, time_fields_read
 from proctor.policy.obligations import combine_obligations, read_annotations
@@ -260,7 +260,7 @@ class PolicyEngine:
         # Otherwise the request's digest: every field Cedar will see is well-typed and in it.
         problem = request_problem(request, now)
         try:
-            digest = request.digest() if problem is not None else wellformed_digest(request)
+            digest = request.digest() if problem is not None else request.wellformed_digest()
         except CanonicalizationError as e:
             return self._deny("", f"denied: the request is outside the canonical JSON subset: {e}", (str(e),))
         if problem is not None:

@@ -9,6 +9,7 @@ import os
 import threading
 from pathlib import Path
 
+from proc_support import held
 from proctor.enforcement.integrity import IntegrityWatch, file_digest
 
 
@@ -54,20 +55,6 @@ def test_an_unchanged_file_passes_a_recheck_and_a_removed_one_fails(tmp_path: Pa
     assert seen == [f"{f} was removed or unreadable"]
 
 
-def _pipes() -> set[str]:
-    """The pipes this process holds open (``pipe:[inode]``): descriptor numbers alone
-    would be reused by any other thread of the test process that opens a file meanwhile."""
-    out = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:  # the listing's own descriptor, closed since
-            continue
-        if target.startswith("pipe:"):
-            out.add(target)
-    return out
-
-
 def _inotify_watches(path: Path) -> int:
     """How many inotify watches of this process are on ``path``'s inode: the kernel lists
     each in the descriptor's fdinfo (an earlier test's watch, still being closed by its
@@ -100,5 +87,5 @@ def test_stop_ends_the_watch_thread_without_waiting_for_a_poll(tmp_path: Path) -
     assert not thread.is_alive()
     assert watch.closing is not None  # the inotify descriptor is closed by a thread of its own
     watch.closing.join(timeout=5)
-    assert not pipe & _pipes(), "the wake pipe is still open"
+    assert pipe.isdisjoint(held(("pipe:",))), "the wake pipe is still open"
     assert _inotify_watches(f) == 0, "the inotify descriptor is still open"

@@ -4,7 +4,7 @@
   cedarpy's public wrapper give the same decisions, errors and batches included; a
   binding whose answer does not read as expected is not called directly.
 - The context holds exactly the fields asked for, each as the full context has it.
-- :func:`~proctor.policy.context.wellformed_digest` is :meth:`PolicyRequest.digest`,
+- :meth:`PolicyRequest.wellformed_digest` is :meth:`PolicyRequest.digest`,
   and refuses what it refuses (floats, depth, keys, lone surrogates).
 """
 
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from proctor.canonical import MAX_DEPTH
 from proctor.errors import CanonicalizationError
 from proctor.policy import DEFAULT_SCHEMA, PolicyBundle, PolicyEngine, PolicyRequest, _cedar
-from proctor.policy.context import CONTEXT_FIELDS, build_context, request_problem, wellformed_digest
+from proctor.policy.context import CONTEXT_FIELDS, build_context, request_problem
 
 NOW = 1767261600  # 2026-01-01T10:00:00Z
 
@@ -172,9 +172,9 @@ def test_the_wellformed_digest_is_the_digest(
         want = CanonicalizationError
     if want is CanonicalizationError:
         with pytest.raises(CanonicalizationError):
-            wellformed_digest(request)
+            request.wellformed_digest()
     else:
-        assert wellformed_digest(request) == want
+        assert request.wellformed_digest() == want
 
 
 def _nested(levels: int) -> Any:
@@ -206,7 +206,7 @@ def test_the_wellformed_digest_refuses_what_the_digest_refuses(
     except CanonicalizationError as e:
         want = f"refused: {e}"
     try:
-        got = wellformed_digest(request)
+        got = request.wellformed_digest()
     except CanonicalizationError as e:
         got = f"refused: {e}"  # the precise error, from the full path
     assert got == want
@@ -219,7 +219,7 @@ def test_a_non_ascii_attribute_name_takes_the_full_path() -> None:
     with pytest.raises(CanonicalizationError, match="ASCII"):
         request.digest()
     with pytest.raises(CanonicalizationError, match="ASCII"):
-        wellformed_digest(request)
+        request.wellformed_digest()
 
 
 def test_the_wellformed_digest_covers_every_field() -> None:
@@ -241,7 +241,7 @@ def test_the_wellformed_digest_covers_every_field() -> None:
     digests = []
     for request in variants:
         assert request_problem(request, NOW) is None
-        assert wellformed_digest(request) == request.digest()
+        assert request.wellformed_digest() == request.digest()
         digests.append(request.digest())
     assert len(set(digests)) == len(variants)
 
