@@ -263,9 +263,6 @@ class ChildSetup:
             elif flags:
                 step = "network and mount namespaces"
                 _linux.unshare(flags)
-            if self.stage:
-                step = "showing the measured copies at their own paths"
-                show_copies(self.stage, self.exec_fd)
             if self.pidns == "userns":
                 step = "pid namespace init"
                 init, keep = _fork_watched()
@@ -279,6 +276,12 @@ class ChildSetup:
                 step = "waiting for the go"
                 ttl = _await_go(self.gate_fd, self.gate_timeout)
                 self.lease_ttl = ttl or self.lease_ttl  # the go may bring the lease's TTL
+            if self.stage:
+                # After the go, not while the governor decides: a mount covers the path's
+                # file as it is now, and a file renamed over the path later is not covered.
+                # Mounted ahead, a rename during the authorization ran the unmeasured file.
+                step = "showing the measured copies at their own paths"
+                show_copies(self.stage, self.exec_fd)
             if spawn is not None:
                 step = "starting the command in the pid namespace"
                 _init_relay(spawn(), self.status_fd, self.heartbeat_fd, self.lease_ttl)
