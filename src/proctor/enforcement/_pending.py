@@ -1,11 +1,11 @@
 """A contained start set up to the command and waiting for the go (:class:`PendingStart`).
 
-:meth:`proctor.enforcement.containment.Containment.prepare` forks the child, puts it in
-its cgroups and namespaces and shows its measured copies, all while the caller waits on
-something else (``proctor run``: the governor recording the start); the child then waits
-on a gate pipe (step 7 of :mod:`proctor.enforcement._spawn`). :meth:`PendingStart.go`
-lets it start the command; :meth:`PendingStart.cancel`, or leaving the ``with`` block
-without a go, ends it with nothing of the command run.
+:meth:`proctor.enforcement.containment.Containment.prepare` forks the child and puts it
+in its cgroups and namespaces, all while the caller waits on something else (``proctor
+run``: the governor recording the start); the child then waits on a gate pipe (step 7
+of :mod:`proctor.enforcement._spawn`). :meth:`PendingStart.go` lets it show its measured
+copies and start the command; :meth:`PendingStart.cancel`, or leaving the ``with``
+block without a go, ends it with nothing of the command run.
 
 Fail closed, in order of the ways a start can go wrong:
 
