@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import http.client
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -84,18 +84,27 @@ class GovernorClient:
         return GovernorError(f"cannot reach the governor at {self._url}: {e}", status=0)
 
     def call(
-        self, method: str, target: str, body: Any = None, *, signed: bool = True, timeout: float | None = None
+        self,
+        method: str,
+        target: str,
+        body: Any = None,
+        *,
+        signed: bool = True,
+        timeout: float | None = None,
+        on_sent: Callable[[], object] | None = None,
     ) -> Answer:
         """Send one request; raise :class:`GovernorError` on a non-2xx answer.
 
         Args:
             timeout: seconds for this request (default: the client's).
+            on_sent: called once the request is on the socket, before its answer is
+                read (plain ``http://`` only; through httpx, not called).
         """
         data = b"" if body is None else orjson.dumps(body)
         headers = self._headers(method, target, data, json=body is not None, signed=signed)
         try:
             response = self._transport.request(
-                method, target, data, headers, self._timeout if timeout is None else timeout
+                method, target, data, headers, self._timeout if timeout is None else timeout, on_sent=on_sent
             )
         except (OSError, http.client.HTTPException) as e:
             raise self._unreachable(e) from e

@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, overload
 from urllib.parse import urlsplit
@@ -201,12 +201,21 @@ class _Plain:
         conn.close()
 
     def request(
-        self, method: str, target: str, data: bytes, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        target: str,
+        data: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        *,
+        on_sent: Callable[[], object] | None = None,
     ) -> Answer:
         conn = self._connection(timeout)
         try:
             body = data if data or method != "GET" else None
             conn.request(method, self._prefix + target, body=body, headers=headers)
+            if on_sent is not None:
+                on_sent()  # the request is on the socket: the caller may work while it is answered
             response = conn.getresponse()
             content = response.read()
         except BaseException:
@@ -292,7 +301,14 @@ class _Httpx:
         self.keepalive_expiry = KEEPALIVE_S
 
     def request(
-        self, method: str, target: str, data: bytes, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        target: str,
+        data: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        *,
+        on_sent: Callable[[], object] | None = None,  # httpx does not say when it has sent: never called
     ) -> Answer:
         try:
             r = self.http.request(method, target, content=data, headers=headers, timeout=timeout)

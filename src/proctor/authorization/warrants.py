@@ -80,6 +80,7 @@ __all__ = [
     "verify_warrant",
     "VerifiedWarrant",
     "verify_warrant_bounds",
+    "check_verified",
     "attenuate_warrant",
     "inspect_warrant",
 ]
@@ -348,50 +349,8 @@ def verify_warrant_bounds(
     # Step 5
     authorizer = _authorizer(biscuit, now, request)
     claims = _claims(authorizer)
-    # Step 6 (Biscuit specification, "Revocation identifiers": one per block)
-    is_revoked = revoked.__contains__ if isinstance(revoked, Set) else revoked
-    for rid in (*claims.ids(), *biscuit.revocation_ids):
-        if is_revoked(rid):
-            raise WarrantError(f"warrant {claims.warrant_id}: {rid} is revoked", reason="revoked")
-    # Step 7
-    if now < claims.not_before:
-        raise WarrantError(
-            f"warrant {claims.warrant_id} is valid from {claims.not_before}, now is {now}",
-            reason="not-yet-valid",
-        )
     verified = VerifiedWarrant(claims, bounds, tuple(biscuit.revocation_ids))
-    if now >= verified.expires:
-        raise WarrantError(
-            f"warrant {claims.warrant_id} expired at {verified.expires}, now is {now}", reason="expired"
-        )
-    # Step 8
-    if request is not None:
-        mismatches = [
-            f"{name} differ (the warrant's {granted!r}, the request's {asked!r})"
-            for name, ok, granted, asked in (
-                ("action", request.action == claims.action, claims.action, request.action),
-                ("resource", request.resource == claims.resource, claims.resource, request.resource),
-                (
-                    "args_digest",
-                    request.args_digest == claims.args_digest,
-                    claims.args_digest,
-                    request.args_digest,
-                ),
-                ("zone", claims.zone in ("", request.zone), claims.zone, request.zone),
-                (
-                    "executable_digest",
-                    claims.executable_digest in ("", request.executable_digest),
-                    claims.executable_digest,
-                    request.executable_digest,
-                ),
-            )
-            if not ok
-        ]
-        if mismatches:
-            raise WarrantError(
-                f"warrant {claims.warrant_id} does not cover this request: {'; '.join(mismatches)}",
-                reason="scope",
-            )
+    check_verified(verified, now=now, request=request, revoked=revoked)  # steps 6-8
     # Step 9 (Biscuit specification, "Authorizer": every check of every block, then
     # the policies; default scopes mean appended facts are never trusted)
     failure = _authorize(authorizer)
@@ -402,6 +361,67 @@ def verify_warrant_bounds(
             )
         raise failure
     return verified
+
+
+def check_verified(
+    verified: VerifiedWarrant,
+    *,
+    now: int,
+    request: WarrantRequest | None,
+    revoked: Callable[[str], bool] | Set[str] = frozenset(),
+) -> None:
+    """Steps 6-8 of :func:`verify_warrant_bounds` for a warrant whose signature chain
+    and claims were read already: not revoked, within its validity, and (with a
+    request) covering exactly it.
+
+    Raises:
+        WarrantError: ``revoked``, ``not-yet-valid``, ``expired`` or ``scope``.
+    """
+    claims = verified.claims
+    # Step 6 (Biscuit specification, "Revocation identifiers": one per block)
+    is_revoked = revoked.__contains__ if isinstance(revoked, Set) else revoked
+    for rid in (*claims.ids(), *verified.revocation_ids):
+        if is_revoked(rid):
+            raise WarrantError(f"warrant {claims.warrant_id}: {rid} is revoked", reason="revoked")
+    # Step 7
+    if now < claims.not_before:
+        raise WarrantError(
+            f"warrant {claims.warrant_id} is valid from {claims.not_before}, now is {now}",
+            reason="not-yet-valid",
+        )
+    if now >= verified.expires:
+        raise WarrantError(
+            f"warrant {claims.warrant_id} expired at {verified.expires}, now is {now}", reason="expired"
+        )
+    # Step 8
+    if request is None:
+        return
+    mismatches = [
+        f"{name} differ (the warrant's {granted!r}, the request's {asked!r})"
+        for name, ok, granted, asked in (
+            ("action", request.action == claims.action, claims.action, request.action),
+            ("resource", request.resource == claims.resource, claims.resource, request.resource),
+            (
+                "args_digest",
+                request.args_digest == claims.args_digest,
+                claims.args_digest,
+                request.args_digest,
+            ),
+            ("zone", claims.zone in ("", request.zone), claims.zone, request.zone),
+            (
+                "executable_digest",
+                claims.executable_digest in ("", request.executable_digest),
+                claims.executable_digest,
+                request.executable_digest,
+            ),
+        )
+        if not ok
+    ]
+    if mismatches:
+        raise WarrantError(
+            f"warrant {claims.warrant_id} does not cover this request: {'; '.join(mismatches)}",
+            reason="scope",
+        )
 
 
 def attenuate_warrant(

@@ -216,6 +216,7 @@ class Governors:
         timeout: float | None = None,
         deadline: float | None = None,
         accept: Callable[[Answered], object] | None = None,
+        on_sent: Callable[[], object] | None = None,
     ) -> Answered:
         """Ask the governors in turn until one answers (rules 2, 3, 4).
 
@@ -224,6 +225,8 @@ class Governors:
             deadline: ``time.monotonic()`` after which no attempt starts nor lasts.
             accept: raises :class:`~proctor.errors.VerificationError` for an answer
                 that is to count as none (rule 4).
+            on_sent: called each time a request is on a governor's socket, before its
+                answer is read (plain ``http://``; see :meth:`GovernorClient.call`).
 
         Returns:
             The first answer that is not a pass-over (rule 2).
@@ -249,7 +252,7 @@ class Governors:
                     continue
                 spent = time.monotonic() - sent
                 response = self._clients[i].call(
-                    method, target, body, signed=signed, timeout=max(attempt - spent, 0.05)
+                    method, target, body, signed=signed, timeout=max(attempt - spent, 0.05), on_sent=on_sent
                 )
             except GovernorError as e:
                 if not _passed_over(e):

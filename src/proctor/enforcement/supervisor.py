@@ -36,6 +36,7 @@ uses live in their own modules.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import signal
@@ -45,15 +46,23 @@ import threading
 import time
 from base64 import b64decode
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
 from proctor.authorization.keys import PrincipalKey
-from proctor.authorization.warrants import WarrantRequest, args_digest, verify_warrant_bounds
+from proctor.authorization.warrants import (
+    VerifiedWarrant,
+    WarrantClaims,
+    WarrantRequest,
+    args_digest,
+    verify_warrant_bounds,
+)
 from proctor.client import GovernorError
 from proctor.enforcement._approval import ApprovingGovernors, governor_urls
+from proctor.enforcement._failover import Answered
 from proctor.enforcement._leases import LeaseCheck
 from proctor.enforcement._probe import probe_ahead
 from proctor.enforcement.containment import Containment, Limits, PendingStart
@@ -77,6 +86,49 @@ EXIT_TERMINATED = 79
 _CHUNK = 65536
 AHEAD_TTL_S = 60.0
 """The lease TTL a child set up ahead is prepared with; the warrant's comes with the go."""
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """What the start is prepared with: the warrant's id, the zone it is checked for, its
+    lease TTL and obligations. Read from the authorization's answer (unsigned) so that
+    the start is sent before the warrant is verified; :meth:`check` holds them to the
+    verified claims before the go."""
+
+    warrant: str
+    zone: str
+    lease_ttl_ms: int
+    obligations: dict[str, Any]
+
+    @classmethod
+    def of(cls, claims: WarrantClaims, zone: str) -> _Terms:
+        """The terms of verified claims."""
+        return cls(claims.warrant_id, zone, claims.lease_ttl_ms, dict(claims.obligations))
+
+    @classmethod
+    def hinted(cls, answer: dict[str, Any], zone: str) -> _Terms | None:
+        """The terms the answer states; ``None`` when it does not state them all (``zone``:
+        ``--zone``, else the answer's)."""
+        warrant, decision = answer.get("warrant"), answer.get("decision")
+        if not isinstance(warrant, dict) or not isinstance(decision, dict):
+            return None
+        ident, ttl, named = warrant.get("id"), warrant.get("lease_ttl_ms"), warrant.get("zone")
+        obligations = decision.get("obligations")
+        if not zone and not isinstance(named, str):
+            return None
+        if type(ident) is not str or type(ttl) is not int or not isinstance(obligations, dict):
+            return None
+        return cls(ident, zone or str(named), ttl, obligations)
+
+    def check(self, claims: WarrantClaims) -> None:
+        """Raises :class:`WarrantError` when the verified claims are not these terms."""
+        theirs = (claims.warrant_id, claims.lease_ttl_ms, dict(claims.obligations))
+        if theirs != (self.warrant, self.lease_ttl_ms, self.obligations):
+            raise WarrantError(
+                f"the answer's terms (warrant {self.warrant}, lease {self.lease_ttl_ms} ms, obligations "
+                f"{self.obligations}) are not the warrant's ({theirs[0]}, {theirs[1]} ms, {theirs[2]})",
+                reason="scope",
+            )
 
 
 @dataclass
@@ -211,42 +263,12 @@ class Supervisor:
             )
             return EXIT_DENIED
         token = str(answer["warrant"]["token"])
-        # 3. Verify the warrant locally before anything runs.
+        # 3. Verify the warrant locally before anything runs: while the governor records
+        #    the start when its answer says what the start needs (the terms, checked
+        #    against the verified claims before the go), else first.
         try:
             root = opts.warrant_key or b64decode(warrant_key().strip(), validate=True)
-            now = int(time.time())
-            # Without --zone the governor evaluated the principal's own zone, which the
-            # warrant names: that is the zone this run is in. The answer says which (an
-            # unsigned hint, so the warrant must name exactly it); from a governor that
-            # does not, the warrant is opened once more to read it.
-            hint = answer["warrant"].get("zone")
-            zone = opts.zone or (
-                hint
-                if isinstance(hint, str)
-                else verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
-            )
-            verified = verify_warrant_bounds(
-                token,
-                root_public_key=root,
-                now=now,
-                request=WarrantRequest(
-                    action=opts.action,
-                    resource=resource,
-                    args_digest=args_digest(self.argv),
-                    zone=zone,
-                    executable_digest=digest,
-                ),
-            )
-            claims = verified.claims
-            if not opts.zone and claims.zone != zone:
-                raise ValueError(f"the answer named zone {zone!r}, the warrant {claims.zone!r}")
-            check_measurement(
-                measurement.to_json(),
-                action=claims.action,
-                resource=claims.resource,
-                executable_digest=claims.executable_digest,
-            )
-        except (WarrantError, GovernorError, IntegrityError, ValueError) as e:
+        except (GovernorError, ValueError) as e:
             self.say(f"the warrant does not verify locally; nothing started: {e}")
             return EXIT_DENIED
         try:  # every governor asked from now on is of the deployment that signed it
@@ -254,8 +276,20 @@ class Supervisor:
         except GovernorError as e:
             self.say(f"no governor of this deployment answered; nothing started: {e}")
             return EXIT_DENIED
-        self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
-        obligations = dict(claims.obligations)
+        verify = functools.partial(
+            self._verify, token, root, resource, digest, measurement=measurement, exact=not opts.zone
+        )
+        terms = _Terms.hinted(answer, opts.zone)
+        verified: VerifiedWarrant | None = None
+        if terms is None:  # an answer that does not say them: verified first
+            hint = answer["warrant"].get("zone")
+            try:
+                verified = verify(zone=opts.zone or (hint if isinstance(hint, str) else None))
+            except (WarrantError, IntegrityError, ValueError) as e:
+                self.say(f"the warrant does not verify locally; nothing started: {e}")
+                return EXIT_DENIED
+            terms = _Terms.of(verified.claims, opts.zone or verified.claims.zone)
+        obligations = terms.obligations
         self._max_output = _int(obligations.get("max_output_bytes"))
         # 4. Start under containment, executing the measured bytes.
         limits = Limits(
@@ -263,8 +297,8 @@ class Supervisor:
             max_pids=_int(obligations.get("max_pids")),
             no_network=obligations.get("no_network") is True,
         )
-        lease = LeaseCheck(root, claims.warrant_id, claims.lease_ttl_ms)  # signed answers only (ADR 0017)
-        ttl = enforcer_ttl_s(claims.lease_ttl_ms)  # the warrant's, not an unsigned answer's
+        lease = LeaseCheck(root, terms.warrant, terms.lease_ttl_ms)  # signed answers only (ADR 0017)
+        ttl = enforcer_ttl_s(terms.lease_ttl_ms)  # the warrant's (checked), not an unsigned answer's
         # The child set up ahead runs nothing of the command before the go, which only a
         # recorded start gives. Obligations that change its containment need another.
         pending = self._pending
@@ -274,23 +308,29 @@ class Supervisor:
             except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
                 self.say(f"could not prepare the command's start; nothing started: {type(e).__name__}: {e}")
                 return EXIT_DENIED
+        body = {
+            "warrant": token,
+            "action": opts.action,
+            "resource": resource,
+            "argv": self.argv,
+            "zone": terms.zone,  # the zone the warrant is checked for
+            "measurement": measurement.to_json(),
+            "containment": list(containment.planned_backends(limits)),
+            "enforcer": opts.enforcer,
+        }
         with pending:  # cancelled unless let go
+            start = self._start_sent(body, lease)
+            if verified is None:  # the start is on its way: verified meanwhile
+                try:
+                    verified = verify(zone=terms.zone)
+                    terms.check(verified.claims)
+                except (WarrantError, IntegrityError, ValueError) as e:
+                    self._unstarted(start, f"the warrant does not verify locally; nothing started: {e}")
+                    return EXIT_DENIED
+            claims = verified.claims
+            self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
             try:
-                started = self._governors.request(
-                    "POST",
-                    "/v1/executions",
-                    {
-                        "warrant": token,
-                        "action": opts.action,
-                        "resource": resource,
-                        "argv": self.argv,
-                        "zone": zone,  # the zone the warrant was checked for
-                        "measurement": measurement.to_json(),
-                        "containment": list(containment.planned_backends(limits)),
-                        "enforcer": opts.enforcer,
-                    },
-                    accept=lease.start,
-                ).json()
+                started = start.result().json()
             except GovernorError as e:
                 self.say(f"the governor refused to start the execution: {e}")
                 return EXIT_DENIED
@@ -395,6 +435,81 @@ class Supervisor:
             self._pending.cancel()
         self._pending = _prepare_child(containment, sealed, limits, ttl)
         return self._pending
+
+    def _verify(
+        self,
+        token: str,
+        root: bytes,
+        resource: str,
+        digest: str,
+        *,
+        measurement: Any,
+        zone: str | None,
+        exact: bool,
+    ) -> VerifiedWarrant:
+        """Step 3: the warrant verified for exactly this run (signature, validity,
+        argv digest, zone, measurement). ``zone`` ``None``: the warrant's own, read from
+        it; ``exact``: the zone is the one the governor evaluated (no ``--zone``), which
+        the warrant must name exactly.
+
+        Raises:
+            WarrantError, IntegrityError, ValueError: it does not verify.
+        """
+        opts, now = self.options, int(time.time())
+        if zone is None:  # an answer that does not name the zone: the warrant is opened once more
+            zone = verify_warrant_bounds(token, root_public_key=root, now=now, request=None).claims.zone
+        verified = verify_warrant_bounds(
+            token,
+            root_public_key=root,
+            now=now,
+            request=WarrantRequest(
+                action=opts.action,
+                resource=resource,
+                args_digest=args_digest(self.argv),
+                zone=zone,
+                executable_digest=digest,
+            ),
+        )
+        claims = verified.claims
+        if exact and claims.zone != zone:
+            raise ValueError(f"the answer named zone {zone!r}, the warrant {claims.zone!r}")
+        check_measurement(
+            measurement.to_json(),
+            action=claims.action,
+            resource=claims.resource,
+            executable_digest=claims.executable_digest,
+        )
+        return verified
+
+    def _start_sent(self, body: dict[str, Any], lease: LeaseCheck) -> Future[Answered]:
+        """Step 4's ``POST /v1/executions``, in a thread; returns once the request is on
+        the socket (or has failed), so that the warrant is verified while it is answered."""
+        answered: Future[Answered] = Future()
+        sent = threading.Event()
+
+        def start() -> None:
+            try:
+                ask = self._governors.request
+                answered.set_result(ask("POST", "/v1/executions", body, accept=lease.start, on_sent=sent.set))
+            except BaseException as e:  # noqa: BLE001 - handed to the run, which waits for it
+                answered.set_exception(e)
+            finally:
+                sent.set()
+
+        self._thread(start)
+        sent.wait()
+        return answered
+
+    def _unstarted(self, start: Future[Answered], why: str) -> None:
+        """The warrant did not verify while its start was being recorded: the command
+        never runs; a start the governor recorded is finished ``failed``, ``start-failed``."""
+        self.say(why)
+        try:
+            started = start.result().json()
+            self._execution = str(started["execution"])
+        except (GovernorError, ValueError, KeyError, TypeError):
+            return  # not started (or not answered validly): nothing to finish
+        self._finish({"outcome": "failed", "reason": "start-failed", "detail": why[:900]})
 
     # -- termination -------------------------------------------------------------
 

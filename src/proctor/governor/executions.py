@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from proctor.authorization.minted import MintedWarrants
 from proctor.authorization.warrants import (
     VerifiedWarrant,
     WarrantClaims,
@@ -235,6 +236,9 @@ class Executions:
         self._node = node
         self._quotas = quotas
         self._warrant_public_key = warrant_public_key
+        self.minted = MintedWarrants(warrant_public_key)
+        """The warrants this process minted (its issuer tells it), which a start verifies
+        by their exact bytes (:mod:`proctor.authorization.minted`, ADR 0026)."""
         self._suspend = suspend
         self._log_signer = log_signer
         self._transitions = transitions
@@ -493,7 +497,7 @@ class Executions:
             zone=_field(body, "zone", str, default=""),
             executable_digest=measured.digest if action == "exec" or measured.tool else "",
         )
-        verified = verify_warrant_bounds(
+        verified = self.minted.verify(
             token,
             root_public_key=self._warrant_public_key,
             now=int(now),

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from proctor.authorization.minted import MintedWarrants
 from proctor.authorization.minter import MintHelper
 from proctor.authorization.requests import MAX_FUTURE_SKEW
 from proctor.authorization.warrants import (
@@ -95,6 +96,7 @@ class WarrantIssuer:
         warrant_key: bytes,
         warrant_ttl_s: int,
         minter: MintHelper | None,
+        minted: MintedWarrants | None = None,
     ) -> None:
         """Args:
         state: where the warrant's row is written (a side write of its commit).
@@ -102,12 +104,15 @@ class WarrantIssuer:
         warrant_key: the warrant root's private key (raw Ed25519 bytes).
         warrant_ttl_s: the longest a warrant is valid (obligations may shorten it).
         minter: the minting helper process, or ``None`` to mint on the calling thread.
+        minted: told every warrant minted, which a start then verifies by its bytes
+            (:mod:`proctor.authorization.minted`).
         """
         self._state = state
         self._node = node
         self._warrant_key = warrant_key
         self._warrant_ttl_s = warrant_ttl_s
         self._minter = minter
+        self._minted = minted
 
     def helper_ready(self) -> bool:
         """Whether the helper can take a warrant now. One that died while it was not
@@ -164,6 +169,8 @@ class WarrantIssuer:
     ) -> tuple[dict[str, Any], Side]:
         """The ``warrant.issued`` event of a minted warrant, and the write of its row
         (which revocation of ancestors reads), as a side write of the same commit."""
+        if self._minted is not None:
+            self._minted.remember(token, claims)
         row = self._state.warrant_writer(
             claims.warrant_id,
             principal=op.principal,

@@ -11,9 +11,8 @@ exposes one public API by delegation. This module also holds the governor's life
 - :mod:`proctor.governor.recorder` appends events with their state writes;
 - :mod:`proctor.governor.admin` (principals, policy, revocation) and :mod:`proctor.governor.authorize`
   (decisions; warrants from :mod:`proctor.governor.issuance`);
-- :mod:`proctor.governor.executions` (executions and leases; receipts from
-  :mod:`proctor.governor.receipts`), which receives the state, the log, the recorder,
-  the trust (read only), the clock and the one governance response it triggers.
+- :mod:`proctor.governor.executions` (executions, leases; receipts: :mod:`proctor.governor.receipts`),
+  given the state, log, recorder, trust (read only), clock and the one governance response it triggers.
 
 No part imports this module, and no part reads another's private members.
 """
@@ -282,6 +281,7 @@ class Governor:
             warrant_key=warrant_key.private_bytes(),
             warrant_ttl_s=warrant_ttl_s,
             minter=self.minter,
+            minted=self.executions.minted,  # a start knows these by their bytes (ADR 0026)
         )
         self.authorizer = Authorizer(
             trust=self.trust,
