@@ -179,10 +179,20 @@ def headlines(records: Sequence[Record]) -> list[str]:
     inside = "governed run of true, in process"
     start = _find(records, "run", inside, series=_START_BEYOND)
     waits = _find(records, "run", inside, series="waits for the governor (authorize, start, finish)")
+    clock = "the command's start, in process (date's own clock reading)"
+    began = _find(records, "run", clock, series="the command started, beyond the governor's answers")
+    date = _find(records, "run", clock, baseline=True)
     if start and waits and start.median is not None and waits.median is not None:
-        add("run", f"Beyond the governor's answers ({waits.median:.1f} ms for three), the enforcer's own start "
-                     f"of a contained command takes **{start.median:.2f} ms** (the child is set up while the "
-                     "governor decides, ADR 0024).")  # fmt: skip
+        if began and date and began.median is not None and date.median is not None:
+            add("run", f"Beyond the governor's answers ({waits.median:.1f} ms for three), a governed command is "
+                         f"running **{began.median:.2f} ms** after its run began (`subprocess.run`: "
+                         f"{date.median:.2f} ms to the same instant); the enforcer's start returns at "
+                         f"{start.median:.2f} ms (the child set up while the governor decides, ADR 0024; the "
+                         "warrant verified while the start is recorded, ADR 0026).")  # fmt: skip
+        else:
+            add("run", f"Beyond the governor's answers ({waits.median:.1f} ms for three), the enforcer's own "
+                         f"start of a contained command takes **{start.median:.2f} ms** (the child is set up "
+                         "while the governor decides, ADR 0024).")  # fmt: skip
     revokes = [r for r in records if r.member == "revoke" and not r.baseline and r.median is not None]
     if revokes:
         r0 = min(revokes, key=lambda r: r.x or 0)

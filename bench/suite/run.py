@@ -165,6 +165,8 @@ MEMBER = Member(
         "The second group is the same governed run in a process already started: the waits for "
         "the governor's three answers, and what the enforcer adds before the command starts "
         "beyond them (issue 16's target: 3 ms), its contained child set up while the governor "
-        "decides (ADR 0024)."
+        "decides (ADR 0024) and the warrant verified while the start is recorded (ADR 0026). "
+        "The third, when the command itself is running (its first reading of the clock), beside "
+        "the same instant for a plain `subprocess.run`."
     ),
 )
