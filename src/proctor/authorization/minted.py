@@ -7,8 +7,10 @@ the token, checks its signature chain and runs its Datalog: about 0.2 ms here, t
 what this process wrote itself. Rules, numbered as the code cites them:
 
 1. Only a token this process minted with the root key it verifies with is remembered,
-   with the claims it was minted from, no attenuation bounds (it has no appended block)
-   and the revocation id of its one block, read from its bytes.
+   with the claims it was minted from. Presented, it is read as verified with those
+   claims, no attenuation bounds and the revocation id of its one block, read from its
+   bytes then (not when minted: most warrants are never presented back here); a token
+   with more than one block is never taken as minted here.
 2. A token presented is looked up by its exact text (a dict of ``str``: equal hashes
    and then every character compared). Any other text — an attenuated copy, one byte
    changed, another key's token — is verified in full, as before.
@@ -50,17 +52,13 @@ class MintedWarrants:
     def __init__(self, root_public_key: bytes, *, size: int = MAX_REMEMBERED) -> None:
         self._root = root_public_key
         self._size = size
-        self._known: OrderedDict[str, VerifiedWarrant] = OrderedDict()
+        self._known: OrderedDict[str, WarrantClaims | VerifiedWarrant] = OrderedDict()
         self._lock = threading.Lock()
 
     def remember(self, token: str, claims: WarrantClaims) -> None:
         """Rule 1: a token just minted from ``claims`` with the root key's private half."""
-        revocation_ids = tuple(UnverifiedBiscuit.from_base64(token).revocation_ids)
-        if len(revocation_ids) != 1:  # not a fresh warrant: never remembered
-            return
-        verified = VerifiedWarrant(claims, AttenuationBounds(), revocation_ids)
         with self._lock:
-            self._known[token] = verified
+            self._known[token] = claims
             while len(self._known) > self._size:
                 self._known.popitem(last=False)
 
@@ -82,6 +80,8 @@ class MintedWarrants:
         if type(now) is not int or not 0 <= now <= MAX_TIME:
             raise ValueError(f"expected now as unix seconds in [0, {MAX_TIME}], found {now!r}")
         known = self._known.get(token) if root_public_key == self._root else None
+        if isinstance(known, WarrantClaims):  # rule 1: read as verified once
+            known = self._verified(token, known)
         if known is None:  # rule 2
             return verify_warrant_bounds(
                 token, root_public_key=root_public_key, now=now, request=request, revoked=revoked
@@ -91,3 +91,15 @@ class MintedWarrants:
                 self._known.pop(token, None)
         check_verified(known, now=now, request=request, revoked=revoked)  # rule 3
         return known
+
+    def _verified(self, token: str, claims: WarrantClaims) -> VerifiedWarrant | None:
+        """Rule 1: the remembered token as verified, or ``None`` (forgotten: not one block)."""
+        revocation_ids = tuple(UnverifiedBiscuit.from_base64(token).revocation_ids)
+        with self._lock:
+            if len(revocation_ids) != 1:
+                self._known.pop(token, None)
+                return None
+            verified = VerifiedWarrant(claims, AttenuationBounds(), revocation_ids)
+            if token in self._known:
+                self._known[token] = verified
+            return verified
