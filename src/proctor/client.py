@@ -98,7 +98,7 @@ class GovernorClient:
         Args:
             timeout: seconds for this request (default: the client's).
             on_sent: called once the request is on the socket, before its answer is
-                read (plain ``http://`` only; through httpx, not called).
+                read (through httpx, which does not say when, before it is sent).
         """
         data = b"" if body is None else orjson.dumps(body)
         headers = self._headers(method, target, data, json=body is not None, signed=signed)

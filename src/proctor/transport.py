@@ -308,8 +308,10 @@ class _Httpx:
         headers: dict[str, str],
         timeout: float,
         *,
-        on_sent: Callable[[], object] | None = None,  # httpx does not say when it has sent: never called
+        on_sent: Callable[[], object] | None = None,
     ) -> Answer:
+        if on_sent is not None:
+            on_sent()  # httpx does not say when it has sent: said before, no head start taken
         try:
             r = self.http.request(method, target, content=data, headers=headers, timeout=timeout)
         except self._httpx.HTTPError as e:

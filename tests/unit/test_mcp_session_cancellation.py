@@ -11,36 +11,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from channel_support import pair
 from proctor.integrations.mcp.governance import ToolGovernance
 from proctor.integrations.mcp.session import GatewaySession
 
 ROUNDS = 200
-
-
-class End:
-    """One end of an in-memory channel: what it receives, and a way to send."""
-
-    def __init__(self, receive: MemoryObjectReceiveStream[Any], send: MemoryObjectSendStream[Any]) -> None:
-        self._receive, self._send = receive, send
-
-    async def receive(self) -> dict[str, Any]:
-        message: dict[str, Any] = await self._receive.receive()
-        return message
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self._send.send(message)
-
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
-
-
-def pair() -> tuple[End, End]:
-    a_send, b_receive = anyio.create_memory_object_stream[Any](1000)
-    b_send, a_receive = anyio.create_memory_object_stream[Any](1000)
-    return End(a_receive, a_send), End(b_receive, b_send)
 
 
 def test_a_cancelled_request_is_forgotten_and_its_late_answer_dropped() -> None:

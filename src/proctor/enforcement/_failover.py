@@ -226,7 +226,7 @@ class Governors:
             accept: raises :class:`~proctor.errors.VerificationError` for an answer
                 that is to count as none (rule 4).
             on_sent: called each time a request is on a governor's socket, before its
-                answer is read (plain ``http://``; see :meth:`GovernorClient.call`).
+                answer is read (see :meth:`GovernorClient.call`).
 
         Returns:
             The first answer that is not a pass-over (rule 2).

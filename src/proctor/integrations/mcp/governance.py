@@ -167,7 +167,13 @@ class ToolGovernance:
         return self._granted(answer, request, root)
 
     def authorize_start(
-        self, resource: str, arguments: dict[str, Any], digest: str, *, go: Callable[[], bool] = lambda: True
+        self,
+        resource: str,
+        arguments: dict[str, Any],
+        digest: str,
+        *,
+        go: Callable[[], bool] = lambda: True,
+        on_sent: Callable[[], object] | None = None,
     ) -> Running | Refusal:
         """Rules 1-4 in one round trip (``POST /v1/authorize/start``, ADR 0019): the
         warrant verified locally for exactly this call, the start answer signed by the
@@ -184,7 +190,8 @@ class ToolGovernance:
         plan = {"measurement": measurement, "containment": [], "enforcer": self._enforcer}
         try:
             root = self._warrant_key()
-            answered = self._governors.request("POST", AUTHORIZE_START, {"authorize": request, "start": plan})
+            body = {"authorize": request, "start": plan}
+            answered = self._governors.request("POST", AUTHORIZE_START, body, on_sent=on_sent)
             answer = answered.json()
         except GovernorError as e:
             if e.status in (404, 405):  # an older governor: no such route

@@ -16,7 +16,9 @@ The rules, numbered as the code cites them:
    the last ``tools/list`` answer forwarded to the agent described it (listed by the
    gateway itself if the agent never listed). Before *each* call is forwarded the
    gateway lists the upstream's tools again, while the governor authorizes and starts
-   the call (listed again if that waited for an approval); a definition whose digest
+   the call, from when that request is on its way (at most 50 ms after it was asked
+   for: the upstream's work on the list then does not delay the request; listed again
+   if that waited for an approval); a definition whose digest
    differs from the warrant's is refused and never forwarded (it changed after it was
    shown), its execution finished ``failed``, reason ``not-forwarded``.
 3. A denial, an unreachable governor, an unknown tool, malformed arguments, or a
@@ -35,6 +37,7 @@ The rules, numbered as the code cites them:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import threading
@@ -67,6 +70,8 @@ _MAX_PAGES = 64
 _LIST_TIMEOUT_S = 30.0
 _TICK_S = 0.05
 _CANCELLED = "cancelled by the agent"
+_RELIST_HEAD_START_S = 0.05
+"""At most how long the re-list waits for the authorization to be on its way first."""
 _RELIST_FRESH_S = 1.0  # a re-list older when the call is to be forwarded (an approval was awaited): again
 
 
@@ -328,6 +333,16 @@ class GatewaySession:
             into.live = LookupError(f"the upstream server cannot be written to ({e})")
         into.at = time.monotonic()
 
+    async def _relist_once_sent(self, into: _Relist, sent: anyio.Event) -> None:
+        with anyio.move_on_after(_RELIST_HEAD_START_S):
+            await sent.wait()
+        await self._relist(into)
+
+    def _from_worker(self, func: Callable[[], object]) -> None:
+        """Run ``func`` on the event loop, from a worker thread (nothing if the loop ended)."""
+        with contextlib.suppress(RuntimeError):
+            anyio.from_thread.run_sync(func, token=self._token)
+
     # -- rules 1-5: one governed call --------------------------------------------------
 
     async def _governed(self, message: dict[str, Any]) -> None:
@@ -358,20 +373,25 @@ class GatewaySession:
             await self._refuse(agent_id, f"refused: the upstream server has no tool {tool!r}")
             return
         # Rule 2: the upstream is listed again while the governor authorizes and starts
-        # (one wait instead of two, ADR 0019 as amended); nothing is forwarded before
-        # the live definition is found to be the warrant's.
-        relisted = _Relist()
+        # (one wait instead of two, ADR 0019 as amended), from when the request is on
+        # its way (the upstream's work then does not delay it); nothing is forwarded
+        # before the live definition is found to be the warrant's.
+        relisted, sent = _Relist(), anyio.Event()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._relist, relisted)
-            running = await anyio.to_thread.run_sync(  # one request authorizes and starts (ADR 0019)
-                functools.partial(
-                    self.governance.authorize_start,
-                    resource,
-                    arguments,
-                    shown,
-                    go=lambda: not self._held.get(agent_id),
+            tasks.start_soon(self._relist_once_sent, relisted, sent)
+            try:
+                running = await anyio.to_thread.run_sync(  # one request authorizes and starts (ADR 0019)
+                    functools.partial(
+                        self.governance.authorize_start,
+                        resource,
+                        arguments,
+                        shown,
+                        go=lambda: not self._held.get(agent_id),
+                        on_sent=functools.partial(self._from_worker, sent.set),
+                    )
                 )
-            )
+            finally:
+                sent.set()  # answered (or refused before it was sent): the re-list waits no more
         if isinstance(running, Refusal):
             if running.reason:  # none: cancelled by the agent before it started (rule 1)
                 await self._refuse(agent_id, running.reason)
