@@ -5,12 +5,14 @@ change after minting still runs. In process, with the real log, state and mintin
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gov_support import EXE
+from gov_support import EXE, POLICIES, signed_bundle
 from proctor.authorization import minted as minted_module
+from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import attenuate_warrant, verify_warrant_bounds
 from proctor.errors import WarrantError
 from proctor.governor.model import AuthorizeRequest
@@ -85,3 +87,18 @@ def test_an_attenuated_copy_is_opened_and_verified_in_full(governor: Governor, o
     copy = attenuate_warrant(token, root_public_key=governor.warrant_public_key, resource="/bin/echo")
     assert _start(governor, copy)["execution"]
     assert opened == [copy]
+
+
+def test_a_warrant_the_minting_helper_returned_is_opened_and_verified_in_full(
+    gov_data: Path, opened: list[str]
+) -> None:
+    """The helper's answers are paired with their claims by order only: its tokens are
+    never taken as known."""
+    with Governor(gov_data, mint_helper=True) as helped:
+        alice = PrincipalKey.generate("alice")
+        helped.add_principal("alice", alice.public_key_b64, attrs={"role": "dev"}, zone="", by="admin")
+        helped.push_policy(signed_bundle(gov_data, POLICIES / "basic"), by="admin")
+        helped.log.busy = True  # as after a batch of several callers: the helper mints
+        token = _warrant(helped)
+        assert _start(helped, token)["execution"]
+        assert opened == [token]

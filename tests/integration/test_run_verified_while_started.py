@@ -105,9 +105,11 @@ def test_the_warrant_is_verified_after_the_start_is_sent_and_before_the_go(
     ("lie", "field"),
     [
         ({"max_output_bytes": 7}, "obligations"),  # the governor accepts this start: finished failed
+        ({"lease_ttl_s": 2.0}, "obligations"),  # == 2 in Python; another JSON type: not the warrant's
         ({}, "lease_ttl_ms"),  # the start answer is signed for the true TTL: not accepted
         ({}, "id"),  # nor for another warrant id
     ],
+    ids=["obligation-added", "obligation-retyped", "lease-ttl", "warrant-id"],
 )
 def test_answered_terms_that_are_not_the_warrants_start_nothing(
     gov: GovernorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lie: dict[str, Any], field: str

@@ -6,11 +6,13 @@ Verifying it then (:func:`~proctor.authorization.warrants.verify_warrant_bounds`
 the token, checks its signature chain and runs its Datalog: about 0.2 ms here, to learn
 what this process wrote itself. Rules, numbered as the code cites them:
 
-1. Only a token this process minted with the root key it verifies with is remembered,
-   with the claims it was minted from. Presented, it is read as verified with those
-   claims, no attenuation bounds and the revocation id of its one block, read from its
-   bytes then (not when minted: most warrants are never presented back here); a token
-   with more than one block is never taken as minted here.
+1. Only a token this process minted on its own thread with the root key it verifies
+   with is remembered, with the claims it was minted from (not one the minting helper
+   process returned: its answers are paired with their claims by order only).
+   Presented, it is read as verified with those claims, no attenuation bounds and the
+   revocation id of its one block, read from its bytes then (not when minted: most
+   warrants are never presented back here); a token with more than one block is never
+   taken as minted here.
 2. A token presented is looked up by its exact text (a dict of ``str``: equal hashes
    and then every character compared). Any other text — an attenuated copy, one byte
    changed, another key's token — is verified in full, as before.
@@ -79,7 +81,8 @@ class MintedWarrants:
         """
         if type(now) is not int or not 0 <= now <= MAX_TIME:
             raise ValueError(f"expected now as unix seconds in [0, {MAX_TIME}], found {now!r}")
-        known = self._known.get(token) if root_public_key == self._root else None
+        with self._lock:
+            known = self._known.get(token) if root_public_key == self._root else None
         if isinstance(known, WarrantClaims):  # rule 1: read as verified once
             known = self._verified(token, known)
         if known is None:  # rule 2

@@ -68,7 +68,7 @@ from proctor.enforcement._probe import probe_ahead
 from proctor.enforcement.containment import Containment, Limits, PendingStart
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import Prepared, measure, prepare
-from proctor.errors import EnforcementError, IntegrityError, ProctorError, WarrantError
+from proctor.errors import EnforcementError, ProctorError, WarrantError
 from proctor.policy.decision import describe_denial
 from proctor.verification import check_measurement, measured_resource
 from proctor.verification.lease import (
@@ -121,14 +121,33 @@ class _Terms:
         return cls(ident, zone or str(named), ttl, obligations)
 
     def check(self, claims: WarrantClaims) -> None:
-        """Raises :class:`WarrantError` when the verified claims are not these terms."""
+        """Raises :class:`WarrantError` when the verified claims are not exactly these
+        terms: equal JSON, types included (``1``, ``1.0`` and ``true`` are equal in
+        Python, and an obligation read as another type would not be enforced)."""
         theirs = (claims.warrant_id, claims.lease_ttl_ms, dict(claims.obligations))
-        if theirs != (self.warrant, self.lease_ttl_ms, self.obligations):
+        if _exact(theirs) != _exact((self.warrant, self.lease_ttl_ms, self.obligations)):
             raise WarrantError(
                 f"the answer's terms (warrant {self.warrant}, lease {self.lease_ttl_ms} ms, obligations "
                 f"{self.obligations}) are not the warrant's ({theirs[0]}, {theirs[1]} ms, {theirs[2]})",
                 reason="scope",
             )
+
+
+def _exact(value: Any) -> bytes:
+    """``value`` as JSON whose bytes differ for values of different JSON types."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (a hostile answer's value): never equal to the claims'
+        return b"\x00" + repr(value).encode()
+
+
+def _limits(obligations: dict[str, Any]) -> Limits:
+    """The containment limits the obligations ask for."""
+    return Limits(
+        memory_mb=_int(obligations.get("memory_limit_mb")),
+        max_pids=_int(obligations.get("max_pids")),
+        no_network=obligations.get("no_network") is True,
+    )
 
 
 @dataclass
@@ -285,18 +304,12 @@ class Supervisor:
             hint = answer["warrant"].get("zone")
             try:
                 verified = verify(zone=opts.zone or (hint if isinstance(hint, str) else None))
-            except (WarrantError, IntegrityError, ValueError) as e:
+            except (ProctorError, ValueError) as e:
                 self.say(f"the warrant does not verify locally; nothing started: {e}")
                 return EXIT_DENIED
             terms = _Terms.of(verified.claims, opts.zone or verified.claims.zone)
-        obligations = terms.obligations
-        self._max_output = _int(obligations.get("max_output_bytes"))
         # 4. Start under containment, executing the measured bytes.
-        limits = Limits(
-            memory_mb=_int(obligations.get("memory_limit_mb")),
-            max_pids=_int(obligations.get("max_pids")),
-            no_network=obligations.get("no_network") is True,
-        )
+        limits = _limits(terms.obligations)  # held to the verified claims' before the go
         lease = LeaseCheck(root, terms.warrant, terms.lease_ttl_ms)  # signed answers only (ADR 0017)
         ttl = enforcer_ttl_s(terms.lease_ttl_ms)  # the warrant's (checked), not an unsigned answer's
         # The child set up ahead runs nothing of the command before the go, which only a
@@ -324,10 +337,17 @@ class Supervisor:
                 try:
                     verified = verify(zone=terms.zone)
                     terms.check(verified.claims)
-                except (WarrantError, IntegrityError, ValueError) as e:
+                except (ProctorError, ValueError) as e:
                     self._unstarted(start, f"the warrant does not verify locally; nothing started: {e}")
                     return EXIT_DENIED
             claims = verified.claims
+            obligations = dict(claims.obligations)  # the verified ones, from here on
+            if _limits(obligations) != limits:  # cannot be, once checked: never weaker than the warrant's
+                self._unstarted(
+                    start, "the start was prepared with other limits than the warrant's; nothing started"
+                )
+                return EXIT_DENIED
+            self._max_output = _int(obligations.get("max_output_bytes"))
             self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
             try:
                 started = start.result().json()

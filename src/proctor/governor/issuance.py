@@ -104,8 +104,9 @@ class WarrantIssuer:
         warrant_key: the warrant root's private key (raw Ed25519 bytes).
         warrant_ttl_s: the longest a warrant is valid (obligations may shorten it).
         minter: the minting helper process, or ``None`` to mint on the calling thread.
-        minted: told every warrant minted, which a start then verifies by its bytes
-            (:mod:`proctor.authorization.minted`).
+        minted: told every warrant minted on the calling thread (not the helper's: its
+            answers are paired with claims by their order only), which a start then
+            verifies by its bytes (:mod:`proctor.authorization.minted`).
         """
         self._state = state
         self._node = node
@@ -169,8 +170,6 @@ class WarrantIssuer:
     ) -> tuple[dict[str, Any], Side]:
         """The ``warrant.issued`` event of a minted warrant, and the write of its row
         (which revocation of ancestors reads), as a side write of the same commit."""
-        if self._minted is not None:
-            self._minted.remember(token, claims)
         row = self._state.warrant_writer(
             claims.warrant_id,
             principal=op.principal,
@@ -216,6 +215,8 @@ class WarrantIssuer:
         claims = self.claims(op, index)
         token = mint_warrant(claims, root_private_key=self._warrant_key)
         op.claims, op.token = claims, token
+        if self._minted is not None:  # minted here from these claims: their pairing is certain
+            self._minted.remember(token, claims)
         return self.issued(op, claims, token, index, leaf)
 
     def mint_later(self, op: Authorization, index: int, leaf: bytes, deferred: Deferred) -> dict[str, Any]:
