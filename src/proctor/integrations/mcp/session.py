@@ -33,6 +33,13 @@ The rules, numbered as the code cites them:
    ``isError`` result) and the RFC 8785 digest of its result, after the agent has its
    answer (``_meta`` ``proctor/execution`` added: whose receipt to fetch); the session
    waits for every finish before it ends.
+
+Why one module: the five rules are one sequence over one state — the ids renumbered
+both ways, the calls held before they are forwarded, the calls in flight with their
+leases, the finishes still owed — and a cancellation, a revocation or the upstream's
+end can arrive at any step of it; the order of those steps is the guarantee, and it is
+audited here, in the order it runs, while the wire format, the governor's side and the
+transports live in their own modules.
 """
 
 from __future__ import annotations
