@@ -401,8 +401,14 @@ class Administration:
         # recorded after it. If the log cannot record it, it stays applied: enforcers
         # stopped what it revokes, no lease is renewed while the log cannot record
         # (:meth:`Executions.renew`), and the caller is told it was not recorded.
+        # An execution's revocation is queued in one order with its finish: a finish
+        # queued after it ends it terminated (Executions.execution_revocation).
+        ordered: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if kind == "execution":
+            ordered = self._executions.execution_revocation(target)
         try:
-            pending = self._recorder.submit(events, side=side, notify=push)
+            with ordered:
+                pending = self._recorder.submit(events, side=side, notify=push)
         finally:
             self._broadcaster.publish(early_revocation(kind, target))
         return pending, [r.name for r in changed]

@@ -245,12 +245,26 @@ class Executions:
         self._lease_signer = lease_signer
         self._gate = threading.Lock()  # exclusive mode: see trust_change
         self._trust_changes = 0
+        self._ending = threading.Lock()  # see execution_revocation
+        self._revoking: set[str] = set()
         self.registry = ExecutionRegistry(
             state.running_leases(),
             state.running_executions(),
             recorder.side_write,
             shared=state if transitions is not None else None,
         )
+
+    @contextlib.contextmanager
+    def execution_revocation(self, execution_id: str) -> Iterator[None]:
+        """Hold this around queueing the revocation of one execution: a finish decides its
+        outcome and queues its end either before the revocation (a lower index: it ended
+        before it was revoked) or after it, seeing it, and then ends it ``terminated``
+        whatever its enforcer says — also before the revocation's commit marks its row
+        (ADR 0021: a revocation takes effect when it is queued). Nothing is remembered if
+        the body raises (the revocation was not queued)."""
+        with self._ending:
+            yield
+            self._revoking.add(execution_id)
 
     def _turn(self) -> contextlib.AbstractContextManager[None]:
         """Shared mode: the transition lock, for one change of status; else nothing."""
@@ -294,6 +308,8 @@ class Executions:
 
     def revoked(self, execution_id: str) -> None:
         """The execution was revoked (its row says ``terminating`` now)."""
+        with self._ending:
+            self._revoking.discard(execution_id)  # the row says it from now on
         record = self._state.execution(execution_id)
         if record is not None:
             self.registry.not_running(execution_id, str(record["principal"]))
@@ -862,16 +878,44 @@ class Executions:
             }
         if outcome not in ("completed", "terminated", "failed"):
             raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
+        with self._ending:  # the outcome, and its end queued, in one order with revocations
+            pending, status, responses = self._ending_queued(record, body, event, outcome, now)
+        index = pending.wait()[0]
+        with self._ending:
+            self._revoking.discard(execution_id)  # ended: nothing more to decide
+        self.registry.ended(execution_id)
+        self.registry.not_running(execution_id, str(record["principal"]))
+        facts: dict[str, Any] = {}
+        if responses:
+            facts = {
+                "execution": execution_id,
+                "principal": record["principal"],
+                "warrant": record["warrant"],
+                "reason": event["reason"],
+                "detail": event.get("detail", ""),
+            }
+        return {"execution": execution_id, "log_index": index, "status": status}, responses, facts
+
+    def _ending_queued(
+        self, record: StoredExecution, body: Any, event: dict[str, Any], outcome: str, now: float
+    ) -> tuple[Append, str, list[str]]:
+        """Under ``_ending``: the end's event completed and queued; (its pending append,
+        the status, the governance responses). An execution whose revocation is queued
+        (:meth:`execution_revocation`) or whose row says ``terminating`` ends terminated."""
+        execution_id = record["id"]
+        revoked = execution_id in self._revoking
+        terminating = record["status"] == "terminating" or revoked
+        governors_reason = record["reason"] or ("revoked" if revoked else "")
         outputs = {name: _output_digest(body, name) for name in ("stdout", "stderr")}
         if outcome == "completed":
             exit_status = _field(body, "exit_status", int)
-            if record["status"] == "terminating":
+            if terminating:
                 # Governance had decided it must die (revoked, or a failed renewal):
                 # whatever its enforcer says, the log says it was terminated.
                 outcome = "terminated"
                 body = {
                     **body,
-                    "reason": record["reason"] or "revoked",
+                    "reason": governors_reason or "revoked",
                     "detail": f"ended (exit status {exit_status}) after governance had terminated it",
                 }
             else:
@@ -883,8 +927,8 @@ class Executions:
                 )
         if outcome in ("terminated", "failed"):
             reason = _field(body, "reason", str)
-            if record["status"] == "terminating" and record["reason"] and outcome == "terminated":
-                reason = record["reason"]  # the governor's reason, not the enforcer's
+            if terminating and governors_reason and outcome == "terminated":
+                reason = governors_reason  # the governor's reason, not the enforcer's
             if outcome == "terminated" and reason not in TERMINATION_REASONS:
                 raise RequestShapeError(
                     f"reason: expected one of {list(TERMINATION_REASONS)}, found {reason!r}"
@@ -911,19 +955,7 @@ class Executions:
         ended = self._state.execution_update_writer(
             execution_id, status=status, reason=event.get("reason", ""), ended=int(now)
         )
-        index = self._record(event, [ended])
-        self.registry.ended(execution_id)
-        self.registry.not_running(execution_id, str(record["principal"]))
-        facts: dict[str, Any] = {}
-        if responses:
-            facts = {
-                "execution": execution_id,
-                "principal": record["principal"],
-                "warrant": record["warrant"],
-                "reason": event["reason"],
-                "detail": event.get("detail", ""),
-            }
-        return {"execution": execution_id, "log_index": index, "status": status}, responses, facts
+        return self._log.submit([event], side=[ended]), status, responses
 
     def receipt(self, execution_id: str) -> dict[str, Any]:
         """The execution's self-contained, offline-verifiable receipt

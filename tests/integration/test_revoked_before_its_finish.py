@@ -1,0 +1,80 @@
+"""A finish that arrives after an execution's revocation was queued, and before that
+revocation committed, ends the execution ``terminated`` (``revoked``), whatever its
+enforcer says: a revocation takes effect when it is queued (ADR 0021), and the log's
+order must say so (``tests/log_invariants.py``, ``revoked-execution-ends``). A fresh-clone
+CI run found the log saying otherwise once (``test_faults_network``: revoked at leaf 149,
+``execution.completed`` at 151): the finish had read the execution's row before the
+revocation's commit marked it ``terminating``. In process, with the real log and state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from gov_support import EXE, held_commits
+from log_invariants import Report, check_events
+from proctor.governor.model import AuthorizeRequest
+from proctor.governor.service import Governor
+
+MEASURED = {
+    "executable": "/bin/echo",
+    "executable_digest": EXE,
+    "files": [{"path": "/bin/echo", "digest": EXE, "role": "executable"}],
+    "script_index": None,
+}
+
+
+def _started(gov: Governor, word: str) -> str:
+    result = gov.authorize(
+        "alice",
+        AuthorizeRequest(action="exec", resource="/bin/echo", argv=("echo", word), executable_digest=EXE),
+    )
+    assert result.warrant is not None, result.decision.reason
+    body = {"warrant": result.warrant, "action": "exec", "resource": "/bin/echo", "argv": ["echo", word],
+            "measurement": MEASURED}  # fmt: skip
+    return str(gov.executions.start("alice", body)["execution"])
+
+
+def _ends(gov: Governor, execution: str) -> list[dict[str, Any]]:
+    events = [json.loads(gov.log.leaf(i)) for i in range(gov.log.size)]
+    return [e for e in events if e.get("execution") == execution and e["type"] != "execution.started"]
+
+
+def test_a_finish_between_a_revocation_and_its_commit_ends_it_terminated(governor: Governor) -> None:
+    execution = _started(governor, "racing")
+    finished: list[Any] = []
+    with held_commits(governor.log._store) as (holding, release):
+        revoking = threading.Thread(
+            target=lambda: governor.revoke("execution", execution, reason="test", by="admin")
+        )
+        revoking.start()
+        assert holding.wait(10), "the revocation was not queued"
+        # Queued, not committed: the row still says running. The enforcer reports its
+        # command completed (it finished before the kill reached it).
+        finishing = threading.Thread(
+            target=lambda: finished.append(
+                governor.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
+            )
+        )
+        finishing.start()
+        finishing.join(0.5)  # it queues its end behind the revocation, and waits for the commit
+        release.set()
+        revoking.join(30)
+        finishing.join(30)
+    assert finished, "the finish did not return"
+    assert finished[0]["status"] == "terminated", finished
+    ends = _ends(governor, execution)
+    assert [e["type"] for e in ends] == ["execution.terminated"], ends
+    assert ends[0]["reason"] == "revoked"
+    report = Report()
+    check_events([(i, json.loads(governor.log.leaf(i))) for i in range(governor.log.size)], report)
+    assert report.ok, [str(v) for v in report.violations]
+
+
+def test_a_finish_before_the_revocation_is_queued_keeps_its_outcome(governor: Governor) -> None:
+    execution = _started(governor, "first")
+    answer = governor.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
+    assert answer["status"] == "completed"
+    assert [e["type"] for e in _ends(governor, execution)] == ["execution.completed"]
