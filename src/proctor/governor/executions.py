@@ -261,7 +261,13 @@ class Executions:
         before it was revoked) or after it, seeing it, and then ends it ``terminated``
         whatever its enforcer says — also before the revocation's commit marks its row
         (ADR 0021: a revocation takes effect when it is queued). Nothing is remembered if
-        the body raises (the revocation was not queued)."""
+        the body raises (the revocation was not queued). Exclusive mode only: shared, a
+        queueing may wait for the log's turn between processes, which must not be waited
+        for under a lock a finish takes (the finish reads the row under the transition
+        lock, as before)."""
+        if self._transitions is not None:
+            yield
+            return
         with self._ending:
             yield
             self._revoking.add(execution_id)
@@ -878,7 +884,8 @@ class Executions:
             }
         if outcome not in ("completed", "terminated", "failed"):
             raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
-        with self._ending:  # the outcome, and its end queued, in one order with revocations
+        ordered = self._ending if self._transitions is None else contextlib.nullcontext()
+        with ordered:  # the outcome, and its end queued, in one order with revocations
             pending, status, responses = self._ending_queued(record, body, event, outcome, now)
         index = pending.wait()[0]
         with self._ending:
