@@ -35,8 +35,13 @@ from collections.abc import Callable, Set
 from biscuit_auth import UnverifiedBiscuit
 
 from proctor.authorization.attenuation import AttenuationBounds
-from proctor.authorization.claims import MAX_TIME, WarrantClaims, WarrantRequest
-from proctor.authorization.warrants import VerifiedWarrant, check_verified, verify_warrant_bounds
+from proctor.authorization.claims import WarrantClaims, WarrantRequest
+from proctor.authorization.warrants import (
+    VerifiedWarrant,
+    check_now,
+    check_verified,
+    verify_warrant_bounds,
+)
 
 __all__ = ["MAX_REMEMBERED", "MintedWarrants"]
 
@@ -79,8 +84,7 @@ class MintedWarrants:
         Raises:
             WarrantError, ValueError: as :func:`~proctor.authorization.warrants.verify_warrant_bounds`.
         """
-        if type(now) is not int or not 0 <= now <= MAX_TIME:
-            raise ValueError(f"expected now as unix seconds in [0, {MAX_TIME}], found {now!r}")
+        check_now(now)
         with self._lock:
             known = self._known.get(token) if root_public_key == self._root else None
         if isinstance(known, WarrantClaims):  # rule 1: read as verified once

@@ -81,6 +81,7 @@ __all__ = [
     "VerifiedWarrant",
     "verify_warrant_bounds",
     "check_verified",
+    "check_now",
     "attenuate_warrant",
     "inspect_warrant",
 ]
@@ -288,6 +289,16 @@ def verify_warrant(
     ).claims
 
 
+def check_now(now: object) -> None:
+    """The verification time must be integer unix seconds in ``[0, MAX_TIME]``.
+
+    Raises:
+        ValueError: it is not (``True``, a float, a negative or too large number).
+    """
+    if type(now) is not int or not 0 <= now <= MAX_TIME:
+        raise ValueError(f"expected now as unix seconds in [0, {MAX_TIME}], found {now!r}")
+
+
 def verify_warrant_bounds(
     token: str,
     *,
@@ -340,8 +351,7 @@ def verify_warrant_bounds(
         ValueError: ``now`` is not an integer time.
         Exception: whatever ``revoked`` raises is passed on (no answer is no warrant).
     """
-    if type(now) is not int or not 0 <= now <= MAX_TIME:
-        raise ValueError(f"expected now as unix seconds in [0, {MAX_TIME}], found {now!r}")
+    check_now(now)
     # Steps 1-4
     biscuit = open_token(token, root_public_key=root_public_key)
     # Step 4b

@@ -265,12 +265,16 @@ class Executions:
         queueing may wait for the log's turn between processes, which must not be waited
         for under a lock a finish takes (the finish reads the row under the transition
         lock, as before)."""
-        if self._transitions is not None:
+        ordered = self._ending_order()
+        with ordered:
             yield
-            return
-        with self._ending:
-            yield
-            self._revoking.add(execution_id)
+            if ordered is self._ending:
+                self._revoking.add(execution_id)
+
+    def _ending_order(self) -> contextlib.AbstractContextManager[Any]:
+        """The lock that orders an execution's revocation with its finish (exclusive mode;
+        see :meth:`execution_revocation`), or nothing (shared mode)."""
+        return self._ending if self._transitions is None else contextlib.nullcontext()
 
     def _turn(self) -> contextlib.AbstractContextManager[None]:
         """Shared mode: the transition lock, for one change of status; else nothing."""
@@ -884,8 +888,7 @@ class Executions:
             }
         if outcome not in ("completed", "terminated", "failed"):
             raise RequestShapeError(f"outcome: expected completed, terminated or failed, found {outcome!r}")
-        ordered = self._ending if self._transitions is None else contextlib.nullcontext()
-        with ordered:  # the outcome, and its end queued, in one order with revocations
+        with self._ending_order():  # the outcome, and its end queued, in one order with revocations
             pending, status, responses = self._ending_queued(record, body, event, outcome, now)
         index = pending.wait()[0]
         with self._ending:
