@@ -21,6 +21,10 @@ to receipt"):
    integrity, obligation exceeded, lease lost (governor unreachable until the lease
    expired: no grace beyond it): SIGTERM, a short grace, SIGKILL of the whole tree;
    ``execution.terminated`` with the reason; exit 79.
+   Interrupted (SIGINT, SIGTERM or SIGHUP to ``proctor run``): the same kill,
+   ``execution.terminated`` with reason ``interrupted``; exit 128 + the signal. Before
+   the command started, nothing starts and a start the governor recorded is finished
+   ``failed``, reason ``interrupted``.
 7. Otherwise pass the exit status through; ``execution.completed`` with the exit
    status, duration, resource usage and the SHA-256 of stdout and stderr, which are
    streamed through while hashed.
@@ -83,6 +87,8 @@ __all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]
 
 EXIT_DENIED = 77
 EXIT_TERMINATED = 79
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that end a run as interrupted (exit 128 + the signal), its record included."""
 _CHUNK = 65536
 AHEAD_TTL_S = 60.0
 """The lease TTL a child set up ahead is prepared with; the warrant's comes with the go."""
@@ -150,6 +156,15 @@ def _limits(obligations: dict[str, Any]) -> Limits:
     )
 
 
+class _Interrupted(KeyboardInterrupt):
+    """An interrupt before the command started (raised by the handler on the main thread)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.said = False  # the run said what it left
+
+
 @dataclass
 class RunOptions:
     """How ``proctor run`` governs one command.
@@ -207,6 +222,7 @@ class Supervisor:
         self._ahead_lock = threading.Lock()
         self._closed = False
         self._containment: Containment | None = None
+        self._interrupt = 0  # the signal that interrupted the running command
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -218,9 +234,16 @@ class Supervisor:
 
     def run(self) -> int:
         """Govern the command; return the process exit code."""
+        handlers = self._catch_interrupts()
         try:
             return self._run()
+        except _Interrupted as e:
+            if not e.said:
+                self.say(f"interrupted by {signal.Signals(e.signum).name}; nothing started")
+            return 128 + e.signum
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             with self._ahead_lock:  # a child the ahead thread sets up after this ends itself
                 self._closed = True
                 pending = self._pending
@@ -333,38 +356,44 @@ class Supervisor:
         }
         with pending:  # cancelled unless let go
             start = self._start_sent(body, lease)
-            if verified is None:  # the start is on its way: verified meanwhile
-                try:
-                    verified = verify(zone=terms.zone)
-                    terms.check(verified.claims)
-                except (ProctorError, ValueError) as e:
-                    self._unstarted(start, f"the warrant does not verify locally; nothing started: {e}")
+            try:
+                if verified is None:  # the start is on its way: verified meanwhile
+                    try:
+                        verified = verify(zone=terms.zone)
+                        terms.check(verified.claims)
+                    except (ProctorError, ValueError) as e:
+                        self._unstarted(start, f"the warrant does not verify locally; nothing started: {e}")
+                        return EXIT_DENIED
+                claims = verified.claims
+                obligations = dict(claims.obligations)  # the verified ones, from here on
+                if _limits(obligations) != limits:  # cannot be, once checked: never weaker than the warrant's
+                    self._unstarted(
+                        start, "the start was prepared with other limits than the warrant's; nothing started"
+                    )
                     return EXIT_DENIED
-            claims = verified.claims
-            obligations = dict(claims.obligations)  # the verified ones, from here on
-            if _limits(obligations) != limits:  # cannot be, once checked: never weaker than the warrant's
-                self._unstarted(
-                    start, "the start was prepared with other limits than the warrant's; nothing started"
-                )
-                return EXIT_DENIED
-            self._max_output = _int(obligations.get("max_output_bytes"))
-            self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
-            try:
-                started = start.result().json()
-            except GovernorError as e:
-                self.say(f"the governor refused to start the execution: {e}")
-                return EXIT_DENIED
-            self._execution = str(started["execution"])
-            self._lease_deadline = lease_deadline(time.monotonic(), ttl)
-            began = time.monotonic()
-            try:
-                if not pending.usable:  # its time ran out while the start was recorded
-                    pending = self._prepare_fresh(containment, prepared, limits, ttl)
-                self._contained = pending.go(lease_ttl=ttl)
-            except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
-                self.say(f"could not start the command: {type(e).__name__}: {e}")
-                self._finish({"outcome": "failed", "reason": "start-failed", "detail": str(e)})
-                return EXIT_DENIED
+                self._max_output = _int(obligations.get("max_output_bytes"))
+                self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
+                try:
+                    started = start.result().json()
+                except GovernorError as e:
+                    self.say(f"the governor refused to start the execution: {e}")
+                    return EXIT_DENIED
+                self._execution = str(started["execution"])
+                self._lease_deadline = lease_deadline(time.monotonic(), ttl)
+                began = time.monotonic()
+                try:
+                    if not pending.usable:  # its time ran out while the start was recorded
+                        pending = self._prepare_fresh(containment, prepared, limits, ttl)
+                    self._contained = pending.go(lease_ttl=ttl)
+                except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
+                    self.say(f"could not start the command: {type(e).__name__}: {e}")
+                    self._finish({"outcome": "failed", "reason": "start-failed", "detail": str(e)})
+                    return EXIT_DENIED
+            except _Interrupted as e:
+                why = f"interrupted by {signal.Signals(e.signum).name} before the command started"
+                e.said = True
+                self._unstarted(start, f"{why}; nothing started", reason="interrupted")
+                raise
         prepared.close()
         self.say(
             f"execution {self._execution} started (warrant {claims.warrant_id}, pid {self._contained.pid}, "
@@ -415,7 +444,7 @@ class Supervisor:
             )
             self.say(f"execution {self._execution} terminated: {self._reason}: {self._detail}")
             self._write_receipt()
-            return EXIT_TERMINATED
+            return 128 + self._interrupt if self._reason == "interrupted" else EXIT_TERMINATED
         self._finish(
             {
                 "outcome": "completed",
@@ -520,16 +549,41 @@ class Supervisor:
         sent.wait()
         return answered
 
-    def _unstarted(self, start: Future[Answered], why: str) -> None:
-        """The warrant did not verify while its start was being recorded: the command
-        never runs; a start the governor recorded is finished ``failed``, ``start-failed``."""
+    def _unstarted(self, start: Future[Answered], why: str, *, reason: str = "start-failed") -> None:
+        """The warrant did not verify while its start was being recorded (or the run was
+        interrupted): the command never runs; a start the governor recorded is finished
+        ``failed``, with ``reason``."""
         self.say(why)
         try:
             started = start.result().json()
             self._execution = str(started["execution"])
         except (GovernorError, ValueError, KeyError, TypeError):
             return  # not started (or not answered validly): nothing to finish
-        self._finish({"outcome": "failed", "reason": "start-failed", "detail": why[:900]})
+        self._finish({"outcome": "failed", "reason": reason, "detail": why[:900]})
+
+    # -- interrupts ----------------------------------------------------------------
+
+    def _catch_interrupts(self) -> dict[int, Any]:
+        """Handle :data:`INTERRUPTS` while the run lasts (main thread only: elsewhere
+        Python cannot); the handlers they replace, to put back."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        replaced: dict[int, Any] = {}
+        for signum in INTERRUPTS:
+            old = signal.signal(signum, self._on_interrupt)
+            replaced[signum] = signal.SIG_DFL if old is None else old
+        return replaced
+
+    def _on_interrupt(self, signum: int, _frame: object) -> None:
+        """While the command runs, the tree is killed (on a thread: a handler must not
+        wait for the grace) and the run ends as interrupted; before it started, or once
+        it ended, the run stops where it is (:class:`_Interrupted`)."""
+        if self._contained is None or self._done.is_set():
+            raise _Interrupted(signum)
+        if not self._interrupt:
+            self._interrupt = signum
+            detail = f"{signal.Signals(signum).name} received by proctor run"
+            threading.Thread(target=self.kill, args=("interrupted", detail), daemon=True).start()
 
     # -- termination -------------------------------------------------------------
 

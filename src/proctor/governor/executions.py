@@ -99,6 +99,7 @@ TERMINATION_REASONS = (
     "lease-lost",
     "obligation",
     "supervisor-lost",
+    "interrupted",
 )
 
 
