@@ -9,6 +9,7 @@ all leave no command run and no child or cgroup behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from proc_support import held, marked
+from proctor.enforcement import _pending as pending_module
 from proctor.enforcement import containment as containment_module
 from proctor.enforcement.containment import Capabilities, Contained, Containment, probe
 from proctor.enforcement.measure import measure, prepare
@@ -408,3 +410,45 @@ def test_an_interrupt_during_the_go_ends_what_started(config: str, tmp_path: Pat
     assert wait_until(lambda: not (children() - before)), "a process of the start was left"
     assert wait_until(lambda: not own_groups()), "a cgroup was left behind"
     assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.parametrize("config", ["cgroup2", "pgroup-subreaper"])
+def test_a_cancel_is_not_held_by_a_child_that_does_not_leave(
+    config: str, touch: tuple[list[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child stopped by someone (SIGSTOP, as a process of the same user may) never reads
+    the refusal: the cancel waits a bounded time, kills the child's cgroup if it has one
+    (a stopped process dies of SIGKILL), and returns either way."""
+    argv, mark = touch
+    monkeypatch.setattr(pending_module, "END_WAIT_S", 0.3, raising=False)
+    before = children()
+    pending = containment(config).prepare(argv, execution_id=f"gate-stuck-{config}")
+    assert wait_until(lambda: children() - before)
+    time.sleep(SETTLE)  # set up, waiting on its gate
+    (child,) = children() - before
+    os.kill(child, signal.SIGSTOP)
+    assert wait_until(lambda: _state(child) == "T")
+    cancelled = threading.Thread(target=pending.cancel, daemon=True)
+    began = time.monotonic()
+    cancelled.start()
+    cancelled.join(timeout=10)
+    try:
+        assert not cancelled.is_alive(), "the cancel waited on a child that never left"
+        assert time.monotonic() - began < 5
+        if config == "cgroup2":  # killed through its cgroup, and the cgroup removed
+            assert wait_until(lambda: child not in children())
+            assert not own_groups()
+        else:  # no cgroup to kill it by: continued, it reads the refusal and leaves
+            assert _state(child) == "T"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGCONT)
+    assert wait_until(lambda: not (children() - before)), "the child stayed after it was continued"
+    assert not mark.exists(), "a cancelled start ran its command"

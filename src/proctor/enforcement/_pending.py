@@ -19,6 +19,12 @@ Fail closed, in order of the ways a start can go wrong:
 4. The caller is interrupted after the go, before the child is forked: the fork is
    waited for (a bounded time, through further interrupts) before anything the child
    is given is closed, and whatever it started is ended, its whole tree.
+5. A cancelled child that does not leave (stopped by someone, stuck in the kernel) does
+   not hold the caller: after :data:`END_WAIT_S` its cgroups are killed (SIGKILL ends
+   a stopped process too) and it is waited for once more, as long; then the caller goes
+   on, and a child still there dies with this process (PDEATHSIG) or, continued,
+   reads the refusal on its gate. Descriptors it may not have received yet are not
+   closed under it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ NO_GO = b"x"
 
 ABANDON_WAIT_S = 5.0
 """How long a go interrupted while the child is forked waits for the fork to be over."""
+END_WAIT_S = 2.0
+"""How long a cancel waits for the child to leave, before and after killing its cgroups."""
 
 
 class PendingStart:
@@ -204,17 +212,26 @@ class PendingStart:
 
     def _end(self, byte: bytes) -> None:
         self._close_gate(byte)
+        forked = True
         try:
-            popen = self._future.result()  # the child exits on the byte: Popen returns
-            popen.kill()  # an outer relay (user namespace): its init has the byte too
-            popen.wait()
-            for pipe in (popen.stdin, popen.stdout, popen.stderr):
-                if pipe is not None:
-                    pipe.close()
+            # The child exits on the byte, and Popen returns (rule 5 if it does not).
+            if not futures.wait([self._future], timeout=END_WAIT_S).done:
+                for group in self._groups:
+                    with contextlib.suppress(Exception):
+                        group.kill()
+                forked = bool(futures.wait([self._future], timeout=END_WAIT_S).done)
+            if forked:
+                popen = self._future.result()
+                popen.kill()  # an outer relay (user namespace): its init has the byte too
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    popen.wait(timeout=END_WAIT_S)  # else killed: gone once it leaves the kernel
+                for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                    if pipe is not None:
+                        pipe.close()
         except Exception:  # noqa: BLE001, S110 - Popen failed (the child never ran): nothing to end
             pass
         finally:
-            self._fail()
+            self._fail(close=forked)
 
     def _close_gate(self, byte: bytes) -> None:
         # Written now, closed once the child is forked: the spawner thread may not have
@@ -226,8 +243,9 @@ class PendingStart:
         self._after_fork.append(self._gate)
         self._gate = -1
 
-    def _fail(self) -> None:
-        self._forked()
+    def _fail(self, *, close: bool = True) -> None:
+        if close:  # else Popen may still be handing them to the child (rule 5): left open
+            self._forked()
         self._on_failure()
         self._remove_groups()
 
