@@ -412,13 +412,6 @@ def test_an_interrupt_during_the_go_ends_what_started(config: str, tmp_path: Pat
     assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"
 
 
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
 @pytest.mark.parametrize("config", ["cgroup2", "pgroup-subreaper"])
 def test_a_cancel_is_not_held_by_a_child_that_does_not_leave(
     config: str, touch: tuple[list[str], Path], monkeypatch: pytest.MonkeyPatch
