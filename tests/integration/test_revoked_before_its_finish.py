@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 from gov_support import EXE, held_commits
@@ -78,3 +79,44 @@ def test_a_finish_before_the_revocation_is_queued_keeps_its_outcome(governor: Go
     answer = governor.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
     assert answer["status"] == "completed"
     assert [e["type"] for e in _ends(governor, execution)] == ["execution.completed"]
+
+
+def test_shared_a_finish_on_another_process_waits_for_the_revocations_commit(
+    gov_data: Path, governor: Governor
+) -> None:
+    """Two governor processes on one store (ADR 0016), in this process: node A revokes,
+    its commit held back; node B's finish must not read the row in between (it would
+    say running, and B would record ``completed`` after A's revocation)."""
+    governor.close()
+    a, b = (Governor(gov_data, node=f"node-{n}", shared=True) for n in "ab")
+    try:
+        execution = _started(b, "shared")
+        finished: list[Any] = []
+        with held_commits(a.log._store) as (holding, release):
+            revoking = threading.Thread(
+                target=lambda: a.revoke("execution", execution, reason="test", by="admin")
+            )
+            revoking.start()
+            assert holding.wait(10), "the revocation was not queued"
+            finishing = threading.Thread(
+                target=lambda: finished.append(
+                    b.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
+                )
+            )
+            finishing.start()
+            finishing.join(0.5)
+            assert not finished, "the finish went ahead of a revocation it could not see"
+            release.set()
+            revoking.join(30)
+            finishing.join(30)
+        assert finished, "the finish did not return"
+        assert finished[0]["status"] == "terminated", finished
+        ends = _ends(b, execution)
+        assert [e["type"] for e in ends] == ["execution.terminated"], ends
+        assert ends[0]["reason"] == "revoked"
+        report = Report()
+        check_events([(i, json.loads(b.log.leaf(i))) for i in range(b.log.size)], report)
+        assert report.ok, [str(v) for v in report.violations]
+    finally:
+        a.close()
+        b.close()

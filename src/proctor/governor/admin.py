@@ -303,8 +303,13 @@ class Administration:
 
     def _taking_trust(self, kind: str) -> contextlib.AbstractContextManager[None]:
         """A change of ``kind`` that may stop a start (a principal's, a warrant's) holds
-        :meth:`Executions.trust_change` (taken before the admin lock, always); others nothing."""
-        if kind in ("principal", "warrant"):
+        :meth:`Executions.trust_change` (taken before the admin lock, always); so does an
+        execution's revocation in shared mode, where a finish reads the execution's row
+        under the same lock between processes: it then reads the row before the
+        revocation was queued, or after it committed (``terminating``), never in between
+        (:meth:`Executions.execution_revocation` orders them in exclusive mode). Others
+        nothing."""
+        if kind in ("principal", "warrant") or (kind == "execution" and self._executions.shared):
             return self._executions.trust_change()
         return contextlib.nullcontext()
 

@@ -264,8 +264,9 @@ class Executions:
         (ADR 0021: a revocation takes effect when it is queued). Nothing is remembered if
         the body raises (the revocation was not queued). Exclusive mode only: shared, a
         queueing may wait for the log's turn between processes, which must not be waited
-        for under a lock a finish takes (the finish reads the row under the transition
-        lock, as before)."""
+        for under this lock, which a finish takes; there the revocation holds the
+        transition lock, under which a finish reads the row, until it committed
+        (:meth:`trust_change`, taken by the administration)."""
         ordered = self._ending_order()
         with ordered:
             yield
@@ -276,6 +277,11 @@ class Executions:
         """The lock that orders an execution's revocation with its finish (exclusive mode;
         see :meth:`execution_revocation`), or nothing (shared mode)."""
         return self._ending if self._transitions is None else contextlib.nullcontext()
+
+    @property
+    def shared(self) -> bool:
+        """Whether several governor processes serve this store (ADR 0016)."""
+        return self._transitions is not None
 
     def _turn(self) -> contextlib.AbstractContextManager[None]:
         """Shared mode: the transition lock, for one change of status; else nothing."""
