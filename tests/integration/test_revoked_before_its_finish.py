@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gov_support import EXE, held_commits
 from log_invariants import Report, check_events
+from proctor.governor import executions as executions_module
 from proctor.governor.model import AuthorizeRequest
 from proctor.governor.service import Governor
 
@@ -117,6 +121,46 @@ def test_shared_a_finish_on_another_process_waits_for_the_revocations_commit(
         report = Report()
         check_events([(i, json.loads(b.log.leaf(i))) for i in range(b.log.size)], report)
         assert report.ok, [str(v) for v in report.violations]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_shared_a_revocation_is_not_held_back_by_a_stuck_transition(
+    gov_data: Path, governor: Governor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ordering with finishes must not cost the revocation itself: with the lock held
+    elsewhere past REVOCATION_ORDER_WAIT_S, it is queued, pushed and recorded anyway."""
+    governor.close()
+    monkeypatch.setattr(executions_module, "REVOCATION_ORDER_WAIT_S", 0.2)
+    a, b = (Governor(gov_data, node=f"node-{n}", shared=True) for n in "ab")
+    try:
+        execution = _started(b, "stuck")
+        release = threading.Event()
+        held = threading.Event()
+
+        def hold() -> None:
+            assert b.executions._transitions is not None
+            with b.executions._transitions.held():
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        try:
+            began = time.monotonic()
+            answer = a.revoke("execution", execution, reason="test", by="admin")
+            assert time.monotonic() - began < 3
+        finally:
+            release.set()
+            holder.join(10)
+        assert (answer["kind"], answer["target"]) == ("execution", execution), answer
+        recorded = json.loads(a.log.leaf(answer["log_index"]))
+        assert (recorded["type"], recorded["target"]) == (
+            "revocation",
+            {"kind": "execution", "id": execution},
+        )
     finally:
         a.close()
         b.close()

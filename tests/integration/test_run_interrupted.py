@@ -29,6 +29,7 @@ from gov_support import POLICIES
 from proc_support import marked
 from proctor.authorization import warrants
 from proctor.authorization.keys import PrincipalKey
+from proctor.enforcement import _pending
 from proctor.enforcement import supervisor as supervisor_module
 from proctor.enforcement.supervisor import RunOptions, Supervisor
 
@@ -142,3 +143,87 @@ def test_interrupted_before_anything_was_asked_says_so(
     assert run.run() == 128 + signal.SIGTERM
     assert said == ["interrupted by SIGTERM; nothing started"], said
     assert run._execution == ""
+
+
+def _supervisor(
+    gov: GovernorServer, argv: list[str], said: list[str], monkeypatch: pytest.MonkeyPatch
+) -> Supervisor:
+    run = Supervisor(
+        RunOptions(gov.url, PrincipalKey.load(gov.key), quiet=True),
+        argv,
+        stdout=io.BytesIO(),
+        stderr=io.BytesIO(),
+    )
+    monkeypatch.setattr(run, "say", said.append)
+    return run
+
+
+def test_an_interrupt_during_the_go_is_noted_and_then_stops_the_command(
+    gov: GovernorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raised inside the go (after the child was told to start, before it is tracked) it
+    would leave the command running untracked while the log said nothing started."""
+    marker = "proctor-test-" + secrets.token_hex(6)
+    real_forked = _pending.PendingStart._forked
+    sent: list[int] = []
+
+    def forked(self: _pending.PendingStart) -> None:
+        if self._done and not sent:  # inside go(): the go written, the child forked
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)  # the handler runs here, on the main thread: it must only note it
+        real_forked(self)
+
+    monkeypatch.setattr(_pending.PendingStart, "_forked", forked)
+    said: list[str] = []
+    run = _supervisor(gov, [sys.executable, str(TREE), marker], said, monkeypatch)
+    assert run.run() == 128 + signal.SIGINT, said
+    assert sent
+    assert _gone(marker) == [], "the command outlived an interrupt that came during its start"
+    shown = _record(gov, run._execution)
+    assert (shown["status"], shown["reason"]) == ("terminated", "interrupted"), shown
+
+
+def test_a_second_interrupt_does_not_stop_the_start_being_finished(
+    gov: GovernorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = tmp_path / "ran"
+    real_verify = warrants.verify_warrant_bounds
+    real_finish = Supervisor._finish
+
+    def interrupted_while_verifying(*a: Any, **kw: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+        return real_verify(*a, **kw)
+
+    def finish_after_another(self: Supervisor, body: dict[str, Any]) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C, while the start is finished
+        time.sleep(0.3)
+        return real_finish(self, body)
+
+    monkeypatch.setattr(supervisor_module, "verify_warrant_bounds", interrupted_while_verifying)
+    monkeypatch.setattr(Supervisor, "_finish", finish_after_another)
+    said: list[str] = []
+    run = _supervisor(gov, ["/bin/sh", "-c", f"touch {mark}"], said, monkeypatch)
+    assert run.run() == 128 + signal.SIGINT, said
+    assert not mark.exists()
+    shown = _record(gov, run._execution)
+    assert (shown["status"], shown["reason"]) == ("failed", "interrupted"), shown
+
+
+def test_an_interrupt_after_the_command_ended_changes_nothing(
+    gov: GovernorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_finish = Supervisor._finish
+
+    def finish_after_an_interrupt(self: Supervisor, body: dict[str, Any]) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        return real_finish(self, body)
+
+    monkeypatch.setattr(Supervisor, "_finish", finish_after_an_interrupt)
+    said: list[str] = []
+    run = _supervisor(gov, ["/bin/sh", "-c", "exit 3"], said, monkeypatch)
+    assert run.run() == 3, said  # the command's own status: it ended by itself
+    shown = _record(gov, run._execution)
+    assert shown["status"] == "completed", shown

@@ -23,8 +23,8 @@ Fail closed, in order of the ways a start can go wrong:
    not hold the caller: after :data:`END_WAIT_S` its cgroups are killed (SIGKILL ends
    a stopped process too) and it is waited for once more, as long; then the caller goes
    on, and a child still there dies with this process (PDEATHSIG) or, continued,
-   reads the refusal on its gate. Descriptors it may not have received yet are not
-   closed under it.
+   reads the refusal on its gate. Nothing it was given is closed, nor its cgroups
+   removed, until ``Popen`` returns (the spawner thread finishes the cancel then).
 """
 
 from __future__ import annotations
@@ -162,6 +162,14 @@ class PendingStart:
         try:
             return self._track(popen, lease_ttl)
         except BaseException:
+            # Not tracked (it failed, or was interrupted): the command may be running;
+            # end it — its cgroups' members, then the child — before the groups go.
+            for group in self._groups:
+                with contextlib.suppress(Exception):
+                    group.kill()
+            with contextlib.suppress(Exception):
+                popen.kill()
+                popen.wait(timeout=END_WAIT_S)
             self._remove_groups()
             raise
 
@@ -212,26 +220,32 @@ class PendingStart:
 
     def _end(self, byte: bytes) -> None:
         self._close_gate(byte)
-        forked = True
-        try:
-            # The child exits on the byte, and Popen returns (rule 5 if it does not).
+        # The child exits on the byte, and Popen returns (rule 5 if it does not).
+        if not futures.wait([self._future], timeout=END_WAIT_S).done:
+            for group in self._groups:
+                with contextlib.suppress(Exception):
+                    group.kill()
             if not futures.wait([self._future], timeout=END_WAIT_S).done:
-                for group in self._groups:
-                    with contextlib.suppress(Exception):
-                        group.kill()
-                forked = bool(futures.wait([self._future], timeout=END_WAIT_S).done)
-            if forked:
-                popen = self._future.result()
-                popen.kill()  # an outer relay (user namespace): its init has the byte too
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    popen.wait(timeout=END_WAIT_S)  # else killed: gone once it leaves the kernel
-                for pipe in (popen.stdin, popen.stdout, popen.stderr):
-                    if pipe is not None:
-                        pipe.close()
+                # Still not over: what it was given stays open until Popen returns; the
+                # spawner thread ends it then.
+                self._future.add_done_callback(lambda _: self._ended())
+                return
+        self._ended()
+
+    def _ended(self) -> None:
+        """The rest of :meth:`_end`, once Popen returned: the child ended, and reaped."""
+        try:
+            popen = self._future.result()
+            popen.kill()  # an outer relay (user namespace): its init has the byte too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=END_WAIT_S)  # else killed: gone once it leaves the kernel
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    pipe.close()
         except Exception:  # noqa: BLE001, S110 - Popen failed (the child never ran): nothing to end
             pass
         finally:
-            self._fail(close=forked)
+            self._fail()
 
     def _close_gate(self, byte: bytes) -> None:
         # Written now, closed once the child is forked: the spawner thread may not have
@@ -243,9 +257,8 @@ class PendingStart:
         self._after_fork.append(self._gate)
         self._gate = -1
 
-    def _fail(self, *, close: bool = True) -> None:
-        if close:  # else Popen may still be handing them to the child (rule 5): left open
-            self._forked()
+    def _fail(self) -> None:
+        self._forked()
         self._on_failure()
         self._remove_groups()
 

@@ -222,7 +222,10 @@ class Supervisor:
         self._ahead_lock = threading.Lock()
         self._closed = False
         self._containment: Containment | None = None
-        self._interrupt = 0  # the signal that interrupted the running command
+        self._interrupt = 0  # the first interrupting signal (INTERRUPTS), once one came
+        self._abortable = False  # the handler may stop the run where it is (before the go)
+        self._replaced: dict[int, Any] = {}  # the handlers ours replaced, to put back
+        self._start_future: Future[Answered] | None = None
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -234,16 +237,16 @@ class Supervisor:
 
     def run(self) -> int:
         """Govern the command; return the process exit code."""
-        handlers = self._catch_interrupts()
         try:
+            self._catch_interrupts()
+            self._abort_point(abortable=True)  # one that came while they were set
             return self._run()
         except _Interrupted as e:
             if not e.said:
                 self.say(f"interrupted by {signal.Signals(e.signum).name}; nothing started")
             return 128 + e.signum
         finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+            self._abortable = False
             with self._ahead_lock:  # a child the ahead thread sets up after this ends itself
                 self._closed = True
                 pending = self._pending
@@ -252,6 +255,8 @@ class Supervisor:
             if self._sealed is not None:
                 self._sealed.close()  # idempotent: closed once the child has its copies
             self._governors.close()
+            for signum, handler in self._replaced.items():
+                signal.signal(signum, handler)
 
     def _run(self) -> int:
         opts = self.options
@@ -355,8 +360,8 @@ class Supervisor:
             "enforcer": opts.enforcer,
         }
         with pending:  # cancelled unless let go
-            start = self._start_sent(body, lease)
             try:
+                start = self._start_sent(body, lease)
                 if verified is None:  # the start is on its way: verified meanwhile
                     try:
                         verified = verify(zone=terms.zone)
@@ -384,6 +389,9 @@ class Supervisor:
                 try:
                     if not pending.usable:  # its time ran out while the start was recorded
                         pending = self._prepare_fresh(containment, prepared, limits, ttl)
+                    # From here an interrupt is only noted: raised inside the go, it could
+                    # leave a command started and untracked. It stops the command below.
+                    self._abort_point(abortable=False)
                     self._contained = pending.go(lease_ttl=ttl)
                 except Exception as e:  # noqa: BLE001 - whatever failed, nothing runs (fail closed)
                     self.say(f"could not start the command: {type(e).__name__}: {e}")
@@ -392,8 +400,13 @@ class Supervisor:
             except _Interrupted as e:
                 why = f"interrupted by {signal.Signals(e.signum).name} before the command started"
                 e.said = True
-                self._unstarted(start, f"{why}; nothing started", reason="interrupted")
+                if self._start_future is not None:
+                    self._unstarted(self._start_future, f"{why}; nothing started", reason="interrupted")
+                else:
+                    self.say(f"{why}; nothing started")
                 raise
+        if self._interrupt:  # it came while the command was being started: stopped now
+            self.kill("interrupted", self._interrupted_by())
         prepared.close()
         self.say(
             f"execution {self._execution} started (warrant {claims.warrant_id}, pid {self._contained.pid}, "
@@ -534,6 +547,7 @@ class Supervisor:
         """Step 4's ``POST /v1/executions``, in a thread; returns once the request is on
         the socket (or has failed), so that the warrant is verified while it is answered."""
         answered: Future[Answered] = Future()
+        self._start_future = answered  # an interrupt while it is sent finishes what it started
         sent = threading.Event()
 
         def start() -> None:
@@ -563,27 +577,41 @@ class Supervisor:
 
     # -- interrupts ----------------------------------------------------------------
 
-    def _catch_interrupts(self) -> dict[int, Any]:
+    def _catch_interrupts(self) -> None:
         """Handle :data:`INTERRUPTS` while the run lasts (main thread only: elsewhere
-        Python cannot); the handlers they replace, to put back."""
+        Python cannot); :meth:`run` puts the handlers they replaced back, last."""
         if threading.current_thread() is not threading.main_thread():
-            return {}
-        replaced: dict[int, Any] = {}
+            return
         for signum in INTERRUPTS:
             old = signal.signal(signum, self._on_interrupt)
-            replaced[signum] = signal.SIG_DFL if old is None else old
-        return replaced
+            self._replaced[signum] = signal.SIG_DFL if old is None else old
 
     def _on_interrupt(self, signum: int, _frame: object) -> None:
-        """While the command runs, the tree is killed (on a thread: a handler must not
-        wait for the grace) and the run ends as interrupted; before it started, or once
-        it ended, the run stops where it is (:class:`_Interrupted`)."""
-        if self._contained is None or self._done.is_set():
+        """The first interrupt: before the go, the run stops where it is
+        (:class:`_Interrupted`, raised once); while the command runs, its tree is killed
+        (on a thread: a handler must not wait for the grace). Any other (a second
+        Ctrl-C, one during the go, or once the command ended) is only noted: what it
+        would interrupt (the go, a finish, a cancel) must run to its end."""
+        if self._interrupt:
+            return
+        self._interrupt = signum
+        if self._abortable:
+            self._abortable = False
             raise _Interrupted(signum)
-        if not self._interrupt:
-            self._interrupt = signum
-            detail = f"{signal.Signals(signum).name} received by proctor run"
+        if self._contained is not None and not self._done.is_set():
+            detail = self._interrupted_by()
             threading.Thread(target=self.kill, args=("interrupted", detail), daemon=True).start()
+
+    def _abort_point(self, *, abortable: bool) -> None:
+        """From here the handler may stop the run (``abortable``), or may not; an
+        interrupt noted while it could not stops it now, if it may."""
+        self._abortable = abortable
+        if abortable and self._interrupt:
+            self._abortable = False
+            raise _Interrupted(self._interrupt)
+
+    def _interrupted_by(self) -> str:
+        return f"{signal.Signals(self._interrupt).name} received by proctor run"
 
     # -- termination -------------------------------------------------------------
 

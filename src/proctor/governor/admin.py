@@ -303,14 +303,14 @@ class Administration:
 
     def _taking_trust(self, kind: str) -> contextlib.AbstractContextManager[None]:
         """A change of ``kind`` that may stop a start (a principal's, a warrant's) holds
-        :meth:`Executions.trust_change` (taken before the admin lock, always); so does an
-        execution's revocation in shared mode, where a finish reads the execution's row
-        under the same lock between processes: it then reads the row before the
-        revocation was queued, or after it committed (``terminating``), never in between
-        (:meth:`Executions.execution_revocation` orders them in exclusive mode). Others
-        nothing."""
-        if kind in ("principal", "warrant") or (kind == "execution" and self._executions.shared):
+        :meth:`Executions.trust_change` (taken before the admin lock, always); an
+        execution's, in shared mode, :meth:`Executions.revocation_ordered` (the same lock
+        between processes, under which a finish reads the execution's row; in exclusive
+        mode :meth:`Executions.execution_revocation` orders them). Others nothing."""
+        if kind in ("principal", "warrant"):
             return self._executions.trust_change()
+        if kind == "execution":
+            return self._executions.revocation_ordered()
         return contextlib.nullcontext()
 
     async def revoke_async(
@@ -321,7 +321,8 @@ class Administration:
         running). Falls back to a worker thread while another admin change holds the
         admin lock, and for a principal (whose commit is awaited under that lock)."""
         loop = asyncio.get_running_loop()
-        if kind in ("principal", "warrant") or not self._recorder.admin_lock.acquire(blocking=False):
+        waits = kind in ("principal", "warrant") or (kind == "execution" and self._executions.shared)
+        if waits or not self._recorder.admin_lock.acquire(blocking=False):
             call = functools.partial(self.revoke, kind, target, reason=reason, by=by, successor=successor)
             return await loop.run_in_executor(None, call)
         done: asyncio.Future[None] = loop.create_future()

@@ -53,6 +53,7 @@ from proctor.authorization.warrants import (
 from proctor.errors import (  # ExecutionConflictError: defined there, re-exported here
     ExecutionConflictError,
     IntegrityError,
+    LogLockedError,
     PrincipalError,
     ProctorError,
     StoreError,
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("proctor.governor")
 
 __all__ = [
+    "REVOCATION_ORDER_WAIT_S",
     "TERMINATION_REASONS",
     "VIOLATIONS",
     "ChainedStart",
@@ -90,6 +92,10 @@ __all__ = [
     "Issue",
     "with_arguments",
 ]
+
+REVOCATION_ORDER_WAIT_S = 0.5
+"""Shared mode: how long an execution's revocation waits to be ordered with finishes
+(:meth:`Executions.revocation_ordered`) before it goes ahead without."""
 
 TERMINATION_REASONS = (
     "revoked",
@@ -277,6 +283,27 @@ class Executions:
         """The lock that orders an execution's revocation with its finish (exclusive mode;
         see :meth:`execution_revocation`), or nothing (shared mode)."""
         return self._ending if self._transitions is None else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def revocation_ordered(self) -> Iterator[None]:
+        """Shared mode, around an execution's revocation from before it is queued until it
+        committed: the transition lock, under which every process's finish reads the
+        execution's row, so that a finish reads it before the revocation was queued or
+        after it committed (``terminating``), never in between. If the lock cannot be had
+        within :data:`REVOCATION_ORDER_WAIT_S` (a store that stalls, a change stuck on
+        another process), the revocation goes ahead without it, queued and pushed at
+        once as before: stopping the execution comes before ordering its record, and only
+        then does the window reopen. Exclusive mode: nothing
+        (:meth:`execution_revocation` orders them)."""
+        if self._transitions is None:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._transitions.held(timeout=REVOCATION_ORDER_WAIT_S))
+            except LogLockedError as e:
+                _log.warning("revoking without ordering it with finishes: %s", e)
+            yield
 
     @property
     def shared(self) -> bool:

@@ -420,16 +420,20 @@ class TransitionLock:
         self._local = threading.Lock()
 
     @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self, timeout: float | None = None) -> Iterator[None]:
         """Hold the lock for one change (both locks, released however the block ends).
+
+        Args:
+            timeout: how long to wait for it (default: the lock's).
 
         Raises:
             LogLockedError: another process held it past the timeout; nothing changed.
         """
-        if not self._local.acquire(timeout=self._timeout):
-            raise LogLockedError(f"another change of an execution held the lock for {self._timeout} s")
+        timeout = self._timeout if timeout is None else timeout
+        if not self._local.acquire(timeout=timeout):
+            raise LogLockedError(f"another change of an execution held the lock for {timeout} s")
         try:
-            self._sequencer.acquire(self._timeout)
+            self._sequencer.acquire(timeout)
             try:
                 yield
             finally:
