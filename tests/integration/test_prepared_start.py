@@ -420,7 +420,7 @@ def test_a_cancel_is_not_held_by_a_child_that_does_not_leave(
     the refusal: the cancel waits a bounded time, kills the child's cgroup if it has one
     (a stopped process dies of SIGKILL), and returns either way."""
     argv, mark = touch
-    monkeypatch.setattr(pending_module, "END_WAIT_S", 0.3, raising=False)
+    monkeypatch.setattr(pending_module, "END_WAIT_S", 0.3)
     before = children()
     pending = containment(config).prepare(argv, execution_id=f"gate-stuck-{config}")
     assert wait_until(lambda: children() - before)

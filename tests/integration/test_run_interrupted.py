@@ -70,8 +70,12 @@ def test_an_interrupted_run_kills_its_tree_and_records_why(
     try:
         assert proc.stderr is not None
         assert proc.stdout is not None
-        line = proc.stderr.readline()
-        assert " started (" in line, line
+        said: list[str] = []
+        while len(said) < 20 and (line := proc.stderr.readline()):  # notes may come first
+            said.append(line)
+            if " started (" in line:
+                break
+        assert " started (" in said[-1], said
         execution = line.split("execution ", 1)[1].split(" ", 1)[0]
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)  # the tree forks on
