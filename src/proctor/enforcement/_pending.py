@@ -164,9 +164,7 @@ class PendingStart:
         except BaseException:
             # Not tracked (it failed, or was interrupted): the command may be running;
             # end it — its cgroups' members, then the child — before the groups go.
-            for group in self._groups:
-                with contextlib.suppress(Exception):
-                    group.kill()
+            self._kill_groups()
             with contextlib.suppress(Exception):
                 popen.kill()
                 popen.wait(timeout=END_WAIT_S)
@@ -222,9 +220,7 @@ class PendingStart:
         self._close_gate(byte)
         # The child exits on the byte, and Popen returns (rule 5 if it does not).
         if not futures.wait([self._future], timeout=END_WAIT_S).done:
-            for group in self._groups:
-                with contextlib.suppress(Exception):
-                    group.kill()
+            self._kill_groups()
             if not futures.wait([self._future], timeout=END_WAIT_S).done:
                 # Still not over: what it was given stays open until Popen returns; the
                 # spawner thread ends it then.
@@ -267,6 +263,12 @@ class PendingStart:
             self._close_fd(fd)
         self._after_fork = []
         self._report_r = self._report_w = -1
+
+    def _kill_groups(self) -> None:
+        """SIGKILL every member of the execution's cgroups (what cannot be, is left)."""
+        for group in self._groups:
+            with contextlib.suppress(Exception):
+                group.kill()
 
     def _remove_groups(self) -> None:
         for g in self._groups:
