@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -200,7 +199,7 @@ def revoke_across(a: GovernorServer, c: GovernorServer, marker: str) -> tuple[fl
     Raises:
         RuntimeError: the enforcer or its tree did not start, or the tree survived.
     """
-    from proc_support import DeathWatch, marked
+    from proc_support import DeathWatch, end_run, marked
 
     if "proctor" in marker:
         raise ValueError(f"expected a marker without 'proctor', found {marker!r}")
@@ -240,12 +239,4 @@ def revoke_across(a: GovernorServer, c: GovernorServer, marker: str) -> tuple[fl
             raise RuntimeError("processes of the tree survived the revocation")
         return (dead - sent) * 1000, (dead - answered) * 1000, len(tree), status
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        for pid in marked(marker):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        end_run(proc, marker)

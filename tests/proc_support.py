@@ -7,6 +7,7 @@ import contextlib
 import os
 import select
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -110,6 +111,20 @@ def kill_marked(marker: str, seconds: float = 5.0, *, find: Callable[[str], list
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.005)
+
+
+def end_run(proc: subprocess.Popen[str], marker: str) -> None:
+    """After a test of a ``proctor run`` child: kill it if it still runs, reap it, close
+    its pipes, and SIGKILL whatever of its tree still carries ``marker``."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    for pid in marked(marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 START_KINDS = ("pipe:", "socket:", "anon_inode:[pidfd]")

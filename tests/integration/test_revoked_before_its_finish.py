@@ -47,35 +47,50 @@ def _ends(gov: Governor, execution: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("execution") == execution and e["type"] != "execution.started"]
 
 
-def test_a_finish_between_a_revocation_and_its_commit_ends_it_terminated(governor: Governor) -> None:
-    execution = _started(governor, "racing")
+def _finished_during_the_revocation(revoker: Governor, finisher: Governor, execution: str) -> list[Any]:
+    """``revoker`` revokes ``execution``, its commit held back; meanwhile ``finisher``'s
+    enforcer reports the command completed (it finished before the kill reached it). The
+    finish's answers (empty while it waits for the revocation's commit, checked 0.5 s
+    in; then its answer)."""
     finished: list[Any] = []
-    with held_commits(governor.log._store) as (holding, release):
+    with held_commits(revoker.log._store) as (holding, release):
         revoking = threading.Thread(
-            target=lambda: governor.revoke("execution", execution, reason="test", by="admin")
+            target=lambda: revoker.revoke("execution", execution, reason="test", by="admin")
         )
         revoking.start()
         assert holding.wait(10), "the revocation was not queued"
-        # Queued, not committed: the row still says running. The enforcer reports its
-        # command completed (it finished before the kill reached it).
+        # Queued, not committed: the row still says running.
         finishing = threading.Thread(
             target=lambda: finished.append(
-                governor.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
+                finisher.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
             )
         )
         finishing.start()
-        finishing.join(0.5)  # it queues its end behind the revocation, and waits for the commit
+        finishing.join(0.5)  # its end waits behind the revocation's commit
+        waited = list(finished)
         release.set()
         revoking.join(30)
         finishing.join(30)
+    assert not waited, "the finish went ahead of a revocation it could not see"
+    return finished
+
+
+def _ended_revoked(gov: Governor, execution: str, finished: list[Any]) -> None:
+    """The finish answered ``terminated``, the log ends the execution ``terminated``
+    (``revoked``), and the log's invariants hold."""
     assert finished, "the finish did not return"
     assert finished[0]["status"] == "terminated", finished
-    ends = _ends(governor, execution)
+    ends = _ends(gov, execution)
     assert [e["type"] for e in ends] == ["execution.terminated"], ends
     assert ends[0]["reason"] == "revoked"
     report = Report()
-    check_events([(i, json.loads(governor.log.leaf(i))) for i in range(governor.log.size)], report)
+    check_events([(i, json.loads(gov.log.leaf(i))) for i in range(gov.log.size)], report)
     assert report.ok, [str(v) for v in report.violations]
+
+
+def test_a_finish_between_a_revocation_and_its_commit_ends_it_terminated(governor: Governor) -> None:
+    execution = _started(governor, "racing")
+    _ended_revoked(governor, execution, _finished_during_the_revocation(governor, governor, execution))
 
 
 def test_a_finish_before_the_revocation_is_queued_keeps_its_outcome(governor: Governor) -> None:
@@ -95,32 +110,7 @@ def test_shared_a_finish_on_another_process_waits_for_the_revocations_commit(
     a, b = (Governor(gov_data, node=f"node-{n}", shared=True) for n in "ab")
     try:
         execution = _started(b, "shared")
-        finished: list[Any] = []
-        with held_commits(a.log._store) as (holding, release):
-            revoking = threading.Thread(
-                target=lambda: a.revoke("execution", execution, reason="test", by="admin")
-            )
-            revoking.start()
-            assert holding.wait(10), "the revocation was not queued"
-            finishing = threading.Thread(
-                target=lambda: finished.append(
-                    b.executions.finish("alice", execution, {"outcome": "completed", "exit_status": 0})
-                )
-            )
-            finishing.start()
-            finishing.join(0.5)
-            assert not finished, "the finish went ahead of a revocation it could not see"
-            release.set()
-            revoking.join(30)
-            finishing.join(30)
-        assert finished, "the finish did not return"
-        assert finished[0]["status"] == "terminated", finished
-        ends = _ends(b, execution)
-        assert [e["type"] for e in ends] == ["execution.terminated"], ends
-        assert ends[0]["reason"] == "revoked"
-        report = Report()
-        check_events([(i, json.loads(b.log.leaf(i))) for i in range(b.log.size)], report)
-        assert report.ok, [str(v) for v in report.violations]
+        _ended_revoked(b, execution, _finished_during_the_revocation(a, b, execution))
     finally:
         a.close()
         b.close()

@@ -26,7 +26,7 @@ import pytest
 
 from gov_server import GovernorServer, client_of
 from gov_support import POLICIES
-from proc_support import marked
+from proc_support import end_run, marked
 from proctor.authorization import warrants
 from proctor.authorization.keys import PrincipalKey
 from proctor.enforcement import _pending
@@ -89,14 +89,7 @@ def test_an_interrupted_run_kills_its_tree_and_records_why(
         shown = _record(gov, execution)  # recorded now, not when the lease lapses
         assert (shown["status"], shown["reason"]) == ("terminated", "interrupted"), shown
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        for pid in marked(marker):
-            os.kill(pid, signal.SIGKILL)
+        end_run(proc, marker)
 
 
 def test_interrupted_while_the_start_is_recorded_nothing_runs_and_the_start_is_finished(
