@@ -412,6 +412,57 @@ def test_an_interrupt_during_the_go_ends_what_started(config: str, tmp_path: Pat
     assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"
 
 
+@pytest.mark.parametrize("interrupted", [False, True], ids=["failed", "interrupted"])
+@pytest.mark.parametrize("config", ["cgroup2", "strongest"])
+def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
+    config: str, interrupted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The go was sent, the command runs and has forked, and tracking it fails (or fails
+    after an interrupt during the go): what the command forked is ended through the
+    execution's cgroups, not only the child, and nothing is left behind."""
+    mark = tmp_path / "ran"
+    before, fds = children(), held()
+    pending = containment(config).prepare(
+        ["/bin/sh", "-c", f"(sleep 0.5; touch {mark}) & sleep 30"],
+        lease_ttl=5.0,
+        execution_id=f"gate-untracked-{config}-{interrupted}",
+    )
+    if CAPS.cgroup2 is None:
+        pending.cancel()
+        pytest.skip("no cgroup2 here")
+    time.sleep(SETTLE)  # set up, waiting for the go
+
+    def untrackable(popen: subprocess.Popen[bytes], **_: object) -> Contained:
+        time.sleep(0.2)  # the command is running and has forked by now
+        popen.kill()  # as track_started does when it fails: the child only
+        popen.wait()
+        raise EnforcementError("tracking failed")
+
+    monkeypatch.setattr(containment_module, "track_started", untrackable)
+    if interrupted:
+        future = pending._future
+        real = future.result
+        raised: list[bool] = []
+
+        def result(*args: object, **kwargs: object) -> object:
+            if not raised:
+                raised.append(True)
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        future.result = result  # type: ignore[method-assign,assignment]
+        with pytest.raises(KeyboardInterrupt):
+            pending.go(lease_ttl=5.0)
+    else:
+        with pytest.raises(EnforcementError, match="tracking failed"):
+            pending.go(lease_ttl=5.0)
+    time.sleep(0.8)  # longer than the forked subshell's sleep
+    assert not mark.exists(), "what the command forked kept running"
+    assert wait_until(lambda: not (children() - before)), "a process of the start was left"
+    assert wait_until(lambda: not own_groups()), "a cgroup was left behind"
+    assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"
+
+
 @pytest.mark.parametrize("config", ["cgroup2", "pgroup-subreaper"])
 def test_a_cancel_is_not_held_by_a_child_that_does_not_leave(
     config: str, touch: tuple[list[str], Path], monkeypatch: pytest.MonkeyPatch

@@ -18,7 +18,8 @@ Fail closed, in order of the ways a start can go wrong:
    unprepared start, and the cgroups are removed.
 4. The caller is interrupted after the go, before the child is forked: the fork is
    waited for (a bounded time, through further interrupts) before anything the child
-   is given is closed, and whatever it started is ended, its whole tree.
+   is given is closed, and whatever it started is ended, its whole tree — through its
+   cgroups when it cannot be tracked, as when tracking fails after a go.
 5. A cancelled child that does not leave (stopped by someone, stuck in the kernel) does
    not hold the caller: after :data:`END_WAIT_S` its cgroups are killed (SIGKILL ends
    a stopped process too) and it is waited for once more, as long; then the caller goes
@@ -162,13 +163,7 @@ class PendingStart:
         try:
             return self._track(popen, lease_ttl)
         except BaseException:
-            # Not tracked (it failed, or was interrupted): the command may be running;
-            # end it — its cgroups' members, then the child — before the groups go.
-            self._kill_groups()
-            with contextlib.suppress(Exception):
-                popen.kill()
-                popen.wait(timeout=END_WAIT_S)
-            self._remove_groups()
+            self._end_untracked(popen, END_WAIT_S)
             raise
 
     def _abandon(self, lease_ttl: float | None) -> None:
@@ -190,16 +185,23 @@ class PendingStart:
         self._forked()
         try:
             contained = self._track(popen, lease_ttl)
-        except BaseException:  # noqa: BLE001 - untracked: the child at least, then its groups
-            with contextlib.suppress(Exception):
-                popen.kill()
-                popen.wait(timeout=ABANDON_WAIT_S)
-            self._remove_groups()
+        except BaseException:  # noqa: BLE001 - untracked: ended by its groups and its child
+            self._end_untracked(popen, ABANDON_WAIT_S)
             return
         try:
             contained.terminate_tree(grace=0)
         finally:
             contained.close()
+
+    def _end_untracked(self, popen: subprocess.Popen[bytes], wait: float) -> None:
+        """End a started child that could not be tracked (it failed, or was interrupted):
+        the command may be running, with children of its own. Its cgroups' members first
+        (what the child forked is there too), then the child, then the groups."""
+        self._kill_groups()
+        with contextlib.suppress(Exception):
+            popen.kill()
+            popen.wait(timeout=wait)
+        self._remove_groups()
 
     def cancel(self) -> None:
         """End the child without running the command (idempotent; after :meth:`go`, nothing)."""
