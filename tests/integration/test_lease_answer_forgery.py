@@ -224,6 +224,8 @@ def test_a_revoked_execution_dies_at_lease_end_although_the_governor_on_the_path
 
 @pytest.mark.parametrize("start", ["unsigned", "ttl"], ids=["unsigned", "an-hours-ttl"])
 def test_a_start_answer_not_signed_for_its_request_starts_nothing(gov: GovernorServer, start: str) -> None:
+    """A start answer rewritten on the path is not accepted: nothing runs, and the start
+    the governor did record is finished ``failed`` (``start-failed``) at once."""
     proxy = RewritingProxy(gov.url)
     proxy.start = start  # the answer claims a lease of an hour
     try:
@@ -238,6 +240,13 @@ def test_a_start_answer_not_signed_for_its_request_starts_nothing(gov: GovernorS
     assert done.returncode == 77, done.stderr
     assert done.stdout == ""
     assert "answer not accepted" in done.stderr
+    # The governor recorded the start it answered: it is finished now, not left running
+    # until its lease lapses (then read as a lost supervisor).
+    found = re.search(r"execution (ex_\w+) was recorded, but its answer was not accepted", done.stderr)
+    assert found, done.stderr
+    with GovernorClient(gov.url, PrincipalKey.load(gov.data / "keys" / "admin.key"), timeout=30) as c:
+        shown = c.json("GET", f"/v1/executions/{found.group(1)}")
+    assert (shown["status"], shown["reason"]) == ("failed", "start-failed"), shown
 
 
 def test_a_governor_whose_renewals_are_forged_is_passed_over_for_the_next(tmp_path: Path) -> None:

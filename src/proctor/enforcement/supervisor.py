@@ -72,7 +72,7 @@ from proctor.enforcement._probe import probe_ahead
 from proctor.enforcement.containment import Containment, Limits, PendingStart
 from proctor.enforcement.integrity import IntegrityWatch
 from proctor.enforcement.measure import Prepared, measure, prepare
-from proctor.errors import EnforcementError, ProctorError, WarrantError
+from proctor.errors import EnforcementError, ProctorError, VerificationError, WarrantError
 from proctor.policy.decision import describe_denial
 from proctor.verification import check_measurement, measured_resource
 from proctor.verification.lease import (
@@ -226,6 +226,7 @@ class Supervisor:
         self._abortable = False  # the handler may stop the run where it is (before the go)
         self._replaced: dict[int, Any] = {}  # the handlers ours replaced, to put back
         self._start_future: Future[Answered] | None = None
+        self._unaccepted: list[str] = []  # executions recorded by a start answer not accepted
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -379,7 +380,7 @@ class Supervisor:
                 self._max_output = _int(obligations.get("max_output_bytes"))
                 self._warrants = {claims.warrant_id, *([claims.parent] if claims.parent else [])}
                 try:
-                    started = start.result().json()
+                    started = self._start_answer(start)
                 except GovernorError as e:
                     self.say(f"the governor refused to start the execution: {e}")
                     return EXIT_DENIED
@@ -550,10 +551,17 @@ class Supervisor:
         self._start_future = answered  # an interrupt while it is sent finishes what it started
         sent = threading.Event()
 
+        def accept(answered: Answered) -> None:
+            try:
+                lease.start(answered)
+            except VerificationError:
+                self._note_unaccepted(answered, lease.warrant)
+                raise
+
         def start() -> None:
             try:
                 ask = self._governors.request
-                answered.set_result(ask("POST", "/v1/executions", body, accept=lease.start, on_sent=sent.set))
+                answered.set_result(ask("POST", "/v1/executions", body, accept=accept, on_sent=sent.set))
             except BaseException as e:  # noqa: BLE001 - handed to the run, which waits for it
                 answered.set_exception(e)
             finally:
@@ -569,11 +577,46 @@ class Supervisor:
         ``failed``, with ``reason``."""
         self.say(why)
         try:
-            started = start.result().json()
+            started = self._start_answer(start)
             self._execution = str(started["execution"])
         except (GovernorError, ValueError, KeyError, TypeError):
             return  # not started (or not answered validly): nothing to finish
         self._finish({"outcome": "failed", "reason": reason, "detail": why[:900]})
+
+    def _note_unaccepted(self, answered: Answered, warrant: str) -> None:
+        """A start answer that was not accepted (not signed for this request, ADR 0017)
+        may still name a start its governor recorded: remember the execution it names, if
+        it names this run's warrant, to finish it (:meth:`_start_answer`)."""
+        try:
+            body = answered.json()
+        except ValueError:
+            return
+        if isinstance(body, dict) and body.get("warrant") == warrant and type(body.get("execution")) is str:
+            self._unaccepted.append(body["execution"])
+
+    def _start_answer(self, start: Future[Answered]) -> Any:
+        """The accepted start answer's JSON (raises as ``start`` does). First, a start a
+        governor recorded but whose answer was not accepted (:meth:`_note_unaccepted`) is
+        finished ``failed``, reason ``start-failed``: it never runs, and its record says so
+        now rather than ``supervisor-lost`` at its lease's end. The id is the unverified
+        answer's: the governor finishes only an execution of this principal, so an
+        altered id can end nothing of another; one of this principal's own it can (an
+        on-path forger, who could as well drop that execution's renewals)."""
+        try:
+            return start.result().json()
+        finally:
+            unaccepted, self._unaccepted = self._unaccepted, []
+            for execution in unaccepted:
+                self.say(f"execution {execution} was recorded, but its answer was not accepted; ending it")
+                self._finish(
+                    {
+                        "outcome": "failed",
+                        "reason": "start-failed",
+                        "detail": "the governor's answer to its start was not accepted (not signed for "
+                        "the request); nothing ran",
+                    },
+                    execution=execution,
+                )
 
     # -- interrupts ----------------------------------------------------------------
 
@@ -736,21 +779,22 @@ class Supervisor:
         thread.start()
         return thread
 
-    def _finish(self, body: dict[str, Any]) -> None:
+    def _finish(self, body: dict[str, Any], *, execution: str | None = None) -> None:
         # A few quick tries (each through every governor): when they are gone (the
         # lease-lost case) the supervisor must not linger; they see the lapsed lease anyway.
+        execution = self._execution if execution is None else execution
         deadline = time.monotonic() + 6.5
         for attempt in range(3):
             try:
-                target = f"/v1/executions/{self._execution}/finish"
+                target = f"/v1/executions/{execution}/finish"
                 self._governors.request("POST", target, body, timeout=2.0, deadline=deadline)
                 return
             except GovernorError as e:
                 if e.status and e.status < 500:
-                    self.say(f"the governor refused to record the end of {self._execution}: {e}")
+                    self.say(f"the governor refused to record the end of {execution}: {e}")
                     return
                 time.sleep(0.1 * (attempt + 1))
-        self.say(f"could not record the end of {self._execution}: the governor is unreachable")
+        self.say(f"could not record the end of {execution}: the governor is unreachable")
 
     def _write_receipt(self) -> None:
         if not self.options.receipt:
