@@ -15,7 +15,7 @@ import pytest
 from gov_support import EXE, POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.governor.executions import ExecutionConflictError
-from proctor.governor.model import AuthorizeRequest
+from proctor.governor.model import AuthorizeRequest, RequestShapeError
 from proctor.governor.service import Governor
 
 MEASURED = {
@@ -72,6 +72,30 @@ def test_finish_records_the_terminal_event(governor: Governor) -> None:
     assert event["exit_status"] == 0
     with pytest.raises(ExecutionConflictError):
         governor.executions.finish("alice", ex, {"outcome": "completed", "exit_status": 0})
+
+
+def test_a_finish_that_names_a_warrant_ends_only_an_execution_under_it(governor: Governor) -> None:
+    """An enforcer unsure of an execution id (a start answer it could not accept) names
+    its warrant: another of its principal's executions is not ended by it."""
+    ex, _ = start(governor)
+    other, _ = start(governor, argv=("echo", "other"))
+    mine = governor.state.execution(ex)
+    theirs = governor.state.execution(other)
+    assert mine is not None
+    assert theirs is not None
+    assert mine["warrant"] != theirs["warrant"]
+    failed = {"outcome": "failed", "reason": "start-failed", "detail": "answer not accepted"}
+    size = governor.log.size
+    with pytest.raises(ExecutionConflictError, match="does not run under warrant"):
+        governor.executions.finish("alice", other, {**failed, "warrant": mine["warrant"]})
+    with pytest.raises(RequestShapeError, match="warrant: expected a warrant id"):
+        governor.executions.finish("alice", other, {**failed, "warrant": 7})
+    assert governor.log.size == size, "a refused finish recorded something"
+    assert governor.state.execution(other)["status"] == "running"  # type: ignore[index]
+    done = governor.executions.finish("alice", ex, {**failed, "warrant": mine["warrant"]})
+    assert json.loads(governor.log.leaf(done["log_index"]))["reason"] == "start-failed"
+    assert governor.state.execution(ex)["status"] == "failed"  # type: ignore[index]
+    assert governor.executions.renew("alice", other, {})["ok"] is True  # still its own run
 
 
 def test_revoking_a_running_execution_reads_no_store_and_an_ended_one_still_can(governor: Governor) -> None:

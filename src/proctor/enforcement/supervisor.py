@@ -226,7 +226,7 @@ class Supervisor:
         self._abortable = False  # the handler may stop the run where it is (before the go)
         self._replaced: dict[int, Any] = {}  # the handlers ours replaced, to put back
         self._start_future: Future[Answered] | None = None
-        self._unaccepted: list[str] = []  # executions recorded by a start answer not accepted
+        self._unaccepted: list[tuple[str, str]] = []  # (execution, warrant) of start answers not accepted
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -585,28 +585,28 @@ class Supervisor:
 
     def _note_unaccepted(self, answered: Answered, warrant: str) -> None:
         """A start answer that was not accepted (not signed for this request, ADR 0017)
-        may still name a start its governor recorded: remember the execution it names, if
-        it names this run's warrant, to finish it (:meth:`_start_answer`)."""
+        may still name a start its governor recorded: remember the execution it names,
+        with this run's warrant, to finish it (:meth:`_start_answer`)."""
         try:
             body = answered.json()
         except ValueError:
             return
-        if isinstance(body, dict) and body.get("warrant") == warrant and type(body.get("execution")) is str:
-            self._unaccepted.append(body["execution"])
+        if isinstance(body, dict) and type(body.get("execution")) is str:
+            self._unaccepted.append((body["execution"], warrant))
 
     def _start_answer(self, start: Future[Answered]) -> Any:
         """The accepted start answer's JSON (raises as ``start`` does). First, a start a
         governor recorded but whose answer was not accepted (:meth:`_note_unaccepted`) is
         finished ``failed``, reason ``start-failed``: it never runs, and its record says so
         now rather than ``supervisor-lost`` at its lease's end. The id is the unverified
-        answer's: the governor finishes only an execution of this principal, so an
-        altered id can end nothing of another; one of this principal's own it can (an
-        on-path forger, who could as well drop that execution's renewals)."""
+        answer's, so the finish names this run's warrant too: the governor ends the
+        execution only if it is this principal's and runs under that warrant (else 409,
+        nothing recorded), so an altered id ends nothing else."""
         try:
             return start.result().json()
         finally:
             unaccepted, self._unaccepted = self._unaccepted, []
-            for execution in unaccepted:
+            for execution, warrant in unaccepted:
                 self.say(f"execution {execution} was recorded, but its answer was not accepted; ending it")
                 self._finish(
                     {
@@ -614,6 +614,7 @@ class Supervisor:
                         "reason": "start-failed",
                         "detail": "the governor's answer to its start was not accepted (not signed for "
                         "the request); nothing ran",
+                        "warrant": warrant,  # only the start of this run's warrant ends
                     },
                     execution=execution,
                 )

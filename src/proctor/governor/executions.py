@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hmac
 import logging
 import re
 import secrets
@@ -893,6 +894,7 @@ class Executions:
                     raise ExecutionConflictError(
                         f"execution {execution_id} already ended ({record['status']})"
                     )
+                _bound_to(record, body)
                 answer, responses, facts = self._finished(record, body)
         finally:
             self.registry.release(execution_id)
@@ -1103,3 +1105,21 @@ class ChainedStart:
             self._executions.finish(self._principal, str(self._answer["execution"]), body)
         except ProctorError as e:
             _log.warning("could not end the unanswered start %s: %s", self._answer["execution"], e)
+
+
+def _bound_to(record: StoredExecution, body: Any) -> None:
+    """A finish that names a warrant ends the execution only if it runs under it: an
+    enforcer that knows its warrant but not whether the execution id it holds is genuine
+    (a start answer it could not accept) cannot end another of its principal's runs.
+
+    Raises:
+        RequestShapeError: ``warrant`` is not a string.
+        ExecutionConflictError: the execution runs under another warrant (nothing recorded).
+    """
+    warrant = body.get("warrant") if isinstance(body, dict) else None
+    if warrant is None:
+        return
+    if type(warrant) is not str:
+        raise RequestShapeError(f"warrant: expected a warrant id, found {type(warrant).__name__}")
+    if not hmac.compare_digest(warrant.encode(), str(record["warrant"]).encode()):
+        raise ExecutionConflictError(f"execution {record['id']} does not run under warrant {warrant[:80]!r}")

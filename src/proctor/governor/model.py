@@ -184,6 +184,11 @@ class FinishExecutionBody(_Body):
     ] = None
     stdout_digest: Annotated[Any, _lenient(_OUTPUT_DIGEST), Field(description="of stdout, if kept")] = None
     stderr_digest: Annotated[Any, _lenient(_OUTPUT_DIGEST), Field(description="of stderr, if kept")] = None
+    warrant: Annotated[
+        Any,
+        _lenient(_STRING),
+        Field(description="if given, the execution must run under this warrant (else 409, nothing recorded)"),
+    ] = None
 
 
 class PrincipalBody(_Body):
