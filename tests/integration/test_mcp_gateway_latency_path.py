@@ -20,6 +20,8 @@ from gov_server import GovernorServer, client_of
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorError
 from proctor.enforcement._failover import Governors
+from proctor.enforcement._leases import LeaseCheck
+from proctor.errors import VerificationError
 from proctor.integrations.mcp.governance import Refusal, Running, ToolGovernance
 from proctor.verification import tool_measurement
 
@@ -265,3 +267,75 @@ def test_a_start_records_only_the_strings_of_a_containment_array(
             f"/v1/executions/{started['execution']}/finish",
             {"outcome": "completed", "exit_status": 0},
         )
+
+
+class Tampering(Counted):
+    """The real fail-over client, whose combined answers come back with the start's
+    lease TTL altered (as an on-path rewrite would): its signature no longer verifies."""
+
+    def request(self, method: str, target: str, body: Any = None, **kw: Any) -> Any:
+        answered = super().request(method, target, body, **kw)
+        if target != "/v1/authorize/start":
+            return answered
+        altered = answered.json()
+        altered["execution"]["lease_ttl_ms"] = 3_600_000
+        return _Altered(answered, altered)
+
+
+class _Altered:
+    def __init__(self, answered: Any, body: dict[str, Any]) -> None:
+        self.response, self.url, self.sent, self._body = answered.response, answered.url, answered.sent, body
+
+    def json(self) -> dict[str, Any]:
+        return self._body
+
+
+def _new_execution(governor: GovernorServer, before: set[str]) -> dict[str, Any]:
+    with client_of(governor) as client:
+        listed = client.json("GET", "/v1/executions?status=all&limit=1000")["executions"]
+    new: list[dict[str, Any]] = [e for e in listed if e["id"] not in before]
+    assert len(new) == 1, new
+    return new[0]
+
+
+def _ids(governor: GovernorServer) -> set[str]:
+    with client_of(governor) as client:
+        return {e["id"] for e in client.json("GET", "/v1/executions?status=all&limit=1000")["executions"]}
+
+
+def test_a_start_whose_answer_does_not_verify_is_ended_not_left_running(governor: GovernorServer) -> None:
+    """Rule 4: the combined answer's start part altered on the path is refused, and the
+    execution the governor recorded for it is finished at once (bound to the warrant)."""
+    tools = ToolGovernance(governor.url, PrincipalKey.load(governor.key))
+    tampering = Tampering(tools._governors.urls, PrincipalKey.load(governor.key))
+    tampering.sent = []
+    tools._governors.close()
+    tools._governors = tampering
+    before = _ids(governor)
+    try:
+        refused = tools.authorize_start("fs/read", {"path": "/srv/tampered"}, DIGEST)
+    finally:
+        tools.close()
+    assert isinstance(refused, Refusal)
+    assert "start answer does not verify" in refused.reason
+    shown = _new_execution(governor, before)
+    assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown
+
+
+def test_a_separate_start_whose_answer_is_not_accepted_is_ended(
+    governance: ToolGovernance, governor: GovernorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 4 on the two-request path: a start answer the lease check refuses starts
+    nothing here, and what the governor recorded is finished at once."""
+    monkeypatch.setattr("proctor.integrations.mcp.governance.AUTHORIZE_START", "/v1/no-such-route")
+
+    def refuse(self: LeaseCheck, answered: Any) -> None:
+        raise VerificationError("start answer: not signed for this request (test)")
+
+    monkeypatch.setattr(LeaseCheck, "start", refuse)
+    before = _ids(governor)
+    refused = governance.authorize_start("fs/read", {"path": "/srv/refused"}, DIGEST)
+    assert isinstance(refused, Refusal)
+    assert "did not start the call" in refused.reason
+    shown = _new_execution(governor, before)
+    assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown

@@ -18,7 +18,10 @@ numbered as the code cites them:
 4. The execution is started with the tool measurement (:func:`tool_measurement`); the
    start answer and every renewal answer must be signed by the warrant key for that
    request (ADR 0017, :class:`~proctor.enforcement._leases.LeaseCheck`). A warrant
-   starts one execution; the governor refuses a second start.
+   starts one execution; the governor refuses a second start. A start the governor
+   recorded whose answer is not accepted is finished ``failed`` (``not-forwarded``) by
+   the id that answer names, bound to the verified warrant (the governor ends it only if
+   it runs under that warrant).
 5. A renewal refused (``ok: false``, 403, 404) ends the call as the governor says; an
    unreachable governor leaves the lease deadline to decide.
 """
@@ -26,6 +29,7 @@ numbered as the code cites them:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -39,7 +43,7 @@ from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import VerifiedWarrant, verify_warrant_bounds
 from proctor.canonical import canonicalize
 from proctor.client import GovernorError
-from proctor.enforcement._failover import Governors, governor_urls
+from proctor.enforcement._failover import Answered, Governors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
 from proctor.errors import IntegrityError, VerificationError, WarrantError
 from proctor.integrations.mcp.schema import visible_tools
@@ -222,7 +226,10 @@ class ToolGovernance:
             )
             return self._running(grant, started, answered.sent)
         except (VerificationError, KeyError, TypeError, ValueError) as e:
-            return Refusal(f"refused: the governor's start answer does not verify: {e}")
+            reason = f"refused: the governor's start answer does not verify: {e}"
+            if isinstance(started, dict):  # rule 4: what it recorded is ended, not left to its lease
+                self._end_unaccepted(started.get("execution"), grant.claims.warrant_id, reason)
+            return Refusal(reason)
 
     def _one_by_one(
         self, resource: str, arguments: dict[str, Any], digest: str, go: Callable[[], bool]
@@ -337,8 +344,34 @@ class ToolGovernance:
             "containment": [],
             "enforcer": self._enforcer,
         }
-        answered = self._governors.request("POST", "/v1/executions", body, accept=lease.start)
+        unaccepted: list[object] = []
+
+        def accept(answered: Answered) -> None:
+            try:
+                lease.start(answered)
+            except VerificationError:
+                with contextlib.suppress(ValueError):
+                    named = answered.json()
+                    unaccepted.append(named.get("execution") if isinstance(named, dict) else None)
+                raise
+
+        try:
+            answered = self._governors.request("POST", "/v1/executions", body, accept=accept)
+        finally:  # rule 4: a start recorded under an answer not accepted is ended
+            for execution in unaccepted:
+                self._end_unaccepted(
+                    execution, claims.warrant_id, "the governor's start answer was not accepted"
+                )
         return self._running(grant, answered.json(), answered.sent)
+
+    def _end_unaccepted(self, execution: object, warrant: str, why: str) -> None:
+        """Finish a start whose answer was not accepted (rule 4), by the id that answer
+        names (unverified) and the verified ``warrant`` the governor must find it under."""
+        if type(execution) is not str or not execution:
+            return
+        body = {**not_forwarded_body(why), "warrant": warrant}
+        problem = self.finish(_Unverified({"execution": execution}), body)
+        self._note(problem or f"execution {execution} was recorded under an answer not accepted; ended")
 
     @staticmethod
     def _running(grant: Grant, started: dict[str, Any], sent: float) -> Running:
