@@ -11,6 +11,7 @@ its result; a long call keeps its lease.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
@@ -23,6 +24,7 @@ import pytest
 import proctor
 from gov_server import client_of, free_port
 from proctor.client import GovernorError
+from proctor.errors import VerificationError
 from proctor.integrations.sdk import Client, GovernedCall, function_definition
 from proctor.integrations.sdk.definition import definition_digest
 from proctor.verification.measurement import tool_measurement
@@ -299,3 +301,54 @@ def test_governor_gone_during_a_sync_call_withholds_its_result(tmp_path: Path) -
         next(server, None)
     assert ended.value.reason == "lease-lost"
     assert seen[0].terminated == "lease-lost"
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_start_answer_that_does_not_verify_starts_nothing_and_is_ended(
+    gov: SdkGovernor, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    """The start answer is not the governor's (as if altered on the path): a denial, the
+    function never runs, and the start the governor recorded is finished at once
+    (``failed``, ``start-failed``), not left running until its lease lapses."""
+
+    def not_the_governors(*args: Any, **kwargs: Any) -> Any:
+        raise VerificationError("lease answer: the signature does not verify (test)")
+
+    monkeypatch.setattr("proctor.integrations.sdk.protocol.verify_lease_answer", not_the_governors)
+    ran: list[int] = []
+
+    def listed() -> dict[str, dict[str, Any]]:
+        with client_of(gov.server, gov.alice) as client:
+            shown = client.json("GET", "/v1/executions?status=all&limit=1000")["executions"]
+        return {e["id"]: e for e in shown}
+
+    before = listed()
+    if flavour == "sync":
+        with proctor.Client(gov.url, gov.alice, warrant_key=gov.warrant_key) as client:
+
+            @proctor.governed(client, tool="add")
+            def add(a: int, b: int = 1) -> int:
+                ran.append(a)
+                return a + b
+
+            with pytest.raises(proctor.DeniedError) as denied:
+                add(7)
+    else:
+
+        async def scenario() -> None:
+            async with proctor.AsyncClient(gov.url, gov.alice, warrant_key=gov.warrant_key) as client:
+
+                @proctor.governed(client, tool="add")
+                async def add(a: int, b: int = 1) -> int:
+                    ran.append(a)
+                    return a + b
+
+                await add(7)
+
+        with pytest.raises(proctor.DeniedError) as denied:
+            asyncio.run(scenario())
+    assert denied.value.reason == "start"
+    assert ran == []
+    new = [e for i, e in listed().items() if i not in before]
+    assert len(new) == 1, new
+    assert (new[0]["status"], new[0]["reason"]) == ("failed", "start-failed"), new[0]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from proctor.integrations.sdk.protocol import (
     prepare_start,
     principal_key,
     raw_warrant_key,
+    unaccepted_start,
 )
 from proctor.integrations.sdk.results import Approval, Authorization, Finished, Lease, Renewal
 from proctor.receipts.check import ReceiptReport, check_receipt
@@ -138,14 +140,21 @@ class AsyncClient:
             raise DeniedError(
                 f"{resource}: the execution did not start: {e}", reason="start", tool=resource
             ) from e
-        return accept_start(
-            answer,
-            nonce=nonce,
-            authorization=authorization,
-            warrant=verified,
-            warrant_key=key,
-            resource=resource,
-        )
+        try:
+            return accept_start(
+                answer,
+                nonce=nonce,
+                authorization=authorization,
+                warrant=verified,
+                warrant_key=key,
+                resource=resource,
+            )
+        except DeniedError as e:  # what the governor recorded is ended, not left to its lease
+            ended = unaccepted_start(answer, verified, str(e.__cause__ or e))
+            if ended is not None:
+                with contextlib.suppress(GovernorError, ValueError):
+                    await self._http.json("POST", *ended)
+            raise
 
     async def renew(self, lease: Lease) -> Renewal:
         """:meth:`Client.renew`."""

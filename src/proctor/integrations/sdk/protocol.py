@@ -49,6 +49,7 @@ __all__ = [
     "check_arguments",
     "check_renewal",
     "check_start",
+    "unaccepted_start",
     "check_warrant",
     "finish_body",
     "prepare_start",
@@ -301,6 +302,24 @@ def accept_start(
             reason="start",
             tool=resource,
         ) from e
+
+
+def unaccepted_start(answer: Any, warrant: VerifiedWarrant, why: str) -> tuple[str, dict[str, Any]] | None:
+    """A start answer that does not verify may still name a start the governor recorded:
+    the target and body that finish it (``failed``, ``start-failed``) rather than leave it
+    running until its lease lapses, or ``None`` when it names none. The id is the
+    unverified answer's, so the body names the verified warrant: the governor ends the
+    execution only if it runs under it (else 409, nothing recorded)."""
+    execution = answer.get("execution") if isinstance(answer, dict) else None
+    if type(execution) is not str or not execution or "/" in execution:
+        return None
+    body = {
+        "outcome": "failed",
+        "reason": "start-failed",
+        "detail": f"the start answer is not the governor's ({why}); nothing ran"[:1000],
+        "warrant": warrant.claims.warrant_id,
+    }
+    return f"/v1/executions/{execution}/finish", body
 
 
 def check_start(
