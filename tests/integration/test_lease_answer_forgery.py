@@ -65,6 +65,7 @@ class RewritingProxy:
         self.hang_streams = False  # the event stream held unanswered instead of answered 503
         self._closed = threading.Event()
         self.start: str | None = None  # "unsigned": lease_sig dropped; "ttl": an hour's TTL, sig kept
+        self.start_execution: str | None = None  # with start: the answer names this execution instead
         self.forged = 0
         self.last_ok: dict[str, Any] | None = None
         self._upstream = httpx.Client(base_url=upstream, timeout=30.0)
@@ -113,6 +114,8 @@ class RewritingProxy:
             if self.start == "unsigned":
                 parsed.pop("lease_sig", None)
             parsed["lease_ttl_ms"] = HOUR_MS
+            if self.start_execution is not None:
+                parsed["execution"] = self.start_execution
             self._forge(handler, parsed)
             return
         if renewal and answer.status_code == 200:
@@ -247,6 +250,61 @@ def test_a_start_answer_not_signed_for_its_request_starts_nothing(gov: GovernorS
     with GovernorClient(gov.url, PrincipalKey.load(gov.data / "keys" / "admin.key"), timeout=30) as c:
         shown = c.json("GET", f"/v1/executions/{found.group(1)}")
     assert (shown["status"], shown["reason"]) == ("failed", "start-failed"), shown
+
+
+def test_a_start_answer_naming_another_run_does_not_end_it(gov: GovernorServer) -> None:
+    """The rewritten start answer names another running execution of the same principal:
+    the run that was refused finishes by that id only with its own verified warrant, and
+    the governor ends nothing that does not run under it (409): the other run goes on."""
+    marker = "other-run-" + secrets.token_hex(6)
+    other = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "run", "--server", gov.url, "--key", str(gov.key), "--",
+         sys.executable, str(TREE), marker],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in other.stderr or []:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proxy = RewritingProxy(gov.url)
+    try:
+        deadline = time.monotonic() + WAIT
+        started: list[str] = []
+        while not started and time.monotonic() < deadline:
+            started = [
+                m.group(1) for line in list(lines) if (m := re.search(r"execution (ex_\w+) started", line))
+            ]
+            time.sleep(0.05)
+        assert started, lines
+        proxy.start, proxy.start_execution = "unsigned", started[0]
+        done = subprocess.run(
+            [sys.executable, "-m", "proctor", "run", "--server", proxy.url, "--key", str(gov.key), "--",
+             "echo", "ran"],
+            capture_output=True, text=True, timeout=WAIT, check=False,
+        )  # fmt: skip
+        assert done.returncode == 77, done.stderr
+        assert done.stdout == ""
+        assert f"execution {started[0]} was recorded, but its answer was not accepted" in done.stderr
+        assert "refused to record the end" in done.stderr, done.stderr  # the governor's 409
+        with GovernorClient(gov.url, PrincipalKey.load(gov.data / "keys" / "admin.key"), timeout=30) as c:
+            shown = c.json("GET", f"/v1/executions/{started[0]}")
+        assert shown["status"] == "running", shown
+        assert other.poll() is None, "the other run ended"
+    finally:
+        proxy.close()
+        if other.poll() is None:
+            other.send_signal(signal.SIGTERM)
+            other.wait(timeout=WAIT)
+        reader.join(timeout=WAIT)
+        if other.stderr is not None:
+            other.stderr.close()
+        for pid in marked(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_governor_whose_renewals_are_forged_is_passed_over_for_the_next(tmp_path: Path) -> None:

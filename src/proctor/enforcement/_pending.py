@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -196,12 +197,17 @@ class PendingStart:
     def _end_untracked(self, popen: subprocess.Popen[bytes], wait: float) -> None:
         """End a started child that could not be tracked (it failed, or was interrupted):
         the command may be running, with children of its own. Its cgroups' members first
-        (what the child forked is there too), then the child, then the groups."""
+        (what the child forked is there too), its process group (where there is no
+        cgroup), then the child, then the groups."""
         self._kill_groups()
-        with contextlib.suppress(Exception):
-            popen.kill()
-            popen.wait(timeout=wait)
-        self._remove_groups()
+        try:
+            with contextlib.suppress(OSError):  # no cgroup: its process group, if it leads one
+                os.killpg(popen.pid, signal.SIGKILL)  # (not reaped yet: the pid is still its own)
+            with contextlib.suppress(Exception):
+                popen.kill()
+                popen.wait(timeout=wait)
+        finally:  # a second interrupt still leaves no group behind
+            self._remove_groups()
 
     def cancel(self) -> None:
         """End the child without running the command (idempotent; after :meth:`go`, nothing)."""

@@ -226,7 +226,8 @@ class Supervisor:
         self._abortable = False  # the handler may stop the run where it is (before the go)
         self._replaced: dict[int, Any] = {}  # the handlers ours replaced, to put back
         self._start_future: Future[Answered] | None = None
-        self._unaccepted: list[tuple[str, str]] = []  # (execution, warrant) of start answers not accepted
+        self._unaccepted: list[str] = []  # executions named by start answers not accepted
+        self._warrant_id: str | None = None  # the verified warrant's id, once it is known
 
     def say(self, message: str) -> None:
         """One prefixed line on stderr (never on the command's stdout)."""
@@ -337,6 +338,7 @@ class Supervisor:
                 self.say(f"the warrant does not verify locally; nothing started: {e}")
                 return EXIT_DENIED
             terms = _Terms.of(verified.claims, opts.zone or verified.claims.zone)
+            self._warrant_id = verified.claims.warrant_id
         # 4. Start under containment, executing the measured bytes.
         limits = _limits(terms.obligations)  # held to the verified claims' before the go
         lease = LeaseCheck(root, terms.warrant, terms.lease_ttl_ms)  # signed answers only (ADR 0017)
@@ -367,6 +369,7 @@ class Supervisor:
                     try:
                         verified = verify(zone=terms.zone)
                         terms.check(verified.claims)
+                        self._warrant_id = verified.claims.warrant_id
                     except (ProctorError, ValueError) as e:
                         self._unstarted(start, f"the warrant does not verify locally; nothing started: {e}")
                         return EXIT_DENIED
@@ -551,7 +554,7 @@ class Supervisor:
         self._start_future = answered  # an interrupt while it is sent finishes what it started
         sent = threading.Event()
 
-        def accept(answered: Answered) -> None:
+        def accept(answered: Answered) -> None:  # on the start's thread, before it resolves
             try:
                 lease.start(answered)
             except VerificationError:
@@ -586,38 +589,57 @@ class Supervisor:
     def _note_unaccepted(self, answered: Answered, warrant: str) -> None:
         """A start answer that was not accepted (not signed for this request, ADR 0017)
         may still name a start its governor recorded: remember the execution it names,
-        with this run's warrant, to finish it (:meth:`_start_answer`)."""
+        if it says it runs under the warrant this run asked with, to finish it
+        (:meth:`_start_answer`)."""
         try:
             body = answered.json()
         except ValueError:
             return
-        if isinstance(body, dict) and type(body.get("execution")) is str:
-            self._unaccepted.append((body["execution"], warrant))
+        if isinstance(body, dict) and type(body.get("execution")) is str and body.get("warrant") == warrant:
+            self._unaccepted.append(body["execution"])
 
     def _start_answer(self, start: Future[Answered]) -> Any:
-        """The accepted start answer's JSON (raises as ``start`` does). First, a start a
-        governor recorded but whose answer was not accepted (:meth:`_note_unaccepted`) is
-        finished ``failed``, reason ``start-failed``: it never runs, and its record says so
-        now rather than ``supervisor-lost`` at its lease's end. The id is the unverified
-        answer's, so the finish names this run's warrant too: the governor ends the
-        execution only if it is this principal's and runs under that warrant (else 409,
-        nothing recorded), so an altered id ends nothing else."""
+        """The accepted start answer's JSON (raises as ``start`` does), and the starts a
+        governor recorded under answers that were not accepted (:meth:`_note_unaccepted`)
+        finished ``failed``, reason ``start-failed``: they never run, and their records say
+        so now rather than ``supervisor-lost`` at their leases' end — on this thread when
+        nothing starts, beside the run when another governor's answer was accepted (its
+        lease's clock is not held up). The ids are the unverified answers', so the finish
+        names the *verified* warrant: the governor ends an execution only if it is this
+        principal's and runs under it (else 409, nothing recorded). No verified warrant
+        (it did not verify, or the run stopped first): nothing is finished, the leases
+        lapse."""
         try:
-            return start.result().json()
-        finally:
-            unaccepted, self._unaccepted = self._unaccepted, []
-            for execution, warrant in unaccepted:
-                self.say(f"execution {execution} was recorded, but its answer was not accepted; ending it")
-                self._finish(
-                    {
-                        "outcome": "failed",
-                        "reason": "start-failed",
-                        "detail": "the governor's answer to its start was not accepted (not signed for "
-                        "the request); nothing ran",
-                        "warrant": warrant,  # only the start of this run's warrant ends
-                    },
-                    execution=execution,
-                )
+            answer = start.result().json()
+        except BaseException:
+            if start.done():  # else (interrupted while waiting) the later call finishes them
+                abortable, self._abortable = self._abortable, False  # an interrupt waits for them
+                try:
+                    self._end_unaccepted()
+                finally:
+                    self._abort_point(abortable=abortable)
+            raise
+        self._thread(self._end_unaccepted)
+        return answer
+
+    def _end_unaccepted(self) -> None:
+        """Finish the starts :meth:`_start_answer` names, bound to the verified warrant."""
+        unaccepted, self._unaccepted = self._unaccepted, []
+        warrant = self._warrant_id
+        if warrant is None:
+            return
+        for execution in unaccepted:
+            self.say(f"execution {execution} was recorded, but its answer was not accepted; ending it")
+            self._finish(
+                {
+                    "outcome": "failed",
+                    "reason": "start-failed",
+                    "detail": "the governor's answer to its start was not accepted (not signed for "
+                    "the request); nothing ran",
+                    "warrant": warrant,  # only the start of this run's verified warrant ends
+                },
+                execution=execution,
+            )
 
     # -- interrupts ----------------------------------------------------------------
 

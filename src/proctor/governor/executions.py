@@ -884,7 +884,8 @@ class Executions:
         An execution that was revoked, or told to terminate, can only end as
         terminated: its enforcer's word that it completed is not taken.
         """
-        self._owned(principal, execution_id)
+        # The warrant never changes: checked before the claim, a refused finish holds nothing.
+        _bound_to(self._owned(principal, execution_id), body)
         if not self.registry.claim(execution_id):
             raise ExecutionConflictError(f"execution {execution_id} is already ending")
         try:
@@ -894,7 +895,6 @@ class Executions:
                     raise ExecutionConflictError(
                         f"execution {execution_id} already ended ({record['status']})"
                     )
-                _bound_to(record, body)
                 answer, responses, facts = self._finished(record, body)
         finally:
             self.registry.release(execution_id)

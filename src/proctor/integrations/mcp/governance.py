@@ -227,7 +227,8 @@ class ToolGovernance:
             return self._running(grant, started, answered.sent)
         except (VerificationError, KeyError, TypeError, ValueError) as e:
             reason = f"refused: the governor's start answer does not verify: {e}"
-            if isinstance(started, dict):  # rule 4: what it recorded is ended, not left to its lease
+            if isinstance(started, dict) and started.get("warrant") == grant.claims.warrant_id:
+                # rule 4: what it recorded is ended, not left to its lease
                 self._end_unaccepted(started.get("execution"), grant.claims.warrant_id, reason)
             return Refusal(reason)
 
@@ -352,7 +353,8 @@ class ToolGovernance:
             except VerificationError:
                 with contextlib.suppress(ValueError):
                     named = answered.json()
-                    unaccepted.append(named.get("execution") if isinstance(named, dict) else None)
+                    if isinstance(named, dict) and named.get("warrant") == claims.warrant_id:
+                        unaccepted.append(named.get("execution"))
                 raise
 
         try:

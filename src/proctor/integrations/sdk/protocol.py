@@ -313,6 +313,8 @@ def unaccepted_start(answer: Any, warrant: VerifiedWarrant, why: str) -> tuple[s
     execution = answer.get("execution") if isinstance(answer, dict) else None
     if type(execution) is not str or not execution or "/" in execution:
         return None
+    if answer.get("warrant") != warrant.claims.warrant_id:  # not a start of this warrant
+        return None
     body = {
         "outcome": "failed",
         "reason": "start-failed",
