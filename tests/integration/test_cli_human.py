@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from gov_exec import allow, start_body
-from gov_server import GovernorServer
+from gov_server import GovernorServer, cli
 from gov_support import POLICIES, signed_bundle
 from proctor.authorization.keys import PrincipalKey
 from proctor.client import GovernorClient
@@ -232,8 +233,21 @@ def test_policy_show_prints_the_same_fields_over_server_and_from_the_data_direct
     assert set(json.loads(remote_script.out)) == {"bundle", "signer", "signature"}  # today's JSON
 
 
+def _lease_lapsed(scene: Scene, timeout: float = 30.0) -> None:
+    """Wait until bob's running execution's lease has run out (no governor renews it):
+    this test may run right after the scene is made (alone, or first of a selection)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = cli("executions", "list", "--data", str(scene.data), "--status", "all", "--json")
+        shown = {e["id"]: e for e in json.loads(listed.stdout)["executions"]}
+        if shown[scene.running]["lease_remaining_ms"] < 0 or time.monotonic() > deadline:
+            return
+        time.sleep(min(1.0, shown[scene.running]["lease_remaining_ms"] / 1000 + 0.05))
+
+
 def test_executions_list_is_a_table(scene: Scene, tmp_path: Path) -> None:
     args = ("executions", "list", "--data", str(scene.data), "--status", "all")
+    _lease_lapsed(scene)
     human, script = same_for_scripts(*args, tmp=tmp_path, moving=True)
     assert human.code == 0, human
     lines = human.out.splitlines()
