@@ -339,3 +339,18 @@ def test_a_separate_start_whose_answer_is_not_accepted_is_ended(
     assert "did not start the call" in refused.reason
     shown = _new_execution(governor, before)
     assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown
+
+
+def test_a_start_for_a_warrant_that_does_not_verify_here_is_ended(governor: GovernorServer) -> None:
+    """The gateway pins another warrant key: the warrant does not verify, nothing is
+    forwarded, and the execution the governor started for it is finished, by the id and
+    warrant its answer names (the governor checks that the one runs under the other)."""
+    tools = ToolGovernance(governor.url, PrincipalKey.load(governor.key), warrant_key=bytes(range(32)))
+    before = _ids(governor)
+    try:
+        refused = tools.authorize_start("fs/read", {"path": "/srv/other-key"}, DIGEST)
+    finally:
+        tools.close()
+    assert isinstance(refused, Refusal)
+    shown = _new_execution(governor, before)
+    assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown

@@ -208,8 +208,11 @@ class ToolGovernance:
         started = answer.get("execution") if isinstance(answer, dict) else None
         grant = self._granted(authorization, request, root)
         if isinstance(grant, Refusal):
-            if isinstance(started, dict):  # started, but not for a warrant that verifies here
-                self.finish(_Unverified(started), not_forwarded_body(grant.reason))
+            named = started.get("warrant") if isinstance(started, dict) else None
+            if isinstance(started, dict) and type(named) is str:  # started, not for a warrant that verifies
+                # The id and warrant are the answer's (nothing verifies here): the governor
+                # ends the execution only if it runs under the warrant the answer names.
+                self.finish(_Unverified(started), {**not_forwarded_body(grant.reason), "warrant": named})
             return grant
         if started is None:  # allowed once approved (rule 2): started now
             return self._started(grant) if go() else Refusal("")
