@@ -30,22 +30,25 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from proctor.authorization.claims import WarrantClaims, WarrantRequest, args_digest
 from proctor.authorization.keys import PrincipalKey
 from proctor.authorization.warrants import VerifiedWarrant, verify_warrant_bounds
-from proctor.canonical import canonicalize
 from proctor.client import GovernorError
 from proctor.enforcement._failover import Answered, Governors, governor_urls
 from proctor.enforcement._leases import LeaseCheck
 from proctor.errors import IntegrityError, VerificationError, WarrantError
+from proctor.integrations.mcp.outcomes import (
+    definition_digests,
+    ended_body,
+    finish_body,
+    not_forwarded_body,
+    unforwardable,
+)
 from proctor.integrations.mcp.schema import visible_tools
 from proctor.policy.decision import describe_denial
 from proctor.verification import (
@@ -54,7 +57,6 @@ from proctor.verification import (
     lease_deadline,
     renewal_interval_s,
     renewal_timeout_s,
-    tool_definition_digest,
     tool_measurement,
 )
 from proctor.verification.lease_answer import request_nonce, verify_lease_answer
@@ -466,73 +468,3 @@ class _Unverified:
 def _request(resource: str, arguments: dict[str, Any], digest: str) -> dict[str, Any]:
     """The authorization request of one call (rule 1)."""
     return {"action": ACTION, "resource": resource, "arguments": arguments, "executable_digest": digest}
-
-
-def not_forwarded_body(why: str) -> dict[str, Any]:
-    """The finish of a started call that was never forwarded (its tool definition
-    changed, say): ``failed``, reason ``not-forwarded``."""
-    return {"outcome": "failed", "reason": "not-forwarded", "detail": why[:900]}
-
-
-def unforwardable(live: dict[str, str] | LookupError, tool: str, resource: str, digest: str) -> str:
-    """Why a started call must not be forwarded after the re-list (the live definitions,
-    or why they could not be read), or ``""``: its definition is the warrant's."""
-    if isinstance(live, LookupError):
-        return f"refused: cannot read the upstream's live tool definitions: {live}"
-    if live.get(tool) != digest:
-        return (
-            f"refused: the definition of {resource} changed after it was listed "
-            f"(authorized {digest}, now {live.get(tool, 'absent')})"
-        )
-    return ""
-
-
-_DIGEST_CACHE: dict[bytes, str] = {}
-_DIGEST_CACHE_MAX = 4096
-
-
-def definition_digests(tools: list[Any]) -> dict[str, str]:
-    """Each tool's definition digest; a definition seen before (byte for byte, keys
-    sorted) is not canonicalized again: the re-list before each call stays cheap."""
-    found: dict[str, str] = {}
-    for tool in tools:
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            continue
-        try:
-            key = orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)
-            digest = _DIGEST_CACHE.get(key)
-            if digest is None:
-                digest = tool_definition_digest(tool)
-                if len(_DIGEST_CACHE) >= _DIGEST_CACHE_MAX:
-                    _DIGEST_CACHE.clear()
-                _DIGEST_CACHE[key] = digest
-            found[tool["name"]] = digest
-        except Exception:  # noqa: BLE001, S112 - a tool that cannot be measured cannot be called
-            continue
-    return found
-
-
-def finish_body(answer: dict[str, Any], running: Running) -> dict[str, Any]:
-    """The finish of a call the upstream answered: ``completed``, or ``failed`` for an
-    ``isError`` result or an error; ``stdout_digest`` the RFC 8785 digest of the result."""
-    result = answer.get("result")
-    try:
-        digest = (
-            "sha256:" + hashlib.sha256(canonicalize(result if result is not None else answer)).hexdigest()
-        )
-    except (TypeError, ValueError):
-        digest = ""
-    duration_ms = int((time.monotonic() - running.began) * 1000)
-    if isinstance(result, dict) and result.get("isError") is not True:
-        return {"outcome": "completed", "exit_status": 0, "stdout_digest": digest, "duration_ms": duration_ms}
-    why = "the tool answered isError" if isinstance(result, dict) else "the upstream answered an error"
-    return {"outcome": "failed", "reason": "tool-error", "detail": why, "stdout_digest": digest}
-
-
-def ended_body(why: str, running: Running) -> dict[str, Any]:
-    """The finish of a call that ended unanswered: ``terminated`` with the governance
-    reason (revoked, lease-lost, policy, expired), else ``failed``."""
-    reason = why.split(":", 1)[0]
-    if reason in ("revoked", "lease-lost", "policy", "expired"):
-        return {"outcome": "terminated", "reason": reason, "detail": why[:900]}
-    return {"outcome": "failed", "reason": "not-answered", "detail": why[:900]}
