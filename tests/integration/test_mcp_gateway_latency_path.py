@@ -290,17 +290,22 @@ class _Altered:
         return self._body
 
 
-def _new_execution(governor: GovernorServer, before: set[str]) -> dict[str, Any]:
+def _listed(governor: GovernorServer) -> list[dict[str, Any]]:
     with client_of(governor) as client:
-        listed = client.json("GET", "/v1/executions?status=all&limit=1000")["executions"]
-    new: list[dict[str, Any]] = [e for e in listed if e["id"] not in before]
+        executions: list[dict[str, Any]] = client.json("GET", "/v1/executions?status=all&limit=1000")[
+            "executions"
+        ]
+    return executions
+
+
+def _new_execution(governor: GovernorServer, before: set[str]) -> dict[str, Any]:
+    new = [e for e in _listed(governor) if e["id"] not in before]
     assert len(new) == 1, new
     return new[0]
 
 
 def _ids(governor: GovernorServer) -> set[str]:
-    with client_of(governor) as client:
-        return {e["id"] for e in client.json("GET", "/v1/executions?status=all&limit=1000")["executions"]}
+    return {e["id"] for e in _listed(governor)}
 
 
 def test_a_start_whose_answer_does_not_verify_is_ended_not_left_running(governor: GovernorServer) -> None:

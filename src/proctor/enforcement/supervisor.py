@@ -82,6 +82,7 @@ from proctor.verification.lease import (
     renewal_interval_s,
     renewal_timeout_s,
 )
+from proctor.verification.lease_answer import named_start
 
 __all__ = ["EXIT_DENIED", "EXIT_TERMINATED", "RunOptions", "Supervisor"]
 
@@ -592,11 +593,11 @@ class Supervisor:
         if it says it runs under the warrant this run asked with, to finish it
         (:meth:`_start_answer`)."""
         try:
-            body = answered.json()
+            named = named_start(answered.json(), warrant)
         except ValueError:
             return
-        if isinstance(body, dict) and type(body.get("execution")) is str and body.get("warrant") == warrant:
-            self._unaccepted.append(body["execution"])
+        if named is not None:
+            self._unaccepted.append(named)
 
     def _start_answer(self, start: Future[Answered]) -> Any:
         """The accepted start answer's JSON (raises as ``start`` does), and the starts a
@@ -619,7 +620,8 @@ class Supervisor:
                 finally:
                     self._abort_point(abortable=abortable)
             raise
-        self._thread(self._end_unaccepted)
+        if self._unaccepted:  # another governor's answer was accepted: not on the run's path
+            self._thread(self._end_unaccepted)
         return answer
 
     def _end_unaccepted(self) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "LEASE_SIG_FIELD",
     "LeaseAnswer",
     "lease_answer_bytes",
+    "named_start",
     "request_nonce",
     "sign_lease_answer",
     "verify_lease_answer",
@@ -65,6 +66,8 @@ LEASE_ANSWER_CONTEXT = b"proctor/lease-answer/v1\n"
 
 LEASE_SIG_FIELD = "lease_sig"
 """The answer's field that carries the signature, base64 (RFC 4648 §4, padded)."""
+
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the governor's ids; one goes into a path
 
 Kind = Literal["start", "renew"]
 _KINDS = ("start", "renew")
@@ -175,6 +178,18 @@ def request_nonce(signature_input: str) -> str:
             f"Signature-Input: expected one nonce, found {len(found)} in {signature_input[:120]!r}"
         )
     return str(found[0])
+
+
+def named_start(answer: object, warrant: object) -> str | None:
+    """The execution a start answer that was *not* accepted names, if the answer says it
+    runs under ``warrant`` and the id has the governor's shape (it goes into the path of
+    its finish); else ``None``. Nothing here is verified: its governor may have recorded
+    that start, and the enforcer finishes it naming the warrant, which the governor
+    checks against the execution it names (``POST /v1/executions/{id}/finish``)."""
+    if not isinstance(answer, dict) or type(warrant) is not str or answer.get("warrant") != warrant:
+        return None
+    execution = answer.get("execution")
+    return execution if type(execution) is str and _EXECUTION_ID.fullmatch(execution) else None
 
 
 def verify_lease_answer(

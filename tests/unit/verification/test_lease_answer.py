@@ -18,6 +18,7 @@ from proctor.verification.lease_answer import (
     LEASE_SIG_FIELD,
     LeaseAnswer,
     lease_answer_bytes,
+    named_start,
     request_nonce,
     sign_lease_answer,
     verify_lease_answer,
@@ -228,3 +229,23 @@ def test_sign_verify_round_trip_and_every_flipped_signature_bit_fails(
     body[LEASE_SIG_FIELD] = base64.b64encode(bytes(raw)).decode()
     with pytest.raises(VerificationError):
         verify(body, nonce=nonce)
+
+
+@pytest.mark.parametrize(
+    ("answer", "warrant", "named"),
+    [
+        ({"execution": "ex_abc-1", "warrant": "wr_1"}, "wr_1", "ex_abc-1"),
+        ({"execution": "ex_abc", "warrant": "wr_2"}, "wr_1", None),  # another warrant's start
+        ({"execution": "ex_abc"}, "wr_1", None),  # names no warrant
+        ({"execution": "ex_a/renew", "warrant": "wr_1"}, "wr_1", None),  # not an id: into a path
+        ({"execution": "ex_a?x=1", "warrant": "wr_1"}, "wr_1", None),
+        ({"execution": "x" * 65, "warrant": "wr_1"}, "wr_1", None),
+        ({"execution": 7, "warrant": "wr_1"}, "wr_1", None),
+        ({"execution": "ex_abc", "warrant": 1}, 1, None),  # a warrant is a string
+        (["ex_abc"], "wr_1", None),
+    ],
+)
+def test_an_unaccepted_start_names_only_an_id_under_its_warrant(
+    answer: Any, warrant: Any, named: Any
+) -> None:
+    assert named_start(answer, warrant) == named

@@ -59,7 +59,7 @@ from proctor.verification import (
     renewal_timeout_s,
     tool_measurement,
 )
-from proctor.verification.lease_answer import request_nonce, verify_lease_answer
+from proctor.verification.lease_answer import named_start, request_nonce, verify_lease_answer
 
 __all__ = [
     "ACTION",
@@ -210,11 +210,12 @@ class ToolGovernance:
         started = answer.get("execution") if isinstance(answer, dict) else None
         grant = self._granted(authorization, request, root)
         if isinstance(grant, Refusal):
-            named = started.get("warrant") if isinstance(started, dict) else None
-            if isinstance(started, dict) and type(named) is str:  # started, not for a warrant that verifies
+            if isinstance(started, dict):  # started, but not for a warrant that verifies here
                 # The id and warrant are the answer's (nothing verifies here): the governor
                 # ends the execution only if it runs under the warrant the answer names.
-                self.finish(_Unverified(started), {**not_forwarded_body(grant.reason), "warrant": named})
+                named = started.get("warrant")
+                if named_start(started, named) is not None:
+                    self.finish(_Unverified(started), {**not_forwarded_body(grant.reason), "warrant": named})
             return grant
         if started is None:  # allowed once approved (rule 2): started now
             return self._started(grant) if go() else Refusal("")
@@ -232,9 +233,8 @@ class ToolGovernance:
             return self._running(grant, started, answered.sent)
         except (VerificationError, KeyError, TypeError, ValueError) as e:
             reason = f"refused: the governor's start answer does not verify: {e}"
-            if isinstance(started, dict) and started.get("warrant") == grant.claims.warrant_id:
-                # rule 4: what it recorded is ended, not left to its lease
-                self._end_unaccepted(started.get("execution"), grant.claims.warrant_id, reason)
+            warrant = grant.claims.warrant_id  # rule 4: what it recorded is ended, not left to its lease
+            self._end_unaccepted(named_start(started, warrant), warrant, reason)
             return Refusal(reason)
 
     def _one_by_one(
@@ -350,16 +350,14 @@ class ToolGovernance:
             "containment": [],
             "enforcer": self._enforcer,
         }
-        unaccepted: list[object] = []
+        unaccepted: list[str | None] = []
 
         def accept(answered: Answered) -> None:
             try:
                 lease.start(answered)
             except VerificationError:
                 with contextlib.suppress(ValueError):
-                    named = answered.json()
-                    if isinstance(named, dict) and named.get("warrant") == claims.warrant_id:
-                        unaccepted.append(named.get("execution"))
+                    unaccepted.append(named_start(answered.json(), claims.warrant_id))
                 raise
 
         try:
@@ -371,10 +369,11 @@ class ToolGovernance:
                 )
         return self._running(grant, answered.json(), answered.sent)
 
-    def _end_unaccepted(self, execution: object, warrant: str, why: str) -> None:
+    def _end_unaccepted(self, execution: str | None, warrant: str, why: str) -> None:
         """Finish a start whose answer was not accepted (rule 4), by the id that answer
-        names (unverified) and the verified ``warrant`` the governor must find it under."""
-        if type(execution) is not str or not execution:
+        names (:func:`~proctor.verification.lease_answer.named_start`; ``None``: none) and
+        the ``warrant`` the governor must find it under."""
+        if execution is None:
             return
         body = {**not_forwarded_body(why), "warrant": warrant}
         problem = self.finish(_Unverified({"execution": execution}), body)

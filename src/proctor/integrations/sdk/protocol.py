@@ -38,7 +38,7 @@ from proctor.authorization.warrants import VerifiedWarrant, verify_warrant_bound
 from proctor.canonical import canonicalize
 from proctor.errors import CanonicalizationError, DeniedError, KeyFormatError, VerificationError, WarrantError
 from proctor.integrations.sdk.results import Authorization, Lease, Renewal
-from proctor.verification.lease_answer import verify_lease_answer
+from proctor.verification.lease_answer import named_start, verify_lease_answer
 from proctor.verification.measurement import tool_measurement
 
 __all__ = [
@@ -310,10 +310,8 @@ def unaccepted_start(answer: Any, warrant: VerifiedWarrant, why: str) -> tuple[s
     running until its lease lapses, or ``None`` when it names none. The id is the
     unverified answer's, so the body names the verified warrant: the governor ends the
     execution only if it runs under it (else 409, nothing recorded)."""
-    execution = answer.get("execution") if isinstance(answer, dict) else None
-    if type(execution) is not str or not execution or "/" in execution:
-        return None
-    if answer.get("warrant") != warrant.claims.warrant_id:  # not a start of this warrant
+    execution = named_start(answer, warrant.claims.warrant_id)
+    if execution is None:
         return None
     body = {
         "outcome": "failed",
