@@ -30,19 +30,23 @@ not succeed (a refusal would look fast).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -67,6 +71,11 @@ LIFTED = (  # one agent session calls back to back: the default request rates (2
     "max_authorizations_per_second = 100000\nmax_starts_per_minute = 1000000\n"
 )
 
+RELAY = "pass-through relay"
+"""The gateway's own stdio transport copying messages, nothing governed (bench.mcp_relay)."""
+GOVERNOR_ALONE = "governor round trip"
+"""The gateway's authorize-and-start round trip alone, without agent, pipes or upstream."""
+
 CONTENT = "proctor bench " * 70 + "\n"  # ~1 KiB read per call
 
 
@@ -82,6 +91,9 @@ class Row:
     the children its session spawns; an HTTP row's, the gateway's (and its governor's)."""
     spawns: bool = False
     protocol: str = ""
+    call: Callable[[Any, str], Awaitable[float]] | None = None
+    """How one timed call is made on what ``open`` yields (None: ``tools/call`` on an MCP
+    session); a yardstick that is not an MCP session brings its own."""
     ms: list[float] = field(default_factory=list)
     cpu_ms: float | None = None
     cpu_parts: list[float] = field(default_factory=list)  # per root, in ``roots`` order
@@ -141,6 +153,75 @@ def gateway_argv(governor: GovernorServer, *tail: str) -> list[str]:
             "--name", "filesystem", *tail]  # fmt: skip
 
 
+class GovernorCalls:
+    """The governor's half of a stdio gateway's call, made as the gateway makes it: one
+    ``authorize_start`` on a worker thread (the signed round trip that decides, mints the
+    warrant and records the start durably; the warrant and the signed start verified
+    here), and the finish on another thread once the "upstream" has answered, while the
+    next call goes on. No agent, no upstream, no pipes: what every governed call waits
+    for whatever the transport."""
+
+    def __init__(self, governor: GovernorServer, catalog: Path) -> None:
+        from proctor.authorization.keys import PrincipalKey  # noqa: PLC0415 - bench only
+        from proctor.integrations.mcp.governance import ToolGovernance  # noqa: PLC0415
+
+        key = PrincipalKey.load(governor.key)
+        self.calls = ToolGovernance(governor.url, key, enforcer="proctor-gateway/filesystem")
+        self.finishes = ToolGovernance(governor.url, key, enforcer="proctor-gateway/filesystem")
+        tools = {t["name"]: t for t in json.loads(catalog.read_text())["tools"]}
+        self.digest = str(tools["read_text_file"]["definition_digest"])
+        self.finishing: threading.Thread | None = None
+
+    async def timed(self, path: str) -> float:
+        from proctor.integrations.mcp.governance import Refusal, finish_body  # noqa: PLC0415
+
+        started = time.perf_counter()
+        running = await anyio.to_thread.run_sync(
+            self.calls.authorize_start, "filesystem/read_text_file", {"path": path}, self.digest
+        )
+        elapsed = (time.perf_counter() - started) * 1000
+        if isinstance(running, Refusal):
+            raise SystemExit(f"governor round trip: the call was refused: {running.reason}")
+        self.settle()
+        body = finish_body({"result": {"content": [], "isError": False}}, running)
+        self.finishing = threading.Thread(target=self.finishes.finish, args=(running, body))
+        self.finishing.start()
+        return elapsed
+
+    def settle(self) -> None:
+        if self.finishing is not None:
+            self.finishing.join()
+            self.finishing = None
+
+    def close(self) -> None:
+        self.settle()
+        self.calls.close()
+        self.finishes.close()
+
+
+def governor_session(
+    governor: GovernorServer, catalog: Path
+) -> Callable[[], AbstractAsyncContextManager[Any]]:
+    @asynccontextmanager
+    async def open_() -> AsyncIterator[GovernorCalls]:
+        calls = GovernorCalls(governor, catalog)
+        try:
+            yield calls
+        finally:
+            calls.close()
+
+    return open_
+
+
+async def governor_call(calls: GovernorCalls, path: str) -> float:
+    return await calls.timed(path)
+
+
+def relay_argv(upstream: list[str]) -> list[str]:
+    """The gateway's stdio transport with the governance taken out (:mod:`bench.mcp_relay`)."""
+    return [sys.executable, "-m", "bench.mcp_relay", "--", *upstream]
+
+
 def pid_of(server: GovernorServer) -> int:
     """The governor's process id."""
     if server.proc is None:
@@ -157,7 +238,9 @@ def proctor_http_available() -> str | None:
     return None
 
 
-async def call_once(row: Row, client: Client, path: str) -> float:
+async def call_once(row: Row, client: Any, path: str) -> float:
+    if row.call is not None:
+        return await row.call(client, path)
     started = time.perf_counter()
     result = await client.call_tool("read_text_file", {"path": path})
     elapsed = (time.perf_counter() - started) * 1000
@@ -201,13 +284,13 @@ def tree_cpu_s(roots: list[int]) -> float:
 
 async def drive(rows: list[Row], path: str, calls: int, batch: int, warmup: int) -> None:
     async with AsyncExitStack() as stack:
-        clients: list[Client] = []
+        clients: list[Any] = []
         for row in rows:
             before = children_of(os.getpid())
             client = await stack.enter_async_context(row.open())
             if row.spawns:
                 row.roots += sorted(children_of(os.getpid()) - before)
-            row.protocol = client.protocol_version
+            row.protocol = getattr(client, "protocol_version", "")
             for _ in range(warmup):
                 await call_once(row, client, path)
             clients.append(client)
@@ -258,6 +341,8 @@ def report(rows: list[Row], notes: list[str], load: tuple[float, ...], pid_names
         p50 = statistics.median(r.ms)
         yard = base.get((r.transport, r.protocol))
         added = "" if r.name == "direct" or yard is None else f"{p50 - yard:+.2f}"
+        if r.name == GOVERNOR_ALONE:  # no call of its own to subtract: all of it is added
+            added = f"{p50:+.2f}"
         cpu = "" if r.cpu_ms is None else f"{r.cpu_ms:.2f}"
         extra = r.cpu_ms if r.transport == "http" else None
         if r.transport == "stdio" and r.name != "direct" and r.cpu_ms is not None and stdio_cpu is not None:
@@ -306,6 +391,11 @@ def measure(
             missing.append(("mcp-zero-trust-layer", "stdio", str(e)))
         rows.append(Row("proctor gateway", "stdio", stdio_session(gateway_argv(governor, "--", *upstream), errlog),
                         [pid_of(governor)], spawns=True))  # fmt: skip
+        # Two yardsticks for what any governed stdio call must add (issue 13's floor):
+        # being in the path, and the governor's round trip.
+        rows.append(Row(RELAY, "stdio", stdio_session(relay_argv(upstream), errlog), spawns=True))
+        rows.append(Row(GOVERNOR_ALONE, "stdio", governor_session(governor, policy / "fs.tools.json"),
+                        call=governor_call))  # fmt: skip
         notes.append("mcp-airlock has no stdio transport (streamable HTTP only)")
         bridge = peers.start_bridge(upstream, tmp / "bridge")
         children.append(bridge)

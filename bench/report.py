@@ -135,6 +135,15 @@ def headlines(records: Sequence[Record]) -> list[str]:
             if p.median is not None:
                 add("mcp", f"{p.series} adds {p.median - direct.median:.1f} ms on the same call (it decides "
                              "locally and keeps no signed record).")  # fmt: skip
+        relay = _find(records, "mcp", "tools/call over stdio", series="pass-through relay")
+        alone = _find(records, "mcp", "tools/call over stdio", series="governor round trip")
+        if relay and alone and relay.median is not None and alone.median is not None:
+            least = relay.median - direct.median + alone.median
+            add("mcp", f"What any gateway that asks a governor per call must add, measured in the same run: "
+                       f"{least:.1f} ms (being in the path, the gateway's transport copying messages: "
+                       f"{relay.median - direct.median:.1f} ms; the governor's signed round trip with its "
+                       f"durable commit, alone: {alone.median:.1f} ms). proctor's gateway adds "
+                       f"{gateway.median - direct.median - least:.1f} ms beyond that floor.")  # fmt: skip
     sizes = sorted({int(r.x) for r in records if r.curve == "decision-vs-policies" and r.x is not None})
     for n in sorted({n for n in sizes if n == 500} | set(sizes[-1:])):
         ours = _find(records, "policy", f"decision, {n} rules", series="proctor PolicyEngine.decide")

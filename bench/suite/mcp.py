@@ -56,6 +56,10 @@ MEMBER = Member(
         "What governing an agent's tool call adds to it, end to end, as the agent sees it: the "
         "gateway's median minus the direct call's on the same transport. proctor's gateway asks the "
         "governor for every call (a signed HTTP round trip that decides, mints a warrant and commits "
-        "the decision to the durable log) and reports the call's outcome; the proxies decide locally."
+        "the decision to the durable log) and reports the call's outcome; the proxies decide locally. "
+        "Two yardsticks on stdio show the floor of any gateway that asks a governor per call: the "
+        "pass-through relay (the gateway's own transport copying every message, nothing governed: "
+        "what being in the path costs) and the governor round trip alone (the gateway's authorize-and-"
+        "start request made the same way, without agent, pipes or upstream; its figure is all added)."
     ),
 )

@@ -20,6 +20,7 @@ beside the ``GET /healthz`` round trip.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -49,6 +50,20 @@ def presign(key: PrincipalKey, count: int) -> list[bytes]:
                 f"content-length: {len(BODY)}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
         out.append(("\r\n".join(head) + "\r\n\r\n").encode() + BODY)
     return out
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """Seconds of CPU the whole machine spent busy and idle since boot (``/proc/stat``'s
+    first line: user, nice, system, irq, softirq, steal are busy; idle and iowait are not);
+    None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (idle + iowait) / tick
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -121,6 +136,8 @@ def measure(ctx: Context) -> list[Record]:
     servers: dict[str, GovernorServer] = {}
     authz: dict[str, list[float]] = {name: [] for name in variants}
     health: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_per: dict[str, list[float]] = {name: [] for name in variants}
+    idle_cores: dict[str, list[float]] = {name: [] for name in variants}
     out: list[Record] = []
     try:
         for name, args in variants.items():
@@ -141,7 +158,14 @@ def measure(ctx: Context) -> list[Record]:
             for name, server in servers.items():
                 ctx.status(f"round {r + 1}/{cfg['rounds']}: {name}")
                 signed = presign(keys[name], int(cfg["cap"] * cfg["seconds"]))
-                authz[name].append(asyncio.run(load(server.url, signed, cfg["seconds"], cfg["connections"])))
+                before, t0 = machine_cpu(), time.monotonic()
+                rate = asyncio.run(load(server.url, signed, cfg["seconds"], cfg["connections"]))
+                after, wall = machine_cpu(), time.monotonic() - t0
+                authz[name].append(rate)
+                if before is not None and after is not None:
+                    busy, idle = after[0] - before[0], after[1] - before[1]
+                    cpu_per[name].append(busy / wall / rate * 1000)  # ms of CPU per authorization
+                    idle_cores[name].append(idle / wall)
                 health[name].append(
                     asyncio.run(load(server.url, None, cfg["seconds"] / 2, cfg["connections"]))
                 )
@@ -155,6 +179,15 @@ def measure(ctx: Context) -> list[Record]:
         out.append(ctx.record(f"authorizations/s, {name}", None, "/s", group="authorizations/s (signed, all allowed)",
                               median=statistics.median(authz[name]), samples=len(authz[name]), baseline=base,
                               higher_is_better=True, series="authorizations/s", **curve))  # fmt: skip
+        if cpu_per[name]:  # what the throughput cost the whole machine, the load generator included
+            out.append(ctx.record(f"machine CPU per authorization, {name}", None, "ms CPU",
+                                  group="machine CPU per authorization (every process, the client's included)",
+                                  median=statistics.median(cpu_per[name]), samples=len(cpu_per[name]),
+                                  baseline=base))  # fmt: skip
+            out.append(ctx.record(f"cores idle under the load, {name}", None, "cores",
+                                  group=f"cores idle under the load (of {os.cpu_count()})",
+                                  median=statistics.median(idle_cores[name]), samples=len(idle_cores[name]),
+                                  baseline=base))  # fmt: skip
         out.append(ctx.record(f"GET /healthz/s, {name}", None, "/s", group="GET /healthz/s (HTTP floor)",
                               median=statistics.median(health[name]), samples=len(health[name]), baseline=base,
                               higher_is_better=True, series="GET /healthz/s (yardstick)", **curve))  # fmt: skip
@@ -180,6 +213,10 @@ MEMBER = Member(
         "`--workers N` runs N governor processes on one store, so the CPU-bound part can spread over "
         "cores while the log's commits take turns. Here the load generator, and other work, share the "
         "same two cores: a ratio below 1 says more processes did not help on this machine at that load "
-        '(docs/benchmarks-history.md, "Orchestration", has `--workers` on an idle one, with `wrk`).'
+        '(docs/benchmarks-history.md, "Orchestration", has `--workers` on an idle one, with `wrk`). '
+        "The machine's CPU per authorization (every process, the load generator's included) and the "
+        "cores left idle while the load ran say which limit a variant met: the cores divided by the CPU "
+        "per authorization is the most this machine could do at that cost; idle cores mean the "
+        "processes were waiting (for the log's turn, for a commit), not computing."
     ),
 )
