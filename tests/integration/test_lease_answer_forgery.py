@@ -66,6 +66,8 @@ class RewritingProxy:
         self._closed = threading.Event()
         self.start: str | None = None  # "unsigned": lease_sig dropped; "ttl": an hour's TTL, sig kept
         self.start_execution: str | None = None  # with start: the answer names this execution instead
+        self.hint_ttl: int | None = None  # the authorization answer's lease TTL hint rewritten to this
+        self.drop_position = False  # the (genuine, signed) start answer's log_index removed
         self.forged = 0
         self.last_ok: dict[str, Any] | None = None
         self._upstream = httpx.Client(base_url=upstream, timeout=30.0)
@@ -109,6 +111,16 @@ class RewritingProxy:
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
         answer = self._upstream.request(method, handler.path, content=body, headers=headers)
         content = answer.content
+        if self.hint_ttl is not None and method == "POST" and handler.path == "/v1/authorize":
+            parsed = orjson.loads(content)
+            parsed["warrant"]["lease_ttl_ms"] = self.hint_ttl  # unsigned: only a hint
+            self._forge(handler, parsed)
+            return
+        if self.drop_position and method == "POST" and handler.path == "/v1/executions":
+            parsed = orjson.loads(content)
+            parsed.pop("log_index", None)  # not under the lease signature
+            self._forge(handler, parsed)
+            return
         if self.start is not None and method == "POST" and handler.path == "/v1/executions":
             parsed = orjson.loads(content)
             if self.start == "unsigned":
@@ -249,6 +261,57 @@ def test_a_start_answer_not_signed_for_its_request_starts_nothing(gov: GovernorS
     assert found, done.stderr
     with GovernorClient(gov.url, PrincipalKey.load(gov.data / "keys" / "admin.key"), timeout=30) as c:
         shown = c.json("GET", f"/v1/executions/{found.group(1)}")
+    assert (shown["status"], shown["reason"]) == ("failed", "start-failed"), shown
+
+
+def run_through(proxy: RewritingProxy, gov: GovernorServer) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "proctor", "run", "--server", proxy.url, "--key", str(gov.key), "--",
+             "echo", "ran"],
+            capture_output=True, text=True, timeout=WAIT, check=False,
+        )  # fmt: skip
+    finally:
+        proxy.close()
+
+
+def shown_execution(gov: GovernorServer, execution: str) -> dict[str, Any]:
+    with GovernorClient(gov.url, PrincipalKey.load(gov.data / "keys" / "admin.key"), timeout=30) as c:
+        shown: dict[str, Any] = c.json("GET", f"/v1/executions/{execution}")
+    return shown
+
+
+def test_a_rewritten_lease_hint_ends_the_start_it_refused(gov: GovernorServer) -> None:
+    """The authorization's answer says another lease TTL than the warrant's (a hint, not
+    signed): the genuine signed start answer then does not match it and is refused, the
+    warrant verifies but not the hinted terms, nothing runs — and the start the governor
+    recorded under that verified warrant is finished at once, not left holding the
+    warrant and a running slot until its lease lapses."""
+    proxy = RewritingProxy(gov.url)
+    proxy.hint_ttl = HOUR_MS
+    done = run_through(proxy, gov)
+    assert proxy.forged == 1
+    assert done.returncode == 77, done.stderr
+    assert done.stdout == ""
+    found = re.search(r"execution (ex_\w+) was recorded, but its answer was not accepted", done.stderr)
+    assert found, done.stderr
+    shown = shown_execution(gov, found.group(1))  # well before its 2 s lease could lapse
+    assert (shown["status"], shown["reason"]) == ("failed", "start-failed"), shown
+
+
+def test_a_start_answer_without_its_log_position_starts_nothing(gov: GovernorServer) -> None:
+    """The start answer is genuine and signed, but its ``log_index`` (the position the
+    enforcer follows revocations from, outside the signature) was removed on the path:
+    the command does not start, and the recorded start is finished."""
+    proxy = RewritingProxy(gov.url)
+    proxy.drop_position = True
+    done = run_through(proxy, gov)
+    assert proxy.forged == 1
+    assert done.returncode == 77, done.stderr
+    assert done.stdout == ""
+    found = re.search(r"execution (ex_\w+): the start answer has no log position to follow", done.stderr)
+    assert found, done.stderr
+    shown = shown_execution(gov, found.group(1))
     assert (shown["status"], shown["reason"]) == ("failed", "start-failed"), shown
 
 

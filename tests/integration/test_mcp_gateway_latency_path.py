@@ -359,3 +359,39 @@ def test_a_start_for_a_warrant_that_does_not_verify_here_is_ended(governor: Gove
     assert isinstance(refused, Refusal)
     shown = _new_execution(governor, before)
     assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown
+
+
+class Unpositioned(Counted):
+    """The real fail-over client, whose start answers (two-request path) come back
+    without their ``log_index``, which the lease signature does not cover."""
+
+    def request(self, method: str, target: str, body: Any = None, **kw: Any) -> Any:
+        answered = super().request(method, target, body, **kw)
+        if target != "/v1/executions":
+            return answered
+        altered = answered.json()
+        altered.pop("log_index", None)
+        return _Altered(answered, altered)
+
+
+def test_a_separate_start_answer_without_its_log_position_is_ended(
+    governor: GovernorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 4 on the two-request path: the signed start answer is accepted but has lost
+    its log position on the way: nothing is forwarded, and the start is finished at once
+    rather than left to its lease."""
+    monkeypatch.setattr("proctor.integrations.mcp.governance.AUTHORIZE_START", "/v1/no-such-route")
+    tools = ToolGovernance(governor.url, PrincipalKey.load(governor.key))
+    unpositioned = Unpositioned(tools._governors.urls, PrincipalKey.load(governor.key))
+    unpositioned.sent = []
+    tools._governors.close()
+    tools._governors = unpositioned
+    before = _ids(governor)
+    try:
+        refused = tools.authorize_start("fs/read", {"path": "/srv/unpositioned"}, DIGEST)
+    finally:
+        tools.close()
+    assert isinstance(refused, Refusal)
+    assert "start answer is incomplete" in refused.reason
+    shown = _new_execution(governor, before)
+    assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown

@@ -418,9 +418,10 @@ def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
     config: str, interrupted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The go was sent, the command runs and has forked, and tracking it fails (or fails
-    after an interrupt during the go): what the command forked is ended through the
-    execution's cgroups (or, without them, its process group), not only the child, and
-    nothing is left behind."""
+    after an interrupt during the go) leaving the child as it was: what the command forked
+    is ended through the execution's cgroups (or, without them, its process group and the
+    tree's scan), not only the child, and nothing is left behind. (The real
+    ``track_started`` kills the tree itself before it reaps the child: the test below.)"""
     mark = tmp_path / "ran"
     before, fds = children(), held()
     pending = containment(config).prepare(
@@ -432,9 +433,7 @@ def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
 
     def untrackable(popen: subprocess.Popen[bytes], **_: object) -> Contained:
         time.sleep(0.2)  # the command is running and has forked by now
-        popen.kill()  # as track_started does when it fails: the child only
-        popen.wait()
-        raise EnforcementError("tracking failed")
+        raise EnforcementError("tracking failed")  # the child left running, not reaped
 
     monkeypatch.setattr(containment_module, "track_started", untrackable)
     if interrupted:
@@ -456,6 +455,62 @@ def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
             pending.go(lease_ttl=5.0)
     time.sleep(0.8)  # longer than the forked subshell's sleep
     assert not mark.exists(), "what the command forked kept running"
+    assert wait_until(lambda: not (children() - before)), "a process of the start was left"
+    assert wait_until(lambda: not own_groups()), "a cgroup was left behind"
+    assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"
+
+
+@pytest.mark.parametrize("interrupted", [False, True], ids=["failed", "interrupted"])
+@pytest.mark.parametrize("config", ["cgroup2", "pgroup-subreaper", "strongest"])
+def test_an_untrackable_start_ends_what_left_its_session_too(
+    config: str, interrupted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ``track_started`` fails after the go (``pidfd_open`` runs out of
+    descriptors) while the command runs, and what the command forked has left its
+    session and process group (``setsid``): killing the child's group does not reach it;
+    the tree's own kill does (its cgroups, or the fallback's scan of the child's
+    descendants and of the orphans reparented to this subreaper), before the child is
+    reaped."""
+    mark = tmp_path / "ran"
+    before, fds = children(), held()
+    pending = containment(config).prepare(
+        ["/bin/sh", "-c", f"setsid /bin/sh -c 'sleep 0.6; touch {mark}' & sleep 30"],
+        lease_ttl=5.0,
+        execution_id=f"gate-setsid-{config}-{interrupted}",
+    )
+    time.sleep(SETTLE)  # set up, waiting for the go
+    real_open = os.pidfd_open
+    child = next(iter(children() - before))
+
+    def exhausted(pid: int, flags: int = 0) -> int:
+        if pid != child:  # only the tracking's own call runs out (the kills then work)
+            return real_open(pid, flags)
+        time.sleep(0.2)  # the command is running, and its setsid'd child too, by now
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pidfd_open", exhausted)
+    try:
+        if interrupted:
+            future = pending._future
+            real = future.result
+            raised: list[bool] = []
+
+            def result(*args: object, **kwargs: object) -> object:
+                if not raised:
+                    raised.append(True)
+                    raise KeyboardInterrupt
+                return real(*args, **kwargs)  # type: ignore[arg-type]
+
+            future.result = result  # type: ignore[method-assign,assignment]
+            with pytest.raises(KeyboardInterrupt):
+                pending.go(lease_ttl=5.0)
+        else:
+            with pytest.raises(EnforcementError, match="cannot track"):
+                pending.go(lease_ttl=5.0)
+    finally:
+        monkeypatch.setattr(os, "pidfd_open", real_open)
+    time.sleep(0.9)  # longer than the escaped process's sleep
+    assert not mark.exists(), "what the command forked out of its session kept running"
     assert wait_until(lambda: not (children() - before)), "a process of the start was left"
     assert wait_until(lambda: not own_groups()), "a cgroup was left behind"
     assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"

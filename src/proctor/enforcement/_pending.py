@@ -78,6 +78,8 @@ class PendingStart:
         track: turns the started process into the :class:`Contained` (given the TTL
             that came with the go, if any).
         on_failure: releases what ``track`` would have taken over.
+        session: the child leads a session and process group of its own (the plan's
+            ``session``): what :func:`kill_untracked` may kill by its id.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class PendingStart:
         leased: bool,
         track: Callable[[subprocess.Popen[bytes], float | None], Contained],
         on_failure: Callable[[], None],
+        session: bool = False,
     ) -> None:
         self._name = name
         self._future = future
@@ -104,6 +107,7 @@ class PendingStart:
         self._leased = leased
         self._track = track
         self._on_failure = on_failure
+        self._session = session
         self._done = False
 
     @property
@@ -197,12 +201,13 @@ class PendingStart:
     def _end_untracked(self, popen: subprocess.Popen[bytes], wait: float) -> None:
         """End a started child that could not be tracked (it failed, or was interrupted):
         the command may be running, with children of its own. Its cgroups' members first
-        (what the child forked is there too), its process group (where there is no
-        cgroup), then the child, then the groups."""
+        (what the child forked is there too), then, unless ``track_started`` already did
+        and reaped the child, its whole tree by :func:`kill_untracked`, then the child,
+        then the groups."""
         self._kill_groups()
         try:
-            with contextlib.suppress(OSError):  # no cgroup: its process group, if it leads one
-                os.killpg(popen.pid, signal.SIGKILL)  # (not reaped yet: the pid is still its own)
+            with contextlib.suppress(Exception):
+                kill_untracked(popen, session=self._session, groups=self._groups)
             with contextlib.suppress(Exception):
                 popen.kill()
                 popen.wait(timeout=wait)
@@ -290,6 +295,42 @@ class PendingStart:
                 os.close(fd)
 
 
+def kill_untracked(popen: subprocess.Popen[bytes], *, session: bool, groups: list[Group]) -> None:
+    """SIGKILL the whole tree of a started child that could not be tracked, before the
+    child is reaped (while its pid, and its process group's id, are still its own).
+
+    1. Its process group, when it leads one (``session``): atomic against fork, and
+       needs no descriptor (the failure may be that there are none left).
+    2. ``ProcessTree.kill`` with what was set up: its cgroups when it has any; otherwise,
+       stopped then killed, every process of the fallback's attribution — the child's
+       descendants, its session, and the orphans reparented to this process (a
+       subreaper) since the child started — a command that left its session with
+       ``setsid`` included. Skipped when the child's start time cannot be read (the
+       fallback would then claim every orphan of this process).
+
+    Nothing when the child was reaped already (its ids may be another's now); the child
+    itself is left to the caller, which kills and reaps it.
+    """
+    if popen.returncode is not None:
+        return
+    if session:
+        with contextlib.suppress(OSError):
+            os.killpg(popen.pid, signal.SIGKILL)
+    st = _linux.read_stat(popen.pid)
+    if st is None:
+        return
+    spec = TreeSpec(
+        child=popen.pid,
+        child_start=st.starttime,
+        session=session,
+        pidns_mode="",
+        groups=groups,
+        pidns=None,
+        direct_children=Contained.direct_children,
+    )
+    ProcessTree(spec).kill()
+
+
 def track_started(
     popen: subprocess.Popen[bytes],
     *,
@@ -322,6 +363,7 @@ def track_started(
             elif pidns is None or pidns == _linux.pidns_of(os.getpid()):
                 raise EnforcementError(f"pid {pid} did not get a pid namespace of its own")
     except (OSError, EnforcementError) as e:
+        kill_untracked(popen, session=plan.has("session"), groups=groups)
         popen.kill()
         popen.wait()
         if pidfd >= 0:

@@ -493,4 +493,5 @@ class Containment:
             groups=groups,
             track=track,
             on_failure=release,
+            session=plan.has("session"),
         )

@@ -91,6 +91,7 @@ EXIT_TERMINATED = 79
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Signals that end a run as interrupted (exit 128 + the signal), its record included."""
 _CHUNK = 65536
+_ENDING_WAIT_S = 7.0  # the finishes of refused starts (each at most 6.5 s), before the run ends
 AHEAD_TTL_S = 60.0
 """The lease TTL a child set up ahead is prepared with; the warrant's comes with the go."""
 
@@ -227,7 +228,8 @@ class Supervisor:
         self._abortable = False  # the handler may stop the run where it is (before the go)
         self._replaced: dict[int, Any] = {}  # the handlers ours replaced, to put back
         self._start_future: Future[Answered] | None = None
-        self._unaccepted: list[str] = []  # executions named by start answers not accepted
+        self._unaccepted: list[tuple[str, str]] = []  # (execution, warrant) named by answers not accepted
+        self._ending: threading.Thread | None = None  # _end_unaccepted beside the run, joined at its end
         self._warrant_id: str | None = None  # the verified warrant's id, once it is known
 
     def say(self, message: str) -> None:
@@ -257,6 +259,8 @@ class Supervisor:
                 pending.cancel()  # nothing after a go
             if self._sealed is not None:
                 self._sealed.close()  # idempotent: closed once the child has its copies
+            if self._ending is not None:  # the finishes of refused starts, on their way
+                self._ending.join(timeout=_ENDING_WAIT_S)
             self._governors.close()
             for signum, handler in self._replaced.items():
                 signal.signal(signum, handler)
@@ -369,8 +373,8 @@ class Supervisor:
                 if verified is None:  # the start is on its way: verified meanwhile
                     try:
                         verified = verify(zone=terms.zone)
+                        self._warrant_id = verified.claims.warrant_id  # verified: its refused starts end
                         terms.check(verified.claims)
-                        self._warrant_id = verified.claims.warrant_id
                     except (ProctorError, ValueError) as e:
                         self._unstarted(start, f"the warrant does not verify locally; nothing started: {e}")
                         return EXIT_DENIED
@@ -389,6 +393,12 @@ class Supervisor:
                     self.say(f"the governor refused to start the execution: {e}")
                     return EXIT_DENIED
                 self._execution = str(started["execution"])
+                position = started.get("log_index")  # where its revocations are followed from
+                if type(position) is not int or position < 0:  # not under the answer's signature
+                    detail = f"the start answer has no log position to follow revocations from: {position!r}"
+                    self.say(f"execution {self._execution}: {detail}; nothing started")
+                    self._finish({"outcome": "failed", "reason": "start-failed", "detail": detail})
+                    return EXIT_DENIED
                 self._lease_deadline = lease_deadline(time.monotonic(), ttl)
                 began = time.monotonic()
                 try:
@@ -428,7 +438,7 @@ class Supervisor:
         self._thread(self._watchdog, ttl)
         self._accept_renewal = lease.renewal(self._execution)
         self._thread(self._renewer, ttl)
-        self._thread(self._listen, int(started["log_index"]))
+        self._thread(self._listen, position)
         self._thread(self._contained.hold_command, self._done)  # its pidfd, for a kill's first signal
         max_duration = _int(obligations.get("max_duration_s"))
         if max_duration:
@@ -559,7 +569,7 @@ class Supervisor:
             try:
                 lease.start(answered)
             except VerificationError:
-                self._note_unaccepted(answered, lease.warrant)
+                self._note_unaccepted(answered)
                 raise
 
         def start() -> None:
@@ -587,17 +597,20 @@ class Supervisor:
             return  # not started (or not answered validly): nothing to finish
         self._finish({"outcome": "failed", "reason": reason, "detail": why[:900]})
 
-    def _note_unaccepted(self, answered: Answered, warrant: str) -> None:
+    def _note_unaccepted(self, answered: Answered) -> None:
         """A start answer that was not accepted (not signed for this request, ADR 0017)
-        may still name a start its governor recorded: remember the execution it names,
-        if it says it runs under the warrant this run asked with, to finish it
-        (:meth:`_start_answer`)."""
+        may still name a start its governor recorded: remember the execution it names and
+        the warrant it says that runs under, to finish it if that is the warrant this run
+        verified (:meth:`_end_unaccepted`; the warrant hinted in the authorization's
+        answer is not what decides, it may have been altered too)."""
         try:
-            named = named_start(answered.json(), warrant)
+            answer = answered.json()
         except ValueError:
             return
-        if named is not None:
-            self._unaccepted.append(named)
+        warrant = answer.get("warrant") if isinstance(answer, dict) else None
+        named = named_start(answer, warrant)
+        if named is not None and isinstance(warrant, str):
+            self._unaccepted.append((named, warrant))
 
     def _start_answer(self, start: Future[Answered]) -> Any:
         """The accepted start answer's JSON (raises as ``start`` does), and the starts a
@@ -621,7 +634,7 @@ class Supervisor:
                     self._abort_point(abortable=abortable)
             raise
         if self._unaccepted:  # another governor's answer was accepted: not on the run's path
-            self._thread(self._end_unaccepted)
+            self._ending = self._thread(self._end_unaccepted)
         return answer
 
     def _end_unaccepted(self) -> None:
@@ -630,7 +643,9 @@ class Supervisor:
         warrant = self._warrant_id
         if warrant is None:
             return
-        for execution in unaccepted:
+        for execution, named in unaccepted:
+            if named != warrant:  # it names another warrant: not this run's to end
+                continue
             self.say(f"execution {execution} was recorded, but its answer was not accepted; ending it")
             self._finish(
                 {

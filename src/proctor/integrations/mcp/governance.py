@@ -367,7 +367,13 @@ class ToolGovernance:
                 self._end_unaccepted(
                     execution, claims.warrant_id, "the governor's start answer was not accepted"
                 )
-        return self._running(grant, answered.json(), answered.sent)
+        started = answered.json()
+        try:
+            return self._running(grant, started, answered.sent)
+        except (KeyError, TypeError, ValueError) as e:  # signed, but its log position is not
+            why = f"the governor's start answer is incomplete: {e!r}"
+            self._end_unaccepted(named_start(started, claims.warrant_id), claims.warrant_id, why)
+            raise GovernorError(why, status=0) from e
 
     def _end_unaccepted(self, execution: str | None, warrant: str, why: str) -> None:
         """Finish a start whose answer was not accepted (rule 4), by the id that answer
