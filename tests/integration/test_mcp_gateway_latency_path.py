@@ -362,28 +362,38 @@ def test_a_start_for_a_warrant_that_does_not_verify_here_is_ended(governor: Gove
 
 
 class Unpositioned(Counted):
-    """The real fail-over client, whose start answers (two-request path) come back
-    without their ``log_index``, which the lease signature does not cover."""
+    """The real fail-over client, whose start answers come back with their
+    ``log_index`` (which the lease signature does not cover) replaced by ``position``,
+    or removed (``...``)."""
+
+    position: Any = ...
 
     def request(self, method: str, target: str, body: Any = None, **kw: Any) -> Any:
         answered = super().request(method, target, body, **kw)
-        if target != "/v1/executions":
+        if target not in ("/v1/executions", "/v1/authorize/start"):
             return answered
         altered = answered.json()
-        altered.pop("log_index", None)
+        started = altered if target == "/v1/executions" else altered["execution"]
+        started.pop("log_index", None)
+        if self.position is not ...:
+            started["log_index"] = self.position
         return _Altered(answered, altered)
 
 
-def test_a_separate_start_answer_without_its_log_position_is_ended(
-    governor: GovernorServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("position", [..., -1, 1.5, True, "7", float("inf")], ids=repr)
+@pytest.mark.parametrize("combined", [False, True], ids=["two-requests", "combined"])
+def test_a_start_answer_without_its_log_position_is_ended(
+    governor: GovernorServer, monkeypatch: pytest.MonkeyPatch, position: Any, combined: bool
 ) -> None:
-    """Rule 4 on the two-request path: the signed start answer is accepted but has lost
-    its log position on the way: nothing is forwarded, and the start is finished at once
-    rather than left to its lease."""
-    monkeypatch.setattr("proctor.integrations.mcp.governance.AUTHORIZE_START", "/v1/no-such-route")
+    """Rule 4: the signed start answer is genuine but its log position was removed or
+    replaced on the way (not a count: negative, fractional, a boolean, a string, an
+    infinity): nothing is forwarded, and the start is finished at once rather than left
+    to its lease, on either path."""
+    if not combined:
+        monkeypatch.setattr("proctor.integrations.mcp.governance.AUTHORIZE_START", "/v1/no-such-route")
     tools = ToolGovernance(governor.url, PrincipalKey.load(governor.key))
     unpositioned = Unpositioned(tools._governors.urls, PrincipalKey.load(governor.key))
-    unpositioned.sent = []
+    unpositioned.sent, unpositioned.position = [], position
     tools._governors.close()
     tools._governors = unpositioned
     before = _ids(governor)
@@ -392,6 +402,6 @@ def test_a_separate_start_answer_without_its_log_position_is_ended(
     finally:
         tools.close()
     assert isinstance(refused, Refusal)
-    assert "start answer is incomplete" in refused.reason
+    assert "log_index" in refused.reason, refused.reason
     shown = _new_execution(governor, before)
     assert (shown["status"], shown["reason"]) == ("failed", "not-forwarded"), shown

@@ -465,13 +465,16 @@ def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
 def test_an_untrackable_start_ends_what_left_its_session_too(
     config: str, interrupted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real ``track_started`` fails after the go (``pidfd_open`` runs out of
-    descriptors) while the command runs, and what the command forked has left its
-    session and process group (``setsid``): killing the child's group does not reach it;
-    the tree's own kill does (its cgroups, or the fallback's scan of the child's
-    descendants and of the orphans reparented to this subreaper), before the child is
-    reaped."""
+    """The real ``track_started`` fails after the go (its own ``pidfd_open`` of the child
+    runs out of descriptors; the kill's own calls do not) while the command runs, and what
+    the command forked has left its session and process group (``setsid``): killing the
+    child's group does not reach it; the tree's own kill does (its cgroups, or the
+    fallback's scan of the child's descendants and of the orphans reparented to this
+    subreaper), before the child is reaped; and a child of this process that started
+    before is not the tree's and is left alone."""
     mark = tmp_path / "ran"
+    bystander = subprocess.Popen(["sleep", "30"])  # this process's own, started before: not the tree's
+    time.sleep(0.02)  # a clock tick apart (start times count ticks)
     before, fds = children(), held()
     pending = containment(config).prepare(
         ["/bin/sh", "-c", f"setsid /bin/sh -c 'sleep 0.6; touch {mark}' & sleep 30"],
@@ -510,6 +513,10 @@ def test_an_untrackable_start_ends_what_left_its_session_too(
     finally:
         monkeypatch.setattr(os, "pidfd_open", real_open)
     time.sleep(0.9)  # longer than the escaped process's sleep
+    alive = bystander.poll() is None
+    bystander.kill()
+    bystander.wait()
+    assert alive, "a child of this process that is not the tree's was killed"
     assert not mark.exists(), "what the command forked out of its session kept running"
     assert wait_until(lambda: not (children() - before)), "a process of the start was left"
     assert wait_until(lambda: not own_groups()), "a cgroup was left behind"

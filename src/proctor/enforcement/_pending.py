@@ -299,26 +299,34 @@ def kill_untracked(popen: subprocess.Popen[bytes], *, session: bool, groups: lis
     """SIGKILL the whole tree of a started child that could not be tracked, before the
     child is reaped (while its pid, and its process group's id, are still its own).
 
-    1. Its process group, when it leads one (``session``): atomic against fork, and
+    1. This process's children that started before the child (so cannot be of its tree:
+       another execution's, a watchdog, the application's own) and the tracked
+       executions' children: never claimed below. One that started since, and is no
+       tracked execution's child, is claimed: the fallback's choice, over-killing rather
+       than letting a process of the tree escape (``_tree``).
+    2. Its process group, when it leads one (``session``): atomic against fork, and
        needs no descriptor (the failure may be that there are none left).
-    2. ``ProcessTree.kill`` with what was set up: its cgroups when it has any; otherwise,
+    3. ``ProcessTree.kill`` with what was set up: its cgroups when it has any; otherwise,
        stopped then killed, every process of the fallback's attribution — the child's
        descendants, its session, and the orphans reparented to this process (a
        subreaper) since the child started — a command that left its session with
-       ``setsid`` included. Skipped when the child's start time cannot be read (the
-       fallback would then claim every orphan of this process).
+       ``setsid`` included. Skipped when the child's start time or this process's children cannot
+       be read (the fallback could then claim a process that is not the tree's).
 
     Nothing when the child was reaped already (its ids may be another's now); the child
     itself is left to the caller, which kills and reaps it.
     """
     if popen.returncode is not None:
         return
+    st = _linux.read_stat(popen.pid)
+    others = _own_children()
     if session:
         with contextlib.suppress(OSError):
             os.killpg(popen.pid, signal.SIGKILL)
-    st = _linux.read_stat(popen.pid)
-    if st is None:
+    if st is None or others is None:
         return
+    earlier = {pid for pid in others if (seen := _linux.read_stat(pid)) and seen.starttime < st.starttime}
+    others = earlier | (Contained.direct_children() - {popen.pid})
     spec = TreeSpec(
         child=popen.pid,
         child_start=st.starttime,
@@ -326,9 +334,24 @@ def kill_untracked(popen: subprocess.Popen[bytes], *, session: bool, groups: lis
         pidns_mode="",
         groups=groups,
         pidns=None,
-        direct_children=Contained.direct_children,
+        direct_children=lambda: others,
     )
     ProcessTree(spec).kill()
+
+
+def _own_children() -> set[int] | None:
+    """This process's children now (every thread's), or ``None`` if they cannot be read."""
+    found: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with (
+                contextlib.suppress(FileNotFoundError),  # a thread that ended meanwhile
+                open(f"/proc/self/task/{tid}/children", encoding="ascii") as f,
+            ):
+                found.update(int(pid) for pid in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return found
 
 
 def track_started(
@@ -363,11 +386,14 @@ def track_started(
             elif pidns is None or pidns == _linux.pidns_of(os.getpid()):
                 raise EnforcementError(f"pid {pid} did not get a pid namespace of its own")
     except (OSError, EnforcementError) as e:
-        kill_untracked(popen, session=plan.has("session"), groups=groups)
-        popen.kill()
-        popen.wait()
-        if pidfd >= 0:
-            os.close(pidfd)
+        try:
+            with contextlib.suppress(Exception):  # what it cannot kill, the child's end still does
+                kill_untracked(popen, session=plan.has("session"), groups=groups)
+        finally:  # an interrupt too: the child is ended and reaped, its pidfd closed
+            popen.kill()
+            popen.wait()
+            if pidfd >= 0:
+                os.close(pidfd)
         if isinstance(e, EnforcementError):
             raise
         raise EnforcementError(f"cannot track pid {pid}: {e.strerror}") from e

@@ -347,17 +347,27 @@ class ProcessTree:
 
     def _stop_then_kill(self) -> None:
         stopped: dict[int, int] = {}
-        for _ in range(_STOP_ROUNDS):
-            fresh = {p: st for p, st in self.members().items() if stopped.get(p) != st.starttime}
-            if not fresh:
-                break
-            for pid, st in fresh.items():
-                if signal_process(pid, st.starttime, signal.SIGSTOP):
-                    stopped[pid] = st.starttime
-        for pid, start in stopped.items():
-            signal_process(pid, start, signal.SIGKILL)
+        refused: dict[int, int] = {}  # not ours to signal (EPERM): left to the survivors' check
+        try:
+            for _ in range(_STOP_ROUNDS):
+                fresh = {
+                    p: st
+                    for p, st in self.members().items()
+                    if stopped.get(p) != st.starttime and refused.get(p) != st.starttime
+                }
+                if not fresh:
+                    break
+                for pid, st in fresh.items():
+                    sent = _signal(pid, st.starttime, signal.SIGSTOP)
+                    if sent:
+                        stopped[pid] = st.starttime
+                    elif sent is None:
+                        refused[pid] = st.starttime
+        finally:  # whatever stopped the scan (an error, an interrupt), what it stopped dies
+            for pid, start in stopped.items():
+                _signal(pid, start, signal.SIGKILL)
         for pid, st in self.members().items():
-            signal_process(pid, st.starttime, signal.SIGKILL)
+            _signal(pid, st.starttime, signal.SIGKILL)
 
     def seen_orphan_zombies(self) -> list[int]:
         """Processes seen in the tree that are now zombie children of ours.
@@ -432,6 +442,16 @@ def settled_pidns(pid: int, pidfd: int, *, for_children: bool) -> tuple[int, int
         poller.poll(_EXITING_MS)
         pidns = pidns_of(pid, for_children=for_children)
     return pidns
+
+
+def _signal(pid: int, starttime: int, sig: int) -> bool | None:
+    """``signal_process``, with a process this one may not signal (EPERM: another user's,
+    a set-user-ID program's) answered ``None`` instead of raised: one such process must
+    not stop the kill of the rest of the tree."""
+    try:
+        return signal_process(pid, starttime, sig)
+    except PermissionError:
+        return None
 
 
 def exited(pidfd: int) -> bool:

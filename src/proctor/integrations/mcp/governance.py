@@ -387,11 +387,14 @@ class ToolGovernance:
 
     @staticmethod
     def _running(grant: Grant, started: dict[str, Any], sent: float) -> Running:
+        position = started["log_index"]  # where its revocations are followed from: not signed
+        if type(position) is not int or position < 0:
+            raise ValueError(f"the start answer's log_index is not a log position: {position!r:.40}")
         ttl = enforcer_ttl_s(grant.claims.lease_ttl_ms)
         return Running(
             execution=str(started["execution"]),
             grant=grant,
-            log_index=int(started["log_index"]),
+            log_index=position,
             ttl=ttl,
             deadline=lease_deadline(sent, ttl),
             next_renewal=sent + renewal_interval_s(ttl),
