@@ -463,7 +463,11 @@ def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
 @pytest.mark.parametrize("interrupted", [False, True], ids=["failed", "interrupted"])
 @pytest.mark.parametrize("config", ["cgroup2", "pgroup-subreaper", "strongest"])
 def test_an_untrackable_start_ends_what_left_its_session_too(
-    config: str, interrupted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    config: str,
+    interrupted: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The real ``track_started`` fails after the go (its own ``pidfd_open`` of the child
     runs out of descriptors; the kill's own calls do not) while the command runs, and what
@@ -473,10 +477,13 @@ def test_an_untrackable_start_ends_what_left_its_session_too(
     subreaper), before the child is reaped; and a child of this process that started
     before is not the tree's and is left alone."""
     mark = tmp_path / "ran"
+    contain = containment(config)  # (skips where it is not available: before anything is started)
     bystander = subprocess.Popen(["sleep", "30"])  # this process's own, started before: not the tree's
+    request.addfinalizer(bystander.wait)  # run last: after the kill below
+    request.addfinalizer(bystander.kill)
     time.sleep(0.02)  # a clock tick apart (start times count ticks)
     before, fds = children(), held()
-    pending = containment(config).prepare(
+    pending = contain.prepare(
         ["/bin/sh", "-c", f"setsid /bin/sh -c 'sleep 0.6; touch {mark}' & sleep 30"],
         lease_ttl=5.0,
         execution_id=f"gate-setsid-{config}-{interrupted}",
@@ -513,10 +520,7 @@ def test_an_untrackable_start_ends_what_left_its_session_too(
     finally:
         monkeypatch.setattr(os, "pidfd_open", real_open)
     time.sleep(0.9)  # longer than the escaped process's sleep
-    alive = bystander.poll() is None
-    bystander.kill()
-    bystander.wait()
-    assert alive, "a child of this process that is not the tree's was killed"
+    assert bystander.poll() is None, "a child of this process that is not the tree's was killed"
     assert not mark.exists(), "what the command forked out of its session kept running"
     assert wait_until(lambda: not (children() - before)), "a process of the start was left"
     assert wait_until(lambda: not own_groups()), "a cgroup was left behind"

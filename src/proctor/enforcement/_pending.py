@@ -79,7 +79,7 @@ class PendingStart:
             that came with the go, if any).
         on_failure: releases what ``track`` would have taken over.
         session: the child leads a session and process group of its own (the plan's
-            ``session``): what :func:`kill_untracked` may kill by its id.
+            ``session``): what :func:`_kill_untracked` may kill by its id.
     """
 
     def __init__(
@@ -202,12 +202,12 @@ class PendingStart:
         """End a started child that could not be tracked (it failed, or was interrupted):
         the command may be running, with children of its own. Its cgroups' members first
         (what the child forked is there too), then, unless ``track_started`` already did
-        and reaped the child, its whole tree by :func:`kill_untracked`, then the child,
+        and reaped the child, its whole tree by :func:`_kill_untracked`, then the child,
         then the groups."""
         self._kill_groups()
         try:
             with contextlib.suppress(Exception):
-                kill_untracked(popen, session=self._session, groups=self._groups)
+                _kill_untracked(popen, session=self._session, groups=self._groups)
             with contextlib.suppress(Exception):
                 popen.kill()
                 popen.wait(timeout=wait)
@@ -295,7 +295,7 @@ class PendingStart:
                 os.close(fd)
 
 
-def kill_untracked(popen: subprocess.Popen[bytes], *, session: bool, groups: list[Group]) -> None:
+def _kill_untracked(popen: subprocess.Popen[bytes], *, session: bool, groups: list[Group]) -> None:
     """SIGKILL the whole tree of a started child that could not be tracked, before the
     child is reaped (while its pid, and its process group's id, are still its own).
 
@@ -388,7 +388,7 @@ def track_started(
     except (OSError, EnforcementError) as e:
         try:
             with contextlib.suppress(Exception):  # what it cannot kill, the child's end still does
-                kill_untracked(popen, session=plan.has("session"), groups=groups)
+                _kill_untracked(popen, session=plan.has("session"), groups=groups)
         finally:  # an interrupt too: the child is ended and reaped, its pidfd closed
             popen.kill()
             popen.wait()
