@@ -85,7 +85,12 @@ def _matches_the_log(gov: Governor, results: list[Any]) -> None:
     assert gov.log.check_all().ok
 
 
-def test_threads_take_both_paths_and_every_answer_matches_the_log(gov: Governor, paths: Counter[str]) -> None:
+def test_threads_take_both_paths_and_every_answer_matches_the_log(
+    gov: Governor, paths: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What is checked here is the paths and the log, not the stall detector: on a loaded
+    # CI machine the helper process can go unscheduled for longer than 0.25 s.
+    monkeypatch.setattr("proctor.authorization.minter.STALL_S", 5.0)
     results: list[Any] = []
     lock = threading.Lock()
 
