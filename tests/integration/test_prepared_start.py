@@ -25,6 +25,7 @@ import pytest
 from proc_support import held, marked
 from proctor.enforcement import _pending as pending_module
 from proctor.enforcement import containment as containment_module
+from proctor.enforcement._pending import PendingStart
 from proctor.enforcement.containment import Capabilities, Contained, Containment, probe
 from proctor.enforcement.measure import measure, prepare
 from proctor.errors import EnforcementError
@@ -412,6 +413,24 @@ def test_an_interrupt_during_the_go_ends_what_started(config: str, tmp_path: Pat
     assert wait_until(lambda: not held() - fds), f"descriptors were left open: {held() - fds}"
 
 
+def go_interrupted(pending: PendingStart) -> None:
+    """The go, interrupted (KeyboardInterrupt, as the signal handler raises it in the
+    waiting thread) while it waits for the spawner's fork; the fork then goes on."""
+    future = pending._future
+    real = future.result
+    raised: list[bool] = []
+
+    def result(*args: object, **kwargs: object) -> object:
+        if not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    future.result = result  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyboardInterrupt):
+        pending.go(lease_ttl=5.0)
+
+
 @pytest.mark.parametrize("interrupted", [False, True], ids=["failed", "interrupted"])
 @pytest.mark.parametrize("config", ["cgroup2", "pgroup-subreaper", "strongest"])
 def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
@@ -437,19 +456,7 @@ def test_a_start_that_cannot_be_tracked_ends_what_it_forked(
 
     monkeypatch.setattr(containment_module, "track_started", untrackable)
     if interrupted:
-        future = pending._future
-        real = future.result
-        raised: list[bool] = []
-
-        def result(*args: object, **kwargs: object) -> object:
-            if not raised:
-                raised.append(True)
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)  # type: ignore[arg-type]
-
-        future.result = result  # type: ignore[method-assign,assignment]
-        with pytest.raises(KeyboardInterrupt):
-            pending.go(lease_ttl=5.0)
+        go_interrupted(pending)
     else:
         with pytest.raises(EnforcementError, match="tracking failed"):
             pending.go(lease_ttl=5.0)
@@ -501,19 +508,7 @@ def test_an_untrackable_start_ends_what_left_its_session_too(
     monkeypatch.setattr(os, "pidfd_open", exhausted)
     try:
         if interrupted:
-            future = pending._future
-            real = future.result
-            raised: list[bool] = []
-
-            def result(*args: object, **kwargs: object) -> object:
-                if not raised:
-                    raised.append(True)
-                    raise KeyboardInterrupt
-                return real(*args, **kwargs)  # type: ignore[arg-type]
-
-            future.result = result  # type: ignore[method-assign,assignment]
-            with pytest.raises(KeyboardInterrupt):
-                pending.go(lease_ttl=5.0)
+            go_interrupted(pending)
         else:
             with pytest.raises(EnforcementError, match="cannot track"):
                 pending.go(lease_ttl=5.0)
